@@ -1,0 +1,33 @@
+"""Request helpers shared by admin handlers: the caller, and role checks."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from aibridge.admin.errors import APIError
+from aibridge.auth import Actor, AuthError, extract_token
+from aibridge.services import SERVICES
+
+ACTOR_KEY = "aibridge.actor"
+
+
+async def current_actor(request: web.Request) -> Actor:
+    """Authenticate the caller by gateway key; 401 when missing, invalid, expired or revoked."""
+    cached = request.get(ACTOR_KEY)
+    if isinstance(cached, Actor):
+        return cached
+    token = extract_token(request.headers)
+    try:
+        actor = await request.app[SERVICES].authenticator.authenticate(token)
+    except AuthError as err:
+        raise APIError(401, "Unauthorized.", str(err)) from err
+    request[ACTOR_KEY] = actor
+    return actor
+
+
+async def require_admin(request: web.Request) -> Actor:
+    """The caller, who must have the admin role (403 otherwise)."""
+    actor = await current_actor(request)
+    if not actor.is_admin:
+        raise APIError(403, "Forbidden.", "this endpoint requires the admin role")
+    return actor

@@ -1,0 +1,91 @@
+"""The admin API error envelope ``{"message", "detail", "validations"}``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import orjson
+from aiohttp import web
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Validation:
+    """One field-level validation failure."""
+
+    field: str
+    detail: str
+
+
+class APIError(Exception):
+    """Raise from a handler to answer with a JSON error envelope."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        detail: str = "",
+        validations: list[Validation] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.detail = detail
+        self.validations = validations or []
+
+    def response(self) -> web.Response:
+        """Render as an aiohttp response."""
+        body: dict[str, object] = {"message": self.message}
+        if self.detail:
+            body["detail"] = self.detail
+        if self.validations:
+            body["validations"] = [{"field": v.field, "detail": v.detail} for v in self.validations]
+        return json_response(body, status=self.status)
+
+
+def json_response(data: object, status: int = 200) -> web.Response:
+    """Serialise ``data`` with orjson (UUIDs and datetimes handled)."""
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+def not_found(what: str = "Resource") -> APIError:
+    """The standard 404."""
+    return APIError(404, f"{what} not found.")
+
+
+async def read_json_object(request: web.Request) -> dict[str, object]:
+    """Parse the request body as a JSON object or raise a 400 that says why."""
+    raw = await request.read()
+    if not raw:
+        raise APIError(400, "Request body is empty.", "send a JSON object")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise APIError(400, "Request body is not valid JSON.", str(exc)) from exc
+    if not isinstance(data, dict):
+        raise APIError(400, "Request body must be a JSON object.")
+    return data
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn :class:`APIError` and unexpected exceptions into JSON envelopes (no tracebacks)."""
+    try:
+        return await handler(request)
+    except APIError as err:
+        return err.response()
+    except web.HTTPException as exc:
+        if exc.status >= 400 and request.path.startswith("/api/"):
+            return APIError(exc.status, exc.reason or "Error.", exc.text or "").response()
+        raise
+    except Exception:
+        if not request.path.startswith("/api/"):
+            raise
+        log.exception("admin API request failed", extra={"path": request.path})
+        return APIError(500, "Internal error.", "see the gateway log").response()

@@ -1,0 +1,89 @@
+"""``aibridge serve`` and ``aibridge migrate``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import click
+from aiohttp import web
+
+from aibridge.cli import main
+from aibridge.cli.common import async_command, database_option, fail, load_settings
+from aibridge.config import Settings, mask_url
+from aibridge.server import create_app, running_services
+from aibridge.store.crypto import EncryptionKeyError
+from aibridge.store.db import create_engine, migrate, migration_status
+from aibridge.telemetry import setup_logging
+
+log = logging.getLogger("aibridge")
+
+
+async def serve_forever(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Run the gateway until SIGINT/SIGTERM (or ``stop`` is set)."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with running_services(settings) as services:
+        app = create_app(services)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        host, port = settings.listen_address()
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            fail(f"cannot listen on {settings.listen}: {exc.strerror}; choose another --listen")
+        log.info(
+            "aibridge listening",
+            extra={"listen": f"http://{host}:{port}", "database": mask_url(settings.resolved_database_url())},
+        )
+        await stop.wait()
+        log.info("shutting down")
+        await runner.cleanup()
+
+
+@main.command()
+@click.option("--listen", envvar="AIBRIDGE_LISTEN", default="", help="HOST:PORT (default 127.0.0.1:8080).")
+@database_option
+@click.option("--data-dir", envvar="AIBRIDGE_DATA_DIR", default="", help="Directory for the SQLite database (default ./aibridge-data).")
+@click.option("--log-level", envvar="AIBRIDGE_LOG_LEVEL", default="", type=click.Choice(["", "debug", "info", "warning", "error"]), help="Log level (default info).")
+@click.option("--log-format", envvar="AIBRIDGE_LOG_FORMAT", default="", type=click.Choice(["", "text", "json"]), help="Log format (default text).")
+def serve(listen: str, database_url: str, data_dir: str, log_level: str, log_format: str) -> None:
+    """Run the gateway (migrates the database first)."""
+    settings = load_settings(
+        listen=listen, database_url=database_url, data_dir=data_dir, log_level=log_level, log_format=log_format
+    )
+    setup_logging(settings.log_level, settings.log_format)
+    from aibridge.cli.common import run
+
+    try:
+        run(serve_forever(settings))
+    except EncryptionKeyError as exc:
+        fail(str(exc))
+
+
+@main.command()
+@database_option
+@click.option("--status", is_flag=True, help="Only print the current and latest revision.")
+@async_command
+async def migrate_cmd(database_url: str, status: bool) -> None:
+    """Apply database migrations (serve does this automatically)."""
+    settings = load_settings(database_url=database_url)
+    engine = create_engine(settings.resolved_database_url())
+    try:
+        if not status:
+            click.echo(f"migrating {mask_url(settings.resolved_database_url())} …", err=True)
+            await migrate(engine)
+        current, head = await migration_status(engine)
+        click.echo(f"current revision: {current or 'none'}; latest: {head}")
+    except OSError as exc:
+        fail(f"cannot reach the database: {exc}; check --database-url")
+    finally:
+        await engine.dispose()
+
+
+migrate_cmd.name = "migrate"

@@ -1,0 +1,88 @@
+"""Settings: command-line flags override ``AIBRIDGE_*`` environment variables,
+which override the defaults below."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_LISTEN = "127.0.0.1:8080"
+
+
+def default_data_dir() -> Path:
+    """Directory for the embedded SQLite database and spill files."""
+    return Path(os.environ.get("AIBRIDGE_DATA_DIR", "./aibridge-data"))
+
+
+class Settings(BaseSettings):
+    """Gateway settings. Every field is also ``AIBRIDGE_<FIELD>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="AIBRIDGE_", extra="ignore")
+
+    listen: str = DEFAULT_LISTEN
+    data_dir: Path = Field(default_factory=default_data_dir)
+    database_url: str = ""
+    encryption_key: str = ""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
+    # Seconds between cheap config-version checks that heal a lost notification.
+    reconcile_interval: float = 30.0
+    max_body_bytes: int = 32 * 1024 * 1024
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_level(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        parse_listen(value)
+        return value
+
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to a SQLite file inside ``data_dir``."""
+        if self.database_url:
+            return normalize_database_url(self.database_url)
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'aibridge.db').resolve()}"
+
+    def listen_address(self) -> tuple[str, int]:
+        """``listen`` split into host and port."""
+        return parse_listen(self.listen)
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """Parse ``host:port`` (``[::1]:8080`` for IPv6); raise ``ValueError`` with the fix."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"listen address {value!r} must look like HOST:PORT, e.g. 127.0.0.1:8080")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port)
+
+
+def normalize_database_url(url: str) -> str:
+    """Map plain ``postgresql://`` / ``sqlite://`` URLs to their async drivers."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    if url.startswith("sqlite:///"):
+        return "sqlite+aiosqlite:///" + url[len("sqlite:///") :]
+    if url.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
+        return url
+    raise ValueError(
+        f"unsupported database URL {mask_url(url)!r}: use postgresql://… or sqlite:///path/to/file.db"
+    )
+
+
+def mask_url(url: str) -> str:
+    """Hide the password in a database URL for logs and errors."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    creds, _, host = rest.rpartition("@")
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"
