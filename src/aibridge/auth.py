@@ -145,9 +145,9 @@ class Authenticator:
         async with self._sessions() as session:
             row = (
                 await session.execute(
-                    select(ApiKey, User).join(User, User.id == ApiKey.user_id).where(
-                        ApiKey.id == key_id
-                    )
+                    select(ApiKey, User)
+                    .join(User, User.id == ApiKey.user_id)
+                    .where(ApiKey.id == key_id)
                 )
             ).first()
         if row is None:

@@ -39,7 +39,10 @@ async def serve_forever(settings: Settings, stop: asyncio.Event | None = None) -
             fail(f"cannot listen on {settings.listen}: {exc.strerror}; choose another --listen")
         log.info(
             "aibridge listening",
-            extra={"listen": f"http://{host}:{port}", "database": mask_url(settings.resolved_database_url())},
+            extra={
+                "listen": f"http://{host}:{port}",
+                "database": mask_url(settings.resolved_database_url()),
+            },
         )
         await stop.wait()
         log.info("shutting down")
@@ -47,15 +50,38 @@ async def serve_forever(settings: Settings, stop: asyncio.Event | None = None) -
 
 
 @main.command()
-@click.option("--listen", envvar="AIBRIDGE_LISTEN", default="", help="HOST:PORT (default 127.0.0.1:8080).")
+@click.option(
+    "--listen", envvar="AIBRIDGE_LISTEN", default="", help="HOST:PORT (default 127.0.0.1:8080)."
+)
 @database_option
-@click.option("--data-dir", envvar="AIBRIDGE_DATA_DIR", default="", help="Directory for the SQLite database (default ./aibridge-data).")
-@click.option("--log-level", envvar="AIBRIDGE_LOG_LEVEL", default="", type=click.Choice(["", "debug", "info", "warning", "error"]), help="Log level (default info).")
-@click.option("--log-format", envvar="AIBRIDGE_LOG_FORMAT", default="", type=click.Choice(["", "text", "json"]), help="Log format (default text).")
+@click.option(
+    "--data-dir",
+    envvar="AIBRIDGE_DATA_DIR",
+    default="",
+    help="Directory for the SQLite database (default ./aibridge-data).",
+)
+@click.option(
+    "--log-level",
+    envvar="AIBRIDGE_LOG_LEVEL",
+    default="",
+    type=click.Choice(["", "debug", "info", "warning", "error"]),
+    help="Log level (default info).",
+)
+@click.option(
+    "--log-format",
+    envvar="AIBRIDGE_LOG_FORMAT",
+    default="",
+    type=click.Choice(["", "text", "json"]),
+    help="Log format (default text).",
+)
 def serve(listen: str, database_url: str, data_dir: str, log_level: str, log_format: str) -> None:
     """Run the gateway (migrates the database first)."""
     settings = load_settings(
-        listen=listen, database_url=database_url, data_dir=data_dir, log_level=log_level, log_format=log_format
+        listen=listen,
+        database_url=database_url,
+        data_dir=data_dir,
+        log_level=log_level,
+        log_format=log_format,
     )
     setup_logging(settings.log_level, settings.log_format)
     from aibridge.cli.common import run

@@ -96,6 +96,8 @@ async def publish_quietly(pubsub: PubSub, channel: str, payload: bytes = b"") ->
     try:
         await pubsub.publish(channel, payload)
     except Exception:
-        log.warning("could not publish change notification", extra={"channel": channel}, exc_info=True)
+        log.warning(
+            "could not publish change notification", extra={"channel": channel}, exc_info=True
+        )
         return False
     return True
