@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from aibridge.config import Settings
@@ -21,7 +22,7 @@ async def gateway(
     environ: dict[str, str] | None = None,
     encryption_key: str = "",
     announced: list[str] | None = None,
-) -> AsyncIterator[tuple[TestClient, Services]]:
+) -> AsyncIterator[tuple[TestClient[web.Request, web.Application], Services]]:
     """Start the full gateway app on an ephemeral loopback port; yields (client, services).
 
     ``announced`` collects what start-up prints (e.g. the first admin key).
@@ -30,5 +31,8 @@ async def gateway(
     sink = announced if announced is not None else []
     async with running_services(settings, environ=environ or {}, announce=sink.append) as services:
         app = create_app(services)
-        async with TestServer(app, host="127.0.0.1", port=0) as server, TestClient(server) as client:
+        async with (
+            TestServer(app, host="127.0.0.1", port=0) as server,
+            TestClient(server) as client,
+        ):
             yield client, services

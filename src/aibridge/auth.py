@@ -78,7 +78,15 @@ def mint_token() -> NewToken:
 def parse_token(token: str) -> tuple[str, str]:
     """Split a token into (key id, secret) or raise :class:`AuthError`."""
     parts = token.strip().split("-", 2)
-    if len(parts) != 3 or parts[0] != TOKEN_PREFIX or not parts[1] or not parts[2]:
+    if (
+        len(parts) != 3
+        or parts[0] != TOKEN_PREFIX
+        or not parts[2]
+        # Ids are short hex (see mint_token); rejecting others spares a DB round trip.
+        or not 0 < len(parts[1]) <= 32
+        or not parts[1].isascii()
+        or not parts[1].isalnum()
+    ):
         raise AuthError("malformed gateway API key: expected aib-<id>-<secret>")
     return parts[1], parts[2]
 
@@ -125,6 +133,9 @@ class Authenticator:
         self._used: dict[str, datetime] = {}
         self._flush_interval = last_used_flush_interval
         self._flusher: asyncio.Task[None] | None = None
+        # Bumped by every invalidation: a lookup that started before an invalidation
+        # must not cache what it read (it may predate the revocation it raced with).
+        self._generation = 0
 
     async def authenticate(self, token: str | None) -> Actor:
         """Return the actor for ``token`` or raise :class:`AuthError`."""
@@ -142,6 +153,7 @@ class Authenticator:
         return entry.actor
 
     async def _load(self, key_id: str) -> _Entry:
+        generation = self._generation
         async with self._sessions() as session:
             row = (
                 await session.execute(
@@ -155,8 +167,10 @@ class Authenticator:
             raise AuthError("invalid gateway API key")
         key, user = row
         if key.revoked_at is not None:
+            self._cache.pop(key_id, None)
             raise AuthError("gateway API key has been revoked")
         if user.status != "active":
+            self._cache.pop(key_id, None)
             raise AuthError(f"user {user.username!r} is suspended")
         entry = _Entry(
             Actor(user.id, user.username, user.role, key.id),
@@ -164,11 +178,13 @@ class Authenticator:
             key.expires_at,
             self._clock() + self._ttl,
         )
-        self._cache[key_id] = entry
+        if generation == self._generation:
+            self._cache[key_id] = entry
         return entry
 
     def invalidate(self, key_id: str | None = None) -> None:
         """Forget one cached key, or every key when ``key_id`` is None."""
+        self._generation += 1
         if key_id is None:
             self._cache.clear()
         else:
@@ -176,6 +192,7 @@ class Authenticator:
 
     def invalidate_user(self, user_id: uuid.UUID) -> None:
         """Forget every cached key of a user (after suspension or role change)."""
+        self._generation += 1
         for kid in [k for k, e in self._cache.items() if e.actor.user_id == user_id]:
             self._cache.pop(kid, None)
 
@@ -219,8 +236,14 @@ class Authenticator:
         if not self._used:
             return
         used, self._used = self._used, {}
-        async with self._sessions() as session, session.begin():
+        try:
+            async with self._sessions() as session, session.begin():
+                for key_id, when in used.items():
+                    await session.execute(
+                        update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=when)
+                    )
+        except BaseException:
+            # Keep the times for the next attempt unless newer ones arrived meanwhile.
             for key_id, when in used.items():
-                await session.execute(
-                    update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=when)
-                )
+                self._used.setdefault(key_id, when)
+            raise

@@ -14,8 +14,13 @@ from sqlalchemy import text
 
 from aibridge.admin.errors import error_middleware, json_response
 from aibridge.admin.routes import add_admin_routes
-from aibridge.auth import Authenticator
+from aibridge.auth import Authenticator, AuthError, extract_token
+from aibridge.bridge import ProviderSnapshot, RequestBridge, route_not_supported
 from aibridge.config import Settings, mask_url
+from aibridge.intercept.errors import error_response
+from aibridge.providers.http import UpstreamSessions
+from aibridge.recording.writer import Recorder
+from aibridge.reload import ProviderReloader
 from aibridge.services import SERVICES, Services
 from aibridge.store import seed, users
 from aibridge.store.crypto import Encryptor
@@ -51,6 +56,9 @@ async def running_services(
     pubsub: PubSub | None = None
     unsubscribe: Unsubscribe | None = None
     authenticator: Authenticator | None = None
+    recorder: Recorder | None = None
+    reloader: ProviderReloader | None = None
+    upstream = UpstreamSessions()
     try:
         await migrate(engine)
         sessions = session_factory(engine)
@@ -59,7 +67,19 @@ async def running_services(
         pubsub = await make_pubsub(url)
         authenticator = Authenticator(sessions)
         unsubscribe = await pubsub.subscribe(API_KEYS_CHANGED, authenticator.on_keys_changed)
-        services = Services(settings, engine, sessions, pubsub, authenticator, encryptor)
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        recorder = Recorder.for_database(sessions, settings.data_dir)
+        await recorder.start()
+        services = Services(
+            settings,
+            engine,
+            sessions,
+            pubsub,
+            authenticator,
+            encryptor,
+            recorder=recorder,
+            upstream=upstream,
+        )
         token = await users.ensure_first_admin(sessions)
         if token is not None:
             announce(
@@ -70,16 +90,63 @@ async def running_services(
             )
         env = dict(os.environ) if environ is None else environ
         await seed.seed_providers_from_env(services, env)
+
+        def install(snapshot: ProviderSnapshot) -> None:
+            services.snapshot = snapshot
+
+        reloader = ProviderReloader(
+            sessions,
+            encryptor,
+            pubsub,
+            install,
+            reconcile_interval=settings.reconcile_interval,
+        )
+        services.reloader = reloader
+        await reloader.start()
         authenticator.start()
         yield services
     finally:
+        if reloader is not None:
+            await reloader.stop()
         if unsubscribe is not None:
             await unsubscribe()
         if authenticator is not None:
             await authenticator.stop()
+        if recorder is not None:
+            await recorder.close()
+        await upstream.close()
         if pubsub is not None:
             await pubsub.close()
         await engine.dispose()
+
+
+async def data_plane(request: web.Request) -> web.StreamResponse:
+    """``/{provider}/…``: authenticate the gateway key, then hand over to a bridge."""
+    services = request.app[SERVICES]
+    name = request.match_info["name"]
+    snapshot = services.snapshot
+    provider = snapshot.get(name)
+    if provider is None:
+        return route_not_supported(request)
+    # BYOK: the gateway key travels in X-AIBridge-Token and the client's own provider
+    # credential stays in Authorization / X-Api-Key.
+    byok_token = request.headers.get("X-AIBridge-Token")
+    token = byok_token.strip() if byok_token else extract_token(request.headers)
+    try:
+        actor = await services.authenticator.authenticate(token)
+    except AuthError as err:
+        return error_response(provider.family, 401, f"aibridge: {err}")
+    assert services.recorder is not None and services.upstream is not None
+    bridge = RequestBridge(
+        snapshot,
+        actor,
+        services.recorder,
+        services.upstream,
+        max_body_bytes=services.settings.max_body_bytes,
+    )
+    return await bridge.handle(
+        request, name, "/" + request.match_info["tail"], byok=byok_token is not None
+    )
 
 
 async def healthz(_request: web.Request) -> web.Response:
@@ -88,19 +155,33 @@ async def healthz(_request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness: the database answers within two seconds."""
+    """Readiness: the database answers within two seconds and providers are loaded."""
     services = request.app[SERVICES]
     started = time.perf_counter()
+    body: dict[str, object] = {"status": "ok"}
+    status = 200
     try:
         async with asyncio.timeout(2.0), services.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
+        body["database"] = "ok"
+        body["database_ms"] = round((time.perf_counter() - started) * 1000, 2)
     except Exception as exc:
-        return json_response(
-            {"status": "unavailable", "database": "unreachable", "detail": type(exc).__name__},
-            status=503,
-        )
-    elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
-    return json_response({"status": "ok", "database": "ok", "database_ms": elapsed_ms})
+        body.update(status="unavailable", database="unreachable", detail=type(exc).__name__)
+        status = 503
+    if services.reloader is not None:
+        reload_status = services.reloader.status
+        body["providers_loaded"] = reload_status.loaded
+        body["config_version"] = reload_status.config_version
+        body["providers"] = {
+            name: {"type": ptype, "status": pstatus}
+            for name, (ptype, pstatus) in sorted(reload_status.provider_status.items())
+        }
+        if reload_status.last_error:
+            body["last_reload_error"] = reload_status.last_error
+        if not reload_status.loaded:
+            body["status"] = "unavailable"
+            status = 503
+    return json_response(body, status=status)
 
 
 def create_app(services: Services) -> web.Application:
@@ -112,4 +193,6 @@ def create_app(services: Services) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     add_admin_routes(app)
+    # Registered last: admin and health routes above take precedence.
+    app.router.add_route("*", "/{name}/{tail:.*}", data_plane)
     return app

@@ -8,7 +8,11 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from aibridge.auth import Authenticator
+from aibridge.bridge import ProviderSnapshot
 from aibridge.config import Settings
+from aibridge.providers.http import UpstreamSessions
+from aibridge.recording.writer import Recorder
+from aibridge.reload import ProviderReloader
 from aibridge.store.crypto import Encryptor
 from aibridge.store.pubsub import PubSub
 
@@ -23,6 +27,11 @@ class Services:
     pubsub: PubSub
     authenticator: Authenticator
     encryptor: Encryptor | None = None
+    recorder: Recorder | None = None
+    upstream: UpstreamSessions | None = None
+    # Replaced atomically by the provider reloader; requests keep the one they read.
+    snapshot: ProviderSnapshot = field(default_factory=lambda: ProviderSnapshot(0))
+    reloader: ProviderReloader | None = None
     extras: dict[str, object] = field(default_factory=dict)
 
 

@@ -8,13 +8,13 @@ from aibridge.admin.errors import APIError
 from aibridge.auth import Actor, AuthError, extract_token
 from aibridge.services import SERVICES
 
-ACTOR_KEY = "aibridge.actor"
+ACTOR_KEY = web.RequestKey("actor", Actor)
 
 
 async def current_actor(request: web.Request) -> Actor:
     """Authenticate the caller by gateway key; 401 when missing, invalid, expired or revoked."""
     cached = request.get(ACTOR_KEY)
-    if isinstance(cached, Actor):
+    if cached is not None:
         return cached
     token = extract_token(request.headers)
     try:

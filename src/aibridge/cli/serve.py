@@ -28,7 +28,11 @@ async def serve_forever(settings: Settings, stop: asyncio.Event | None = None) -
         loop.add_signal_handler(sig, stop.set)
     async with running_services(settings) as services:
         app = create_app(services)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # Cancelling the handler when the client goes away tears down the upstream
+        # request at once: the gateway pays for every token it keeps reading.
+        runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, handler_cancellation=True
+        )
         await runner.setup()
         host, port = settings.listen_address()
         site = web.TCPSite(runner, host, port, reuse_address=True)

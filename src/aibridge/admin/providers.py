@@ -1,0 +1,181 @@
+"""Admin API for AI providers: ``/api/v1/providers`` (list, create) and
+``/api/v1/providers/{id_or_name}`` (get, patch, delete). Admin role only.
+
+Writes commit the provider rows, a config-version bump and audit rows in one
+transaction, then publish an invalidation hint on ``ai_providers_changed`` so every
+replica reloads. Upstream keys are write-only: responses carry masked renderings.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from aibridge.admin.deps import require_admin
+from aibridge.admin.errors import APIError, json_response, not_found, read_json_object
+from aibridge.providers_validation import (
+    INVALID_REQUEST,
+    ProviderInputError,
+    parse_id_or_name,
+    settings_type_errors,
+    validate_create,
+    validate_patch,
+)
+from aibridge.services import SERVICES
+from aibridge.store import providers as store
+from aibridge.store.crypto import Encryptor
+from aibridge.store.pubsub import PROVIDERS_CHANGED, publish_quietly
+
+BASE = "/api/v1/providers"
+UNKNOWN_KEY_MESSAGE = "api_keys references an unknown id for this provider"
+
+
+def rfc3339(value: datetime) -> str:
+    """UTC timestamp in RFC 3339 form with a ``Z`` suffix."""
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def provider_json(record: store.ProviderRecord) -> dict[str, Any]:
+    """The API representation of a provider (keys masked, never plaintext)."""
+    return {
+        "id": str(record.id),
+        "type": record.type,
+        "name": record.name,
+        "display_name": record.display_name or record.name,
+        "icon": record.icon,
+        "enabled": record.enabled,
+        "base_url": record.base_url,
+        "api_keys": [
+            {"id": str(k.id), "masked": k.masked, "created_at": rfc3339(k.created_at)}
+            for k in record.keys
+        ],
+        "settings": record.settings,
+        "created_at": rfc3339(record.created_at),
+        "updated_at": rfc3339(record.updated_at),
+    }
+
+
+def input_error(err: ProviderInputError) -> APIError:
+    """Map a validation failure to a 400 envelope."""
+    return APIError(400, err.message, validations=err.validations)
+
+
+def _reference(request: web.Request) -> uuid.UUID | str:
+    try:
+        return parse_id_or_name(request.match_info["id_or_name"])
+    except ProviderInputError as err:
+        raise input_error(err) from err
+
+
+async def resolve(
+    session: AsyncSession, encryptor: Encryptor | None, ref: uuid.UUID | str
+) -> store.ProviderRecord:
+    """The live provider for an id or name, or a 404."""
+    if isinstance(ref, uuid.UUID):
+        record = await store.get_provider(session, encryptor, ref)
+    else:
+        record = await store.get_provider_by_name(session, encryptor, ref)
+    if record is None:
+        raise not_found("AI provider")
+    return record
+
+
+async def list_providers(request: web.Request) -> web.Response:
+    """GET /api/v1/providers: live providers (enabled and disabled) ordered by name."""
+    await require_admin(request)
+    services = request.app[SERVICES]
+    async with services.sessions() as session:
+        records = await store.list_providers(session, services.encryptor)
+    return json_response([provider_json(r) for r in records])
+
+
+async def create_provider(request: web.Request) -> web.Response:
+    """POST /api/v1/providers: 201 with the new provider, 409 on a live duplicate name."""
+    actor = await require_admin(request)
+    services = request.app[SERVICES]
+    body = await read_json_object(request)
+    try:
+        spec = validate_create(body)
+    except ProviderInputError as err:
+        raise input_error(err) from err
+    try:
+        async with services.sessions() as session, session.begin():
+            record = await store.create_provider(session, services.encryptor, spec)
+            store.audit_created(
+                session, record, actor_id=actor.user_id, actor_username=actor.username
+            )
+    except store.ProviderExistsError as err:
+        raise APIError(
+            409, str(err), "choose another name or delete the existing provider"
+        ) from err
+    await publish_quietly(services.pubsub, PROVIDERS_CHANGED)
+    return json_response(provider_json(record), status=201)
+
+
+async def get_provider(request: web.Request) -> web.Response:
+    """GET /api/v1/providers/{id_or_name}."""
+    await require_admin(request)
+    ref = _reference(request)
+    services = request.app[SERVICES]
+    async with services.sessions() as session:
+        record = await resolve(session, services.encryptor, ref)
+    return json_response(provider_json(record))
+
+
+async def update_provider(request: web.Request) -> web.Response:
+    """PATCH /api/v1/providers/{id_or_name}: absent fields unchanged; ``api_keys`` is the
+    complete post-patch key set; ``settings`` replaces (null clears)."""
+    actor = await require_admin(request)
+    ref = _reference(request)
+    services = request.app[SERVICES]
+    body = await read_json_object(request)
+    try:
+        patch = validate_patch(body)
+    except ProviderInputError as err:
+        raise input_error(err) from err
+    try:
+        async with services.sessions() as session, session.begin():
+            record = await resolve(session, services.encryptor, ref)
+            if patch.settings_set:
+                problems = settings_type_errors(patch.settings, record.type)
+                if problems:
+                    raise APIError(400, INVALID_REQUEST, validations=problems)
+            change = await store.update_provider(session, services.encryptor, record.id, patch)
+            store.audit_updated(
+                session, change, actor_id=actor.user_id, actor_username=actor.username
+            )
+    except store.ProviderNotFoundError as err:
+        raise not_found("AI provider") from err
+    except store.UnknownProviderKeyError as err:
+        raise APIError(400, UNKNOWN_KEY_MESSAGE, str(err)) from err
+    await publish_quietly(services.pubsub, PROVIDERS_CHANGED)
+    return json_response(provider_json(change.after))
+
+
+async def delete_provider(request: web.Request) -> web.Response:
+    """DELETE /api/v1/providers/{id_or_name}: soft delete, 204 with an empty body."""
+    actor = await require_admin(request)
+    ref = _reference(request)
+    services = request.app[SERVICES]
+    async with services.sessions() as session, session.begin():
+        record = await resolve(session, services.encryptor, ref)
+        if not await store.delete_provider(session, record.id):
+            # Deleted by someone else between the lookup and the write.
+            raise not_found("AI provider")
+        store.audit_deleted(session, record, actor_id=actor.user_id, actor_username=actor.username)
+    await publish_quietly(services.pubsub, PROVIDERS_CHANGED)
+    return web.Response(status=204)
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the provider routes on ``app``."""
+    app.router.add_get(BASE, list_providers)
+    app.router.add_post(BASE, create_provider)
+    item = BASE + "/{id_or_name}"
+    app.router.add_get(item, get_provider)
+    app.router.add_patch(item, update_provider)
+    app.router.add_delete(item, delete_provider)

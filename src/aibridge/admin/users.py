@@ -1,0 +1,346 @@
+"""Admin API for users and their gateway API keys, plus ``/api/v1/me`` for everyone.
+
+Routes (admin role unless noted):
+
+* ``GET/POST /api/v1/users``
+* ``GET/PATCH /api/v1/users/{id_or_username}`` (PATCH: ``email``, ``role``, ``status``)
+* ``GET/POST /api/v1/users/{id_or_username}/keys`` (POST shows the token once)
+* ``DELETE /api/v1/users/{id_or_username}/keys/{key_id}`` (revoke, 204, idempotent)
+* ``GET /api/v1/me`` and ``GET /api/v1/me/keys`` (any authenticated user)
+
+Every write adds an audit row in the same transaction. After the commit, changes that
+must lock a key out (revocation, suspension, role change) invalidate this replica's
+authenticator cache at once and publish ``api_keys_changed`` for the other replicas.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from aibridge.admin.deps import current_actor, require_admin
+from aibridge.admin.errors import APIError, Validation, json_response, read_json_object
+from aibridge.auth import Actor
+from aibridge.services import SERVICES, Services
+from aibridge.store import users as repo
+from aibridge.store.audit import add_audit
+from aibridge.store.models import User
+from aibridge.store.pubsub import API_KEYS_CHANGED, publish_quietly
+from aibridge.store.types import utcnow
+
+MAX_EXPIRES_IN_DAYS = 3650
+
+
+def _services(request: web.Request) -> Services:
+    return request.app[SERVICES]
+
+
+def _check_fields(body: dict[str, object], allowed: tuple[str, ...]) -> list[Validation]:
+    """Validations for fields the endpoint does not know (typos must not pass silently)."""
+    return [
+        Validation(name, f"unknown field; allowed: {', '.join(allowed)}")
+        for name in body
+        if name not in allowed
+    ]
+
+
+def _collect(
+    body: dict[str, object],
+    field: str,
+    check: Callable[[object], Any],
+    validations: list[Validation],
+) -> Any:
+    """Run ``check`` on ``body[field]`` (when present), turning a failure into a validation."""
+    if field not in body:
+        return None
+    try:
+        return check(body[field])
+    except repo.InvalidValue as err:
+        validations.append(Validation(field, str(err)))
+        return None
+
+
+def _invalid(message: str, validations: list[Validation]) -> APIError:
+    return APIError(400, message, "fix the fields listed in validations", validations)
+
+
+async def _load_user(services: Services, ref: str) -> User:
+    async with services.sessions() as session:
+        user = await repo.get_user(session, ref)
+    if user is None:
+        raise APIError(404, "User not found.", f"no user with id or username {ref!r}")
+    return user
+
+
+def _audit(session: AsyncSession, actor: Actor, **kwargs: Any) -> None:
+    add_audit(session, actor_id=actor.user_id, actor_username=actor.username, **kwargs)
+
+
+# --- users ------------------------------------------------------------------------
+
+
+async def list_users(request: web.Request) -> web.Response:
+    """``GET /api/v1/users``: every user, ordered by username."""
+    await require_admin(request)
+    async with _services(request).sessions() as session:
+        users = await repo.list_users(session)
+    return json_response([repo.user_as_dict(u) for u in users])
+
+
+async def create_user(request: web.Request) -> web.Response:
+    """``POST /api/v1/users`` with ``{"username", "email"?, "role"?}`` → 201 user."""
+    actor = await require_admin(request)
+    body = await read_json_object(request)
+    validations = _check_fields(body, ("username", "email", "role"))
+    if "username" not in body:
+        validations.append(Validation("username", "username is required"))
+    username = _collect(body, "username", repo.validate_username, validations)
+    email = _collect(body, "email", repo.validate_email, validations)
+    role = _collect(body, "role", repo.validate_role, validations)
+    if validations:
+        raise _invalid("Invalid user request.", validations)
+    services = _services(request)
+    try:
+        async with services.sessions() as session, session.begin():
+            user = await repo.create_user(session, username, email or "", role or "member")
+            _audit(
+                session,
+                actor,
+                action="create",
+                resource_type="user",
+                resource_id=str(user.id),
+                resource_name=user.username,
+                diff={"username": user.username, "email": user.email, "role": user.role},
+                status_code=201,
+            )
+    except repo.UserExists as err:
+        raise APIError(409, "User already exists.", f"{err}; choose another username") from err
+    return json_response(repo.user_as_dict(user), status=201)
+
+
+async def get_user(request: web.Request) -> web.Response:
+    """``GET /api/v1/users/{id_or_username}``."""
+    await require_admin(request)
+    user = await _load_user(_services(request), request.match_info["user"])
+    return json_response(repo.user_as_dict(user))
+
+
+async def update_user(request: web.Request) -> web.Response:
+    """``PATCH /api/v1/users/{id_or_username}`` with any of ``email``, ``role``, ``status``.
+
+    Suspension and role changes take effect at once on every replica.
+    """
+    actor = await require_admin(request)
+    body = await read_json_object(request)
+    allowed = ("email", "role", "status")
+    validations = _check_fields(body, allowed)
+    if "username" in body:
+        validations = [v for v in validations if v.field != "username"]
+        validations.append(Validation("username", "username cannot be changed"))
+    email = _collect(body, "email", repo.validate_email, validations)
+    role = _collect(body, "role", repo.validate_role, validations)
+    status = _collect(body, "status", repo.validate_status, validations)
+    if validations:
+        raise _invalid("Invalid user request.", validations)
+    if not any(f in body for f in allowed):
+        raise APIError(400, "At least one field must be provided.", f"send any of {allowed}")
+    services = _services(request)
+    ref = request.match_info["user"]
+    try:
+        async with services.sessions() as session, session.begin():
+            user = await repo.get_user(session, ref)
+            if user is None:
+                raise APIError(404, "User not found.", f"no user with id or username {ref!r}")
+            changes = await repo.update_user(session, user, email=email, role=role, status=status)
+            if changes:
+                _audit(
+                    session,
+                    actor,
+                    action="update",
+                    resource_type="user",
+                    resource_id=str(user.id),
+                    resource_name=user.username,
+                    diff=changes,
+                )
+    except repo.LastAdminError as err:
+        raise APIError(400, "Cannot remove the last active admin.", str(err)) from err
+    if "role" in changes or "status" in changes:
+        # Cached actors carry role and status: drop them here now, elsewhere via pub/sub.
+        services.authenticator.invalidate_user(user.id)
+        await publish_quietly(services.pubsub, API_KEYS_CHANGED, f"user:{user.id}".encode())
+    return json_response(repo.user_as_dict(user))
+
+
+# --- keys -------------------------------------------------------------------------
+
+
+def _parse_expiry(body: dict[str, object], validations: list[Validation]) -> datetime | None:
+    """``expires_at`` (RFC 3339, future) or ``expires_in_days`` (positive integer)."""
+    if "expires_at" in body and "expires_in_days" in body:
+        validations.append(
+            Validation("expires_in_days", "send either expires_at or expires_in_days, not both")
+        )
+        return None
+    raw_at = body.get("expires_at")
+    if raw_at is not None:
+        if not isinstance(raw_at, str):
+            validations.append(Validation("expires_at", "expires_at must be an RFC 3339 string"))
+            return None
+        try:
+            when = datetime.fromisoformat(raw_at)
+        except ValueError:
+            validations.append(
+                Validation(
+                    "expires_at",
+                    f"expires_at {raw_at!r} is not an RFC 3339 timestamp "
+                    "(e.g. 2030-01-31T12:00:00Z)",
+                )
+            )
+            return None
+        try:
+            return repo.validate_expires_at(when)
+        except repo.InvalidValue as err:
+            validations.append(Validation("expires_at", str(err)))
+            return None
+    days = body.get("expires_in_days")
+    if days is not None:
+        if (
+            isinstance(days, bool)
+            or not isinstance(days, int)
+            or not 1 <= days <= MAX_EXPIRES_IN_DAYS
+        ):
+            validations.append(
+                Validation(
+                    "expires_in_days",
+                    f"expires_in_days must be an integer from 1 to {MAX_EXPIRES_IN_DAYS}",
+                )
+            )
+            return None
+        return utcnow() + timedelta(days=days)
+    return None
+
+
+async def list_user_keys(request: web.Request) -> web.Response:
+    """``GET /api/v1/users/{id_or_username}/keys``: never includes secrets or hashes."""
+    await require_admin(request)
+    services = _services(request)
+    user = await _load_user(services, request.match_info["user"])
+    async with services.sessions() as session:
+        keys = await repo.list_keys(session, user)
+    return json_response([k.as_dict() for k in keys])
+
+
+async def create_user_key(request: web.Request) -> web.Response:
+    """``POST /api/v1/users/{id_or_username}/keys`` → 201 with the token, shown only now."""
+    actor = await require_admin(request)
+    body = await read_json_object(request)
+    validations = _check_fields(body, ("name", "expires_at", "expires_in_days"))
+    name = _collect(body, "name", repo.validate_key_name, validations)
+    expires_at = _parse_expiry(body, validations)
+    if validations:
+        raise _invalid("Invalid API key request.", validations)
+    services = _services(request)
+    ref = request.match_info["user"]
+    async with services.sessions() as session, session.begin():
+        user = await repo.get_user(session, ref)
+        if user is None:
+            raise APIError(404, "User not found.", f"no user with id or username {ref!r}")
+        key, token = await repo.create_key(session, user, name or "", expires_at)
+        _audit(
+            session,
+            actor,
+            action="create",
+            resource_type="api_key",
+            resource_id=key.id,
+            resource_name=key.name,
+            diff={
+                "user_id": str(user.id),
+                "username": user.username,
+                "name": key.name,
+                "expires_at": key.expires_at.isoformat() if key.expires_at else None,
+            },
+            status_code=201,
+        )
+    info = repo.KeyInfo.from_row(key).as_dict()
+    info["token"] = token
+    return json_response(info, status=201)
+
+
+async def revoke_user_key(request: web.Request) -> web.Response:
+    """``DELETE /api/v1/users/{id_or_username}/keys/{key_id}`` → 204 (also when already
+    revoked); the key stops working at once on every replica."""
+    actor = await require_admin(request)
+    services = _services(request)
+    ref, key_id = request.match_info["user"], request.match_info["key_id"]
+    async with services.sessions() as session, session.begin():
+        user = await repo.get_user(session, ref)
+        if user is None:
+            raise APIError(404, "User not found.", f"no user with id or username {ref!r}")
+        try:
+            info, changed = await repo.revoke_key(session, key_id, user)
+        except repo.KeyNotFound as err:
+            raise APIError(404, "API key not found.", str(err)) from err
+        if changed:
+            _audit(
+                session,
+                actor,
+                action="revoke",
+                resource_type="api_key",
+                resource_id=info.id,
+                resource_name=info.name,
+                diff={"username": user.username, "revoked_at": info.as_dict()["revoked_at"]},
+                status_code=204,
+            )
+    services.authenticator.invalidate(key_id)
+    if changed:
+        await publish_quietly(services.pubsub, API_KEYS_CHANGED, key_id.encode())
+    return web.Response(status=204)
+
+
+# --- me ---------------------------------------------------------------------------
+
+
+async def _me(request: web.Request) -> tuple[Services, User]:
+    actor = await current_actor(request)
+    services = _services(request)
+    async with services.sessions() as session:
+        user = await repo.get_user(session, actor.user_id)
+    if user is None:
+        # Deleted between authentication and now.
+        raise APIError(401, "Unauthorized.", "the user of this API key no longer exists")
+    return services, user
+
+
+async def get_me(request: web.Request) -> web.Response:
+    """``GET /api/v1/me``: the caller's own user (any role)."""
+    _, user = await _me(request)
+    body = repo.user_as_dict(user)
+    # Which of the caller's keys authenticated this request (handy for `whoami`).
+    body["key_id"] = (await current_actor(request)).key_id
+    return json_response(body)
+
+
+async def list_my_keys(request: web.Request) -> web.Response:
+    """``GET /api/v1/me/keys``: the caller's own keys, without secrets."""
+    services, user = await _me(request)
+    async with services.sessions() as session:
+        keys = await repo.list_keys(session, user)
+    return json_response([k.as_dict() for k in keys])
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the user, key and ``me`` routes on ``app``."""
+    r = app.router
+    r.add_get("/api/v1/users", list_users)
+    r.add_post("/api/v1/users", create_user)
+    r.add_get("/api/v1/users/{user}", get_user)
+    r.add_patch("/api/v1/users/{user}", update_user)
+    r.add_get("/api/v1/users/{user}/keys", list_user_keys)
+    r.add_post("/api/v1/users/{user}/keys", create_user_key)
+    r.add_delete("/api/v1/users/{user}/keys/{key_id}", revoke_user_key)
+    r.add_get("/api/v1/me", get_me)
+    r.add_get("/api/v1/me/keys", list_my_keys)

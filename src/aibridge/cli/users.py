@@ -1,0 +1,386 @@
+"""``aibridge users …`` and ``aibridge keys …``: manage users and gateway API keys
+directly in the database (no running gateway needed).
+
+Commands that create a key print the token alone on the last line of stdout, so
+``TOKEN=$(aibridge keys create --user bob | tail -1)`` works. On PostgreSQL, revocation
+and suspension notify running replicas (``api_keys_changed``) in the same transaction,
+so the change reaches them when it commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from aibridge.cli import main
+from aibridge.cli.common import (
+    database_option,
+    echo_json,
+    echo_table,
+    fail,
+    load_settings,
+    open_store,
+    run,
+)
+from aibridge.config import Settings
+from aibridge.store import users as repo
+from aibridge.store.audit import add_audit
+from aibridge.store.models import User
+from aibridge.store.pubsub import API_KEYS_CHANGED
+from aibridge.store.types import utcnow
+
+T = TypeVar("T")
+CLI_ACTOR = "cli"
+
+data_dir_option = click.option(
+    "--data-dir",
+    envvar="AIBRIDGE_DATA_DIR",
+    default="",
+    help="Directory of the SQLite database (default ./aibridge-data).",
+)
+
+
+class _Failure(Exception):
+    """A user-facing CLI error raised inside the event loop, reported outside it."""
+
+
+def _settings(database_url: str, data_dir: str) -> Settings:
+    settings = load_settings(database_url=database_url, data_dir=Path(data_dir) if data_dir else "")
+    try:
+        settings.resolved_database_url()
+    except ValueError as exc:
+        fail(str(exc))
+    return settings
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro``; turn repository and connection errors into ``error: …`` + exit 1."""
+    try:
+        return run(coro)
+    except (_Failure, repo.UserStoreError) as exc:
+        fail(str(exc))
+    except (OSError, DBAPIError) as exc:
+        reason = getattr(exc, "orig", None) or exc
+        fail(
+            f"cannot use the database: {reason}; check --database-url / AIBRIDGE_DATABASE_URL "
+            "(or --data-dir)"
+        )
+    raise AssertionError("unreachable")  # pragma: no cover - fail() exits
+
+
+async def _require_user(session: AsyncSession, name: str) -> User:
+    user = await repo.get_user(session, name)
+    if user is None:
+        raise _Failure(
+            f"no user {name!r}; list users with `aibridge users list` "
+            f"or create one with `aibridge users create {name}`"
+        )
+    return user
+
+
+async def _notify(session: AsyncSession, payload: str) -> None:
+    """Tell running replicas to drop cached keys (PostgreSQL only; delivered at commit).
+
+    SQLite deployments run one process whose cache entries expire on their own TTL.
+    """
+    conn = await session.connection()
+    if conn.dialect.name == "postgresql":
+        await conn.execute(
+            text("SELECT pg_notify(:channel, :payload)"),
+            {"channel": API_KEYS_CHANGED, "payload": payload},
+        )
+
+
+def _audit(session: AsyncSession, **kwargs: Any) -> None:
+    add_audit(session, actor_id=None, actor_username=CLI_ACTOR, **kwargs)
+
+
+def _fmt_time(value: str | None) -> str:
+    return value or "-"
+
+
+def _print_new_key(info: repo.KeyInfo, username: str, token: str) -> None:
+    expiry = info.expires_at.isoformat() if info.expires_at else "never"
+    click.echo(f"Created API key {info.id} ({info.name or 'unnamed'}) for {username!r}.")
+    click.echo(f"Expires: {expiry}. The token is shown only once; store it now:")
+    click.echo(token)
+
+
+# --- users ------------------------------------------------------------------------
+
+
+@main.group()
+def users() -> None:
+    """Manage users (people or services that own gateway API keys)."""
+
+
+@users.command("create")
+@click.argument("name")
+@click.option("--admin", "is_admin", is_flag=True, help="Give the user the admin role.")
+@click.option("--email", default="", help="Contact e-mail address.")
+@click.option("--key-name", default="default", show_default=True, help="Name of the first key.")
+@database_option
+@data_dir_option
+def users_create(
+    name: str, is_admin: bool, email: str, key_name: str, database_url: str, data_dir: str
+) -> None:
+    """Create user NAME and a first API key; prints the token on the last line.
+
+    NAME: 1-63 characters of lowercase letters, digits, '.', '_' or '-', starting with a
+    letter or digit.
+    """
+    settings = _settings(database_url, data_dir)
+
+    async def go() -> tuple[User, repo.KeyInfo, str]:
+        async with open_store(settings) as (sessions, _enc, _url):
+            async with sessions() as session, session.begin():
+                role = "admin" if is_admin else "member"
+                try:
+                    user = await repo.create_user(session, name, email, role)
+                except repo.UserExists as exc:
+                    raise _Failure(
+                        f"{exc}; pick another name, or create a key for it with "
+                        f"`aibridge keys create --user {name}`"
+                    ) from exc
+                key, token = await repo.create_key(session, user, key_name)
+                _audit(
+                    session,
+                    action="create",
+                    resource_type="user",
+                    resource_id=str(user.id),
+                    resource_name=user.username,
+                    diff={"username": user.username, "email": user.email, "role": role},
+                    status_code=201,
+                )
+                _audit(
+                    session,
+                    action="create",
+                    resource_type="api_key",
+                    resource_id=key.id,
+                    resource_name=key.name,
+                    diff={"user_id": str(user.id), "username": user.username, "name": key.name},
+                    status_code=201,
+                )
+            return user, repo.KeyInfo.from_row(key), token
+
+    user, info, token = _run(go())
+    click.echo(f"Created user {user.username!r} (role {user.role}, id {user.id}).")
+    _print_new_key(info, user.username, token)
+
+
+@users.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@database_option
+@data_dir_option
+def users_list(as_json: bool, database_url: str, data_dir: str) -> None:
+    """List every user."""
+    settings = _settings(database_url, data_dir)
+
+    async def go() -> list[dict[str, Any]]:
+        async with open_store(settings) as (sessions, _enc, _url), sessions() as session:
+            return [repo.user_as_dict(u) for u in await repo.list_users(session)]
+
+    rows = _run(go())
+    if as_json:
+        echo_json(rows)
+        return
+    echo_table(
+        ["username", "role", "status", "email", "id", "created"],
+        [
+            [u["username"], u["role"], u["status"], u["email"] or "-", u["id"], u["created_at"]]
+            for u in rows
+        ],
+    )
+
+
+def _set_status(name: str, status: str, database_url: str, data_dir: str) -> None:
+    settings = _settings(database_url, data_dir)
+
+    async def go() -> tuple[str, bool]:
+        async with open_store(settings) as (sessions, _enc, _url):
+            async with sessions() as session, session.begin():
+                user = await _require_user(session, name)
+                try:
+                    changes = await repo.update_user(session, user, status=status)
+                except repo.LastAdminError as exc:
+                    raise _Failure(f"{exc} (e.g. `aibridge users create NAME --admin`)") from exc
+                if changes:
+                    _audit(
+                        session,
+                        action="update",
+                        resource_type="user",
+                        resource_id=str(user.id),
+                        resource_name=user.username,
+                        diff=changes,
+                    )
+                    await _notify(session, f"user:{user.id}")
+            return user.username, bool(changes)
+
+    username, changed = _run(go())
+    verb = "Suspended" if status == "suspended" else "Activated"
+    if changed:
+        click.echo(f"{verb} user {username!r}.")
+    else:
+        click.echo(f"User {username!r} is already {status}; nothing changed.")
+
+
+@users.command("suspend")
+@click.argument("name")
+@database_option
+@data_dir_option
+def users_suspend(name: str, database_url: str, data_dir: str) -> None:
+    """Suspend user NAME: all of its keys stop working at once (they are kept)."""
+    _set_status(name, "suspended", database_url, data_dir)
+
+
+@users.command("activate")
+@click.argument("name")
+@database_option
+@data_dir_option
+def users_activate(name: str, database_url: str, data_dir: str) -> None:
+    """Re-activate suspended user NAME (its unrevoked keys work again)."""
+    _set_status(name, "active", database_url, data_dir)
+
+
+# --- keys -------------------------------------------------------------------------
+
+
+@main.group()
+def keys() -> None:
+    """Manage gateway API keys (what clients send as Bearer / X-Api-Key)."""
+
+
+@keys.command("create")
+@click.option("--user", "username", required=True, help="Owner of the new key.")
+@click.option("--name", "key_name", default="", help="A label, e.g. the laptop or agent.")
+@click.option(
+    "--expires-in-days",
+    type=click.IntRange(1, 3650),
+    default=None,
+    help="Expire the key after this many days (default: never).",
+)
+@database_option
+@data_dir_option
+def keys_create(
+    username: str, key_name: str, expires_in_days: int | None, database_url: str, data_dir: str
+) -> None:
+    """Create an API key for a user; prints the token on the last line."""
+    settings = _settings(database_url, data_dir)
+    expires_at: datetime | None = (
+        utcnow() + timedelta(days=expires_in_days) if expires_in_days else None
+    )
+
+    async def go() -> tuple[str, repo.KeyInfo, str]:
+        async with open_store(settings) as (sessions, _enc, _url):
+            async with sessions() as session, session.begin():
+                user = await _require_user(session, username)
+                key, token = await repo.create_key(session, user, key_name, expires_at)
+                _audit(
+                    session,
+                    action="create",
+                    resource_type="api_key",
+                    resource_id=key.id,
+                    resource_name=key.name,
+                    diff={
+                        "user_id": str(user.id),
+                        "username": user.username,
+                        "name": key.name,
+                        "expires_at": expires_at.isoformat() if expires_at else None,
+                    },
+                    status_code=201,
+                )
+                suspended = user.status != "active"
+            if suspended:
+                click.echo(
+                    f"warning: user {user.username!r} is suspended; the key works only after "
+                    f"`aibridge users activate {user.username}`",
+                    err=True,
+                )
+            return user.username, repo.KeyInfo.from_row(key), token
+
+    owner, info, token = _run(go())
+    _print_new_key(info, owner, token)
+
+
+@keys.command("list")
+@click.option("--user", "username", required=True, help="Whose keys to list.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@database_option
+@data_dir_option
+def keys_list(username: str, as_json: bool, database_url: str, data_dir: str) -> None:
+    """List a user's API keys (never the secrets)."""
+    settings = _settings(database_url, data_dir)
+
+    async def go() -> list[dict[str, Any]]:
+        async with open_store(settings) as (sessions, _enc, _url), sessions() as session:
+            user = await _require_user(session, username)
+            return [k.as_dict() for k in await repo.list_keys(session, user)]
+
+    rows = _run(go())
+    if as_json:
+        echo_json(rows)
+        return
+    echo_table(
+        ["id", "name", "status", "created", "expires", "last used"],
+        [
+            [
+                k["id"],
+                k["name"] or "-",
+                k["status"],
+                k["created_at"],
+                _fmt_time(k["expires_at"]),
+                _fmt_time(k["last_used_at"]),
+            ]
+            for k in rows
+        ],
+    )
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@database_option
+@data_dir_option
+def keys_revoke(key_id: str, database_url: str, data_dir: str) -> None:
+    """Revoke API key KEY_ID (the id column of `keys list`, or the middle part of the
+    token aib-<id>-<secret>). Repeating it is harmless."""
+    settings = _settings(database_url, data_dir)
+
+    async def go() -> tuple[repo.KeyInfo, bool, str]:
+        async with open_store(settings) as (sessions, _enc, _url):
+            async with sessions() as session, session.begin():
+                try:
+                    info, changed = await repo.revoke_key(session, key_id)
+                except repo.KeyNotFound as exc:
+                    raise _Failure(
+                        f"{exc}; find key ids with `aibridge keys list --user NAME`"
+                    ) from exc
+                owner = await repo.get_user(session, info.user_id)
+                owner_name = owner.username if owner else str(info.user_id)
+                if changed:
+                    _audit(
+                        session,
+                        action="revoke",
+                        resource_type="api_key",
+                        resource_id=info.id,
+                        resource_name=info.name,
+                        diff={"username": owner_name, "revoked_at": info.as_dict()["revoked_at"]},
+                        status_code=204,
+                    )
+                    await _notify(session, info.id)
+            return info, changed, owner_name
+
+    info, changed, owner_name = _run(go())
+    if changed:
+        click.echo(f"Revoked API key {info.id} of user {owner_name!r}.")
+    else:
+        click.echo(f"API key {info.id} was already revoked at {info.as_dict()['revoked_at']}.")
+
+
+__all__ = ["keys", "users"]

@@ -1,0 +1,522 @@
+"""The bridged-request engine shared by all three APIs.
+
+One :class:`Interception` handles one client request to a bridged route:
+
+1. read the body (bounded), decode only the fields the gateway needs;
+2. pick the upstream credential (key pool, or the client's own key for BYOK);
+3. record the interception start (the only database wait on the request path);
+4. call upstream, failing over to the next pooled key on 401/429 while nothing has
+   been sent to the client yet;
+5. relay the response: blocking bodies unchanged, streams event by event with each
+   event's original bytes, parsing a copy on the side;
+6. enqueue usage, prompt, tool-call and thought records and the end record.
+
+Per-API differences (request decoding, response observation, stream error events,
+the Chat ``include_usage`` splice) come from an :class:`~aibridge.intercept.apis.APISpec`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+
+from aibridge.auth import Actor
+from aibridge.intercept.apis import APISpec, spec_for
+from aibridge.intercept.clientinfo import detect_client, session_id
+from aibridge.intercept.errors import error_response, error_type_for_status
+from aibridge.intercept.observations import Observation
+from aibridge.intercept.request import RequestDecodeError, RequestInfo
+from aibridge.intercept.sse import SSEParser
+from aibridge.intercept.upstream_headers import (
+    client_headers_for_upstream,
+    response_headers_for_client,
+)
+from aibridge.providers.base import Provider, Route
+from aibridge.providers.circuitbreaker import CircuitOpen
+from aibridge.providers.http import UpstreamSessions
+from aibridge.providers.keypool import KeyPoolExhausted
+from aibridge.recording.records import (
+    InterceptionEnded,
+    InterceptionStarted,
+    PromptRecord,
+    ThoughtRecord,
+    TokenUsageRecord,
+    ToolUsageRecord,
+)
+from aibridge.recording.writer import Recorder
+from aibridge.secrets_mask import mask_secret
+from aibridge.store.types import utcnow
+
+log = logging.getLogger(__name__)
+
+# Statuses on which a pooled key is set aside and the next key tried.
+_FAILOVER_STATUSES = frozenset({401, 429})
+# Read buffer for streamed upstream bodies; events are forwarded as they complete.
+_READ_CHUNK = 64 * 1024
+
+
+class BodyTooLarge(Exception):
+    """The client's body exceeds the configured limit."""
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """Read the whole request body, refusing more than ``limit`` bytes."""
+    if request.content_length is not None and request.content_length > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def too_large_message(limit: int) -> str:
+    """The 413 message."""
+    return (
+        f"Request body too large. The maximum allowed request body size is "
+        f"{limit // (1024 * 1024)}MiB."
+    )
+
+
+@dataclass(slots=True)
+class Credential:
+    """The upstream credential chosen for one attempt."""
+
+    kind: str  # "centralized" | "byok"
+    header_value: str | None
+    hint: str
+    key_id: str | None = None
+
+
+@dataclass(slots=True)
+class Outcome:
+    """How an interception ended, for the end record."""
+
+    error_type: str | None = None
+    error_message: str | None = None
+    status: int = 200
+
+
+class Interception:
+    """Handles one request to a bridged route (see module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        provider: Provider,
+        route: Route,
+        actor: Actor,
+        recorder: Recorder,
+        sessions: UpstreamSessions,
+        byok: bool,
+        max_body_bytes: int,
+    ) -> None:
+        assert route.api is not None
+        self.provider = provider
+        self.route = route
+        self.spec: APISpec = spec_for(route.api)
+        self.actor = actor
+        self.recorder = recorder
+        self.sessions = sessions
+        self.byok = byok
+        self.max_body_bytes = max_body_bytes
+        self.id = uuid.uuid4()
+        self.outcome = Outcome()
+        self.credential_hint: str | None = None
+
+    # -- entry point -------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """Serve the request; never raises for upstream or client-side failures."""
+        family = self.provider.family
+        try:
+            body = await read_body(request, self.max_body_bytes)
+        except BodyTooLarge:
+            return error_response(family, 413, too_large_message(self.max_body_bytes))
+        try:
+            info = self.spec.decode(body)
+        except RequestDecodeError as exc:
+            return error_response(family, 400, str(exc))
+        rejection = self.spec.reject(info)
+        if rejection is not None:
+            status, message = rejection
+            return error_response(family, status, message)
+
+        credential_or_error = self._byok_credential(request)
+        if isinstance(credential_or_error, web.Response):
+            return credential_or_error
+        byok_credential = credential_or_error
+        if byok_credential is None and not self.provider.keys.has_keys:
+            return error_response(
+                family,
+                502,
+                f"provider {self.provider.name!r} has no API keys configured; an admin must add "
+                "one (PATCH /api/v1/providers/{name} with api_keys)",
+            )
+
+        client = detect_client(request.headers)
+        upstream_body, hide_usage = self.spec.prepare_body(body, info)
+        started = InterceptionStarted(
+            id=self.id,
+            initiator_id=self.actor.user_id,
+            api_key_id=self.actor.key_id,
+            provider=self.provider.type,
+            provider_name=self.provider.name,
+            model=info.model or "",
+            started_at=utcnow(),
+            client=client,
+            user_agent=request.headers.get("User-Agent"),
+            client_session_id=session_id(client, request.headers, info.user_id),
+            correlating_tool_call_id=info.correlating_tool_call_id,
+            credential_kind="byok" if byok_credential else "centralized",
+            credential_hint=byok_credential.hint if byok_credential else None,
+            metadata={},
+        )
+        await self.recorder.record_interception_start(started)
+        try:
+            return await self._process(request, info, upstream_body, hide_usage, byok_credential)
+        except asyncio.CancelledError:
+            # aiohttp cancels the handler when the client disconnects; the upstream
+            # request is torn down by the enclosing context managers.
+            if self.outcome.error_type is None:
+                self.outcome = Outcome("client_disconnected", "client disconnected", 499)
+            raise
+        finally:
+            self.recorder.record_ended(
+                InterceptionEnded(
+                    id=self.id,
+                    ended_at=utcnow(),
+                    error_type=self.outcome.error_type,
+                    error_message=self.outcome.error_message,
+                    credential_hint=self.credential_hint,
+                )
+            )
+
+    # -- credentials -------------------------------------------------------------
+
+    def _byok_credential(self, request: web.Request) -> Credential | web.Response | None:
+        if not self.byok:
+            return None
+        family = self.provider.family
+        if not self.provider.options.allow_byok:
+            return error_response(
+                family,
+                403,
+                f"bring-your-own-key is not enabled for provider {self.provider.name!r}; "
+                "drop X-AIBridge-Token or ask an admin to set settings.allow_byok",
+            )
+        header = self.provider.auth_header
+        value = request.headers.get(header)
+        if value is None and family == "anthropic":
+            value = request.headers.get("Authorization")
+            header = "Authorization"
+        if not value:
+            return error_response(
+                family,
+                401,
+                f"X-AIBridge-Token was sent but no provider key: send your own key in {header}",
+            )
+        secret = value.split(" ", 1)[1] if value.lower().startswith("bearer ") else value
+        return Credential("byok", None, mask_secret(secret.strip()))
+
+    # -- upstream call -----------------------------------------------------------
+
+    async def _process(
+        self,
+        request: web.Request,
+        info: RequestInfo,
+        body: bytes,
+        hide_usage: bool,
+        byok: Credential | None,
+    ) -> web.StreamResponse:
+        family = self.provider.family
+        breaker = self.provider.breakers.get(self.route.label, info.model)
+        try:
+            permit = breaker.allow()
+        except CircuitOpen as exc:
+            self.outcome = Outcome("overloaded", "circuit breaker is open", 503)
+            return web.Response(
+                status=503,
+                body=exc.body(family),
+                content_type="application/json",
+                headers={"Retry-After": str(exc.retry_after_seconds)},
+            )
+        # The breaker judges the status the client gets; leaving the block by an
+        # exception (e.g. cancellation) frees a half-open probe slot.
+        with permit:
+            response = await self._call_upstream(request, info, body, hide_usage, byok)
+            permit.record(response.status)
+        return response
+
+    async def _call_upstream(
+        self,
+        request: web.Request,
+        info: RequestInfo,
+        body: bytes,
+        hide_usage: bool,
+        byok: Credential | None,
+    ) -> web.StreamResponse:
+        family = self.provider.family
+        url = self.provider.upstream_url(self.route.upstream_suffix, request.query_string)
+        headers = client_headers_for_upstream(request.headers, keep_credentials=byok is not None)
+        headers.update(self.provider.options.extra_headers)
+        session = self.sessions.get(url)
+        timeout = (
+            aiohttp.ClientTimeout(
+                total=None, sock_read=self.provider.options.upstream_timeout_seconds
+            )
+            if info.stream
+            else aiohttp.ClientTimeout(total=self.provider.options.upstream_timeout_seconds)
+        )
+        walker = None if byok else self.provider.keys.walker()
+        while True:
+            if walker is not None:
+                try:
+                    key = walker.next_key()
+                except KeyPoolExhausted as exc:
+                    status = exc.status
+                    self.outcome = Outcome(error_type_for_status(status), str(exc), status)
+                    extra = {"Retry-After": str(exc.retry_after_seconds)} if status == 429 else None
+                    return error_response(family, status, str(exc), extra)
+                headers[self.provider.auth_header] = self.provider.auth_value(key.secret)
+                self.credential_hint = key.hint
+            try:
+                upstream = await session.request(
+                    request.method,
+                    url,
+                    data=body,
+                    headers=headers,
+                    timeout=timeout,
+                    allow_redirects=False,
+                    auto_decompress=True,
+                )
+            except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+                return self._unreachable(
+                    504, "timeout", f"upstream timed out: {exc or 'no response'}"
+                )
+            except aiohttp.ClientError as exc:
+                return self._unreachable(
+                    502, "server_error", f"upstream unreachable: {type(exc).__name__}: {exc}"
+                )
+            try:
+                if walker is not None and upstream.status in _FAILOVER_STATUSES:
+                    # Nothing reached the client yet: set the key aside and try the
+                    # next one; exhaustion is reported by next_key() above.
+                    walker.mark_failed(key, upstream.status, upstream.headers)
+                    await upstream.read()
+                    continue
+                if walker is not None:
+                    walker.mark_ok(key)
+                if upstream.status >= 400:
+                    return await self._relay_error(request, upstream)
+                content_type = upstream.headers.get("Content-Type", "")
+                if info.stream and content_type.startswith("text/event-stream"):
+                    return await self._relay_stream(request, upstream, info, hide_usage)
+                return await self._relay_blocking(request, upstream, info)
+            finally:
+                upstream.release()
+
+    def _unreachable(self, status: int, error_type: str, message: str) -> web.Response:
+        self.outcome = Outcome(error_type, message, status)
+        log.warning(
+            "upstream request failed",
+            extra={
+                "provider": self.provider.name,
+                "interception_id": str(self.id),
+                "error": message,
+            },
+        )
+        return error_response(self.provider.family, status, message)
+
+    # -- relaying ----------------------------------------------------------------
+
+    async def _relay_error(
+        self, request: web.Request, upstream: aiohttp.ClientResponse
+    ) -> web.Response:
+        data = await upstream.read()
+        self.outcome = Outcome(
+            error_type_for_status(upstream.status), _error_message(data), upstream.status
+        )
+        return web.Response(
+            status=upstream.status,
+            body=data,
+            headers=response_headers_for_client(upstream.headers),
+        )
+
+    async def _relay_blocking(
+        self, request: web.Request, upstream: aiohttp.ClientResponse, info: RequestInfo
+    ) -> web.Response:
+        data = await upstream.read()
+        self._record_observation(self.spec.observe_body(data), info)
+        return web.Response(
+            status=upstream.status,
+            body=data,
+            headers=response_headers_for_client(upstream.headers),
+        )
+
+    async def _relay_stream(
+        self,
+        request: web.Request,
+        upstream: aiohttp.ClientResponse,
+        info: RequestInfo,
+        hide_usage: bool,
+    ) -> web.StreamResponse:
+        out = web.StreamResponse(
+            status=upstream.status, headers=response_headers_for_client(upstream.headers)
+        )
+        out.headers["Cache-Control"] = "no-cache"
+        out.headers["X-Accel-Buffering"] = "no"
+        await out.prepare(request)
+        parser = SSEParser()
+        observer = self.spec.stream_observer()
+        try:
+            async for chunk in upstream.content.iter_chunked(_READ_CHUNK):
+                events = parser.feed(chunk)
+                if not events:
+                    continue
+                pieces = []
+                for event in events:
+                    observer.observe(event)
+                    if hide_usage and self.spec.is_usage_only(event):
+                        continue
+                    pieces.append(event.raw)
+                if pieces:
+                    await out.write(b"".join(pieces))
+            for event in parser.flush():
+                observer.observe(event)
+                await out.write(event.raw)
+        except (TimeoutError, aiohttp.ServerTimeoutError):
+            await self._fail_stream(
+                out, "timeout", "upstream stream stalled (no data before the timeout)"
+            )
+        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
+            if isinstance(exc, aiohttp.ClientConnectionResetError) and request.transport is None:
+                self.outcome = Outcome("client_disconnected", "client disconnected", 499)
+            else:
+                await self._fail_stream(
+                    out, "server_error", f"upstream stream broke: {type(exc).__name__}"
+                )
+        except ConnectionResetError:
+            self.outcome = Outcome("client_disconnected", "client disconnected", 499)
+        result = observer.result()
+        self._record_observation(result, info)
+        if self.outcome.error_type is None:
+            if result.error is not None:
+                self.outcome = Outcome(result.error.type, result.error.message, 200)
+            elif not result.completed:
+                self.outcome = Outcome(
+                    "server_error", "upstream stream ended without a terminal event", 200
+                )
+        if self.outcome.error_type != "client_disconnected":
+            try:
+                await out.write_eof()
+            except ConnectionResetError:
+                self.outcome = Outcome("client_disconnected", "client disconnected", 499)
+        return out
+
+    async def _fail_stream(self, out: web.StreamResponse, error_type: str, message: str) -> None:
+        self.outcome = Outcome(error_type, message, 200)
+        log.warning(
+            "upstream stream failed",
+            extra={
+                "provider": self.provider.name,
+                "interception_id": str(self.id),
+                "error": message,
+            },
+        )
+        try:
+            await out.write(self.spec.stream_error(message, _event_kind(error_type)))
+        except ConnectionResetError:
+            self.outcome = Outcome("client_disconnected", "client disconnected", 499)
+
+    # -- recording ---------------------------------------------------------------
+
+    def _record_observation(self, obs: Observation, info: RequestInfo) -> None:
+        rec = self.recorder
+        now = utcnow()
+        for usage in obs.usages:
+            rec.record_token_usage(
+                TokenUsageRecord(
+                    id=uuid.uuid4(),
+                    interception_id=self.id,
+                    provider_response_id=usage.response_id or "",
+                    provider_model=usage.model,
+                    input=usage.input,
+                    output=usage.output,
+                    cache_read=usage.cache_read,
+                    cache_write=usage.cache_write,
+                    reasoning=usage.reasoning,
+                    extra=dict(usage.extra),
+                    metadata={},
+                    created_at=now,
+                )
+            )
+        if info.prompt:
+            rec.record_prompt(
+                PromptRecord(
+                    id=uuid.uuid4(),
+                    interception_id=self.id,
+                    provider_response_id=obs.response_id or "",
+                    prompt=info.prompt,
+                    metadata={},
+                    created_at=now,
+                )
+            )
+        for call in obs.tool_calls:
+            rec.record_tool_usage(
+                ToolUsageRecord(
+                    id=uuid.uuid4(),
+                    interception_id=self.id,
+                    provider_response_id=call.response_id or obs.response_id or "",
+                    tool=call.name,
+                    tool_call_id=call.call_id,
+                    item_id=call.item_id,
+                    server_url=None,
+                    input=call.arguments_raw,
+                    injected=False,
+                    invocation_error=None,
+                    metadata={},
+                    created_at=now,
+                )
+            )
+        for thought in obs.thoughts:
+            rec.record_thought(
+                ThoughtRecord(
+                    id=uuid.uuid4(),
+                    interception_id=self.id,
+                    content=thought.content,
+                    metadata={"source": thought.source},
+                    created_at=now,
+                )
+            )
+
+
+def _event_kind(error_type: str) -> str:
+    return {"timeout": "timeout_error", "overloaded": "overloaded_error"}.get(
+        error_type, "api_error"
+    )
+
+
+def _error_message(data: bytes, limit: int = 500) -> str:
+    """Best-effort message from a provider error body (for the end record)."""
+    import orjson
+
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return data[:limit].decode(errors="replace")
+    if isinstance(obj, dict):
+        err = obj.get("error")
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            return str(err["message"])[:limit]
+        if isinstance(obj.get("message"), str):
+            return str(obj["message"])[:limit]
+    return data[:limit].decode(errors="replace")

@@ -1,0 +1,75 @@
+"""Provider-shaped error responses and stream error events, and error classification."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import orjson
+from aiohttp import web
+
+from aibridge.providers.base import Family
+
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    502: "api_error",
+    503: "api_error",
+    504: "api_error",
+    529: "overloaded_error",
+}
+_OPENAI_TYPES = {
+    400: ("invalid_request_error", None),
+    401: ("invalid_request_error", "invalid_api_key"),
+    403: ("invalid_request_error", "permission_denied"),
+    404: ("invalid_request_error", "not_found"),
+    413: ("invalid_request_error", "request_too_large"),
+    429: ("rate_limit_exceeded", "rate_limit_exceeded"),
+}
+
+
+def error_body(family: Family, status: int, message: str) -> bytes:
+    """JSON error body in the provider's own shape, so SDKs raise the right exception."""
+    if family == "anthropic":
+        kind = _ANTHROPIC_TYPES.get(status, "api_error")
+        return orjson.dumps({"type": "error", "error": {"type": kind, "message": message}})
+    otype, code = _OPENAI_TYPES.get(status, ("server_error", None))
+    return orjson.dumps({"error": {"message": message, "type": otype, "param": None, "code": code}})
+
+
+def error_response(
+    family: Family,
+    status: int,
+    message: str,
+    headers: Mapping[str, str] | None = None,
+) -> web.Response:
+    """A complete provider-shaped error response."""
+    return web.Response(
+        status=status,
+        body=error_body(family, status, message),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def error_type_for_status(status: int) -> str:
+    """Recorded error type for an upstream/gateway HTTP status."""
+    if status in (400, 404, 409, 413, 422):
+        return "bad_request"
+    if status in (401, 403):
+        return "unauthorized"
+    if status == 429:
+        return "rate_limited"
+    if status in (503, 529):
+        return "overloaded"
+    if status == 408 or status == 504:
+        return "timeout"
+    if status >= 500:
+        return "server_error"
+    if status >= 400:
+        return "bad_request"
+    return "unknown"

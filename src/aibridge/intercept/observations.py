@@ -1,0 +1,212 @@
+"""What the side-channel parsers extract from upstream responses (shared by all three APIs).
+
+The observers never change the bytes relayed to the client; they only read them and produce
+these records. Token numbers follow one convention for every provider (see DESIGN.md, "Usage
+accounting"): ``input`` is *uncached* input, cache reads and writes are separate, and
+``reasoning`` is a breakdown of ``output`` (already included in it, never to be added).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import orjson
+
+from aibridge.intercept.sse import SSEEvent
+
+__all__ = [
+    "MalformedCounter",
+    "Observation",
+    "StreamObserver",
+    "Thought",
+    "ThoughtSource",
+    "TokenUsage",
+    "ToolCall",
+    "UpstreamError",
+    "as_int",
+    "parse_arguments",
+    "sum_usages",
+]
+
+log = logging.getLogger(__name__)
+
+ThoughtSource = Literal["thinking", "reasoning_summary", "commentary"]
+
+
+@dataclass(slots=True)
+class TokenUsage:
+    """Tokens billed for one upstream call.
+
+    ``input`` excludes cache reads and writes; ``reasoning`` is the part of ``output`` spent
+    on reasoning (informational — ``output`` is the billed total); ``extra`` holds further
+    provider counters (e.g. ``web_search_requests``, ``prompt_audio``) that are non-zero.
+    """
+
+    response_id: str | None
+    model: str | None
+    input: int = 0
+    output: int = 0
+    cache_read: int = 0
+    cache_write: int = 0
+    reasoning: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ToolCall:
+    """A tool call the model made.
+
+    ``arguments_raw`` is the argument text exactly as the model produced it; ``arguments`` is
+    that text parsed as JSON, or None when it is not valid JSON (or, for free-form custom
+    tools, never parsed). ``complete`` is False when the stream ended before the call was
+    finished (its arguments may be truncated: never execute such a call). ``kind`` is
+    ``"function"`` (client/function tools), ``"custom"`` (Responses free-form custom tools),
+    ``"server"`` (Anthropic server tools such as web search) or ``"hosted"`` (Responses
+    built-in tools such as ``web_search_call``).
+    """
+
+    call_id: str
+    name: str
+    arguments_raw: str
+    arguments: object | None
+    item_id: str | None = None
+    response_id: str | None = None
+    complete: bool = True
+    kind: str = "function"
+
+    @property
+    def args(self) -> object:
+        """The arguments to record: parsed JSON when valid, otherwise the raw text."""
+        return self.arguments if self.arguments is not None else self.arguments_raw
+
+
+@dataclass(slots=True)
+class Thought:
+    """Model reasoning text: Anthropic thinking, Responses reasoning summary or commentary."""
+
+    content: str
+    source: ThoughtSource
+
+
+@dataclass(slots=True)
+class UpstreamError:
+    """An error the upstream reported inside a 200 response (an SSE error event or body)."""
+
+    type: str
+    message: str
+    code: str | None = None
+
+
+@dataclass(slots=True)
+class Observation:
+    """Everything extracted from one upstream response (or several, after :meth:`merge`).
+
+    ``usages`` has one entry per upstream call that reported usage. ``response_id`` is the
+    first upstream message/response id seen (the one a prompt record is tied to), ``model``
+    the model the upstream says answered, ``stop_reason`` the last stop/finish reason.
+    ``completed`` is True when the stream's terminal event was seen (``message_stop``,
+    ``data: [DONE]``, ``response.completed``/``incomplete``/``failed``), or for a blocking
+    body that parsed. ``malformed_events`` counts events the observer could not use.
+    """
+
+    usages: list[TokenUsage] = field(default_factory=list)
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    thoughts: list[Thought] = field(default_factory=list)
+    response_id: str | None = None
+    model: str | None = None
+    stop_reason: str | None = None
+    error: UpstreamError | None = None
+    completed: bool = False
+    malformed_events: int = 0
+
+    def merge(self, other: Observation) -> None:
+        """Fold in the observation of a later upstream call (inner agentic loop).
+
+        Lists are concatenated; the first response id is kept; model, stop reason, error and
+        completion are taken from ``other`` because they describe how the exchange ended.
+        """
+        self.usages.extend(other.usages)
+        self.tool_calls.extend(other.tool_calls)
+        self.thoughts.extend(other.thoughts)
+        if self.response_id is None:
+            self.response_id = other.response_id
+        self.model = other.model or self.model
+        self.stop_reason = other.stop_reason
+        self.error = other.error
+        self.completed = other.completed
+        self.malformed_events += other.malformed_events
+
+
+class StreamObserver(Protocol):
+    """What every per-API streaming observer provides."""
+
+    def observe(self, event: SSEEvent) -> None:
+        """Take one upstream event into account; never raises."""
+
+    def result(self) -> Observation:
+        """What was observed so far (callable at any time, e.g. after a cut stream)."""
+
+
+def sum_usages(usages: Iterable[TokenUsage]) -> TokenUsage:
+    """Add several calls' usage together (e.g. for the client-facing total of a tool loop).
+
+    The id and model are the last call's, because that is the response the client sees.
+    """
+    total = TokenUsage(response_id=None, model=None)
+    for u in usages:
+        total.response_id = u.response_id
+        total.model = u.model or total.model
+        total.input += u.input
+        total.output += u.output
+        total.cache_read += u.cache_read
+        total.cache_write += u.cache_write
+        total.reasoning += u.reasoning
+        for k, v in u.extra.items():
+            total.extra[k] = total.extra.get(k, 0) + v
+    return total
+
+
+def as_int(value: Any) -> int | None:
+    """A token counter as int, or None when absent/not a number (bools are not numbers)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def parse_arguments(raw: str) -> object | None:
+    """Parse tool-call arguments JSON; None when empty or invalid (the raw text is kept)."""
+    if not raw or raw.isspace():
+        return None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+
+
+class MalformedCounter:
+    """Counts events an observer could not use; logs the first one per stream only.
+
+    A broken upstream can send thousands of bad events; logging each would flood the logs.
+    """
+
+    __slots__ = ("api", "count")
+
+    def __init__(self, api: str) -> None:
+        self.api = api
+        self.count = 0
+
+    def hit(self, reason: str, event: SSEEvent | None = None) -> None:
+        """Record one unusable event."""
+        self.count += 1
+        if self.count == 1:
+            name = event.event if event is not None else None
+            log.warning("%s observer: unusable upstream event %r: %s", self.api, name, reason)
+        else:
+            log.debug("%s observer: unusable upstream event: %s", self.api, reason)

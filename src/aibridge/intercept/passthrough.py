@@ -1,0 +1,100 @@
+"""Reverse proxy for a provider's passthrough routes (models, count_tokens, …).
+
+The provider key is injected (with failover on 401/429 across the key pool, which
+needs the body buffered — passthrough bodies are small), the client's credentials
+are stripped, the query is preserved and the response is streamed back unchanged.
+Nothing is recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import aiohttp
+from aiohttp import web
+
+from aibridge.intercept.engine import BodyTooLarge, read_body, too_large_message
+from aibridge.intercept.errors import error_response
+from aibridge.intercept.upstream_headers import (
+    client_headers_for_upstream,
+    response_headers_for_client,
+)
+from aibridge.providers.base import Provider, Route
+from aibridge.providers.http import UpstreamSessions
+from aibridge.providers.keypool import KeyPoolExhausted
+
+log = logging.getLogger(__name__)
+_FAILOVER_STATUSES = frozenset({401, 429})
+
+
+async def passthrough(
+    request: web.Request,
+    provider: Provider,
+    route: Route,
+    sessions: UpstreamSessions,
+    *,
+    byok: bool,
+    max_body_bytes: int,
+) -> web.StreamResponse:
+    """Relay ``request`` to the provider's upstream and stream the answer back."""
+    family = provider.family
+    try:
+        body = await read_body(request, max_body_bytes)
+    except BodyTooLarge:
+        return error_response(family, 413, too_large_message(max_body_bytes))
+    url = provider.upstream_url(route.upstream_suffix, request.query_string)
+    byok = byok and provider.options.allow_byok
+    # Passthrough relays bytes without parsing them, so compression may pass through.
+    headers = client_headers_for_upstream(
+        request.headers, keep_credentials=byok, accept_encoding=None
+    )
+    headers.update(provider.options.extra_headers)
+    if request.remote:
+        prior = request.headers.get("X-Forwarded-For")
+        headers["X-Forwarded-For"] = f"{prior}, {request.remote}" if prior else request.remote
+    headers.setdefault("User-Agent", "aibridge")
+    session = sessions.get(url)
+    walker = None if byok else provider.keys.walker()
+    while True:
+        if walker is not None:
+            try:
+                key = walker.next_key()
+            except KeyPoolExhausted as exc:
+                extra = {"Retry-After": str(exc.retry_after_seconds)} if exc.status == 429 else None
+                return error_response(family, exc.status, str(exc), extra)
+            headers[provider.auth_header] = provider.auth_value(key.secret)
+        try:
+            upstream = await session.request(
+                request.method,
+                url,
+                data=body if body else None,
+                headers=headers,
+                allow_redirects=False,
+                auto_decompress=False,
+                timeout=aiohttp.ClientTimeout(
+                    total=None, sock_read=provider.options.upstream_timeout_seconds
+                ),
+            )
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            log.warning(
+                "passthrough upstream error",
+                extra={"provider": provider.name, "error": f"{type(exc).__name__}: {exc}"},
+            )
+            return error_response(family, 502, f"upstream proxy error: {type(exc).__name__}")
+        try:
+            if walker is not None and upstream.status in _FAILOVER_STATUSES:
+                walker.mark_failed(key, upstream.status, upstream.headers)
+                await upstream.read()
+                continue
+            if walker is not None:
+                walker.mark_ok(key)
+            out = web.StreamResponse(
+                status=upstream.status, headers=response_headers_for_client(upstream.headers)
+            )
+            await out.prepare(request)
+            async for chunk in upstream.content.iter_any():
+                await out.write(chunk)
+            await out.write_eof()
+            return out
+        finally:
+            upstream.release()

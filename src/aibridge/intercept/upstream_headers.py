@@ -1,0 +1,78 @@
+"""Upstream request headers: the client's headers minus hop-by-hop, credential and
+gateway headers, plus exactly one provider credential."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from multidict import CIMultiDict, CIMultiDictProxy
+
+# Never forwarded. Credentials are removed so the gateway key can't leak upstream;
+# hop-by-hop and framing headers are recomputed by the HTTP client.
+_DROP = frozenset(
+    h.lower()
+    for h in (
+        "Connection",
+        "Keep-Alive",
+        "Proxy-Authenticate",
+        "Proxy-Authorization",
+        "Proxy-Connection",
+        "Te",
+        "Trailer",
+        "Transfer-Encoding",
+        "Upgrade",
+        "Host",
+        "Content-Length",
+        "Accept-Encoding",
+        "Authorization",
+        "X-Api-Key",
+        "Api-Key",
+        "Cookie",
+        "Forwarded",
+        "X-AIBridge-Token",
+    )
+)
+_DROP_PREFIXES = ("x-forwarded-", "x-aibridge-")
+
+
+def client_headers_for_upstream(
+    headers: CIMultiDictProxy[str] | Mapping[str, str],
+    *,
+    keep_credentials: bool = False,
+    accept_encoding: str | None = "identity",
+) -> CIMultiDict[str]:
+    """Sanitised copy of the client's headers.
+
+    ``keep_credentials`` is used for bring-your-own-key requests, where the client's
+    own ``Authorization`` / ``X-Api-Key`` is the upstream credential.
+    ``accept_encoding="identity"`` keeps bridged responses uncompressed so the
+    gateway can parse them on the side while relaying bytes unchanged.
+    """
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in headers.items():
+        low = name.lower()
+        if low in _DROP or low.startswith(_DROP_PREFIXES):
+            if keep_credentials and low in ("authorization", "x-api-key", "api-key"):
+                out.add(name, value)
+            continue
+        out.add(name, value)
+    if accept_encoding is not None:
+        out["Accept-Encoding"] = accept_encoding
+    elif "Accept-Encoding" in headers:
+        out["Accept-Encoding"] = headers["Accept-Encoding"]
+    return out
+
+
+# Response headers not copied back to the client (the server recomputes framing).
+_RESPONSE_DROP = frozenset(
+    ("connection", "keep-alive", "transfer-encoding", "content-length", "server", "date")
+)
+
+
+def response_headers_for_client(headers: Mapping[str, str]) -> CIMultiDict[str]:
+    """Upstream response headers worth relaying (request ids, rate limits, content type)."""
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in headers.items():
+        if name.lower() not in _RESPONSE_DROP:
+            out.add(name, value)
+    return out

@@ -1,0 +1,222 @@
+"""Provider runtimes built from database rows: routes, upstream URLs, auth, errors.
+
+A :class:`Provider` is immutable once built; a reload builds new ones. Two protocol
+families exist: ``anthropic`` (Messages API) and ``openai`` (Chat Completions and
+Responses; also ``azure``, ``openai-compat`` and ``openrouter``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from yarl import URL
+
+from aibridge.clock import Clock, SystemClock
+from aibridge.providers.circuitbreaker import (
+    CircuitBreakerConfig,
+    CircuitBreakerConfigError,
+    CircuitBreakerRegistry,
+    failure_statuses_for,
+)
+from aibridge.providers.keypool import KeyPool
+from aibridge.store.providers import ProviderRecord
+
+Family = Literal["anthropic", "openai"]
+API = Literal["messages", "chat", "responses"]
+
+DEFAULT_BLOCKING_TIMEOUT = 600.0
+DEFAULT_AZURE_API_VERSION = "2024-10-21"
+
+
+class ProviderBuildError(ValueError):
+    """A provider row cannot be turned into a working runtime (bad URL, bad settings)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """How a request path under a provider is handled."""
+
+    kind: Literal["bridged", "passthrough"]
+    api: API | None
+    upstream_suffix: str
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderOptions:
+    """Per-provider knobs from the ``settings`` JSON (validated by the admin API)."""
+
+    allow_byok: bool = False
+    key_cooldown_seconds: float = 60.0
+    upstream_timeout_seconds: float = DEFAULT_BLOCKING_TIMEOUT
+    api_version: str | None = None
+    extra_headers: dict[str, str] = field(default_factory=dict)
+    circuit_breaker: dict[str, Any] | None = None
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any] | None, ptype: str) -> ProviderOptions:
+        """Parse settings, raising :class:`ProviderBuildError` on a value the API would reject."""
+        s = dict(settings or {})
+        try:
+            timeout = float(s.get("upstream_timeout_seconds", DEFAULT_BLOCKING_TIMEOUT))
+            cooldown = float(s.get("key_cooldown_seconds", 60.0))
+        except (TypeError, ValueError) as exc:
+            raise ProviderBuildError(f"invalid numeric setting: {exc}") from exc
+        if not (timeout > 0 and math.isfinite(timeout)) or cooldown < 0:
+            raise ProviderBuildError("timeouts must be positive and cooldowns non-negative")
+        api_version = s.get("api_version")
+        if ptype == "azure" and not api_version:
+            api_version = DEFAULT_AZURE_API_VERSION
+        headers = s.get("extra_headers") or {}
+        if not isinstance(headers, dict):
+            raise ProviderBuildError("extra_headers must be an object")
+        cb = s.get("circuit_breaker")
+        if cb is not None and not isinstance(cb, dict):
+            raise ProviderBuildError("circuit_breaker must be an object")
+        return cls(
+            allow_byok=bool(s.get("allow_byok", False)),
+            key_cooldown_seconds=cooldown,
+            upstream_timeout_seconds=timeout,
+            api_version=str(api_version) if api_version else None,
+            extra_headers={str(k): str(v) for k, v in headers.items()},
+            circuit_breaker=cb,
+        )
+
+
+# (path under the provider prefix, exact?) -> route. Longest match wins.
+_ANTHROPIC_ROUTES: list[tuple[str, bool, Literal["bridged", "passthrough"], API | None]] = [
+    ("/v1/messages", True, "bridged", "messages"),
+    ("/v1/messages/count_tokens", True, "passthrough", None),
+    ("/v1/models", True, "passthrough", None),
+    ("/v1/models/", False, "passthrough", None),
+    ("/api/event_logging/", False, "passthrough", None),
+]
+# OpenAI routes live under ``/<name>/v1``; the base URL already carries the version.
+_OPENAI_ROUTES: list[tuple[str, bool, Literal["bridged", "passthrough"], API | None]] = [
+    ("/chat/completions", True, "bridged", "chat"),
+    ("/responses", True, "bridged", "responses"),
+    ("/responses/", False, "passthrough", None),
+    ("/conversations", True, "passthrough", None),
+    ("/conversations/", False, "passthrough", None),
+    ("/models", True, "passthrough", None),
+    ("/models/", False, "passthrough", None),
+]
+
+
+def family_of(ptype: str) -> Family:
+    """Protocol family of a provider type."""
+    return "anthropic" if ptype == "anthropic" else "openai"
+
+
+class Provider:
+    """A live, enabled provider: routing, upstream URL building, credentials, breakers."""
+
+    enabled = True
+
+    def __init__(self, record: ProviderRecord, *, clock: Clock | None = None) -> None:
+        self.record = record
+        self.id = record.id
+        self.name = record.name
+        self.type = record.type
+        self.family: Family = family_of(record.type)
+        self.options = ProviderOptions.from_settings(record.settings, record.type)
+        try:
+            base = URL(record.base_url)
+        except (TypeError, ValueError) as exc:
+            raise ProviderBuildError(f"invalid base_url {record.base_url!r}: {exc}") from exc
+        if base.scheme not in ("http", "https") or not base.host:
+            raise ProviderBuildError(
+                f"base_url {record.base_url!r} must be an absolute http(s) URL"
+            )
+        self.base_url = base
+        self._base_path = base.path.rstrip("/")
+        self._clock = clock or SystemClock()
+        try:
+            self.keys = KeyPool(
+                [(str(k.id), k.secret) for k in record.keys],
+                provider=self.name,
+                cooldown=self.options.key_cooldown_seconds,
+                clock=self._clock,
+            )
+            breaker_cfg = (
+                CircuitBreakerConfig.from_dict(self.options.circuit_breaker)
+                if self.options.circuit_breaker
+                else None
+            )
+        except (CircuitBreakerConfigError, ValueError) as exc:
+            raise ProviderBuildError(str(exc)) from exc
+        self.breakers = CircuitBreakerRegistry(
+            breaker_cfg,
+            clock=self._clock,
+            provider=self.name,
+            failure_statuses=failure_statuses_for(record.type),
+        )
+        self._prefix_v1 = self.family == "openai"
+        self._routes = _ANTHROPIC_ROUTES if self.family == "anthropic" else _OPENAI_ROUTES
+
+    # -- routing ---------------------------------------------------------------
+
+    def match(self, tail: str) -> Route | None:
+        """Route for ``tail`` (the path after ``/<name>``), or None when unsupported."""
+        if self._prefix_v1:
+            if not tail.startswith("/v1/") and tail != "/v1":
+                return None
+            sub = tail[3:]
+        else:
+            sub = tail
+        best: Route | None = None
+        best_len = -1
+        for pattern, exact, kind, api in self._routes:
+            hit = sub == pattern if exact else sub.startswith(pattern)
+            if hit and len(pattern) > best_len:
+                best = Route(kind, api, sub, label=tail)
+                best_len = len(pattern)
+        return best
+
+    def upstream_url(self, suffix: str, query: str = "") -> URL:
+        """Base URL joined with ``suffix`` (the base path is kept), query preserved."""
+        url = self.base_url.with_path(self._base_path + suffix, encoded=False)
+        if self.options.api_version and "api-version=" not in query:
+            query = (
+                f"{query}&api-version={self.options.api_version}"
+                if query
+                else (f"api-version={self.options.api_version}")
+            )
+        return url.with_query(query) if query else url
+
+    # -- credentials -----------------------------------------------------------
+
+    @property
+    def auth_header(self) -> str:
+        """Name of the header carrying the upstream credential."""
+        if self.family == "anthropic":
+            return "x-api-key"
+        return "api-key" if self.type == "azure" else "Authorization"
+
+    def auth_value(self, secret: str) -> str:
+        """Header value for ``secret``."""
+        return secret if self.auth_header != "Authorization" else f"Bearer {secret}"
+
+
+class DisabledProvider:
+    """A configured but disabled provider: every request under it gets 503."""
+
+    enabled = False
+
+    def __init__(self, record: ProviderRecord) -> None:
+        self.record = record
+        self.id = record.id
+        self.name = record.name
+        self.type = record.type
+        self.family: Family = family_of(record.type)
+
+
+def build_provider(
+    record: ProviderRecord, *, clock: Clock | None = None
+) -> Provider | DisabledProvider:
+    """Runtime for one row; disabled rows become 503 stubs."""
+    if not record.enabled:
+        return DisabledProvider(record)
+    return Provider(record, clock=clock)

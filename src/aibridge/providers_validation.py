@@ -1,0 +1,473 @@
+"""Validation of provider create/update input, shared by the admin API and the CLI.
+
+Input is the decoded JSON body (a mapping); output is a store-level spec or patch, or
+a :class:`ProviderInputError` carrying every field problem at once. The detail strings
+follow the reference (coder-aibridged §4.8) so clients can match on them.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import uuid
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from aibridge.admin.errors import Validation
+from aibridge.store.models import PROVIDER_NAME_PATTERN, PROVIDER_TYPES, RESERVED_PROVIDER_NAMES
+from aibridge.store.providers import KeyMutation, ProviderPatch, ProviderSpec
+
+INVALID_REQUEST = "Invalid AI provider request."
+EMPTY_PATCH = "At least one field must be provided."
+INVALID_ID_OR_NAME = (
+    f"Invalid provider id or name: must be a UUID or match {PROVIDER_NAME_PATTERN}."
+)
+NAME_PATTERN_DETAIL = (
+    f"name must match {PROVIDER_NAME_PATTERN} (lowercase alphanumeric, hyphens between words)"
+)
+
+CREATE_FIELDS = frozenset(
+    {"type", "name", "display_name", "icon", "enabled", "base_url", "api_keys", "settings"}
+)
+PATCH_FIELDS = frozenset({"display_name", "icon", "enabled", "base_url", "api_keys", "settings"})
+
+# Headers that carry upstream credentials: those belong in api_keys (pooled, encrypted,
+# masked), never in plain settings.
+CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "api-key", "proxy-authorization"})
+# Headers the HTTP layer owns; overriding them would corrupt the upstream request.
+MANAGED_HEADERS = frozenset(
+    {"host", "content-length", "transfer-encoding", "connection", "upgrade", "te", "trailer"}
+)
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_NAME = re.compile(PROVIDER_NAME_PATTERN)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class ProviderInputError(Exception):
+    """Invalid provider input: ``message`` plus zero or more field validations."""
+
+    def __init__(self, message: str, validations: list[Validation] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.validations = validations or []
+
+    def __str__(self) -> str:
+        if not self.validations:
+            return self.message
+        parts = "; ".join(f"{v.field}: {v.detail}" for v in self.validations)
+        return f"{self.message} {parts}"
+
+
+# --- small checks ---------------------------------------------------------------------
+
+
+def _is_number(value: object) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(float(value))
+    )
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def name_error(value: object) -> str | None:
+    """Why ``value`` is not an acceptable new provider name, or None."""
+    if value is None or value == "":
+        return "name is required"
+    if not isinstance(value, str):
+        return "name must be a string"
+    if not _NAME.fullmatch(value):
+        return NAME_PATTERN_DETAIL
+    if value in RESERVED_PROVIDER_NAMES:
+        return f'name "{value}" is reserved by the gateway'
+    return None
+
+
+def base_url_error(value: object) -> str | None:
+    """Why ``value`` is not an acceptable upstream base URL, or None."""
+    if value is None or value == "":
+        return "base_url is required"
+    if not isinstance(value, str):
+        return "base_url must be a string"
+    absolute = "base_url must be an absolute URL (e.g. https://api.example.com/)"
+    if _CONTROL.search(value) or " " in value:
+        return absolute
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+        _ = parts.port  # raises ValueError for a non-numeric or out-of-range port
+    except ValueError:
+        return absolute
+    if not parts.scheme or not parts.netloc or not host:
+        return absolute
+    if parts.scheme.lower() not in ("http", "https"):
+        return f'base_url scheme must be http or https, got "{parts.scheme}"'
+    return None
+
+
+def _secret_error(value: str, noun: str) -> str | None:
+    if value == "":
+        return f"{noun} must not be empty"
+    if value != value.strip():
+        return f"{noun} must not contain leading or trailing whitespace"
+    if _CONTROL.search(value):
+        return f"{noun} must not contain control characters"
+    return None
+
+
+def parse_id_or_name(value: str) -> uuid.UUID | str:
+    """A provider reference from a URL or command line: a UUID (canonical 36-character
+    form) or a name. Raises :class:`ProviderInputError` with the reference's message."""
+    if len(value) == 36:
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            pass
+    if _NAME.fullmatch(value):
+        return value
+    raise ProviderInputError(INVALID_ID_OR_NAME)
+
+
+# --- settings -------------------------------------------------------------------------
+
+
+def _check_bool(errors: list[Validation], path: str, value: object) -> None:
+    if not isinstance(value, bool):
+        errors.append(Validation(path, f"{path.rsplit('.', 1)[-1]} must be a boolean"))
+
+
+def _check_number(
+    errors: list[Validation], path: str, value: object, *, minimum: float, inclusive: bool
+) -> None:
+    short = path.rsplit(".", 1)[-1]
+    if not _is_number(value):
+        errors.append(Validation(path, f"{short} must be a number"))
+        return
+    assert isinstance(value, int | float)
+    if value < minimum or (not inclusive and value == minimum):
+        op = ">=" if inclusive else ">"
+        errors.append(Validation(path, f"{short} must be {op} {minimum:g}"))
+
+
+def _check_int(errors: list[Validation], path: str, value: object, *, minimum: int) -> None:
+    short = path.rsplit(".", 1)[-1]
+    if not _is_int(value):
+        errors.append(Validation(path, f"{short} must be an integer"))
+        return
+    assert isinstance(value, int)
+    if value < minimum:
+        errors.append(Validation(path, f"{short} must be >= {minimum}"))
+
+
+def _check_headers(errors: list[Validation], value: object) -> None:
+    path = "settings.extra_headers"
+    if not isinstance(value, dict):
+        errors.append(Validation(path, "extra_headers must be an object of header name to value"))
+        return
+    for name, header_value in value.items():
+        field = f"{path}.{name}"
+        lowered = name.lower()
+        if not _HEADER_NAME.fullmatch(name):
+            errors.append(Validation(field, f'"{name}" is not a valid HTTP header name'))
+        elif lowered in CREDENTIAL_HEADERS:
+            errors.append(
+                Validation(
+                    field,
+                    f'header "{name}" carries credentials; put upstream keys in api_keys instead',
+                )
+            )
+        elif lowered in MANAGED_HEADERS:
+            errors.append(Validation(field, f'header "{name}" is managed by the gateway'))
+        if not isinstance(header_value, str):
+            errors.append(Validation(field, "header values must be strings"))
+        elif _CONTROL.search(header_value.replace("\t", "")):
+            errors.append(Validation(field, "header values must not contain control characters"))
+
+
+SETTINGS_FIELDS = (
+    "allow_byok",
+    "key_cooldown_seconds",
+    "upstream_timeout_seconds",
+    "api_version",
+    "extra_headers",
+    "circuit_breaker",
+)
+
+
+def _check_breaker(errors: list[Validation], value: object) -> None:
+    path = "settings.circuit_breaker"
+    if not isinstance(value, dict):
+        errors.append(Validation(path, "circuit_breaker must be an object"))
+        return
+    for key, item in value.items():
+        field = f"{path}.{key}"
+        if key == "enabled":
+            _check_bool(errors, field, item)
+        elif key in ("failure_threshold", "max_requests"):
+            _check_int(errors, field, item, minimum=1)
+        elif key in ("interval_seconds", "timeout_seconds"):
+            _check_number(errors, field, item, minimum=0, inclusive=False)
+        else:
+            errors.append(Validation(field, "unknown setting"))
+
+
+def _collect_settings_errors(
+    errors: list[Validation], value: object, provider_type: str | None
+) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        errors.append(Validation("settings", "settings must be an object or null"))
+        return None
+    before = len(errors)
+    for key, item in value.items():
+        field = f"settings.{key}"
+        if key == "allow_byok":
+            _check_bool(errors, field, item)
+        elif key == "key_cooldown_seconds":
+            _check_number(errors, field, item, minimum=0, inclusive=True)
+        elif key == "upstream_timeout_seconds":
+            _check_number(errors, field, item, minimum=0, inclusive=False)
+        elif key == "api_version":
+            if not isinstance(item, str) or not item.strip():
+                errors.append(Validation(field, "api_version must be a non-empty string"))
+        elif key == "extra_headers":
+            _check_headers(errors, item)
+        elif key == "circuit_breaker":
+            _check_breaker(errors, item)
+        else:
+            errors.append(Validation(field, "unknown setting"))
+    errors.extend(settings_type_errors(value, provider_type))
+    if len(errors) > before:
+        return None
+    # An empty object means "no settings", stored as NULL.
+    return dict(value) or None
+
+
+def settings_type_errors(
+    settings: Mapping[str, Any] | None, provider_type: str | None
+) -> list[Validation]:
+    """Checks that depend on the provider type (skipped when the type is unknown)."""
+    if not settings or provider_type is None:
+        return []
+    if "api_version" in settings and provider_type != "azure":
+        return [Validation("settings.api_version", "api_version is only valid for type=azure")]
+    return []
+
+
+def validate_settings(value: object, provider_type: str | None) -> dict[str, Any] | None:
+    """Validate a settings value (object or null); return it normalised (None when
+    empty) or raise :class:`ProviderInputError`."""
+    errors: list[Validation] = []
+    settings = _collect_settings_errors(errors, value, provider_type)
+    if errors:
+        raise ProviderInputError(INVALID_REQUEST, errors)
+    return settings
+
+
+# --- create / patch -------------------------------------------------------------------
+
+
+def _optional_str(errors: list[Validation], body: Mapping[str, object], key: str) -> str | None:
+    if key not in body:
+        return None
+    value = body[key]
+    if not isinstance(value, str):
+        errors.append(Validation(key, f"{key} must be a string"))
+        return None
+    if _CONTROL.search(value):
+        errors.append(Validation(key, f"{key} must not contain control characters"))
+        return None
+    return value
+
+
+def _optional_bool(errors: list[Validation], body: Mapping[str, object], key: str) -> bool | None:
+    if key not in body:
+        return None
+    value = body[key]
+    if not isinstance(value, bool):
+        errors.append(Validation(key, f"{key} must be a boolean (true or false)"))
+        return None
+    return value
+
+
+def validate_create(body: Mapping[str, object]) -> ProviderSpec:
+    """Validate a create request; ``enabled`` defaults to true when absent."""
+    errors: list[Validation] = []
+    for key in body:
+        if key not in CREATE_FIELDS:
+            errors.append(Validation(key, "unknown field"))
+
+    ptype = body.get("type")
+    if ptype is None or ptype == "":
+        errors.append(Validation("type", "type is required"))
+    elif not isinstance(ptype, str):
+        errors.append(Validation("type", "type must be a string"))
+    elif ptype not in PROVIDER_TYPES:
+        errors.append(Validation("type", f'unsupported provider type "{ptype}"'))
+
+    name = body.get("name")
+    problem = name_error(name)
+    if problem:
+        errors.append(Validation("name", problem))
+
+    base_url = body.get("base_url")
+    problem = base_url_error(base_url)
+    if problem:
+        errors.append(Validation("base_url", problem))
+
+    display_name = _optional_str(errors, body, "display_name") or ""
+    icon = _optional_str(errors, body, "icon") or ""
+    enabled = _optional_bool(errors, body, "enabled")
+
+    keys: list[str] = []
+    raw_keys = body.get("api_keys")
+    if raw_keys is not None:
+        if not isinstance(raw_keys, list):
+            errors.append(Validation("api_keys", "api_keys must be an array of strings"))
+        else:
+            for i, item in enumerate(raw_keys):
+                field = f"api_keys[{i}]"
+                if not isinstance(item, str):
+                    errors.append(Validation(field, "api_keys entries must be strings"))
+                    continue
+                problem = _secret_error(item, "api_keys entries")
+                if problem:
+                    errors.append(Validation(field, problem))
+                else:
+                    keys.append(item)
+
+    known_type = ptype if isinstance(ptype, str) and ptype in PROVIDER_TYPES else None
+    settings = _collect_settings_errors(errors, body.get("settings"), known_type)
+
+    if errors:
+        raise ProviderInputError(INVALID_REQUEST, errors)
+    assert isinstance(ptype, str) and isinstance(name, str) and isinstance(base_url, str)
+    return ProviderSpec(
+        type=ptype,
+        name=name,
+        base_url=base_url,
+        display_name=display_name,
+        icon=icon,
+        enabled=True if enabled is None else enabled,
+        api_keys=keys,
+        settings=settings,
+    )
+
+
+def _key_mutations(errors: list[Validation], raw: object) -> list[KeyMutation]:
+    if not isinstance(raw, list):
+        errors.append(
+            Validation("api_keys", 'api_keys must be an array of {"id": …} or {"api_key": …}')
+        )
+        return []
+    mutations: list[KeyMutation] = []
+    seen: dict[uuid.UUID, int] = {}
+    for i, item in enumerate(raw):
+        field = f"api_keys[{i}]"
+        if not isinstance(item, dict):
+            errors.append(Validation(field, "exactly one of id or api_key must be set"))
+            continue
+        unknown = [k for k in item if k not in ("id", "api_key")]
+        for k in unknown:
+            errors.append(Validation(f"{field}.{k}", "unknown field"))
+        key_id, secret = item.get("id"), item.get("api_key")
+        if (key_id is None) == (secret is None):
+            errors.append(Validation(field, "exactly one of id or api_key must be set"))
+            continue
+        if secret is not None:
+            if not isinstance(secret, str):
+                errors.append(Validation(f"{field}.api_key", "api_key must be a string"))
+                continue
+            problem = _secret_error(secret, "api_key")
+            if problem:
+                errors.append(Validation(f"{field}.api_key", problem))
+                continue
+            mutations.append(KeyMutation(api_key=secret))
+            continue
+        try:
+            parsed = uuid.UUID(key_id) if isinstance(key_id, str) else None
+        except ValueError:
+            parsed = None
+        if parsed is None:
+            errors.append(Validation(f"{field}.id", "id must be a UUID"))
+            continue
+        if parsed in seen:
+            errors.append(
+                Validation(
+                    f"{field}.id", f"id {parsed} already referenced at api_keys[{seen[parsed]}]"
+                )
+            )
+            continue
+        seen[parsed] = i
+        mutations.append(KeyMutation(id=parsed))
+    return mutations
+
+
+def validate_patch(body: Mapping[str, object], provider_type: str | None = None) -> ProviderPatch:
+    """Validate an update request (absent = unchanged; ``settings: null`` clears).
+
+    ``provider_type`` enables the type-specific settings checks; the API passes None
+    first (before the lookup) and re-checks with :func:`settings_type_errors`.
+    """
+    errors: list[Validation] = []
+    for key in body:
+        if key == "type":
+            errors.append(Validation("type", "type cannot be changed"))
+        elif key == "name":
+            errors.append(
+                Validation("name", "name cannot be changed; create a new provider instead")
+            )
+        elif key not in PATCH_FIELDS:
+            errors.append(Validation(key, "unknown field"))
+    if not body:
+        raise ProviderInputError(EMPTY_PATCH)
+
+    base_url: str | None = None
+    if "base_url" in body:
+        problem = base_url_error(body["base_url"])
+        if problem:
+            errors.append(Validation("base_url", problem))
+        else:
+            base_url = str(body["base_url"])
+    display_name = _optional_str(errors, body, "display_name")
+    icon = _optional_str(errors, body, "icon")
+    enabled = _optional_bool(errors, body, "enabled")
+    mutations = _key_mutations(errors, body["api_keys"]) if "api_keys" in body else None
+    settings = (
+        _collect_settings_errors(errors, body["settings"], provider_type)
+        if "settings" in body
+        else None
+    )
+    if errors:
+        raise ProviderInputError(INVALID_REQUEST, errors)
+    return ProviderPatch(
+        display_name=display_name,
+        icon=icon,
+        enabled=enabled,
+        base_url=base_url,
+        settings=settings,
+        settings_set="settings" in body,
+        api_keys=mutations,
+    )
+
+
+__all__ = [
+    "EMPTY_PATCH",
+    "INVALID_ID_OR_NAME",
+    "INVALID_REQUEST",
+    "NAME_PATTERN_DETAIL",
+    "SETTINGS_FIELDS",
+    "ProviderInputError",
+    "base_url_error",
+    "name_error",
+    "parse_id_or_name",
+    "settings_type_errors",
+    "validate_create",
+    "validate_patch",
+    "validate_settings",
+]

@@ -1,0 +1,48 @@
+"""Recording: record types, the batched async writer with spill/replay, and sinks.
+
+Typical wiring (see :class:`Recorder`)::
+
+    recorder = Recorder.for_database(services.sessions, settings.data_dir)
+    await recorder.start()
+    ...
+    await recorder.record_interception_start(InterceptionStarted(...))  # before upstream
+    recorder.record_token_usage(TokenUsageRecord(...))                  # never waits
+    recorder.record_ended(InterceptionEnded(id=...))
+    ...
+    await recorder.close(timeout=10)
+"""
+
+from aibridge.recording.records import (
+    CREDENTIAL_KINDS,
+    ERROR_TYPES,
+    InterceptionEnded,
+    InterceptionStarted,
+    PromptRecord,
+    Record,
+    ThoughtRecord,
+    TokenUsageRecord,
+    ToolUsageRecord,
+    record_from_json,
+    record_to_json,
+)
+from aibridge.recording.sink import DatabaseSink, ListSink, Sink
+from aibridge.recording.writer import SPILL_FILE_NAME, Recorder
+
+__all__ = [
+    "CREDENTIAL_KINDS",
+    "ERROR_TYPES",
+    "SPILL_FILE_NAME",
+    "DatabaseSink",
+    "InterceptionEnded",
+    "InterceptionStarted",
+    "ListSink",
+    "PromptRecord",
+    "Record",
+    "Recorder",
+    "Sink",
+    "ThoughtRecord",
+    "TokenUsageRecord",
+    "ToolUsageRecord",
+    "record_from_json",
+    "record_to_json",
+]

@@ -1,0 +1,184 @@
+"""Provider hot reload: database rows → provider runtimes → an atomic snapshot swap.
+
+Subscribe first, then reload once synchronously, then reload on every notification
+(including a "messages may be lost" signal) and whenever the cheap config-version
+poll sees a change a notification did not deliver. A failed database read keeps the
+previous snapshot; a bad row is skipped and reported without affecting the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from aibridge.bridge import ProviderSnapshot
+from aibridge.clock import Clock, SystemClock
+from aibridge.providers.base import DisabledProvider, Provider, ProviderBuildError, build_provider
+from aibridge.store import config_version
+from aibridge.store.crypto import Encryptor
+from aibridge.store.providers import ProviderRecord, load_live_providers
+from aibridge.store.pubsub import PROVIDERS_CHANGED, PubSub, Unsubscribe
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReloadStatus:
+    """What the last reloads did, for ``/readyz`` and metrics."""
+
+    loaded: bool = False
+    config_version: int = -1
+    last_attempt: float | None = None
+    last_success: float | None = None
+    last_error: str | None = None
+    reloads: int = 0
+    provider_status: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+
+def build_snapshot(
+    records: list[ProviderRecord], generation: int, *, clock: Clock | None = None
+) -> ProviderSnapshot:
+    """Build every row independently; a row that fails is skipped and reported."""
+    providers: dict[str, Provider | DisabledProvider] = {}
+    errors: dict[str, str] = {}
+    for record in records:
+        try:
+            providers[record.name] = build_provider(record, clock=clock)
+        except (ProviderBuildError, ValueError) as exc:
+            errors[record.name] = str(exc)
+            log.error(
+                "provider skipped: misconfigured",
+                extra={"provider": record.name, "error": str(exc)},
+            )
+    return ProviderSnapshot(generation, providers, errors)
+
+
+class ProviderReloader:
+    """Keeps a :class:`ProviderSnapshot` in step with the database."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        encryptor: Encryptor | None,
+        pubsub: PubSub,
+        on_snapshot: Callable[[ProviderSnapshot], None],
+        *,
+        reconcile_interval: float = 30.0,
+        clock: Clock | None = None,
+    ) -> None:
+        self._sessions = sessions
+        self._encryptor = encryptor
+        self._pubsub = pubsub
+        self._on_snapshot = on_snapshot
+        self._interval = reconcile_interval
+        self._clock = clock or SystemClock()
+        self._lock = asyncio.Lock()
+        self._pending = asyncio.Event()
+        self._generation = 0
+        self._unsubscribe: Unsubscribe | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.status = ReloadStatus()
+        self._changed = asyncio.Condition()
+        self._latest: ProviderSnapshot | None = None
+
+    async def start(self) -> None:
+        """Subscribe, then load once (raising if either fails), then watch."""
+        self._unsubscribe = await self._pubsub.subscribe(PROVIDERS_CHANGED, self._notified)
+        if not await self.reload():
+            raise RuntimeError(f"initial provider load failed: {self.status.last_error}")
+        self._tasks = [
+            asyncio.create_task(self._reload_loop(), name="provider-reload"),
+            asyncio.create_task(self._reconcile_loop(), name="provider-reconcile"),
+        ]
+
+    async def stop(self) -> None:
+        """Unsubscribe and stop background work."""
+        if self._unsubscribe is not None:
+            await self._unsubscribe()
+            self._unsubscribe = None
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    async def wait_for(self, predicate: Callable[[ProviderSnapshot], bool]) -> ProviderSnapshot:
+        """Wait until a snapshot satisfying ``predicate`` is installed (wrap in a timeout)."""
+        async with self._changed:
+            while self._latest is None or not predicate(self._latest):
+                await self._changed.wait()
+            return self._latest
+
+    def _notified(self, _payload: bytes, error: Exception | None) -> None:
+        if error is not None:
+            log.warning(
+                "provider notifications may have been lost; reloading", extra={"error": str(error)}
+            )
+        # Coalesce bursts: many notifications while a reload runs cause one more reload.
+        self._pending.set()
+
+    async def _reload_loop(self) -> None:
+        while True:
+            await self._pending.wait()
+            self._pending.clear()
+            await self.reload()
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                async with self._sessions() as session:
+                    version = await config_version.read(session)
+            except Exception as exc:
+                log.warning("config version check failed", extra={"error": str(exc)})
+                continue
+            if version != self.status.config_version:
+                log.info("config version changed without a notification; reloading")
+                self._pending.set()
+
+    async def reload(self) -> bool:
+        """Read all live providers in one read and swap the snapshot; False on failure."""
+        async with self._lock:
+            self.status.last_attempt = time.time()
+            try:
+                async with self._sessions() as session, session.begin():
+                    version = await config_version.read(session)
+                    records = await load_live_providers(session, self._encryptor)
+            except Exception as exc:
+                self.status.last_error = f"{type(exc).__name__}: {exc}"
+                log.error(
+                    "provider reload failed; keeping the previous snapshot",
+                    extra={"error": self.status.last_error},
+                )
+                return False
+            self._generation += 1
+            snapshot = build_snapshot(records, self._generation, clock=self._clock)
+            self._on_snapshot(snapshot)
+            self._latest = snapshot
+            async with self._changed:
+                self._changed.notify_all()
+            self.status.loaded = True
+            self.status.config_version = version
+            self.status.last_success = time.time()
+            self.status.last_error = None
+            self.status.reloads += 1
+            self.status.provider_status = {
+                name: (p.type, "enabled" if p.enabled else "disabled")
+                for name, p in snapshot.providers.items()
+            } | {r.name: (r.type, "error") for r in records if r.name in snapshot.errors}
+            log.info(
+                "providers reloaded",
+                extra={
+                    "generation": self._generation,
+                    "providers": len(snapshot.providers),
+                    "errors": len(snapshot.errors),
+                },
+            )
+            return True

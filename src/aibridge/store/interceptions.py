@@ -1,0 +1,291 @@
+"""Read queries over the recording tables: interception listing and usage totals.
+
+Both work on SQLite and PostgreSQL. The listing pages newest first with an opaque cursor
+over ``(started_at, id)`` and loads each page's children with one query per table.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import ColumnElement, and_, func, literal_column, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from aibridge.store.models import (
+    Interception,
+    ModelThought,
+    TokenUsage,
+    ToolUsage,
+    User,
+    UserPrompt,
+)
+
+GROUP_BY = ("user", "model", "provider", "day")
+"""Accepted ``group_by`` values of :func:`usage`."""
+
+MAX_LIMIT = 500
+DEFAULT_LIMIT = 50
+TOKEN_FIELDS = ("input", "output", "cache_read", "cache_write", "reasoning")
+
+
+@dataclass(slots=True)
+class InterceptionFilter:
+    """Filters shared by the listing and the usage query; None means "any".
+
+    ``user`` is a user id or a username. ``only_user_id`` is the caller's own id for
+    non-admins and is ANDed with everything else (so a member asking for someone else
+    gets nothing, never someone else's data).
+    """
+
+    user: str | None = None
+    provider: str | None = None
+    model: str | None = None
+    client: str | None = None
+    session: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    only_user_id: uuid.UUID | None = None
+
+
+@dataclass(slots=True)
+class InterceptionPage:
+    """One page of the listing; ``next_cursor`` is None on the last page."""
+
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+def parse_time(value: str) -> datetime:
+    """Parse an RFC 3339 timestamp (``2025-01-31T12:00:00Z``) or a date (UTC midnight).
+
+    Raises ``ValueError`` for anything else, including a time without a zone offset.
+    """
+    text = value.strip()
+    if len(text) == 10:
+        return datetime.combine(date.fromisoformat(text), datetime.min.time(), UTC)
+    parsed = datetime.fromisoformat(text)
+    if parsed.tzinfo is None:
+        raise ValueError("timestamp needs a timezone offset, e.g. 2025-01-31T00:00:00Z")
+    return parsed.astimezone(UTC)
+
+
+def encode_cursor(started_at: datetime, interception_id: uuid.UUID) -> str:
+    """Opaque cursor pointing just after the given row."""
+    raw = orjson.dumps([started_at.astimezone(UTC).isoformat(), str(interception_id)])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """Inverse of :func:`encode_cursor`; ``ValueError`` when the cursor is not ours."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        started, ident = orjson.loads(raw)
+        when = datetime.fromisoformat(started)
+        if when.tzinfo is None:
+            raise ValueError("naive cursor time")
+        return when, uuid.UUID(ident)
+    except (binascii.Error, TypeError, ValueError) as exc:
+        raise ValueError("cursor is not one returned by this API") from exc
+
+
+def _conditions(f: InterceptionFilter) -> list[ColumnElement[bool]]:
+    conds: list[ColumnElement[bool]] = []
+    if f.only_user_id is not None:
+        conds.append(Interception.initiator_id == f.only_user_id)
+    if f.user:
+        try:
+            conds.append(Interception.initiator_id == uuid.UUID(f.user))
+        except ValueError:
+            by_name = select(User.id).where(User.username == f.user).scalar_subquery()
+            conds.append(Interception.initiator_id == by_name)
+    if f.provider:
+        conds.append(Interception.provider_name == f.provider)
+    if f.model:
+        conds.append(Interception.model == f.model)
+    if f.client:
+        conds.append(Interception.client == f.client)
+    if f.session:
+        conds.append(Interception.client_session_id == f.session)
+    if f.since is not None:
+        conds.append(Interception.started_at >= f.since)
+    if f.until is not None:
+        conds.append(Interception.started_at < f.until)
+    return conds
+
+
+def _arguments(raw: str) -> Any:
+    """Tool arguments as parsed JSON, or the raw text when the model produced invalid JSON."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw
+
+
+async def list_interceptions(
+    session: AsyncSession,
+    f: InterceptionFilter,
+    *,
+    limit: int = DEFAULT_LIMIT,
+    cursor: tuple[datetime, uuid.UUID] | None = None,
+) -> InterceptionPage:
+    """Interceptions matching ``f``, newest first, after ``cursor``; children summarised."""
+    stmt = (
+        select(Interception, User.username)
+        .outerjoin(User, User.id == Interception.initiator_id)
+        .where(*_conditions(f))
+        .order_by(Interception.started_at.desc(), Interception.id.desc())
+        .limit(limit + 1)
+    )
+    if cursor is not None:
+        at, ident = cursor
+        stmt = stmt.where(
+            or_(
+                Interception.started_at < at,
+                and_(Interception.started_at == at, Interception.id < ident),
+            )
+        )
+    rows = (await session.execute(stmt)).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    ids = [row[0].id for row in rows]
+    tokens: dict[uuid.UUID, dict[str, int]] = {}
+    prompts: dict[uuid.UUID, str] = {}
+    tools: dict[uuid.UUID, list[dict[str, Any]]] = defaultdict(list)
+    thoughts: dict[uuid.UUID, int] = {}
+    if ids:
+        token_rows = await session.execute(
+            select(
+                TokenUsage.interception_id,
+                func.sum(TokenUsage.input_tokens),
+                func.sum(TokenUsage.output_tokens),
+                func.sum(TokenUsage.cache_read_input_tokens),
+                func.sum(TokenUsage.cache_write_input_tokens),
+                func.sum(TokenUsage.reasoning_tokens),
+            )
+            .where(TokenUsage.interception_id.in_(ids))
+            .group_by(TokenUsage.interception_id)
+        )
+        for iid, *sums in token_rows:
+            tokens[iid] = {k: int(v or 0) for k, v in zip(TOKEN_FIELDS, sums, strict=True)}
+        prompt_rows = await session.execute(
+            select(UserPrompt.interception_id, UserPrompt.prompt)
+            .where(UserPrompt.interception_id.in_(ids))
+            .order_by(UserPrompt.created_at, UserPrompt.id)
+        )
+        for iid, prompt in prompt_rows:
+            prompts.setdefault(iid, prompt)
+        tool_rows = await session.execute(
+            select(ToolUsage)
+            .where(ToolUsage.interception_id.in_(ids))
+            .order_by(ToolUsage.created_at, ToolUsage.id)
+        )
+        for tool in tool_rows.scalars():
+            tools[tool.interception_id].append(
+                {
+                    "name": tool.tool,
+                    "call_id": tool.provider_tool_call_id,
+                    "injected": tool.injected,
+                    "server_url": tool.server_url,
+                    "arguments": _arguments(tool.input),
+                    "error": tool.invocation_error,
+                }
+            )
+        thought_rows = await session.execute(
+            select(ModelThought.interception_id, func.count())
+            .where(ModelThought.interception_id.in_(ids))
+            .group_by(ModelThought.interception_id)
+        )
+        thoughts = {iid: int(n) for iid, n in thought_rows}
+    zero = dict.fromkeys(TOKEN_FIELDS, 0)
+    items = [
+        {
+            # str(): asyncpg hands back its own UUID subclass, which orjson rejects.
+            "id": str(i.id),
+            "user": {"id": str(i.initiator_id), "username": username},
+            "provider": i.provider,
+            "provider_name": i.provider_name,
+            "model": i.model,
+            "client": i.client,
+            "session_id": i.client_session_id,
+            "started_at": i.started_at,
+            "ended_at": i.ended_at,
+            "error_type": i.error_type,
+            "error_message": i.error_message,
+            "tokens": tokens.get(i.id, zero),
+            "prompt": prompts.get(i.id),
+            "tool_calls": tools.get(i.id, []),
+            "thought_count": thoughts.get(i.id, 0),
+        }
+        for i, username in rows
+    ]
+    next_cursor = encode_cursor(rows[-1][0].started_at, rows[-1][0].id) if more else None
+    return InterceptionPage(items, next_cursor)
+
+
+async def usage(
+    session: AsyncSession, group_by: str, f: InterceptionFilter
+) -> list[dict[str, Any]]:
+    """Interception counts and token sums per ``group_by`` key (see :data:`GROUP_BY`),
+    sorted by key. Keys: username (user id if the user is gone), model, provider name, or
+    ``YYYY-MM-DD`` (UTC) of the start time."""
+    if group_by not in GROUP_BY:
+        raise ValueError(f"group_by must be one of {', '.join(GROUP_BY)}")
+    keys: list[Any]
+    if group_by == "user":
+        keys = [Interception.initiator_id, User.username]
+    elif group_by == "model":
+        keys = [Interception.model]
+    elif group_by == "provider":
+        keys = [Interception.provider_name]
+    elif session.get_bind().dialect.name == "postgresql":
+        # Literal constants, not bind parameters: PostgreSQL must see the SELECT and
+        # GROUP BY expressions as identical.
+        utc = func.timezone(literal_column("'UTC'"), Interception.started_at)
+        day = func.date_trunc(literal_column("'day'"), utc)
+        keys = [func.to_char(day, literal_column("'YYYY-MM-DD'"))]
+    else:
+        # SQLite stores UTC as "YYYY-MM-DD HH:MM:SS.ffffff".
+        keys = [func.strftime(literal_column("'%Y-%m-%d'"), Interception.started_at)]
+    sums = [
+        func.coalesce(func.sum(col), 0)
+        for col in (
+            TokenUsage.input_tokens,
+            TokenUsage.output_tokens,
+            TokenUsage.cache_read_input_tokens,
+            TokenUsage.cache_write_input_tokens,
+            TokenUsage.reasoning_tokens,
+        )
+    ]
+    stmt = (
+        select(*keys, func.count(func.distinct(Interception.id)), *sums)
+        .select_from(Interception)
+        .outerjoin(TokenUsage, TokenUsage.interception_id == Interception.id)
+        .where(*_conditions(f))
+        .group_by(*keys)
+    )
+    if group_by == "user":
+        stmt = stmt.outerjoin(User, User.id == Interception.initiator_id)
+    result: list[dict[str, Any]] = []
+    for row in await session.execute(stmt):
+        values = list(row)
+        if group_by == "user":
+            user_id, username = values[0], values[1]
+            key: str = username or str(user_id)
+            values = values[2:]
+        else:
+            key = str(values[0])
+            values = values[1:]
+        count, *token_sums = values
+        entry: dict[str, Any] = {"key": key, "interceptions": int(count)}
+        entry.update({k: int(v) for k, v in zip(TOKEN_FIELDS, token_sums, strict=True)})
+        result.append(entry)
+    # Sorted here, not in SQL: collation differs between the backends.
+    result.sort(key=lambda e: e["key"])
+    return result

@@ -1,0 +1,536 @@
+"""Key pool: primary-with-fallback selection, cooldowns, exhaustion, failover helper, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from email.utils import format_datetime
+
+import orjson
+import pytest
+from prometheus_client import CollectorRegistry
+
+from aibridge.clock import FakeClock
+from aibridge.providers.keypool import (
+    MSG_UNAUTHORIZED,
+    KeyPool,
+    KeyPoolExhausted,
+    KeyPoolMetrics,
+    KeyPoolStateCollector,
+    PoolKey,
+    UpstreamOutcome,
+    format_duration,
+    parse_retry_after,
+    with_failover,
+)
+from aibridge.secrets_mask import mask_secret
+
+SECRETS = {
+    "a": "sk-aaaaaaaaaaaaaaaaaaaa-key-A-0001",
+    "b": "sk-bbbbbbbbbbbbbbbbbbbb-key-B-0002",
+    "c": "sk-cccccccccccccccccccc-key-C-0003",
+}
+
+
+def make_pool(
+    clock: FakeClock, ids: str = "abc", **kwargs: object
+) -> tuple[KeyPool, CollectorRegistry]:
+    registry = CollectorRegistry()
+    pool = KeyPool(
+        [(i, SECRETS[i]) for i in ids],
+        provider="openai",
+        clock=clock,
+        metrics=KeyPoolMetrics(registry),
+        **kwargs,  # type: ignore[arg-type]
+    )
+    return pool, registry
+
+
+def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    value = registry.get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+# --- construction and selection ---------------------------------------------------------------
+
+
+def test_rejects_duplicate_and_empty_secrets(clock: FakeClock) -> None:
+    with pytest.raises(ValueError, match="duplicate key"):
+        KeyPool([("a", "s1"), ("b", "s1")], clock=clock)
+    with pytest.raises(ValueError, match="duplicate key"):
+        KeyPool([("a", "s1"), ("a", "s2")], clock=clock)
+    with pytest.raises(ValueError, match="empty key"):
+        KeyPool([("a", "")], clock=clock)
+
+
+def test_empty_pool_is_allowed_but_never_yields_a_key(clock: FakeClock) -> None:
+    pool = KeyPool([], provider="byok-only", clock=clock)
+    assert pool.has_keys is False
+    with pytest.raises(KeyPoolExhausted) as info:
+        pool.acquire()
+    assert str(info.value) == "no keys provided"
+    assert info.value.status == 502
+    assert KeyPool([("a", "s1")], clock=clock).has_keys is True
+
+
+def test_primary_is_preferred(clock: FakeClock) -> None:
+    pool, _ = make_pool(clock)
+    picked = [pool.acquire().key_id for _ in range(5)]
+    assert picked == ["a"] * 5
+    assert [k.key_id for k in pool.keys] == ["a", "b", "c"]
+
+
+def test_429_fails_over_and_primary_returns_after_default_cooldown(clock: FakeClock) -> None:
+    pool, registry = make_pool(clock)
+    a = pool.acquire()
+    assert pool.mark_failed(a, 429, None) is True
+    assert pool.acquire().key_id == "b"
+    clock.advance(59.9)
+    assert pool.acquire().key_id == "b"
+    assert pool.cooldown_remaining(a) == pytest.approx(0.1)
+    clock.advance(0.1)
+    assert pool.acquire().key_id == "a"
+    assert (
+        sample(
+            registry,
+            "aibridge_key_pool_state_transitions_total",
+            provider="openai",
+            reason="rate_limited",
+        )
+        == 1
+    )
+
+
+def test_retry_after_seconds_is_honoured(clock: FakeClock) -> None:
+    pool, _ = make_pool(clock)
+    a = pool.keys[0]
+    pool.mark_failed(a, 429, 5.0)
+    clock.advance(4.9)
+    assert pool.acquire().key_id == "b"
+    clock.advance(0.1)
+    assert pool.acquire().key_id == "a"
+
+
+def test_retry_after_http_date_is_honoured(clock: FakeClock) -> None:
+    pool, _ = make_pool(clock)
+    when = clock.now() + timedelta(seconds=120)
+    headers = {"Retry-After": format_datetime(when, usegmt=True)}
+    retry_after = parse_retry_after(headers, clock.now())
+    assert retry_after == pytest.approx(120.0)
+    pool.mark_failed(pool.keys[0], 429, retry_after)
+    clock.advance(119)
+    assert pool.acquire().key_id == "b"
+    clock.advance(1)
+    assert pool.acquire().key_id == "a"
+
+
+def test_walker_parses_response_headers_with_the_pool_clock(clock: FakeClock) -> None:
+    pool, _ = make_pool(clock)
+    walker = pool.walker()
+    a = walker.next_key()
+    when = format_datetime(clock.now() + timedelta(seconds=45), usegmt=True)
+    assert walker.mark_failed(a, 429, {"Retry-After": when}) is True
+    assert pool.cooldown_remaining(a) == pytest.approx(45.0)
+    b = walker.next_key()
+    assert walker.report(b, 429, {"retry-after-ms": "2500"}) is True
+    assert pool.cooldown_remaining(b) == pytest.approx(2.5)
+    c = walker.next_key()
+    assert walker.report(c, 200, {}) is False
+    assert c.key_id == "c"
+
+
+def test_zero_default_cooldown_still_fails_over_within_the_call(clock: FakeClock) -> None:
+    pool, registry = make_pool(clock, cooldown=0.0)
+    walker = pool.walker()
+    a = walker.next_key()
+    assert walker.report(a, 401) is True  # still a key failure: move on in this call
+    assert walker.next_key().key_id == "b"
+    assert pool.acquire().key_id == "a"  # but no cooldown for later calls
+    assert (
+        sample(
+            registry,
+            "aibridge_key_pool_state_transitions_total",
+            provider="openai",
+            reason="unauthorized",
+        )
+        == 0
+    )
+
+
+def test_parse_retry_after_forms(clock: FakeClock) -> None:
+    now = clock.now()
+    assert parse_retry_after({"retry-after": "7"}, now) == 7.0
+    assert parse_retry_after({"RETRY-AFTER": " 2.5 "}, now) == 2.5
+    # OpenAI's millisecond header wins over the coarser seconds one.
+    assert parse_retry_after({"retry-after-ms": "1500", "retry-after": "9"}, now) == 1.5
+    past = format_datetime(now - timedelta(seconds=30), usegmt=True)
+    assert parse_retry_after({"Retry-After": past}, now) == 0.0
+    assert parse_retry_after({"Retry-After": "soon"}, now) is None
+    assert parse_retry_after({"Retry-After": "-3"}, now) is None
+    assert parse_retry_after({}, now) is None
+
+
+def test_retry_after_is_clamped(clock: FakeClock) -> None:
+    pool, _ = make_pool(clock, max_cooldown=3600.0)
+    a, b = pool.keys[0], pool.keys[1]
+    pool.mark_failed(a, 429, 10 * 86400.0)
+    assert pool.cooldown_remaining(a) == 3600.0
+    # Retry-After: 0 still cools briefly so a burst does not hammer a limited key.
+    pool.mark_failed(b, 429, 0.0)
+    assert pool.cooldown_remaining(b) == 1.0
+
+
+def test_shorter_cooldown_never_shortens_a_longer_one(clock: FakeClock) -> None:
+    pool, registry = make_pool(clock)
+    a = pool.keys[0]
+    pool.mark_failed(a, 429, 300.0)
+    pool.mark_failed(a, 429, 5.0)
+    assert pool.cooldown_remaining(a) == 300.0
+    # Only the valid→temporary transition counts.
+    assert (
+        sample(
+            registry,
+            "aibridge_key_pool_state_transitions_total",
+            provider="openai",
+            reason="rate_limited",
+        )
+        == 1
+    )
+
+
+def test_401_marks_key_unauthorized_for_default_cooldown(clock: FakeClock) -> None:
+    pool, registry = make_pool(clock)
+    a = pool.keys[0]
+    assert pool.mark_failed(a, 401, 999.0) is True  # Retry-After is irrelevant for auth
+    assert not pool.is_usable(a)
+    assert pool.cooldown_remaining(a) == 60.0
+    assert pool.acquire().key_id == "b"
+    assert (
+        sample(
+            registry,
+            "aibridge_key_pool_state_transitions_total",
+            provider="openai",
+            reason="unauthorized",
+        )
+        == 1
+    )
+
+
+def test_other_statuses_do_not_mark(clock: FakeClock) -> None:
+    pool, _ = make_pool(clock)
+    a = pool.keys[0]
+    for status in (200, 400, 403, 404, 500, 502, 503, 529):
+        assert pool.mark_failed(a, status, 10.0) is False
+    assert pool.is_usable(a)
+    assert pool.state_counts() == {"valid": 3, "temporary": 0}
+
+
+def test_403_can_be_configured_as_auth_failure(clock: FakeClock) -> None:
+    pool, _ = make_pool(clock, auth_failure_statuses={401, 403})
+    assert pool.mark_failed(pool.keys[0], 403, None) is True
+    assert pool.acquire().key_id == "b"
+
+
+def test_mark_ok_does_not_cancel_an_active_cooldown(clock: FakeClock) -> None:
+    pool, _ = make_pool(clock)
+    a = pool.keys[0]
+    pool.mark_failed(a, 429, 30.0)
+    pool.mark_ok(a)
+    assert not pool.is_usable(a)
+    clock.advance(30)
+    pool.mark_ok(a)
+    assert pool.is_usable(a)
+
+
+def test_key_from_another_pool_is_rejected(clock: FakeClock) -> None:
+    pool, _ = make_pool(clock)
+    other, _ = make_pool(clock)
+    with pytest.raises(ValueError, match="does not belong"):
+        pool.mark_failed(other.keys[0], 429, None)
+
+
+# --- exhaustion -----------------------------------------------------------------------------
+
+
+def test_all_rate_limited_reports_soonest_retry(clock: FakeClock) -> None:
+    pool, registry = make_pool(clock, ids="ab")
+    a, b = pool.keys
+    pool.mark_failed(a, 429, 90.0)
+    pool.mark_failed(b, 429, 30.0)
+    clock.advance(0.5)
+    with pytest.raises(KeyPoolExhausted) as info:
+        pool.acquire()
+    err = info.value
+    assert err.kind == "rate_limited"
+    assert err.retry_after == pytest.approx(29.5)
+    assert str(err) == "all configured keys are rate-limited (retry after 30s)"
+    assert err.status == 429
+    assert err.headers() == {"Content-Type": "application/json", "Retry-After": "30"}
+    assert err.retry_after_seconds == 30
+    assert orjson.loads(err.body("anthropic")) == {
+        "type": "error",
+        "error": {"type": "rate_limit_error", "message": err.message},
+    }
+    assert orjson.loads(err.body("openai"))["error"]["type"] == "rate_limit_exceeded"
+    assert (
+        sample(
+            registry,
+            "aibridge_key_pool_exhaustions_total",
+            provider="openai",
+            outcome="rate_limited",
+        )
+        == 1
+    )
+
+
+def test_all_unauthorized_is_a_502_with_the_reference_message(clock: FakeClock) -> None:
+    pool, registry = make_pool(clock, ids="ab")
+    for key in pool.keys:
+        pool.mark_failed(key, 401, None)
+    with pytest.raises(KeyPoolExhausted) as info:
+        pool.acquire()
+    err = info.value
+    assert err.kind == "unauthorized"
+    assert err.message == MSG_UNAUTHORIZED
+    assert str(err) == "all configured keys failed authentication. Contact your Administrator"
+    assert err.status == 502
+    assert "Retry-After" not in err.headers()
+    body = orjson.loads(err.body("openai"))
+    assert body["error"]["type"] == "server_error"
+    assert body["error"]["message"] == MSG_UNAUTHORIZED
+    assert orjson.loads(err.body("anthropic"))["error"]["type"] == "api_error"
+    assert (
+        sample(
+            registry,
+            "aibridge_key_pool_exhaustions_total",
+            provider="openai",
+            outcome="auth_failed",
+        )
+        == 1
+    )
+
+
+def test_mixed_exhaustion_is_rate_limited(clock: FakeClock) -> None:
+    pool, _ = make_pool(clock, ids="ab")
+    pool.mark_failed(pool.keys[0], 401, None)
+    pool.mark_failed(pool.keys[1], 429, 120.0)
+    with pytest.raises(KeyPoolExhausted) as info:
+        pool.acquire()
+    assert info.value.kind == "rate_limited"
+    # Soonest recovery is the 401 key's 60 s cooldown.
+    assert info.value.retry_after == pytest.approx(60.0)
+
+
+def test_key_recovering_during_the_walk_gives_retry_after_zero(clock: FakeClock) -> None:
+    pool, _ = make_pool(clock, ids="ab")
+    a, b = pool.keys
+    walker = pool.walker()
+    assert walker.next_key() is a
+    assert walker.report(a, 429, 5.0) is True
+    assert walker.next_key() is b
+    clock.advance(5)  # a recovers while b is in flight
+    assert walker.report(b, 429, 60.0) is True
+    with pytest.raises(KeyPoolExhausted) as info:
+        walker.next_key()  # a was already tried in this walk: no second attempt
+    assert info.value.kind == "rate_limited"
+    assert info.value.retry_after == 0.0
+    assert str(info.value) == "all configured keys are rate-limited (retry after 0s)"
+
+
+def test_format_duration_matches_go() -> None:
+    assert format_duration(0) == "0s"
+    assert format_duration(0.2) == "1s"
+    assert format_duration(59) == "59s"
+    assert format_duration(90) == "1m30s"
+    assert format_duration(3600) == "1h0m0s"
+
+
+# --- failover helper ------------------------------------------------------------------------
+
+
+@dataclass
+class FakeResponse:
+    key_id: str
+    status: int
+    retry_after: float | None = None
+    released: bool = False
+
+
+class Upstream:
+    """Scripted upstream: status per key id; records the keys it saw, in order."""
+
+    def __init__(self, statuses: dict[str, int], retry_after: float | None = None) -> None:
+        self.statuses = statuses
+        self.retry_after = retry_after
+        self.seen: list[str] = []
+        self.responses: list[FakeResponse] = []
+
+    async def attempt(self, key: PoolKey) -> FakeResponse:
+        self.seen.append(key.key_id)
+        resp = FakeResponse(key.key_id, self.statuses.get(key.key_id, 200), self.retry_after)
+        self.responses.append(resp)
+        return resp
+
+    @staticmethod
+    def inspect(resp: FakeResponse) -> UpstreamOutcome:
+        return UpstreamOutcome(resp.status, resp.retry_after)
+
+    @staticmethod
+    async def discard(resp: FakeResponse) -> None:
+        resp.released = True
+
+
+async def test_failover_on_429_then_state_is_shared(clock: FakeClock) -> None:
+    pool, registry = make_pool(clock)
+    up = Upstream({"a": 429})
+    resp, key = await with_failover(pool, up.attempt, up.inspect, up.discard)
+    assert (resp.key_id, resp.status, key.key_id) == ("b", 200, "b")
+    assert up.responses[0].released is True  # A's 429 body was discarded, never relayed
+    assert up.responses[1].released is False
+    # A second request goes straight to B while A cools (reference: k0, k1, k1).
+    await with_failover(pool, up.attempt, up.inspect, up.discard)
+    assert up.seen == ["a", "b", "b"]
+    assert sample(registry, "aibridge_key_pool_failovers_total", provider="openai") == 1
+    assert sample(registry, "aibridge_key_pool_failover_attempts_sum", provider="openai") == 3
+    assert sample(registry, "aibridge_key_pool_failover_attempts_count", provider="openai") == 2
+
+
+async def test_failover_does_not_retry_non_key_failures(clock: FakeClock) -> None:
+    pool, _ = make_pool(clock)
+    for status in (500, 503, 403, 400):
+        up = Upstream({"a": status})
+        resp, key = await with_failover(pool, up.attempt, up.inspect, up.discard)
+        assert (resp.status, key.key_id) == (status, "a")
+        assert up.seen == ["a"]
+        assert resp.released is False
+
+
+async def test_failover_tries_each_key_once_then_raises(clock: FakeClock) -> None:
+    pool, registry = make_pool(clock)
+    up = Upstream({"a": 429, "b": 401, "c": 429}, retry_after=20.0)
+    with pytest.raises(KeyPoolExhausted) as info:
+        await with_failover(pool, up.attempt, up.inspect, up.discard)
+    assert up.seen == ["a", "b", "c"]
+    assert all(r.released for r in up.responses)
+    assert info.value.kind == "rate_limited"
+    assert info.value.retry_after == pytest.approx(20.0)
+    assert sample(registry, "aibridge_key_pool_failover_attempts_sum", provider="openai") == 3
+
+
+async def test_failover_stops_on_transport_error(clock: FakeClock) -> None:
+    pool, _ = make_pool(clock)
+    seen: list[str] = []
+
+    async def attempt(key: PoolKey) -> FakeResponse:
+        seen.append(key.key_id)
+        raise ConnectionResetError("upstream went away")
+
+    with pytest.raises(ConnectionResetError):
+        await with_failover(pool, attempt, Upstream.inspect)
+    assert seen == ["a"]
+    assert pool.state_counts() == {"valid": 3, "temporary": 0}
+
+
+async def test_no_failover_once_bytes_were_relayed(clock: FakeClock) -> None:
+    """The streaming pattern: after the first byte the caller stops reporting to the walker."""
+    pool, _ = make_pool(clock)
+    walker = pool.walker()
+    key = walker.next_key()
+    assert walker.report(key, 200) is False  # headers OK: start relaying
+    # Mid-stream the upstream fails; the caller marks the key but cannot retry.
+    assert pool.mark_failed(key, 429, None) is True
+    walker.finish()
+    assert walker.attempts == 1
+    assert pool.acquire().key_id == "b"  # only later requests avoid the key
+
+
+async def test_concurrent_requests_fail_over_together(clock: FakeClock) -> None:
+    pool, registry = make_pool(clock)
+    gate = asyncio.Event()
+    started = 0
+    seen: list[str] = []
+
+    async def attempt(key: PoolKey) -> FakeResponse:
+        nonlocal started
+        seen.append(key.key_id)
+        if key.key_id == "a":
+            started += 1
+            if started == 10:
+                gate.set()
+            await gate.wait()  # all ten are in flight on A before A answers 429
+            return FakeResponse("a", 429, 15.0)
+        return FakeResponse(key.key_id, 200)
+
+    async with asyncio.timeout(5):
+        results = await asyncio.gather(
+            *(with_failover(pool, attempt, Upstream.inspect) for _ in range(10))
+        )
+    assert [key.key_id for _, key in results] == ["b"] * 10
+    assert seen.count("a") == 10 and seen.count("b") == 10
+    assert pool.cooldown_remaining(pool.keys[0]) == pytest.approx(15.0)
+    # Ten 429s for one key are one transition, not ten.
+    assert (
+        sample(
+            registry,
+            "aibridge_key_pool_state_transitions_total",
+            provider="openai",
+            reason="rate_limited",
+        )
+        == 1
+    )
+    # A fresh request after the storm skips A.
+    assert pool.acquire().key_id == "b"
+
+
+# --- hints, logs, state collector ------------------------------------------------------------
+
+
+def test_hints_are_masked_and_secrets_stay_out_of_logs(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    pool, _ = make_pool(clock)
+    a = pool.keys[0]
+    assert a.hint == mask_secret(SECRETS["a"])
+    assert SECRETS["a"] not in a.hint
+    assert SECRETS["a"] not in repr(a)
+    with caplog.at_level(logging.INFO, logger="aibridge.providers.keypool"):
+        pool.mark_failed(a, 429, None)
+    records = [r for r in caplog.records if r.getMessage() == "key marked temporary"]
+    assert len(records) == 1
+    assert records[0].__dict__["api_key_hint"] == a.hint
+    assert records[0].__dict__["status"] == 429
+    assert all(SECRETS["a"] not in str(r.__dict__) for r in caplog.records)
+
+
+def test_state_collector_reads_live_pools(clock: FakeClock) -> None:
+    pool, _ = make_pool(clock)
+    pools = [pool]
+    registry = CollectorRegistry()
+    registry.register(KeyPoolStateCollector(lambda: pools))
+    pool.mark_failed(pool.keys[1], 401, None)
+    assert (
+        registry.get_sample_value(
+            "aibridge_key_pool_state", {"provider": "openai", "state": "temporary"}
+        )
+        == 1
+    )
+    assert (
+        registry.get_sample_value(
+            "aibridge_key_pool_state", {"provider": "openai", "state": "valid"}
+        )
+        == 2
+    )
+    pools.clear()  # a reload removed the provider: its series disappear
+    assert (
+        registry.get_sample_value(
+            "aibridge_key_pool_state", {"provider": "openai", "state": "valid"}
+        )
+        is None
+    )
