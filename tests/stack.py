@@ -84,7 +84,7 @@ class Stack:
         recorder = self.services.recorder
         assert recorder is not None
         async with asyncio.timeout(TIMEOUT):
-            await recorder.flush()
+            await recorder.wait_idle()
 
 
 @asynccontextmanager

@@ -462,6 +462,7 @@ class FaultProxy:
             if not conn.dropping:
                 dst.write(data)
                 await dst.drain()
+        dst.close()  # pass the EOF on, so a graceful close completes promptly
 
     @staticmethod
     async def _to_client(
@@ -472,6 +473,7 @@ class FaultProxy:
             if not conn.dropping:
                 dst.write(data)
                 await dst.drain()
+        dst.close()
 
 
 @pytest.fixture

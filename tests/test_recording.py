@@ -601,6 +601,28 @@ async def test_replay_order_and_crash_between_write_and_truncate(
     assert spill_lines(tmp_path) == []
 
 
+async def test_replayed_end_is_retried_when_its_start_lands_later(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    """The only spilled record is an end; its start is written synchronously after the
+    replay. The idle writer must still retry the end (nothing else is queued)."""
+    start = start_record(uuid.uuid4(), 3)
+    end = InterceptionEnded(id=start.id, ended_at=at(4), error_type="server_error")
+    SpillFile(tmp_path / "spill" / "recording-spill.jsonl").append([record_to_json(end)])
+    registry = CollectorRegistry()
+    rec = recorder(engine, tmp_path, registry)
+    await rec.start()
+    async with asyncio.timeout(T):
+        await rec.wait_until(lambda: rec.pending_ends == 1 and not spill_lines(tmp_path))
+        assert await rec.record_interception_start(start) is True
+        await rec.wait_idle()
+        await rec.close()
+    async with session_factory(engine)() as s:
+        row = (await s.execute(select(Interception))).scalar_one()
+    assert (row.id, row.ended_at, row.error_type) == (start.id, at(4), "server_error")
+    assert counter(registry, "records_replayed") == 1
+
+
 @pytest.fixture
 async def pg_engine(pg_url: str) -> AsyncIterator[AsyncEngine]:
     """A migrated engine on a fresh PostgreSQL database (PostgreSQL-only scenarios)."""

@@ -20,6 +20,7 @@ from aibridge.intercept.passthrough import passthrough
 from aibridge.providers.base import DisabledProvider, Provider
 from aibridge.providers.http import UpstreamSessions
 from aibridge.recording.writer import Recorder
+from aibridge.telemetry import GatewayMetrics
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,10 @@ class RequestBridge:
         sessions: UpstreamSessions,
         *,
         max_body_bytes: int,
+        metrics: GatewayMetrics | None = None,
     ) -> None:
         self.snapshot = snapshot
+        self.metrics = metrics
         self.actor = actor
         self.recorder = recorder
         self.sessions = sessions
@@ -79,6 +82,8 @@ class RequestBridge:
         if route is None:
             return route_not_supported(request)
         if route.kind == "passthrough":
+            if self.metrics is not None:
+                self.metrics.passthrough.labels(name, request.method).inc()
             return await passthrough(
                 request,
                 provider,
@@ -99,5 +104,6 @@ class RequestBridge:
             sessions=self.sessions,
             byok=byok,
             max_body_bytes=self.max_body_bytes,
+            metrics=self.metrics,
         )
         return await interception.handle(request)

@@ -24,6 +24,7 @@ from aibridge.store import config_version
 from aibridge.store.crypto import Encryptor
 from aibridge.store.providers import ProviderRecord, load_live_providers
 from aibridge.store.pubsub import PROVIDERS_CHANGED, PubSub, Unsubscribe
+from aibridge.telemetry import GatewayMetrics
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +43,32 @@ class ReloadStatus:
 
 
 def build_snapshot(
-    records: list[ProviderRecord], generation: int, *, clock: Clock | None = None
+    records: list[ProviderRecord],
+    generation: int,
+    *,
+    previous: ProviderSnapshot | None = None,
+    clock: Clock | None = None,
+    metrics: GatewayMetrics | None = None,
 ) -> ProviderSnapshot:
-    """Build every row independently; a row that fails is skipped and reported."""
+    """Build every row independently; a row that fails is skipped and reported.
+
+    A row identical to the one behind the previous snapshot's runtime keeps that
+    runtime, so key cooldowns and breaker state survive unrelated reloads.
+    """
     providers: dict[str, Provider | DisabledProvider] = {}
     errors: dict[str, str] = {}
     for record in records:
+        old = previous.get(record.name) if previous is not None else None
+        if old is not None and old.record == record:
+            providers[record.name] = old
+            continue
         try:
-            providers[record.name] = build_provider(record, clock=clock)
+            providers[record.name] = build_provider(
+                record,
+                clock=clock,
+                keypool_metrics=metrics.keypool if metrics else None,
+                breaker_metrics=metrics.breakers if metrics else None,
+            )
         except (ProviderBuildError, ValueError) as exc:
             errors[record.name] = str(exc)
             log.error(
@@ -71,6 +90,7 @@ class ProviderReloader:
         *,
         reconcile_interval: float = 30.0,
         clock: Clock | None = None,
+        metrics: GatewayMetrics | None = None,
     ) -> None:
         self._sessions = sessions
         self._encryptor = encryptor
@@ -78,6 +98,7 @@ class ProviderReloader:
         self._on_snapshot = on_snapshot
         self._interval = reconcile_interval
         self._clock = clock or SystemClock()
+        self._metrics = metrics
         self._lock = asyncio.Lock()
         self._pending = asyncio.Event()
         self._generation = 0
@@ -153,13 +174,22 @@ class ProviderReloader:
                     records = await load_live_providers(session, self._encryptor)
             except Exception as exc:
                 self.status.last_error = f"{type(exc).__name__}: {exc}"
+                if self._metrics is not None:
+                    self._metrics.reloads.labels("error").inc()
+                    self._metrics.reload_last_attempt.set(self.status.last_attempt)
                 log.error(
                     "provider reload failed; keeping the previous snapshot",
                     extra={"error": self.status.last_error},
                 )
                 return False
             self._generation += 1
-            snapshot = build_snapshot(records, self._generation, clock=self._clock)
+            snapshot = build_snapshot(
+                records,
+                self._generation,
+                previous=self._latest,
+                clock=self._clock,
+                metrics=self._metrics,
+            )
             self._on_snapshot(snapshot)
             self._latest = snapshot
             async with self._changed:
@@ -173,6 +203,7 @@ class ProviderReloader:
                 name: (p.type, "enabled" if p.enabled else "disabled")
                 for name, p in snapshot.providers.items()
             } | {r.name: (r.type, "error") for r in records if r.name in snapshot.errors}
+            self._export_metrics()
             log.info(
                 "providers reloaded",
                 extra={
@@ -182,3 +213,15 @@ class ProviderReloader:
                 },
             )
             return True
+
+    def _export_metrics(self) -> None:
+        metrics = self._metrics
+        if metrics is None:
+            return
+        metrics.reloads.labels("success").inc()
+        assert self.status.last_attempt is not None and self.status.last_success is not None
+        metrics.reload_last_attempt.set(self.status.last_attempt)
+        metrics.reload_last_success.set(self.status.last_success)
+        metrics.provider_info.clear()
+        for name, (ptype, status) in self.status.provider_status.items():
+            metrics.provider_info.labels(name, ptype, status).set(1)

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
 from aibridge.admin.errors import error_middleware, json_response
@@ -26,6 +27,7 @@ from aibridge.store import seed, users
 from aibridge.store.crypto import Encryptor
 from aibridge.store.db import create_engine, migrate, session_factory
 from aibridge.store.pubsub import API_KEYS_CHANGED, InProcessPubSub, PubSub, Unsubscribe
+from aibridge.telemetry import GatewayMetrics
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +70,8 @@ async def running_services(
         authenticator = Authenticator(sessions)
         unsubscribe = await pubsub.subscribe(API_KEYS_CHANGED, authenticator.on_keys_changed)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        recorder = Recorder.for_database(sessions, settings.data_dir)
+        metrics = GatewayMetrics()
+        recorder = Recorder.for_database(sessions, settings.data_dir, registry=metrics.registry)
         await recorder.start()
         services = Services(
             settings,
@@ -79,6 +82,7 @@ async def running_services(
             encryptor,
             recorder=recorder,
             upstream=upstream,
+            metrics=metrics,
         )
         token = await users.ensure_first_admin(sessions)
         if token is not None:
@@ -100,6 +104,7 @@ async def running_services(
             pubsub,
             install,
             reconcile_interval=settings.reconcile_interval,
+            metrics=metrics,
         )
         services.reloader = reloader
         await reloader.start()
@@ -143,6 +148,7 @@ async def data_plane(request: web.Request) -> web.StreamResponse:
         services.recorder,
         services.upstream,
         max_body_bytes=services.settings.max_body_bytes,
+        metrics=services.metrics,
     )
     return await bridge.handle(
         request, name, "/" + request.match_info["tail"], byok=byok_token is not None
@@ -184,6 +190,12 @@ async def readyz(request: web.Request) -> web.Response:
     return json_response(body, status=status)
 
 
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    """Prometheus text exposition of this process's series."""
+    body = request.app[SERVICES].metrics.render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
 def create_app(services: Services) -> web.Application:
     """The gateway's aiohttp application."""
     app = web.Application(
@@ -192,6 +204,7 @@ def create_app(services: Services) -> web.Application:
     app[SERVICES] = services
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_endpoint)
     add_admin_routes(app)
     # Registered last: admin and health routes above take precedence.
     app.router.add_route("*", "/{name}/{tail:.*}", data_plane)

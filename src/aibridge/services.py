@@ -15,6 +15,7 @@ from aibridge.recording.writer import Recorder
 from aibridge.reload import ProviderReloader
 from aibridge.store.crypto import Encryptor
 from aibridge.store.pubsub import PubSub
+from aibridge.telemetry import GatewayMetrics
 
 
 @dataclass
@@ -32,6 +33,7 @@ class Services:
     # Replaced atomically by the provider reloader; requests keep the one they read.
     snapshot: ProviderSnapshot = field(default_factory=lambda: ProviderSnapshot(0))
     reloader: ProviderReloader | None = None
+    metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
     extras: dict[str, object] = field(default_factory=dict)
 
 

@@ -1,4 +1,4 @@
-"""Logging setup (text or JSON lines); metrics and tracing hooks live here too."""
+"""Logging setup (text or JSON lines) and the Prometheus metrics of the gateway."""
 
 from __future__ import annotations
 
@@ -7,6 +7,10 @@ import sys
 from typing import Any
 
 import orjson
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from aibridge.providers.circuitbreaker import CircuitBreakerMetrics
+from aibridge.providers.keypool import KeyPoolMetrics
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
@@ -53,3 +57,74 @@ def setup_logging(level: str = "info", fmt: str = "text") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+class GatewayMetrics:
+    """Every Prometheus series of one gateway process, on one registry.
+
+    A registry per process (not the global one) lets tests run several gateways in one
+    interpreter without duplicate-series errors.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        reg = self.registry
+        self.interceptions = Counter(
+            "aibridge_interceptions_total",
+            "Bridged requests by outcome (completed, or the recorded error type).",
+            ["provider", "api", "outcome"],
+            registry=reg,
+        )
+        self.duration = Histogram(
+            "aibridge_interception_duration_seconds",
+            "Time from request to the end of the relayed response.",
+            ["provider", "api"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+            registry=reg,
+        )
+        self.inflight = Gauge(
+            "aibridge_interceptions_inflight",
+            "Bridged requests in progress.",
+            ["provider", "api"],
+            registry=reg,
+        )
+        self.passthrough = Counter(
+            "aibridge_passthrough_total",
+            "Passthrough requests by provider and method.",
+            ["provider", "method"],
+            registry=reg,
+        )
+        self.tokens = Counter(
+            "aibridge_tokens_total",
+            "Tokens by provider, model and type (input is uncached input).",
+            ["provider", "model", "type"],
+            registry=reg,
+        )
+        self.provider_info = Gauge(
+            "aibridge_provider_info",
+            "1 for every provider of the current snapshot, labelled with its status.",
+            ["provider_name", "provider_type", "status"],
+            registry=reg,
+        )
+        self.reload_last_attempt = Gauge(
+            "aibridge_provider_reload_last_attempt_timestamp_seconds",
+            "Unix time of the last provider reload attempt.",
+            registry=reg,
+        )
+        self.reload_last_success = Gauge(
+            "aibridge_provider_reload_last_success_timestamp_seconds",
+            "Unix time of the last successful provider reload.",
+            registry=reg,
+        )
+        self.reloads = Counter(
+            "aibridge_provider_reloads_total",
+            "Provider reloads by result.",
+            ["result"],
+            registry=reg,
+        )
+        self.keypool = KeyPoolMetrics(reg)
+        self.breakers = CircuitBreakerMetrics(reg)
+
+    def render(self) -> bytes:
+        """The registry in the Prometheus text format."""
+        return bytes(generate_latest(self.registry))

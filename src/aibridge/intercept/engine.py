@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -29,7 +30,7 @@ from aibridge.auth import Actor
 from aibridge.intercept.apis import APISpec, spec_for
 from aibridge.intercept.clientinfo import detect_client, session_id
 from aibridge.intercept.errors import error_response, error_type_for_status
-from aibridge.intercept.observations import Observation
+from aibridge.intercept.observations import Observation, TokenUsage
 from aibridge.intercept.request import RequestDecodeError, RequestInfo
 from aibridge.intercept.sse import SSEParser
 from aibridge.intercept.upstream_headers import (
@@ -51,6 +52,7 @@ from aibridge.recording.records import (
 from aibridge.recording.writer import Recorder
 from aibridge.secrets_mask import mask_secret
 from aibridge.store.types import utcnow
+from aibridge.telemetry import GatewayMetrics
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +120,7 @@ class Interception:
         sessions: UpstreamSessions,
         byok: bool,
         max_body_bytes: int,
+        metrics: GatewayMetrics | None = None,
     ) -> None:
         assert route.api is not None
         self.provider = provider
@@ -131,6 +134,8 @@ class Interception:
         self.id = uuid.uuid4()
         self.outcome = Outcome()
         self.credential_hint: str | None = None
+        self.metrics = metrics
+        self.model = ""
 
     # -- entry point -------------------------------------------------------------
 
@@ -180,7 +185,13 @@ class Interception:
             credential_hint=byok_credential.hint if byok_credential else None,
             metadata={},
         )
+        self.model = started.model
         await self.recorder.record_interception_start(started)
+        metrics = self.metrics
+        labels = (self.provider.name, self.spec.name)
+        began = time.perf_counter()
+        if metrics is not None:
+            metrics.inflight.labels(*labels).inc()
         try:
             return await self._process(request, info, upstream_body, hide_usage, byok_credential)
         except asyncio.CancelledError:
@@ -190,6 +201,10 @@ class Interception:
                 self.outcome = Outcome("client_disconnected", "client disconnected", 499)
             raise
         finally:
+            if metrics is not None:
+                metrics.inflight.labels(*labels).dec()
+                metrics.duration.labels(*labels).observe(time.perf_counter() - began)
+                metrics.interceptions.labels(*labels, self.outcome.error_type or "completed").inc()
             self.recorder.record_ended(
                 InterceptionEnded(
                     id=self.id,
@@ -443,6 +458,8 @@ class Interception:
         rec = self.recorder
         now = utcnow()
         for usage in obs.usages:
+            if self.metrics is not None:
+                self._count_tokens(usage.model or self.model, usage)
             rec.record_token_usage(
                 TokenUsageRecord(
                     id=uuid.uuid4(),
@@ -497,6 +514,20 @@ class Interception:
                     created_at=now,
                 )
             )
+
+    def _count_tokens(self, model: str, usage: TokenUsage) -> None:
+        assert self.metrics is not None
+        counter = self.metrics.tokens
+        name = self.provider.name
+        for kind, value in (
+            ("input", usage.input),
+            ("output", usage.output),
+            ("cache_read", usage.cache_read),
+            ("cache_write", usage.cache_write),
+            ("reasoning", usage.reasoning),
+        ):
+            if value:
+                counter.labels(name, model, kind).inc(value)
 
 
 def _event_kind(error_type: str) -> str:

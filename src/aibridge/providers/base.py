@@ -17,10 +17,11 @@ from aibridge.clock import Clock, SystemClock
 from aibridge.providers.circuitbreaker import (
     CircuitBreakerConfig,
     CircuitBreakerConfigError,
+    CircuitBreakerMetrics,
     CircuitBreakerRegistry,
     failure_statuses_for,
 )
-from aibridge.providers.keypool import KeyPool
+from aibridge.providers.keypool import KeyPool, KeyPoolMetrics
 from aibridge.store.providers import ProviderRecord
 
 Family = Literal["anthropic", "openai"]
@@ -115,7 +116,14 @@ class Provider:
 
     enabled = True
 
-    def __init__(self, record: ProviderRecord, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        record: ProviderRecord,
+        *,
+        clock: Clock | None = None,
+        keypool_metrics: KeyPoolMetrics | None = None,
+        breaker_metrics: CircuitBreakerMetrics | None = None,
+    ) -> None:
         self.record = record
         self.id = record.id
         self.name = record.name
@@ -139,6 +147,7 @@ class Provider:
                 provider=self.name,
                 cooldown=self.options.key_cooldown_seconds,
                 clock=self._clock,
+                metrics=keypool_metrics,
             )
             breaker_cfg = (
                 CircuitBreakerConfig.from_dict(self.options.circuit_breaker)
@@ -152,6 +161,7 @@ class Provider:
             clock=self._clock,
             provider=self.name,
             failure_statuses=failure_statuses_for(record.type),
+            metrics=breaker_metrics,
         )
         self._prefix_v1 = self.family == "openai"
         self._routes = _ANTHROPIC_ROUTES if self.family == "anthropic" else _OPENAI_ROUTES
@@ -214,9 +224,15 @@ class DisabledProvider:
 
 
 def build_provider(
-    record: ProviderRecord, *, clock: Clock | None = None
+    record: ProviderRecord,
+    *,
+    clock: Clock | None = None,
+    keypool_metrics: KeyPoolMetrics | None = None,
+    breaker_metrics: CircuitBreakerMetrics | None = None,
 ) -> Provider | DisabledProvider:
     """Runtime for one row; disabled rows become 503 stubs."""
     if not record.enabled:
         return DisabledProvider(record)
-    return Provider(record, clock=clock)
+    return Provider(
+        record, clock=clock, keypool_metrics=keypool_metrics, breaker_metrics=breaker_metrics
+    )

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
-from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aibridge.recording.metrics import RecorderMetrics
@@ -65,6 +65,23 @@ SPILL_FILE_NAME = "recording-spill.jsonl"
 
 class _TransientWriteError(Exception):
     """The database is unreachable or too slow: keep the records and retry later."""
+
+
+def _refuses_data(exc: BaseException) -> bool:
+    """True for errors caused by the records themselves: integrity or data exceptions
+    (SQLSTATE classes 22 and 23) and values that could not be bound. Connection errors, lock
+    timeouts and cancelled statements (an asyncpg cancel can land on the next statement of
+    a connection) are not."""
+    if isinstance(exc, IntegrityError | DataError):
+        return True
+    if isinstance(exc, DBAPIError):
+        orig = exc.orig
+        if orig is None:
+            return False
+        state = getattr(orig, "sqlstate", None) or getattr(orig.__cause__, "sqlstate", None)
+        return isinstance(state, str) and state[:2] in ("22", "23")
+    # A StatementError that is not a DBAPIError failed while binding our values.
+    return isinstance(exc, StatementError | TypeError | ValueError)
 
 
 async def _wait(event: asyncio.Event, seconds: float | None) -> bool:
@@ -451,6 +468,10 @@ class Recorder:
                 self._written[rec.kind].inc()
         if replayed:
             self.metrics.replayed.inc(replayed)
+        if missing:
+            # Wake the writer if it is waiting without a deadline, so that it retries
+            # these (the replayer adds some while the writer is idle).
+            self._has_items.set()
         await self._trim_pending()
         self._progress.set()
 
@@ -468,12 +489,10 @@ class Recorder:
         await self._spill(spill)
 
     async def _is_transient(self, exc: BaseException) -> bool:
-        """Whether ``exc`` means "database unavailable" rather than "bad record"."""
-        if isinstance(exc, TimeoutError | OSError | OperationalError | InterfaceError):
-            return True
-        if isinstance(exc, DisconnectionError):
-            return True
-        if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        """Whether ``exc`` means "database unavailable" (keep and retry) rather than "the
+        database refuses this data". Anything not clearly a refusal counts as unavailable:
+        retrying too long is cheap, rejecting a good record loses it."""
+        if not _refuses_data(exc):
             return True
         try:
             async with asyncio.timeout(self._start_timeout):

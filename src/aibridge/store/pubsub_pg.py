@@ -109,9 +109,9 @@ class PostgresPubSub:
     ) -> None:
         """``dsn`` is a ``postgresql://`` URL. Backoff starts at ``reconnect_initial``
         seconds and doubles up to ``reconnect_max``. ``connect_timeout`` bounds every
-        connect, publish and health-check ping; ``health_check_interval`` is how often the idle
-        listener is pinged, which catches half-open TCP connections that never signal
-        termination."""
+        connect, publish and health-check ping. ``health_check_interval`` is how often
+        the idle listener is pinged, which catches half-open TCP connections (peer gone
+        without FIN/RST) that never signal termination."""
         if reconnect_initial <= 0 or reconnect_max < reconnect_initial:
             raise ValueError("need 0 < reconnect_initial <= reconnect_max")
         if connect_timeout <= 0 or health_check_interval <= 0:
@@ -404,13 +404,21 @@ class PostgresPubSub:
     async def _supervise(self) -> None:
         while not self._closed:
             try:
-                async with asyncio.timeout(self._health_check_interval):
-                    await self._lost.wait()
-            except TimeoutError:
-                await self._health_check()
-                continue
-            self._lost.clear()
-            await self._reconnect()
+                try:
+                    async with asyncio.timeout(self._health_check_interval):
+                        await self._lost.wait()
+                except TimeoutError:
+                    await self._health_check()
+                    continue
+                self._lost.clear()
+                await self._reconnect()
+            except Exception:
+                # Never let a bug end supervision: without it the replica would stop
+                # hearing about changes for good. Back off and try again.
+                log.exception("pubsub supervisor error")
+                if self._listener is None:
+                    self._lost.set()
+                await asyncio.sleep(self._reconnect_max)
 
     async def _health_check(self) -> None:
         """Ping the idle listener: a half-open TCP connection never reports termination."""
@@ -443,25 +451,33 @@ class PostgresPubSub:
             delay = min(delay * 2, self._reconnect_max)
 
     async def _adopt(self, conn: asyncpg.Connection) -> bool:
-        """LISTEN every channel on the new ``conn``, make it current, announce the gap."""
-        async with self._listener_lock:
-            try:
+        """LISTEN every channel on the new ``conn``, make it current, announce the gap.
+
+        Returns False if the caller should back off and retry. ``conn`` is terminated
+        unless adopted, also when cancelled by ``close()``, so it cannot leak.
+        """
+        adopted = False
+        try:
+            async with self._listener_lock:
                 if self._closed:
-                    await self._close_conn(conn)
                     return True
-                # Under the lock so subscribe/unsubscribe cannot change the channel set
-                # between this re-LISTEN and the swap.
-                for channel in list(self._subs):
-                    await conn.add_listener(channel, self._on_notification)
-            except Exception:
-                log.warning("pubsub re-LISTEN after reconnect failed", exc_info=True)
+                try:
+                    # Under the lock so subscribe/unsubscribe cannot change the channel
+                    # set between this re-LISTEN and the swap.
+                    for channel in list(self._subs):
+                        await conn.add_listener(channel, self._on_notification)
+                except Exception:
+                    log.warning("pubsub re-LISTEN after reconnect failed", exc_info=True)
+                    return False
+                if conn.is_closed():
+                    return False
+                self._attach(conn)
+                adopted = True
+                self._reconnects += 1
+                subs = [s for channel_subs in self._subs.values() for s in channel_subs]
+        finally:
+            if not adopted:
                 conn.terminate()
-                return False
-            if conn.is_closed():
-                return False
-            self._attach(conn)
-            self._reconnects += 1
-            subs = [s for channel_subs in self._subs.values() for s in channel_subs]
         log.info("pubsub listener reconnected", extra={"channels": len(self._subs)})
         self._deliver(
             subs,
