@@ -35,7 +35,9 @@ async def test_anthropic_blocking_and_streaming(sqlite_url: str, tmp_path: Path)
 async def test_openai_chat_and_responses(sqlite_url: str, tmp_path: Path) -> None:
     async with stack(sqlite_url, tmp_path) as s:
         await s.add_provider("openai", "openai")
-        sdk = openai.AsyncOpenAI(base_url=s.base + "/openai/v1", api_key=s.user_token, max_retries=0)
+        sdk = openai.AsyncOpenAI(
+            base_url=s.base + "/openai/v1", api_key=s.user_token, max_retries=0
+        )
         async with asyncio.timeout(TIMEOUT):
             chat = await sdk.chat.completions.create(
                 model="gpt-test", messages=[{"role": "user", "content": "hi"}]
