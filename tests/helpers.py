@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from aibridge.clock import Clock
 from aibridge.config import Settings
 from aibridge.server import create_app, running_services
 from aibridge.services import Services
@@ -22,14 +24,30 @@ async def gateway(
     environ: dict[str, str] | None = None,
     encryption_key: str = "",
     announced: list[str] | None = None,
+    settings_overrides: Mapping[str, Any] | None = None,
+    clock: Clock | None = None,
+    recorder_options: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[tuple[TestClient[web.Request, web.Application], Services]]:
     """Start the full gateway app on an ephemeral loopback port; yields (client, services).
 
     ``announced`` collects what start-up prints (e.g. the first admin key).
+    ``settings_overrides`` are extra :class:`Settings` fields (e.g. ``max_body_bytes``);
+    ``clock`` and ``recorder_options`` are passed to :func:`running_services`.
     """
-    settings = Settings(database_url=db_url, data_dir=tmp_path, encryption_key=encryption_key)
+    settings = Settings(
+        database_url=db_url,
+        data_dir=tmp_path,
+        encryption_key=encryption_key,
+        **dict(settings_overrides or {}),
+    )
     sink = announced if announced is not None else []
-    async with running_services(settings, environ=environ or {}, announce=sink.append) as services:
+    async with running_services(
+        settings,
+        environ=environ or {},
+        announce=sink.append,
+        clock=clock,
+        recorder_options=recorder_options,
+    ) as services:
         app = create_app(services)
         async with (
             TestServer(app, host="127.0.0.1", port=0) as server,

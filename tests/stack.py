@@ -6,7 +6,7 @@ Shared by the data-plane tests so each test reads as the scenario it checks.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from aibridge.clock import Clock
 from aibridge.fakellm import FakeLLM
 from aibridge.services import Services
 from tests.helpers import gateway
@@ -88,12 +89,31 @@ class Stack:
 
 
 @asynccontextmanager
-async def stack(db_url: str, tmp_path: Path, **fake_kwargs: Any) -> AsyncIterator[Stack]:
-    """Gateway + fake upstream + an admin token + a member's token."""
+async def stack(
+    db_url: str,
+    tmp_path: Path,
+    *,
+    settings_overrides: Mapping[str, Any] | None = None,
+    clock: Clock | None = None,
+    recorder_options: Mapping[str, Any] | None = None,
+    **fake_kwargs: Any,
+) -> AsyncIterator[Stack]:
+    """Gateway + fake upstream + an admin token + a member's token.
+
+    ``settings_overrides``, ``clock`` and ``recorder_options`` go to :func:`gateway`; the
+    other keyword arguments to :class:`FakeLLM`.
+    """
     announced: list[str] = []
     async with (
         FakeLLM(**fake_kwargs).serve(host="127.0.0.1", port=0) as fake,
-        gateway(db_url, tmp_path, announced=announced) as (client, services),
+        gateway(
+            db_url,
+            tmp_path,
+            announced=announced,
+            settings_overrides=settings_overrides,
+            clock=clock,
+            recorder_options=recorder_options,
+        ) as (client, services),
     ):
         admin_token = _token_from(announced)
         async with asyncio.timeout(TIMEOUT):

@@ -6,8 +6,9 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -17,6 +18,7 @@ from aibridge.admin.errors import error_middleware, json_response
 from aibridge.admin.routes import add_admin_routes
 from aibridge.auth import Authenticator, AuthError, extract_token
 from aibridge.bridge import ProviderSnapshot, RequestBridge, route_not_supported
+from aibridge.clock import Clock
 from aibridge.config import Settings, mask_url
 from aibridge.intercept.errors import error_response
 from aibridge.providers.http import UpstreamSessions
@@ -49,9 +51,15 @@ async def running_services(
     *,
     environ: dict[str, str] | None = None,
     announce: Callable[[str], None] = print,
+    clock: Clock | None = None,
+    recorder_options: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[Services]:
     """Open the database (migrating it), pub/sub and authenticator; bootstrap on first
-    start (first admin key, providers seeded from the environment); close on exit."""
+    start (first admin key, providers seeded from the environment); close on exit.
+
+    ``clock`` drives provider key cooldowns and circuit breakers (tests pass a
+    ``FakeClock``); ``recorder_options`` are :class:`Recorder` knobs (queue size, timeouts).
+    """
     url = settings.resolved_database_url()
     log.info("opening database", extra={"database": mask_url(url)})
     engine = create_engine(url)
@@ -71,7 +79,9 @@ async def running_services(
         unsubscribe = await pubsub.subscribe(API_KEYS_CHANGED, authenticator.on_keys_changed)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         metrics = GatewayMetrics()
-        recorder = Recorder.for_database(sessions, settings.data_dir, registry=metrics.registry)
+        recorder = Recorder.for_database(
+            sessions, settings.data_dir, registry=metrics.registry, **(recorder_options or {})
+        )
         await recorder.start()
         services = Services(
             settings,
@@ -104,6 +114,7 @@ async def running_services(
             pubsub,
             install,
             reconcile_interval=settings.reconcile_interval,
+            clock=clock,
             metrics=metrics,
         )
         services.reloader = reloader
