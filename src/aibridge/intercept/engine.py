@@ -29,7 +29,11 @@ from aiohttp import web
 from aibridge.auth import Actor
 from aibridge.intercept.apis import APISpec, spec_for
 from aibridge.intercept.clientinfo import detect_client, session_id
-from aibridge.intercept.errors import error_response, error_type_for_status
+from aibridge.intercept.errors import (
+    error_response,
+    error_type_for_event,
+    error_type_for_status,
+)
 from aibridge.intercept.observations import Observation, TokenUsage
 from aibridge.intercept.request import RequestDecodeError, RequestInfo
 from aibridge.intercept.sse import SSEParser
@@ -81,11 +85,11 @@ async def read_body(request: web.Request, limit: int) -> bytes:
 
 
 def too_large_message(limit: int) -> str:
-    """The 413 message."""
-    return (
-        f"Request body too large. The maximum allowed request body size is "
-        f"{limit // (1024 * 1024)}MiB."
-    )
+    """The 413 message (whole MiB as the reference prints it, else exact bytes: a 4 KiB
+    limit must not read "0MiB")."""
+    mib, rest = divmod(limit, 1024 * 1024)
+    size = f"{mib}MiB" if mib and not rest else f"{limit} bytes"
+    return f"Request body too large. The maximum allowed request body size is {size}."
 
 
 @dataclass(slots=True)
@@ -297,8 +301,11 @@ class Interception:
                 try:
                     key = walker.next_key()
                 except KeyPoolExhausted as exc:
+                    walker.finish()
                     status = exc.status
-                    self.outcome = Outcome(error_type_for_status(status), str(exc), status)
+                    # The pool's kind ("rate_limited" / "unauthorized"), not the 502 the
+                    # client gets for auth exhaustion (reference: ErrorType unauthorized).
+                    self.outcome = Outcome(exc.kind, str(exc), status)
                     extra = {"Retry-After": str(exc.retry_after_seconds)} if status == 429 else None
                     return error_response(family, status, str(exc), extra)
                 headers[self.provider.auth_header] = self.provider.auth_value(key.secret)
@@ -330,6 +337,7 @@ class Interception:
                     continue
                 if walker is not None:
                     walker.mark_ok(key)
+                    walker.finish()
                 if upstream.status >= 400:
                     return await self._relay_error(request, upstream)
                 content_type = upstream.headers.get("Content-Type", "")
@@ -369,7 +377,15 @@ class Interception:
     async def _relay_blocking(
         self, request: web.Request, upstream: aiohttp.ClientResponse, info: RequestInfo
     ) -> web.Response:
-        data = await upstream.read()
+        try:
+            data = await upstream.read()
+        except (TimeoutError, aiohttp.ServerTimeoutError):
+            return self._unreachable(504, "timeout", "upstream timed out sending the response")
+        except aiohttp.ClientError as exc:
+            # The body broke off after the headers: never relay half a body (or a bare 500).
+            return self._unreachable(
+                502, "server_error", f"upstream response broke: {type(exc).__name__}"
+            )
         self._record_observation(self.spec.observe_body(data), info)
         return web.Response(
             status=upstream.status,
@@ -425,7 +441,9 @@ class Interception:
         self._record_observation(result, info)
         if self.outcome.error_type is None:
             if result.error is not None:
-                self.outcome = Outcome(result.error.type, result.error.message, 200)
+                self.outcome = Outcome(
+                    error_type_for_event(result.error.type), result.error.message, 200
+                )
             elif not result.completed:
                 self.outcome = Outcome(
                     "server_error", "upstream stream ended without a terminal event", 200

@@ -73,3 +73,30 @@ def error_type_for_status(status: int) -> str:
     if status >= 400:
         return "bad_request"
     return "unknown"
+
+
+# Provider error ``type``s (Anthropic and OpenAI) of errors reported inside a 200 response
+# (a mid-stream error event), mapped onto the recorded error types above.
+_EVENT_ERROR_TYPES = {
+    "invalid_request_error": "bad_request",
+    "not_found_error": "bad_request",
+    "request_too_large": "bad_request",
+    "authentication_error": "unauthorized",
+    "permission_error": "unauthorized",
+    "rate_limit_error": "rate_limited",
+    "rate_limit_exceeded": "rate_limited",
+    "overloaded_error": "overloaded",
+    "api_error": "server_error",
+    "timeout_error": "timeout",
+}
+_RECORDED_ERROR_TYPES = frozenset(
+    ("bad_request", "unauthorized", "rate_limited", "overloaded", "server_error", "timeout")
+)
+
+
+def error_type_for_event(kind: str) -> str:
+    """Recorded error type for a provider error ``type`` seen mid-stream (e.g. Anthropic's
+    ``overloaded_error`` → ``overloaded``); an unknown type is an upstream failure."""
+    if kind in _RECORDED_ERROR_TYPES:
+        return kind
+    return _EVENT_ERROR_TYPES.get(kind, "server_error")

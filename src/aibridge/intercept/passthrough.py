@@ -60,6 +60,7 @@ async def passthrough(
             try:
                 key = walker.next_key()
             except KeyPoolExhausted as exc:
+                walker.finish()
                 extra = {"Retry-After": str(exc.retry_after_seconds)} if exc.status == 429 else None
                 return error_response(family, exc.status, str(exc), extra)
             headers[provider.auth_header] = provider.auth_value(key.secret)
@@ -88,6 +89,7 @@ async def passthrough(
                 continue
             if walker is not None:
                 walker.mark_ok(key)
+                walker.finish()
             out = web.StreamResponse(
                 status=upstream.status, headers=response_headers_for_client(upstream.headers)
             )

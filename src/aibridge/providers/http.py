@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
+from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
 # Generous per-host limit: every in-flight stream holds a connection for minutes.
@@ -38,13 +39,23 @@ class UpstreamSessions:
                 enable_cleanup_closed=True,
                 keepalive_timeout=90,
             )
+            # The proxy from the environment (HTTP(S)_PROXY / NO_PROXY) is resolved once per
+            # origin here. ``trust_env=True`` would resolve it on every request, plus a
+            # ~/.netrc lookup, each in a worker thread: two thread hops per upstream call
+            # (measured: docs/benchmarks.md). Netrc credentials are never wanted anyway:
+            # the gateway sets the provider credential itself.
+            try:
+                proxy, proxy_auth = get_env_proxy_for_url(url)
+            except LookupError:
+                proxy, proxy_auth = None, None
             session = aiohttp.ClientSession(
                 connector=connector,
                 # Per-request timeouts are set by the caller; never a session-wide total.
                 timeout=aiohttp.ClientTimeout(total=None, connect=10, sock_connect=10),
                 auto_decompress=False,
                 skip_auto_headers=("User-Agent", "Content-Type", "Accept-Encoding"),
-                trust_env=True,
+                proxy=proxy,
+                proxy_auth=proxy_auth,
             )
             self._sessions[origin] = session
         return session

@@ -4,7 +4,10 @@ Request path cost:
 
 * :meth:`Recorder.record_interception_start` is the only database wait a request has,
   bounded by ``start_timeout``. On failure (or while the database is known to be down)
-  the start record is queued like every other record and the request goes on.
+  the start record is queued like every other record and the request goes on. Start
+  records are group-committed: one writer task writes every start that arrived while the
+  previous write was in flight in a single transaction, so N concurrent requests cost one
+  transaction, not N (and, on SQLite, never fight each other for the write lock).
 * Every other ``record_*`` method appends to an in-memory deque and bumps a counter; it
   never awaits anything.
 
@@ -82,6 +85,16 @@ def _refuses_data(exc: BaseException) -> bool:
         return isinstance(state, str) and state[:2] in ("22", "23")
     # A StatementError that is not a DBAPIError failed while binding our values.
     return isinstance(exc, StatementError | TypeError | ValueError)
+
+
+class _StartBatch:
+    """Start records written together in one transaction, and its outcome."""
+
+    __slots__ = ("done", "records")
+
+    def __init__(self) -> None:
+        self.records: list[InterceptionStarted] = []
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
 
 async def _wait(event: asyncio.Event, seconds: float | None) -> bool:
@@ -166,6 +179,9 @@ class Recorder:
         self._give_up = False
         self._healthy = True
         self._tasks: list[asyncio.Task[None]] = []
+        # Group commit of start records: the batch being filled and the task writing them.
+        self._start_batch: _StartBatch | None = None
+        self._start_task: asyncio.Task[None] | None = None
         self.metrics.track_queue(lambda: len(self._queue))
 
     @classmethod
@@ -202,6 +218,10 @@ class Recorder:
         self._closed = True
         self._closing.set()
         self._has_items.set()
+        start_task = self._start_task
+        if start_task is not None:
+            # Let start writes in flight finish (bounded by start_timeout) before the sink goes.
+            await asyncio.wait({start_task}, timeout=timeout)
         writer, spiller, replayer = self._tasks or (None, None, None)
         if writer is not None:
             try:
@@ -234,9 +254,18 @@ class Recorder:
             self.metrics.start_fallbacks.inc()
             self.record(rec)
             return False
+        batch = self._start_batch
+        if batch is None:
+            batch = self._start_batch = _StartBatch()
+            if self._start_task is None or self._start_task.done():
+                self._start_task = asyncio.create_task(
+                    self._start_writer(), name="recorder-start-writer"
+                )
+        batch.records.append(rec)
         try:
             async with asyncio.timeout(self._start_timeout):
-                await self._sink.write([rec])
+                # Shielded: one waiter giving up must not cancel its batch-mates' write.
+                await asyncio.shield(batch.done)
         except asyncio.CancelledError:
             # The request was cancelled mid-write; the row may or may not be there. Queue
             # it (inserts are idempotent) so that its end record is never orphaned.
@@ -254,6 +283,25 @@ class Recorder:
             return False
         self._written[rec.kind].inc()
         return True
+
+    async def _start_writer(self) -> None:
+        """Write pending start batches one transaction at a time until none is left."""
+        while (batch := self._start_batch) is not None:
+            self._start_batch = None
+            try:
+                async with asyncio.timeout(self._start_timeout):
+                    await self._sink.write(batch.records)
+            except BaseException as exc:
+                if not batch.done.done():
+                    batch.done.set_exception(
+                        TimeoutError() if isinstance(exc, asyncio.CancelledError) else exc
+                    )
+                    batch.done.exception()  # retrieved: every waiter may have gone already
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+            else:
+                if not batch.done.done():
+                    batch.done.set_result(None)
 
     def record(self, rec: Record) -> None:
         """Queue any record without waiting (spilled when the queue is full)."""

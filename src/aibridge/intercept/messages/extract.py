@@ -9,6 +9,7 @@ keeps its earlier value. (Coder's gateway adds the snapshots together and over-c
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,6 +92,11 @@ class _Body(msgspec.Struct):
 
 
 _EVENT = msgspec.json.Decoder(_Event)
+# A text delta, as Anthropic serialises it: the observer records nothing from text (the
+# response text is not stored), so these events — almost every event of a plain reply —
+# skip JSON decoding. Anchored at the start, the match cannot come from inside a string;
+# ``}}`` at the end keeps a truncated event counted as malformed.
+_TEXT_DELTA = re.compile(rb'\{"type":"content_block_delta","index":\d+,"delta":\{"type":"text_delta",')
 _BODY = msgspec.json.Decoder(_Body)
 
 
@@ -185,8 +191,11 @@ class MessagesStreamObserver:
         """Take one SSE event into account. Never raises."""
         if not event.has_data:
             return
+        data = event.data
+        if _TEXT_DELTA.match(data) is not None and data.endswith(b"}}"):
+            return
         try:
-            ev = _EVENT.decode(event.data)
+            ev = _EVENT.decode(data)
         except (msgspec.DecodeError, ValueError) as exc:
             self._bad.hit(str(exc), event)
             return

@@ -1,0 +1,137 @@
+"""Helpers shared by the OpenAI end-to-end tests (Chat Completions and Responses).
+
+The tests drive the official async ``openai`` SDK twice with the same scripted scenario: once
+through the gateway and once straight at the fake upstream, and compare what the SDK returns.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import openai
+
+from aibridge.fakellm import Scenario
+from tests.stack import TIMEOUT, Stack
+
+PROVIDER_KEY = "sk-upstream-primary-0001"
+"""The key ``Stack.add_provider`` configures by default."""
+CODEX_UA = "codex_cli_rs/0.1"
+
+SCENARIOS: dict[str, Callable[[], Scenario]] = {
+    "text": Scenario.text_reply,
+    "tool_call": Scenario.tool_call,
+    "parallel_tools": Scenario.parallel_tools,
+    "cached": Scenario.cached,
+    "reasoning": Scenario.thinking_reply,
+}
+"""The parity/recording scenarios, by name."""
+
+# Provider-generated identifiers: chat completions, tool calls, responses and their items.
+_ID = re.compile(r"^(chatcmpl-|call_|resp_|rs_|msg_|fc_)[A-Za-z0-9]+$")
+# Wall-clock fields the fake fills with time.time(); two requests may straddle a second.
+_CLOCK_KEYS = frozenset({"created", "created_at", "completed_at"})
+
+
+_OPEN: list[openai.AsyncOpenAI] = []
+
+
+def _track(sdk: openai.AsyncOpenAI) -> openai.AsyncOpenAI:
+    _OPEN.append(sdk)
+    return sdk
+
+
+async def close_sdks() -> None:
+    """Close every SDK client made by :func:`gateway_sdk` / :func:`direct_sdk`; call it from
+    an autouse fixture so no connection pool is left for the garbage collector to close after
+    the event loop is gone."""
+    while _OPEN:
+        await _OPEN.pop().close()
+
+
+def gateway_sdk(
+    s: Stack,
+    *,
+    provider: str = "openai",
+    api_key: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> openai.AsyncOpenAI:
+    """The SDK pointed at the gateway with the member's key (no retries)."""
+    return _track(
+        openai.AsyncOpenAI(
+            base_url=f"{s.base}/{provider}/v1",
+            api_key=api_key if api_key is not None else s.user_token,
+            max_retries=0,
+            timeout=TIMEOUT,
+            default_headers=dict(headers or {}),
+        )
+    )
+
+
+def direct_sdk(s: Stack) -> openai.AsyncOpenAI:
+    """The SDK pointed straight at the fake upstream with the provider key."""
+    return _track(
+        openai.AsyncOpenAI(
+            base_url=s.fake.openai_url, api_key=PROVIDER_KEY, max_retries=0, timeout=TIMEOUT
+        )
+    )
+
+
+def normalize(value: Any, ids: dict[str, str] | None = None) -> Any:
+    """``value`` with provider ids replaced by ``<id N>`` (numbered by first appearance, so
+    which fields share an id is still compared) and wall-clock fields by ``<time>``."""
+    ids = {} if ids is None else ids
+    if isinstance(value, dict):
+        return {
+            k: "<time>" if k in _CLOCK_KEYS and isinstance(v, int | float) else normalize(v, ids)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [normalize(v, ids) for v in value]
+    if isinstance(value, str) and _ID.match(value):
+        return ids.setdefault(value, f"<id {len(ids)}>")
+    return value
+
+
+def sse_events(raw: bytes) -> list[tuple[str | None, bytes]]:
+    """Split an LF-framed SSE body into ``(event name, data)`` pairs."""
+    out: list[tuple[str | None, bytes]] = []
+    for block in raw.split(b"\n\n"):
+        if not block.strip():
+            continue
+        name: str | None = None
+        data: list[bytes] = []
+        for line in block.split(b"\n"):
+            if line.startswith(b"event: "):
+                name = line[7:].decode()
+            elif line.startswith(b"data: "):
+                data.append(line[6:])
+        out.append((name, b"\n".join(data)))
+    return out
+
+
+@contextmanager
+def refusing_port() -> Iterator[int]:
+    """A loopback port that refuses connections: bound but never listening, so nothing else
+    can take it while the test runs."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])
+    finally:
+        sock.close()
+
+
+def header_values(headers: Mapping[str, str]) -> list[str]:
+    """Every header value (for "the gateway key never reaches upstream" checks)."""
+    return [str(v) for v in headers.values()]
+
+
+async def admin_get(s: Stack, path: str) -> Any:
+    """GET an admin API path as the admin and return the JSON body (asserting 200)."""
+    resp = await s.client.get(path, headers=s.admin_headers())
+    assert resp.status == 200, await resp.text()
+    return await resp.json()
