@@ -32,6 +32,13 @@ class Settings(BaseSettings):
     # Seconds between cheap config-version checks that heal a lost notification.
     reconcile_interval: float = 30.0
     max_body_bytes: int = 32 * 1024 * 1024
+    # Bridge pool: one bridge per (user, gateway key), rebuilt after a provider change.
+    pool_max_items: int = 5000
+    pool_ttl: float = 15 * 60.0
+    # How long requests admitted on a retired bridge (provider change, expiry) may run
+    # before they are cancelled. Long agent streams must survive a reload, so the
+    # default matches the longest blocking upstream call rather than a few seconds.
+    bridge_retirement_timeout: float = 600.0
 
     @field_validator("log_level", mode="before")
     @classmethod

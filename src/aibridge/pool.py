@@ -767,10 +767,16 @@ class CachedBridgePool(Generic[B]):
         """Retire every cached bridge whose TTL has run out; returns how many."""
         return self._cache.purge_expired(self._clock.monotonic())
 
+    def start(self) -> None:
+        """Start the background expiry sweeper now (otherwise it starts on first use)."""
+        self._ensure_sweeper()
+
     def _ensure_sweeper(self) -> None:
         if self._sweep_interval is None or self._sweeper is not None or self._closing:
             return
-        self._sweeper = asyncio.create_task(self._sweep_loop(self._sweep_interval))
+        self._sweeper = asyncio.create_task(
+            self._sweep_loop(self._sweep_interval), name="bridge-pool-sweeper"
+        )
 
     async def _sweep_loop(self, interval: float) -> None:
         while True:

@@ -21,6 +21,13 @@ from aibridge.bridge import ProviderSnapshot, RequestBridge, route_not_supported
 from aibridge.clock import Clock
 from aibridge.config import Settings, mask_url
 from aibridge.intercept.errors import error_response
+from aibridge.pool import (
+    BridgeBuildError,
+    CachedBridgePool,
+    PoolShuttingDown,
+    RetryLimitExceeded,
+    request_bridge_builder,
+)
 from aibridge.providers.http import UpstreamSessions
 from aibridge.recording.writer import Recorder
 from aibridge.reload import ProviderReloader
@@ -69,6 +76,7 @@ async def running_services(
     recorder: Recorder | None = None
     reloader: ProviderReloader | None = None
     upstream = UpstreamSessions()
+    services: Services | None = None
     try:
         await migrate(engine)
         sessions = session_factory(engine)
@@ -105,8 +113,25 @@ async def running_services(
         env = dict(os.environ) if environ is None else environ
         await seed.seed_providers_from_env(services, env)
 
+        pool: CachedBridgePool[RequestBridge] = CachedBridgePool(
+            request_bridge_builder(
+                recorder,
+                upstream,
+                max_body_bytes=settings.max_body_bytes,
+                metrics=metrics,
+            ),
+            None,
+            max_items=settings.pool_max_items,
+            ttl=settings.pool_ttl,
+            retirement_timeout=settings.bridge_retirement_timeout,
+            registry=metrics.registry,
+        )
+        services.pool = pool
+        pool.start()
+
         def install(snapshot: ProviderSnapshot) -> None:
             services.snapshot = snapshot
+            pool.replace_providers(snapshot)
 
         reloader = ProviderReloader(
             sessions,
@@ -124,6 +149,9 @@ async def running_services(
     finally:
         if reloader is not None:
             await reloader.stop()
+        if services is not None and services.pool is not None:
+            # Drain in-flight requests before the recorder and upstream sessions close.
+            await services.pool.shutdown(timeout=settings.bridge_retirement_timeout)
         if unsubscribe is not None:
             await unsubscribe()
         if authenticator is not None:
@@ -152,18 +180,19 @@ async def data_plane(request: web.Request) -> web.StreamResponse:
         actor = await services.authenticator.authenticate(token)
     except AuthError as err:
         return error_response(provider.family, 401, f"aibridge: {err}")
-    assert services.recorder is not None and services.upstream is not None
-    bridge = RequestBridge(
-        snapshot,
-        actor,
-        services.recorder,
-        services.upstream,
-        max_body_bytes=services.settings.max_body_bytes,
-        metrics=services.metrics,
-    )
-    return await bridge.handle(
-        request, name, "/" + request.match_info["tail"], byok=byok_token is not None
-    )
+    assert services.pool is not None
+    byok = byok_token is not None
+    tail = "/" + request.match_info["tail"]
+    try:
+        async with services.pool.acquire(actor) as bridge:
+            return await bridge.handle(request, name, tail, byok=byok)
+    except PoolShuttingDown:
+        return error_response(provider.family, 503, "aibridge is shutting down; retry shortly")
+    except (BridgeBuildError, RetryLimitExceeded) as exc:
+        log.error("could not build a request bridge", extra={"error": str(exc)})
+        return error_response(
+            provider.family, 503, "aibridge could not prepare this request; retry"
+        )
 
 
 async def healthz(_request: web.Request) -> web.Response:

@@ -8,8 +8,9 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from aibridge.auth import Authenticator
-from aibridge.bridge import ProviderSnapshot
+from aibridge.bridge import ProviderSnapshot, RequestBridge
 from aibridge.config import Settings
+from aibridge.pool import CachedBridgePool
 from aibridge.providers.http import UpstreamSessions
 from aibridge.recording.writer import Recorder
 from aibridge.reload import ProviderReloader
@@ -33,6 +34,7 @@ class Services:
     # Replaced atomically by the provider reloader; requests keep the one they read.
     snapshot: ProviderSnapshot = field(default_factory=lambda: ProviderSnapshot(0))
     reloader: ProviderReloader | None = None
+    pool: CachedBridgePool[RequestBridge] | None = None
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
     extras: dict[str, object] = field(default_factory=dict)
 

@@ -133,9 +133,12 @@ class SSEParser:
                 end = buf.find(b"\n\n", lf)
                 if end != -1:
                     raw = bytes(buf[pos : end + 2])
-                    for line in raw[:-2].split(b"\n"):
-                        self._line(line)
-                    events.append(self._dispatch(raw))
+                    event = None if self._at_start else _simple_event(raw)
+                    if event is None:
+                        for line in raw[:-2].split(b"\n"):
+                            self._line(line)
+                        event = self._dispatch(raw)
+                    events.append(event)
                     pos = self._event_start = end + 2
                     lf = buf.find(b"\n", pos)
                     continue
@@ -238,6 +241,37 @@ class SSEParser:
         elif name == b"retry" and value.isdigit():
             self._retry = int(value)
         # Any other field name is ignored, as the spec requires.
+
+
+_NAMES: dict[bytes, str] = {}
+_NAMES_LIMIT = 256
+
+
+def _simple_event(raw: bytes) -> SSEEvent | None:
+    """Fast path for the two shapes every provider sends, ``data: D`` and
+    ``event: N`` + ``data: D`` (LF framing, ``raw`` ends in a blank line): build the event
+    without per-line calls. None for anything else, which the general rules handle.
+
+    Measured: about 40 % of the parser's time per Anthropic stream (docs/benchmarks.md).
+    """
+    if raw.startswith(b"data: "):
+        data = raw[6:-2]
+        if b"\n" in data:
+            return None
+        return SSEEvent(None, data, raw)
+    if not raw.startswith(b"event: "):
+        return None
+    nl = raw.find(b"\n")
+    rest = raw[nl + 1 : -2]
+    if not rest.startswith(b"data: ") or b"\n" in rest:
+        return None
+    value = raw[7:nl]
+    name = _NAMES.get(value)
+    if name is None:
+        name = value.decode("utf-8", "replace")
+        if len(_NAMES) < _NAMES_LIMIT:  # bounded: event names come from the upstream
+            _NAMES[value] = name
+    return SSEEvent(name, rest[6:], raw)
 
 
 # --- encoding (gateway-generated events) -------------------------------------------------

@@ -37,7 +37,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +138,7 @@ class Recorder:
         pending_ends_limit: int = 10_000,
         pending_retry_interval: float = 1.0,
         fsync: bool = True,
+        serialize_writes: bool = False,
         registry: CollectorRegistry | None = None,
     ) -> None:
         if batch_size < 1 or queue_size < 1 or replay_chunk < 1:
@@ -182,6 +183,9 @@ class Recorder:
         # Group commit of start records: the batch being filled and the task writing them.
         self._start_batch: _StartBatch | None = None
         self._start_task: asyncio.Task[None] | None = None
+        # SQLite has one writer at a time: two transactions of ours racing for its lock
+        # end in the driver's busy-wait (sleeps of 1-100 ms), so take turns here instead.
+        self._write_lock: asyncio.Lock | None = asyncio.Lock() if serialize_writes else None
         self.metrics.track_queue(lambda: len(self._queue))
 
     @classmethod
@@ -191,7 +195,12 @@ class Recorder:
         data_dir: Path,
         **knobs: Any,
     ) -> Recorder:
-        """A recorder writing to the database, spilling to ``data_dir/recording-spill.jsonl``."""
+        """A recorder writing to the database, spilling to ``data_dir/recording-spill.jsonl``.
+
+        On SQLite the recorder's own writes are serialised (see ``serialize_writes``)."""
+        bind = getattr(sessions, "kw", {}).get("bind")
+        dialect = getattr(getattr(bind, "dialect", None), "name", None)
+        knobs.setdefault("serialize_writes", dialect == "sqlite")
         return cls(DatabaseSink(sessions), data_dir / SPILL_FILE_NAME, **knobs)
 
     # ------------------------------------------------------------------ lifecycle
@@ -290,7 +299,7 @@ class Recorder:
             self._start_batch = None
             try:
                 async with asyncio.timeout(self._start_timeout):
-                    await self._sink.write(batch.records)
+                    await self._sink_write(batch.records)
             except BaseException as exc:
                 if not batch.done.done():
                     batch.done.set_exception(
@@ -302,6 +311,12 @@ class Recorder:
             else:
                 if not batch.done.done():
                     batch.done.set_result(None)
+
+    async def _sink_write(self, records: Sequence[Record]) -> list[InterceptionEnded]:
+        if self._write_lock is None:
+            return await self._sink.write(records)
+        async with self._write_lock:
+            return await self._sink.write(records)
 
     def record(self, rec: Record) -> None:
         """Queue any record without waiting (spilled when the queue is full)."""
@@ -494,7 +509,7 @@ class Recorder:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self._write_timeout):
-                missing = await self._sink.write(all_records)
+                missing = await self._sink_write(all_records)
         except BaseException:
             self._pending_live[:0] = pend_live
             self._pending_replay[:0] = pend_replay

@@ -96,7 +96,9 @@ _EVENT = msgspec.json.Decoder(_Event)
 # response text is not stored), so these events — almost every event of a plain reply —
 # skip JSON decoding. Anchored at the start, the match cannot come from inside a string;
 # ``}}`` at the end keeps a truncated event counted as malformed.
-_TEXT_DELTA = re.compile(rb'\{"type":"content_block_delta","index":\d+,"delta":\{"type":"text_delta",')
+_TEXT_DELTA = re.compile(
+    rb'\{"type":"content_block_delta","index":\d+,"delta":\{"type":"text_delta",'
+)
 _BODY = msgspec.json.Decoder(_Body)
 
 
