@@ -589,7 +589,8 @@ def run_benchmark(plan: Plan) -> dict[str, Any]:
         pid = info["gateway_pid"]
         # Warm the gateway (connection pool, auth cache, code paths) before the baseline.
         for mode in plan.modes:
-            _load_cell(procs, plan, client_cpu, via["url"], via["headers"], mode, 16, 1.0, 0.5)
+            warm = min(1.0, plan.duration)
+            _load_cell(procs, plan, client_cpu, via["url"], via["headers"], mode, 16, warm, 0.0)
         memory["rss_after_warmup_mib"] = round(_rss_mib(pid), 1)
         gateway_requests = 0
         for mode in plan.modes:
@@ -833,7 +834,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="smoke run, under 30 s")
     parser.add_argument(
-        "--duration", type=float, default=None, help="seconds per cell (default 5, quick 1)"
+        "--duration", type=float, default=None, help="seconds per cell (default 5, quick 0.7)"
     )
     parser.add_argument(
         "--warmup", type=float, default=None, help="warm-up seconds per cell (default 1)"
@@ -854,7 +855,11 @@ def main(argv: list[str] | None = None) -> int:
         "--upstream",
         choices=("fast", "fake"),
         default="fast",
-        help="fast: pre-built Anthropic bytes (default); fake: `aibridge fake-upstream`",
+        help=(
+            "fast: pre-built Anthropic bytes, 50-event streams (default); fake: "
+            "`aibridge fake-upstream` (its default ~10-event reply; parses and logs every "
+            "request, so it measures the fake as much as the gateway)"
+        ),
     )
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     parser.add_argument(
@@ -871,10 +876,10 @@ def main(argv: list[str] | None = None) -> int:
     plan = Plan(
         modes=ns.modes,
         concurrencies=ns.concurrency or [1, 16, 64],
-        duration=ns.duration if ns.duration is not None else (1.0 if ns.quick else 5.0),
-        warmup=ns.warmup if ns.warmup is not None else (0.3 if ns.quick else 1.0),
+        duration=ns.duration if ns.duration is not None else (0.7 if ns.quick else 5.0),
+        warmup=ns.warmup if ns.warmup is not None else (0.2 if ns.quick else 1.0),
         max_requests=ns.max_requests,
-        soak_seconds=ns.soak if ns.soak is not None else (2.0 if ns.quick else 20.0),
+        soak_seconds=ns.soak if ns.soak is not None else (1.0 if ns.quick else 20.0),
         upstream=ns.upstream,
         pin=can_pin and not ns.no_pin,
         src=str(Path(ns.src).resolve()) if ns.src else None,

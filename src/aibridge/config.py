@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     # before they are cancelled. Long agent streams must survive a reload, so the
     # default matches the longest blocking upstream call rather than a few seconds.
     bridge_retirement_timeout: float = 600.0
+    # Worker processes sharing the listen port (SO_REUSEPORT).
+    workers: int = Field(default=1, ge=1, le=64)
+    # Seconds a resolved gateway key stays cached (revocation also invalidates it).
+    auth_cache_ttl: float = 60.0
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -50,6 +54,21 @@ class Settings(BaseSettings):
     def _check_listen(cls, value: str) -> str:
         parse_listen(value)
         return value
+
+    def for_workers(self) -> Settings:
+        """Settings for one of several worker processes.
+
+        Workers on SQLite share no notification channel, so they converge through the
+        config-version poll and a short key cache: both are cheap local reads.
+        """
+        if self.workers > 1 and not self.resolved_database_url().startswith("postgresql"):
+            return self.model_copy(
+                update={
+                    "reconcile_interval": min(self.reconcile_interval, 1.0),
+                    "auth_cache_ttl": min(self.auth_cache_ttl, 2.0),
+                }
+            )
+        return self
 
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to a SQLite file inside ``data_dir``."""

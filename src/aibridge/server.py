@@ -83,7 +83,7 @@ async def running_services(
         encryptor = Encryptor(settings.encryption_key) if settings.encryption_key else None
         await seed.check_encryption(sessions, encryptor)
         pubsub = await make_pubsub(url)
-        authenticator = Authenticator(sessions)
+        authenticator = Authenticator(sessions, ttl=settings.auth_cache_ttl)
         unsubscribe = await pubsub.subscribe(API_KEYS_CHANGED, authenticator.on_keys_changed)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         metrics = GatewayMetrics()
@@ -204,7 +204,7 @@ async def readyz(request: web.Request) -> web.Response:
     """Readiness: the database answers within two seconds and providers are loaded."""
     services = request.app[SERVICES]
     started = time.perf_counter()
-    body: dict[str, object] = {"status": "ok"}
+    body: dict[str, object] = {"status": "ok", "pid": os.getpid()}
     status = 200
     try:
         async with asyncio.timeout(2.0), services.engine.connect() as conn:

@@ -5,22 +5,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 
 import click
 from aiohttp import web
 
 from aibridge.cli import main
-from aibridge.cli.common import async_command, database_option, fail, load_settings
+from aibridge.cli.common import async_command, database_option, fail, load_settings, run
 from aibridge.config import Settings, mask_url
 from aibridge.server import create_app, running_services
 from aibridge.store.crypto import EncryptionKeyError
 from aibridge.store.db import create_engine, migrate, migration_status
 from aibridge.telemetry import setup_logging
+from aibridge.workers import run_workers
 
 log = logging.getLogger("aibridge")
 
 
-async def serve_forever(settings: Settings, stop: asyncio.Event | None = None) -> None:
+async def serve_forever(
+    settings: Settings, stop: asyncio.Event | None = None, *, reuse_port: bool = False
+) -> None:
     """Run the gateway until SIGINT/SIGTERM (or ``stop`` is set)."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -35,7 +39,7 @@ async def serve_forever(settings: Settings, stop: asyncio.Event | None = None) -
         )
         await runner.setup()
         host, port = settings.listen_address()
-        site = web.TCPSite(runner, host, port, reuse_address=True)
+        site = web.TCPSite(runner, host, port, reuse_address=True, reuse_port=reuse_port or None)
         try:
             await site.start()
         except OSError as exc:
@@ -67,18 +71,32 @@ async def serve_forever(settings: Settings, stop: asyncio.Event | None = None) -
 @click.option(
     "--log-level",
     envvar="AIBRIDGE_LOG_LEVEL",
-    default="",
-    type=click.Choice(["", "debug", "info", "warning", "error"]),
+    default=None,
+    type=click.Choice(["debug", "info", "warning", "error"]),
     help="Log level (default info).",
 )
 @click.option(
     "--log-format",
     envvar="AIBRIDGE_LOG_FORMAT",
-    default="",
-    type=click.Choice(["", "text", "json"]),
+    default=None,
+    type=click.Choice(["text", "json"]),
     help="Log format (default text).",
 )
-def serve(listen: str, database_url: str, data_dir: str, log_level: str, log_format: str) -> None:
+@click.option(
+    "--workers",
+    envvar="AIBRIDGE_WORKERS",
+    default=None,
+    type=click.IntRange(1, 64),
+    help="Worker processes sharing the port (default 1).",
+)
+def serve(
+    listen: str,
+    database_url: str,
+    data_dir: str,
+    log_level: str | None,
+    log_format: str | None,
+    workers: int | None,
+) -> None:
     """Run the gateway (migrates the database first)."""
     settings = load_settings(
         listen=listen,
@@ -86,14 +104,23 @@ def serve(listen: str, database_url: str, data_dir: str, log_level: str, log_for
         data_dir=data_dir,
         log_level=log_level,
         log_format=log_format,
+        workers=workers,
     )
     setup_logging(settings.log_level, settings.log_format)
-    from aibridge.cli.common import run
-
     try:
+        if settings.workers > 1:
+            # Migrate, bootstrap and seed once, before the workers race for it.
+            run(prepare(settings))
+            sys.exit(run_workers(settings))
         run(serve_forever(settings))
     except EncryptionKeyError as exc:
         fail(str(exc))
+
+
+async def prepare(settings: Settings) -> None:
+    """One full start-up and shutdown: migrations, first admin, provider seeding."""
+    async with running_services(settings):
+        pass
 
 
 @main.command()
