@@ -112,6 +112,9 @@ class ProviderReloader:
         """Subscribe, then load once (raising if either fails), then watch."""
         self._unsubscribe = await self._pubsub.subscribe(PROVIDERS_CHANGED, self._notified)
         if not await self.reload():
+            # Leave nothing behind: a failed start must not keep a live subscription.
+            await self._unsubscribe()
+            self._unsubscribe = None
             raise RuntimeError(f"initial provider load failed: {self.status.last_error}")
         self._tasks = [
             asyncio.create_task(self._reload_loop(), name="provider-reload"),

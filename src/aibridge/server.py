@@ -29,6 +29,7 @@ from aibridge.pool import (
     request_bridge_builder,
 )
 from aibridge.providers.http import UpstreamSessions
+from aibridge.providers.keypool import KeyPoolStateCollector
 from aibridge.recording.writer import Recorder
 from aibridge.reload import ProviderReloader
 from aibridge.services import SERVICES, Services
@@ -127,6 +128,8 @@ async def running_services(
             registry=metrics.registry,
         )
         services.pool = pool
+        # Scrape-time key counts of the live snapshot (aibridge_key_pool_state).
+        metrics.registry.register(KeyPoolStateCollector(pool.key_pools))
         pool.start()
 
         def install(snapshot: ProviderSnapshot) -> None:

@@ -284,7 +284,9 @@ class Interception:
         byok: Credential | None,
     ) -> web.StreamResponse:
         family = self.provider.family
-        url = self.provider.upstream_url(self.route.upstream_suffix, request.query_string)
+        url = self.provider.upstream_url(
+            self.route.upstream_suffix, request.rel_url.raw_query_string
+        )
         headers = client_headers_for_upstream(request.headers, keep_credentials=byok is not None)
         headers.update(self.provider.options.extra_headers)
         session = self.sessions.get(url)
@@ -371,7 +373,7 @@ class Interception:
         return web.Response(
             status=upstream.status,
             body=data,
-            headers=response_headers_for_client(upstream.headers),
+            headers=response_headers_for_client(upstream.headers, decompressed=True),
         )
 
     async def _relay_blocking(
@@ -390,7 +392,7 @@ class Interception:
         return web.Response(
             status=upstream.status,
             body=data,
-            headers=response_headers_for_client(upstream.headers),
+            headers=response_headers_for_client(upstream.headers, decompressed=True),
         )
 
     async def _relay_stream(
@@ -401,7 +403,8 @@ class Interception:
         hide_usage: bool,
     ) -> web.StreamResponse:
         out = web.StreamResponse(
-            status=upstream.status, headers=response_headers_for_client(upstream.headers)
+            status=upstream.status,
+            headers=response_headers_for_client(upstream.headers, decompressed=True),
         )
         out.headers["Cache-Control"] = "no-cache"
         out.headers["X-Accel-Buffering"] = "no"

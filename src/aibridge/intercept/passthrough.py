@@ -42,7 +42,7 @@ async def passthrough(
         body = await read_body(request, max_body_bytes)
     except BodyTooLarge:
         return error_response(family, 413, too_large_message(max_body_bytes))
-    url = provider.upstream_url(route.upstream_suffix, request.query_string)
+    url = provider.upstream_url(route.upstream_suffix, request.rel_url.raw_query_string)
     byok = byok and provider.options.allow_byok
     # Passthrough relays bytes without parsing them, so compression may pass through.
     headers = client_headers_for_upstream(
@@ -50,7 +50,8 @@ async def passthrough(
     )
     headers.update(provider.options.extra_headers)
     if request.remote:
-        prior = request.headers.get("X-Forwarded-For")
+        # Several X-Forwarded-For lines are one chain (as Go's ReverseProxy joins them).
+        prior = ", ".join(request.headers.getall("X-Forwarded-For", []))
         headers["X-Forwarded-For"] = f"{prior}, {request.remote}" if prior else request.remote
     headers.setdefault("User-Agent", "aibridge")
     session = sessions.get(url)

@@ -63,16 +63,44 @@ def client_headers_for_upstream(
     return out
 
 
-# Response headers not copied back to the client (the server recomputes framing).
+# Response headers not copied back to the client: hop-by-hop ones (they describe the
+# upstream connection, not the message) and framing the server recomputes.
 _RESPONSE_DROP = frozenset(
-    ("connection", "keep-alive", "transfer-encoding", "content-length", "server", "date")
+    (
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+        "server",
+        "date",
+    )
 )
 
 
-def response_headers_for_client(headers: Mapping[str, str]) -> CIMultiDict[str]:
-    """Upstream response headers worth relaying (request ids, rate limits, content type)."""
+def response_headers_for_client(
+    headers: Mapping[str, str], *, decompressed: bool = False
+) -> CIMultiDict[str]:
+    """Upstream response headers worth relaying (request ids, rate limits, content type).
+
+    Headers named in the upstream's ``Connection`` header are hop-by-hop too. With
+    ``decompressed`` (the body was decoded by the HTTP client) ``Content-Encoding`` is
+    dropped, or the client would try to decode plain bytes.
+    """
+    drop = set(_RESPONSE_DROP)
+    getall = getattr(headers, "getall", None)
+    connection = getall("Connection", []) if getall else [headers.get("Connection", "")]
+    for line in connection:
+        drop.update(token.strip().lower() for token in line.split(",") if token.strip())
+    if decompressed:
+        drop.add("content-encoding")
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in headers.items():
-        if name.lower() not in _RESPONSE_DROP:
+        if name.lower() not in drop:
             out.add(name, value)
     return out

@@ -186,7 +186,11 @@ class Provider:
         return best
 
     def upstream_url(self, suffix: str, query: str = "") -> URL:
-        """Base URL joined with ``suffix`` (the base path is kept), query preserved."""
+        """Base URL joined with ``suffix`` (the base path is kept), query preserved.
+
+        ``query`` is the client's *raw* (still percent-encoded) query string; it is used
+        as is, since decoding and re-encoding would change ``%26``, ``%2B`` and the like.
+        """
         url = self.base_url.with_path(self._base_path + suffix, encoded=False)
         if self.options.api_version and "api-version=" not in query:
             query = (
@@ -194,7 +198,7 @@ class Provider:
                 if query
                 else (f"api-version={self.options.api_version}")
             )
-        return url.with_query(query) if query else url
+        return URL(f"{url}?{query}", encoded=True) if query else url
 
     # -- credentials -----------------------------------------------------------
 
