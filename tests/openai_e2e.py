@@ -6,15 +6,20 @@ through the gateway and once straight at the fake upstream, and compare what the
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
-from collections.abc import Callable, Iterator, Mapping
+import uuid
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
 import openai
+import pytest
 
 from aibridge.fakellm import Scenario
+from aibridge.fakellm.scenario import Usage
+from tests.recorded import Recorded, interceptions, recorded
 from tests.stack import TIMEOUT, Stack
 
 PROVIDER_KEY = "sk-upstream-primary-0001"
@@ -29,6 +34,13 @@ SCENARIOS: dict[str, Callable[[], Scenario]] = {
     "reasoning": Scenario.thinking_reply,
 }
 """The parity/recording scenarios, by name."""
+
+STATUS_ERRORS: dict[int, tuple[type[openai.APIStatusError], str]] = {
+    400: (openai.BadRequestError, "bad_request"),
+    500: (openai.InternalServerError, "server_error"),
+    503: (openai.InternalServerError, "overloaded"),
+}
+"""Upstream error statuses: the SDK exception the client gets and the recorded error type."""
 
 # Provider-generated identifiers: chat completions, tool calls, responses and their items.
 _ID = re.compile(r"^(chatcmpl-|call_|resp_|rs_|msg_|fc_)[A-Za-z0-9]+$")
@@ -135,3 +147,93 @@ async def admin_get(s: Stack, path: str) -> Any:
     resp = await s.client.get(path, headers=s.admin_headers())
     assert resp.status == 200, await resp.text()
     return await resp.json()
+
+
+async def add_openai(s: Stack) -> None:
+    """The default provider the OpenAI end-to-end tests talk to."""
+    await s.add_provider("openai", "openai")
+
+
+async def collect(stream: Any) -> list[dict[str, Any]]:
+    """Drain an SDK chunk/event stream into plain dicts."""
+    return [item.model_dump() async for item in stream]
+
+
+async def nth_recording(s: Stack, n: int, model: str) -> Recorded:
+    """Flush the recorder, check there are exactly ``n`` interceptions (one per request so
+    far) and return the full recording of the one for ``model``."""
+    await s.flush_records()
+    rows = await interceptions(s.services)
+    assert len(rows) == n, "each request is exactly one interception"
+    (row,) = [r for r in rows if r.model == model]
+    return await recorded(s.services, row.id)
+
+
+def assert_codex_interception(
+    rec: Recorded, model: str, initiator: uuid.UUID, session: str
+) -> None:
+    """A finished, error-free OpenAI interception by ``initiator`` from Codex in ``session``."""
+    i = rec.interception
+    assert (i.provider, i.provider_name, i.model) == ("openai", "openai", model)
+    assert i.initiator_id == initiator
+    assert (i.client, i.client_session_id, i.user_agent) == ("Codex", session, CODEX_UA)
+    assert i.ended_at is not None
+    assert (i.error_type, i.error_message) == (None, None)
+
+
+def admin_tokens(u: Usage) -> dict[str, int]:
+    """The admin API's ``tokens`` for a scenario's usage (OpenAI reports no cache writes)."""
+    return {
+        "input": u.input_tokens,
+        "output": u.output_tokens,
+        "cache_read": u.cache_read_tokens,
+        "cache_write": 0,
+        "reasoning": u.reasoning_tokens,
+    }
+
+
+async def assert_admin_reports(
+    s: Stack, expected: Mapping[str, Mapping[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """The admin interceptions listing and usage-by-model agree with ``expected`` (by model:
+    ``tokens``, ``prompt``, ``session`` and ``calls``, one interception each); returns the
+    listed interceptions by model for further checks."""
+    async with asyncio.timeout(TIMEOUT):
+        listing = await admin_get(s, "/api/v1/interceptions?limit=50")
+        usage = await admin_get(s, "/api/v1/usage?group_by=model")
+    by_model = {item["model"]: item for item in listing["interceptions"]}
+    assert set(by_model) == set(expected)
+    for model, want in expected.items():
+        item = by_model[model]
+        assert item["tokens"] == want["tokens"]
+        assert item["prompt"] == want["prompt"]
+        assert (item["client"], item["session_id"]) == ("Codex", want["session"])
+        got_calls = [
+            {k: c[k] for k in ("name", "call_id", "arguments")} for c in item["tool_calls"]
+        ]
+        assert sorted(got_calls, key=lambda c: c["call_id"]) == sorted(
+            want["calls"], key=lambda c: c["call_id"]
+        )
+    assert usage["rows"] == [
+        {"key": model, "interceptions": 1, **want["tokens"]}
+        for model, want in sorted(expected.items())
+    ]
+    return by_model
+
+
+async def assert_unreachable_upstream(
+    s: Stack, create: Callable[[bool], Awaitable[object]]
+) -> None:
+    """``create(stream)`` against a provider nobody listens for fails with an OpenAI-shaped
+    502, blocking and streaming alike, and both interceptions record a server error."""
+    for stream in (False, True):
+        async with asyncio.timeout(TIMEOUT):
+            with pytest.raises(openai.InternalServerError) as info:
+                await create(stream)
+        assert info.value.status_code == 502
+        err = info.value.response.json()["error"]
+        assert err["type"] == "server_error"
+        assert err["message"].startswith("upstream unreachable")
+    await s.flush_records()
+    rows = await interceptions(s.services)
+    assert [r.error_type for r in rows] == ["server_error", "server_error"]

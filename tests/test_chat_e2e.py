@@ -25,17 +25,24 @@ from tests.openai_e2e import (
     CODEX_UA,
     PROVIDER_KEY,
     SCENARIOS,
-    admin_get,
+    STATUS_ERRORS,
+    add_openai,
+    admin_tokens,
+    assert_admin_reports,
+    assert_codex_interception,
+    assert_unreachable_upstream,
     close_sdks,
+    collect,
     direct_sdk,
     gateway_sdk,
     header_values,
     normalize,
+    nth_recording,
     refusing_port,
     sse_events,
 )
-from tests.recorded import interceptions, only_interception, recorded, user_id
-from tests.stack import TIMEOUT, Stack, stack
+from tests.recorded import interceptions, only_interception, user_id
+from tests.stack import TIMEOUT, stack
 
 TOOLS: list[dict[str, Any]] = [
     {
@@ -78,16 +85,6 @@ def chat_request(prompt: str = "What is the weather in Paris?", **extra: Any) ->
     }
 
 
-async def openai_stack_provider(s: Stack) -> None:
-    """The default provider every test here talks to."""
-    await s.add_provider("openai", "openai")
-
-
-async def collect(stream: Any) -> list[dict[str, Any]]:
-    """Drain an SDK chunk stream into plain dicts."""
-    return [chunk.model_dump() async for chunk in stream]
-
-
 @pytest.fixture(autouse=True)
 async def _close_sdks() -> AsyncIterator[None]:
     yield
@@ -101,7 +98,7 @@ async def _close_sdks() -> AsyncIterator[None]:
 async def test_blocking_parity(name: str, sqlite_url: str, tmp_path: Path) -> None:
     """The SDK result through the gateway equals the one straight from the upstream."""
     async with stack(sqlite_url, tmp_path) as s:
-        await openai_stack_provider(s)
+        await add_openai(s)
         scenario = SCENARIOS[name]()
         s.fake.enqueue(scenario, scenario)
         async with asyncio.timeout(TIMEOUT):
@@ -132,7 +129,7 @@ async def test_streaming_parity_without_include_usage(
     """A client that did not ask for usage gets exactly the chunks the upstream would send
     it: the usage-only chunk the gateway asked for is hidden (every chunk has choices)."""
     async with stack(sqlite_url, tmp_path) as s:
-        await openai_stack_provider(s)
+        await add_openai(s)
         scenario = SCENARIOS[name]()
         s.fake.enqueue(scenario, scenario)
         async with asyncio.timeout(TIMEOUT):
@@ -157,7 +154,7 @@ async def test_streaming_parity_with_include_usage(
 ) -> None:
     """A client that asked for usage gets the usage chunk exactly once, with the numbers."""
     async with stack(sqlite_url, tmp_path) as s:
-        await openai_stack_provider(s)
+        await add_openai(s)
         scenario = SCENARIOS[name]()
         s.fake.enqueue(scenario, scenario)
         req = chat_request(stream=True, stream_options={"include_usage": True})
@@ -200,7 +197,7 @@ async def test_stream_upstream_body_forces_include_usage_and_keeps_the_rest(
     """Upstream sees include_usage=true, every other member byte for byte (stream_options'
     own members kept), and the client still gets no usage-only chunk."""
     async with stack(sqlite_url, tmp_path) as s:
-        await openai_stack_provider(s)
+        await add_openai(s)
         async with asyncio.timeout(TIMEOUT):
             resp = await s.client.post(
                 "/openai/v1/chat/completions",
@@ -248,7 +245,7 @@ async def test_upstream_body_is_byte_identical_when_nothing_to_add(
 ) -> None:
     """Blocking requests and streams that already ask for usage are forwarded unchanged."""
     async with stack(sqlite_url, tmp_path) as s:
-        await openai_stack_provider(s)
+        await add_openai(s)
         async with asyncio.timeout(TIMEOUT):
             resp = await s.client.post(
                 "/openai/v1/chat/completions",
@@ -273,7 +270,7 @@ async def test_recording(stream: bool, db_url: str, tmp_path: Path) -> None:
     """One interception per request with the client, session, usage (uncached input),
     prompt and tool calls; the admin listing and usage-by-model report the same numbers."""
     async with stack(db_url, tmp_path) as s:
-        await openai_stack_provider(s)
+        await add_openai(s)
         dev = await user_id(s.services, "dev")
         expected: dict[str, dict[str, Any]] = {}
         for n, (name, make) in enumerate(SCENARIOS.items(), start=1):
@@ -289,19 +286,11 @@ async def test_recording(stream: bool, db_url: str, tmp_path: Path) -> None:
                     await sdk.chat.completions.create(**req)
             upstream = s.fake.requests[-1]
             assert upstream.scenario is scenario
-            await s.flush_records()
-            rows = await interceptions(s.services)
-            assert len(rows) == n, "each request is exactly one interception"
-            (row,) = [r for r in rows if r.model == model]
-            rec = await recorded(s.services, row.id)
+            rec = await nth_recording(s, n, model)
+            assert_codex_interception(rec, model, dev, session)
             i = rec.interception
-            assert (i.provider, i.provider_name, i.model) == ("openai", "openai", model)
-            assert i.initiator_id == dev
-            assert (i.client, i.client_session_id, i.user_agent) == ("Codex", session, CODEX_UA)
             assert i.credential_kind == "centralized"
             assert i.credential_hint is not None and PROVIDER_KEY not in i.credential_hint
-            assert i.ended_at is not None
-            assert (i.error_type, i.error_message) == (None, None)
             u = scenario.usage
             assert [
                 (
@@ -336,13 +325,7 @@ async def test_recording(stream: bool, db_url: str, tmp_path: Path) -> None:
             # Chat carries only reasoning_tokens, no reasoning text: nothing to record.
             assert rec.thoughts == []
             expected[model] = {
-                "tokens": {
-                    "input": u.input_tokens,
-                    "output": u.output_tokens,
-                    "cache_read": u.cache_read_tokens,
-                    "cache_write": 0,
-                    "reasoning": u.reasoning_tokens,
-                },
+                "tokens": admin_tokens(u),
                 "prompt": prompt,
                 "session": session,
                 "calls": [
@@ -350,48 +333,25 @@ async def test_recording(stream: bool, db_url: str, tmp_path: Path) -> None:
                     for cid, name_, args, _ in want_calls
                 ],
             }
-        async with asyncio.timeout(TIMEOUT):
-            listing = await admin_get(s, "/api/v1/interceptions?limit=50")
-            usage = await admin_get(s, "/api/v1/usage?group_by=model")
-        items = {item["model"]: item for item in listing["interceptions"]}
-        assert set(items) == set(expected)
-        for model, want in expected.items():
-            item = items[model]
-            assert item["tokens"] == want["tokens"]
-            assert item["prompt"] == want["prompt"]
-            assert (item["client"], item["session_id"]) == ("Codex", want["session"])
+        items = await assert_admin_reports(s, expected)
+        for item in items.values():
             assert item["user"]["username"] == "dev"
             assert item["provider"] == "openai" and item["error_type"] is None
-            got_calls = sorted(
-                ({k: c[k] for k in ("name", "call_id", "arguments")} for c in item["tool_calls"]),
-                key=lambda c: c["call_id"],
-            )
-            assert got_calls == sorted(want["calls"], key=lambda c: c["call_id"])
-        assert usage["rows"] == [
-            {"key": model, "interceptions": 1, **want["tokens"]}
-            for model, want in sorted(expected.items())
-        ]
 
 
 # --------------------------------------------------------------------------- errors
 
-_STATUS_ERRORS: dict[int, tuple[type[openai.APIStatusError], str]] = {
-    400: (openai.BadRequestError, "bad_request"),
-    500: (openai.InternalServerError, "server_error"),
-    503: (openai.InternalServerError, "overloaded"),
-}
-
 
 @pytest.mark.parametrize("stream", [False, True], ids=["blocking", "streaming"])
-@pytest.mark.parametrize("status", sorted(_STATUS_ERRORS))
+@pytest.mark.parametrize("status", sorted(STATUS_ERRORS))
 async def test_upstream_http_error_relayed(
     status: int, stream: bool, sqlite_url: str, tmp_path: Path
 ) -> None:
     """An upstream 4xx/5xx reaches the client with its status and OpenAI body, as the
     SDK's own exception; the interception records the error type."""
-    exc_type, error_type = _STATUS_ERRORS[status]
+    exc_type, error_type = STATUS_ERRORS[status]
     async with stack(sqlite_url, tmp_path) as s:
-        await openai_stack_provider(s)
+        await add_openai(s)
         s.fake.enqueue(Scenario.http_error(status))
         async with asyncio.timeout(TIMEOUT):
             with pytest.raises(openai.APIStatusError) as info:
@@ -414,7 +374,7 @@ async def test_single_key_rate_limited_exhausts_pool(sqlite_url: str, tmp_path: 
     client gets 429 + Retry-After in OpenAI's shape. A second request does not hammer the
     upstream while the key cools down."""
     async with stack(sqlite_url, tmp_path) as s:
-        await openai_stack_provider(s)
+        await add_openai(s)
         s.fake.key_scenarios[PROVIDER_KEY] = Scenario.http_error(429, retry_after="7")
         sdk = gateway_sdk(s)
         for attempt in (1, 2):
@@ -438,7 +398,7 @@ async def test_single_key_unauthorized_exhausts_pool(sqlite_url: str, tmp_path: 
     """Upstream 401 on the only key: the client's gateway key is fine, so it gets a 502
     (not a misleading 401) saying the configured keys failed; recorded as unauthorized."""
     async with stack(sqlite_url, tmp_path) as s:
-        await openai_stack_provider(s)
+        await add_openai(s)
         s.fake.key_scenarios[PROVIDER_KEY] = Scenario.http_error(401)
         sdk = gateway_sdk(s)
         for _ in (1, 2):
@@ -463,7 +423,7 @@ async def test_mid_stream_error_event(sqlite_url: str, tmp_path: Path) -> None:
     """A ``data: {"error":…}`` chunk mid-stream is relayed: the SDK raises it after the
     chunks before it; the interception gets the error type, the prompt is still recorded."""
     async with stack(sqlite_url, tmp_path) as s:
-        await openai_stack_provider(s)
+        await add_openai(s)
         s.fake.enqueue(Scenario.stream_error(error_message="boom upstream", deltas_before=2))
         got: list[Any] = []
         async with asyncio.timeout(TIMEOUT):
@@ -487,7 +447,7 @@ async def test_upstream_drop_mid_stream(sqlite_url: str, tmp_path: Path) -> None
     """The upstream connection dies mid-stream: the client gets the chunks so far, then an
     OpenAI error chunk and ``[DONE]``, and the stream ends; the SDK raises the error."""
     async with stack(sqlite_url, tmp_path) as s:
-        await openai_stack_provider(s)
+        await add_openai(s)
         s.fake.enqueue(Scenario.drop(deltas_before=2), Scenario.drop(deltas_before=2))
         async with asyncio.timeout(TIMEOUT):
             resp = await s.client.post(
@@ -521,20 +481,10 @@ async def test_upstream_unreachable(sqlite_url: str, tmp_path: Path) -> None:
     with refusing_port() as port:
         async with stack(sqlite_url, tmp_path) as s:
             await s.add_provider("openai", "openai", base_url=f"http://127.0.0.1:{port}/v1")
-            for stream in (False, True):
-                async with asyncio.timeout(TIMEOUT):
-                    with pytest.raises(openai.InternalServerError) as info:
-                        await gateway_sdk(s).chat.completions.create(
-                            **chat_request(), stream=stream
-                        )
-                exc = info.value
-                assert exc.status_code == 502
-                err = exc.response.json()["error"]
-                assert err["type"] == "server_error"
-                assert err["message"].startswith("upstream unreachable")
-            await s.flush_records()
-            rows = await interceptions(s.services)
-            assert [r.error_type for r in rows] == ["server_error", "server_error"]
+            sdk = gateway_sdk(s)
+            await assert_unreachable_upstream(
+                s, lambda stream: sdk.chat.completions.create(**chat_request(), stream=stream)
+            )
 
 
 # --------------------------------------------------------------------------- gateway auth
@@ -542,7 +492,7 @@ async def test_upstream_unreachable(sqlite_url: str, tmp_path: Path) -> None:
 
 async def test_missing_gateway_key_is_openai_shaped_401(sqlite_url: str, tmp_path: Path) -> None:
     async with stack(sqlite_url, tmp_path) as s:
-        await openai_stack_provider(s)
+        await add_openai(s)
         async with asyncio.timeout(TIMEOUT):
             resp = await s.client.post("/openai/v1/chat/completions", json=chat_request())
             assert resp.status == 401
@@ -558,7 +508,7 @@ async def test_invalid_gateway_key_raises_authentication_error(
     sqlite_url: str, tmp_path: Path
 ) -> None:
     async with stack(sqlite_url, tmp_path) as s:
-        await openai_stack_provider(s)
+        await add_openai(s)
         sdk = gateway_sdk(s, api_key="aib-nope-notarealkey")
         async with asyncio.timeout(TIMEOUT):
             with pytest.raises(openai.AuthenticationError) as info:
@@ -576,7 +526,7 @@ async def test_gateway_key_never_reaches_upstream(sqlite_url: str, tmp_path: Pat
     """Bearer and X-Api-Key both authenticate the client; upstream gets exactly one
     ``Authorization: Bearer <provider key>`` and neither the gateway key nor X-Api-Key."""
     async with stack(sqlite_url, tmp_path) as s:
-        await openai_stack_provider(s)
+        await add_openai(s)
         async with asyncio.timeout(TIMEOUT):
             await gateway_sdk(s).chat.completions.create(**chat_request())
             resp = await s.client.post(
@@ -600,7 +550,7 @@ async def test_gateway_key_never_reaches_upstream(sqlite_url: str, tmp_path: Pat
 async def test_models_passthrough(sqlite_url: str, tmp_path: Path) -> None:
     """GET /models reaches the fake with the provider key and the query; nothing recorded."""
     async with stack(sqlite_url, tmp_path) as s:
-        await openai_stack_provider(s)
+        await add_openai(s)
         async with asyncio.timeout(TIMEOUT):
             page = await gateway_sdk(s).models.list(extra_query={"limit": "2", "tag": "a b"})
             direct = await direct_sdk(s).models.list()
@@ -619,7 +569,7 @@ async def test_models_passthrough(sqlite_url: str, tmp_path: Path) -> None:
 
 async def test_legacy_completions_not_routed(sqlite_url: str, tmp_path: Path) -> None:
     async with stack(sqlite_url, tmp_path) as s:
-        await openai_stack_provider(s)
+        await add_openai(s)
         async with asyncio.timeout(TIMEOUT):
             with pytest.raises(openai.NotFoundError) as info:
                 await gateway_sdk(s).completions.create(model="gpt-3.5-turbo-instruct", prompt="x")

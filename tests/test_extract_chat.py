@@ -8,7 +8,8 @@ import orjson
 
 from aibridge.intercept.chat import ChatStreamObserver, observe_body
 from aibridge.intercept.observations import Observation, Thought, TokenUsage
-from aibridge.intercept.sse import CHAT_DONE, SSEParser, encode_event
+from aibridge.intercept.sse import CHAT_DONE, encode_event
+from tests.observe import observe_stream, openai_error_body
 
 MODEL = "gpt-4o-2024-08-06"
 
@@ -62,15 +63,8 @@ USAGE = {
 
 
 def observe(stream: bytes, chunk_size: int | None = None) -> Observation:
-    parser = SSEParser()
-    observer = ChatStreamObserver()
-    size = chunk_size or len(stream)
-    for i in range(0, len(stream), size):
-        for event in parser.feed(stream[i : i + size]):
-            observer.observe(event)
-    for event in parser.flush():
-        observer.observe(event)
-    return observer.result()
+    """Run ``stream`` through the SSE parser (in chunks) and a fresh observer."""
+    return observe_stream(ChatStreamObserver, stream, chunk_size)
 
 
 def test_text_only_stream_with_final_usage_chunk() -> None:
@@ -342,15 +336,8 @@ def test_blocking_body() -> None:
 
 
 def test_blocking_error_body() -> None:
-    body = orjson.dumps(
-        {
-            "error": {
-                "message": "maximum context length exceeded",
-                "type": "invalid_request_error",
-                "param": "messages",
-                "code": "context_length_exceeded",
-            }
-        }
+    body = openai_error_body(
+        "maximum context length exceeded", "messages", "context_length_exceeded"
     )
     obs = observe_body(body)
     assert obs.error is not None

@@ -8,7 +8,8 @@ import orjson
 
 from aibridge.intercept.messages import MessagesStreamObserver, observe_body
 from aibridge.intercept.observations import Observation, Thought, TokenUsage, sum_usages
-from aibridge.intercept.sse import SSEParser, encode_event
+from aibridge.intercept.sse import encode_event
+from tests.observe import observe_stream
 
 
 def ev(obj: dict[str, Any]) -> bytes:
@@ -70,15 +71,7 @@ def json_deltas(index: int, text: str, size: int) -> bytes:
 
 def observe(stream: bytes, chunk_size: int | None = None) -> Observation:
     """Run ``stream`` through the SSE parser (in chunks) and a fresh observer."""
-    parser = SSEParser()
-    observer = MessagesStreamObserver()
-    size = chunk_size or len(stream)
-    for i in range(0, len(stream), size):
-        for event in parser.feed(stream[i : i + size]):
-            observer.observe(event)
-    for event in parser.flush():
-        observer.observe(event)
-    return observer.result()
+    return observe_stream(MessagesStreamObserver, stream, chunk_size)
 
 
 def test_text_only_stream() -> None:

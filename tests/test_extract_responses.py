@@ -8,7 +8,8 @@ import orjson
 
 from aibridge.intercept.observations import Observation, Thought, TokenUsage
 from aibridge.intercept.responses import ResponsesStreamObserver, observe_body
-from aibridge.intercept.sse import SSEParser, encode_event
+from aibridge.intercept.sse import encode_event
+from tests.observe import observe_stream, openai_error_body
 
 MODEL = "gpt-5-codex"
 
@@ -98,15 +99,8 @@ ANSWER = {
 
 
 def observe(stream: bytes, chunk_size: int | None = None) -> Observation:
-    parser = SSEParser()
-    observer = ResponsesStreamObserver()
-    size = chunk_size or len(stream)
-    for i in range(0, len(stream), size):
-        for event in parser.feed(stream[i : i + size]):
-            observer.observe(event)
-    for event in parser.flush():
-        observer.observe(event)
-    return observer.result()
+    """Run ``stream`` through the SSE parser (in chunks) and a fresh observer."""
+    return observe_stream(ResponsesStreamObserver, stream, chunk_size)
 
 
 def started(s: Stream) -> Stream:
@@ -359,16 +353,7 @@ def test_blocking_body() -> None:
 
 
 def test_blocking_error_body() -> None:
-    body = orjson.dumps(
-        {
-            "error": {
-                "message": "Incorrect API key provided",
-                "type": "invalid_request_error",
-                "param": None,
-                "code": "invalid_api_key",
-            }
-        }
-    )
+    body = openai_error_body("Incorrect API key provided", None, "invalid_api_key")
     obs = observe_body(body)
     assert obs.error is not None
     assert (obs.error.type, obs.error.code) == ("invalid_request_error", "invalid_api_key")

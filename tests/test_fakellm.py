@@ -77,6 +77,22 @@ def sse_data(text: str) -> list[tuple[str | None, Any]]:
 # ====================================================================== Anthropic
 
 
+async def claude_reply(
+    claude: Any, stream: bool, count_delta: str | None = None
+) -> tuple[Any, int]:
+    """The SDK's message for ``USER``, created or (``stream``) streamed; and, when streaming
+    with ``count_delta``, how many content-block deltas of that type arrived (else 0)."""
+    if not stream:
+        return await claude.messages.create(model="claude-x", max_tokens=10, messages=USER), 0
+    deltas = 0
+    async with claude.messages.stream(model="claude-x", max_tokens=10, messages=USER) as s:
+        if count_delta is not None:
+            async for event in s:
+                if event.type == "content_block_delta" and event.delta.type == count_delta:
+                    deltas += 1
+        return await s.get_final_message(), deltas
+
+
 async def test_anthropic_text_stream_wire_and_sdk(fake: FakeLLM, claude: Any) -> None:
     scenario = Scenario.text_reply(usage=Usage(input_tokens=11, output_tokens=7))
     fake.enqueue(scenario, scenario)
@@ -126,19 +142,9 @@ async def test_anthropic_tool_call(fake: FakeLLM, claude: Any, stream: bool) -> 
     call = ToolCall("read_file", {"path": "/tmp/blah/foo", "limit": 20})
     fake.enqueue(Scenario.tool_call(call))
     async with asyncio.timeout(T):
-        if stream:
-            deltas = 0
-            async with claude.messages.stream(model="claude-x", max_tokens=10, messages=USER) as s:
-                async for event in s:
-                    if (
-                        event.type == "content_block_delta"
-                        and event.delta.type == "input_json_delta"
-                    ):
-                        deltas += 1
-                message = await s.get_final_message()
-            assert deltas >= 3
-        else:
-            message = await claude.messages.create(model="claude-x", max_tokens=10, messages=USER)
+        message, deltas = await claude_reply(claude, stream, "input_json_delta")
+    if stream:
+        assert deltas >= 3
     tool_uses = [b for b in message.content if b.type == "tool_use"]
     assert [(b.name, b.input) for b in tool_uses] == [("read_file", call.arguments)]
     assert tool_uses[0].id.startswith("toolu_")
@@ -151,11 +157,7 @@ async def test_anthropic_tool_call(fake: FakeLLM, claude: Any, stream: bool) -> 
 async def test_anthropic_parallel_tools(fake: FakeLLM, claude: Any, stream: bool) -> None:
     fake.enqueue(Scenario.parallel_tools())
     async with asyncio.timeout(T):
-        if stream:
-            async with claude.messages.stream(model="claude-x", max_tokens=10, messages=USER) as s:
-                message = await s.get_final_message()
-        else:
-            message = await claude.messages.create(model="claude-x", max_tokens=10, messages=USER)
+        message, _ = await claude_reply(claude, stream)
     calls = [(b.name, b.input) for b in message.content if b.type == "tool_use"]
     assert calls == [
         ("get_weather", {"city": "Paris", "unit": "celsius"}),
@@ -169,16 +171,9 @@ async def test_anthropic_thinking(fake: FakeLLM, claude: Any, stream: bool) -> N
     scenario = Scenario.thinking_reply()
     fake.enqueue(scenario)
     async with asyncio.timeout(T):
-        if stream:
-            thinking_deltas = 0
-            async with claude.messages.stream(model="claude-x", max_tokens=10, messages=USER) as s:
-                async for event in s:
-                    if event.type == "content_block_delta" and event.delta.type == "thinking_delta":
-                        thinking_deltas += 1
-                message = await s.get_final_message()
-            assert thinking_deltas > 1
-        else:
-            message = await claude.messages.create(model="claude-x", max_tokens=10, messages=USER)
+        message, thinking_deltas = await claude_reply(claude, stream, "thinking_delta")
+    if stream:
+        assert thinking_deltas > 1
     thinking, text = message.content
     assert thinking.type == "thinking" and thinking.thinking == scenario.thinking
     assert thinking.signature == scenario.signature and thinking.signature
@@ -190,11 +185,7 @@ async def test_anthropic_cache_usage(fake: FakeLLM, claude: Any, stream: bool) -
     scenario = Scenario.cached()
     fake.enqueue(scenario)
     async with asyncio.timeout(T):
-        if stream:
-            async with claude.messages.stream(model="claude-x", max_tokens=10, messages=USER) as s:
-                message = await s.get_final_message()
-        else:
-            message = await claude.messages.create(model="claude-x", max_tokens=10, messages=USER)
+        message, _ = await claude_reply(claude, stream)
     usage = message.usage
     assert usage.input_tokens == scenario.usage.input_tokens == 21
     assert usage.cache_read_input_tokens == scenario.usage.cache_read_tokens == 1800

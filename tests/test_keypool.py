@@ -53,6 +53,27 @@ def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
     return 0.0 if value is None else value
 
 
+def transitions(registry: CollectorRegistry, reason: str) -> float:
+    """How many keys of the "openai" pool went temporary for ``reason``."""
+    return sample(
+        registry, "aibridge_key_pool_state_transitions_total", provider="openai", reason=reason
+    )
+
+
+def exhaustions(registry: CollectorRegistry, outcome: str) -> float:
+    """How often the "openai" pool ran out of keys with ``outcome``."""
+    return sample(
+        registry, "aibridge_key_pool_exhaustions_total", provider="openai", outcome=outcome
+    )
+
+
+def pool_state(registry: CollectorRegistry, state: str) -> float | None:
+    """The "openai" pool's key-state gauge for ``state`` (None when the series is absent)."""
+    return registry.get_sample_value(
+        "aibridge_key_pool_state", {"provider": "openai", "state": state}
+    )
+
+
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
@@ -97,15 +118,7 @@ def test_429_fails_over_and_primary_returns_after_default_cooldown(clock: FakeCl
     assert pool.cooldown_remaining(a) == pytest.approx(0.1)
     clock.advance(0.1)
     assert pool.acquire().key_id == "a"
-    assert (
-        sample(
-            registry,
-            "aibridge_key_pool_state_transitions_total",
-            provider="openai",
-            reason="rate_limited",
-        )
-        == 1
-    )
+    assert transitions(registry, "rate_limited") == 1
 
 
 def test_retry_after_seconds_is_honoured(clock: FakeClock) -> None:
@@ -153,15 +166,7 @@ def test_zero_default_cooldown_still_fails_over_within_the_call(clock: FakeClock
     assert walker.report(a, 401) is True  # still a key failure: move on in this call
     assert walker.next_key().key_id == "b"
     assert pool.acquire().key_id == "a"  # but no cooldown for later calls
-    assert (
-        sample(
-            registry,
-            "aibridge_key_pool_state_transitions_total",
-            provider="openai",
-            reason="unauthorized",
-        )
-        == 0
-    )
+    assert transitions(registry, "unauthorized") == 0
 
 
 def test_parse_retry_after_forms(clock: FakeClock) -> None:
@@ -194,15 +199,7 @@ def test_shorter_cooldown_never_shortens_a_longer_one(clock: FakeClock) -> None:
     pool.mark_failed(a, 429, 5.0)
     assert pool.cooldown_remaining(a) == 300.0
     # Only the valid→temporary transition counts.
-    assert (
-        sample(
-            registry,
-            "aibridge_key_pool_state_transitions_total",
-            provider="openai",
-            reason="rate_limited",
-        )
-        == 1
-    )
+    assert transitions(registry, "rate_limited") == 1
 
 
 def test_401_marks_key_unauthorized_for_default_cooldown(clock: FakeClock) -> None:
@@ -212,15 +209,7 @@ def test_401_marks_key_unauthorized_for_default_cooldown(clock: FakeClock) -> No
     assert not pool.is_usable(a)
     assert pool.cooldown_remaining(a) == 60.0
     assert pool.acquire().key_id == "b"
-    assert (
-        sample(
-            registry,
-            "aibridge_key_pool_state_transitions_total",
-            provider="openai",
-            reason="unauthorized",
-        )
-        == 1
-    )
+    assert transitions(registry, "unauthorized") == 1
 
 
 def test_other_statuses_do_not_mark(clock: FakeClock) -> None:
@@ -279,15 +268,7 @@ def test_all_rate_limited_reports_soonest_retry(clock: FakeClock) -> None:
         "error": {"type": "rate_limit_error", "message": err.message},
     }
     assert orjson.loads(err.body("openai"))["error"]["type"] == "rate_limit_exceeded"
-    assert (
-        sample(
-            registry,
-            "aibridge_key_pool_exhaustions_total",
-            provider="openai",
-            outcome="rate_limited",
-        )
-        == 1
-    )
+    assert exhaustions(registry, "rate_limited") == 1
 
 
 def test_all_unauthorized_is_a_502_with_the_reference_message(clock: FakeClock) -> None:
@@ -306,15 +287,7 @@ def test_all_unauthorized_is_a_502_with_the_reference_message(clock: FakeClock) 
     assert body["error"]["type"] == "server_error"
     assert body["error"]["message"] == MSG_UNAUTHORIZED
     assert orjson.loads(err.body("anthropic"))["error"]["type"] == "api_error"
-    assert (
-        sample(
-            registry,
-            "aibridge_key_pool_exhaustions_total",
-            provider="openai",
-            outcome="auth_failed",
-        )
-        == 1
-    )
+    assert exhaustions(registry, "auth_failed") == 1
 
 
 def test_mixed_exhaustion_is_rate_limited(clock: FakeClock) -> None:
@@ -476,15 +449,7 @@ async def test_concurrent_requests_fail_over_together(clock: FakeClock) -> None:
     assert seen.count("a") == 10 and seen.count("b") == 10
     assert pool.cooldown_remaining(pool.keys[0]) == pytest.approx(15.0)
     # Ten 429s for one key are one transition, not ten.
-    assert (
-        sample(
-            registry,
-            "aibridge_key_pool_state_transitions_total",
-            provider="openai",
-            reason="rate_limited",
-        )
-        == 1
-    )
+    assert transitions(registry, "rate_limited") == 1
     # A fresh request after the storm skips A.
     assert pool.acquire().key_id == "b"
 
@@ -515,22 +480,7 @@ def test_state_collector_reads_live_pools(clock: FakeClock) -> None:
     registry = CollectorRegistry()
     registry.register(KeyPoolStateCollector(lambda: pools))
     pool.mark_failed(pool.keys[1], 401, None)
-    assert (
-        registry.get_sample_value(
-            "aibridge_key_pool_state", {"provider": "openai", "state": "temporary"}
-        )
-        == 1
-    )
-    assert (
-        registry.get_sample_value(
-            "aibridge_key_pool_state", {"provider": "openai", "state": "valid"}
-        )
-        == 2
-    )
+    assert pool_state(registry, "temporary") == 1
+    assert pool_state(registry, "valid") == 2
     pools.clear()  # a reload removed the provider: its series disappear
-    assert (
-        registry.get_sample_value(
-            "aibridge_key_pool_state", {"provider": "openai", "state": "valid"}
-        )
-        is None
-    )
+    assert pool_state(registry, "valid") is None

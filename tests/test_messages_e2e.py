@@ -169,6 +169,39 @@ def closed_port() -> int:
     return port
 
 
+async def create_message(
+    sdk: anthropic.AsyncAnthropic, stream: bool, **params: Any
+) -> anthropic.types.Message:
+    """``messages.create``, or when ``stream`` ``messages.stream`` drained to its final
+    message."""
+    if stream:
+        async with sdk.messages.stream(**params) as st:
+            return await st.get_final_message()
+    return await sdk.messages.create(**params)
+
+
+def assert_scenario_message(message: anthropic.types.Message, scenario: Scenario) -> None:
+    """The SDK's message carries the scenario's content (so a parity comparison is not
+    vacuous): stop reason, tool calls, thinking and usage."""
+    assert message.stop_reason == ("tool_use" if scenario.tool_calls else "end_turn")
+    tool_uses = [(b.name, b.input) for b in message.content if b.type == "tool_use"]
+    assert tool_uses == [(c.name, c.arguments) for c in scenario.tool_calls]
+    thinking = [b.thinking for b in message.content if b.type == "thinking"]
+    assert thinking == ([scenario.thinking] if scenario.thinking else [])
+    u = message.usage
+    assert (
+        u.input_tokens,
+        u.output_tokens,
+        u.cache_read_input_tokens,
+        u.cache_creation_input_tokens,
+    ) == (
+        scenario.usage.input_tokens,
+        scenario.usage.output_tokens,
+        scenario.usage.cache_read_tokens,
+        scenario.usage.cache_write_tokens,
+    )
+
+
 async def raw_post(
     s: Stack, path: str, body: bytes, headers: dict[str, str] | None = None
 ) -> tuple[ClientResponse, bytes]:
@@ -210,23 +243,7 @@ async def test_blocking_parity_and_bytes(name: str, sqlite_url: str, tmp_path: P
         assert via_gateway.id == gateway_rec.response_id
         assert without_ids(via_gateway.model_dump()) == without_ids(direct.model_dump())
         # The comparison is not vacuous: the scenario's content is really there.
-        assert via_gateway.stop_reason == ("tool_use" if scenario.tool_calls else "end_turn")
-        tool_uses = [(b.name, b.input) for b in via_gateway.content if b.type == "tool_use"]
-        assert tool_uses == [(c.name, c.arguments) for c in scenario.tool_calls]
-        thinking = [b.thinking for b in via_gateway.content if b.type == "thinking"]
-        assert thinking == ([scenario.thinking] if scenario.thinking else [])
-        u = via_gateway.usage
-        assert (
-            u.input_tokens,
-            u.output_tokens,
-            u.cache_read_input_tokens,
-            u.cache_creation_input_tokens,
-        ) == (
-            scenario.usage.input_tokens,
-            scenario.usage.output_tokens,
-            scenario.usage.cache_read_tokens,
-            scenario.usage.cache_write_tokens,
-        )
+        assert_scenario_message(via_gateway, scenario)
 
 
 @pytest.mark.parametrize("name", list(SCENARIOS))
@@ -256,23 +273,7 @@ async def test_streaming_parity_and_bytes(name: str, sqlite_url: str, tmp_path: 
         assert gw_final.id == gw_rec.response_id
         assert gw_events == direct_events
         assert without_ids(gw_final.model_dump()) == without_ids(direct_final.model_dump())
-        assert gw_final.stop_reason == ("tool_use" if scenario.tool_calls else "end_turn")
-        tool_uses = [(b.name, b.input) for b in gw_final.content if b.type == "tool_use"]
-        assert tool_uses == [(c.name, c.arguments) for c in scenario.tool_calls]
-        thinking = [b.thinking for b in gw_final.content if b.type == "thinking"]
-        assert thinking == ([scenario.thinking] if scenario.thinking else [])
-        u = gw_final.usage
-        assert (
-            u.input_tokens,
-            u.output_tokens,
-            u.cache_read_input_tokens,
-            u.cache_creation_input_tokens,
-        ) == (
-            scenario.usage.input_tokens,
-            scenario.usage.output_tokens,
-            scenario.usage.cache_read_tokens,
-            scenario.usage.cache_write_tokens,
-        )
+        assert_scenario_message(gw_final, scenario)
 
         assert resp.status == 200
         assert resp.headers["Content-Type"].startswith("text/event-stream")
@@ -322,11 +323,7 @@ async def test_recording(stream: bool, db_url: str, tmp_path: Path) -> None:
             "tools": [WEATHER_TOOL, TIME_TOOL],
         }
         async with asyncio.timeout(TIMEOUT):
-            if stream:
-                async with sdk.messages.stream(**params) as st:
-                    message = await st.get_final_message()
-            else:
-                message = await sdk.messages.create(**params)
+            message = await create_message(sdk, stream, **params)
         assert message.stop_reason == "tool_use"
         upstream = s.fake.requests[-1]
         assert upstream.headers["User-Agent"] == CLAUDE_UA
@@ -500,11 +497,7 @@ async def test_upstream_http_error_relayed(
         sdk = gateway_sdk(s)
         with pytest.raises(exc_class) as caught:
             async with asyncio.timeout(TIMEOUT):
-                if stream:
-                    async with sdk.messages.stream(**request_kwargs()) as st:
-                        await st.get_final_message()
-                else:
-                    await sdk.messages.create(**request_kwargs())
+                await create_message(sdk, stream, **request_kwargs())
         err = caught.value
         assert err.status_code == status
         expected_type, expected_message = wire.ERROR_TYPES[status]
@@ -535,11 +528,7 @@ async def test_upstream_401_single_key_is_key_failure(
         sdk = gateway_sdk(s)
         with pytest.raises(anthropic.InternalServerError) as caught:
             async with asyncio.timeout(TIMEOUT):
-                if stream:
-                    async with sdk.messages.stream(**request_kwargs()) as st:
-                        await st.get_final_message()
-                else:
-                    await sdk.messages.create(**request_kwargs())
+                await create_message(sdk, stream, **request_kwargs())
         err = caught.value
         assert err.status_code == 502
         assert err.body == {
@@ -565,11 +554,7 @@ async def test_upstream_429_single_key_is_rate_limited(
         sdk = gateway_sdk(s)
         with pytest.raises(anthropic.RateLimitError) as caught:
             async with asyncio.timeout(TIMEOUT):
-                if stream:
-                    async with sdk.messages.stream(**request_kwargs()) as st:
-                        await st.get_final_message()
-                else:
-                    await sdk.messages.create(**request_kwargs())
+                await create_message(sdk, stream, **request_kwargs())
         err = caught.value
         assert err.status_code == 429
         assert err.response.headers["Retry-After"] == "7"
@@ -695,11 +680,7 @@ async def test_upstream_unreachable(stream: bool, sqlite_url: str, tmp_path: Pat
         sdk = gateway_sdk(s)
         with pytest.raises(anthropic.InternalServerError) as caught:
             async with asyncio.timeout(TIMEOUT):
-                if stream:
-                    async with sdk.messages.stream(**request_kwargs()) as st:
-                        await st.get_final_message()
-                else:
-                    await sdk.messages.create(**request_kwargs())
+                await create_message(sdk, stream, **request_kwargs())
         err = caught.value
         assert err.status_code == 502
         assert isinstance(err.body, dict)

@@ -54,6 +54,18 @@ async def settle(pool: CachedBridgePool[Any]) -> None:
         await pool.settle()
 
 
+def gated_harness() -> tuple[Harness, asyncio.Event]:
+    """A harness whose builds wait for the returned event before they build."""
+    release = asyncio.Event()
+
+    async def in_builder(_key: BridgeKey, _snapshot: ProviderSnapshot) -> None:
+        await release.wait()
+
+    h = Harness()
+    h.in_builder = in_builder
+    return h, release
+
+
 class Held:
     """A request that holds its bridge until released (a long response in flight)."""
 
@@ -233,13 +245,7 @@ async def test_serve_uncached_fallback_coalesces_concurrent_builds() -> None:
     """Mirrors ``TestPoolServeUncachedFallbackCoalescesConcurrentBuilds``: 16 concurrent
     requests join one blocked uncached build; all are served; exactly one MCP Init and one
     MCP Shutdown; KeysAdded 0; uncached-serve counter 16."""
-    release = asyncio.Event()
-
-    async def in_builder(_key: BridgeKey, _snapshot: ProviderSnapshot) -> None:
-        await release.wait()
-
-    h = Harness()
-    h.in_builder = in_builder
+    h, release = gated_harness()
     pool = h.pool(max_items=10, ttl=-1.0)
     actor = make_actor()
     try:
@@ -312,13 +318,7 @@ async def test_build_group_releases_waiters_after_exception() -> None:
     """Mirrors ``TestBridgeBuildGroupReleasesWaitersAfterPanic``: a failing build raises the
     same error in the leader and the joined waiter; the key can be built again afterwards.
     Also: the MCP proxier made for the failed build is closed."""
-    release = asyncio.Event()
-
-    async def in_builder(_key: BridgeKey, _snapshot: ProviderSnapshot) -> None:
-        await release.wait()
-
-    h = Harness()
-    h.in_builder = in_builder
+    h, release = gated_harness()
     h.build_error = ValueError("boom")
     pool = h.pool(max_items=10, ttl=60.0)
     actor = make_actor()
@@ -512,13 +512,7 @@ async def test_prometheus_series_on_injected_registry() -> None:
 async def test_single_flight_concurrent_first_requests_build_one_bridge() -> None:
     """DESIGN "single-flight construction": N concurrent first requests build exactly one
     bridge, which is cached (KeysAdded 1) and shared by all of them."""
-    release = asyncio.Event()
-
-    async def in_builder(_key: BridgeKey, _snapshot: ProviderSnapshot) -> None:
-        await release.wait()
-
-    h = Harness()
-    h.in_builder = in_builder
+    h, release = gated_harness()
     pool = h.pool(max_items=10, ttl=60.0)
     actor = make_actor()
     try:
@@ -540,13 +534,7 @@ async def test_single_flight_concurrent_first_requests_build_one_bridge() -> Non
 async def test_cancelled_leader_does_not_strand_joined_callers() -> None:
     """The build runs in its own task: cancelling the request that started it does not
     cancel it; the joined request gets the bridge and it is cached for later ones."""
-    release = asyncio.Event()
-
-    async def in_builder(_key: BridgeKey, _snapshot: ProviderSnapshot) -> None:
-        await release.wait()
-
-    h = Harness()
-    h.in_builder = in_builder
+    h, release = gated_harness()
     pool = h.pool(max_items=10, ttl=60.0)
     actor = make_actor()
     try:

@@ -190,22 +190,32 @@ async def test_client_disconnect_cancels_upstream_at_once(
 # --------------------------------------------------------------------------- 2. stalls
 
 
+async def post_to_stalled_upstream(
+    s: Stack, api: Api, *, stream: bool
+) -> tuple[Scenario, int, dict[str, str], bytes]:
+    """Add provider "p" with a 0.5 s upstream timeout, make its upstream stall, POST one
+    request to it and release the stall once the gateway answered; returns the stall
+    scenario and the (status, headers, body) the client got."""
+    await s.add_provider("p", api.ptype, settings={"upstream_timeout_seconds": 0.5})
+    release = asyncio.Event()
+    stall = Scenario.stall(release=release)
+    s.fake.enqueue(stall)
+    try:
+        async with aiohttp.ClientSession() as session:
+            status, headers, raw = await post(
+                session, api.url(s, "p"), api.request(stream=stream), api.headers(s.user_token)
+            )
+    finally:
+        release.set()
+    return stall, status, headers, raw
+
+
 @pytest.mark.parametrize("api", APIS, ids=lambda a: a.name)
 async def test_stalled_stream_times_out_with_provider_error_event(
     api: Api, sqlite_url: str, tmp_path: Path
 ) -> None:
     async with stack(sqlite_url, tmp_path) as s:
-        await s.add_provider("p", api.ptype, settings={"upstream_timeout_seconds": 0.5})
-        release = asyncio.Event()
-        stall = Scenario.stall(release=release)
-        s.fake.enqueue(stall)
-        try:
-            async with aiohttp.ClientSession() as session:
-                status, _, raw = await post(
-                    session, api.url(s, "p"), api.request(stream=True), api.headers(s.user_token)
-                )
-        finally:
-            release.set()
+        stall, status, _, raw = await post_to_stalled_upstream(s, api, stream=True)
         assert status == 200
         assert stall.stalled.is_set()
         events = sse_events(raw)
@@ -232,17 +242,7 @@ async def test_stalled_stream_times_out_with_provider_error_event(
 @pytest.mark.parametrize("api", [MESSAGES, CHAT], ids=lambda a: a.name)
 async def test_stalled_blocking_request_gets_504(api: Api, sqlite_url: str, tmp_path: Path) -> None:
     async with stack(sqlite_url, tmp_path) as s:
-        await s.add_provider("p", api.ptype, settings={"upstream_timeout_seconds": 0.5})
-        release = asyncio.Event()
-        stall = Scenario.stall(release=release)
-        s.fake.enqueue(stall)
-        try:
-            async with aiohttp.ClientSession() as session:
-                status, headers, raw = await post(
-                    session, api.url(s, "p"), api.request(stream=False), api.headers(s.user_token)
-                )
-        finally:
-            release.set()
+        _, status, headers, raw = await post_to_stalled_upstream(s, api, stream=False)
         assert status == 504
         assert headers["Content-Type"].startswith("application/json")
         body = orjson.loads(raw)

@@ -26,15 +26,22 @@ from tests.openai_e2e import (
     CODEX_UA,
     PROVIDER_KEY,
     SCENARIOS,
-    admin_get,
+    STATUS_ERRORS,
+    add_openai,
+    admin_tokens,
+    assert_admin_reports,
+    assert_codex_interception,
+    assert_unreachable_upstream,
     close_sdks,
+    collect,
     direct_sdk,
     gateway_sdk,
     normalize,
+    nth_recording,
     refusing_port,
     sse_events,
 )
-from tests.recorded import interceptions, only_interception, recorded, user_id
+from tests.recorded import interceptions, only_interception, user_id
 from tests.stack import TIMEOUT, Stack, stack
 
 TOOLS: list[dict[str, Any]] = [
@@ -77,16 +84,6 @@ def responses_request(
         "reasoning": {"effort": "low", "summary": "auto"},
         **extra,
     }
-
-
-async def add_openai(s: Stack) -> None:
-    """The default provider every test here talks to."""
-    await s.add_provider("openai", "openai")
-
-
-async def collect(stream: Any) -> list[dict[str, Any]]:
-    """Drain an SDK event stream into plain dicts."""
-    return [event.model_dump() async for event in stream]
 
 
 def upstream_stream_bytes(s: Stack, scenario: Scenario) -> bytes:
@@ -231,17 +228,8 @@ async def test_recording(stream: bool, db_url: str, tmp_path: Path) -> None:
             upstream = s.fake.requests[-1]
             assert upstream.scenario is scenario and upstream.response_id is not None
             stored = s.fake.responses[upstream.response_id]
-            await s.flush_records()
-            rows = await interceptions(s.services)
-            assert len(rows) == n, "each request is exactly one interception"
-            (row,) = [r for r in rows if r.model == model]
-            rec = await recorded(s.services, row.id)
-            i = rec.interception
-            assert (i.provider, i.provider_name, i.model) == ("openai", "openai", model)
-            assert i.initiator_id == dev
-            assert (i.client, i.client_session_id, i.user_agent) == ("Codex", session, CODEX_UA)
-            assert i.ended_at is not None
-            assert (i.error_type, i.error_message) == (None, None)
+            rec = await nth_recording(s, n, model)
+            assert_codex_interception(rec, model, dev, session)
             u = scenario.usage
             assert [
                 (
@@ -281,13 +269,7 @@ async def test_recording(stream: bool, db_url: str, tmp_path: Path) -> None:
                 [(DEFAULT_THINKING, {"source": "reasoning_summary"})] if scenario.thinking else []
             )
             expected[model] = {
-                "tokens": {
-                    "input": u.input_tokens,
-                    "output": u.output_tokens,
-                    "cache_read": u.cache_read_tokens,
-                    "cache_write": 0,
-                    "reasoning": u.reasoning_tokens,
-                },
+                "tokens": admin_tokens(u),
                 "prompt": prompt,
                 "session": session,
                 "calls": [
@@ -296,44 +278,20 @@ async def test_recording(stream: bool, db_url: str, tmp_path: Path) -> None:
                 ],
                 "thoughts": 1 if scenario.thinking else 0,
             }
-        async with asyncio.timeout(TIMEOUT):
-            listing = await admin_get(s, "/api/v1/interceptions?limit=50")
-            usage = await admin_get(s, "/api/v1/usage?group_by=model")
-        by_model = {item["model"]: item for item in listing["interceptions"]}
-        assert set(by_model) == set(expected)
+        by_model = await assert_admin_reports(s, expected)
         for model, want in expected.items():
-            item = by_model[model]
-            assert item["tokens"] == want["tokens"]
-            assert item["prompt"] == want["prompt"]
-            assert (item["client"], item["session_id"]) == ("Codex", want["session"])
-            assert item["thought_count"] == want["thoughts"]
-            got_calls = [
-                {k: c[k] for k in ("name", "call_id", "arguments")} for c in item["tool_calls"]
-            ]
-            assert sorted(got_calls, key=lambda c: c["call_id"]) == sorted(
-                want["calls"], key=lambda c: c["call_id"]
-            )
-        assert usage["rows"] == [
-            {"key": model, "interceptions": 1, **want["tokens"]}
-            for model, want in sorted(expected.items())
-        ]
+            assert by_model[model]["thought_count"] == want["thoughts"]
 
 
 # --------------------------------------------------------------------------- errors
 
-_STATUS_ERRORS: dict[int, tuple[type[openai.APIStatusError], str]] = {
-    400: (openai.BadRequestError, "bad_request"),
-    500: (openai.InternalServerError, "server_error"),
-    503: (openai.InternalServerError, "overloaded"),
-}
-
 
 @pytest.mark.parametrize("stream", [False, True], ids=["blocking", "streaming"])
-@pytest.mark.parametrize("status", sorted(_STATUS_ERRORS))
+@pytest.mark.parametrize("status", sorted(STATUS_ERRORS))
 async def test_upstream_http_error_relayed_verbatim(
     status: int, stream: bool, sqlite_url: str, tmp_path: Path
 ) -> None:
-    exc_type, error_type = _STATUS_ERRORS[status]
+    exc_type, error_type = STATUS_ERRORS[status]
     async with stack(sqlite_url, tmp_path) as s:
         await add_openai(s)
         s.fake.enqueue(Scenario.http_error(status))
@@ -450,17 +408,10 @@ async def test_upstream_unreachable(sqlite_url: str, tmp_path: Path) -> None:
     with refusing_port() as port:
         async with stack(sqlite_url, tmp_path) as s:
             await s.add_provider("openai", "openai", base_url=f"http://127.0.0.1:{port}/v1")
-            for stream in (False, True):
-                async with asyncio.timeout(TIMEOUT):
-                    with pytest.raises(openai.InternalServerError) as info:
-                        await gateway_sdk(s).responses.create(**responses_request(), stream=stream)
-                assert info.value.status_code == 502
-                err = info.value.response.json()["error"]
-                assert err["type"] == "server_error"
-                assert err["message"].startswith("upstream unreachable")
-            await s.flush_records()
-            rows = await interceptions(s.services)
-            assert [r.error_type for r in rows] == ["server_error", "server_error"]
+            sdk = gateway_sdk(s)
+            await assert_unreachable_upstream(
+                s, lambda stream: sdk.responses.create(**responses_request(), stream=stream)
+            )
 
 
 async def test_background_is_not_supported(sqlite_url: str, tmp_path: Path) -> None:

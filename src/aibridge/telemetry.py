@@ -19,6 +19,7 @@ class JSONFormatter(logging.Formatter):
     """One JSON object per line with the record's ``extra`` fields."""
 
     def format(self, record: logging.LogRecord) -> str:
+        """One JSON line for ``record``."""
         data: dict[str, Any] = {
             "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
             "level": record.levelname.lower(),
@@ -40,6 +41,7 @@ class TextFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
+        """The standard line plus ``key=value`` extras."""
         line = super().format(record)
         extras = [
             f"{k}={v}"

@@ -68,12 +68,16 @@ def _invalid(message: str, validations: list[Validation]) -> APIError:
     return APIError(400, message, "fix the fields listed in validations", validations)
 
 
-async def _load_user(services: Services, ref: str) -> User:
-    async with services.sessions() as session:
-        user = await repo.get_user(session, ref)
+async def _require_user(session: AsyncSession, ref: str) -> User:
+    user = await repo.get_user(session, ref)
     if user is None:
         raise APIError(404, "User not found.", f"no user with id or username {ref!r}")
     return user
+
+
+async def _load_user(services: Services, ref: str) -> User:
+    async with services.sessions() as session:
+        return await _require_user(session, ref)
 
 
 def _audit(session: AsyncSession, actor: Actor, **kwargs: Any) -> None:
@@ -152,20 +156,10 @@ async def update_user(request: web.Request) -> web.Response:
     ref = request.match_info["user"]
     try:
         async with services.sessions() as session, session.begin():
-            user = await repo.get_user(session, ref)
-            if user is None:
-                raise APIError(404, "User not found.", f"no user with id or username {ref!r}")
+            user = await _require_user(session, ref)
             changes = await repo.update_user(session, user, email=email, role=role, status=status)
             if changes:
-                _audit(
-                    session,
-                    actor,
-                    action="update",
-                    resource_type="user",
-                    resource_id=str(user.id),
-                    resource_name=user.username,
-                    diff=changes,
-                )
+                _audit(session, actor, **repo.user_updated_audit(user, changes))
     except repo.LastAdminError as err:
         raise APIError(400, "Cannot remove the last active admin.", str(err)) from err
     if "role" in changes or "status" in changes:
@@ -246,25 +240,9 @@ async def create_user_key(request: web.Request) -> web.Response:
     services = _services(request)
     ref = request.match_info["user"]
     async with services.sessions() as session, session.begin():
-        user = await repo.get_user(session, ref)
-        if user is None:
-            raise APIError(404, "User not found.", f"no user with id or username {ref!r}")
+        user = await _require_user(session, ref)
         key, token = await repo.create_key(session, user, name or "", expires_at)
-        _audit(
-            session,
-            actor,
-            action="create",
-            resource_type="api_key",
-            resource_id=key.id,
-            resource_name=key.name,
-            diff={
-                "user_id": str(user.id),
-                "username": user.username,
-                "name": key.name,
-                "expires_at": key.expires_at.isoformat() if key.expires_at else None,
-            },
-            status_code=201,
-        )
+        _audit(session, actor, **repo.key_created_audit(user, key))
     info = repo.KeyInfo.from_row(key).as_dict()
     info["token"] = token
     return json_response(info, status=201)
@@ -277,24 +255,13 @@ async def revoke_user_key(request: web.Request) -> web.Response:
     services = _services(request)
     ref, key_id = request.match_info["user"], request.match_info["key_id"]
     async with services.sessions() as session, session.begin():
-        user = await repo.get_user(session, ref)
-        if user is None:
-            raise APIError(404, "User not found.", f"no user with id or username {ref!r}")
+        user = await _require_user(session, ref)
         try:
             info, changed = await repo.revoke_key(session, key_id, user)
         except repo.KeyNotFound as err:
             raise APIError(404, "API key not found.", str(err)) from err
         if changed:
-            _audit(
-                session,
-                actor,
-                action="revoke",
-                resource_type="api_key",
-                resource_id=info.id,
-                resource_name=info.name,
-                diff={"username": user.username, "revoked_at": info.as_dict()["revoked_at"]},
-                status_code=204,
-            )
+            _audit(session, actor, **repo.key_revoked_audit(info, user.username))
     services.authenticator.invalidate(key_id)
     if changed:
         await publish_quietly(services.pubsub, API_KEYS_CHANGED, key_id.encode())

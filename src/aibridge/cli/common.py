@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import click
 import orjson
 from pydantic import ValidationError
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aibridge.config import Settings
@@ -20,11 +21,20 @@ from aibridge.store.db import create_engine, migrate, session_factory
 
 T = TypeVar("T")
 
+CLI_ACTOR = "cli"
+"""The actor name of audit rows written by CLI commands."""
+
 database_option = click.option(
     "--database-url",
     envvar="AIBRIDGE_DATABASE_URL",
     default="",
     help="postgresql://… or sqlite:///file.db (default: SQLite in $AIBRIDGE_DATA_DIR).",
+)
+data_dir_option = click.option(
+    "--data-dir",
+    envvar="AIBRIDGE_DATA_DIR",
+    default="",
+    help="Directory of the SQLite database (default ./aibridge-data).",
 )
 
 
@@ -98,3 +108,16 @@ def async_command(fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]
         return run(fn(*args, **kwargs))
 
     return wrapper
+
+
+async def notify_at_commit(session: AsyncSession, channel: str, payload: str = "") -> None:
+    """Queue a PostgreSQL ``NOTIFY`` for running replicas (nothing on SQLite).
+
+    NOTIFY inside the transaction is delivered by PostgreSQL exactly when it commits (and
+    never if it rolls back): the "publish after commit" rule without a second connection.
+    """
+    conn = await session.connection()
+    if conn.dialect.name == "postgresql":
+        await conn.execute(
+            text("SELECT pg_notify(:channel, :payload)"), {"channel": channel, "payload": payload}
+        )

@@ -15,17 +15,19 @@ from typing import IO, Any, TypeVar
 
 import click
 import orjson
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aibridge.admin.providers import provider_json
 from aibridge.cli import main
 from aibridge.cli.common import (
+    CLI_ACTOR,
+    data_dir_option,
     database_option,
     echo_json,
     echo_table,
     fail,
     load_settings,
+    notify_at_commit,
     open_store,
     run,
 )
@@ -44,15 +46,8 @@ from aibridge.store.pubsub import PROVIDERS_CHANGED
 from aibridge.store.seed import check_encryption
 
 T = TypeVar("T")
-CLI_ACTOR = "cli"
 TYPES_HELP = ", ".join(PROVIDER_TYPES)
 
-data_dir_option = click.option(
-    "--data-dir",
-    envvar="AIBRIDGE_DATA_DIR",
-    default="",
-    help="Directory of the SQLite database (default ./aibridge-data).",
-)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 
 
@@ -93,15 +88,7 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 async def _notify(session: AsyncSession) -> None:
-    # NOTIFY inside the transaction is delivered by PostgreSQL exactly when it commits
-    # (and never if it rolls back): the "publish after commit" rule without a second
-    # connection.
-    conn = await session.connection()
-    if conn.dialect.name == "postgresql":
-        await conn.execute(
-            text("SELECT pg_notify(:channel, :payload)"),
-            {"channel": PROVIDERS_CHANGED, "payload": ""},
-        )
+    await notify_at_commit(session, PROVIDERS_CHANGED)
 
 
 def _after_write(url: str, settings: Settings) -> None:

@@ -15,17 +15,19 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aibridge.cli import main
 from aibridge.cli.common import (
+    CLI_ACTOR,
+    data_dir_option,
     database_option,
     echo_json,
     echo_table,
     fail,
     load_settings,
+    notify_at_commit,
     open_store,
     run,
 )
@@ -37,14 +39,6 @@ from aibridge.store.pubsub import API_KEYS_CHANGED
 from aibridge.store.types import utcnow
 
 T = TypeVar("T")
-CLI_ACTOR = "cli"
-
-data_dir_option = click.option(
-    "--data-dir",
-    envvar="AIBRIDGE_DATA_DIR",
-    default="",
-    help="Directory of the SQLite database (default ./aibridge-data).",
-)
 
 
 class _Failure(Exception):
@@ -90,12 +84,7 @@ async def _notify(session: AsyncSession, payload: str) -> None:
 
     SQLite deployments run one process whose cache entries expire on their own TTL.
     """
-    conn = await session.connection()
-    if conn.dialect.name == "postgresql":
-        await conn.execute(
-            text("SELECT pg_notify(:channel, :payload)"),
-            {"channel": API_KEYS_CHANGED, "payload": payload},
-        )
+    await notify_at_commit(session, API_KEYS_CHANGED, payload)
 
 
 def _audit(session: AsyncSession, **kwargs: Any) -> None:
@@ -212,14 +201,7 @@ def _set_status(name: str, status: str, database_url: str, data_dir: str) -> Non
                 except repo.LastAdminError as exc:
                     raise _Failure(f"{exc} (e.g. `aibridge users create NAME --admin`)") from exc
                 if changes:
-                    _audit(
-                        session,
-                        action="update",
-                        resource_type="user",
-                        resource_id=str(user.id),
-                        resource_name=user.username,
-                        diff=changes,
-                    )
+                    _audit(session, **repo.user_updated_audit(user, changes))
                     await _notify(session, f"user:{user.id}")
             return user.username, bool(changes)
 
@@ -282,20 +264,7 @@ def keys_create(
             async with sessions() as session, session.begin():
                 user = await _require_user(session, username)
                 key, token = await repo.create_key(session, user, key_name, expires_at)
-                _audit(
-                    session,
-                    action="create",
-                    resource_type="api_key",
-                    resource_id=key.id,
-                    resource_name=key.name,
-                    diff={
-                        "user_id": str(user.id),
-                        "username": user.username,
-                        "name": key.name,
-                        "expires_at": expires_at.isoformat() if expires_at else None,
-                    },
-                    status_code=201,
-                )
+                _audit(session, **repo.key_created_audit(user, key))
                 suspended = user.status != "active"
             if suspended:
                 click.echo(
@@ -364,15 +333,7 @@ def keys_revoke(key_id: str, database_url: str, data_dir: str) -> None:
                 owner = await repo.get_user(session, info.user_id)
                 owner_name = owner.username if owner else str(info.user_id)
                 if changed:
-                    _audit(
-                        session,
-                        action="revoke",
-                        resource_type="api_key",
-                        resource_id=info.id,
-                        resource_name=info.name,
-                        diff={"username": owner_name, "revoked_at": info.as_dict()["revoked_at"]},
-                        status_code=204,
-                    )
+                    _audit(session, **repo.key_revoked_audit(info, owner_name))
                     await _notify(session, info.id)
             return info, changed, owner_name
 

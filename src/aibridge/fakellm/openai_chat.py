@@ -148,18 +148,21 @@ def stream_events(
     """``chat.completion.chunk`` events, the usage chunk (``choices: []``) when
     ``include_usage``, and ``data: [DONE]``."""
 
-    def chunk(
-        delta: dict[str, Any], finish: str | None = None, *, is_delta: bool = False
-    ) -> SSEEvent:
-        data: dict[str, Any] = {
+    def envelope(choices: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
             "id": ids.completion_id,
             "object": "chat.completion.chunk",
             "created": ids.created,
             "model": model,
             "service_tier": "default",
             "system_fingerprint": SYSTEM_FINGERPRINT,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+            "choices": choices,
         }
+
+    def chunk(
+        delta: dict[str, Any], finish: str | None = None, *, is_delta: bool = False
+    ) -> SSEEvent:
+        data = envelope([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}])
         if include_usage:
             data["usage"] = None
         return SSEEvent(None, data, is_delta=is_delta)
@@ -194,21 +197,7 @@ def stream_events(
             )
     events.append(chunk({}, _finish_reason(scenario)))
     if include_usage:
-        events.append(
-            SSEEvent(
-                None,
-                {
-                    "id": ids.completion_id,
-                    "object": "chat.completion.chunk",
-                    "created": ids.created,
-                    "model": model,
-                    "service_tier": "default",
-                    "system_fingerprint": SYSTEM_FINGERPRINT,
-                    "choices": [],
-                    "usage": usage_body(scenario.usage),
-                },
-            )
-        )
+        events.append(SSEEvent(None, {**envelope([]), "usage": usage_body(scenario.usage)}))
     events.append(SSEEvent(None, "[DONE]"))
     return events
 

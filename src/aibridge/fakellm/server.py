@@ -7,8 +7,8 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -262,6 +262,17 @@ class FakeLLM:
             return self._error(rec, provider, 401)
         return None
 
+    def _refusal(
+        self, rec: RecordedRequest, provider: Literal["anthropic", "openai"]
+    ) -> web.Response | None:
+        """What an auxiliary endpoint answers instead of its result: the 401 of
+        :meth:`_auth_error`, or the HTTP error scripted for the request's key."""
+        if (denied := self._auth_error(rec, provider)) is not None:
+            return denied
+        if (ks := self._key_scenario(rec)) is not None and ks.kind is Kind.HTTP_ERROR:
+            return self._error(rec, provider, ks.status, scenario=ks)
+        return None
+
     def _key_scenario(self, rec: RecordedRequest) -> Scenario | None:
         key = rec.credential()
         return self.key_scenarios.get(key) if key is not None else None
@@ -301,10 +312,7 @@ class FakeLLM:
         )
         rec.status = 200
         cut = cut_index(events, scenario.deltas_before) if scenario.kind in _INTERRUPTING else -1
-        task = asyncio.current_task()
-        assert task is not None
-        self._active.add(task)
-        try:
+        with self._tracked(rec):
             await resp.prepare(request)
             for i, event in enumerate(events):
                 if i == cut:
@@ -321,6 +329,16 @@ class FakeLLM:
                 await resp.write(event.encode())
             await resp.write_eof()
             return resp
+
+    @contextmanager
+    def _tracked(self, rec: RecordedRequest) -> Iterator[None]:
+        """Track the running handler (so closing the server can cancel it) and note a client
+        that went away while it ran."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._active.add(task)
+        try:
+            yield
         except (asyncio.CancelledError, ConnectionError):
             self._note_disconnect(rec)
             raise
@@ -362,10 +380,7 @@ class FakeLLM:
         error_status: int,
     ) -> web.StreamResponse:
         """A non-streaming answer, with the scenario's delay, stall, drop or error."""
-        task = asyncio.current_task()
-        assert task is not None
-        self._active.add(task)
-        try:
+        with self._tracked(rec):
             if scenario.delay:
                 await asyncio.sleep(scenario.delay)
             if scenario.kind is Kind.STALL:
@@ -384,11 +399,6 @@ class FakeLLM:
                 await resp.write(payload[: len(payload) // 2])
                 return self._drop(request, rec, resp)
             return self._json(rec, provider, body)
-        except (asyncio.CancelledError, ConnectionError):
-            self._note_disconnect(rec)
-            raise
-        finally:
-            self._active.discard(task)
 
     # ------------------------------------------------------------------ Anthropic
     async def _messages(self, request: web.Request) -> web.StreamResponse:
@@ -425,10 +435,8 @@ class FakeLLM:
 
     async def _count_tokens(self, request: web.Request) -> web.StreamResponse:
         rec = await self._record(request)
-        if (denied := self._auth_error(rec, "anthropic")) is not None:
-            return denied
-        if (ks := self._key_scenario(rec)) is not None and ks.kind is Kind.HTTP_ERROR:
-            return self._error(rec, "anthropic", ks.status, scenario=ks)
+        if (refused := self._refusal(rec, "anthropic")) is not None:
+            return refused
         body = rec.json
         if not isinstance(body, dict) or "model" not in body or "messages" not in body:
             return self._error(rec, "anthropic", 400, message="model and messages are required")
@@ -443,10 +451,8 @@ class FakeLLM:
     async def _models(self, request: web.Request) -> web.StreamResponse:
         rec = await self._record(request)
         provider = self._models_provider(rec)
-        if (denied := self._auth_error(rec, provider)) is not None:
-            return denied
-        if (ks := self._key_scenario(rec)) is not None and ks.kind is Kind.HTTP_ERROR:
-            return self._error(rec, provider, ks.status, scenario=ks)
+        if (refused := self._refusal(rec, provider)) is not None:
+            return refused
         body = anthropic.models_body() if provider == "anthropic" else openai_chat.models_body()
         return self._json(rec, provider, body)
 
@@ -473,16 +479,17 @@ class FakeLLM:
         return self._json(rec, provider, found)
 
     # ------------------------------------------------------------------ OpenAI chat
-    async def _chat(self, request: web.Request) -> web.StreamResponse:
-        rec = await self._record(request)
-        if (denied := self._auth_error(rec, "openai")) is not None:
-            return denied
+    def _openai_body(
+        self, rec: RecordedRequest, required: tuple[str, ...]
+    ) -> dict[str, Any] | web.Response:
+        """The request's JSON object, or OpenAI's 400 when it is not one or lacks a member
+        of ``required``."""
         body = rec.json
         if not isinstance(body, dict):
             return self._error(
                 rec, "openai", 400, message="We could not parse the JSON body of your request."
             )
-        for name in ("model", "messages"):
+        for name in required:
             if name not in body:
                 return self._error(
                     rec,
@@ -492,6 +499,15 @@ class FakeLLM:
                     code="missing_required_parameter",
                     param=name,
                 )
+        return body
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        rec = await self._record(request)
+        if (denied := self._auth_error(rec, "openai")) is not None:
+            return denied
+        body = self._openai_body(rec, ("model", "messages"))
+        if isinstance(body, web.Response):
+            return body
         rec.api = "chat"
         scenario = self._choose(rec)
         if scenario.kind is Kind.HTTP_ERROR:
@@ -519,20 +535,9 @@ class FakeLLM:
         rec = await self._record(request)
         if (denied := self._auth_error(rec, "openai")) is not None:
             return denied
-        body = rec.json
-        if not isinstance(body, dict):
-            return self._error(
-                rec, "openai", 400, message="We could not parse the JSON body of your request."
-            )
-        if "model" not in body:
-            return self._error(
-                rec,
-                "openai",
-                400,
-                message="Missing required parameter: 'model'.",
-                code="missing_required_parameter",
-                param="model",
-            )
+        body = self._openai_body(rec, ("model",))
+        if isinstance(body, web.Response):
+            return body
         rec.api = "responses"
         scenario = self._choose(rec)
         if scenario.kind is Kind.HTTP_ERROR:

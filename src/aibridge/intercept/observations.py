@@ -9,10 +9,11 @@ accounting"): ``input`` is *uncached* input, cache reads and writes are separate
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
+import msgspec
 import orjson
 
 from aibridge.intercept.sse import SSEEvent
@@ -26,14 +27,21 @@ __all__ = [
     "TokenUsage",
     "ToolCall",
     "UpstreamError",
+    "as_dict",
     "as_int",
+    "as_str",
+    "decode_and_apply",
+    "decode_body",
     "parse_arguments",
     "sum_usages",
+    "uncached_usage",
 ]
 
 log = logging.getLogger(__name__)
 
 ThoughtSource = Literal["thinking", "reasoning_summary", "commentary"]
+
+_T = TypeVar("_T")
 
 
 @dataclass(slots=True)
@@ -76,6 +84,31 @@ class ToolCall:
     response_id: str | None = None
     complete: bool = True
     kind: str = "function"
+
+    @classmethod
+    def parsed(
+        cls,
+        call_id: str,
+        name: str,
+        arguments_raw: str,
+        *,
+        item_id: str | None = None,
+        response_id: str | None = None,
+        complete: bool = True,
+        kind: str = "function",
+    ) -> ToolCall:
+        """A call whose ``arguments`` are ``arguments_raw`` parsed as JSON (see
+        :func:`parse_arguments`)."""
+        return cls(
+            call_id=call_id,
+            name=name,
+            arguments_raw=arguments_raw,
+            arguments=parse_arguments(arguments_raw),
+            item_id=item_id,
+            response_id=response_id,
+            complete=complete,
+            kind=kind,
+        )
 
     @property
     def args(self) -> object:
@@ -169,6 +202,41 @@ def sum_usages(usages: Iterable[TokenUsage]) -> TokenUsage:
     return total
 
 
+def uncached_usage(
+    response_id: str | None,
+    model: str | None,
+    *,
+    total_input: int,
+    cached: int,
+    written: int,
+    output: int,
+    reasoning: int,
+    extra: dict[str, int] | None = None,
+) -> TokenUsage:
+    """A :class:`TokenUsage` from OpenAI-style counters, whose input total *includes* cache
+    reads and writes: uncached input = total - cached - written, clamped at 0."""
+    return TokenUsage(
+        response_id=response_id,
+        model=model,
+        input=max(total_input - cached - written, 0),
+        output=output,
+        cache_read=cached,
+        cache_write=written,
+        reasoning=reasoning,
+        extra={} if extra is None else extra,
+    )
+
+
+def as_str(value: Any) -> str | None:
+    """``value`` when it is a string, else None (upstream fields are not trusted)."""
+    return value if isinstance(value, str) else None
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    """``value`` when it is a dict, else an empty dict."""
+    return value if isinstance(value, dict) else {}
+
+
 def as_int(value: Any) -> int | None:
     """A token counter as int, or None when absent/not a number (bools are not numbers)."""
     if isinstance(value, bool):
@@ -210,3 +278,32 @@ class MalformedCounter:
             log.warning("%s observer: unusable upstream event %r: %s", self.api, name, reason)
         else:
             log.debug("%s observer: unusable upstream event: %s", self.api, reason)
+
+
+def decode_and_apply(
+    event: SSEEvent,
+    decode: Callable[[bytes], _T],
+    apply: Callable[[_T], None],
+    bad: MalformedCounter,
+) -> None:
+    """Decode ``event``'s data and hand it to ``apply``; never raises.
+
+    Data that does not decode, and any exception from ``apply``, is counted in ``bad``.
+    """
+    try:
+        parsed = decode(event.data)
+    except (msgspec.DecodeError, ValueError) as exc:
+        bad.hit(str(exc), event)
+        return
+    try:
+        apply(parsed)
+    except Exception as exc:  # a parser bug must never break the relay
+        bad.hit(f"{type(exc).__name__}: {exc}", event)
+
+
+def decode_body(decode: Callable[[bytes], _T], body: bytes) -> _T | None:
+    """A blocking body decoded, or None when it is not what ``decode`` expects."""
+    try:
+        return decode(body)
+    except (msgspec.DecodeError, ValueError):
+        return None

@@ -27,6 +27,7 @@ from aibridge.secrets_mask import mask_secret
 from aibridge.store import config_version
 from aibridge.store.audit import add_audit
 from aibridge.store.crypto import Encryptor, seal, unseal
+from aibridge.store.locks import take_write_lock
 from aibridge.store.models import AIProvider, AIProviderKey
 from aibridge.store.types import utcnow
 
@@ -179,6 +180,13 @@ def _key_record(encryptor: Encryptor | None, row: AIProviderKey) -> ProviderKeyR
 def _record(
     encryptor: Encryptor | None, row: AIProvider, keys: list[ProviderKeyRecord]
 ) -> ProviderRecord:
+    settings = _decode_settings(encryptor, row.settings, row.settings_key_id)
+    return _record_with(row, keys, settings)
+
+
+def _record_with(
+    row: AIProvider, keys: list[ProviderKeyRecord], settings: dict[str, Any] | None
+) -> ProviderRecord:
     return ProviderRecord(
         id=row.id,
         type=row.type,
@@ -187,7 +195,7 @@ def _record(
         icon=row.icon,
         enabled=row.enabled,
         base_url=row.base_url,
-        settings=_decode_settings(encryptor, row.settings, row.settings_key_id),
+        settings=settings,
         keys=keys,
         created_at=row.created_at,
         updated_at=row.updated_at,
@@ -279,16 +287,10 @@ async def count_all_providers(session: AsyncSession) -> int:
 
 
 async def lock_provider_writes(session: AsyncSession) -> None:
-    """Serialise with every other provider writer until the transaction ends.
-
-    PostgreSQL: a transaction-scoped advisory lock. SQLite: a write statement that
-    matches nothing, which still makes the transaction take the database write lock.
-    """
-    bind = session.bind
-    if bind is not None and bind.dialect.name == "postgresql":
-        await session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": SEED_LOCK_ID})
-    else:
-        await session.execute(update(AIProvider).where(text("1 = 0")).values(deleted=False))
+    """Serialise with every other provider writer until the transaction ends (see
+    :func:`~aibridge.store.locks.take_write_lock`)."""
+    noop = update(AIProvider).where(text("1 = 0")).values(deleted=False)
+    await take_write_lock(session, SEED_LOCK_ID, noop)
 
 
 def _new_keys(
@@ -352,19 +354,8 @@ async def create_provider(
     key_rows, keys = _new_keys(encryptor, row.id, spec.api_keys)
     session.add_all(key_rows)
     await session.flush()
-    return ProviderRecord(
-        id=row.id,
-        type=row.type,
-        name=row.name,
-        display_name=row.display_name,
-        icon=row.icon,
-        enabled=row.enabled,
-        base_url=row.base_url,
-        settings=spec.settings or None,
-        keys=keys,
-        created_at=now,
-        updated_at=now,
-    )
+    # The settings as given (not decoded back from what was just sealed).
+    return _record_with(row, keys, spec.settings or None)
 
 
 async def update_provider(

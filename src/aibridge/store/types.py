@@ -25,6 +25,7 @@ class UTCDateTime(TypeDecorator[datetime]):
     cache_ok = True
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Refuse naive values; store UTC (naive on SQLite, which has no zones)."""
         if value is None:
             return None
         if value.tzinfo is None:
@@ -35,6 +36,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        """Hand back an aware UTC datetime whatever the backend returned."""
         if value is None:
             return None
         if value.tzinfo is None:

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aibridge.auth import mint_token
 from aibridge.store.audit import add_audit
+from aibridge.store.locks import take_write_lock
 from aibridge.store.models import USER_ROLES, USER_STATUSES, ApiKey, User
 from aibridge.store.types import utcnow
 
@@ -210,17 +211,10 @@ def validate_expires_at(expires_at: datetime | None) -> datetime | None:
 
 
 async def _serialise_user_writes(session: AsyncSession) -> None:
-    """Take a transaction-long lock that orders admin-set changes across processes.
-
-    PostgreSQL: an advisory lock (replicas). SQLite: a no-op write makes this the
-    writing transaction *before* anything is read, so the reads that follow cannot be
-    made stale by another process (and no "database is locked" upgrade failure).
-    """
-    conn = await session.connection()
-    if conn.dialect.name == "postgresql":
-        await conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": USERS_LOCK_ID})
-    else:
-        await conn.execute(update(User).where(text("1 = 0")).values(role=User.role))
+    """Take a transaction-long lock that orders admin-set changes across processes (see
+    :func:`~aibridge.store.locks.take_write_lock`)."""
+    noop = update(User).where(text("1 = 0")).values(role=User.role)
+    await take_write_lock(session, USERS_LOCK_ID, noop)
 
 
 async def create_user(
@@ -447,3 +441,49 @@ async def ensure_first_admin(sessions: async_sessionmaker[AsyncSession]) -> str 
         return None
     log.info("created the first admin user", extra={"username": FIRST_ADMIN_USERNAME})
     return token
+
+
+# --- audit rows (shared by the admin API and the CLI) -----------------------------
+
+
+def user_updated_audit(user: User, changes: dict[str, Any]) -> dict[str, Any]:
+    """:func:`~aibridge.store.audit.add_audit` arguments (all but the actor) for an update
+    of ``user`` that made ``changes``."""
+    return {
+        "action": "update",
+        "resource_type": "user",
+        "resource_id": str(user.id),
+        "resource_name": user.username,
+        "diff": changes,
+    }
+
+
+def key_created_audit(user: User, key: ApiKey) -> dict[str, Any]:
+    """:func:`~aibridge.store.audit.add_audit` arguments (all but the actor) for ``key``,
+    just created for ``user``."""
+    return {
+        "action": "create",
+        "resource_type": "api_key",
+        "resource_id": key.id,
+        "resource_name": key.name,
+        "diff": {
+            "user_id": str(user.id),
+            "username": user.username,
+            "name": key.name,
+            "expires_at": key.expires_at.isoformat() if key.expires_at else None,
+        },
+        "status_code": 201,
+    }
+
+
+def key_revoked_audit(info: KeyInfo, owner_name: str) -> dict[str, Any]:
+    """:func:`~aibridge.store.audit.add_audit` arguments (all but the actor) for the key
+    ``info``, just revoked, of the user named ``owner_name``."""
+    return {
+        "action": "revoke",
+        "resource_type": "api_key",
+        "resource_id": info.id,
+        "resource_name": info.name,
+        "diff": {"username": owner_name, "revoked_at": info.as_dict()["revoked_at"]},
+        "status_code": 204,
+    }

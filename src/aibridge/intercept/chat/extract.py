@@ -22,8 +22,12 @@ from aibridge.intercept.observations import (
     TokenUsage,
     ToolCall,
     UpstreamError,
+    as_dict,
     as_int,
-    parse_arguments,
+    as_str,
+    decode_and_apply,
+    decode_body,
+    uncached_usage,
 )
 from aibridge.intercept.sse import SSEEvent
 
@@ -70,21 +74,13 @@ class _Chunk(msgspec.Struct):
 _CHUNK = msgspec.json.Decoder(_Chunk)
 
 
-def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
 def usage_from_openai_chat(
     usage: dict[str, Any], response_id: str | None, model: str | None
 ) -> TokenUsage:
     """Convert a Chat Completions ``usage`` object to uncached-input accounting."""
     prompt = as_int(usage.get("prompt_tokens")) or 0
-    pdet = _dict(usage.get("prompt_tokens_details"))
-    cdet = _dict(usage.get("completion_tokens_details"))
+    pdet = as_dict(usage.get("prompt_tokens_details"))
+    cdet = as_dict(usage.get("completion_tokens_details"))
     cached = as_int(pdet.get("cached_tokens"))
     if cached is None:
         # DeepSeek reports its cache hits at the top level instead.
@@ -101,13 +97,13 @@ def usage_from_openai_chat(
         n = as_int(source.get(key))
         if n:
             extra[name] = n
-    return TokenUsage(
-        response_id=response_id,
-        model=model,
-        input=max(prompt - cached - written, 0),
+    return uncached_usage(
+        response_id,
+        model,
+        total_input=prompt,
+        cached=cached,
+        written=written,
         output=as_int(usage.get("completion_tokens")) or 0,
-        cache_read=cached,
-        cache_write=written,
         reasoning=as_int(cdet.get("reasoning_tokens")) or 0,
         extra=extra,
     )
@@ -118,8 +114,8 @@ def _error_from(value: Any) -> UpstreamError:
     if isinstance(value, dict):
         code = value.get("code")
         return UpstreamError(
-            type=_str(value.get("type")) or "error",
-            message=_str(value.get("message")) or "",
+            type=as_str(value.get("type")) or "error",
+            message=as_str(value.get("message")) or "",
             code=str(code) if code is not None else None,
         )
     return UpstreamError(type="error", message=str(value))
@@ -162,21 +158,13 @@ class ChatStreamObserver:
         if data == _DONE or data.strip() == _DONE:
             self._done = True
             return
-        try:
-            chunk = _CHUNK.decode(data)
-        except (msgspec.DecodeError, ValueError) as exc:
-            self._bad.hit(str(exc), event)
-            return
-        try:
-            self._apply(chunk)
-        except Exception as exc:  # a parser bug must never break the relay
-            self._bad.hit(f"{type(exc).__name__}: {exc}", event)
+        decode_and_apply(event, _CHUNK.decode, self._apply, self._bad)
 
     def _apply(self, chunk: _Chunk) -> None:
         if chunk.error is not None:
             self._error = _error_from(chunk.error)
             return
-        chunk_id = _str(chunk.id)
+        chunk_id = as_str(chunk.id)
         if self._response_id is None and chunk_id:
             self._response_id = chunk_id
         if isinstance(chunk.model, str) and chunk.model:
@@ -206,7 +194,7 @@ class ChatStreamObserver:
                 self._reasoning.setdefault(idx, []).append(text)
 
     def _tool_delta(self, choice: int, tc: _ToolCallDelta) -> None:
-        call_id = _str(tc.id)
+        call_id = as_str(tc.id)
         key: tuple[int, Any]
         if isinstance(tc.index, int):
             key = (choice, tc.index)
@@ -245,11 +233,10 @@ class ChatStreamObserver:
                 continue  # a placeholder some providers emit (e.g. indexes starting at 1)
             raw = "".join(call.parts)
             obs.tool_calls.append(
-                ToolCall(
-                    call_id=call.call_id,
-                    name=call.name,
-                    arguments_raw=raw,
-                    arguments=parse_arguments(raw),
+                ToolCall.parsed(
+                    call.call_id,
+                    call.name,
+                    raw,
                     response_id=self._response_id,
                     # Finished only once its choice has a finish_reason: [DONE] after an
                     # error event does not make cut-off arguments whole.
@@ -263,28 +250,26 @@ class ChatStreamObserver:
 
 def _merge_function(call: _PendingCall, fn: _Function) -> None:
     # The name arrives once; a provider repeating it on every delta must not get it doubled.
-    name = _str(fn.name)
+    name = as_str(fn.name)
     if name and not call.name:
         call.name = name
-    args = _str(fn.arguments)
+    args = as_str(fn.arguments)
     if args:
         call.parts.append(args)
 
 
 def observe_body(body: bytes) -> Observation:
     """Extract records from a blocking Chat Completions body (a completion or an error)."""
+    chunk = decode_body(_CHUNK.decode, body)
+    if chunk is None:
+        return Observation(malformed_events=1)
     obs = Observation()
-    try:
-        chunk = _CHUNK.decode(body)
-    except (msgspec.DecodeError, ValueError):
-        obs.malformed_events = 1
-        return obs
     if chunk.error is not None:
         obs.error = _error_from(chunk.error)
         return obs
     obs.completed = True
-    obs.response_id = _str(chunk.id)
-    obs.model = _str(chunk.model)
+    obs.response_id = as_str(chunk.id)
+    obs.model = as_str(chunk.model)
     if chunk.usage is not None:
         obs.usages.append(usage_from_openai_chat(chunk.usage, obs.response_id, obs.model))
     for choice in chunk.choices or ():
@@ -295,25 +280,17 @@ def observe_body(body: bytes) -> Observation:
             continue
         for tc in m.tool_calls or ():
             fn = tc.function or _Function()
-            raw = _str(fn.arguments) or ""
+            raw = as_str(fn.arguments) or ""
             obs.tool_calls.append(
-                ToolCall(
-                    call_id=_str(tc.id) or "",
-                    name=_str(fn.name) or "",
-                    arguments_raw=raw,
-                    arguments=parse_arguments(raw),
-                    response_id=obs.response_id,
+                ToolCall.parsed(
+                    as_str(tc.id) or "", as_str(fn.name) or "", raw, response_id=obs.response_id
                 )
             )
         if m.function_call is not None:
-            raw = _str(m.function_call.arguments) or ""
+            raw = as_str(m.function_call.arguments) or ""
             obs.tool_calls.append(
-                ToolCall(
-                    call_id="",
-                    name=_str(m.function_call.name) or "",
-                    arguments_raw=raw,
-                    arguments=parse_arguments(raw),
-                    response_id=obs.response_id,
+                ToolCall.parsed(
+                    "", as_str(m.function_call.name) or "", raw, response_id=obs.response_id
                 )
             )
         text = m.reasoning_content if isinstance(m.reasoning_content, str) else m.reasoning

@@ -23,7 +23,9 @@ from aibridge.intercept.observations import (
     ToolCall,
     UpstreamError,
     as_int,
-    parse_arguments,
+    as_str,
+    decode_and_apply,
+    decode_body,
 )
 from aibridge.intercept.sse import SSEEvent
 
@@ -100,10 +102,6 @@ _TEXT_DELTA = re.compile(
     rb'\{"type":"content_block_delta","index":\d+,"delta":\{"type":"text_delta",'
 )
 _BODY = msgspec.json.Decoder(_Body)
-
-
-def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
 
 
 def _update_snapshot(snapshot: dict[str, int], usage: dict[str, Any]) -> None:
@@ -196,15 +194,7 @@ class MessagesStreamObserver:
         data = event.data
         if _TEXT_DELTA.match(data) is not None and data.endswith(b"}}"):
             return
-        try:
-            ev = _EVENT.decode(data)
-        except (msgspec.DecodeError, ValueError) as exc:
-            self._bad.hit(str(exc), event)
-            return
-        try:
-            self._apply(ev)
-        except Exception as exc:  # a parser bug must never break the relay
-            self._bad.hit(f"{type(exc).__name__}: {exc}", event)
+        decode_and_apply(event, _EVENT.decode, self._apply, self._bad)
 
     def _current(self) -> _MessageState:
         if self._msg is None:
@@ -232,8 +222,8 @@ class MessagesStreamObserver:
             if cb.type in _TOOL_KINDS:
                 msg.blocks[ev.index] = _OpenBlock(
                     kind="tool",
-                    call_id=_str(cb.id) or "",
-                    name=_str(cb.name) or "",
+                    call_id=as_str(cb.id) or "",
+                    name=as_str(cb.name) or "",
                     tool_kind=_TOOL_KINDS[cb.type],
                     start_input=_raw_text(cb.input),
                 )
@@ -254,8 +244,8 @@ class MessagesStreamObserver:
             msg = self._msg = _MessageState()
             m = ev.message
             if m is not None:
-                msg.response_id = _str(m.id)
-                msg.model = _str(m.model)
+                msg.response_id = as_str(m.id)
+                msg.model = as_str(m.model)
                 if m.usage is not None:
                     _update_snapshot(msg.snapshot, m.usage)
                     msg.has_usage = True
@@ -269,11 +259,7 @@ class MessagesStreamObserver:
         elif kind == "message_stop":
             self._completed = True
         elif kind == "error":
-            err = ev.error
-            self._error = UpstreamError(
-                type=(_str(err.type) if err else None) or "error",
-                message=(_str(err.message) if err else None) or "",
-            )
+            self._error = _error_from(ev.error)
         # ping and unknown future event types are ignored on purpose.
 
     def result(self) -> Observation:
@@ -302,17 +288,24 @@ class MessagesStreamObserver:
                     # No deltas (a tool without parameters): the start block's input stands.
                     raw = block.start_input
                 obs.tool_calls.append(
-                    ToolCall(
-                        call_id=block.call_id,
-                        name=block.name,
-                        arguments_raw=raw,
-                        arguments=parse_arguments(raw),
+                    ToolCall.parsed(
+                        block.call_id,
+                        block.name,
+                        raw,
                         response_id=msg.response_id,
                         complete=block.stopped,
                         kind=block.tool_kind,
                     )
                 )
         return obs
+
+
+def _error_from(err: _Error | None) -> UpstreamError:
+    """An Anthropic ``error`` member (absent on a bare ``{"type": "error"}``)."""
+    return UpstreamError(
+        type=(as_str(err.type) if err else None) or "error",
+        message=(as_str(err.message) if err else None) or "",
+    )
 
 
 def _raw_text(raw: msgspec.Raw) -> str:
@@ -323,23 +316,17 @@ def _raw_text(raw: msgspec.Raw) -> str:
 
 def observe_body(body: bytes) -> Observation:
     """Extract records from a blocking Messages response body (a message or an error)."""
+    b = decode_body(_BODY.decode, body)
+    if b is None:
+        return Observation(malformed_events=1)
     obs = Observation()
-    try:
-        b = _BODY.decode(body)
-    except (msgspec.DecodeError, ValueError):
-        obs.malformed_events = 1
-        return obs
     if b.type == "error" or b.error is not None:
-        err = b.error
-        obs.error = UpstreamError(
-            type=(_str(err.type) if err else None) or "error",
-            message=(_str(err.message) if err else None) or "",
-        )
+        obs.error = _error_from(b.error)
         return obs
     obs.completed = True
-    obs.response_id = _str(b.id)
-    obs.model = _str(b.model)
-    obs.stop_reason = _str(b.stop_reason)
+    obs.response_id = as_str(b.id)
+    obs.model = as_str(b.model)
+    obs.stop_reason = as_str(b.stop_reason)
     if b.usage is not None:
         snapshot: dict[str, int] = {}
         _update_snapshot(snapshot, b.usage)
@@ -348,11 +335,10 @@ def observe_body(body: bytes) -> Observation:
         if block.type in _TOOL_KINDS:
             raw = _raw_text(block.input)
             obs.tool_calls.append(
-                ToolCall(
-                    call_id=_str(block.id) or "",
-                    name=_str(block.name) or "",
-                    arguments_raw=raw,
-                    arguments=parse_arguments(raw),
+                ToolCall.parsed(
+                    as_str(block.id) or "",
+                    as_str(block.name) or "",
+                    raw,
                     response_id=obs.response_id,
                     kind=_TOOL_KINDS[block.type],
                 )

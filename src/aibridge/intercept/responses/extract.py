@@ -25,8 +25,12 @@ from aibridge.intercept.observations import (
     TokenUsage,
     ToolCall,
     UpstreamError,
+    as_dict,
     as_int,
-    parse_arguments,
+    as_str,
+    decode_and_apply,
+    decode_body,
+    uncached_usage,
 )
 from aibridge.intercept.sse import SSEEvent
 
@@ -77,42 +81,31 @@ _BODY = msgspec.json.Decoder(_Response)
 _EVENT = msgspec.json.Decoder(_Event)
 
 
-def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
 def usage_from_openai_responses(
     usage: dict[str, Any], response_id: str | None, model: str | None
 ) -> TokenUsage:
     """Convert a Responses ``usage`` object to uncached-input accounting."""
-    idet = _dict(usage.get("input_tokens_details"))
-    odet = _dict(usage.get("output_tokens_details"))
-    total_in = as_int(usage.get("input_tokens")) or 0
-    cached = as_int(idet.get("cached_tokens")) or 0
-    written = as_int(idet.get("cache_write_tokens")) or 0
-    return TokenUsage(
-        response_id=response_id,
-        model=model,
-        input=max(total_in - cached - written, 0),
+    idet = as_dict(usage.get("input_tokens_details"))
+    odet = as_dict(usage.get("output_tokens_details"))
+    return uncached_usage(
+        response_id,
+        model,
+        total_input=as_int(usage.get("input_tokens")) or 0,
+        cached=as_int(idet.get("cached_tokens")) or 0,
+        written=as_int(idet.get("cache_write_tokens")) or 0,
         output=as_int(usage.get("output_tokens")) or 0,
-        cache_read=cached,
-        cache_write=written,
         reasoning=as_int(odet.get("reasoning_tokens")) or 0,
     )
 
 
 def _error(value: Any, fallback_message: Any = None, fallback_code: Any = None) -> UpstreamError:
     """An error from a Responses ``error`` object (or top-level code/message fields)."""
-    err = _dict(value)
+    err = as_dict(value)
     code = err.get("code", fallback_code)
     code_s = str(code) if code is not None else None
     return UpstreamError(
-        type=_str(err.get("type")) or code_s or "error",
-        message=_str(err.get("message")) or _str(fallback_message) or "",
+        type=as_str(err.get("type")) or code_s or "error",
+        message=as_str(err.get("message")) or as_str(fallback_message) or "",
         code=code_s,
     )
 
@@ -123,15 +116,14 @@ def _items_to(obs: Observation, items: list[Any], response_id: str | None) -> No
         if not isinstance(item, dict):
             continue
         kind = item.get("type")
-        item_id = _str(item.get("id"))
+        item_id = as_str(item.get("id"))
         if kind == "function_call":
-            raw = _str(item.get("arguments")) or ""
+            raw = as_str(item.get("arguments")) or ""
             obs.tool_calls.append(
-                ToolCall(
-                    call_id=_str(item.get("call_id")) or "",
-                    name=_str(item.get("name")) or "",
-                    arguments_raw=raw,
-                    arguments=parse_arguments(raw),
+                ToolCall.parsed(
+                    as_str(item.get("call_id")) or "",
+                    as_str(item.get("name")) or "",
+                    raw,
                     item_id=item_id,
                     response_id=response_id,
                     complete=item.get("status") in (None, "completed"),
@@ -141,9 +133,9 @@ def _items_to(obs: Observation, items: list[Any], response_id: str | None) -> No
             # Free-form input (a patch, a query…): recorded as text, never parsed as JSON.
             obs.tool_calls.append(
                 ToolCall(
-                    call_id=_str(item.get("call_id")) or "",
-                    name=_str(item.get("name")) or "",
-                    arguments_raw=_str(item.get("input")) or "",
+                    call_id=as_str(item.get("call_id")) or "",
+                    name=as_str(item.get("name")) or "",
+                    arguments_raw=as_str(item.get("input")) or "",
                     arguments=None,
                     item_id=item_id,
                     response_id=response_id,
@@ -152,28 +144,27 @@ def _items_to(obs: Observation, items: list[Any], response_id: str | None) -> No
             )
         elif kind == "reasoning":
             for part in item.get("summary") or ():
-                text = _dict(part).get("text")
+                text = as_dict(part).get("text")
                 if isinstance(text, str) and text:
                     obs.thoughts.append(Thought(content=text, source="reasoning_summary"))
         elif kind == "message":
             if item.get("phase") != "commentary":
                 continue  # output text is not recorded; only commentary counts as a thought
             for part in item.get("content") or ():
-                p = _dict(part)
+                p = as_dict(part)
                 text = p.get("text")
                 if p.get("type") == "output_text" and isinstance(text, str) and text:
                     obs.thoughts.append(Thought(content=text, source="commentary"))
         elif kind in _HOSTED:
-            raw_args = _str(item.get("arguments"))
+            raw_args = as_str(item.get("arguments"))
             if raw_args is None:
                 args = {k: item[k] for k in _HOSTED_ARG_FIELDS if item.get(k) is not None}
                 raw_args = orjson.dumps(args).decode()
             obs.tool_calls.append(
-                ToolCall(
-                    call_id=_str(item.get("call_id")) or "",
-                    name=_str(item.get("name")) or kind,
-                    arguments_raw=raw_args,
-                    arguments=parse_arguments(raw_args),
+                ToolCall.parsed(
+                    as_str(item.get("call_id")) or "",
+                    as_str(item.get("name")) or kind,
+                    raw_args,
                     item_id=item_id,
                     response_id=response_id,
                     kind="hosted",
@@ -182,8 +173,8 @@ def _items_to(obs: Observation, items: list[Any], response_id: str | None) -> No
 
 
 def _stop_reason(resp: _Response) -> str | None:
-    reason = _dict(resp.incomplete_details).get("reason")
-    return _str(reason) or _str(resp.status)
+    reason = as_dict(resp.incomplete_details).get("reason")
+    return as_str(reason) or as_str(resp.status)
 
 
 class ResponsesStreamObserver:
@@ -203,15 +194,7 @@ class ResponsesStreamObserver:
         """Take one SSE event into account. Never raises."""
         if not event.has_data:
             return
-        try:
-            ev = _EVENT.decode(event.data)
-        except (msgspec.DecodeError, ValueError) as exc:
-            self._bad.hit(str(exc), event)
-            return
-        try:
-            self._apply(ev)
-        except Exception as exc:  # a parser bug must never break the relay
-            self._bad.hit(f"{type(exc).__name__}: {exc}", event)
+        decode_and_apply(event, _EVENT.decode, self._apply, self._bad)
 
     def _apply(self, ev: _Event) -> None:
         kind = ev.type
@@ -223,13 +206,13 @@ class ResponsesStreamObserver:
         elif kind in _STARTED:
             resp = ev.response
             if resp is not None:
-                rid = _str(resp.id)
+                rid = as_str(resp.id)
                 if rid and rid != self._current_id:
                     self._current_id = rid
                     self._items = {}
                 if obs.response_id is None and rid:
                     obs.response_id = rid
-                obs.model = _str(resp.model) or obs.model
+                obs.model = as_str(resp.model) or obs.model
         elif kind in _TERMINAL:
             self._terminal(kind, ev.response)
         elif kind == "error":
@@ -242,10 +225,10 @@ class ResponsesStreamObserver:
         obs.completed = True
         if resp is None:
             return
-        rid = _str(resp.id) or self._current_id
+        rid = as_str(resp.id) or self._current_id
         if obs.response_id is None:
             obs.response_id = rid
-        model = _str(resp.model) or obs.model
+        model = as_str(resp.model) or obs.model
         obs.model = model
         obs.stop_reason = _stop_reason(resp)
         if resp.usage is not None:
@@ -280,20 +263,18 @@ class ResponsesStreamObserver:
 
 def observe_body(body: bytes) -> Observation:
     """Extract records from a blocking Responses body (a Response object or an error)."""
+    resp = decode_body(_BODY.decode, body)
+    if resp is None:
+        return Observation(malformed_events=1)
     obs = Observation()
-    try:
-        resp = _BODY.decode(body)
-    except (msgspec.DecodeError, ValueError):
-        obs.malformed_events = 1
-        return obs
-    rid = _str(resp.id)
+    rid = as_str(resp.id)
     if rid is None and resp.error is not None:
         # {"error": {...}} envelope, not a Response.
         obs.error = _error(resp.error)
         return obs
     obs.completed = True
     obs.response_id = rid
-    obs.model = _str(resp.model)
+    obs.model = as_str(resp.model)
     obs.stop_reason = _stop_reason(resp)
     if resp.error is not None:
         obs.error = _error(resp.error)
