@@ -426,6 +426,7 @@ class Plan:
     upstream: str
     pin: bool
     src: str | None = None
+    database_url: str | None = None
     keep_logs: bool = False
     notes: list[str] = field(default_factory=list)
 
@@ -522,6 +523,9 @@ def _stack(plan: Plan) -> Iterator[tuple[Processes, dict[str, Any]]]:
             }
         )
         env.pop("AIBRIDGE_DATABASE_URL", None)
+        if plan.database_url:
+            # Must be an empty database: the provider and user below are created in it.
+            env["AIBRIDGE_DATABASE_URL"] = plan.database_url
         _cli(
             [
                 "providers",
@@ -745,6 +749,14 @@ def render_table(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _masked_db(url: str | None) -> str:
+    if not url:
+        return "SQLite file in a temporary data dir"
+    scheme, _, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    return f"{scheme}://{creds.split(':', 1)[0] + '@' if at else ''}{host}"
+
+
 def render_header(doc: dict[str, Any]) -> str:
     """Machine and plan summary."""
     m, p = doc["machine"], doc["plan"]
@@ -754,6 +766,7 @@ def render_header(doc: dict[str, Any]) -> str:
         f"machine: {m['nproc']} CPUs, {m['cpu_model']}, Python {m['python']}\n"
         f"pinning: {m['pinning']}\n"
         f"gateway source: {p['src'] or 'installed aibridge'}\n"
+        f"database: {_masked_db(p.get('database_url'))}\n"
         f"upstream: {p['upstream']}; {p['duration']} s per cell after {p['warmup']} s warm-up "
         f"(≤ {p['max_requests']:,} requests); stream = {STREAM_EVENTS} SSE events\n"
         f"budget: added p50 < {BUDGET_ADDED_P50_MS} ms, p99 < {BUDGET_ADDED_P99_MS} ms, "
@@ -867,6 +880,15 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="run the gateway with aibridge imported from this directory (A/B comparisons)",
     )
+    parser.add_argument(
+        "--database-url",
+        default=None,
+        help=(
+            "gateway database (default: a SQLite file in a temporary data dir); must be an "
+            "EMPTY database, e.g. postgresql://postgres@127.0.0.1:5432/aibridge_bench "
+            "created with createdb and dropped afterwards"
+        ),
+    )
     parser.add_argument("--json", type=Path, default=None, help="write full results here")
     ns = parser.parse_args(args)
 
@@ -883,6 +905,7 @@ def main(argv: list[str] | None = None) -> int:
         upstream=ns.upstream,
         pin=can_pin and not ns.no_pin,
         src=str(Path(ns.src).resolve()) if ns.src else None,
+        database_url=ns.database_url,
     )
     doc = run_benchmark(plan)
     print(render_header(doc))

@@ -37,6 +37,8 @@ from aibridge.recording import (
     record_to_json,
 )
 from aibridge.recording.spill import SpillFile
+from aibridge.recording.sqlite_sink import SqliteSink
+from aibridge.recording.writer import database_sink
 from aibridge.store.db import create_engine, migrate, session_factory
 from aibridge.store.models import Interception, ModelThought, TokenUsage, ToolUsage, UserPrompt
 from tests.conftest import postgres_admin_url
@@ -66,7 +68,7 @@ def recorder(
     engine: AsyncEngine, tmp_path: Path, registry: CollectorRegistry, **knobs: Any
 ) -> Recorder:
     return Recorder(
-        DatabaseSink(session_factory(engine)),
+        database_sink(session_factory(engine)),
         tmp_path / "spill" / "recording-spill.jsonl",
         registry=registry,
         **{**FAST, **knobs},
@@ -383,32 +385,53 @@ async def test_batch_is_one_transaction_and_size_triggers_it(
             ThoughtRecord(interception_id=start.id, content="c"),
             InterceptionEnded(id=start.id, ended_at=at(n + 1)),
         ]
-    rec = recorder(
-        engine, tmp_path, registry, batch_size=len(records), queue_size=1000, flush_interval=3600
-    )
+    knobs: dict[str, Any] = {"batch_size": len(records), "queue_size": 1000}
+    rec = recorder(engine, tmp_path, registry, flush_interval=3600, **knobs)
     commits: list[int] = []
     statements: list[str] = []
-
-    def on_commit(_conn: Any) -> None:
-        commits.append(1)
-
-    def on_execute(_conn: Any, _cur: Any, statement: str, *_: Any) -> None:
-        statements.append(statement.split(None, 1)[0].upper())
-
-    event.listen(engine.sync_engine, "commit", on_commit)
-    event.listen(engine.sync_engine, "before_cursor_execute", on_execute)
-    try:
+    if engine.dialect.name == "sqlite":
+        # The SQLite sink runs on its own sqlite3 connection: trace that one.
+        sink = rec._sink
+        assert isinstance(sink, SqliteSink)
+        traced: list[str] = []
+        sink._on_connect = lambda conn: conn.set_trace_callback(traced.append)
         await rec.start()
         for r in records:
             rec.record(r)
         async with asyncio.timeout(T):
             await rec.wait_idle()
-    finally:
-        event.remove(engine.sync_engine, "commit", on_commit)
-        event.remove(engine.sync_engine, "before_cursor_execute", on_execute)
-    assert commits == [1]
-    assert statements.count("INSERT") == 5
-    assert statements.count("UPDATE") == 1
+        words = [t.split(None, 1)[0].upper() for t in traced if not t.startswith("PRAGMA")]
+        assert words.count("BEGIN") == 1
+        assert words.count("COMMIT") == 1
+        # One bulk statement per table: executemany runs one prepared statement per table.
+        inserts = {t for t in traced if t.startswith("INSERT")}
+        tables = {t.split()[2] for t in inserts}
+        assert tables == {
+            "interceptions", "token_usages", "user_prompts", "tool_usages", "model_thoughts"
+        }  # fmt: skip
+        assert words.count("UPDATE") == 10
+    else:
+
+        def on_commit(_conn: Any) -> None:
+            commits.append(1)
+
+        def on_execute(_conn: Any, _cur: Any, statement: str, *_: Any) -> None:
+            statements.append(statement.split(None, 1)[0].upper())
+
+        event.listen(engine.sync_engine, "commit", on_commit)
+        event.listen(engine.sync_engine, "before_cursor_execute", on_execute)
+        try:
+            await rec.start()
+            for r in records:
+                rec.record(r)
+            async with asyncio.timeout(T):
+                await rec.wait_idle()
+        finally:
+            event.remove(engine.sync_engine, "commit", on_commit)
+            event.remove(engine.sync_engine, "before_cursor_execute", on_execute)
+        assert commits == [1]
+        assert statements.count("INSERT") == 5
+        assert statements.count("UPDATE") == 1
     for model in (Interception, TokenUsage, UserPrompt, ToolUsage, ModelThought):
         assert (await count_ids(engine, model, [r.id for r in records]))[1] == 10
     async with asyncio.timeout(T):

@@ -13,7 +13,7 @@ from aiohttp import web
 from aibridge.cli import main
 from aibridge.cli.common import async_command, database_option, fail, load_settings, run
 from aibridge.config import Settings, mask_url
-from aibridge.server import create_app, running_services
+from aibridge.server import create_app, running_services, tune_gc
 from aibridge.store.crypto import EncryptionKeyError
 from aibridge.store.db import create_engine, migrate, migration_status
 from aibridge.telemetry import setup_logging
@@ -32,6 +32,7 @@ async def serve_forever(
         loop.add_signal_handler(sig, stop.set)
     async with running_services(settings) as services:
         app = create_app(services)
+        tune_gc()
         # Cancelling the handler when the client goes away tears down the upstream
         # request at once: the gateway pays for every token it keeps reading.
         runner = web.AppRunner(

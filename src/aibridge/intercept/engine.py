@@ -21,7 +21,9 @@ import asyncio
 import logging
 import time
 import uuid
+import weakref
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -64,6 +66,22 @@ log = logging.getLogger(__name__)
 _FAILOVER_STATUSES = frozenset({401, 429})
 # Read buffer for streamed upstream bodies; events are forwarded as they complete.
 _READ_CHUNK = 64 * 1024
+
+
+# Labelled children per metric: ``labels()`` validates and looks up on every call (about
+# 2 µs each, four per request); the children of these metrics are never removed.
+_CHILDREN: weakref.WeakKeyDictionary[Any, dict[tuple[str, ...], Any]] = weakref.WeakKeyDictionary()
+
+
+def _child(metric: Any, labels: tuple[str, ...]) -> Any:
+    """``metric.labels(*labels)``, cached."""
+    cache = _CHILDREN.get(metric)
+    if cache is None:
+        cache = _CHILDREN[metric] = {}
+    child = cache.get(labels)
+    if child is None:
+        child = cache[labels] = metric.labels(*labels)
+    return child
 
 
 class BodyTooLarge(Exception):
@@ -195,7 +213,7 @@ class Interception:
         labels = (self.provider.name, self.spec.name)
         began = time.perf_counter()
         if metrics is not None:
-            metrics.inflight.labels(*labels).inc()
+            _child(metrics.inflight, labels).inc()
         try:
             return await self._process(request, info, upstream_body, hide_usage, byok_credential)
         except asyncio.CancelledError:
@@ -206,9 +224,10 @@ class Interception:
             raise
         finally:
             if metrics is not None:
-                metrics.inflight.labels(*labels).dec()
-                metrics.duration.labels(*labels).observe(time.perf_counter() - began)
-                metrics.interceptions.labels(*labels, self.outcome.error_type or "completed").inc()
+                _child(metrics.inflight, labels).dec()
+                _child(metrics.duration, labels).observe(time.perf_counter() - began)
+                outcome = (*labels, self.outcome.error_type or "completed")
+                _child(metrics.interceptions, outcome).inc()
             self.recorder.record_ended(
                 InterceptionEnded(
                     id=self.id,

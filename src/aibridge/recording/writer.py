@@ -59,11 +59,24 @@ from aibridge.recording.records import (
 )
 from aibridge.recording.sink import DatabaseSink, Sink
 from aibridge.recording.spill import SpillFile, read_lines
+from aibridge.recording.sqlite_sink import SqliteSink
 
 log = logging.getLogger(__name__)
 
 SPILL_FILE_NAME = "recording-spill.jsonl"
 """Name of the spill file inside the data directory."""
+
+
+def database_sink(sessions: Callable[[], AsyncSession]) -> Sink:
+    """The sink for the database behind ``sessions``: a :class:`SqliteSink` (one writer
+    thread, one handoff per transaction) for a SQLite file, else a :class:`DatabaseSink`."""
+    bind = getattr(sessions, "kw", {}).get("bind")
+    dialect = getattr(bind, "dialect", None)
+    if dialect is not None and dialect.name == "sqlite":
+        path = bind.url.database  # type: ignore[union-attr]
+        if path and path != ":memory:" and not path.startswith("file:"):
+            return SqliteSink(path, dialect)
+    return DatabaseSink(sessions)
 
 
 class _TransientWriteError(Exception):
@@ -197,11 +210,14 @@ class Recorder:
     ) -> Recorder:
         """A recorder writing to the database, spilling to ``data_dir/recording-spill.jsonl``.
 
-        On SQLite the recorder's own writes are serialised (see ``serialize_writes``)."""
+        The sink is chosen by :func:`database_sink`. Writes through a :class:`DatabaseSink`
+        on SQLite are serialised (see ``serialize_writes``); the SQLite sink's single
+        writer thread serialises them by itself."""
+        sink = database_sink(sessions)
         bind = getattr(sessions, "kw", {}).get("bind")
         dialect = getattr(getattr(bind, "dialect", None), "name", None)
-        knobs.setdefault("serialize_writes", dialect == "sqlite")
-        return cls(DatabaseSink(sessions), data_dir / SPILL_FILE_NAME, **knobs)
+        knobs.setdefault("serialize_writes", isinstance(sink, DatabaseSink) and dialect == "sqlite")
+        return cls(sink, data_dir / SPILL_FILE_NAME, **knobs)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -252,6 +268,12 @@ class Recorder:
         self._queue.clear()
         await self._spill(leftovers)
         await self._flush_spill_buffer()
+        sink_close = getattr(self._sink, "close", None)
+        if sink_close is not None:
+            try:
+                await sink_close()
+            except Exception:
+                log.exception("recorder: closing the sink failed")
         self._progress.set()
 
     # ------------------------------------------------------------------ request path
