@@ -36,6 +36,7 @@ from aibridge.intercept.errors import (
     error_type_for_event,
     error_type_for_status,
 )
+from aibridge.intercept.failover import send_with_failover
 from aibridge.intercept.observations import Observation, TokenUsage
 from aibridge.intercept.request import RequestDecodeError, RequestInfo
 from aibridge.intercept.sse import SSEParser
@@ -62,8 +63,6 @@ from aibridge.telemetry import GatewayMetrics
 
 log = logging.getLogger(__name__)
 
-# Statuses on which a pooled key is set aside and the next key tried.
-_FAILOVER_STATUSES = frozenset({401, 429})
 # Read buffer for streamed upstream bodies; events are forwarded as they complete.
 _READ_CHUNK = 64 * 1024
 
@@ -186,7 +185,7 @@ class Interception:
                 family,
                 502,
                 f"provider {self.provider.name!r} has no API keys configured; an admin must add "
-                "one (PATCH /api/v1/providers/{name} with api_keys)",
+                f"one (PATCH /api/v1/providers/{self.provider.name} with api_keys)",
             )
 
         client = detect_client(request.headers)
@@ -317,56 +316,43 @@ class Interception:
             else aiohttp.ClientTimeout(total=self.provider.options.upstream_timeout_seconds)
         )
         walker = None if byok else self.provider.keys.walker()
-        while True:
-            if walker is not None:
-                try:
-                    key = walker.next_key()
-                except KeyPoolExhausted as exc:
-                    walker.finish()
-                    status = exc.status
-                    # The pool's kind ("rate_limited" / "unauthorized"), not the 502 the
-                    # client gets for auth exhaustion (reference: ErrorType unauthorized).
-                    self.outcome = Outcome(exc.kind, str(exc), status)
-                    extra = {"Retry-After": str(exc.retry_after_seconds)} if status == 429 else None
-                    return error_response(family, status, str(exc), extra)
-                headers[self.provider.auth_header] = self.provider.auth_value(key.secret)
-                self.credential_hint = key.hint
-            try:
-                upstream = await session.request(
-                    request.method,
-                    url,
-                    data=body,
-                    headers=headers,
-                    timeout=timeout,
-                    allow_redirects=False,
-                    auto_decompress=True,
-                )
-            except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-                return self._unreachable(
-                    504, "timeout", f"upstream timed out: {exc or 'no response'}"
-                )
-            except aiohttp.ClientError as exc:
-                return self._unreachable(
-                    502, "server_error", f"upstream unreachable: {type(exc).__name__}: {exc}"
-                )
-            try:
-                if walker is not None and upstream.status in _FAILOVER_STATUSES:
-                    # Nothing reached the client yet: set the key aside and try the
-                    # next one; exhaustion is reported by next_key() above.
-                    walker.mark_failed(key, upstream.status, upstream.headers)
-                    await upstream.read()
-                    continue
-                if walker is not None:
-                    walker.mark_ok(key)
-                    walker.finish()
-                if upstream.status >= 400:
-                    return await self._relay_error(request, upstream)
-                content_type = upstream.headers.get("Content-Type", "")
-                if info.stream and content_type.startswith("text/event-stream"):
-                    return await self._relay_stream(request, upstream, info, hide_usage)
-                return await self._relay_blocking(request, upstream, info)
-            finally:
-                upstream.release()
+        try:
+            upstream, key = await send_with_failover(
+                session,
+                self.provider,
+                walker,
+                request.method,
+                url,
+                body=body,
+                headers=headers,
+                client_timeout=timeout,
+                auto_decompress=True,
+            )
+        except KeyPoolExhausted as exc:
+            if walker is not None and walker.current is not None:
+                self.credential_hint = walker.current.hint
+            # The pool's kind ("rate_limited" / "unauthorized"), not the 502 the client
+            # gets for auth exhaustion (reference: ErrorType unauthorized).
+            self.outcome = Outcome(exc.kind, str(exc), exc.status)
+            extra = {"Retry-After": str(exc.retry_after_seconds)} if exc.status == 429 else None
+            return error_response(family, exc.status, str(exc), extra)
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            return self._unreachable(504, "timeout", f"upstream timed out: {exc or 'no response'}")
+        except aiohttp.ClientError as exc:
+            return self._unreachable(
+                502, "server_error", f"upstream unreachable: {type(exc).__name__}: {exc}"
+            )
+        if key is not None:
+            self.credential_hint = key.hint
+        try:
+            if upstream.status >= 400:
+                return await self._relay_error(request, upstream)
+            content_type = upstream.headers.get("Content-Type", "")
+            if info.stream and content_type.startswith("text/event-stream"):
+                return await self._relay_stream(request, upstream, info, hide_usage)
+            return await self._relay_blocking(request, upstream, info)
+        finally:
+            upstream.release()
 
     def _unreachable(self, status: int, error_type: str, message: str) -> web.Response:
         self.outcome = Outcome(error_type, message, status)

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from aibridge.intercept.engine import BodyTooLarge, read_body, too_large_message
 from aibridge.intercept.errors import error_response
+from aibridge.intercept.failover import send_with_failover
 from aibridge.intercept.upstream_headers import (
     client_headers_for_upstream,
     response_headers_for_client,
@@ -24,7 +25,6 @@ from aibridge.providers.http import UpstreamSessions
 from aibridge.providers.keypool import KeyPoolExhausted
 
 log = logging.getLogger(__name__)
-_FAILOVER_STATUSES = frozenset({401, 429})
 
 
 async def passthrough(
@@ -56,48 +56,37 @@ async def passthrough(
     headers.setdefault("User-Agent", "aibridge")
     session = sessions.get(url)
     walker = None if byok else provider.keys.walker()
-    while True:
-        if walker is not None:
-            try:
-                key = walker.next_key()
-            except KeyPoolExhausted as exc:
-                walker.finish()
-                extra = {"Retry-After": str(exc.retry_after_seconds)} if exc.status == 429 else None
-                return error_response(family, exc.status, str(exc), extra)
-            headers[provider.auth_header] = provider.auth_value(key.secret)
-        try:
-            upstream = await session.request(
-                request.method,
-                url,
-                data=body if body else None,
-                headers=headers,
-                allow_redirects=False,
-                auto_decompress=False,
-                timeout=aiohttp.ClientTimeout(
-                    total=None, sock_read=provider.options.upstream_timeout_seconds
-                ),
-            )
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            log.warning(
-                "passthrough upstream error",
-                extra={"provider": provider.name, "error": f"{type(exc).__name__}: {exc}"},
-            )
-            return error_response(family, 502, f"upstream proxy error: {type(exc).__name__}")
-        try:
-            if walker is not None and upstream.status in _FAILOVER_STATUSES:
-                walker.mark_failed(key, upstream.status, upstream.headers)
-                await upstream.read()
-                continue
-            if walker is not None:
-                walker.mark_ok(key)
-                walker.finish()
-            out = web.StreamResponse(
-                status=upstream.status, headers=response_headers_for_client(upstream.headers)
-            )
-            await out.prepare(request)
-            async for chunk in upstream.content.iter_any():
-                await out.write(chunk)
-            await out.write_eof()
-            return out
-        finally:
-            upstream.release()
+    try:
+        upstream, _key = await send_with_failover(
+            session,
+            provider,
+            walker,
+            request.method,
+            url,
+            body=body or None,
+            headers=headers,
+            client_timeout=aiohttp.ClientTimeout(
+                total=None, sock_read=provider.options.upstream_timeout_seconds
+            ),
+            auto_decompress=False,
+        )
+    except KeyPoolExhausted as exc:
+        extra = {"Retry-After": str(exc.retry_after_seconds)} if exc.status == 429 else None
+        return error_response(family, exc.status, str(exc), extra)
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        log.warning(
+            "passthrough upstream error",
+            extra={"provider": provider.name, "error": f"{type(exc).__name__}: {exc}"},
+        )
+        return error_response(family, 502, f"upstream proxy error: {type(exc).__name__}")
+    try:
+        out = web.StreamResponse(
+            status=upstream.status, headers=response_headers_for_client(upstream.headers)
+        )
+        await out.prepare(request)
+        async for chunk in upstream.content.iter_any():
+            await out.write(chunk)
+        await out.write_eof()
+        return out
+    finally:
+        upstream.release()

@@ -1,0 +1,65 @@
+"""Sending one upstream request with key-pool failover (bridged and passthrough)."""
+
+from __future__ import annotations
+
+import aiohttp
+from multidict import CIMultiDict
+from yarl import URL
+
+from aibridge.providers.base import Provider
+from aibridge.providers.keypool import KeyWalker, PoolKey
+
+# Statuses on which a pooled key is set aside and the next key tried.
+FAILOVER_STATUSES = frozenset({401, 429})
+
+
+async def send_with_failover(
+    session: aiohttp.ClientSession,
+    provider: Provider,
+    walker: KeyWalker | None,
+    method: str,
+    url: URL,
+    *,
+    body: bytes | None,
+    headers: CIMultiDict[str],
+    client_timeout: aiohttp.ClientTimeout,
+    auto_decompress: bool,
+) -> tuple[aiohttp.ClientResponse, PoolKey | None]:
+    """Send the request, trying the pool's keys in order until one is not refused.
+
+    Nothing has reached the client while this runs, so a 401/429 on one key is retried
+    with the next. Returns the first other response (the caller releases it) and the
+    key used (None for bring-your-own-key, ``walker`` None). Raises
+    :class:`~aibridge.providers.keypool.KeyPoolExhausted` when no key is left, and
+    transport errors (``aiohttp.ClientError``, ``TimeoutError``) as they come.
+    """
+    while True:
+        key = None
+        if walker is not None:
+            try:
+                key = walker.next_key()
+            except Exception:
+                walker.finish()
+                raise
+            headers[provider.auth_header] = provider.auth_value(key.secret)
+        upstream = await session.request(
+            method,
+            url,
+            data=body,
+            headers=headers,
+            timeout=client_timeout,
+            allow_redirects=False,
+            auto_decompress=auto_decompress,
+        )
+        if walker is None or key is None:
+            return upstream, None
+        if upstream.status in FAILOVER_STATUSES:
+            try:
+                walker.mark_failed(key, upstream.status, upstream.headers)
+                await upstream.read()
+            finally:
+                upstream.release()
+            continue
+        walker.mark_ok(key)
+        walker.finish()
+        return upstream, key
