@@ -46,7 +46,7 @@ from typing import Any
 HOST = "127.0.0.1"
 MODEL = "claude-sonnet-4-5-20250929"
 PROVIDER = "bench"
-UPSTREAM_KEY = "sk-ant-bench-0000000000000000"
+UPSTREAM_KEY = "sk-ant-bench-fake"
 STREAM_EVENTS = 50
 GATEWAY_CPU = 0
 CLIENT_CPU = 1

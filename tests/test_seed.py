@@ -20,7 +20,7 @@ from aibridge.store.pubsub import PROVIDERS_CHANGED, InProcessPubSub
 from aibridge.store.seed import check_encryption, seed_providers_from_env
 from tests.helpers import gateway
 
-ANTHROPIC_KEY = "sk-ant-seed-0000000000000000aaaa"
+ANTHROPIC_KEY = "sk-ant-seed-fake-aaaa"
 OPENAI_KEY = "sk-openai-seed-000000000000bbbb"
 ENV = {"ANTHROPIC_API_KEY": ANTHROPIC_KEY, "OPENAI_API_KEY": OPENAI_KEY}
 TIMEOUT = 15
