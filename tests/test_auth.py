@@ -444,3 +444,18 @@ async def test_failed_flush_keeps_times_for_retry(
 async def test_actor_for_unknown_user_id_type() -> None:
     actor = Actor(uuid.uuid4(), "m", "member", "k")
     assert not actor.is_admin
+
+
+async def test_wrong_secret_rejected_after_a_cached_hit(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    # A hit compares against the secret verified last time; any other secret (same key
+    # id, cached entry) must still be checked against the stored hash and refused.
+    _user, _key, token = await make_key(sessions)
+    authn = Authenticator(sessions)
+    await auth(authn, token)
+    await auth(authn, token)
+    for bad in (token[:-1] + ("A" if token[-1] != "A" else "B"), token + "x", token + "é"):
+        with pytest.raises(AuthError, match="invalid gateway API key"):
+            await auth(authn, bad)
+    assert (await auth(authn, token)).key_id == _key.id

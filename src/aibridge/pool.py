@@ -44,7 +44,7 @@ import functools
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -377,6 +377,35 @@ class _Lease:
 _NO_LEASE = _Lease(None)
 
 
+class _Acquired(Generic[B]):
+    """``async with pool.acquire(actor) as bridge``: admits on entry, releases on exit.
+
+    A plain class rather than ``contextlib.asynccontextmanager``: every data-plane request
+    enters one, and the generator-based version costs an async generator, its first-iter
+    hook and two extra frames per request.
+    """
+
+    __slots__ = ("_actor", "_admission", "_lease", "_pool")
+
+    def __init__(self, pool: CachedBridgePool[B], actor: Actor) -> None:
+        self._pool = pool
+        self._actor = actor
+        self._admission: AdmissionTicket | None = None
+        self._lease: _Lease | None = None
+
+    async def __aenter__(self) -> B:
+        entry, self._admission, self._lease = await self._pool._admit(self._actor)
+        return entry.bridge
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        admission, lease = self._admission, self._lease
+        self._admission = self._lease = None
+        if admission is not None:
+            admission.release()
+        if lease is not None:
+            lease.release()
+
+
 class _BridgeCache(Generic[B]):
     """LRU map with an absolute per-entry expiry and the hit/miss/added/evicted counters.
 
@@ -561,20 +590,15 @@ class CachedBridgePool(Generic[B]):
 
     # -- serving ---------------------------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def acquire(self, actor: Actor) -> AsyncIterator[B]:
-        """Hold ``actor``'s bridge (built on first use) for the duration of the block.
+    def acquire(self, actor: Actor) -> _Acquired[B]:
+        """Hold ``actor``'s bridge (built on first use) for the duration of an
+        ``async with`` block.
 
         Raises :class:`PoolShuttingDown` ("pool shutting down") once shutdown started,
         :class:`BridgeBuildError` if the builder failed, :class:`RetryLimitExceeded` if
         every attempt lost a race with a retirement.
         """
-        entry, admission, lease = await self._admit(actor)
-        try:
-            yield entry.bridge
-        finally:
-            admission.release()
-            lease.release()
+        return _Acquired(self, actor)
 
     async def serve(self, actor: Actor, fn: Callable[[B], Awaitable[T]]) -> T:
         """Run ``fn(bridge)`` while holding ``actor``'s bridge (see :meth:`acquire`)."""

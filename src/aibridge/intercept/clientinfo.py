@@ -37,15 +37,34 @@ _SESSION_HEADERS: dict[str, tuple[str, ...]] = {
 _LEGACY_SESSION = re.compile(r"_session_(.+)$")
 
 
-def detect_client(headers: Mapping[str, str]) -> str:
-    """Client name from the User-Agent (and a few client-specific headers)."""
-    ua = headers.get("User-Agent", "").lower()
-    originator = headers.get("originator", "").lower()
+# (User-Agent, originator) as sent -> client name or None (no prefix matched): a client
+# sends the same User-Agent on every request. Bounded, since the values come from clients.
+_BY_AGENT: dict[tuple[str, str], str | None] = {}
+_BY_AGENT_MAX = 1024
+
+
+def _client_by_agent(ua: str, originator: str) -> str | None:
+    ua = ua.lower()
+    originator = originator.lower()
     for prefixes, name in _UA_PREFIXES:
         if ua.startswith(prefixes):
             return name
         if name in ("Kilo Code", "Roo Code") and originator == prefixes[0].rstrip("/"):
             return name
+    return None
+
+
+def detect_client(headers: Mapping[str, str]) -> str:
+    """Client name from the User-Agent (and a few client-specific headers)."""
+    key = (headers.get("User-Agent", ""), headers.get("originator", ""))
+    try:
+        name = _BY_AGENT[key]
+    except KeyError:
+        name = _client_by_agent(*key)
+        if len(_BY_AGENT) < _BY_AGENT_MAX:
+            _BY_AGENT[key] = name
+    if name is not None:
+        return name
     if "x-cursor-client-version" in headers:
         return "Cursor"
     return "Unknown"

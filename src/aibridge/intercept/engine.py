@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +28,7 @@ import aiohttp
 from aiohttp import web
 
 from aibridge.auth import Actor
+from aibridge.ids import new_uuid4
 from aibridge.intercept.apis import APISpec, spec_for
 from aibridge.intercept.clientinfo import detect_client, session_id
 from aibridge.intercept.errors import (
@@ -63,9 +63,6 @@ from aibridge.telemetry import GatewayMetrics
 
 log = logging.getLogger(__name__)
 
-# Read buffer for streamed upstream bodies; events are forwarded as they complete.
-_READ_CHUNK = 64 * 1024
-
 
 # Labelled children per metric: ``labels()`` validates and looks up on every call (about
 # 2 µs each, four per request); the children of these metrics are never removed.
@@ -81,6 +78,25 @@ def _child(metric: Any, labels: tuple[str, ...]) -> Any:
     if child is None:
         child = cache[labels] = metric.labels(*labels)
     return child
+
+
+_TIMEOUTS: dict[tuple[float | None, bool], aiohttp.ClientTimeout] = {}
+
+
+def _client_timeout(seconds: float | None, stream: bool) -> aiohttp.ClientTimeout:
+    """The upstream timeout (immutable, so shared): a total bound for a blocking call, a
+    bound on silence between reads for a stream (an agent's stream may run for minutes)."""
+    key = (seconds, stream)
+    timeout = _TIMEOUTS.get(key)
+    if timeout is None:
+        timeout = (
+            aiohttp.ClientTimeout(total=None, sock_read=seconds)
+            if stream
+            else aiohttp.ClientTimeout(total=seconds)
+        )
+        if len(_TIMEOUTS) < 64:
+            _TIMEOUTS[key] = timeout
+    return timeout
 
 
 class BodyTooLarge(Exception):
@@ -152,7 +168,7 @@ class Interception:
         self.sessions = sessions
         self.byok = byok
         self.max_body_bytes = max_body_bytes
-        self.id = uuid.uuid4()
+        self.id = new_uuid4()
         self.outcome = Outcome()
         self.credential_hint: str | None = None
         self.metrics = metrics
@@ -308,13 +324,7 @@ class Interception:
         headers = client_headers_for_upstream(request.headers, keep_credentials=byok is not None)
         headers.update(self.provider.options.extra_headers)
         session = self.sessions.get(url)
-        timeout = (
-            aiohttp.ClientTimeout(
-                total=None, sock_read=self.provider.options.upstream_timeout_seconds
-            )
-            if info.stream
-            else aiohttp.ClientTimeout(total=self.provider.options.upstream_timeout_seconds)
-        )
+        timeout = _client_timeout(self.provider.options.upstream_timeout_seconds, info.stream)
         walker = None if byok else self.provider.keys.walker()
         try:
             upstream, key = await send_with_failover(
@@ -416,8 +426,11 @@ class Interception:
         await out.prepare(request)
         parser = SSEParser()
         observer = self.spec.stream_observer()
+        # ``readany`` in a plain loop, not ``iter_chunked``: one await per chunk instead
+        # of an async-iterator frame plus a ``read(n)`` frame; the chunk is whatever arrived.
+        read = upstream.content.readany
         try:
-            async for chunk in upstream.content.iter_chunked(_READ_CHUNK):
+            while chunk := await read():
                 events = parser.feed(chunk)
                 if not events:
                     continue
@@ -488,7 +501,7 @@ class Interception:
                 self._count_tokens(usage.model or self.model, usage)
             rec.record_token_usage(
                 TokenUsageRecord(
-                    id=uuid.uuid4(),
+                    id=new_uuid4(),
                     interception_id=self.id,
                     provider_response_id=usage.response_id or "",
                     provider_model=usage.model,
@@ -505,7 +518,7 @@ class Interception:
         if info.prompt:
             rec.record_prompt(
                 PromptRecord(
-                    id=uuid.uuid4(),
+                    id=new_uuid4(),
                     interception_id=self.id,
                     provider_response_id=obs.response_id or "",
                     prompt=info.prompt,
@@ -516,7 +529,7 @@ class Interception:
         for call in obs.tool_calls:
             rec.record_tool_usage(
                 ToolUsageRecord(
-                    id=uuid.uuid4(),
+                    id=new_uuid4(),
                     interception_id=self.id,
                     provider_response_id=call.response_id or obs.response_id or "",
                     tool=call.name,
@@ -533,7 +546,7 @@ class Interception:
         for thought in obs.thoughts:
             rec.record_thought(
                 ThoughtRecord(
-                    id=uuid.uuid4(),
+                    id=new_uuid4(),
                     interception_id=self.id,
                     content=thought.content,
                     metadata={"source": thought.source},
@@ -553,7 +566,7 @@ class Interception:
             ("reasoning", usage.reasoning),
         ):
             if value:
-                counter.labels(name, model, kind).inc(value)
+                _child(counter, (name, model, kind)).inc(value)
 
 
 def _event_kind(error_type: str) -> str:

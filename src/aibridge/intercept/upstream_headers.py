@@ -33,6 +33,29 @@ _DROP = frozenset(
     )
 )
 _DROP_PREFIXES = ("x-forwarded-", "x-aibridge-")
+_CREDENTIALS = frozenset(("authorization", "x-api-key", "api-key"))
+
+# What to do with a request header, by its name as sent: every request carries the same
+# dozen names, so the lower-casing and set lookups are done once per spelling. Bounded,
+# since the names come from clients.
+_KEEP, _DROP_IT, _CREDENTIAL = 0, 1, 2
+_REQUEST_KIND: dict[str, int] = {}
+_KIND_CACHE_MAX = 1024
+
+
+def _request_kind(name: str) -> int:
+    kind = _REQUEST_KIND.get(name)
+    if kind is None:
+        low = name.lower()
+        if low in _CREDENTIALS:
+            kind = _CREDENTIAL
+        elif low in _DROP or low.startswith(_DROP_PREFIXES):
+            kind = _DROP_IT
+        else:
+            kind = _KEEP
+        if len(_REQUEST_KIND) < _KIND_CACHE_MAX:
+            _REQUEST_KIND[name] = kind
+    return kind
 
 
 def client_headers_for_upstream(
@@ -49,13 +72,14 @@ def client_headers_for_upstream(
     gateway can parse them on the side while relaying bytes unchanged.
     """
     out: CIMultiDict[str] = CIMultiDict()
+    add = out.add
+    kind_of = _REQUEST_KIND.get
     for name, value in headers.items():
-        low = name.lower()
-        if low in _DROP or low.startswith(_DROP_PREFIXES):
-            if keep_credentials and low in ("authorization", "x-api-key", "api-key"):
-                out.add(name, value)
-            continue
-        out.add(name, value)
+        kind = kind_of(name)
+        if kind is None:
+            kind = _request_kind(name)
+        if kind == _KEEP or (kind == _CREDENTIAL and keep_credentials):
+            add(name, value)
     if accept_encoding is not None:
         out["Accept-Encoding"] = accept_encoding
     elif "Accept-Encoding" in headers:
@@ -81,6 +105,10 @@ _RESPONSE_DROP = frozenset(
         "date",
     )
 )
+_RESPONSE_DROP_DECOMPRESSED = _RESPONSE_DROP | {"content-encoding"}
+# Response header name as sent -> dropped? (bounded, like _REQUEST_KIND)
+_RESPONSE_KIND: dict[str, bool] = {}
+_RESPONSE_KIND_DECOMPRESSED: dict[str, bool] = {}
 
 
 def response_headers_for_client(
@@ -92,15 +120,30 @@ def response_headers_for_client(
     ``decompressed`` (the body was decoded by the HTTP client) ``Content-Encoding`` is
     dropped, or the client would try to decode plain bytes.
     """
-    drop = set(_RESPONSE_DROP)
     getall = getattr(headers, "getall", None)
     connection = getall("Connection", []) if getall else [headers.get("Connection", "")]
-    for line in connection:
-        drop.update(token.strip().lower() for token in line.split(",") if token.strip())
-    if decompressed:
-        drop.add("content-encoding")
+    tokens = {
+        token.strip().lower() for line in connection for token in line.split(",") if token.strip()
+    }
     out: CIMultiDict[str] = CIMultiDict()
+    add = out.add
+    if tokens:
+        drop = _RESPONSE_DROP_DECOMPRESSED if decompressed else _RESPONSE_DROP
+        drop = drop | tokens
+        for name, value in headers.items():
+            if name.lower() not in drop:
+                add(name, value)
+        return out
+    # The usual case: only the fixed names, classified once per spelling.
+    kinds = _RESPONSE_KIND_DECOMPRESSED if decompressed else _RESPONSE_KIND
     for name, value in headers.items():
-        if name.lower() not in drop:
-            out.add(name, value)
+        dropped = kinds.get(name)
+        if dropped is None:
+            dropped = name.lower() in (
+                _RESPONSE_DROP_DECOMPRESSED if decompressed else _RESPONSE_DROP
+            )
+            if len(kinds) < _KIND_CACHE_MAX:
+                kinds[name] = dropped
+        if not dropped:
+            add(name, value)
     return out

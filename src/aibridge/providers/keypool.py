@@ -39,7 +39,7 @@ from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import orjson
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
@@ -348,6 +348,10 @@ class KeyPool:
         self._auth_statuses = frozenset(auth_failure_statuses)
         self._clock = clock
         self._metrics = metrics
+        # This pool's child of the attempts histogram, observed once per upstream call:
+        # ``labels()`` validates and locks on every call.
+        # Created on first use, so an idle pool exports no series.
+        self._attempts_child: Any = None
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -555,8 +559,12 @@ class KeyWalker:
         if self._finished or self.attempts == 0:
             return
         self._finished = True
-        if self.pool._metrics is not None:
-            self.pool._metrics.failover_attempts.labels(self.pool.provider).observe(self.attempts)
+        pool = self.pool
+        if pool._metrics is not None:
+            child = pool._attempts_child
+            if child is None:
+                child = pool._attempts_child = pool._metrics.failover_attempts.labels(pool.provider)
+            child.observe(self.attempts)
 
 
 @dataclass(frozen=True, slots=True)

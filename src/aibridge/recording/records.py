@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 import orjson
 
+from aibridge.ids import new_uuid4
 from aibridge.store.types import utcnow
 
 CREDENTIAL_KINDS = ("centralized", "byok")
@@ -43,7 +44,7 @@ class InterceptionStarted:
 
     kind: ClassVar[str] = "interception_start"
 
-    id: uuid.UUID = field(default_factory=uuid.uuid4)
+    id: uuid.UUID = field(default_factory=new_uuid4)
     initiator_id: uuid.UUID
     provider: str
     provider_name: str
@@ -80,7 +81,7 @@ class TokenUsageRecord:
 
     kind: ClassVar[str] = "token_usage"
 
-    id: uuid.UUID = field(default_factory=uuid.uuid4)
+    id: uuid.UUID = field(default_factory=new_uuid4)
     interception_id: uuid.UUID
     provider_response_id: str = ""
     provider_model: str | None = None
@@ -100,7 +101,7 @@ class PromptRecord:
 
     kind: ClassVar[str] = "prompt_usage"
 
-    id: uuid.UUID = field(default_factory=uuid.uuid4)
+    id: uuid.UUID = field(default_factory=new_uuid4)
     interception_id: uuid.UUID
     provider_response_id: str = ""
     prompt: str
@@ -114,7 +115,7 @@ class ToolUsageRecord:
 
     kind: ClassVar[str] = "tool_usage"
 
-    id: uuid.UUID = field(default_factory=uuid.uuid4)
+    id: uuid.UUID = field(default_factory=new_uuid4)
     interception_id: uuid.UUID
     provider_response_id: str = ""
     tool: str
@@ -136,7 +137,7 @@ class ThoughtRecord:
 
     kind: ClassVar[str] = "model_thought"
 
-    id: uuid.UUID = field(default_factory=uuid.uuid4)
+    id: uuid.UUID = field(default_factory=new_uuid4)
     interception_id: uuid.UUID
     content: str
     metadata: dict[str, Any] = field(default_factory=dict)

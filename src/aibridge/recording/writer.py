@@ -101,13 +101,39 @@ def _refuses_data(exc: BaseException) -> bool:
 
 
 class _StartBatch:
-    """Start records written together in one transaction, and its outcome."""
+    """Start records written together in one transaction, and one future per waiter.
 
-    __slots__ = ("done", "records")
+    Each waiter awaits its own future (so a cancelled waiter never cancels its
+    batch-mates' write, without an ``asyncio.shield`` per request), and one timer per
+    batch bounds every wait (instead of an ``asyncio.timeout`` per request): it fires
+    ``timeout`` seconds after the batch was opened, so no waiter, whenever it joined,
+    waits longer than that.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("loop", "records", "timer", "waiters")
+
+    def __init__(self, timeout: float, on_expiry: Callable[[_StartBatch], None]) -> None:
+        self.loop = asyncio.get_running_loop()
         self.records: list[InterceptionStarted] = []
-        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiters: list[asyncio.Future[None]] = []
+        self.timer = self.loop.call_later(timeout, on_expiry, self)
+
+    def join(self, rec: InterceptionStarted) -> asyncio.Future[None]:
+        """Add ``rec``; the returned future resolves when its transaction is over."""
+        waiter: asyncio.Future[None] = self.loop.create_future()
+        self.records.append(rec)
+        self.waiters.append(waiter)
+        return waiter
+
+    def finish(self, exc: BaseException | None) -> None:
+        """Resolve every waiter still waiting: written (``exc`` None) or failed."""
+        self.timer.cancel()
+        for waiter in self.waiters:
+            if not waiter.done():
+                if exc is None:
+                    waiter.set_result(None)
+                else:
+                    waiter.set_exception(exc)
 
 
 async def _wait(event: asyncio.Event, seconds: float | None) -> bool:
@@ -287,16 +313,13 @@ class Recorder:
             return False
         batch = self._start_batch
         if batch is None:
-            batch = self._start_batch = _StartBatch()
+            batch = self._start_batch = _StartBatch(self._start_timeout, self._expire_starts)
             if self._start_task is None or self._start_task.done():
                 self._start_task = asyncio.create_task(
                     self._start_writer(), name="recorder-start-writer"
                 )
-        batch.records.append(rec)
         try:
-            async with asyncio.timeout(self._start_timeout):
-                # Shielded: one waiter giving up must not cancel its batch-mates' write.
-                await asyncio.shield(batch.done)
+            await batch.join(rec)
         except asyncio.CancelledError:
             # The request was cancelled mid-write; the row may or may not be there. Queue
             # it (inserts are idempotent) so that its end record is never orphaned.
@@ -323,16 +346,21 @@ class Recorder:
                 async with asyncio.timeout(self._start_timeout):
                     await self._sink_write(batch.records)
             except BaseException as exc:
-                if not batch.done.done():
-                    batch.done.set_exception(
-                        TimeoutError() if isinstance(exc, asyncio.CancelledError) else exc
-                    )
-                    batch.done.exception()  # retrieved: every waiter may have gone already
+                batch.finish(TimeoutError() if isinstance(exc, asyncio.CancelledError) else exc)
                 if isinstance(exc, asyncio.CancelledError):
                     raise
             else:
-                if not batch.done.done():
-                    batch.done.set_result(None)
+                batch.finish(None)
+
+    def _expire_starts(self, batch: _StartBatch) -> None:
+        """The batch's timer: its waiters stop waiting (and queue their records). A batch
+        still waiting for its turn is dropped, so that later requests open a new one
+        (with a timer of its own) instead of joining one whose deadline has passed."""
+        if self._start_batch is batch:
+            self._start_batch = None
+        for waiter in batch.waiters:
+            if not waiter.done():
+                waiter.set_exception(TimeoutError())
 
     async def _sink_write(self, records: Sequence[Record]) -> list[InterceptionEnded]:
         if self._write_lock is None:
