@@ -41,9 +41,6 @@ from aibridge.recording.sink import _END_UPDATE, _INSERTS, _ITABLE
 
 _Processor = Callable[[Any], Any] | None
 
-CHECKPOINT_EVERY = 200
-"""Inline commits between two passive WAL checkpoints on the writer thread (a start
-record is a few pages; SQLite's own automatic checkpoint runs at 1,000 WAL pages)."""
 _Job = tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]
 
 
@@ -66,9 +63,8 @@ class SqliteSink:
     processors format the values). ``busy_timeout`` bounds how long one statement waits
     for another connection's write lock. ``on_connect`` is called (on the writer thread)
     with every new :class:`sqlite3.Connection`; tests use it to trace statements.
-    Batches of at most ``inline_max`` records are tried on the event loop first (0: never,
-    the default: a disk write on the loop would stall every request when the disk is slow,
-    and measured runs showed no gain over the single writer thread).
+    Every write runs on the writer thread, never on the event loop: a disk write on the
+    loop would stall every request whenever the disk is slow.
     """
 
     def __init__(
@@ -78,7 +74,6 @@ class SqliteSink:
         *,
         busy_timeout: float = 5.0,
         on_connect: Callable[[sqlite3.Connection], None] | None = None,
-        inline_max: int = 0,
     ) -> None:
         self._path = os.fspath(path)
         self._busy_timeout = busy_timeout
@@ -98,13 +93,8 @@ class SqliteSink:
         id_proc = _ITABLE.c.id.type._cached_bind_processor(dialect)
         self._id_proc: Callable[[Any], Any] = id_proc or (lambda v: v)
         self._exists_sql = f"SELECT 1 FROM {_ITABLE.name} WHERE id = ?"
-        self._inline_max = inline_max
-        self._inline: sqlite3.Connection | None = None
-        self._inline_identity: tuple[int, int] | None = None
-        # Jobs handed to the thread whose result the loop has not seen yet: while any is
-        # outstanding the thread may be using the file, so nothing runs inline.
+        # Jobs handed to the thread whose result the loop has not seen yet.
         self._queued = 0
-        self._inline_commits = 0
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -112,64 +102,12 @@ class SqliteSink:
     # ------------------------------------------------------------------ Sink
 
     async def write(self, records: Sequence[Record]) -> list[InterceptionEnded]:
-        """See :meth:`Sink.write`: the whole batch in one transaction, one thread handoff
-        (or none: a small batch is first tried inline, see :meth:`_try_inline`)."""
+        """See :meth:`Sink.write`: the whole batch in one transaction, one thread handoff."""
         if not records:
             return []
         batch = list(records)
-        if len(batch) <= self._inline_max and not self._queued and not self._closed:
-            missing = self._try_inline(batch)
-            if missing is not None:
-                return missing
         result: list[InterceptionEnded] = await self._call(self._write_sync, batch)
         return result
-
-    def _try_inline(self, records: list[Record]) -> list[InterceptionEnded] | None:
-        """Write a small batch on the event loop's own connection, or return None to hand
-        it to the writer thread.
-
-        A thread handoff costs more CPU than the transaction itself (two wake-ups; at low
-        load each one wakes an idle core), and the start record of every request pays it.
-        So a small batch is written inline when nothing is queued for the thread, on a
-        connection that can never block the loop for long: ``busy_timeout=0`` (another
-        writer holding the lock means "use the thread", which waits for it) and no
-        automatic checkpoint (the fsyncs of a checkpoint stay on the writer thread, whose
-        connection checkpoints as usual). In WAL mode with ``synchronous=NORMAL`` a commit
-        is a few page writes to the WAL file, no fsync. Any error, of any kind, falls back
-        to the thread path, which reports it exactly as before.
-        """
-        try:
-            conn = self._inline_connection()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                missing = self._write_batch(conn, records)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        except Exception:
-            self._drop_inline()
-            return None
-        self._inline_commits += 1
-        if self._inline_commits >= CHECKPOINT_EVERY:
-            self._inline_commits = 0
-            self._checkpoint_soon()
-        return missing
-
-    def _checkpoint_soon(self) -> None:
-        """Queue a passive WAL checkpoint on the writer thread (fire and forget): the
-        inline connection never checkpoints, and when every write is small enough to go
-        inline the thread's connection never commits, so without this the WAL would grow
-        without bound."""
-        fut = self._submit(self._checkpoint_sync)
-        fut.add_done_callback(_ignore_outcome)
-
-    def _checkpoint_sync(self) -> None:
-        try:
-            self._connection().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        except sqlite3.Error:
-            self._drop()  # the next write reports the problem, if it persists
 
     async def ping(self) -> None:
         """``SELECT 1`` on the writer's connection (reopened if the file changed)."""
@@ -180,7 +118,6 @@ class SqliteSink:
         if self._closed:
             return
         self._closed = True
-        self._drop_inline()
         if self._thread is None:
             return
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -273,39 +210,6 @@ class SqliteSink:
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
 
-    def _inline_connection(self) -> sqlite3.Connection:
-        st = os.stat(self._path)
-        identity = (st.st_dev, st.st_ino)
-        if self._inline is not None and identity == self._inline_identity:
-            return self._inline
-        self._drop_inline()
-        conn = sqlite3.connect(
-            f"file:{self._path}?mode=rw",
-            uri=True,
-            timeout=0,  # never wait for the lock on the event loop
-            isolation_level=None,
-            check_same_thread=False,
-            cached_statements=32,
-        )
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run on the thread
-            if self._on_connect is not None:
-                self._on_connect(conn)
-        except BaseException:
-            conn.close()
-            raise
-        self._inline, self._inline_identity = conn, identity
-        return conn
-
-    def _drop_inline(self) -> None:
-        conn, self._inline, self._inline_identity = self._inline, None, None
-        if conn is not None:
-            with contextlib.suppress(sqlite3.Error):
-                conn.close()
-
     def _guarded(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
         """Run ``fn`` in a transaction on a live connection; errors become SQLAlchemy's."""
         try:
@@ -378,8 +282,3 @@ class SqliteSink:
 
     def _close_sync(self) -> None:
         self._drop()
-
-
-def _ignore_outcome(fut: asyncio.Future[Any]) -> None:
-    if not fut.cancelled():
-        fut.exception()  # retrieved: a failed checkpoint is retried with the next one
