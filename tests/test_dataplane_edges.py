@@ -598,9 +598,8 @@ async def test_header_hygiene(mode: str, sqlite_url: str, tmp_path: Path) -> Non
         for value in CLIENT_ONLY_VALUES:
             assert all(value not in v for v in up.values()), value
         assert all(s.user_token not in v for v in up.values())
-        for name in ("Cookie", "Forwarded", "Proxy-Authorization", "X-Forwarded-Host"):
+        for name in ("Cookie", "Forwarded", "Proxy-Authorization"):
             assert name not in up, name
-        assert up.get("X-Forwarded-Proto") in (None, "http")
         assert "Authorization" not in up
         assert up.getall("x-api-key") == [UPSTREAM_KEY]
         assert "Connection" not in up
@@ -609,11 +608,15 @@ async def test_header_hygiene(mode: str, sqlite_url: str, tmp_path: Path) -> Non
         assert up["X-Custom-Client"] == "keep-me"
         if mode == "passthrough":
             assert up.getall("X-Forwarded-For") == [f"{CLIENT_XFF}, 127.0.0.1"]
+            # Set by the gateway from the request it received, never the client's copies.
+            assert up.getall("X-Forwarded-Host") == [f"127.0.0.1:{s.client.port}"]
+            assert up.getall("X-Forwarded-Proto") == ["http"]
             # Passthrough relays bytes untouched, so the client's encoding choice stands
             # (the relayed body was checked above to decode with the relayed header).
             assert up.get("Accept-Encoding") == "gzip"
         else:
-            assert "X-Forwarded-For" not in up
+            for name in ("X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"):
+                assert name not in up, name
             assert up.getall("Accept-Encoding") == ["identity"]
 
 

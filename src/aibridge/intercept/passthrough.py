@@ -53,6 +53,10 @@ async def passthrough(
         # Several X-Forwarded-For lines are one chain (as Go's ReverseProxy joins them).
         prior = ", ".join(request.headers.getall("X-Forwarded-For", []))
         headers["X-Forwarded-For"] = f"{prior}, {request.remote}" if prior else request.remote
+    # What the client asked for, as a reverse proxy reports it (the client's own copies
+    # were dropped with the other X-Forwarded-* headers).
+    headers["X-Forwarded-Host"] = request.host
+    headers["X-Forwarded-Proto"] = request.scheme
     headers.setdefault("User-Agent", "aibridge")
     session = sessions.get(url)
     walker = None if byok else provider.keys.walker()
