@@ -125,23 +125,17 @@ def too_large_message(limit: int) -> str:
     return f"Request body too large. The maximum allowed request body size is {size}."
 
 
-@dataclass(slots=True)
-class Credential:
-    """The upstream credential chosen for one attempt."""
-
-    kind: str  # "centralized" | "byok"
-    header_value: str | None
-    hint: str
-    key_id: str | None = None
-
-
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """How an interception ended, for the end record."""
 
     error_type: str | None = None
     error_message: str | None = None
     status: int = 200
+
+
+# A client that went away: aiohttp cancelled the handler, or a write found the socket closed.
+CLIENT_GONE = Outcome("client_disconnected", "client disconnected", 499)
 
 
 class Interception:
@@ -192,11 +186,11 @@ class Interception:
             status, message = rejection
             return error_response(family, status, message)
 
-        credential_or_error = self._byok_credential(request)
-        if isinstance(credential_or_error, web.Response):
-            return credential_or_error
-        byok_credential = credential_or_error
-        if byok_credential is None and not self.provider.keys.has_keys:
+        # The masked hint of the client's own key (BYOK), or None for the key pool.
+        byok_hint = self._byok_hint(request)
+        if isinstance(byok_hint, web.Response):
+            return byok_hint
+        if byok_hint is None and not self.provider.keys.has_keys:
             return error_response(
                 family,
                 502,
@@ -218,8 +212,8 @@ class Interception:
             user_agent=request.headers.get("User-Agent"),
             client_session_id=session_id(client, request.headers, info.user_id),
             correlating_tool_call_id=info.correlating_tool_call_id,
-            credential_kind="byok" if byok_credential else "centralized",
-            credential_hint=byok_credential.hint if byok_credential else None,
+            credential_kind="centralized" if byok_hint is None else "byok",
+            credential_hint=byok_hint,
             metadata={},
         )
         self.model = started.model
@@ -230,12 +224,14 @@ class Interception:
         if metrics is not None:
             _child(metrics.inflight, labels).inc()
         try:
-            return await self._process(request, info, upstream_body, hide_usage, byok_credential)
+            return await self._process(
+                request, info, upstream_body, hide_usage, byok_hint is not None
+            )
         except asyncio.CancelledError:
             # aiohttp cancels the handler when the client disconnects; the upstream
             # request is torn down by the enclosing context managers.
             if self.outcome.error_type is None:
-                self.outcome = Outcome("client_disconnected", "client disconnected", 499)
+                self.outcome = CLIENT_GONE
             raise
         finally:
             if metrics is not None:
@@ -255,7 +251,7 @@ class Interception:
 
     # -- credentials -------------------------------------------------------------
 
-    def _byok_credential(self, request: web.Request) -> Credential | web.Response | None:
+    def _byok_hint(self, request: web.Request) -> str | web.Response | None:
         if not self.byok:
             return None
         family = self.provider.family
@@ -278,7 +274,7 @@ class Interception:
                 f"X-AIBridge-Token was sent but no provider key: send your own key in {header}",
             )
         secret = value.split(" ", 1)[1] if value.lower().startswith("bearer ") else value
-        return Credential("byok", None, mask_secret(secret.strip()))
+        return mask_secret(secret.strip())
 
     # -- upstream call -----------------------------------------------------------
 
@@ -288,7 +284,7 @@ class Interception:
         info: RequestInfo,
         body: bytes,
         hide_usage: bool,
-        byok: Credential | None,
+        byok: bool,
     ) -> web.StreamResponse:
         family = self.provider.family
         breaker = self.provider.breakers.get(self.route.label, info.model)
@@ -315,13 +311,13 @@ class Interception:
         info: RequestInfo,
         body: bytes,
         hide_usage: bool,
-        byok: Credential | None,
+        byok: bool,
     ) -> web.StreamResponse:
         family = self.provider.family
         url = self.provider.upstream_url(
             self.route.upstream_suffix, request.rel_url.raw_query_string
         )
-        headers = client_headers_for_upstream(request.headers, keep_credentials=byok is not None)
+        headers = client_headers_for_upstream(request.headers, keep_credentials=byok)
         headers.update(self.provider.options.extra_headers)
         session = self.sessions.get(url)
         timeout = _client_timeout(self.provider.options.upstream_timeout_seconds, info.stream)
@@ -385,11 +381,7 @@ class Interception:
         self.outcome = Outcome(
             error_type_for_status(upstream.status), _error_message(data), upstream.status
         )
-        return web.Response(
-            status=upstream.status,
-            body=data,
-            headers=response_headers_for_client(upstream.headers, decompressed=True),
-        )
+        return _relayed(upstream, data)
 
     async def _relay_blocking(
         self, request: web.Request, upstream: aiohttp.ClientResponse, info: RequestInfo
@@ -404,11 +396,7 @@ class Interception:
                 502, "server_error", f"upstream response broke: {type(exc).__name__}"
             )
         self._record_observation(self.spec.observe_body(data), info)
-        return web.Response(
-            status=upstream.status,
-            body=data,
-            headers=response_headers_for_client(upstream.headers, decompressed=True),
-        )
+        return _relayed(upstream, data)
 
     async def _relay_stream(
         self,
@@ -451,13 +439,13 @@ class Interception:
             )
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
             if isinstance(exc, aiohttp.ClientConnectionResetError) and request.transport is None:
-                self.outcome = Outcome("client_disconnected", "client disconnected", 499)
+                self.outcome = CLIENT_GONE
             else:
                 await self._fail_stream(
                     out, "server_error", f"upstream stream broke: {type(exc).__name__}"
                 )
         except ConnectionResetError:
-            self.outcome = Outcome("client_disconnected", "client disconnected", 499)
+            self.outcome = CLIENT_GONE
         result = observer.result()
         self._record_observation(result, info)
         if self.outcome.error_type is None:
@@ -469,11 +457,11 @@ class Interception:
                 self.outcome = Outcome(
                     "server_error", "upstream stream ended without a terminal event", 200
                 )
-        if self.outcome.error_type != "client_disconnected":
+        if self.outcome is not CLIENT_GONE:
             try:
                 await out.write_eof()
             except ConnectionResetError:
-                self.outcome = Outcome("client_disconnected", "client disconnected", 499)
+                self.outcome = CLIENT_GONE
         return out
 
     async def _fail_stream(self, out: web.StreamResponse, error_type: str, message: str) -> None:
@@ -489,7 +477,7 @@ class Interception:
         try:
             await out.write(self.spec.stream_error(message, _event_kind(error_type)))
         except ConnectionResetError:
-            self.outcome = Outcome("client_disconnected", "client disconnected", 499)
+            self.outcome = CLIENT_GONE
 
     # -- recording ---------------------------------------------------------------
 
@@ -567,6 +555,15 @@ class Interception:
         ):
             if value:
                 _child(counter, (name, model, kind)).inc(value)
+
+
+def _relayed(upstream: aiohttp.ClientResponse, data: bytes) -> web.Response:
+    """The upstream's status, headers and (decompressed) body, unchanged."""
+    return web.Response(
+        status=upstream.status,
+        body=data,
+        headers=response_headers_for_client(upstream.headers, decompressed=True),
+    )
 
 
 def _event_kind(error_type: str) -> str:
