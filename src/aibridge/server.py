@@ -18,7 +18,7 @@ from sqlalchemy import text
 from aibridge.admin.errors import error_middleware, json_response
 from aibridge.admin.routes import add_admin_routes
 from aibridge.auth import Authenticator, AuthError, extract_token
-from aibridge.bridge import ProviderSnapshot, RequestBridge, route_not_supported
+from aibridge.bridge import RequestBridge, route_not_supported
 from aibridge.clock import Clock
 from aibridge.config import Settings, mask_url
 from aibridge.intercept.errors import error_response
@@ -136,15 +136,11 @@ async def running_services(
         metrics.registry.register(KeyPoolStateCollector(pool.key_pools))
         pool.start()
 
-        def install(snapshot: ProviderSnapshot) -> None:
-            services.snapshot = snapshot
-            pool.replace_providers(snapshot)
-
         reloader = ProviderReloader(
             sessions,
             encryptor,
             pubsub,
-            install,
+            pool.replace_providers,
             reconcile_interval=settings.reconcile_interval,
             clock=clock,
             metrics=metrics,
@@ -175,8 +171,8 @@ async def data_plane(request: web.Request) -> web.StreamResponse:
     """``/{provider}/…``: authenticate the gateway key, then hand over to a bridge."""
     services = request.app[SERVICES]
     name = request.match_info["name"]
-    snapshot = services.snapshot
-    provider = snapshot.get(name)
+    assert services.pool is not None
+    provider = services.pool.snapshot.get(name)
     if provider is None:
         return route_not_supported(request)
     # BYOK: the gateway key travels in X-AIBridge-Token and the client's own provider
@@ -187,7 +183,6 @@ async def data_plane(request: web.Request) -> web.StreamResponse:
         actor = await services.authenticator.authenticate(token)
     except AuthError as err:
         return error_response(provider.family, 401, f"aibridge: {err}")
-    assert services.pool is not None
     byok = byok_token is not None
     tail = "/" + request.match_info["tail"]
     try:

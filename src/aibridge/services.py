@@ -8,7 +8,7 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from aibridge.auth import Authenticator
-from aibridge.bridge import ProviderSnapshot, RequestBridge
+from aibridge.bridge import RequestBridge
 from aibridge.config import Settings
 from aibridge.pool import CachedBridgePool
 from aibridge.providers.http import UpstreamSessions
@@ -31,8 +31,6 @@ class Services:
     encryptor: Encryptor | None = None
     recorder: Recorder | None = None
     upstream: UpstreamSessions | None = None
-    # Replaced atomically by the provider reloader; requests keep the one they read.
-    snapshot: ProviderSnapshot = field(default_factory=lambda: ProviderSnapshot(0))
     reloader: ProviderReloader | None = None
     pool: CachedBridgePool[RequestBridge] | None = None
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
