@@ -10,7 +10,7 @@ import asyncio
 import re
 import socket
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -56,10 +56,12 @@ def _track(sdk: openai.AsyncOpenAI) -> openai.AsyncOpenAI:
     return sdk
 
 
-async def close_sdks() -> None:
-    """Close every SDK client made by :func:`gateway_sdk` / :func:`direct_sdk`; call it from
-    an autouse fixture so no connection pool is left for the garbage collector to close after
-    the event loop is gone."""
+@pytest.fixture(autouse=True)
+async def close_sdks() -> AsyncIterator[None]:
+    """Close every SDK client made by :func:`gateway_sdk` / :func:`direct_sdk` after each
+    test (import it into a test module to enable it), so no connection pool is left for the
+    garbage collector to close after the event loop is gone."""
+    yield
     while _OPEN:
         await _OPEN.pop().close()
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ from tests.openai_e2e import (
     assert_admin_reports,
     assert_codex_interception,
     assert_unreachable_upstream,
-    close_sdks,
+    close_sdks,  # noqa: F401 - autouse fixture
     collect,
     direct_sdk,
     gateway_sdk,
@@ -83,12 +82,6 @@ def chat_request(prompt: str = "What is the weather in Paris?", **extra: Any) ->
         "tools": TOOLS,
         **extra,
     }
-
-
-@pytest.fixture(autouse=True)
-async def _close_sdks() -> AsyncIterator[None]:
-    yield
-    await close_sdks()
 
 
 # --------------------------------------------------------------------------- parity

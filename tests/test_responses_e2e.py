@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ from tests.openai_e2e import (
     assert_admin_reports,
     assert_codex_interception,
     assert_unreachable_upstream,
-    close_sdks,
+    close_sdks,  # noqa: F401 - autouse fixture
     collect,
     direct_sdk,
     gateway_sdk,
@@ -103,12 +102,6 @@ def upstream_stream_bytes(s: Stack, scenario: Scenario) -> bytes:
     ids.call_ids = [c["call_id"] for c in by_type.get("function_call", [])]
     events = wire.stream_events(scenario, seen.json, str(seen.json["model"]), ids)
     return b"".join(event.encode() for event in events)
-
-
-@pytest.fixture(autouse=True)
-async def _close_sdks() -> AsyncIterator[None]:
-    yield
-    await close_sdks()
 
 
 # --------------------------------------------------------------------------- parity
