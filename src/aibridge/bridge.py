@@ -24,6 +24,7 @@ from aibridge.intercept.errors import error_response
 from aibridge.intercept.passthrough import passthrough
 from aibridge.providers.base import DisabledProvider, Provider
 from aibridge.providers.http import UpstreamSessions
+from aibridge.providers.paths import UnsafePath
 from aibridge.recording.writer import Recorder
 from aibridge.telemetry import GatewayMetrics
 
@@ -204,7 +205,8 @@ class RequestBridge:
     async def handle(
         self, request: web.Request, name: str, tail: str, *, byok: bool = False
     ) -> web.StreamResponse:
-        """Serve ``request`` for provider ``name`` and path ``tail`` (after the name)."""
+        """Serve ``request`` for provider ``name`` and path ``tail`` (after the name, still
+        percent-encoded as the client sent it)."""
         provider = self.snapshot.get(name)
         if provider is None:
             return route_not_supported(request)
@@ -216,7 +218,10 @@ class RequestBridge:
             return error_response(
                 provider.family, 501, "WebSocket transport is not supported, use HTTP"
             )
-        route = provider.match(tail)
+        try:
+            route = provider.match(tail)
+        except UnsafePath as exc:
+            return error_response(provider.family, 400, str(exc))
         if route is None:
             return route_not_supported(request)
         if route.kind == "passthrough":

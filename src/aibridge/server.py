@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import unquote
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -170,7 +171,7 @@ async def running_services(
 async def data_plane(request: web.Request) -> web.StreamResponse:
     """``/{provider}/…``: authenticate the gateway key, then hand over to a bridge."""
     services = request.app[SERVICES]
-    name = request.match_info["name"]
+    name, tail = split_path(request)
     assert services.pool is not None
     provider = services.pool.snapshot.get(name)
     if provider is None:
@@ -184,7 +185,6 @@ async def data_plane(request: web.Request) -> web.StreamResponse:
     except AuthError as err:
         return error_response(provider.family, 401, f"aibridge: {err}")
     byok = byok_token is not None
-    tail = "/" + request.match_info["tail"]
     try:
         async with services.pool.acquire(actor) as bridge:
             return await bridge.handle(request, name, tail, byok=byok)
@@ -195,6 +195,20 @@ async def data_plane(request: web.Request) -> web.StreamResponse:
         return error_response(
             provider.family, 503, "aibridge could not prepare this request; retry"
         )
+
+
+def split_path(request: web.Request) -> tuple[str, str]:
+    """The provider name (decoded) and the path after it exactly as sent.
+
+    Taken from the raw path: aiohttp's ``match_info`` is already percent-decoded, so an
+    encoded ``/`` would have become a separator and hidden what was encoded.
+    """
+    raw = request.rel_url.raw_path
+    cut = raw.find("/", 1)
+    if cut < 0:
+        cut = len(raw)
+    name = raw[1:cut]
+    return (unquote(name) if "%" in name else name), (raw[cut:] or "/")
 
 
 async def healthz(_request: web.Request) -> web.Response:
@@ -265,5 +279,6 @@ def create_app(services: Services) -> web.Application:
     app.router.add_get("/metrics", metrics_endpoint)
     add_admin_routes(app)
     # Registered last: admin and health routes above take precedence.
-    app.router.add_route("*", "/{name}/{tail:.*}", data_plane)
+    # ``[\s\S]``, not ``.``: a decoded "%0a" must reach the data plane (and its 400) too.
+    app.router.add_route("*", r"/{name}/{tail:[\s\S]*}", data_plane)
     return app

@@ -53,6 +53,9 @@ class RecordedRequest:
     dropped: bool = False
     """The fake closed the connection mid-response (DROP scenario)."""
     received_at: float = field(default_factory=time.time)
+    target: str = ""
+    """The request target exactly as it arrived (path and query, encoding and dot segments
+    kept)."""
 
     def credential(self) -> str | None:
         """The API key the request carried (``x-api-key`` or ``Authorization: Bearer``)."""
@@ -174,6 +177,8 @@ class FakeLLM:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/responses", self._responses)
         app.router.add_get("/v1/responses/{response_id}", self._get_response)
+        # Last: anything else is logged too, so a test can see every path that reached us.
+        app.router.add_route("*", "/{tail:.*}", self._unrouted)
         return app
 
     async def _record(self, request: web.Request) -> RecordedRequest:
@@ -189,6 +194,7 @@ class FakeLLM:
             headers=CIMultiDict(request.headers),
             body=body,
             json=parsed,
+            target=request.raw_path,
         )
         self.requests.append(rec)
         changed, self._changed = self._changed, asyncio.Event()
@@ -441,6 +447,13 @@ class FakeLLM:
         if not isinstance(body, dict) or "model" not in body or "messages" not in body:
             return self._error(rec, "anthropic", 400, message="model and messages are required")
         return self._json(rec, "anthropic", anthropic.count_tokens_body(body))
+
+    async def _unrouted(self, request: web.Request) -> web.StreamResponse:
+        """A path (or method) no real provider API serves here: logged, then 404."""
+        rec = await self._record(request)
+        return self._error(
+            rec, "openai", 404, message=f"no route {request.method} {request.rel_url.raw_path}"
+        )
 
     # ------------------------------------------------------------------ models
     @staticmethod

@@ -22,6 +22,7 @@ from aibridge.providers.circuitbreaker import (
     failure_statuses_for,
 )
 from aibridge.providers.keypool import KeyPool, KeyPoolMetrics
+from aibridge.providers.paths import UnsafePath, check_path, has_dot_segment
 from aibridge.store.providers import ProviderRecord
 
 Family = Literal["anthropic", "openai"]
@@ -37,7 +38,11 @@ class ProviderBuildError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """How a request path under a provider is handled."""
+    """How a request path under a provider is handled.
+
+    ``upstream_suffix`` is the checked, still percent-encoded path to append to the base
+    URL; ``label`` the decoded path under the provider (breaker and log label).
+    """
 
     kind: Literal["bridged", "passthrough"]
     api: API | None
@@ -139,7 +144,7 @@ class Provider:
                 f"base_url {record.base_url!r} must be an absolute http(s) URL"
             )
         self.base_url = base
-        self._base_path = base.path.rstrip("/")
+        self._base_path = base.raw_path.rstrip("/")
         self._clock = clock or SystemClock()
         try:
             self.keys = KeyPool(
@@ -169,29 +174,43 @@ class Provider:
     # -- routing ---------------------------------------------------------------
 
     def match(self, tail: str) -> Route | None:
-        """Route for ``tail`` (the path after ``/<name>``), or None when unsupported."""
+        """Route for ``tail`` (the raw, still percent-encoded path after ``/<name>``), or
+        None when unsupported. Raises :class:`~aibridge.providers.paths.UnsafePath` (a 400)
+        for a path that could resolve outside the route it names."""
+        path = check_path(tail)
+        decoded, raw = path.decoded, path.raw
         if self._prefix_v1:
-            if not tail.startswith("/v1/") and tail != "/v1":
+            if not decoded.startswith("/v1/") and decoded != "/v1":
                 return None
-            sub = tail[3:]
+            # Cut the first segment ("v1", maybe percent-encoded) from the raw path by
+            # segment, not by length: checked paths have no encoded "/", so the
+            # segments of both forms line up.
+            sub = decoded[3:]
+            cut = raw.find("/", 1)
+            raw_sub = raw[cut:] if cut > 0 else ""
         else:
-            sub = tail
+            sub, raw_sub = decoded, raw
         best: Route | None = None
         best_len = -1
         for pattern, exact, kind, api in self._routes:
             hit = sub == pattern if exact else sub.startswith(pattern)
             if hit and len(pattern) > best_len:
-                best = Route(kind, api, sub, label=tail)
+                best = Route(kind, api, raw_sub, label=decoded)
                 best_len = len(pattern)
         return best
 
     def upstream_url(self, suffix: str, query: str = "") -> URL:
-        """Base URL joined with ``suffix`` (the base path is kept), query preserved.
+        """Base URL joined with ``suffix`` (a :class:`Route`'s ``upstream_suffix``; the
+        base path is kept), query preserved.
 
-        ``query`` is the client's *raw* (still percent-encoded) query string; it is used
-        as is, since decoding and re-encoding would change ``%26``, ``%2B`` and the like.
+        Both are used as they are (``encoded=True``): the suffix was checked by
+        :meth:`match` and must not be normalised (yarl would resolve ``..`` upwards past
+        the base path), and ``query`` is the client's *raw* query string, since decoding
+        and re-encoding would change ``%26``, ``%2B`` and the like.
         """
-        url = self.base_url.with_path(self._base_path + suffix, encoded=False)
+        if has_dot_segment(suffix):
+            raise UnsafePath("invalid request path: dot segments are not allowed")
+        url = self.base_url.with_path(self._base_path + suffix, encoded=True)
         if self.options.api_version and "api-version=" not in query:
             query = (
                 f"{query}&api-version={self.options.api_version}"

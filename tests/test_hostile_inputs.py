@@ -1,0 +1,265 @@
+"""Hostile inputs against the gateway's trust promise: every use of a pooled provider key
+is attributed and recorded, and nothing a client sends reaches an upstream path, leaks a
+credential, or reveals what it should not.
+
+Each section tries one attack through the real interfaces (the gateway on a loopback
+port, the fake upstream logging every request it receives, real databases) and asserts
+what the upstream actually saw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import aiohttp
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from yarl import URL
+
+from aibridge.providers.base import Provider
+from aibridge.store.providers import ProviderKeyRecord, ProviderRecord
+from tests.stack import TIMEOUT, Stack, stack
+
+ANTHROPIC_HEADERS = {"anthropic-version": "2023-06-01"}
+MESSAGES_BODY = {
+    "model": "claude-sonnet-4-5",
+    "max_tokens": 32,
+    "messages": [{"role": "user", "content": "hi"}],
+}
+CHAT_BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+POOLED_KEY = "sk-upstream-pooled-0001"
+
+
+async def raw_request(
+    s: Stack,
+    method: str,
+    target: str,
+    *,
+    headers: dict[str, str] | None = None,
+    body: Any = None,
+) -> tuple[int, bytes]:
+    """Send ``target`` (path and query) to the gateway byte for byte: no client-side
+    normalisation of dot segments or percent-encoding."""
+    url = URL(s.base + target, encoded=True)
+    data = orjson.dumps(body) if body is not None else None
+    hdrs = {"Content-Type": "application/json"} if data is not None else {}
+    hdrs.update(headers or {})
+    async with (
+        asyncio.timeout(TIMEOUT),
+        aiohttp.ClientSession() as session,
+        session.request(method, url, data=data, headers=hdrs) as resp,
+    ):
+        return resp.status, await resp.read()
+
+
+def member(s: Stack) -> dict[str, str]:
+    """The member's gateway key as a Bearer token."""
+    return {"Authorization": f"Bearer {s.user_token}"}
+
+
+def error_kind(family: str, raw: bytes) -> str:
+    """The error ``type`` of a provider-shaped error body (asserts the shape)."""
+    body = orjson.loads(raw)
+    if family == "anthropic":
+        assert body["type"] == "error", body
+        return str(body["error"]["type"])
+    assert set(body["error"]) == {"message", "type", "param", "code"}, body
+    return str(body["error"]["type"])
+
+
+# ============================================================ 1. passthrough path traversal
+
+# (provider, method, path under the provider): each tries to reach another upstream path
+# or method with the pooled key, unrecorded.
+TRAVERSALS = [
+    ("openai", "POST", "/v1/models/%2e%2e%2fchat%2fcompletions"),
+    ("openai", "GET", "/v1/models/..%2f..%2fv1%2ffiles%2ffile-1"),
+    ("openai", "GET", "/v1/models/..%2f..%2f..%2forganization%2fadmin_api_keys"),
+    ("openai", "GET", "/v1/responses/x/../../fine_tuning/jobs"),
+    ("openai", "POST", "/v1/models/.%2E/chat/completions"),
+    ("openai", "GET", "/v1/models/./gpt-4o"),
+    ("openai", "GET", "/v1/models/..%5c..%5cfiles"),
+    ("openai", "GET", "/v1/models/%252e%252e%252fchat%252fcompletions"),
+    ("openai", "GET", "/v1/models/..;/chat/completions"),
+    ("openai", "GET", "/v1/models/gpt%00-4o"),
+    ("openai", "GET", "/v1/models/gpt-4o%0d%0aX-Injected:%201"),
+    ("openai", "GET", "/v1//models"),
+    ("openai", "GET", "/v1/models/%zz"),
+    ("anthropic", "POST", "/v1/models/%2e%2e/messages"),
+    ("anthropic", "POST", "/api/event_logging/..%2F..%2Fv1%2Fmessages"),
+]
+
+
+@pytest.mark.parametrize(("provider", "method", "path"), TRAVERSALS)
+async def test_path_traversal_is_a_400_and_reaches_no_upstream(
+    provider: str, method: str, path: str, sqlite_url: str, tmp_path: Path
+) -> None:
+    async with stack(sqlite_url, tmp_path) as s:
+        await s.add_provider(provider, provider, keys=[POOLED_KEY])
+        body = MESSAGES_BODY if provider == "anthropic" else CHAT_BODY
+        status, raw = await raw_request(
+            s, method, f"/{provider}{path}", headers=member(s) | ANTHROPIC_HEADERS, body=body
+        )
+        assert [r.target for r in s.fake.requests] == []
+        assert status == 400, raw
+        assert error_kind(provider, raw) == "invalid_request_error"
+        assert b"path" in raw
+
+
+async def test_passthrough_forwards_the_path_and_query_byte_for_byte(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    async with stack(sqlite_url, tmp_path) as s:
+        await s.add_provider("openai", "openai", keys=[POOLED_KEY])
+        await s.add_provider("anthropic", "anthropic", keys=[POOLED_KEY])
+        query = "?limit=5&after=a%26b%2Bc&x=..%2f..%2f&empty="
+        status, raw = await raw_request(
+            s, "GET", f"/openai/v1/models/ft%3Agpt-4o%3Aacme{query}", headers=member(s)
+        )
+        assert status == 404, raw  # the fake knows no such model; what matters is the path
+        status, raw = await raw_request(
+            s, "GET", f"/anthropic/v1/models{query}", headers=member(s) | ANTHROPIC_HEADERS
+        )
+        assert status == 200, raw
+        assert [r.target for r in s.fake.requests] == [
+            f"/v1/models/ft%3Agpt-4o%3Aacme{query}",
+            f"/v1/models{query}",
+        ]
+        assert {r.credential() for r in s.fake.requests} == {POOLED_KEY}
+
+
+# --- property: the upstream URL never leaves the base path ---------------------------------
+
+# Allow-listed suffixes under the base URL, per family: (suffix, exact?).
+ALLOWED = {
+    "anthropic": [
+        ("/v1/messages", True),
+        ("/v1/messages/count_tokens", True),
+        ("/v1/models", True),
+        ("/v1/models/", False),
+        ("/api/event_logging/", False),
+    ],
+    "openai": [
+        ("/chat/completions", True),
+        ("/responses", True),
+        ("/responses/", False),
+        ("/conversations", True),
+        ("/conversations/", False),
+        ("/models", True),
+        ("/models/", False),
+    ],
+}
+BRIDGED = {"anthropic": {"/v1/messages"}, "openai": {"/chat/completions", "/responses"}}
+TOKENS = [
+    "v1", "models", "messages", "count_tokens", "chat", "completions", "responses",
+    "conversations", "files", "api", "event_logging", "gpt-4o", "x", "",
+    ".", "..", "%2e", "%2E", "%2e%2e", ".%2e", "%2f", "%2F", "%5c", "%5C", "\\",
+    "%00", "%0a", "%7f", "%25", "%252e", "%252f", "%25252e", ";", "..;", "%3b",
+    "%", "%zz", "%2", "é", "%C3%A9", "~", ":", "@", "a b",
+]  # fmt: skip
+PREFIXES = ["/v1/models/", "/v1/responses/", "/v1/conversations/", "/api/event_logging/", "/"]
+
+
+def record(ptype: str, base_url: str) -> ProviderRecord:
+    """An enabled provider row with one key (no database needed to build its runtime)."""
+    now = datetime.now(UTC)
+    return ProviderRecord(
+        id=uuid.uuid4(),
+        type=ptype,
+        name=ptype,
+        display_name=ptype,
+        icon="",
+        enabled=True,
+        base_url=base_url,
+        settings=None,
+        keys=[ProviderKeyRecord(uuid.uuid4(), POOLED_KEY, now)],
+        created_at=now,
+        updated_at=now,
+    )
+
+
+PROVIDERS = [
+    Provider(record("anthropic", "https://up.example")),
+    Provider(record("anthropic", "https://up.example/base/")),
+    Provider(record("openai", "https://up.example/v1")),
+    Provider(record("openai", "https://up.example/proxy/openai/v1")),
+]
+
+
+def resolved(path: str) -> str:
+    """``path`` as a server resolves it: dot segments removed (RFC 3986 §5.2.4, also
+    Tomcat's ``..;``)."""
+    out: list[str] = []
+    for segment in path.split("/")[1:]:
+        bare = segment.split(";", 1)[0]
+        if bare == "..":
+            if out:
+                out.pop()
+        elif bare != ".":
+            out.append(segment)
+    return "/" + "/".join(out)
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    provider=st.sampled_from(PROVIDERS),
+    prefix=st.sampled_from(PREFIXES),
+    segments=st.lists(
+        st.lists(st.sampled_from(TOKENS), min_size=1, max_size=3).map("".join), max_size=6
+    ),
+    query=st.sampled_from(["", "a=1", "x=..%2f..%2f&y=%26", "api-version=1"]),
+)
+def test_upstream_url_is_the_base_path_plus_an_allowed_suffix(
+    provider: Provider, prefix: str, segments: list[str], query: str
+) -> None:
+    family = provider.family
+    raw = prefix + "/".join(segments)
+    tail = raw if family == "anthropic" else "/v1" + raw
+    try:
+        route = provider.match(tail)
+    except ValueError:
+        return  # rejected with a 400: nothing is sent
+    if route is None:
+        return  # 404: nothing is sent
+    url = provider.upstream_url(route.upstream_suffix, query)
+    base = provider.base_url.raw_path.rstrip("/")
+    assert url.raw_path.startswith(base + "/")
+    assert url.raw_query_string == query
+    # What an upstream sees after decoding once, and twice for servers that double-decode,
+    # with "\" taken as "/": never a dot segment, always an allow-listed suffix.
+    view = url.raw_path
+    for _ in range(2):
+        view = unquote(view).replace("\\", "/")
+        assert resolved(view) == view, (tail, url.raw_path)
+        assert view.startswith(unquote(base) + "/")
+    suffix = unquote(url.raw_path)[len(unquote(base)) :]
+    assert any(
+        suffix == allowed if exact else suffix.startswith(allowed)
+        for allowed, exact in ALLOWED[family]
+    ), suffix
+    if route.kind == "passthrough":
+        assert suffix not in BRIDGED[family], (tail, suffix)
+
+
+@pytest.mark.parametrize(
+    ("tail", "suffix"),
+    [
+        ("/v1/models/.hidden", "/v1/models/.hidden"),
+        ("/v1/models/a..b", "/v1/models/a..b"),
+        ("/v1/models/claude-3/", "/v1/models/claude-3/"),
+        ("/v1/models/%C3%A9t%C3%A9", "/v1/models/%C3%A9t%C3%A9"),
+        ("/v1/models/caf\u00e9 1", "/v1/models/caf%C3%A9%201"),
+        ("/v1/models/%2525", "/v1/models/%2525"),
+    ],
+)
+def test_lookalike_but_harmless_paths_still_route(tail: str, suffix: str) -> None:
+    route = PROVIDERS[0].match(tail)
+    assert route is not None
+    assert (route.kind, route.upstream_suffix) == ("passthrough", suffix)
