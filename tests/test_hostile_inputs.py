@@ -263,3 +263,102 @@ def test_lookalike_but_harmless_paths_still_route(tail: str, suffix: str) -> Non
     route = PROVIDERS[0].match(tail)
     assert route is not None
     assert (route.kind, route.upstream_suffix) == ("passthrough", suffix)
+
+
+# ============================================================ 2. bring-your-own-key edges
+
+OWN_KEY = "sk-client-own-key-9876"
+# (provider type, method, path, body): one bridged and one passthrough route per family.
+BYOK_ROUTES = [
+    ("anthropic", "POST", "/v1/messages", MESSAGES_BODY),
+    ("anthropic", "GET", "/v1/models", None),
+    ("openai", "POST", "/v1/chat/completions", CHAT_BODY),
+    ("openai", "GET", "/v1/models", None),
+]
+BYOK_IDS = [f"{p}-{m}-{path}" for p, m, path, _ in BYOK_ROUTES]
+
+
+def upstream_credentials(s: Stack) -> list[str]:
+    """Every credential header value each upstream request carried, in order."""
+    return [
+        value
+        for r in s.fake.requests
+        for name, value in r.headers.items()
+        if name.lower() in ("authorization", "x-api-key", "api-key")
+    ]
+
+
+def no_gateway_key_upstream(s: Stack) -> None:
+    """No header of any upstream request carries a gateway key."""
+    for r in s.fake.requests:
+        assert not any("aib-" in value for value in r.headers.values()), dict(r.headers)
+
+
+@pytest.mark.parametrize("blank", ["", "   "])
+@pytest.mark.parametrize(("ptype", "method", "path", "body"), BYOK_ROUTES, ids=BYOK_IDS)
+async def test_blank_byok_header_is_centralized_and_strips_the_gateway_key(
+    ptype: str,
+    method: str,
+    path: str,
+    body: Any,
+    blank: str,
+    sqlite_url: str,
+    tmp_path: Path,
+) -> None:
+    async with stack(sqlite_url, tmp_path) as s:
+        await s.add_provider("p", ptype, keys=[POOLED_KEY], settings={"allow_byok": True})
+        headers = member(s) | ANTHROPIC_HEADERS | {"X-AIBridge-Token": blank}
+        status, raw = await raw_request(s, method, f"/p{path}", headers=headers, body=body)
+        assert status == 200, raw
+        no_gateway_key_upstream(s)
+        expected = "Bearer " + POOLED_KEY if ptype == "openai" else POOLED_KEY
+        assert upstream_credentials(s) == [expected]
+
+
+@pytest.mark.parametrize(("ptype", "method", "path", "body"), BYOK_ROUTES, ids=BYOK_IDS)
+async def test_byok_never_forwards_a_gateway_key_and_never_the_pooled_key(
+    ptype: str, method: str, path: str, body: Any, sqlite_url: str, tmp_path: Path
+) -> None:
+    async with stack(sqlite_url, tmp_path) as s:
+        await s.add_provider("p", ptype, keys=[POOLED_KEY], settings={"allow_byok": True})
+        gateway = s.user_token
+        own = (
+            {"x-api-key": OWN_KEY, "Authorization": f"Bearer {gateway}"}
+            if ptype == "anthropic"
+            else {"Authorization": f"Bearer {OWN_KEY}", "X-Api-Key": gateway}
+        )
+        headers = ANTHROPIC_HEADERS | {"X-AIBridge-Token": gateway} | own
+        status, raw = await raw_request(s, method, f"/p{path}", headers=headers, body=body)
+        assert status == 200, raw
+        no_gateway_key_upstream(s)
+        expected = OWN_KEY if ptype == "anthropic" else f"Bearer {OWN_KEY}"
+        assert upstream_credentials(s) == [expected]
+
+        # Only a gateway key where the provider key belongs: refused, nothing sent.
+        before = len(s.fake.requests)
+        only_gateway = {"x-api-key" if ptype == "anthropic" else "Authorization": gateway}
+        if ptype == "openai":
+            only_gateway["Authorization"] = f"Bearer {gateway}"
+        headers = ANTHROPIC_HEADERS | {"X-AIBridge-Token": gateway} | only_gateway
+        status, raw = await raw_request(s, method, f"/p{path}", headers=headers, body=body)
+        assert status == 401, raw
+        assert error_kind(ptype, raw) in ("authentication_error", "invalid_request_error")
+        assert b"gateway key" in raw
+        assert len(s.fake.requests) == before
+
+
+@pytest.mark.parametrize(("ptype", "method", "path", "body"), BYOK_ROUTES, ids=BYOK_IDS)
+async def test_byok_on_a_provider_without_allow_byok_is_403_on_every_route(
+    ptype: str, method: str, path: str, body: Any, sqlite_url: str, tmp_path: Path
+) -> None:
+    async with stack(sqlite_url, tmp_path) as s:
+        await s.add_provider("p", ptype, keys=[POOLED_KEY])
+        own = {"x-api-key": OWN_KEY} if ptype == "anthropic" else {}
+        if ptype == "openai":
+            own["Authorization"] = f"Bearer {OWN_KEY}"
+        headers = ANTHROPIC_HEADERS | {"X-AIBridge-Token": s.user_token} | own
+        status, raw = await raw_request(s, method, f"/p{path}", headers=headers, body=body)
+        assert status == 403, raw
+        assert b"allow_byok" in raw
+        assert error_kind(ptype, raw) in ("permission_error", "invalid_request_error")
+        assert s.fake.requests == []

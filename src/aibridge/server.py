@@ -177,14 +177,15 @@ async def data_plane(request: web.Request) -> web.StreamResponse:
     if provider is None:
         return route_not_supported(request)
     # BYOK: the gateway key travels in X-AIBridge-Token and the client's own provider
-    # credential stays in Authorization / X-Api-Key.
-    byok_token = request.headers.get("X-AIBridge-Token")
-    token = byok_token.strip() if byok_token else extract_token(request.headers)
+    # credential stays in Authorization / X-Api-Key. A blank X-AIBridge-Token is no
+    # BYOK request: the key in Authorization is then the gateway key (stripped).
+    byok_token = request.headers.get("X-AIBridge-Token", "").strip()
+    token = byok_token or extract_token(request.headers)
     try:
         actor = await services.authenticator.authenticate(token)
     except AuthError as err:
         return error_response(provider.family, 401, f"aibridge: {err}")
-    byok = byok_token is not None
+    byok = bool(byok_token)
     try:
         async with services.pool.acquire(actor) as bridge:
             return await bridge.handle(request, name, tail, byok=byok)

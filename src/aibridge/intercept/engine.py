@@ -30,6 +30,7 @@ from aiohttp import web
 from aibridge.auth import Actor
 from aibridge.ids import new_uuid4
 from aibridge.intercept.apis import APISpec, spec_for
+from aibridge.intercept.byok import byok_credential
 from aibridge.intercept.clientinfo import detect_client, session_id
 from aibridge.intercept.errors import (
     error_response,
@@ -57,7 +58,6 @@ from aibridge.recording.records import (
     ToolUsageRecord,
 )
 from aibridge.recording.writer import Recorder
-from aibridge.secrets_mask import mask_secret
 from aibridge.store.types import utcnow
 from aibridge.telemetry import GatewayMetrics
 
@@ -254,27 +254,7 @@ class Interception:
     def _byok_hint(self, request: web.Request) -> str | web.Response | None:
         if not self.byok:
             return None
-        family = self.provider.family
-        if not self.provider.options.allow_byok:
-            return error_response(
-                family,
-                403,
-                f"bring-your-own-key is not enabled for provider {self.provider.name!r}; "
-                "drop X-AIBridge-Token or ask an admin to set settings.allow_byok",
-            )
-        header = self.provider.auth_header
-        value = request.headers.get(header)
-        if value is None and family == "anthropic":
-            value = request.headers.get("Authorization")
-            header = "Authorization"
-        if not value:
-            return error_response(
-                family,
-                401,
-                f"X-AIBridge-Token was sent but no provider key: send your own key in {header}",
-            )
-        secret = value.split(" ", 1)[1] if value.lower().startswith("bearer ") else value
-        return mask_secret(secret.strip())
+        return byok_credential(self.provider, request.headers)
 
     # -- upstream call -----------------------------------------------------------
 

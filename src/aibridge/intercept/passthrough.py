@@ -13,6 +13,7 @@ import logging
 import aiohttp
 from aiohttp import web
 
+from aibridge.intercept.byok import byok_credential
 from aibridge.intercept.engine import BodyTooLarge, read_body, too_large_message
 from aibridge.intercept.errors import error_response
 from aibridge.intercept.failover import send_with_failover
@@ -43,7 +44,11 @@ async def passthrough(
     except BodyTooLarge:
         return error_response(family, 413, too_large_message(max_body_bytes))
     url = provider.upstream_url(route.upstream_suffix, request.rel_url.raw_query_string)
-    byok = byok and provider.options.allow_byok
+    if byok:
+        # Same rules as bridged routes: never a silent fall-back to the pooled key.
+        refused = byok_credential(provider, request.headers)
+        if isinstance(refused, web.Response):
+            return refused
     # Passthrough relays bytes without parsing them, so compression may pass through.
     headers = client_headers_for_upstream(
         request.headers, keep_credentials=byok, accept_encoding=None

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from aibridge.auth import TOKEN_PREFIX
+
 # Never forwarded. Credentials are removed so the gateway key can't leak upstream;
 # hop-by-hop and framing headers are recomputed by the HTTP client.
 _DROP = frozenset(
@@ -34,6 +36,22 @@ _DROP = frozenset(
 )
 _DROP_PREFIXES = ("x-forwarded-", "x-aibridge-")
 _CREDENTIALS = frozenset(("authorization", "x-api-key", "api-key"))
+
+_GATEWAY_KEY_PREFIX = TOKEN_PREFIX + "-"
+
+
+def credential_secret(value: str) -> str:
+    """The credential in a header value, without a ``Bearer`` scheme."""
+    value = value.strip()
+    if value[:7].lower() == "bearer ":
+        return value[7:].lstrip()
+    return value
+
+
+def is_gateway_key(value: str) -> bool:
+    """True when a credential header value (``Bearer …`` or bare) is a gateway key."""
+    return credential_secret(value).startswith(_GATEWAY_KEY_PREFIX)
+
 
 # What to do with a request header, by its name as sent: every request carries the same
 # dozen names, so the lower-casing and set lookups are done once per spelling. Bounded,
@@ -67,7 +85,8 @@ def client_headers_for_upstream(
     """Sanitised copy of the client's headers.
 
     ``keep_credentials`` is used for bring-your-own-key requests, where the client's
-    own ``Authorization`` / ``X-Api-Key`` is the upstream credential.
+    own ``Authorization`` / ``X-Api-Key`` is the upstream credential; a gateway key
+    (``aib-…``) in one of them is dropped even then.
     ``accept_encoding="identity"`` keeps bridged responses uncompressed so the
     gateway can parse them on the side while relaying bytes unchanged.
     """
@@ -78,7 +97,9 @@ def client_headers_for_upstream(
         kind = kind_of(name)
         if kind is None:
             kind = _request_kind(name)
-        if kind == _KEEP or (kind == _CREDENTIAL and keep_credentials):
+        if kind == _KEEP or (
+            kind == _CREDENTIAL and keep_credentials and not is_gateway_key(value)
+        ):
             add(name, value)
     if accept_encoding is not None:
         out["Accept-Encoding"] = accept_encoding

@@ -1,0 +1,60 @@
+"""Bring-your-own-key: which client credential goes upstream, shared by bridged and
+passthrough routes.
+
+A BYOK request carries the gateway key in ``X-AIBridge-Token`` and the client's own
+provider key in the provider's credential header. The pooled key is never added to it,
+and a gateway key (``aib-…``) is never forwarded upstream, wherever the client put it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from aiohttp import web
+
+from aibridge.intercept.errors import error_response
+from aibridge.intercept.upstream_headers import credential_secret, is_gateway_key
+from aibridge.providers.base import Provider
+from aibridge.secrets_mask import mask_secret
+
+BYOK_HEADER = "X-AIBridge-Token"
+
+
+def byok_credential(provider: Provider, headers: Mapping[str, str]) -> str | web.Response:
+    """The masked hint of the client's own provider key, or the error to answer.
+
+    403 when the provider does not allow BYOK (never a silent fall-back to the pooled
+    key); 401 when no provider key, or only a gateway key, was sent where it belongs.
+    """
+    family = provider.family
+    if not provider.options.allow_byok:
+        return error_response(
+            family,
+            403,
+            f"bring-your-own-key is not enabled for provider {provider.name!r}; "
+            f"drop {BYOK_HEADER} or ask an admin to set settings.allow_byok",
+        )
+    names = [provider.auth_header]
+    if family == "anthropic":
+        names.append("Authorization")
+    gateway_key_in: str | None = None
+    for name in names:
+        value = headers.get(name)
+        if not value or not value.strip():
+            continue
+        if is_gateway_key(value):
+            gateway_key_in = gateway_key_in or name
+            continue
+        return mask_secret(credential_secret(value))
+    if gateway_key_in is not None:
+        return error_response(
+            family,
+            401,
+            f"{gateway_key_in} carries a gateway key, which is never sent upstream: with "
+            f"{BYOK_HEADER} send your own provider key in {provider.auth_header}",
+        )
+    return error_response(
+        family,
+        401,
+        f"{BYOK_HEADER} was sent but no provider key: send your own key in {provider.auth_header}",
+    )
