@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
-from typing import Any
 
 import pytest
 from multidict import CIMultiDict
-from sqlalchemy import event, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from aibridge.auth import (
@@ -29,6 +26,7 @@ from aibridge.store import users as repo
 from aibridge.store.db import session_factory
 from aibridge.store.models import ApiKey, User
 from aibridge.store.types import utcnow
+from tests.helpers import count_queries
 
 # --- token format -------------------------------------------------------------------
 
@@ -124,21 +122,6 @@ def test_extract_token_without_mapping() -> None:
 
 
 # --- Authenticator ------------------------------------------------------------------
-
-
-@contextmanager
-def count_queries(engine: AsyncEngine) -> Iterator[list[str]]:
-    """Collect every SQL statement the engine sends while the block runs."""
-    statements: list[str] = []
-
-    def before(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        statements.append(statement)
-
-    event.listen(engine.sync_engine, "before_cursor_execute", before)
-    try:
-        yield statements
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", before)
 
 
 @pytest.fixture
@@ -266,19 +249,17 @@ async def test_cache_survives_broken_database(
 ) -> None:
     """A cached key needs no database at all: the session factory is made to explode."""
     _user, key, token = await make_key(sessions)
-    calls = 0
+    broken = False
 
     def factory() -> AsyncSession:
-        nonlocal calls
-        calls += 1
-        if calls > 1:
+        if broken:
             raise RuntimeError("database must not be touched")
         return sessions()
 
     authn = Authenticator(factory)  # type: ignore[arg-type]
     assert (await auth(authn, token)).key_id == key.id
+    broken = True
     assert (await auth(authn, token)).key_id == key.id
-    assert calls == 1
 
 
 async def test_cache_entry_expires_after_ttl(
@@ -371,9 +352,11 @@ async def test_lookup_racing_an_invalidation_is_not_cached(
 ) -> None:
     """A lookup that began before an invalidation may have read pre-revocation rows, so
     its result must not be cached."""
-    _user, key, token = await make_key(sessions)
+    user, key, token = await make_key(sessions)
+    async with sessions() as s, s.begin():
+        _other, other_token = await repo.create_key(s, user, "other")
     authn: Authenticator
-    race = True
+    race = False
 
     def factory() -> AsyncSession:
         nonlocal race
@@ -383,7 +366,10 @@ async def test_lookup_racing_an_invalidation_is_not_cached(
         return sessions()
 
     authn = Authenticator(factory)  # type: ignore[arg-type]
+    await auth(authn, other_token)  # reads which key ids exist: the next call is the lookup
+    race = True
     await auth(authn, token)
+    assert not race
     async with sessions() as s, s.begin():
         await repo.revoke_key(s, key.id)
     with pytest.raises(AuthError, match="revoked"):

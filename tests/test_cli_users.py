@@ -268,3 +268,25 @@ async def test_revoke_and_suspend_notify_postgres_replicas(pg_url: str) -> None:
             assert await received.get() == f"user:{bob['id']}"
     finally:
         await conn.close()
+
+
+async def test_created_keys_notify_postgres_replicas(pg_url: str) -> None:
+    """Authenticators remember which key ids exist, so a new key is announced too."""
+    import asyncpg
+
+    from aibridge.store.pubsub import API_KEYS_CHANGED
+
+    await asyncio.to_thread(cli, pg_url, "users", "list")  # migrates the new database
+    received: asyncio.Queue[str] = asyncio.Queue()
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await conn.add_listener(API_KEYS_CHANGED, lambda *args: received.put_nowait(args[3]))
+        first = last_line(await asyncio.to_thread(cli, pg_url, "users", "create", "carol"))
+        async with asyncio.timeout(TIMEOUT):
+            assert await received.get() == first.split("-")[1]
+        result = await asyncio.to_thread(cli, pg_url, "keys", "create", "--user", "carol")
+        assert result.exit_code == 0, result.output
+        async with asyncio.timeout(TIMEOUT):
+            assert await received.get() == last_line(result).split("-")[1]
+    finally:
+        await conn.close()

@@ -10,6 +10,7 @@ what the upstream actually saw.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,10 +22,15 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy.ext.asyncio import AsyncEngine
 from yarl import URL
 
+from aibridge.auth import Authenticator, AuthError
 from aibridge.providers.base import Provider
+from aibridge.store import users as user_store
+from aibridge.store.db import session_factory
 from aibridge.store.providers import ProviderKeyRecord, ProviderRecord
+from tests.helpers import count_queries
 from tests.stack import TIMEOUT, Stack, stack
 
 ANTHROPIC_HEADERS = {"anthropic-version": "2023-06-01"}
@@ -362,3 +368,132 @@ async def test_byok_on_a_provider_without_allow_byok_is_403_on_every_route(
         assert b"allow_byok" in raw
         assert error_kind(ptype, raw) in ("permission_error", "invalid_request_error")
         assert s.fake.requests == []
+
+
+# ============================================================ 3. the key-id oracle
+
+
+async def admin_call(s: Stack, method: str, path: str, body: Any = None) -> Any:
+    """An admin API call that must succeed; its JSON answer (None for 204)."""
+    async with asyncio.timeout(TIMEOUT):
+        resp = await s.client.request(method, path, json=body, headers=s.admin_headers())
+        assert resp.status < 300, await resp.text()
+        return None if resp.status == 204 else await resp.json()
+
+
+async def new_member(s: Stack, username: str) -> tuple[str, str]:
+    """Create a member with one key through the admin API; (key id, token)."""
+    await admin_call(s, "POST", "/api/v1/users", {"username": username, "role": "member"})
+    key = await admin_call(s, "POST", f"/api/v1/users/{username}/keys", {"name": "k"})
+    return key["id"], key["token"]
+
+
+def with_wrong_secret(token: str) -> str:
+    """The same key id with a secret that is not its own."""
+    key_id = token.split("-", 2)[1]
+    return f"aib-{key_id}-{'W' * 43}"
+
+
+async def test_wrong_secret_is_the_same_401_whatever_the_key_id(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    async with stack(sqlite_url, tmp_path) as s:
+        await s.add_provider("anthropic", "anthropic", keys=[POOLED_KEY])
+        revoked_id, revoked = await new_member(s, "eve")
+        await admin_call(s, "DELETE", f"/api/v1/users/eve/keys/{revoked_id}")
+        _, suspended = await new_member(s, "mallory")
+        await admin_call(s, "PATCH", "/api/v1/users/mallory", {"status": "suspended"})
+
+        async def answer(token: str, path: str) -> tuple[int, bytes]:
+            headers = {"x-api-key": token} | ANTHROPIC_HEADERS
+            if path.startswith("/api/"):
+                return await raw_request(s, "GET", path, headers=headers)
+            return await raw_request(s, "POST", path, headers=headers, body=MESSAGES_BODY)
+
+        for path in ("/anthropic/v1/messages", "/api/v1/me"):
+            answers = {
+                await answer(token, path)
+                for token in (
+                    "aib-0123456789ab-" + "W" * 43,  # no such key id
+                    with_wrong_secret(revoked),
+                    with_wrong_secret(suspended),
+                    with_wrong_secret(s.user_token),
+                )
+            }
+            assert len(answers) == 1, answers
+            [(status, raw)] = answers
+            assert status == 401
+            assert b"invalid gateway API key" in raw
+        # The owner of the right secret learns why.
+        status, raw = await answer(revoked, "/anthropic/v1/messages")
+        assert (status, b"revoked" in raw) == (401, True)
+        status, raw = await answer(suspended, "/anthropic/v1/messages")
+        assert (status, b"suspended" in raw) == (401, True)
+        assert s.fake.requests == []
+
+
+class Monotonic:
+    """An injectable monotonic clock for the authenticator."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def random_token() -> str:
+    """A well-formed gateway key whose id almost surely does not exist."""
+    return f"aib-{secrets.token_hex(6)}-{secrets.token_urlsafe(32)}"
+
+
+async def authenticate(authn: Authenticator, token: str) -> str:
+    """The key id ``token`` resolves to, or the AuthError message."""
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            return (await authn.authenticate(token)).key_id
+    except AuthError as err:
+        return str(err)
+
+
+async def test_a_flood_of_random_key_ids_does_not_query_the_database_per_request(
+    engine: AsyncEngine,
+) -> None:
+    sessions = session_factory(engine)
+    async with sessions() as db, db.begin():
+        user = await user_store.create_user(db, "flood", "flood@example.com", "member")
+        key, token = await user_store.create_key(db, user, "k")
+    clock = Monotonic()
+    authn = Authenticator(sessions, clock=clock)
+    with count_queries(engine) as statements:
+        answers = await asyncio.gather(*(authenticate(authn, random_token()) for _ in range(200)))
+    assert set(answers) == {"invalid gateway API key"}
+    assert len(statements) <= 2, statements  # one look at the known key ids, not 200
+    assert await authenticate(authn, token) == key.id
+
+    # A key created after that look works at once when its creation is announced (the
+    # admin API and the CLI do), and within the negative TTL when it is not.
+    async with sessions() as db, db.begin():
+        announced, announced_token = await user_store.create_key(db, user, "announced")
+    await authn.on_keys_changed(announced.id.encode(), None)
+    assert await authenticate(authn, announced_token) == announced.id
+    async with sessions() as db, db.begin():
+        silent, silent_token = await user_store.create_key(db, user, "silent")
+    assert await authenticate(authn, silent_token) == "invalid gateway API key"
+    clock.now += 60
+    assert await authenticate(authn, silent_token) == silent.id
+
+
+async def test_a_key_created_through_the_admin_api_works_at_once_after_misses(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    async with stack(sqlite_url, tmp_path) as s:
+        status, _ = await raw_request(
+            s, "GET", "/api/v1/me", headers={"Authorization": f"Bearer {random_token()}"}
+        )
+        assert status == 401
+        _, token = await new_member(s, "fresh")
+        status, raw = await raw_request(
+            s, "GET", "/api/v1/me", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert status == 200, raw

@@ -9,6 +9,13 @@ latency without adding safety. Comparison is constant-time.
 database round trip per request; revocation and suspension invalidate the cache
 (locally at once, on other replicas through the ``api_keys_changed`` channel), and
 entries also expire after ``ttl`` seconds as a safety net.
+
+Nothing about a key (revoked, expired, its user suspended, the username) is told before
+its secret has been verified: a wrong secret gets the same answer as a key id that does
+not exist. Key ids that do not exist are answered from memory too: the authenticator
+keeps the set of existing key ids (at most ``known_ids_limit``), re-read at most every
+``negative_ttl`` seconds when an unknown id is seen and at once after a key change is
+announced, so a flood of random ids costs one query per interval, not one per request.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import contextlib
 import hashlib
 import hmac
 import logging
+import math
 import secrets
 import time
 import uuid
@@ -60,6 +68,9 @@ class NewToken:
 
 class AuthError(Exception):
     """Authentication failed; ``str(err)`` is safe to show to the caller."""
+
+
+INVALID_KEY = "invalid gateway API key"
 
 
 def hash_secret(secret: str) -> str:
@@ -112,6 +123,9 @@ class _Entry:
     secret_hash: str
     expires_at: datetime | None
     cached_until: float
+    # Why a key whose secret matches is refused anyway (revoked, user suspended); told
+    # only after the secret was verified.
+    refusal: str | None = None
     # The secret that last matched ``secret_hash`` (UTF-8): a cache hit with the same
     # token is then one constant-time compare instead of a SHA-256 and a hex encoding.
     # It lives no longer than the entry (``ttl``, or until the key is invalidated).
@@ -128,11 +142,20 @@ class Authenticator:
         ttl: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
         last_used_flush_interval: float = 30.0,
+        negative_ttl: float = 1.0,
+        known_ids_limit: int = 100_000,
     ) -> None:
         self._sessions = sessions
         self._ttl = ttl
         self._clock = clock
         self._cache: dict[str, _Entry] = {}
+        # Existing key ids (None: not read yet, or more than ``known_ids_limit``) and when
+        # they were read; -inf forces a re-read at the next unknown id.
+        self._known: frozenset[str] | None = None
+        self._known_at = -math.inf
+        self._known_lock = asyncio.Lock()
+        self._negative_ttl = negative_ttl
+        self._known_limit = known_ids_limit
         # Key id -> last use, as time.time(): cheaper per request than a datetime.
         self._used: dict[str, float] = {}
         self._flush_interval = last_used_flush_interval
@@ -148,18 +171,58 @@ class Authenticator:
         key_id, secret = parse_token(token)
         entry = self._cache.get(key_id)
         if entry is None or entry.cached_until < self._clock():
-            entry = await self._load(key_id)
+            entry = await self._lookup(key_id)
         given = secret.encode()
         verified = entry.verified
         if verified is None or not hmac.compare_digest(verified, given):
             if not hmac.compare_digest(entry.secret_hash, hash_secret(secret)):
-                raise AuthError("invalid gateway API key")
+                raise AuthError(INVALID_KEY)
             entry.verified = given
+        if entry.refusal is not None:
+            raise AuthError(entry.refusal)
         now = time.time()
         if entry.expires_at is not None and entry.expires_at.timestamp() <= now:
             raise AuthError("gateway API key has expired; create a new one")
         self._used[key_id] = now
         return entry.actor
+
+    async def _lookup(self, key_id: str) -> _Entry:
+        if not await self._may_exist(key_id):
+            raise AuthError(INVALID_KEY)
+        return await self._load(key_id)
+
+    async def _may_exist(self, key_id: str) -> bool:
+        """False when ``key_id`` is surely unknown, without a query when the id set is
+        fresh (read less than ``negative_ttl`` seconds ago)."""
+        known = self._known
+        if known is not None and key_id in known:
+            return True
+        if self._clock() - self._known_at >= self._negative_ttl:
+            # One reader at a time: a burst of unknown ids waits for the same read.
+            async with self._known_lock:
+                if self._clock() - self._known_at >= self._negative_ttl:
+                    await self._read_known_ids()
+            known = self._known
+        return known is None or key_id in known
+
+    async def _read_known_ids(self) -> None:
+        generation = self._generation
+        async with self._sessions() as session:
+            ids = frozenset(
+                (await session.scalars(select(ApiKey.id).limit(self._known_limit + 1))).all()
+            )
+        if len(ids) > self._known_limit:
+            # Too many to hold: every unknown id is looked up; look again after ``ttl``.
+            log.warning(
+                "more gateway keys than the known-id set holds; unknown ids cost a query each",
+                extra={"known_ids_limit": self._known_limit},
+            )
+            self._known = None
+            self._known_at = self._clock() + max(0.0, self._ttl - self._negative_ttl)
+            return
+        self._known = ids
+        # A key announced while the query ran may be missing: read again at the next miss.
+        self._known_at = self._clock() if generation == self._generation else -math.inf
 
     async def _load(self, key_id: str) -> _Entry:
         generation = self._generation
@@ -173,27 +236,31 @@ class Authenticator:
             ).first()
         if row is None:
             self._cache.pop(key_id, None)
-            raise AuthError("invalid gateway API key")
+            raise AuthError(INVALID_KEY)
         key, user = row
+        refusal = None
         if key.revoked_at is not None:
-            self._cache.pop(key_id, None)
-            raise AuthError("gateway API key has been revoked")
-        if user.status != "active":
-            self._cache.pop(key_id, None)
-            raise AuthError(f"user {user.username!r} is suspended")
+            refusal = "gateway API key has been revoked"
+        elif user.status != "active":
+            refusal = f"user {user.username!r} is suspended"
         entry = _Entry(
             Actor(user.id, user.username, user.role, key.id),
             key.secret_hash,
             key.expires_at,
             self._clock() + self._ttl,
+            refusal,
         )
+        # Refused keys are cached too (a flood of guesses at a revoked key's secret
+        # must not query per request); activation and revocation invalidate entries.
         if generation == self._generation:
             self._cache[key_id] = entry
         return entry
 
     def invalidate(self, key_id: str | None = None) -> None:
-        """Forget one cached key, or every key when ``key_id`` is None."""
+        """Forget one cached key, or every key when ``key_id`` is None; either way the
+        next unknown key id re-reads the existing ids (the key may be new)."""
         self._generation += 1
+        self._known_at = -math.inf
         if key_id is None:
             self._cache.clear()
         else:

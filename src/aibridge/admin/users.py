@@ -9,8 +9,9 @@ Routes (admin role unless noted):
 * ``GET /api/v1/me`` and ``GET /api/v1/me/keys`` (any authenticated user)
 
 Every write adds an audit row in the same transaction. After the commit, changes that
-must lock a key out (revocation, suspension, role change) invalidate this replica's
-authenticator cache at once and publish ``api_keys_changed`` for the other replicas.
+must lock a key out (revocation, suspension, role change) or add one (authenticators
+remember which key ids exist) invalidate this replica's authenticator cache at once and
+publish ``api_keys_changed`` for the other replicas.
 """
 
 from __future__ import annotations
@@ -243,6 +244,9 @@ async def create_user_key(request: web.Request) -> web.Response:
         user = await _require_user(session, ref)
         key, token = await repo.create_key(session, user, name or "", expires_at)
         _audit(session, actor, **repo.key_created_audit(user, key))
+    # Authenticators remember which key ids exist: tell them about this one.
+    services.authenticator.invalidate(key.id)
+    await publish_quietly(services.pubsub, API_KEYS_CHANGED, key.id.encode())
     info = repo.KeyInfo.from_row(key).as_dict()
     info["token"] = token
     return json_response(info, status=201)

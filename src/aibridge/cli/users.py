@@ -80,9 +80,11 @@ async def _require_user(session: AsyncSession, name: str) -> User:
 
 
 async def _notify(session: AsyncSession, payload: str) -> None:
-    """Tell running replicas to drop cached keys (PostgreSQL only; delivered at commit).
+    """Tell running replicas a key changed or was created (PostgreSQL only; delivered at
+    commit).
 
-    SQLite deployments run one process whose cache entries expire on their own TTL.
+    SQLite deployments run one process whose cache entries expire on their own TTL (and
+    which notices a new key id within a second).
     """
     await notify_at_commit(session, API_KEYS_CHANGED, payload)
 
@@ -139,6 +141,7 @@ def users_create(
                         f"`aibridge keys create --user {name}`"
                     ) from exc
                 key, token = await repo.create_key(session, user, key_name)
+                await _notify(session, key.id)
                 _audit(
                     session,
                     action="create",
@@ -264,6 +267,7 @@ def keys_create(
             async with sessions() as session, session.begin():
                 user = await _require_user(session, username)
                 key, token = await repo.create_key(session, user, key_name, expires_at)
+                await _notify(session, key.id)
                 _audit(session, **repo.key_created_audit(user, key))
                 suspended = user.status != "active"
             if suspended:
