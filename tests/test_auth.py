@@ -445,3 +445,19 @@ async def test_wrong_secret_rejected_after_a_cached_hit(
         with pytest.raises(AuthError, match="invalid gateway API key"):
             await auth(authn, bad)
     assert (await auth(authn, token)).key_id == _key.id
+
+
+async def test_more_keys_than_the_known_id_limit_fall_back_to_lookups(
+    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """Past ``known_ids_limit`` the id set is not held: unknown ids are looked up one by
+    one (still the same answer), and good keys keep working."""
+    _user, key, token = await make_key(sessions)
+    await make_key(sessions, "carol")
+    authn = Authenticator(sessions, known_ids_limit=1)
+    with count_queries(engine) as statements:
+        for _ in range(3):
+            with pytest.raises(AuthError, match=r"^invalid gateway API key$"):
+                await auth(authn, f"aib-{uuid.uuid4().hex[:12]}-secret")
+    assert len(statements) == 1 + 3  # one read of the ids (too many), then one per id
+    assert (await auth(authn, token)).key_id == key.id
