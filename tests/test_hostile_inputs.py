@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import socket
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,7 @@ from aibridge.providers.base import Provider
 from aibridge.store import users as user_store
 from aibridge.store.db import session_factory
 from aibridge.store.providers import ProviderKeyRecord, ProviderRecord
+from tests import recorded
 from tests.helpers import count_queries
 from tests.stack import TIMEOUT, Stack, stack
 
@@ -497,3 +501,78 @@ async def test_a_key_created_through_the_admin_api_works_at_once_after_misses(
             s, "GET", "/api/v1/me", headers={"Authorization": f"Bearer {token}"}
         )
         assert status == 200, raw
+
+
+# ============================================================ 5. information exposure
+
+NAME_PROBES = [
+    ("POST", "/v1/messages", MESSAGES_BODY, ANTHROPIC_HEADERS),
+    ("POST", "/v1/chat/completions", CHAT_BODY, {}),
+    ("GET", "/v1/models", None, {}),
+    ("GET", "/v1/models", None, ANTHROPIC_HEADERS),
+    ("GET", "/v1/models/%2e%2e%2fchat%2fcompletions", None, {}),
+]
+
+
+async def test_without_a_valid_key_unknown_and_known_names_look_alike(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    async with stack(sqlite_url, tmp_path) as s:
+        await s.add_provider("anthropic", "anthropic", keys=[POOLED_KEY])
+        await s.add_provider("openai", "openai", keys=[POOLED_KEY])
+        await s.add_provider("off", "openai", enabled=False)
+        credentials: list[dict[str, str]] = [
+            {},
+            {"Authorization": "Bearer not-a-gateway-key"},
+            {"x-api-key": random_token()},
+            {"Authorization": f"Bearer {with_wrong_secret(s.user_token)}"},
+        ]
+        for method, path, body, extra in NAME_PROBES:
+            for creds in credentials:
+                answers = {
+                    await raw_request(s, method, f"/{name}{path}", headers=extra | creds, body=body)
+                    for name in ("anthropic", "openai", "off", "nosuch", "x%2fy")
+                }
+                assert len(answers) == 1, (path, creds, answers)
+                [(status, _)] = answers
+                assert status == 401
+        # With a valid key, an unknown name is a 404.
+        status, raw = await raw_request(s, "GET", "/nosuch/v1/models", headers=member(s))
+        assert status == 404, raw
+        assert s.fake.requests == []
+
+
+@contextmanager
+def closed_port() -> Iterator[int]:
+    """A loopback port that refuses connections (bound, never listening)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/v1/chat/completions", CHAT_BODY),
+        ("POST", "/v1/responses", {"model": "gpt-4o-mini", "input": "hi"}),
+        ("GET", "/v1/models", None),
+    ],
+)
+async def test_an_unreachable_upstream_is_not_described_to_the_client(
+    method: str, path: str, body: Any, sqlite_url: str, tmp_path: Path
+) -> None:
+    with closed_port() as port:
+        async with stack(sqlite_url, tmp_path) as s:
+            base = f"http://127.0.0.1:{port}/internal/v1"
+            await s.add_provider("p", "openai", keys=[POOLED_KEY], base_url=base)
+            status, raw = await raw_request(s, method, f"/p{path}", headers=member(s), body=body)
+            assert status == 502, raw
+            assert error_kind("openai", raw) == "server_error"
+            for leak in (str(port), "127.0.0.1", "internal", "Cannot connect", "Errno"):
+                assert leak.encode() not in raw, raw
+            if method == "POST":
+                # The details stay with the operator: the end record has them.
+                await s.flush_records()
+                [row] = await recorded.interceptions(s.services)
+                assert row.error_type == "server_error"
+                assert row.error_message is not None and str(port) in row.error_message

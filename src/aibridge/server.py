@@ -22,7 +22,7 @@ from aibridge.auth import Authenticator, AuthError, extract_token
 from aibridge.bridge import RequestBridge, route_not_supported
 from aibridge.clock import Clock
 from aibridge.config import Settings, mask_url
-from aibridge.intercept.errors import error_response
+from aibridge.intercept.errors import error_response, family_for_request
 from aibridge.pool import (
     BridgeBuildError,
     CachedBridgePool,
@@ -38,6 +38,7 @@ from aibridge.services import SERVICES, Services
 from aibridge.store import seed, users
 from aibridge.store.crypto import Encryptor
 from aibridge.store.db import create_engine, migrate, session_factory
+from aibridge.store.models import RESERVED_PROVIDER_NAMES
 from aibridge.store.pubsub import API_KEYS_CHANGED, InProcessPubSub, PubSub, Unsubscribe
 from aibridge.telemetry import GatewayMetrics
 
@@ -169,12 +170,15 @@ async def running_services(
 
 
 async def data_plane(request: web.Request) -> web.StreamResponse:
-    """``/{provider}/…``: authenticate the gateway key, then hand over to a bridge."""
+    """``/{provider}/…``: authenticate the gateway key, then hand over to a bridge.
+
+    The key is checked before the name is looked up, and an authentication failure is
+    shaped after the request, not the provider row: without a valid key, a provider
+    name that does not exist gets the very same answer as one that does.
+    """
     services = request.app[SERVICES]
     name, tail = split_path(request)
-    assert services.pool is not None
-    provider = services.pool.snapshot.get(name)
-    if provider is None:
+    if name in RESERVED_PROVIDER_NAMES:
         return route_not_supported(request)
     # BYOK: the gateway key travels in X-AIBridge-Token and the client's own provider
     # credential stays in Authorization / X-Api-Key. A blank X-AIBridge-Token is no
@@ -184,7 +188,11 @@ async def data_plane(request: web.Request) -> web.StreamResponse:
     try:
         actor = await services.authenticator.authenticate(token)
     except AuthError as err:
-        return error_response(provider.family, 401, f"aibridge: {err}")
+        return error_response(family_for_request(tail, request.headers), 401, f"aibridge: {err}")
+    assert services.pool is not None
+    provider = services.pool.snapshot.get(name)
+    if provider is None:
+        return route_not_supported(request)
     byok = bool(byok_token)
     try:
         async with services.pool.acquire(actor) as bridge:

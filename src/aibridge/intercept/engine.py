@@ -33,6 +33,8 @@ from aibridge.intercept.apis import APISpec, spec_for
 from aibridge.intercept.byok import byok_credential
 from aibridge.intercept.clientinfo import detect_client, session_id
 from aibridge.intercept.errors import (
+    UPSTREAM_TIMED_OUT,
+    UPSTREAM_UNREACHABLE,
     error_response,
     error_type_for_event,
     error_type_for_status,
@@ -323,10 +325,15 @@ class Interception:
             extra = {"Retry-After": str(exc.retry_after_seconds)} if exc.status == 429 else None
             return error_response(family, exc.status, str(exc), extra)
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            return self._unreachable(504, "timeout", f"upstream timed out: {exc or 'no response'}")
+            return self._unreachable(
+                504, "timeout", UPSTREAM_TIMED_OUT, f"upstream timed out: {exc or 'no response'}"
+            )
         except aiohttp.ClientError as exc:
             return self._unreachable(
-                502, "server_error", f"upstream unreachable: {type(exc).__name__}: {exc}"
+                502,
+                "server_error",
+                UPSTREAM_UNREACHABLE,
+                f"upstream unreachable: {type(exc).__name__}: {exc}",
             )
         if key is not None:
             self.credential_hint = key.hint
@@ -340,14 +347,18 @@ class Interception:
         finally:
             upstream.release()
 
-    def _unreachable(self, status: int, error_type: str, message: str) -> web.Response:
-        self.outcome = Outcome(error_type, message, status)
+    def _unreachable(
+        self, status: int, error_type: str, message: str, detail: str | None = None
+    ) -> web.Response:
+        """Answer ``message``; ``detail`` (hosts, ports, OS errors) goes only to the log
+        and the end record."""
+        self.outcome = Outcome(error_type, detail or message, status)
         log.warning(
             "upstream request failed",
             extra={
                 "provider": self.provider.name,
                 "interception_id": str(self.id),
-                "error": message,
+                "error": detail or message,
             },
         )
         return error_response(self.provider.family, status, message)

@@ -32,6 +32,12 @@ _OPENAI_TYPES = {
 }
 
 
+# What a client is told when the upstream cannot be reached: the cause (host, port, OS
+# error) describes the gateway's network and stays in the log and the end record.
+UPSTREAM_UNREACHABLE = "upstream unreachable; retry shortly (the gateway log has the details)"
+UPSTREAM_TIMED_OUT = "upstream timed out; retry shortly (the gateway log has the details)"
+
+
 def error_body(family: Family, status: int, message: str) -> bytes:
     """JSON error body in the provider's own shape, so SDKs raise the right exception."""
     if family == "anthropic":
@@ -39,6 +45,15 @@ def error_body(family: Family, status: int, message: str) -> bytes:
         return orjson.dumps({"type": "error", "error": {"type": kind, "message": message}})
     otype, code = _OPENAI_TYPES.get(status, ("server_error", None))
     return orjson.dumps({"error": {"message": message, "type": otype, "param": None, "code": code}})
+
+
+def family_for_request(tail: str, headers: Mapping[str, str]) -> Family:
+    """The error shape a client expects, judged from its request alone (for answers given
+    before the provider is looked up): Anthropic for its routes or an
+    ``anthropic-version`` header (its SDKs always send one), else OpenAI."""
+    if tail.startswith(("/v1/messages", "/api/event_logging/")) or "anthropic-version" in headers:
+        return "anthropic"
+    return "openai"
 
 
 def error_response(

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from aibridge.intercept.byok import byok_credential
 from aibridge.intercept.engine import BodyTooLarge, read_body, too_large_message
-from aibridge.intercept.errors import error_response
+from aibridge.intercept.errors import UPSTREAM_UNREACHABLE, error_response
 from aibridge.intercept.failover import send_with_failover
 from aibridge.intercept.upstream_headers import (
     client_headers_for_upstream,
@@ -87,7 +87,7 @@ async def passthrough(
             "passthrough upstream error",
             extra={"provider": provider.name, "error": f"{type(exc).__name__}: {exc}"},
         )
-        return error_response(family, 502, f"upstream proxy error: {type(exc).__name__}")
+        return error_response(family, 502, UPSTREAM_UNREACHABLE)
     try:
         out = web.StreamResponse(
             status=upstream.status, headers=response_headers_for_client(upstream.headers)
