@@ -576,3 +576,36 @@ async def test_an_unreachable_upstream_is_not_described_to_the_client(
                 [row] = await recorded.interceptions(s.services)
                 assert row.error_type == "server_error"
                 assert row.error_message is not None and str(port) in row.error_message
+
+
+async def test_metrics_and_readyz_details_can_be_kept_for_admins(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    async with stack(sqlite_url, tmp_path, settings_overrides={"metrics_auth": "admin"}) as s:
+        await s.add_provider("internal-llm", "openai", keys=[POOLED_KEY])
+
+        async def get(path: str, token: str | None) -> tuple[int, bytes]:
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            return await raw_request(s, "GET", path, headers=headers)
+
+        for token, expected in ((None, 401), (random_token(), 401), (s.user_token, 403)):
+            status, raw = await get("/metrics", token)
+            assert status == expected, raw
+            assert b"aibridge_" not in raw
+            status, raw = await get("/readyz", token)
+            assert (status, orjson.loads(raw)) == (200, {"status": "ok"})
+        status, raw = await get("/metrics", s.admin_token)
+        assert status == 200 and b"aibridge_" in raw
+        status, raw = await get("/readyz", s.admin_token)
+        assert status == 200 and b"internal-llm" in raw
+        status, raw = await get("/healthz", None)
+        assert status == 200
+
+
+async def test_metrics_and_readyz_are_open_by_default(sqlite_url: str, tmp_path: Path) -> None:
+    async with stack(sqlite_url, tmp_path) as s:
+        await s.add_provider("internal-llm", "openai", keys=[POOLED_KEY])
+        status, raw = await raw_request(s, "GET", "/metrics")
+        assert status == 200 and b"aibridge_" in raw
+        status, raw = await raw_request(s, "GET", "/readyz")
+        assert status == 200 and b"internal-llm" in raw

@@ -43,8 +43,11 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, ge=1, le=64)
     # Seconds a resolved gateway key stays cached (revocation also invalidates it).
     auth_cache_ttl: float = 60.0
+    # Who may read /metrics and /readyz's details: anyone ("none", as Prometheus and
+    # probes expect) or admin keys only ("admin"; /readyz then shows others its status).
+    metrics_auth: Literal["none", "admin"] = "none"
 
-    @field_validator("log_level", mode="before")
+    @field_validator("log_level", "metrics_auth", mode="before")
     @classmethod
     def _lower_level(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value

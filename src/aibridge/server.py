@@ -16,7 +16,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
-from aibridge.admin.errors import error_middleware, json_response
+from aibridge.admin.deps import current_actor, require_admin
+from aibridge.admin.errors import APIError, error_middleware, json_response
 from aibridge.admin.routes import add_admin_routes
 from aibridge.auth import Authenticator, AuthError, extract_token
 from aibridge.bridge import RequestBridge, route_not_supported
@@ -226,7 +227,11 @@ async def healthz(_request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness: the database answers within two seconds and providers are loaded."""
+    """Readiness: the database answers within two seconds and providers are loaded.
+
+    With ``metrics_auth=admin`` only admin keys see the details (providers, versions,
+    errors); everyone else gets the status and its HTTP code, which is what probes need.
+    """
     services = request.app[SERVICES]
     started = time.perf_counter()
     body: dict[str, object] = {"status": "ok", "pid": os.getpid()}
@@ -252,12 +257,25 @@ async def readyz(request: web.Request) -> web.Response:
         if not reload_status.loaded:
             body["status"] = "unavailable"
             status = 503
+    if services.settings.metrics_auth == "admin" and not await _is_admin(request):
+        return json_response({"status": body["status"]}, status=status)
     return json_response(body, status=status)
 
 
+async def _is_admin(request: web.Request) -> bool:
+    try:
+        return (await current_actor(request)).is_admin
+    except APIError:
+        return False
+
+
 async def metrics_endpoint(request: web.Request) -> web.Response:
-    """Prometheus text exposition of this process's series."""
-    body = request.app[SERVICES].metrics.render()
+    """Prometheus text exposition of this process's series (admin keys only with
+    ``metrics_auth=admin``)."""
+    services = request.app[SERVICES]
+    if services.settings.metrics_auth == "admin":
+        await require_admin(request)
+    body = services.metrics.render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
