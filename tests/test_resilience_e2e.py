@@ -572,6 +572,48 @@ async def test_database_outage_during_burst_loses_nothing(pg_url: str, tmp_path:
             assert {(u.input_tokens, u.output_tokens) for u in usage} == {(25, 12)}
 
 
+async def test_database_outage_during_an_uncached_key_lookup_is_a_503(
+    pg_url: str, tmp_path: Path
+) -> None:
+    async with stack(pg_url, tmp_path, recorder_options=OUTAGE_RECORDER) as s:
+        await s.add_provider("anthropic", "anthropic")
+        await s.add_provider("openai", "openai")
+        async with aiohttp.ClientSession() as session, pg_outage(pg_url):
+            # The member's key has not been used yet: it is not cached.
+            for api, provider in ((MESSAGES, "anthropic"), (CHAT, "openai")):
+                status, _, raw = await post(
+                    session,
+                    api.url(s, provider),
+                    api.request(stream=False),
+                    api.headers(s.user_token),
+                )
+                assert status == 503, raw
+                body = orjson.loads(raw)
+                if api is MESSAGES:
+                    assert body["type"] == "error"
+                    assert body["error"]["type"] == "api_error"
+                else:
+                    assert body["error"]["type"] == "server_error"
+                assert b"retry" in raw
+            # The admin API answers a 503 in its own envelope.
+            async with asyncio.timeout(TIMEOUT):
+                resp = await session.get(
+                    f"{s.base}/api/v1/me", headers={"Authorization": f"Bearer {s.user_token}"}
+                )
+                assert resp.status == 503, await resp.text()
+                assert set(await resp.json()) >= {"message", "detail"}
+        assert s.fake.requests == []
+        # Once the database is back, the same key works.
+        async with aiohttp.ClientSession() as session:
+            status, _, raw = await post(
+                session,
+                MESSAGES.url(s, "anthropic"),
+                MESSAGES.request(stream=False),
+                MESSAGES.headers(s.user_token),
+            )
+            assert status == 200, raw
+
+
 # --------------------------------------------------------------------------- 6. edges
 
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aibridge.store.models import ApiKey, User
@@ -70,7 +71,15 @@ class AuthError(Exception):
     """Authentication failed; ``str(err)`` is safe to show to the caller."""
 
 
+class AuthUnavailable(Exception):
+    """The key store cannot be read right now (database down); ``str(err)`` is safe to
+    show to the caller, who should retry."""
+
+
 INVALID_KEY = "invalid gateway API key"
+UNAVAILABLE = "gateway keys cannot be verified right now (database unavailable); retry shortly"
+# What a database outage looks like from a lookup.
+_DB_ERRORS = (SQLAlchemyError, OSError, TimeoutError)
 
 
 def hash_secret(secret: str) -> str:
@@ -115,6 +124,14 @@ def extract_token(headers: object) -> str | None:
     if key and key.strip():
         return str(key.strip())
     return None
+
+
+def _unavailable(exc: BaseException) -> AuthUnavailable:
+    log.warning(
+        "could not read gateway keys from the database",
+        extra={"error": f"{type(exc).__name__}: {exc}"},
+    )
+    return AuthUnavailable(UNAVAILABLE)
 
 
 @dataclass(slots=True)
@@ -165,7 +182,8 @@ class Authenticator:
         self._generation = 0
 
     async def authenticate(self, token: str | None) -> Actor:
-        """Return the actor for ``token`` or raise :class:`AuthError`."""
+        """Return the actor for ``token`` or raise :class:`AuthError` (or
+        :class:`AuthUnavailable` when an uncached key cannot be looked up)."""
         if not token:
             raise AuthError("missing gateway API key: send Authorization: Bearer <key>")
         key_id, secret = parse_token(token)
@@ -207,10 +225,13 @@ class Authenticator:
 
     async def _read_known_ids(self) -> None:
         generation = self._generation
-        async with self._sessions() as session:
-            ids = frozenset(
-                (await session.scalars(select(ApiKey.id).limit(self._known_limit + 1))).all()
-            )
+        try:
+            async with self._sessions() as session:
+                ids = frozenset(
+                    (await session.scalars(select(ApiKey.id).limit(self._known_limit + 1))).all()
+                )
+        except _DB_ERRORS as exc:
+            raise _unavailable(exc) from exc
         if len(ids) > self._known_limit:
             # Too many to hold: every unknown id is looked up; look again after ``ttl``.
             log.warning(
@@ -226,14 +247,17 @@ class Authenticator:
 
     async def _load(self, key_id: str) -> _Entry:
         generation = self._generation
-        async with self._sessions() as session:
-            row = (
-                await session.execute(
-                    select(ApiKey, User)
-                    .join(User, User.id == ApiKey.user_id)
-                    .where(ApiKey.id == key_id)
-                )
-            ).first()
+        try:
+            async with self._sessions() as session:
+                row = (
+                    await session.execute(
+                        select(ApiKey, User)
+                        .join(User, User.id == ApiKey.user_id)
+                        .where(ApiKey.id == key_id)
+                    )
+                ).first()
+        except _DB_ERRORS as exc:
+            raise _unavailable(exc) from exc
         if row is None:
             self._cache.pop(key_id, None)
             raise AuthError(INVALID_KEY)

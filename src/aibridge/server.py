@@ -19,7 +19,7 @@ from sqlalchemy import text
 from aibridge.admin.deps import current_actor, require_admin
 from aibridge.admin.errors import APIError, error_middleware, json_response
 from aibridge.admin.routes import add_admin_routes
-from aibridge.auth import Authenticator, AuthError, extract_token
+from aibridge.auth import Authenticator, AuthError, AuthUnavailable, extract_token
 from aibridge.bridge import RequestBridge, route_not_supported
 from aibridge.clock import Clock
 from aibridge.config import Settings, mask_url
@@ -190,6 +190,8 @@ async def data_plane(request: web.Request) -> web.StreamResponse:
         actor = await services.authenticator.authenticate(token)
     except AuthError as err:
         return error_response(family_for_request(tail, request.headers), 401, f"aibridge: {err}")
+    except AuthUnavailable as err:
+        return error_response(family_for_request(tail, request.headers), 503, f"aibridge: {err}")
     assert services.pool is not None
     provider = services.pool.snapshot.get(name)
     if provider is None:

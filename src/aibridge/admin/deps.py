@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from aibridge.admin.errors import APIError
-from aibridge.auth import Actor, AuthError, extract_token
+from aibridge.auth import Actor, AuthError, AuthUnavailable, extract_token
 from aibridge.services import SERVICES
 
 ACTOR_KEY = web.RequestKey("actor", Actor)
@@ -21,6 +21,8 @@ async def current_actor(request: web.Request) -> Actor:
         actor = await request.app[SERVICES].authenticator.authenticate(token)
     except AuthError as err:
         raise APIError(401, "Unauthorized.", str(err)) from err
+    except AuthUnavailable as err:
+        raise APIError(503, "Service unavailable.", str(err)) from err
     request[ACTOR_KEY] = actor
     return actor
 
