@@ -54,6 +54,8 @@ async def make_member(services: Services, username: str = "bob") -> str:
         s.add(user)
         await s.flush()
         s.add(ApiKey(id=new.key_id, user_id=user.id, name="t", secret_hash=new.secret_hash))
+    # Announced as the admin API does: authenticators remember which key ids exist.
+    services.authenticator.invalidate(new.key_id)
     return new.token
 
 
