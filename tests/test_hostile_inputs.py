@@ -503,6 +503,74 @@ async def test_a_key_created_through_the_admin_api_works_at_once_after_misses(
         assert status == 200, raw
 
 
+# ============================================================ 4. provider base URLs and names
+
+BAD_PROVIDER_FIELDS: list[tuple[dict[str, Any], str, str]] = [
+    ({"base_url": "https://user:hunter2@api.example.com/v1"}, "base_url", "credentials"),
+    ({"base_url": "https://sk-secret@api.example.com/v1"}, "base_url", "credentials"),
+    ({"base_url": "https://api.example.com/v1?api_key=sk-1"}, "base_url", "query"),
+    ({"base_url": "https://api.example.com/v1?"}, "base_url", "query"),
+    ({"base_url": "https://api.example.com/v1#frag"}, "base_url", "fragment"),
+    ({"base_url": "https://api.example.com/" + "v" * 2100}, "base_url", "at most 2048"),
+    ({"name": "n" * 64}, "name", "at most 63"),
+    ({"display_name": "D" * 201}, "display_name", "at most 200"),
+    ({"icon": "https://icons.example.com/" + "i" * 2100}, "icon", "at most 2048"),
+]
+
+
+@pytest.mark.parametrize(("fields", "field", "says"), BAD_PROVIDER_FIELDS)
+async def test_provider_input_is_refused_with_what_to_fix(
+    fields: dict[str, Any], field: str, says: str, sqlite_url: str, tmp_path: Path
+) -> None:
+    async with stack(sqlite_url, tmp_path) as s:
+        valid = {
+            "type": "openai",
+            "name": "p",
+            "base_url": "https://api.example.com/v1",
+            "api_keys": [POOLED_KEY],
+        }
+        attempts = [("POST", "/api/v1/providers", valid | fields)]
+        if field != "name":  # a name cannot be patched
+            attempts.append(("PATCH", "/api/v1/providers/p", fields))
+        for method, path, payload in attempts:
+            if method == "PATCH":
+                await admin_call(s, "POST", "/api/v1/providers", valid)
+            async with asyncio.timeout(TIMEOUT):
+                resp = await s.client.request(method, path, json=payload, headers=s.admin_headers())
+                assert resp.status == 400, await resp.text()
+                problem = await resp.json()
+            assert [v["field"] for v in problem["validations"]] == [field], problem
+            assert says in problem["validations"][0]["detail"], problem
+            # The secret in a refused URL is not echoed back.
+            assert "hunter2" not in str(problem) and "sk-" not in str(problem)
+
+
+def test_the_cli_says_what_is_wrong_with_a_base_url(sqlite_url: str) -> None:
+    from click.testing import CliRunner
+
+    from aibridge.cli import main
+
+    result = CliRunner().invoke(
+        main,
+        ["providers", "create", "p", "--type", "openai",
+         "--base-url", "https://u:pw@api.example.com/v1?x=1#f", "--database-url", sqlite_url],
+        env={"AIBRIDGE_ENCRYPTION_KEY": ""},
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert "base_url: base_url must not contain credentials" in result.stderr
+    assert "pw" not in result.stderr
+
+
+def test_a_stored_base_url_with_credentials_or_a_query_is_not_built() -> None:
+    """Rows written before the API refused them never reach an upstream request."""
+    from aibridge.providers.base import ProviderBuildError
+
+    for url in ("https://u:pw@api.example.com/v1", "https://api.example.com/v1?k=1"):
+        with pytest.raises(ProviderBuildError) as err:
+            Provider(record("openai", url))
+        assert "pw" not in str(err.value)
+
+
 # ============================================================ 5. information exposure
 
 NAME_PROBES = [

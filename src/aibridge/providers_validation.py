@@ -39,6 +39,12 @@ CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "api-key", "proxy-
 MANAGED_HEADERS = frozenset(
     {"host", "content-length", "transfer-encoding", "connection", "upgrade", "te", "trailer"}
 )
+# Sane bounds: a name is a URL path segment (like a DNS label), the others are shown in
+# listings and UIs.
+MAX_NAME_LENGTH = 63
+MAX_DISPLAY_NAME_LENGTH = 200
+MAX_ICON_LENGTH = 2048
+MAX_BASE_URL_LENGTH = 2048
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _NAME = re.compile(PROVIDER_NAME_PATTERN)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -80,6 +86,8 @@ def name_error(value: object) -> str | None:
         return "name is required"
     if not isinstance(value, str):
         return "name must be a string"
+    if len(value) > MAX_NAME_LENGTH:
+        return f"name must be at most {MAX_NAME_LENGTH} characters"
     if not _NAME.fullmatch(value):
         return NAME_PATTERN_DETAIL
     if value in RESERVED_PROVIDER_NAMES:
@@ -88,11 +96,19 @@ def name_error(value: object) -> str | None:
 
 
 def base_url_error(value: object) -> str | None:
-    """Why ``value`` is not an acceptable upstream base URL, or None."""
+    """Why ``value`` is not an acceptable upstream base URL, or None.
+
+    Base URLs are trusted admin input (they may point at internal hosts), but one that
+    carries credentials, a query or a fragment is refused rather than silently changed:
+    the gateway would send the credentials as Basic auth on every request and drop the
+    rest. The messages never repeat the URL (it may hold a secret).
+    """
     if value is None or value == "":
         return "base_url is required"
     if not isinstance(value, str):
         return "base_url must be a string"
+    if len(value) > MAX_BASE_URL_LENGTH:
+        return f"base_url must be at most {MAX_BASE_URL_LENGTH} characters"
     absolute = "base_url must be an absolute URL (e.g. https://api.example.com/)"
     if _CONTROL.search(value) or " " in value:
         return absolute
@@ -106,6 +122,18 @@ def base_url_error(value: object) -> str | None:
         return absolute
     if parts.scheme.lower() not in ("http", "https"):
         return f'base_url scheme must be http or https, got "{parts.scheme}"'
+    if "@" in parts.netloc:
+        return (
+            "base_url must not contain credentials (user:password@host); put upstream keys "
+            "in api_keys"
+        )
+    if "?" in value:
+        return (
+            "base_url must not have a query string (?…): the client's query is sent as is; "
+            "use settings.api_version (azure) or settings.extra_headers instead"
+        )
+    if "#" in value:
+        return "base_url must not have a fragment (#…); remove it"
     return None
 
 
@@ -272,12 +300,17 @@ def validate_settings(value: object, provider_type: str | None) -> dict[str, Any
 # --- create / patch -------------------------------------------------------------------
 
 
-def _optional_str(errors: list[Validation], body: Mapping[str, object], key: str) -> str | None:
+def _optional_str(
+    errors: list[Validation], body: Mapping[str, object], key: str, max_length: int
+) -> str | None:
     if key not in body:
         return None
     value = body[key]
     if not isinstance(value, str):
         errors.append(Validation(key, f"{key} must be a string"))
+        return None
+    if len(value) > max_length:
+        errors.append(Validation(key, f"{key} must be at most {max_length} characters"))
         return None
     if _CONTROL.search(value):
         errors.append(Validation(key, f"{key} must not contain control characters"))
@@ -320,8 +353,8 @@ def validate_create(body: Mapping[str, object]) -> ProviderSpec:
     if problem:
         errors.append(Validation("base_url", problem))
 
-    display_name = _optional_str(errors, body, "display_name") or ""
-    icon = _optional_str(errors, body, "icon") or ""
+    display_name = _optional_str(errors, body, "display_name", MAX_DISPLAY_NAME_LENGTH) or ""
+    icon = _optional_str(errors, body, "icon", MAX_ICON_LENGTH) or ""
     enabled = _optional_bool(errors, body, "enabled")
 
     keys: list[str] = []
@@ -434,8 +467,8 @@ def validate_patch(body: Mapping[str, object], provider_type: str | None = None)
             errors.append(Validation("base_url", problem))
         else:
             base_url = str(body["base_url"])
-    display_name = _optional_str(errors, body, "display_name")
-    icon = _optional_str(errors, body, "icon")
+    display_name = _optional_str(errors, body, "display_name", MAX_DISPLAY_NAME_LENGTH)
+    icon = _optional_str(errors, body, "icon", MAX_ICON_LENGTH)
     enabled = _optional_bool(errors, body, "enabled")
     mutations = _key_mutations(errors, body["api_keys"]) if "api_keys" in body else None
     settings = (

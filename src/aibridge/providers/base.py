@@ -23,6 +23,7 @@ from aibridge.providers.circuitbreaker import (
 )
 from aibridge.providers.keypool import KeyPool, KeyPoolMetrics
 from aibridge.providers.paths import UnsafePath, check_path, has_dot_segment
+from aibridge.providers_validation import base_url_error
 from aibridge.store.providers import ProviderRecord
 
 Family = Literal["anthropic", "openai"]
@@ -135,14 +136,14 @@ class Provider:
         self.type = record.type
         self.family: Family = family_of(record.type)
         self.options = ProviderOptions.from_settings(record.settings, record.type)
+        # The admin API's rule, for rows written before it (or by hand).
+        problem = base_url_error(record.base_url)
+        if problem is not None:
+            raise ProviderBuildError(problem)
         try:
             base = URL(record.base_url)
         except (TypeError, ValueError) as exc:
-            raise ProviderBuildError(f"invalid base_url {record.base_url!r}: {exc}") from exc
-        if base.scheme not in ("http", "https") or not base.host:
-            raise ProviderBuildError(
-                f"base_url {record.base_url!r} must be an absolute http(s) URL"
-            )
+            raise ProviderBuildError(f"invalid base_url: {exc}") from exc
         self.base_url = base
         self._base_path = base.raw_path.rstrip("/")
         self._clock = clock or SystemClock()
