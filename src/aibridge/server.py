@@ -23,6 +23,7 @@ from aibridge.auth import Authenticator, AuthError, AuthUnavailable, extract_tok
 from aibridge.bridge import RequestBridge, route_not_supported
 from aibridge.clock import Clock
 from aibridge.config import Settings, mask_url
+from aibridge.files import private_dir
 from aibridge.intercept.errors import error_response, family_for_request
 from aibridge.pool import (
     BridgeBuildError,
@@ -76,6 +77,8 @@ async def running_services(
     ``FakeClock``); ``recorder_options`` are :class:`Recorder` knobs (queue size, timeouts).
     """
     url = settings.resolved_database_url()
+    # Before the database: the default SQLite file lives in the data dir.
+    private_dir(settings.data_dir)
     log.info("opening database", extra={"database": mask_url(url)})
     engine = create_engine(url)
     pubsub: PubSub | None = None
@@ -93,7 +96,6 @@ async def running_services(
         pubsub = await make_pubsub(url)
         authenticator = Authenticator(sessions, ttl=settings.auth_cache_ttl)
         unsubscribe = await pubsub.subscribe(API_KEYS_CHANGED, authenticator.on_keys_changed)
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
         metrics = GatewayMetrics()
         recorder = Recorder.for_database(
             sessions, settings.data_dir, registry=metrics.registry, **(recorder_options or {})

@@ -12,6 +12,8 @@ Layout, in the data directory:
   is in the database, so a crash mid-replay replays it again (inserts are idempotent).
 * ``<name>.rejected`` — records the database refused as invalid (kept for inspection).
 
+Every file is 0600 (:func:`aibridge.files.open_private`), its directory 0700.
+
 Appends and the claiming rename take an exclusive ``flock`` on the live file, and an
 appender re-opens the file if it was renamed while it waited for the lock, so several
 processes sharing one data directory neither interleave lines nor lose an append.
@@ -24,6 +26,8 @@ import os
 import time
 from pathlib import Path
 
+from aibridge.files import open_private, private_dir
+
 REPLAY_SUFFIX = ".replay"
 REJECTED_SUFFIX = ".rejected"
 
@@ -33,9 +37,9 @@ def append_lines(path: Path, lines: list[bytes], *, fsync: bool = True) -> None:
     if not lines:
         return
     data = b"".join(line + b"\n" for line in lines)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent, tighten=False)
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        fd = open_private(path, os.O_RDWR | os.O_APPEND)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             st = os.fstat(fd)

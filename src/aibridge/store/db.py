@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from alembic import command
@@ -15,9 +16,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
 
 from aibridge.config import mask_url
+from aibridge.files import make_private, open_private, private_dir
 
 log = logging.getLogger(__name__)
 
+SQLITE_SIDECARS = ("-wal", "-shm", "-journal")
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Arbitrary constant: serialises migrations of replicas starting together on PostgreSQL.
 MIGRATION_LOCK_ID = 0x41_49_42_52  # "AIBR"
@@ -28,7 +31,7 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[1] if "///" in url else ""
         if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            _private_sqlite_files(Path(path))
         engine = create_async_engine(url, connect_args={"timeout": 30})
 
         @event.listens_for(engine.sync_engine, "connect")
@@ -43,6 +46,16 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
 
         return engine
     return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+
+
+def _private_sqlite_files(db: Path) -> None:
+    """Make the database file 0600 before SQLite opens it: SQLite gives its ``-wal``,
+    ``-shm`` and ``-journal`` files the database file's mode. Sidecars left by an older
+    version are tightened too."""
+    private_dir(db.parent, tighten=False)
+    os.close(open_private(db, os.O_RDWR))
+    for suffix in SQLITE_SIDECARS:
+        make_private(db.with_name(db.name + suffix))
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
