@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, ge=1, le=64)
     # Seconds a resolved gateway key stays cached (revocation also invalidates it).
     auth_cache_ttl: float = 60.0
+    # Upstream answers are read with a cap (a 502 above it): whole blocking responses,
+    # and error bodies, which are only relayed or summarised for the record.
+    max_upstream_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    max_upstream_error_bytes: int = Field(default=1024 * 1024, ge=1024)
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -80,7 +80,10 @@ async def running_services(
     authenticator: Authenticator | None = None
     recorder: Recorder | None = None
     reloader: ProviderReloader | None = None
-    upstream = UpstreamSessions()
+    upstream = UpstreamSessions(
+        max_body_bytes=settings.max_upstream_body_bytes,
+        max_error_bytes=settings.max_upstream_error_bytes,
+    )
     services: Services | None = None
     try:
         await migrate(engine)

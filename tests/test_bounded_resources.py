@@ -1,0 +1,372 @@
+"""Hostile input against bounded resources (issue 7, "Bounded resources").
+
+Every read the gateway does on behalf of someone else is bounded: upstream bodies
+(item 11), JSON depth (12), slow clients (13), metric label values (14), admin API
+timestamps and database outages (15) and aiohttp's own 400s in the log (16).
+Real servers on loopback throughout; memory is measured on a real ``aibridge serve``
+subprocess.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from sqlalchemy import select
+
+from aibridge.store.models import Interception
+from tests.stack import TIMEOUT, Stack, stack
+
+CHAT_MODEL = "gpt-4o-mini"
+MIB = 1024 * 1024
+
+# --------------------------------------------------------------------------- helpers
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class ScriptedUpstream:
+    """An upstream whose answer to each request is chosen by the provider key it carries
+    (``Authorization: Bearer <key>``); ``default`` answers every other key."""
+
+    default: Handler
+    by_key: dict[str, Handler] = field(default_factory=dict)
+    seen_keys: list[str] = field(default_factory=list)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """Dispatch on the bearer key."""
+        key = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        self.seen_keys.append(key)
+        await request.read()
+        return await self.by_key.get(key, self.default)(request)
+
+
+@asynccontextmanager
+async def scripted_upstream(upstream: ScriptedUpstream) -> AsyncIterator[str]:
+    """Serve ``upstream`` on a loopback port; yields its base URL."""
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", upstream.handle)
+    async with TestServer(app, host="127.0.0.1", port=0) as server:
+        yield str(server.make_url("")).rstrip("/")
+
+
+def streamed_body(status: int, size: int, content_type: str = "application/json") -> Handler:
+    """A handler that streams ``size`` bytes (chunked, no Content-Length) without ever
+    holding more than one 64 KiB chunk, and stops quietly when the reader hangs up."""
+    chunk = b'{"error":{"message":"' + b"x" * (64 * 1024 - 21)
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(status=status, headers={"Content-Type": content_type})
+        await resp.prepare(request)
+        sent = 0
+        try:
+            while sent < size:
+                await resp.write(chunk)
+                sent += len(chunk)
+            await resp.write_eof()
+        except ConnectionError:
+            pass  # the gateway stopped reading and closed the connection, as it should
+        return resp
+
+    return handler
+
+
+def json_answer(status: int, body: Any) -> Handler:
+    """A handler answering ``body`` as JSON with ``status``."""
+
+    async def handler(_request: web.Request) -> web.StreamResponse:
+        return web.json_response(body, status=status)
+
+    return handler
+
+
+def chat_completion(model: str = CHAT_MODEL) -> dict[str, Any]:
+    """A minimal valid Chat Completions answer."""
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "hi"},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+    }
+
+
+def chat_request(model: str = CHAT_MODEL, stream: bool = False) -> dict[str, Any]:
+    """A minimal Chat Completions request."""
+    return {"model": model, "stream": stream, "messages": [{"role": "user", "content": "hi"}]}
+
+
+async def post_json(
+    session: aiohttp.ClientSession, url: str, body: Any, token: str
+) -> tuple[int, str, bytes]:
+    """POST ``body``; returns (status, content type, raw body)."""
+    async with (
+        asyncio.timeout(TIMEOUT),
+        session.post(url, json=body, headers={"Authorization": f"Bearer {token}"}) as resp,
+    ):
+        return resp.status, resp.content_type, await resp.read()
+
+
+async def last_interception(s: Stack, provider: str) -> Interception:
+    """The provider's newest interception once everything queued is written."""
+    await s.flush_records()
+    async with s.services.sessions() as session:
+        row = await session.scalar(
+            select(Interception)
+            .where(Interception.provider_name == provider)
+            .order_by(Interception.started_at.desc())
+            .limit(1)
+        )
+    assert row is not None
+    return row
+
+
+# ------------------------------------------------------------ a real `aibridge serve` process
+
+
+def free_port() -> int:
+    """An unused loopback port (the subprocess binds it right after)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ServeProcess:
+    """A running ``aibridge serve`` subprocess."""
+
+    proc: asyncio.subprocess.Process
+    port: int
+    admin_token: str
+    output: list[str]
+
+    @property
+    def base(self) -> str:
+        """The gateway's base URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def peak_rss_bytes(self) -> int:
+        """The process's peak resident set size so far (``VmHWM``)."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError("no VmHWM in /proc status")
+
+
+@asynccontextmanager
+async def serve_process(tmp_path: Path, **env: str) -> AsyncIterator[ServeProcess]:
+    """``aibridge serve`` on a free port with a fresh SQLite data dir; ``env`` adds
+    ``AIBRIDGE_*`` settings. Stopped with SIGTERM on exit."""
+    port = free_port()
+    environ = dict(os.environ, AIBRIDGE_DATA_DIR=str(tmp_path / "data"), **env)
+    environ.pop("AIBRIDGE_DATABASE_URL", None)
+    aibridge = str(Path(sys.executable).with_name("aibridge"))
+    proc = await asyncio.create_subprocess_exec(
+        aibridge,
+        "serve",
+        "--listen",
+        f"127.0.0.1:{port}",
+        env=environ,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output: list[str] = []
+    drain: asyncio.Task[None] | None = None
+    try:
+        assert proc.stdout is not None
+        token = ""
+        async with asyncio.timeout(TIMEOUT):
+            while True:
+                line = (await proc.stdout.readline()).decode()
+                assert line, "server exited early:\n" + "".join(output)
+                output.append(line)
+                if line.strip().startswith("aib-"):
+                    token = line.strip()
+                if "aibridge listening" in line:
+                    break
+        assert token, "first start must print the admin key"
+
+        async def keep_draining() -> None:
+            assert proc.stdout is not None
+            while line := await proc.stdout.readline():
+                output.append(line.decode())
+
+        drain = asyncio.create_task(keep_draining())
+        yield ServeProcess(proc, port, token, output)
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                async with asyncio.timeout(TIMEOUT):
+                    await proc.wait()
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        if drain is not None:
+            drain.cancel()
+
+
+async def add_provider(
+    gw: ServeProcess, session: aiohttp.ClientSession, name: str, base_url: str, keys: list[str]
+) -> None:
+    """Create an OpenAI provider through the admin API and wait until it serves."""
+    body = {"type": "openai", "name": name, "base_url": base_url, "api_keys": keys}
+    headers = {"Authorization": f"Bearer {gw.admin_token}"}
+    async with asyncio.timeout(TIMEOUT):
+        async with session.post(f"{gw.base}/api/v1/providers", json=body, headers=headers) as r:
+            assert r.status == 201, await r.text()
+        while True:
+            async with session.get(f"{gw.base}/readyz") as r:
+                data = await r.json()
+            if name in data.get("providers", {}):
+                return
+            await asyncio.sleep(0.05)  # polling a state change, bounded by the timeout
+
+
+# --------------------------------------------------------------------------- 11. upstream bodies
+
+
+async def test_oversized_upstream_error_body_gets_a_502_that_says_why(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    upstream = ScriptedUpstream(default=streamed_body(500, 2 * MIB))
+    async with (
+        scripted_upstream(upstream) as url,
+        stack(
+            sqlite_url, tmp_path, settings_overrides={"max_upstream_error_bytes": 256 * 1024}
+        ) as s,
+        aiohttp.ClientSession() as session,
+    ):
+        await s.add_provider("big", "openai", base_url=url + "/v1")
+        status, ctype, raw = await post_json(
+            session, f"{s.base}/big/v1/chat/completions", chat_request(), s.user_token
+        )
+        assert status == 502, raw
+        assert ctype == "application/json"
+        error = orjson.loads(raw)["error"]
+        assert "larger than the 262144 bytes limit" in error["message"]
+        assert "HTTP 500" in error["message"]
+        row = await last_interception(s, "big")
+        assert row.error_type == "server_error"
+        assert row.error_message is not None and "262144 bytes limit" in row.error_message
+
+
+async def test_oversized_blocking_response_gets_a_502_that_says_why(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    upstream = ScriptedUpstream(default=streamed_body(200, 4 * MIB))
+    async with (
+        scripted_upstream(upstream) as url,
+        stack(sqlite_url, tmp_path, settings_overrides={"max_upstream_body_bytes": MIB}) as s,
+        aiohttp.ClientSession() as session,
+    ):
+        await s.add_provider("big", "openai", base_url=url + "/v1")
+        status, _, raw = await post_json(
+            session, f"{s.base}/big/v1/chat/completions", chat_request(), s.user_token
+        )
+        assert status == 502, raw
+        assert "larger than the 1MiB limit" in orjson.loads(raw)["error"]["message"]
+        row = await last_interception(s, "big")
+        assert row.error_message is not None and "1MiB limit" in row.error_message
+        # A normal answer under the cap is still relayed unchanged.
+        upstream.default = json_answer(200, chat_completion())
+        status, _, raw = await post_json(
+            session, f"{s.base}/big/v1/chat/completions", chat_request(), s.user_token
+        )
+        assert status == 200 and orjson.loads(raw) == chat_completion()
+
+
+async def test_failover_after_a_huge_refusal_uses_the_next_key(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    upstream = ScriptedUpstream(
+        default=json_answer(200, chat_completion()),
+        by_key={"sk-refused-key-00001": streamed_body(429, 8 * MIB)},
+    )
+    async with (
+        scripted_upstream(upstream) as url,
+        stack(sqlite_url, tmp_path) as s,
+        aiohttp.ClientSession() as session,
+    ):
+        await s.add_provider(
+            "pool",
+            "openai",
+            base_url=url + "/v1",
+            keys=["sk-refused-key-00001", "sk-good-key-0002"],
+        )
+        status, _, raw = await post_json(
+            session, f"{s.base}/pool/v1/chat/completions", chat_request(), s.user_token
+        )
+        assert status == 200, raw
+        assert upstream.seen_keys == ["sk-refused-key-00001", "sk-good-key-0002"]
+
+
+async def test_huge_upstream_error_bodies_do_not_raise_peak_memory(tmp_path: Path) -> None:
+    """Two 200 MB error bodies (one relayed error, one refused pooled key) through a real
+    ``aibridge serve``: its peak RSS (VmHWM) grows by less than 50 MB."""
+    huge = 200 * 1000 * 1000
+    upstream = ScriptedUpstream(
+        default=streamed_body(500, huge),
+        by_key={
+            "sk-refused-key-00001": streamed_body(429, huge),
+            "sk-good-key-0002": json_answer(200, chat_completion()),
+            "sk-small-error-0003": json_answer(500, {"error": {"message": "small"}}),
+            "sk-small-refusal-04": json_answer(429, {"error": {"message": "slow down"}}),
+        },
+    )
+    async with (
+        scripted_upstream(upstream) as url,
+        serve_process(tmp_path) as gw,
+        aiohttp.ClientSession() as session,
+    ):
+        await add_provider(gw, session, "errors", url + "/v1", ["sk-huge-error-00005"])
+        await add_provider(
+            gw, session, "refusal", url + "/v1", ["sk-refused-key-00001", "sk-good-key-0002"]
+        )
+        await add_provider(gw, session, "warm", url + "/v1", ["sk-small-error-0003"])
+        await add_provider(
+            gw, session, "warmpool", url + "/v1", ["sk-small-refusal-04", "sk-good-key-0002"]
+        )
+        # Warm up the same code paths with small bodies first, so the measurement sees
+        # only what the huge bodies cost.
+        for name, expected in (("warm", 500), ("warmpool", 200)):
+            for _ in range(3):
+                status, _, raw = await post_json(
+                    session,
+                    f"{gw.base}/{name}/v1/chat/completions",
+                    chat_request(),
+                    gw.admin_token,
+                )
+                assert status == expected, raw
+        before = gw.peak_rss_bytes()
+        relayed = await post_json(
+            session, f"{gw.base}/errors/v1/chat/completions", chat_request(), gw.admin_token
+        )
+        failed_over = await post_json(
+            session, f"{gw.base}/refusal/v1/chat/completions", chat_request(), gw.admin_token
+        )
+        growth = gw.peak_rss_bytes() - before
+        print(f"peak RSS before {before / MIB:.1f} MiB, growth {growth / MIB:.1f} MiB")
+        assert growth < 50 * 1000 * 1000, f"peak RSS grew by {growth / MIB:.1f} MiB"
+        assert relayed[0] == 502, relayed
+        assert failed_over[0] == 200, failed_over
