@@ -370,3 +370,221 @@ async def test_huge_upstream_error_bodies_do_not_raise_peak_memory(tmp_path: Pat
         assert growth < 50 * 1000 * 1000, f"peak RSS grew by {growth / MIB:.1f} MiB"
         assert relayed[0] == 502, relayed
         assert failed_over[0] == 200, failed_over
+
+
+# --------------------------------------------------------------------------- 12. deep JSON
+
+
+def nested(depth: int, leaf: bytes = b"1") -> bytes:
+    """``depth`` arrays inside each other around ``leaf``."""
+    return b"[" * depth + leaf + b"]" * depth
+
+
+# (API, provider type, path under the provider, request body with a deep member)
+DEEP_REQUESTS = [
+    (
+        "messages",
+        "anthropic",
+        "/v1/messages",
+        b'{"model":"claude-x","max_tokens":5,"messages":[{"role":"user","content":"hi"}],'
+        b'"metadata":{"user_id":"u"},"tools":' + nested(20_000) + b"}",
+    ),
+    (
+        "chat",
+        "openai",
+        "/v1/chat/completions",
+        b'{"model":"gpt-x","messages":[{"role":"user","content":' + nested(20_000) + b"}]}",
+    ),
+    (
+        "responses",
+        "openai",
+        "/v1/responses",
+        b'{"model":"gpt-x","input":' + nested(3_000) + b"}",
+    ),
+]
+
+
+async def test_deeply_nested_request_bodies_get_a_400_on_every_api(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    async with stack(sqlite_url, tmp_path) as s, aiohttp.ClientSession() as session:
+        for api, ptype, path, body in DEEP_REQUESTS:
+            await s.add_provider(api, ptype)
+            headers = {
+                "Authorization": f"Bearer {s.user_token}",
+                "Content-Type": "application/json",
+            }
+            async with (
+                asyncio.timeout(TIMEOUT),
+                session.post(f"{s.base}/{api}{path}", data=body, headers=headers) as resp,
+            ):
+                assert resp.status == 400, (api, await resp.text())
+                assert resp.content_type == "application/json"
+                data = await resp.json()
+            message = data["error"]["message"]
+            assert "nests JSON too deeply" in message, (api, message)
+            if ptype == "anthropic":
+                assert data["type"] == "error"
+                assert data["error"]["type"] == "invalid_request_error"
+            else:
+                assert data["error"]["type"] == "invalid_request_error"
+        assert s.fake.requests == []  # refused before anything went upstream
+
+
+def deep_member(body: dict[str, Any]) -> bytes:
+    """``body`` as JSON with an extra member nested 20,000 levels deep."""
+    return orjson.dumps(body)[:-1] + b',"x_deep":' + nested(20_000) + b"}"
+
+
+def sse_bytes(events: list[tuple[str | None, bytes]]) -> bytes:
+    """An SSE stream of (event name, data) pairs."""
+    out = b""
+    for name, data in events:
+        out += (f"event: {name}\n".encode() if name else b"") + b"data: " + data + b"\n\n"
+    return out
+
+
+def raw_answer(body: bytes, content_type: str) -> Handler:
+    """A handler answering ``body`` byte for byte."""
+
+    async def handler(_request: web.Request) -> web.StreamResponse:
+        return web.Response(body=body, content_type=content_type)
+
+    return handler
+
+
+def deep_upstream_answers() -> list[tuple[str, str, str, dict[str, Any], bytes, str]]:
+    """(API, provider type, path, request, upstream answer, content type): answers whose
+    JSON nests far deeper than a parser's recursion limit, blocking and streamed."""
+    chat_chunk = {
+        "id": "c1",
+        "object": "chat.completion.chunk",
+        "model": CHAT_MODEL,
+        "choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": "stop"}],
+    }
+    message = {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-x",
+        "content": [{"type": "text", "text": "hi"}],
+        "stop_reason": "end_turn",
+        "usage": {"input_tokens": 3, "output_tokens": 1},
+    }
+    response = {
+        "id": "resp_1",
+        "object": "response",
+        "status": "completed",
+        "model": "gpt-x",
+        "output": [
+            {"type": "web_search_call", "id": "ws_1", "status": "completed", "action": None}
+        ],
+        "usage": {"input_tokens": 3, "output_tokens": 1, "total_tokens": 4},
+    }
+    # A hosted tool whose arguments nest deeper than orjson will re-encode (255 levels).
+    hosted = orjson.dumps(response).replace(b'"action":null', b'"action":' + nested(300))
+    messages_req = {
+        "model": "claude-x",
+        "max_tokens": 5,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    chat_req = chat_request()
+    responses_req = {"model": "gpt-x", "input": "hi"}
+    return [
+        ("messages", "anthropic", "/v1/messages", messages_req, deep_member(message), "json"),
+        (
+            "messages",
+            "anthropic",
+            "/v1/messages",
+            {**messages_req, "stream": True},
+            sse_bytes(
+                [
+                    ("message_start", deep_member({"type": "message_start", "message": message})),
+                    ("message_stop", b'{"type":"message_stop"}'),
+                ]
+            ),
+            "sse",
+        ),
+        (
+            "chat",
+            "openai",
+            "/v1/chat/completions",
+            chat_req,
+            deep_member(chat_completion()),
+            "json",
+        ),
+        (
+            "chat",
+            "openai",
+            "/v1/chat/completions",
+            {**chat_req, "stream": True},
+            sse_bytes([(None, deep_member(chat_chunk)), (None, b"[DONE]")]),
+            "sse",
+        ),
+        ("responses", "openai", "/v1/responses", responses_req, deep_member(response), "json"),
+        ("responses", "openai", "/v1/responses", responses_req, hosted, "json"),
+        (
+            "responses",
+            "openai",
+            "/v1/responses",
+            {**responses_req, "stream": True},
+            sse_bytes(
+                [
+                    (
+                        "response.completed",
+                        deep_member({"type": "response.completed", "response": response}),
+                    )
+                ]
+            ),
+            "sse",
+        ),
+    ]
+
+
+async def test_deeply_nested_upstream_answers_are_relayed_unchanged(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """The observers that parse a copy of the answer give up on it; the client still gets
+    the upstream's bytes unchanged."""
+    upstream = ScriptedUpstream(default=json_answer(200, {}))
+    async with (
+        scripted_upstream(upstream) as url,
+        stack(sqlite_url, tmp_path) as s,
+        aiohttp.ClientSession() as session,
+    ):
+        await s.add_provider("anthropic", "anthropic", base_url=url)
+        await s.add_provider("openai", "openai", base_url=url + "/v1")
+        for index, (api, ptype, path, body, answer, kind) in enumerate(deep_upstream_answers()):
+            ctype = "text/event-stream" if kind == "sse" else "application/json"
+            upstream.default = raw_answer(answer, ctype)
+            headers = {"Authorization": f"Bearer {s.user_token}"}
+            async with (
+                asyncio.timeout(TIMEOUT),
+                session.post(f"{s.base}/{ptype}{path}", json=body, headers=headers) as resp,
+            ):
+                raw = await resp.read()
+                assert resp.status == 200, (index, api, kind, raw[:300])
+            assert raw == answer, (index, api, kind)
+
+
+async def test_deeply_nested_admin_bodies_get_a_400_envelope(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """orjson stops at 1,024 levels; below that the handlers' validation answers."""
+    async with stack(sqlite_url, tmp_path) as s:
+        await s.add_provider("p", "openai")
+        headers = {**s.admin_headers(), "Content-Type": "application/json"}
+        for depth in (1_000, 20_000):
+            deep = nested(depth)
+            for method, path, body in (
+                ("POST", "/api/v1/providers", b'{"type":"openai","name":' + deep + b"}"),
+                ("PATCH", "/api/v1/providers/p", b'{"settings":{"circuit_breaker":' + deep + b"}}"),
+                ("POST", "/api/v1/users", b'{"username":"u","role":"member","x":' + deep + b"}"),
+                ("PATCH", "/api/v1/users/dev", b'{"email":' + deep + b"}"),
+                ("POST", "/api/v1/users/dev/keys", b'{"name":"k","expires_at":' + deep + b"}"),
+            ):
+                async with asyncio.timeout(TIMEOUT):
+                    resp = await s.client.request(method, path, data=body, headers=headers)
+                    assert resp.status == 400, (depth, path, await resp.text())
+                    assert resp.content_type == "application/json"
+                    assert (await resp.json())["message"]
