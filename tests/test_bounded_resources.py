@@ -10,6 +10,7 @@ subprocess.
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import signal
 import socket
@@ -588,3 +589,64 @@ async def test_deeply_nested_admin_bodies_get_a_400_envelope(
                     assert resp.status == 400, (depth, path, await resp.text())
                     assert resp.content_type == "application/json"
                     assert (await resp.json())["message"]
+
+
+# --------------------------------------------------------------------------- 15. admin API
+
+EXTREME_TIMES = [
+    "9999-12-31T23:59:59-23:59",  # past year 9999 once in UTC
+    "0001-01-01T00:00:00+01:00",  # before year 1 once in UTC
+    "0001-01-01T00:30:00+23:59",
+]
+
+
+def crafted_cursor(started: str) -> str:
+    """A cursor in this API's format pointing at ``started``."""
+    raw = orjson.dumps([started, "3f1e7b1c-8d7e-4c55-9d0c-1b2a3c4d5e6f"])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+async def test_extreme_timestamps_get_a_400_envelope(db_url: str, tmp_path: Path) -> None:
+    async with stack(db_url, tmp_path) as s:
+        headers = s.admin_headers()
+        async with asyncio.timeout(TIMEOUT):
+            for when in EXTREME_TIMES:
+                for path, name in (
+                    ("/api/v1/interceptions", "since"),
+                    ("/api/v1/interceptions", "until"),
+                    ("/api/v1/usage", "since"),
+                    ("/api/v1/usage", "until"),
+                ):
+                    resp = await s.client.get(path, params={name: when}, headers=headers)
+                    assert resp.status == 400, (path, name, when, await resp.text())
+                    body = await resp.json()
+                    assert [v["field"] for v in body["validations"]] == [name]
+                    assert "outside years 1-9999" in body["validations"][0]["detail"]
+                resp = await s.client.get(
+                    "/api/v1/interceptions",
+                    params={"cursor": crafted_cursor(when)},
+                    headers=headers,
+                )
+                assert resp.status == 400, (when, await resp.text())
+                assert (await resp.json())["validations"][0]["field"] == "cursor"
+                resp = await s.client.post(
+                    "/api/v1/users/dev/keys",
+                    json={"name": "far", "expires_at": when},
+                    headers=headers,
+                )
+                assert resp.status == 400, (when, await resp.text())
+                assert (await resp.json())["validations"][0]["field"] == "expires_at"
+            # The extremes that do fit are still accepted.
+            resp = await s.client.get(
+                "/api/v1/interceptions",
+                params={"since": "0001-01-01T00:00:00Z", "until": "9999-12-31T23:59:59Z"},
+                headers=headers,
+            )
+            assert resp.status == 200, await resp.text()
+            resp = await s.client.post(
+                "/api/v1/users/dev/keys",
+                json={"name": "far", "expires_at": "9999-12-31T23:59:59+23:59"},
+                headers=headers,
+            )
+            assert resp.status == 201, await resp.text()
+            assert (await resp.json())["expires_at"].startswith("9999-12-31T00:00:59")
