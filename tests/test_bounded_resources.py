@@ -29,6 +29,7 @@ from sqlalchemy import select
 
 from aibridge.store.models import Interception
 from tests.stack import TIMEOUT, Stack, stack
+from tests.test_resilience_e2e import pg_outage
 
 CHAT_MODEL = "gpt-4o-mini"
 MIB = 1024 * 1024
@@ -650,3 +651,58 @@ async def test_extreme_timestamps_get_a_400_envelope(db_url: str, tmp_path: Path
             )
             assert resp.status == 201, await resp.text()
             assert (await resp.json())["expires_at"].startswith("9999-12-31T00:00:59")
+
+
+ADMIN_CALLS: list[tuple[str, str, dict[str, Any] | None]] = [
+    ("GET", "/api/v1/providers", None),
+    ("POST", "/api/v1/providers", {"type": "openai", "name": "n2", "base_url": "http://x/v1"}),
+    ("GET", "/api/v1/providers/p", None),
+    ("PATCH", "/api/v1/providers/p", {"enabled": False}),
+    ("DELETE", "/api/v1/providers/p", None),
+    ("GET", "/api/v1/users", None),
+    ("POST", "/api/v1/users", {"username": "eve", "role": "member"}),
+    ("GET", "/api/v1/users/dev", None),
+    ("PATCH", "/api/v1/users/dev", {"email": "dev@example.com"}),
+    ("GET", "/api/v1/users/dev/keys", None),
+    ("POST", "/api/v1/users/dev/keys", {"name": "k2"}),
+    ("DELETE", "/api/v1/users/dev/keys/3f1e7b1c-8d7e-4c55-9d0c-1b2a3c4d5e6f", None),
+    ("GET", "/api/v1/me", None),
+    ("GET", "/api/v1/me/keys", None),
+    ("GET", "/api/v1/interceptions", None),
+    ("GET", "/api/v1/usage", None),
+]
+
+
+async def test_database_outage_gives_503_envelopes_on_the_admin_api(
+    pg_url: str, tmp_path: Path
+) -> None:
+    async with stack(pg_url, tmp_path) as s:
+        await s.add_provider("p", "openai")
+        async with asyncio.timeout(TIMEOUT):
+            # A second admin key, never used before the outage: its lookup hits the database.
+            resp = await s.client.post(
+                "/api/v1/users/admin/keys", json={"name": "spare"}, headers=s.admin_headers()
+            )
+            assert resp.status == 201, await resp.text()
+            fresh = {"Authorization": f"Bearer {(await resp.json())['token']}"}
+            resp = await s.client.get("/api/v1/me", headers=s.admin_headers())
+            assert resp.status == 200  # the first admin key is now cached
+        async with pg_outage(pg_url):
+            for headers in (s.admin_headers(), fresh):
+                for method, path, body in ADMIN_CALLS:
+                    async with asyncio.timeout(TIMEOUT):
+                        resp = await s.client.request(method, path, json=body, headers=headers)
+                        text = await resp.text()
+                    assert resp.status == 503, (method, path, resp.status, text)
+                    assert resp.content_type == "application/json", (method, path, text)
+                    data = orjson.loads(text)
+                    assert data["message"] == "Database unavailable.", (method, path, data)
+                    assert resp.headers.get("Retry-After"), (method, path)
+        # Back to normal once the database is.
+        async with asyncio.timeout(TIMEOUT):
+            while True:
+                resp = await s.client.get("/api/v1/users", headers=s.admin_headers())
+                if resp.status == 200:
+                    break
+                assert resp.status == 503, await resp.text()
+                await asyncio.sleep(0.05)  # polling recovery, bounded by the timeout

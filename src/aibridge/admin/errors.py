@@ -9,7 +9,12 @@ from dataclasses import dataclass
 import orjson
 from aiohttp import web
 
+from aibridge.store.outage import is_database_unavailable
+
 log = logging.getLogger(__name__)
+
+# Seconds a client is told to wait when the database is unavailable.
+DATABASE_RETRY_AFTER = "5"
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +89,21 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status >= 400 and request.path.startswith("/api/"):
             return APIError(exc.status, exc.reason or "Error.", exc.text or "").response()
         raise
-    except Exception:
+    except Exception as exc:
         if not request.path.startswith("/api/"):
             raise
+        if is_database_unavailable(exc):
+            # Not a bug: one line, no traceback, and a status that says "retry".
+            log.warning(
+                "admin API request failed: database unavailable",
+                extra={"path": request.path, "error": f"{type(exc).__name__}: {exc}"},
+            )
+            resp = APIError(
+                503,
+                "Database unavailable.",
+                "the gateway cannot reach its database right now; retry shortly",
+            ).response()
+            resp.headers["Retry-After"] = DATABASE_RETRY_AFTER
+            return resp
         log.exception("admin API request failed", extra={"path": request.path})
         return APIError(500, "Internal error.", "see the gateway log").response()
