@@ -706,3 +706,83 @@ async def test_database_outage_gives_503_envelopes_on_the_admin_api(
                     break
                 assert resp.status == 503, await resp.text()
                 await asyncio.sleep(0.05)  # polling recovery, bounded by the timeout
+
+
+# --------------------------------------------------------------------------- 14. metric labels
+
+
+async def metrics_text(s: Stack) -> bytes:
+    """The ``/metrics`` page."""
+    async with asyncio.timeout(TIMEOUT):
+        resp = await s.client.get("/metrics")
+        assert resp.status == 200
+        return await resp.read()
+
+
+async def test_two_thousand_model_names_grow_metrics_by_less_than_200kb(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    breaker = {"circuit_breaker": {"enabled": True}}
+    async with stack(sqlite_url, tmp_path) as s, aiohttp.ClientSession() as session:
+        await s.add_provider("anthropic", "anthropic", settings=breaker)
+        url = f"{s.base}/anthropic/v1/messages"
+        headers = {"x-api-key": s.user_token}
+
+        async def one(model: str, stream: bool) -> None:
+            body = {
+                "model": model,
+                "max_tokens": 5,
+                "stream": stream,
+                "messages": [{"role": "user", "content": "hi"}],
+            }
+            async with session.post(url, json=body, headers=headers) as resp:
+                assert resp.status == 200, await resp.text()
+                await resp.read()
+
+        async with asyncio.timeout(TIMEOUT):
+            await one("claude-sonnet-4-5-20250929", False)
+        before = await metrics_text(s)
+        limit = asyncio.Semaphore(16)
+
+        async def bounded(n: int) -> None:
+            async with limit:
+                await one(f"claude-sonnet-4-5-20250929-client-chosen-{n:05d}", n % 2 == 0)
+
+        async with asyncio.timeout(6 * TIMEOUT):
+            await asyncio.gather(*(bounded(n) for n in range(2000)))
+        after = await metrics_text(s)
+        growth = len(after) - len(before)
+        print(f"/metrics grew by {growth / 1000:.1f} kB for 2,000 model names")
+        assert growth < 200_000, f"/metrics grew by {growth} bytes"
+        # The first models keep their names, every later one counts as "other".
+        other = b'aibridge_tokens_total{model="other",provider="anthropic",type="input"} '
+        assert other in after
+        assert b"client-chosen-00000" in after
+        assert b"client-chosen-01999" not in after
+        assert b'aibridge_circuit_breaker_state{endpoint="/v1/messages",model="other"' not in after
+
+
+async def test_client_chosen_http_methods_share_one_passthrough_series(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    async with stack(sqlite_url, tmp_path) as s, aiohttp.ClientSession() as session:
+        await s.add_provider("anthropic", "anthropic")
+        headers = {"x-api-key": s.user_token}
+        # Methods HTTP parsers accept besides the standard ones (aiohttp's pure-Python
+        # parser takes any token at all).
+        exotic = ["PROPFIND", "PROPPATCH", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK", "SEARCH"]
+        exotic += ["REPORT", "MKACTIVITY", "CHECKOUT", "MERGE", "NOTIFY", "SUBSCRIBE", "PURGE"]
+        async with asyncio.timeout(TIMEOUT):
+            for method in ["GET", *exotic]:
+                async with session.request(
+                    method, f"{s.base}/anthropic/v1/models", headers=headers
+                ) as resp:
+                    await resp.read()
+        text = (await metrics_text(s)).decode()
+        series = [
+            line for line in text.splitlines() if line.startswith("aibridge_passthrough_total{")
+        ]
+        assert sorted(series) == [
+            'aibridge_passthrough_total{method="GET",provider="anthropic"} 1.0',
+            'aibridge_passthrough_total{method="other",provider="anthropic"} 15.0',
+        ]

@@ -10,6 +10,8 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from aibridge.metric_labels import DEFAULT_MAX_MODELS
+
 DEFAULT_LISTEN = "127.0.0.1:8080"
 
 
@@ -47,6 +49,8 @@ class Settings(BaseSettings):
     # and error bodies, which are only relayed or summarised for the record.
     max_upstream_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     max_upstream_error_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # Distinct model names that get their own metric series; later ones count as "other".
+    metrics_max_models: int = Field(default=DEFAULT_MAX_MODELS, ge=1)
 
     @field_validator("log_level", mode="before")
     @classmethod

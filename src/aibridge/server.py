@@ -94,7 +94,7 @@ async def running_services(
         authenticator = Authenticator(sessions, ttl=settings.auth_cache_ttl)
         unsubscribe = await pubsub.subscribe(API_KEYS_CHANGED, authenticator.on_keys_changed)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        metrics = GatewayMetrics()
+        metrics = GatewayMetrics(max_models=settings.metrics_max_models)
         recorder = Recorder.for_database(
             sessions, settings.data_dir, registry=metrics.registry, **(recorder_options or {})
         )

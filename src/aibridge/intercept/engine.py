@@ -565,6 +565,7 @@ class Interception:
         assert self.metrics is not None
         counter = self.metrics.tokens
         name = self.provider.name
+        model = self.metrics.model_label(model)  # bounded: the model comes from the client
         for kind, value in (
             ("input", usage.input),
             ("output", usage.output),
