@@ -27,6 +27,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from sqlalchemy import select
 
+from aibridge.fakellm import Scenario
 from aibridge.store.models import Interception
 from tests.stack import TIMEOUT, Stack, stack
 from tests.test_resilience_e2e import pg_outage
@@ -176,9 +177,11 @@ class ServeProcess:
 
 
 @asynccontextmanager
-async def serve_process(tmp_path: Path, **env: str) -> AsyncIterator[ServeProcess]:
-    """``aibridge serve`` on a free port with a fresh SQLite data dir; ``env`` adds
-    ``AIBRIDGE_*`` settings. Stopped with SIGTERM on exit."""
+async def serve_process(
+    tmp_path: Path, *, workers: int = 1, **env: str
+) -> AsyncIterator[ServeProcess]:
+    """``aibridge serve`` (with ``workers`` processes) on a free port with a fresh SQLite
+    data dir; ``env`` adds ``AIBRIDGE_*`` settings. Stopped with SIGTERM on exit."""
     port = free_port()
     environ = dict(os.environ, AIBRIDGE_DATA_DIR=str(tmp_path / "data"), **env)
     environ.pop("AIBRIDGE_DATABASE_URL", None)
@@ -188,6 +191,8 @@ async def serve_process(tmp_path: Path, **env: str) -> AsyncIterator[ServeProces
         "serve",
         "--listen",
         f"127.0.0.1:{port}",
+        "--workers",
+        str(workers),
         env=environ,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
@@ -197,15 +202,16 @@ async def serve_process(tmp_path: Path, **env: str) -> AsyncIterator[ServeProces
     try:
         assert proc.stdout is not None
         token = ""
+        listening = 0
         async with asyncio.timeout(TIMEOUT):
-            while True:
+            while listening < workers:
                 line = (await proc.stdout.readline()).decode()
                 assert line, "server exited early:\n" + "".join(output)
                 output.append(line)
                 if line.strip().startswith("aib-"):
                     token = line.strip()
                 if "aibridge listening" in line:
-                    break
+                    listening += 1
         assert token, "first start must print the admin key"
 
         async def keep_draining() -> None:
@@ -786,3 +792,179 @@ async def test_client_chosen_http_methods_share_one_passthrough_series(
             'aibridge_passthrough_total{method="GET",provider="anthropic"} 1.0',
             'aibridge_passthrough_total{method="other",provider="anthropic"} 15.0',
         ]
+
+
+# --------------------------------------------------------------------------- 13. slow clients
+
+
+class RawClient:
+    """One raw TCP connection to the gateway, for clients no HTTP library would mimic."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.opened = asyncio.get_running_loop().time()
+        self.closed_at: float | None = None  # age() when the server closed it
+
+    @classmethod
+    async def connect(cls, port: int) -> RawClient:
+        """Open a connection to 127.0.0.1:``port``."""
+        async with asyncio.timeout(TIMEOUT):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        return cls(reader, writer)
+
+    async def send(self, data: bytes) -> bool:
+        """Send ``data``; False when the server has closed the connection."""
+        try:
+            self.writer.write(data)
+            await self.writer.drain()
+        except (ConnectionError, OSError):
+            return False
+        return True
+
+    async def closed_within(self, seconds: float) -> bytes | None:
+        """Everything the server sent, if it closes the connection within ``seconds``;
+        None if it is still open by then."""
+        received = b""
+        try:
+            async with asyncio.timeout(seconds):
+                while chunk := await self.reader.read(65536):
+                    received += chunk
+        except TimeoutError:
+            return None
+        except ConnectionError:
+            pass
+        self.closed_at = self.age()
+        return received
+
+    def age(self) -> float:
+        """Seconds since the connection opened."""
+        return asyncio.get_running_loop().time() - self.opened
+
+    def close(self) -> None:
+        """Drop the connection."""
+        self.writer.close()
+
+
+async def trickle_headers(client: RawClient, pace: float, give_up: float) -> float:
+    """Slowloris: a request line, then one more header line every ``pace`` seconds, never
+    the blank line that ends the headers. Returns the connection's age when the server
+    closed it (or ``give_up`` seconds have passed)."""
+    sent = await client.send(b"POST /openai/v1/chat/completions HTTP/1.1\r\nHost: gw\r\n")
+    while sent and client.age() < give_up:
+        if await client.closed_within(pace) is not None:
+            break
+        sent = await client.send(b"X-Padding: slowly\r\n")
+    return client.age()
+
+
+async def test_slowloris_connections_are_closed_after_the_header_timeout(tmp_path: Path) -> None:
+    """150 connections trickling headers into ``aibridge serve --workers 2``: every one is
+    closed once the header timeout has passed, however often it sends a byte."""
+    header_timeout = 1.0
+    async with (
+        serve_process(tmp_path, workers=2, AIBRIDGE_HEADER_READ_TIMEOUT=str(header_timeout)) as gw,
+        aiohttp.ClientSession() as session,
+    ):
+        clients = [await RawClient.connect(gw.port) for _ in range(150)]
+        try:
+            ages = await asyncio.gather(
+                *(trickle_headers(c, 0.2, give_up=header_timeout + 5) for c in clients)
+            )
+        finally:
+            for client in clients:
+                client.close()
+        print(f"slowloris connections closed after {min(ages):.2f}-{max(ages):.2f} s")
+        assert max(ages) < header_timeout + 2.0, f"a connection stayed open {max(ages):.1f} s"
+        assert min(ages) >= header_timeout * 0.9, "closed before the deadline"
+        async with asyncio.timeout(TIMEOUT), session.get(f"{gw.base}/healthz") as resp:
+            assert resp.status == 200  # the gateway still serves
+
+
+SLOW = {"header_read_timeout": 0.6, "body_read_timeout": 0.6, "keepalive_timeout": 1.5}
+
+
+def request_head(s: Stack, length: int) -> bytes:
+    """Headers of a Chat Completions request with a body of ``length`` bytes."""
+    return (
+        b"POST /openai/v1/chat/completions HTTP/1.1\r\nHost: gw\r\n"
+        b"Authorization: Bearer " + s.user_token.encode() + b"\r\n"
+        b"Content-Type: application/json\r\nContent-Length: " + str(length).encode() + b"\r\n\r\n"
+    )
+
+
+async def test_a_stalled_request_body_is_closed_after_the_body_timeout(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    async with stack(sqlite_url, tmp_path, settings_overrides=SLOW) as s:
+        await s.add_provider("openai", "openai")
+        port = s.client.port
+        assert port is not None
+        client = await RawClient.connect(port)
+        try:
+            assert await client.send(request_head(s, 100) + b'{"model":')
+            assert await client.closed_within(SLOW["body_read_timeout"] + 2.0) == b""
+            assert client.age() >= SLOW["body_read_timeout"] * 0.9
+        finally:
+            client.close()
+
+
+async def test_a_slow_but_steady_body_and_a_slow_stream_are_not_cut(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """The body timeout is an idle timeout, and a long response is not a slow client."""
+    async with stack(sqlite_url, tmp_path, settings_overrides=SLOW) as s:
+        await s.add_provider("openai", "openai")
+        port = s.client.port
+        assert port is not None
+        body = orjson.dumps(chat_request(stream=True))
+        s.fake.enqueue(Scenario.slow(delay=0.3))  # ~2 s of streaming, 0.3 s between events
+        client = await RawClient.connect(port)
+        try:
+            assert await client.send(request_head(s, len(body)))
+            for i in range(0, len(body), len(body) // 6 + 1):  # ~7 pieces, 0.3 s apart
+                assert await client.closed_within(0.3) is None  # no answer, no close yet
+                assert await client.send(body[i : i + len(body) // 6 + 1])
+            assert client.age() > 2 * SLOW["body_read_timeout"]
+            started = client.age()
+            async with asyncio.timeout(TIMEOUT):
+                head = await client.reader.readuntil(b"\r\n\r\n")
+                assert head.startswith(b"HTTP/1.1 200"), head
+                rest = await client.reader.readuntil(b"data: [DONE]")
+            assert client.age() - started > 2 * SLOW["body_read_timeout"]
+            assert b"chat.completion.chunk" in rest
+        finally:
+            client.close()
+
+
+async def test_idle_and_half_sent_keepalive_connections_are_closed(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    async with stack(sqlite_url, tmp_path, settings_overrides=SLOW) as s:
+        port = s.client.port
+        assert port is not None
+        healthz = b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n"
+        # Idle after a complete request: the keep-alive timeout.
+        idle = await RawClient.connect(port)
+        # Half of the next request's headers after a complete one: the header timeout.
+        half = await RawClient.connect(port)
+        try:
+            for client in (idle, half):
+                assert await client.send(healthz)
+                async with asyncio.timeout(TIMEOUT):
+                    head = await client.reader.readuntil(b"\r\n\r\n")
+                    assert head.startswith(b"HTTP/1.1 200")
+                    assert await client.reader.readexactly(15) == b'{"status":"ok"}'
+            idle.opened = half.opened = asyncio.get_running_loop().time()
+            assert await half.send(b"GET /healthz HTTP/1.1\r\nHost: g")
+            results = await asyncio.gather(
+                idle.closed_within(SLOW["keepalive_timeout"] + 2.0),
+                half.closed_within(SLOW["header_read_timeout"] + 2.0),
+            )
+            assert results == [b"", b""], results
+            # The half-sent request is cut by the header timeout, well before the idle one.
+            assert half.closed_at is not None and idle.closed_at is not None
+            assert half.closed_at < SLOW["keepalive_timeout"] - 0.3 < idle.closed_at
+        finally:
+            idle.close()
+            half.close()

@@ -51,6 +51,11 @@ class Settings(BaseSettings):
     max_upstream_error_bytes: int = Field(default=1024 * 1024, ge=1024)
     # Distinct model names that get their own metric series; later ones count as "other".
     metrics_max_models: int = Field(default=DEFAULT_MAX_MODELS, ge=1)
+    # Slow clients: seconds to send the request line and headers, seconds a request body
+    # may stall, and seconds an idle kept-alive connection stays open.
+    header_read_timeout: float = Field(default=10.0, gt=0)
+    body_read_timeout: float = Field(default=30.0, gt=0)
+    keepalive_timeout: float = Field(default=75.0, gt=0)
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -21,6 +21,7 @@ from aibridge.auth import Authenticator, AuthError, extract_token
 from aibridge.bridge import RequestBridge, route_not_supported
 from aibridge.clock import Clock
 from aibridge.config import Settings, mask_url
+from aibridge.connection_guard import ConnectionLimits, GatewayRunner
 from aibridge.intercept.errors import error_response
 from aibridge.pool import (
     BridgeBuildError,
@@ -255,6 +256,15 @@ def tune_gc() -> None:
     gc.freeze()
     _, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
+
+
+def create_runner(app: web.Application, settings: Settings, **kwargs: Any) -> web.AppRunner:
+    """The runner for ``app``: connections get the configured header, body and keep-alive
+    timeouts (:mod:`aibridge.connection_guard`); ``kwargs`` go to ``web.AppRunner``."""
+    limits = ConnectionLimits(
+        header_timeout=settings.header_read_timeout, body_timeout=settings.body_read_timeout
+    )
+    return GatewayRunner(app, limits=limits, keepalive_timeout=settings.keepalive_timeout, **kwargs)
 
 
 def create_app(services: Services) -> web.Application:
