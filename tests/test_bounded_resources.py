@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import os
 import signal
 import socket
@@ -23,11 +24,14 @@ from typing import Any
 
 import aiohttp
 import orjson
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from sqlalchemy import select
 
+from aibridge.clock import FakeClock
 from aibridge.fakellm import Scenario
+from aibridge.logthrottle import throttle_bad_request_logs
 from aibridge.store.models import Interception
 from tests.stack import TIMEOUT, Stack, stack
 from tests.test_resilience_e2e import pg_outage
@@ -968,3 +972,57 @@ async def test_idle_and_half_sent_keepalive_connections_are_closed(
         finally:
             idle.close()
             half.close()
+
+
+# ------------------------------------------------------------- 16. aiohttp's own 400s in the log
+
+MALFORMED = [
+    b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: gw\r\n\r\n",  # request line too long
+    b"GET / HTTP/1.1\r\nHost: gw\r\nX-Big: " + b"b" * 9000 + b"\r\n\r\n",  # header too long
+    b"GET /a\x01b HTTP/1.1\r\nHost: gw\r\n\r\n",  # control character in the path
+    b"GET http://[::1 HTTP/1.1\r\nHost: gw\r\n\r\n",  # malformed absolute URL
+    b"GET / HTTP/1.1\r\nHost: gw\r\nBad Header: y\r\n\r\n",  # invalid header name
+]
+
+
+async def test_malformed_requests_are_logged_once_per_interval_with_a_count(
+    sqlite_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    clock = FakeClock()
+    throttle = throttle_bad_request_logs(60.0, clock)
+
+    async def reject(raw: bytes) -> None:
+        client = await RawClient.connect(port)
+        try:
+            assert await client.send(raw)
+            answer = await client.closed_within(TIMEOUT)
+            assert answer is not None and answer.startswith(b"HTTP/1.0 400"), answer
+        finally:
+            client.close()
+
+    def server_records() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.name == "aiohttp.server"]
+
+    try:
+        async with stack(sqlite_url, tmp_path) as s:
+            port = s.client.port
+            assert port is not None
+            for raw in MALFORMED * 6:
+                await reject(raw)
+            [first] = server_records()
+            assert first.levelno == logging.WARNING
+            assert first.exc_info is None and first.exc_text is None
+            message = first.getMessage()
+            assert "rejected a malformed HTTP request from 127.0.0.1: LineTooLong" in message
+            assert len(message) < 300  # not 8 KiB of the client's bytes
+            assert first.__dict__["suppressed"] == 0
+
+            clock.advance(61)
+            await reject(MALFORMED[2])
+            first_again, second = server_records()
+            assert first_again is first
+            assert "InvalidURLError" in second.getMessage()
+            assert second.__dict__["suppressed"] == len(MALFORMED) * 6 - 1
+    finally:
+        logging.getLogger("aiohttp.server").removeFilter(throttle)

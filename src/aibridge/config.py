@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     header_read_timeout: float = Field(default=10.0, gt=0)
     body_read_timeout: float = Field(default=30.0, gt=0)
     keepalive_timeout: float = Field(default=75.0, gt=0)
+    # aiohttp's own 400s for malformed requests: at most one log line per this many seconds.
+    bad_request_log_interval: float = Field(default=60.0, ge=0)
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from aibridge.logthrottle import throttle_bad_request_logs
 from aibridge.metric_labels import DEFAULT_MAX_MODELS, BoundedLabel
 from aibridge.providers.breaker_metrics import CircuitBreakerMetrics
 from aibridge.providers.keypool import KeyPoolMetrics
@@ -52,14 +53,21 @@ class TextFormatter(logging.Formatter):
         return f"{line} {' '.join(extras)}" if extras else line
 
 
-def setup_logging(level: str = "info", fmt: str = "text") -> None:
-    """Configure the root logger once for the process."""
+def setup_logging(
+    level: str = "info", fmt: str = "text", *, bad_request_log_interval: float = 60.0
+) -> None:
+    """Configure the root logger once for the process.
+
+    aiohttp's per-request errors for malformed requests are logged at most once per
+    ``bad_request_log_interval`` seconds, with a count (:mod:`aibridge.logthrottle`).
+    """
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JSONFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    throttle_bad_request_logs(bad_request_log_interval)
 
 
 class GatewayMetrics:

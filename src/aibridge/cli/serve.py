@@ -107,7 +107,11 @@ def serve(
         log_format=log_format,
         workers=workers,
     )
-    setup_logging(settings.log_level, settings.log_format)
+    setup_logging(
+        settings.log_level,
+        settings.log_format,
+        bad_request_log_interval=settings.bad_request_log_interval,
+    )
     try:
         if settings.workers > 1:
             # Migrate, bootstrap and seed once, before the workers race for it.
