@@ -335,7 +335,8 @@ async def test_failover_after_a_huge_refusal_uses_the_next_key(
 
 async def test_huge_upstream_error_bodies_do_not_raise_peak_memory(tmp_path: Path) -> None:
     """Two 200 MB error bodies (one relayed error, one refused pooled key) through a real
-    ``aibridge serve``: its peak RSS (VmHWM) grows by less than 50 MB."""
+    ``aibridge serve``: its peak RSS (VmHWM) grows by less than 50 MB. A passthrough route
+    streams a third one to the client in full, also without buffering it."""
     huge = 200 * 1000 * 1000
     upstream = ScriptedUpstream(
         default=streamed_body(500, huge),
@@ -370,6 +371,12 @@ async def test_huge_upstream_error_bodies_do_not_raise_peak_memory(tmp_path: Pat
                     gw.admin_token,
                 )
                 assert status == expected, raw
+        auth = {"Authorization": f"Bearer {gw.admin_token}"}
+        async with (
+            asyncio.timeout(TIMEOUT),
+            session.get(f"{gw.base}/warm/v1/models", headers=auth) as r,
+        ):
+            assert r.status == 500 and await r.read()
         before = gw.peak_rss_bytes()
         relayed = await post_json(
             session, f"{gw.base}/errors/v1/chat/completions", chat_request(), gw.admin_token
@@ -382,6 +389,19 @@ async def test_huge_upstream_error_bodies_do_not_raise_peak_memory(tmp_path: Pat
         assert growth < 50 * 1000 * 1000, f"peak RSS grew by {growth / MIB:.1f} MiB"
         assert relayed[0] == 502, relayed
         assert failed_over[0] == 200, failed_over
+
+        streamed = 0
+        async with (
+            asyncio.timeout(4 * TIMEOUT),
+            session.get(f"{gw.base}/errors/v1/models", headers=auth) as resp,
+        ):
+            assert resp.status == 500
+            async for chunk in resp.content.iter_any():
+                streamed += len(chunk)
+        assert streamed >= huge
+        growth = gw.peak_rss_bytes() - before
+        print(f"after a 200 MB passthrough stream: growth {growth / MIB:.1f} MiB")
+        assert growth < 50 * 1000 * 1000, f"peak RSS grew by {growth / MIB:.1f} MiB"
 
 
 # --------------------------------------------------------------------------- 12. deep JSON
