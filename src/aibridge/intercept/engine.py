@@ -123,8 +123,7 @@ async def read_body(request: web.Request, limit: int) -> bytes:
 
 
 def too_large_message(limit: int) -> str:
-    """The 413 message (whole MiB as the reference prints it, else exact bytes: a 4 KiB
-    limit must not read "0MiB")."""
+    """The 413 message (the size in whole MiB as the reference prints it, when it is)."""
     return f"Request body too large. The maximum allowed request body size is {size_text(limit)}."
 
 

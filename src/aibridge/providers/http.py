@@ -43,9 +43,6 @@ async def read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
     huge or endless upstream answer cannot exhaust memory. The caller still releases the
     response; released with its body unread, the connection is closed, not reused.
     """
-    declared = response.content_length
-    if declared is not None and declared > limit and not response.headers.get("Content-Encoding"):
-        raise UpstreamBodyTooLarge(limit)
     chunks: list[bytes] = []
     size = 0
     read = response.content.readany
