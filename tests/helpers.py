@@ -9,13 +9,25 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.web_runner import BaseRunner
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aibridge.clock import Clock
 from aibridge.config import Settings
-from aibridge.server import create_app, running_services
+from aibridge.server import create_app, create_runner, running_services
 from aibridge.services import Services
+
+
+class GatewayTestServer(TestServer):
+    """``TestServer`` on the production runner (connection timeouts included)."""
+
+    def __init__(self, app: web.Application, settings: Settings, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self._settings = settings
+
+    async def _make_runner(self, **kwargs: Any) -> BaseRunner:
+        return create_runner(self.app, self._settings, **kwargs)
 
 
 @asynccontextmanager
@@ -52,7 +64,7 @@ async def gateway(
     ) as services:
         app = create_app(services)
         async with (
-            TestServer(app, host="127.0.0.1", port=0) as server,
+            GatewayTestServer(app, settings, host="127.0.0.1", port=0) as server,
             TestClient(server) as client,
         ):
             yield client, services

@@ -9,13 +9,14 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from aibridge.clock import FakeClock
+from aibridge.metric_labels import BoundedLabel
+from aibridge.providers.breaker_metrics import CircuitBreakerMetrics
 from aibridge.providers.circuitbreaker import (
     ANTHROPIC_FAILURE_STATUSES,
     BreakerKey,
     CircuitBreaker,
     CircuitBreakerConfig,
     CircuitBreakerConfigError,
-    CircuitBreakerMetrics,
     CircuitBreakerRegistry,
     CircuitOpen,
     State,
@@ -31,7 +32,9 @@ LABELS = {"provider": "anthropic", "endpoint": "/v1/messages", "model": "claude-
 class Env:
     """A registry on a fake clock with metrics and a transition log."""
 
-    def __init__(self, config: CircuitBreakerConfig = ENABLED, **kwargs: object) -> None:
+    def __init__(
+        self, config: CircuitBreakerConfig = ENABLED, model_cap: int = 100, **kwargs: object
+    ) -> None:
         self.clock = FakeClock()
         self.prom = CollectorRegistry()
         self.changes: list[tuple[str, State, State]] = []
@@ -39,7 +42,7 @@ class Env:
             config,
             provider="anthropic",
             clock=self.clock,
-            metrics=CircuitBreakerMetrics(self.prom),
+            metrics=CircuitBreakerMetrics(self.prom, BoundedLabel(model_cap)),
             on_state_change=lambda key, old, new: self.changes.append((key.model, old, new)),
             **kwargs,  # type: ignore[arg-type]
         )
@@ -397,3 +400,20 @@ def test_provider_label_defaults_to_the_registry_and_can_be_overridden() -> None
     other = env.registry.get("/v1/messages", "claude-a", provider="anthropic-eu")
     assert other.key.provider == "anthropic-eu"
     assert other is not env.breaker()
+
+
+def test_models_past_the_label_cap_share_other_series_without_state() -> None:
+    env = Env(max_breakers=2, model_cap=1)
+    trip(env, "claude-a")
+    trip(env, "claude-b")  # past the cap: counted under "other"
+    env.breaker("claude-a")  # now claude-b is the least recently used
+    trip(env, "claude-c")  # evicts claude-b (both open: the least recently used goes)
+    assert {k.model for k in env.registry.snapshot()} == {"claude-a", "claude-c"}
+    assert env.metric("aibridge_circuit_breaker_state", "claude-a") == 1.0
+    assert env.metric("aibridge_circuit_breaker_state", "other") is None
+    assert env.metric("aibridge_circuit_breaker_trips_total", "claude-b") is None
+    # The shared series outlives the evicted breaker that fed it.
+    assert env.metric("aibridge_circuit_breaker_trips_total", "other") == 2.0
+    with pytest.raises(CircuitOpen):
+        env.breaker("claude-c").allow()
+    assert env.metric("aibridge_circuit_breaker_rejects_total", "other") == 1.0

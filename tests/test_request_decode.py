@@ -363,3 +363,30 @@ def test_extend_array_field_prepends_and_appends() -> None:
 def test_splice_rejects_non_object_body() -> None:
     with pytest.raises(RequestDecodeError):
         splice_fields(b"[]", {"a": 1})
+
+
+# --- hostile nesting -----------------------------------------------------------------------
+
+DEEP = b"[" * 20_000 + b"]" * 20_000
+
+
+@pytest.mark.parametrize("api", ["messages", "chat", "responses"])
+def test_deep_nesting_anywhere_is_a_decode_error_not_a_crash(api: str) -> None:
+    for body in (
+        b'{"model":"m","messages":' + DEEP + b',"input":"x"}',
+        b'{"model":"m","x_unknown":' + DEEP + b"}",
+        b'{"model":"m","messages":[' + DEEP + b'],"input":[' + DEEP + b"]}",
+    ):
+        with pytest.raises(RequestDecodeError, match="nests JSON too deeply"):
+            decode_request(api, body)
+
+
+def test_body_edits_refuse_deep_nesting() -> None:
+    deep_member = b'{"model":"m","stream_options":null,"tools":' + DEEP + b"}"
+    with pytest.raises(RequestDecodeError, match="nests JSON too deeply"):
+        ensure_include_usage(deep_member)
+    with pytest.raises(RequestDecodeError, match="nests JSON too deeply"):
+        splice_fields(deep_member, {"a": 1})
+    deep_tools = b'{"model":"m","tools":[' + DEEP + b"]}"
+    with pytest.raises(RequestDecodeError, match="nests JSON too deeply"):
+        extend_array_field(deep_tools, "tools", [{"name": "t"}])

@@ -22,6 +22,7 @@ from aibridge.auth import Actor
 from aibridge.intercept.engine import Interception
 from aibridge.intercept.errors import error_response
 from aibridge.intercept.passthrough import passthrough
+from aibridge.metric_labels import method_label
 from aibridge.providers.base import DisabledProvider, Provider
 from aibridge.providers.http import UpstreamSessions
 from aibridge.providers.paths import UnsafePath
@@ -226,7 +227,7 @@ class RequestBridge:
             return route_not_supported(request)
         if route.kind == "passthrough":
             if self.metrics is not None:
-                self.metrics.passthrough.labels(name, request.method).inc()
+                self.metrics.passthrough.labels(name, method_label(request.method)).inc()
             return await passthrough(
                 request,
                 provider,

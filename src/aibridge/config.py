@@ -10,6 +10,8 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from aibridge.metric_labels import DEFAULT_MAX_MODELS
+
 DEFAULT_LISTEN = "127.0.0.1:8080"
 
 
@@ -46,6 +48,19 @@ class Settings(BaseSettings):
     # Who may read /metrics and /readyz's details: anyone ("none", as Prometheus and
     # probes expect) or admin keys only ("admin"; /readyz then shows others its status).
     metrics_auth: Literal["none", "admin"] = "none"
+    # Upstream answers are read with a cap (a 502 above it): whole blocking responses,
+    # and error bodies, which are only relayed or summarised for the record.
+    max_upstream_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    max_upstream_error_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # Distinct model names that get their own metric series; later ones count as "other".
+    metrics_max_models: int = Field(default=DEFAULT_MAX_MODELS, ge=1)
+    # Slow clients: seconds to send the request line and headers, seconds a request body
+    # may stall, and seconds an idle kept-alive connection stays open.
+    header_read_timeout: float = Field(default=10.0, gt=0)
+    body_read_timeout: float = Field(default=30.0, gt=0)
+    keepalive_timeout: float = Field(default=75.0, gt=0)
+    # aiohttp's own 400s for malformed requests: at most one log line per this many seconds.
+    bad_request_log_interval: float = Field(default=60.0, ge=0)
 
     @field_validator("log_level", "metrics_auth", mode="before")
     @classmethod

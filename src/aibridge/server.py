@@ -23,6 +23,7 @@ from aibridge.auth import Authenticator, AuthError, AuthUnavailable, extract_tok
 from aibridge.bridge import RequestBridge, route_not_supported
 from aibridge.clock import Clock
 from aibridge.config import Settings, mask_url
+from aibridge.connection_guard import ConnectionLimits, GatewayRunner
 from aibridge.files import private_dir
 from aibridge.intercept.errors import error_response, family_for_request
 from aibridge.pool import (
@@ -86,7 +87,10 @@ async def running_services(
     authenticator: Authenticator | None = None
     recorder: Recorder | None = None
     reloader: ProviderReloader | None = None
-    upstream = UpstreamSessions()
+    upstream = UpstreamSessions(
+        max_body_bytes=settings.max_upstream_body_bytes,
+        max_error_bytes=settings.max_upstream_error_bytes,
+    )
     services: Services | None = None
     try:
         await migrate(engine)
@@ -96,7 +100,7 @@ async def running_services(
         pubsub = await make_pubsub(url)
         authenticator = Authenticator(sessions, ttl=settings.auth_cache_ttl)
         unsubscribe = await pubsub.subscribe(API_KEYS_CHANGED, authenticator.on_keys_changed)
-        metrics = GatewayMetrics()
+        metrics = GatewayMetrics(max_models=settings.metrics_max_models)
         recorder = Recorder.for_database(
             sessions, settings.data_dir, registry=metrics.registry, **(recorder_options or {})
         )
@@ -297,6 +301,15 @@ def tune_gc() -> None:
     gc.freeze()
     _, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
+
+
+def create_runner(app: web.Application, settings: Settings, **kwargs: Any) -> web.AppRunner:
+    """The runner for ``app``: connections get the configured header, body and keep-alive
+    timeouts (:mod:`aibridge.connection_guard`); ``kwargs`` go to ``web.AppRunner``."""
+    limits = ConnectionLimits(
+        header_timeout=settings.header_read_timeout, body_timeout=settings.body_read_timeout
+    )
+    return GatewayRunner(app, limits=limits, keepalive_timeout=settings.keepalive_timeout, **kwargs)
 
 
 def create_app(services: Services) -> web.Application:

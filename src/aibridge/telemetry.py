@@ -9,7 +9,9 @@ from typing import Any
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from aibridge.providers.circuitbreaker import CircuitBreakerMetrics
+from aibridge.logthrottle import throttle_bad_request_logs
+from aibridge.metric_labels import DEFAULT_MAX_MODELS, BoundedLabel
+from aibridge.providers.breaker_metrics import CircuitBreakerMetrics
 from aibridge.providers.keypool import KeyPoolMetrics
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
@@ -51,14 +53,21 @@ class TextFormatter(logging.Formatter):
         return f"{line} {' '.join(extras)}" if extras else line
 
 
-def setup_logging(level: str = "info", fmt: str = "text") -> None:
-    """Configure the root logger once for the process."""
+def setup_logging(
+    level: str = "info", fmt: str = "text", *, bad_request_log_interval: float = 60.0
+) -> None:
+    """Configure the root logger once for the process.
+
+    aiohttp's per-request errors for malformed requests are logged at most once per
+    ``bad_request_log_interval`` seconds, with a count (:mod:`aibridge.logthrottle`).
+    """
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JSONFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    throttle_bad_request_logs(bad_request_log_interval)
 
 
 class GatewayMetrics:
@@ -68,9 +77,14 @@ class GatewayMetrics:
     interpreter without duplicate-series errors.
     """
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, *, max_models: int = DEFAULT_MAX_MODELS
+    ) -> None:
         self.registry = registry or CollectorRegistry()
         reg = self.registry
+        # Model names come from requests: the token and breaker series of models past
+        # the first ``max_models`` are counted under model="other".
+        self.model_label = BoundedLabel(max_models)
         self.interceptions = Counter(
             "aibridge_interceptions_total",
             "Bridged requests by outcome (completed, or the recorded error type).",
@@ -92,13 +106,14 @@ class GatewayMetrics:
         )
         self.passthrough = Counter(
             "aibridge_passthrough_total",
-            "Passthrough requests by provider and method.",
+            "Passthrough requests by provider and method (non-standard methods as other).",
             ["provider", "method"],
             registry=reg,
         )
         self.tokens = Counter(
             "aibridge_tokens_total",
-            "Tokens by provider, model and type (input is uncached input).",
+            "Tokens by provider, model and type (input is uncached input; models past "
+            'AIBRIDGE_METRICS_MAX_MODELS as "other").',
             ["provider", "model", "type"],
             registry=reg,
         )
@@ -125,7 +140,7 @@ class GatewayMetrics:
             registry=reg,
         )
         self.keypool = KeyPoolMetrics(reg)
-        self.breakers = CircuitBreakerMetrics(reg)
+        self.breakers = CircuitBreakerMetrics(reg, self.model_label)
 
     def render(self) -> bytes:
         """The registry in the Prometheus text format."""

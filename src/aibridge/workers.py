@@ -34,7 +34,11 @@ def _worker_main(settings_json: str, index: int) -> None:
     from aibridge.telemetry import setup_logging
 
     settings = Settings.model_validate_json(settings_json)
-    setup_logging(settings.log_level, settings.log_format)
+    setup_logging(
+        settings.log_level,
+        settings.log_format,
+        bad_request_log_interval=settings.bad_request_log_interval,
+    )
     logging.getLogger(__name__).info("worker starting", extra={"worker": index})
     run(serve_forever(settings.for_workers(), reuse_port=True))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from aibridge.admin.errors import APIError
+from aibridge.admin.errors import APIError, database_unavailable
 from aibridge.auth import Actor, AuthError, AuthUnavailable, extract_token
 from aibridge.services import SERVICES
 
@@ -22,7 +22,7 @@ async def current_actor(request: web.Request) -> Actor:
     except AuthError as err:
         raise APIError(401, "Unauthorized.", str(err)) from err
     except AuthUnavailable as err:
-        raise APIError(503, "Service unavailable.", str(err)) from err
+        raise database_unavailable(str(err)) from err
     request[ACTOR_KEY] = actor
     return actor
 

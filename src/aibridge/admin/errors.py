@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import orjson
 from aiohttp import web
 
+from aibridge.store.outage import is_database_unavailable
+
 log = logging.getLogger(__name__)
+
+# Seconds a client is told to wait when the database is unavailable.
+DATABASE_RETRY_AFTER = "5"
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,12 +34,14 @@ class APIError(Exception):
         message: str,
         detail: str = "",
         validations: list[Validation] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.detail = detail
         self.validations = validations or []
+        self.headers = headers
 
     def response(self) -> web.Response:
         """Render as an aiohttp response."""
@@ -43,7 +50,17 @@ class APIError(Exception):
             body["detail"] = self.detail
         if self.validations:
             body["validations"] = [{"field": v.field, "detail": v.detail} for v in self.validations]
-        return json_response(body, status=self.status)
+        resp = json_response(body, status=self.status)
+        if self.headers:
+            resp.headers.update(self.headers)
+        return resp
+
+
+def database_unavailable(detail: str) -> APIError:
+    """The 503 for a database outage: an envelope that says "retry", with ``Retry-After``."""
+    return APIError(
+        503, "Database unavailable.", detail, headers={"Retry-After": DATABASE_RETRY_AFTER}
+    )
 
 
 def json_response(data: object, status: int = 200) -> web.Response:
@@ -84,8 +101,17 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status >= 400 and request.path.startswith("/api/"):
             return APIError(exc.status, exc.reason or "Error.", exc.text or "").response()
         raise
-    except Exception:
+    except Exception as exc:
         if not request.path.startswith("/api/"):
             raise
+        if is_database_unavailable(exc):
+            # Not a bug: one line, no traceback, and a status that says "retry".
+            log.warning(
+                "admin API request failed: database unavailable",
+                extra={"path": request.path, "error": f"{type(exc).__name__}: {exc}"},
+            )
+            return database_unavailable(
+                "the gateway cannot reach its database right now; retry shortly"
+            ).response()
         log.exception("admin API request failed", extra={"path": request.path})
         return APIError(500, "Internal error.", "see the gateway log").response()

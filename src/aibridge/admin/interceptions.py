@@ -33,9 +33,13 @@ def _filter(query: MultiMapping[str], actor: Actor, errors: list[Validation]) ->
             continue
         try:
             setattr(f, name, queries.parse_time(raw))
-        except ValueError:
+        except ValueError as err:
             errors.append(
-                Validation(name, f"{raw!r} is not an RFC 3339 time, e.g. 2025-01-31T00:00:00Z")
+                Validation(
+                    name,
+                    f"{raw!r} is not a usable RFC 3339 time ({err}); "
+                    "send e.g. 2025-01-31T00:00:00Z",
+                )
             )
     if f.since is not None and f.until is not None and f.since >= f.until:
         errors.append(Validation("until", "must be later than since"))

@@ -13,7 +13,7 @@ from aiohttp import web
 from aibridge.cli import main
 from aibridge.cli.common import async_command, database_option, fail, load_settings, run
 from aibridge.config import Settings, mask_url
-from aibridge.server import create_app, running_services, tune_gc
+from aibridge.server import create_app, create_runner, running_services, tune_gc
 from aibridge.store.crypto import EncryptionKeyError
 from aibridge.store.db import create_engine, migrate, migration_status
 from aibridge.telemetry import setup_logging
@@ -35,8 +35,8 @@ async def serve_forever(
         tune_gc()
         # Cancelling the handler when the client goes away tears down the upstream
         # request at once: the gateway pays for every token it keeps reading.
-        runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, handler_cancellation=True
+        runner = create_runner(
+            app, settings, access_log=None, handle_signals=False, handler_cancellation=True
         )
         await runner.setup()
         host, port = settings.listen_address()
@@ -107,7 +107,11 @@ def serve(
         log_format=log_format,
         workers=workers,
     )
-    setup_logging(settings.log_level, settings.log_format)
+    setup_logging(
+        settings.log_level,
+        settings.log_format,
+        bad_request_log_interval=settings.bad_request_log_interval,
+    )
     try:
         if settings.workers > 1:
             # Migrate, bootstrap and seed once, before the workers race for it.

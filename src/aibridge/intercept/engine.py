@@ -49,7 +49,12 @@ from aibridge.intercept.upstream_headers import (
 )
 from aibridge.providers.base import Provider, Route
 from aibridge.providers.circuitbreaker import CircuitOpen
-from aibridge.providers.http import UpstreamSessions
+from aibridge.providers.http import (
+    UpstreamBodyTooLarge,
+    UpstreamSessions,
+    read_capped,
+    size_text,
+)
 from aibridge.providers.keypool import KeyPoolExhausted
 from aibridge.recording.records import (
     InterceptionEnded,
@@ -120,11 +125,8 @@ async def read_body(request: web.Request, limit: int) -> bytes:
 
 
 def too_large_message(limit: int) -> str:
-    """The 413 message (whole MiB as the reference prints it, else exact bytes: a 4 KiB
-    limit must not read "0MiB")."""
-    mib, rest = divmod(limit, 1024 * 1024)
-    size = f"{mib}MiB" if mib and not rest else f"{limit} bytes"
-    return f"Request body too large. The maximum allowed request body size is {size}."
+    """The 413 message (the size in whole MiB as the reference prints it, when it is)."""
+    return f"Request body too large. The maximum allowed request body size is {size_text(limit)}."
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,7 +370,16 @@ class Interception:
     async def _relay_error(
         self, request: web.Request, upstream: aiohttp.ClientResponse
     ) -> web.Response:
-        data = await upstream.read()
+        try:
+            data = await read_capped(upstream, self.sessions.max_error_bytes)
+        except UpstreamBodyTooLarge as exc:
+            # Relaying it would mean buffering it: the client gets a 502 that says why.
+            return self._unreachable(
+                502,
+                "server_error",
+                f"upstream error response (HTTP {upstream.status}) was larger than the "
+                f"{size_text(exc.limit)} limit (AIBRIDGE_MAX_UPSTREAM_ERROR_BYTES); not relayed",
+            )
         self.outcome = Outcome(
             error_type_for_status(upstream.status), _error_message(data), upstream.status
         )
@@ -378,7 +389,14 @@ class Interception:
         self, request: web.Request, upstream: aiohttp.ClientResponse, info: RequestInfo
     ) -> web.Response:
         try:
-            data = await upstream.read()
+            data = await read_capped(upstream, self.sessions.max_body_bytes)
+        except UpstreamBodyTooLarge as exc:
+            return self._unreachable(
+                502,
+                "server_error",
+                f"upstream response was larger than the {size_text(exc.limit)} limit "
+                "(AIBRIDGE_MAX_UPSTREAM_BODY_BYTES); not relayed",
+            )
         except (TimeoutError, aiohttp.ServerTimeoutError):
             return self._unreachable(504, "timeout", "upstream timed out sending the response")
         except aiohttp.ClientError as exc:
@@ -537,6 +555,7 @@ class Interception:
         assert self.metrics is not None
         counter = self.metrics.tokens
         name = self.provider.name
+        model = self.metrics.model_label(model)  # bounded: the model comes from the client
         for kind, value in (
             ("input", usage.input),
             ("output", usage.output),

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
 from aibridge.providers.base import Provider
+from aibridge.providers.http import UpstreamBodyTooLarge, read_capped
 from aibridge.providers.keypool import KeyWalker, PoolKey
 
 # Statuses on which a pooled key is set aside and the next key tried.
 FAILOVER_STATUSES = frozenset({401, 429})
+# A refused key's body is only drained so its connection can be reused; a real 401/429
+# body is a few hundred bytes, and anything past this is cut off with the connection.
+DRAIN_LIMIT = 64 * 1024
 
 
 async def send_with_failover(
@@ -56,7 +62,8 @@ async def send_with_failover(
         if upstream.status in FAILOVER_STATUSES:
             try:
                 walker.mark_failed(key, upstream.status, upstream.headers)
-                await upstream.read()
+                with contextlib.suppress(UpstreamBodyTooLarge):
+                    await read_capped(upstream, DRAIN_LIMIT)
             finally:
                 upstream.release()
             continue

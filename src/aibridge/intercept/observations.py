@@ -292,7 +292,8 @@ def decode_and_apply(
     """
     try:
         parsed = decode(event.data)
-    except (msgspec.DecodeError, ValueError) as exc:
+    except (msgspec.DecodeError, ValueError, RecursionError) as exc:
+        # RecursionError: JSON nested deeper than msgspec can follow.
         bad.hit(str(exc), event)
         return
     try:
@@ -305,5 +306,5 @@ def decode_body(decode: Callable[[bytes], _T], body: bytes) -> _T | None:
     """A blocking body decoded, or None when it is not what ``decode`` expects."""
     try:
         return decode(body)
-    except (msgspec.DecodeError, ValueError):
+    except (msgspec.DecodeError, ValueError, RecursionError):
         return None

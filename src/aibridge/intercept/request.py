@@ -153,6 +153,14 @@ def _friendly(exc: msgspec.DecodeError) -> str:
     return f"{path} must be {words}"
 
 
+# msgspec decodes (and skips) nested values recursively and raises RecursionError at
+# Python's recursion limit; no real request nests anywhere near that deep.
+TOO_DEEP = (
+    "body nests JSON too deeply (arrays/objects inside each other hundreds of levels "
+    "deep); flatten it"
+)
+
+
 def _decode_top(api: Api, body: bytes) -> Any:
     if not body or body.isspace():
         raise RequestDecodeError("body is empty; expected a JSON object")
@@ -160,6 +168,8 @@ def _decode_top(api: Api, body: bytes) -> Any:
         return _DECODERS[api].decode(body)
     except msgspec.DecodeError as exc:
         raise RequestDecodeError(_friendly(exc)) from exc
+    except RecursionError as exc:
+        raise RequestDecodeError(TOO_DEEP) from exc
 
 
 def _decode_last(items: Sequence[msgspec.Raw] | None) -> _Message | None:
@@ -303,6 +313,8 @@ def _decode_object(body: bytes | msgspec.Raw, what: str) -> dict[str, msgspec.Ra
         return _TOP.decode(body)
     except msgspec.DecodeError as exc:
         raise RequestDecodeError(f"{what} must be a JSON object: {exc}") from exc
+    except RecursionError as exc:
+        raise RequestDecodeError(TOO_DEEP) from exc
 
 
 def splice_fields(

@@ -14,10 +14,10 @@ from typing import Any, Literal
 from yarl import URL
 
 from aibridge.clock import Clock, SystemClock
+from aibridge.providers.breaker_metrics import CircuitBreakerMetrics
 from aibridge.providers.circuitbreaker import (
     CircuitBreakerConfig,
     CircuitBreakerConfigError,
-    CircuitBreakerMetrics,
     CircuitBreakerRegistry,
     failure_statuses_for,
 )

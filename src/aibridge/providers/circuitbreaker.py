@@ -29,7 +29,6 @@ inside an update. Time comes from an injectable :class:`~aibridge.clock.Clock`; 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 from collections import OrderedDict
@@ -41,9 +40,9 @@ from typing import Any, Literal, NamedTuple
 
 import aiohttp
 import orjson
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
 from aibridge.clock import SYSTEM_CLOCK, Clock
+from aibridge.providers.breaker_metrics import CircuitBreakerMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -232,37 +231,6 @@ def circuit_open_headers(retry_after: int) -> dict[str, str]:
     return {"Content-Type": "application/json", "Retry-After": str(int(retry_after))}
 
 
-class CircuitBreakerMetrics:
-    """Prometheus metrics for all breakers of a process (create once per registry)."""
-
-    def __init__(self, registry: CollectorRegistry | None = REGISTRY) -> None:
-        labels = ["provider", "endpoint", "model"]
-        self.state = Gauge(
-            "aibridge_circuit_breaker_state",
-            "Circuit breaker state: 0 closed, 0.5 half-open, 1 open.",
-            labels,
-            registry=registry,
-        )
-        self.trips = Counter(
-            "aibridge_circuit_breaker_trips_total",
-            "Transitions of a circuit breaker to open.",
-            labels,
-            registry=registry,
-        )
-        self.rejects = Counter(
-            "aibridge_circuit_breaker_rejects_total",
-            "Requests rejected by an open (or full half-open) circuit breaker.",
-            labels,
-            registry=registry,
-        )
-
-    def forget(self, key: BreakerKey) -> None:
-        """Drop a breaker's series (it was evicted), keeping label cardinality bounded."""
-        for metric in (self.state, self.trips, self.rejects):
-            with contextlib.suppress(KeyError):
-                metric.remove(*key)
-
-
 # --------------------------------------------------------------------------------------------
 # Breaker
 # --------------------------------------------------------------------------------------------
@@ -334,15 +302,20 @@ class CircuitBreaker:
         self._failure_statuses = frozenset(failure_statuses)
         self._is_failure_exception = is_failure_exception
         self._on_state_change = on_state_change
-        self._metrics = metrics
         self._state = State.CLOSED
         self._generation = 0
         self._requests = 0  # admitted in this generation (half-open: probes in flight or done)
         self._consecutive_failures = 0
         self._consecutive_successes = 0
         self._expiry = self._closed_expiry(clock.monotonic())
-        if metrics is not None and config.enabled:
-            metrics.state.labels(*key).set(State.CLOSED.value)
+        self._metrics = metrics if config.enabled else None
+        self._labels = ("", "", "")
+        self._state_series: Any = None
+        if self._metrics is not None:
+            self._labels, own = self._metrics.labels_for(key)
+            if own:  # no state series for breakers counted under model="other"
+                self._state_series = self._metrics.state.labels(*self._labels)
+                self._state_series.set(State.CLOSED.value)
 
     @property
     def state(self) -> State:
@@ -456,10 +429,10 @@ class CircuitBreaker:
                 "to": new.label,
             },
         )
-        if self._metrics is not None:
-            self._metrics.state.labels(*self.key).set(new.value)
-            if new is State.OPEN:
-                self._metrics.trips.labels(*self.key).inc()
+        if self._state_series is not None:
+            self._state_series.set(new.value)
+        if new is State.OPEN and self._metrics is not None:
+            self._metrics.trips.labels(*self._labels).inc()
         if self._on_state_change is not None:
             try:
                 self._on_state_change(self.key, old, new)
@@ -469,7 +442,7 @@ class CircuitBreaker:
 
     def _reject(self) -> None:
         if self._metrics is not None:
-            self._metrics.rejects.labels(*self.key).inc()
+            self._metrics.rejects.labels(*self._labels).inc()
 
 
 # --------------------------------------------------------------------------------------------

@@ -15,15 +15,64 @@ from yarl import URL
 
 # Generous per-host limit: every in-flight stream holds a connection for minutes.
 CONNECTIONS_PER_HOST = 1024
+# Default caps on what the gateway buffers of one upstream answer (see Settings).
+MAX_BODY_BYTES = 32 * 1024 * 1024
+MAX_ERROR_BYTES = 1024 * 1024
+
+
+class UpstreamBodyTooLarge(Exception):
+    """An upstream body grew past the cap it was read with (``limit``, in bytes)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"upstream body larger than {size_text(limit)}")
+        self.limit = limit
+
+
+def size_text(limit: int) -> str:
+    """A byte count for messages: whole MiB as such (``32MiB``), else exact bytes (a 4 KiB
+    limit must not read "0MiB")."""
+    mib, rest = divmod(limit, 1024 * 1024)
+    return f"{mib}MiB" if mib and not rest else f"{limit} bytes"
+
+
+async def read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The whole (decoded) body of ``response``, or :class:`UpstreamBodyTooLarge` as soon as
+    it passes ``limit`` bytes.
+
+    Unlike ``response.read()``, at most ``limit`` bytes (plus one chunk) are ever held, so a
+    huge or endless upstream answer cannot exhaust memory. The caller still releases the
+    response; released with its body unread, the connection is closed, not reused.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    read = response.content.readany
+    while chunk := await read():
+        size += len(chunk)
+        if size > limit:
+            raise UpstreamBodyTooLarge(limit)
+        chunks.append(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 class UpstreamSessions:
-    """Creates and caches one ``ClientSession`` per upstream origin."""
+    """Creates and caches one ``ClientSession`` per upstream origin.
 
-    def __init__(self, *, connections_per_host: int = CONNECTIONS_PER_HOST) -> None:
+    Also carries the process's caps on buffered upstream answers: ``max_body_bytes`` for
+    a blocking response, ``max_error_bytes`` for an error body (use :func:`read_capped`).
+    """
+
+    def __init__(
+        self,
+        *,
+        connections_per_host: int = CONNECTIONS_PER_HOST,
+        max_body_bytes: int = MAX_BODY_BYTES,
+        max_error_bytes: int = MAX_ERROR_BYTES,
+    ) -> None:
         self._sessions: dict[str, aiohttp.ClientSession] = {}
         self._limit = connections_per_host
         self._closed = False
+        self.max_body_bytes = max_body_bytes
+        self.max_error_bytes = max_error_bytes
 
     def get(self, url: URL) -> aiohttp.ClientSession:
         """The session for ``url``'s origin, created on first use."""

@@ -26,6 +26,7 @@ from aibridge.store.models import (
     User,
     UserPrompt,
 )
+from aibridge.store.types import as_utc
 
 GROUP_BY = ("user", "model", "provider", "day")
 """Accepted ``group_by`` values of :func:`usage`."""
@@ -73,7 +74,7 @@ def parse_time(value: str) -> datetime:
     parsed = datetime.fromisoformat(text)
     if parsed.tzinfo is None:
         raise ValueError("timestamp needs a timezone offset, e.g. 2025-01-31T00:00:00Z")
-    return parsed.astimezone(UTC)
+    return as_utc(parsed)
 
 
 def encode_cursor(started_at: datetime, interception_id: uuid.UUID) -> str:
@@ -90,7 +91,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         when = datetime.fromisoformat(started)
         if when.tzinfo is None:
             raise ValueError("naive cursor time")
-        return when, uuid.UUID(ident)
+        return as_utc(when), uuid.UUID(ident)
     except (binascii.Error, TypeError, ValueError) as exc:
         raise ValueError("cursor is not one returned by this API") from exc
 

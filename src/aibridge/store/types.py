@@ -47,3 +47,18 @@ class UTCDateTime(TypeDecorator[datetime]):
 def utcnow() -> datetime:
     """The current time, timezone-aware UTC."""
     return datetime.now(UTC)
+
+
+def as_utc(value: datetime) -> datetime:
+    """An aware ``value`` converted to UTC.
+
+    Raises ``ValueError`` when it has no UTC equivalent: an offset can push a valid
+    local time past year 9999 or before year 1 (``9999-12-31T23:59:59-23:59``), where
+    ``astimezone`` raises ``OverflowError`` and every later comparison or store would too.
+    """
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError(
+            f"{value.isoformat()} is outside years 1-9999 once converted to UTC"
+        ) from exc

@@ -26,7 +26,7 @@ from aibridge.auth import mint_token
 from aibridge.store.audit import add_audit
 from aibridge.store.locks import take_write_lock
 from aibridge.store.models import USER_ROLES, USER_STATUSES, ApiKey, User
-from aibridge.store.types import utcnow
+from aibridge.store.types import as_utc, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +202,10 @@ def validate_expires_at(expires_at: datetime | None) -> datetime | None:
         return None
     if expires_at.tzinfo is None:
         raise InvalidValue("expires_at", "expires_at must include a timezone (e.g. ...Z)")
+    try:
+        expires_at = as_utc(expires_at)
+    except ValueError as err:
+        raise InvalidValue("expires_at", f"expires_at {err}") from err
     if expires_at <= utcnow():
         raise InvalidValue("expires_at", "expires_at must be in the future")
     return expires_at

@@ -159,7 +159,10 @@ def _items_to(obs: Observation, items: list[Any], response_id: str | None) -> No
             raw_args = as_str(item.get("arguments"))
             if raw_args is None:
                 args = {k: item[k] for k in _HOSTED_ARG_FIELDS if item.get(k) is not None}
-                raw_args = orjson.dumps(args).decode()
+                try:
+                    raw_args = orjson.dumps(args).decode()
+                except orjson.JSONEncodeError:  # nested deeper than orjson re-encodes
+                    raw_args = ""
             obs.tool_calls.append(
                 ToolCall.parsed(
                     as_str(item.get("call_id")) or "",
