@@ -348,6 +348,33 @@ async def test_all_keys_unauthorized_is_502(sqlite_url: str, tmp_path: Path) -> 
         assert row.error_message == MSG_UNAUTHORIZED
 
 
+@pytest.mark.parametrize("api", [MESSAGES, CHAT], ids=lambda a: a.name)
+async def test_rejected_keys_without_cooldown_are_not_called_rate_limited(
+    api: Api, sqlite_url: str, tmp_path: Path
+) -> None:
+    # With key_cooldown_seconds 0 a rejected key is usable again at once, so the walk
+    # ends with the reference's 429 + Retry-After 0; the message and the record must
+    # still say that the provider rejected the keys.
+    r0, r1 = f"sk-{api.name}-rejected-zero-GGGG", f"sk-{api.name}-rejected-one-HHHH"
+    async with stack(sqlite_url, tmp_path, clock=FakeClock()) as s:
+        await s.add_provider("rej", api.ptype, keys=[r0, r1], settings={"key_cooldown_seconds": 0})
+        s.fake.key_scenarios[r0] = Scenario.http_error(401)
+        s.fake.key_scenarios[r1] = Scenario.http_error(401)
+        start = len(s.fake.requests)
+        async with aiohttp.ClientSession() as session:
+            status, headers, raw = await post(
+                session, api.url(s, "rej"), api.request(stream=True), api.headers(s.user_token)
+            )
+        assert credentials(s, start) == [r0, r1]
+        assert status == 429
+        assert headers["Retry-After"] == "0"
+        body = orjson.loads(raw)
+        message = "all configured keys are unavailable: 2 failed authentication (retry after 0s)"
+        assert body["error"]["message"] == message
+        [row] = await rows(s, "rej")
+        assert (row.error_type, row.error_message) == ("unauthorized", message)
+
+
 @pytest.mark.parametrize("ptype", ["anthropic", "openai"])
 async def test_passthrough_key_failover(ptype: str, sqlite_url: str, tmp_path: Path) -> None:
     p0, p1 = f"sk-{ptype}-pt-key-zero-EEEE", f"sk-{ptype}-pt-key-one-FFFF"

@@ -337,9 +337,9 @@ class Interception:
         except KeyPoolExhausted as exc:
             if walker is not None and walker.current is not None:
                 self.credential_hint = walker.current.hint
-            # The pool's kind ("rate_limited" / "unauthorized"), not the 502 the client
+            # Why the keys are out ("rate_limited" / "unauthorized"), not the 502 the client
             # gets for auth exhaustion (reference: ErrorType unauthorized).
-            self.outcome = Outcome(exc.kind, str(exc), exc.status)
+            self.outcome = Outcome(exc.cause, str(exc), exc.status)
             extra = {"Retry-After": str(exc.retry_after_seconds)} if exc.status == 429 else None
             return error_response(family, exc.status, str(exc), extra)
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
