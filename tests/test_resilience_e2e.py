@@ -8,14 +8,11 @@ Everything runs over loopback HTTP against the fake upstream; time-dependent beh
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -26,7 +23,7 @@ from aibridge.fakellm import Scenario
 from aibridge.providers.keypool import MSG_UNAUTHORIZED
 from aibridge.secrets_mask import mask_secret
 from aibridge.store.models import Interception, TokenUsage, UserPrompt
-from tests.conftest import postgres_admin_url
+from tests.outage import pg_outage
 from tests.stack import TIMEOUT, Stack, stack
 
 # --------------------------------------------------------------------------- helpers
@@ -509,28 +506,6 @@ OUTAGE_RECORDER: dict[str, Any] = {
     "replay_interval": 0.2,
     "pending_retry_interval": 0.05,
 }
-
-
-@asynccontextmanager
-async def pg_outage(db_url: str) -> AsyncIterator[None]:
-    """The database refuses new connections and its sessions are killed; restored on exit."""
-    admin_url = postgres_admin_url()
-    assert admin_url is not None
-    name = db_url.rpartition("/")[2]
-    admin = await asyncpg.connect(admin_url.replace("postgresql+asyncpg://", "postgresql://"))
-    try:
-        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-        try:
-            await admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = $1 AND pid <> pg_backend_pid()",
-                name,
-            )
-            yield
-        finally:
-            await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
-    finally:
-        await admin.close()
 
 
 async def test_database_outage_during_burst_loses_nothing(pg_url: str, tmp_path: Path) -> None:
