@@ -7,8 +7,9 @@ import gc
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
 from typing import Any
 
 from aiohttp import web
@@ -37,7 +38,7 @@ from aibridge.services import SERVICES, Services
 from aibridge.store import seed, users
 from aibridge.store.crypto import Encryptor
 from aibridge.store.db import create_engine, migrate, session_factory
-from aibridge.store.pubsub import API_KEYS_CHANGED, InProcessPubSub, PubSub, Unsubscribe
+from aibridge.store.pubsub import API_KEYS_CHANGED, InProcessPubSub, PubSub
 from aibridge.telemetry import GatewayMetrics
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,24 @@ async def make_pubsub(database_url: str) -> PubSub:
     return InProcessPubSub()
 
 
+SHUTDOWN_STEP_TIMEOUT = 10.0
+"""Seconds one shutdown step may take (a hung database must not hang the shutdown)."""
+
+
+async def _close_step(
+    name: str,
+    close: Callable[[], Awaitable[object]],
+    timeout: float | None,  # noqa: ASYNC109 (a bound per step, not the caller's)
+) -> None:
+    """One guarded shutdown step: a failure (or a step that hangs past ``timeout``) is
+    logged, and the steps after it still run."""
+    try:
+        async with asyncio.timeout(timeout):
+            await close()
+    except Exception:
+        log.exception("shutdown: closing the %s failed; closing the rest", name)
+
+
 @asynccontextmanager
 async def running_services(
     settings: Settings,
@@ -69,33 +88,50 @@ async def running_services(
     """Open the database (migrating it), pub/sub and authenticator; bootstrap on first
     start (first admin key, providers seeded from the environment); close on exit.
 
+    Shutdown closes the components in reverse order of their start (an exit stack):
+    the provider reloader, the bridge pool (draining requests in flight), the
+    authenticator, the recorder (its queue goes to the database or the spill file),
+    pub/sub, upstream sessions, the engine. Each close is its own guarded, time-bounded
+    step, so one that fails or hangs (the database is down) never keeps the others,
+    the recorder above all, from running.
+
     ``clock`` drives provider key cooldowns and circuit breakers (tests pass a
     ``FakeClock``); ``recorder_options`` are :class:`Recorder` knobs (queue size, timeouts).
     """
     url = settings.resolved_database_url()
     log.info("opening database", extra={"database": mask_url(url)})
-    engine = create_engine(url)
-    pubsub: PubSub | None = None
-    unsubscribe: Unsubscribe | None = None
-    authenticator: Authenticator | None = None
-    recorder: Recorder | None = None
-    reloader: ProviderReloader | None = None
-    upstream = UpstreamSessions()
-    services: Services | None = None
-    try:
+    async with AsyncExitStack() as stack:
+
+        def on_exit(
+            name: str,
+            close: Callable[[], Awaitable[object]],
+            timeout: float | None = SHUTDOWN_STEP_TIMEOUT,
+        ) -> None:
+            stack.push_async_callback(_close_step, name, close, timeout)
+
+        engine = create_engine(url)
+        on_exit("database engine", engine.dispose)
+        upstream = UpstreamSessions()
+        on_exit("upstream sessions", upstream.close)
         await migrate(engine)
         sessions = session_factory(engine)
         encryptor = Encryptor(settings.encryption_key) if settings.encryption_key else None
         await seed.check_encryption(sessions, encryptor)
         pubsub = await make_pubsub(url)
+        on_exit("pub/sub", pubsub.close)
         authenticator = Authenticator(sessions, ttl=settings.auth_cache_ttl)
         unsubscribe = await pubsub.subscribe(API_KEYS_CHANGED, authenticator.on_keys_changed)
+        on_exit("key-change subscription", unsubscribe)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         metrics = GatewayMetrics()
         recorder = Recorder.for_database(
             sessions, settings.data_dir, registry=metrics.registry, **(recorder_options or {})
         )
+        # Bounded by its own close timeout; the step after the pool has drained requests.
+        on_exit("recorder", recorder.close, None)
         await recorder.start()
+        # Bounded by its own flush timeout.
+        on_exit("authenticator", authenticator.stop, None)
         services = Services(
             settings,
             engine,
@@ -134,6 +170,13 @@ async def running_services(
         services.pool = pool
         # Scrape-time key counts of the live snapshot (aibridge_key_pool_state).
         metrics.registry.register(KeyPoolStateCollector(pool.key_pools))
+        # Drains in-flight requests before the recorder and upstream sessions close;
+        # bounded by the retirement timeout.
+        on_exit(
+            "request bridge pool",
+            partial(pool.shutdown, timeout=settings.bridge_retirement_timeout),
+            None,
+        )
         pool.start()
 
         reloader = ProviderReloader(
@@ -146,25 +189,10 @@ async def running_services(
             metrics=metrics,
         )
         services.reloader = reloader
+        on_exit("provider reloader", reloader.stop)
         await reloader.start()
         authenticator.start()
         yield services
-    finally:
-        if reloader is not None:
-            await reloader.stop()
-        if services is not None and services.pool is not None:
-            # Drain in-flight requests before the recorder and upstream sessions close.
-            await services.pool.shutdown(timeout=settings.bridge_retirement_timeout)
-        if unsubscribe is not None:
-            await unsubscribe()
-        if authenticator is not None:
-            await authenticator.stop()
-        if recorder is not None:
-            await recorder.close()
-        await upstream.close()
-        if pubsub is not None:
-            await pubsub.close()
-        await engine.dispose()
 
 
 async def data_plane(request: web.Request) -> web.StreamResponse:

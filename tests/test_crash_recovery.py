@@ -1,0 +1,228 @@
+"""Records are never lost: real ``aibridge serve`` processes that are stopped with the
+database down, or killed with SIGKILL, and started again.
+
+Each test runs the gateway as a subprocess on a fresh PostgreSQL database or a SQLite
+file (the fake upstream runs in the test process), does its damage, starts the gateway
+again on the same data directory and then counts rows in the database: every
+interception exactly once, each with its end and exactly one token usage. The counts
+are printed (``-s``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+
+from aibridge.fakellm import FakeLLM
+from tests.outage import pg_outage, sqlite_outage
+from tests.replicas import Replica, poll, start_replica
+
+pytestmark = pytest.mark.timeout(120)
+
+REQUEST_TIMEOUT = 15.0
+REPLAY_TIMEOUT = 30.0
+OUTAGE_REQUESTS = 3000
+CONCURRENCY = 64
+CHAT = {"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]}
+COUNTS = """
+SELECT
+  (SELECT count(*) FROM interceptions) AS interceptions,
+  (SELECT count(DISTINCT id) FROM interceptions) AS distinct_ids,
+  (SELECT count(*) FROM interceptions WHERE ended_at IS NOT NULL) AS ended,
+  (SELECT count(*) FROM interceptions WHERE error_type IS NOT NULL) AS errors,
+  (SELECT count(*) FROM token_usages) AS usages,
+  (SELECT count(DISTINCT interception_id) FROM token_usages) AS with_usage,
+  (SELECT count(*) FROM user_prompts) AS prompts
+"""
+
+
+@dataclass
+class Gateway:
+    """The database, data directory, fake upstream and keys shared by the runs of a test."""
+
+    db_url: str | None
+    """PostgreSQL; None for SQLite in the data directory."""
+    data_dir: Path
+    fake: FakeLLM
+    http: aiohttp.ClientSession
+    token: str = ""
+
+    async def start(self, name: str, **kwargs: Any) -> Replica:
+        """Start ``aibridge serve`` on the shared database and data directory."""
+        return await start_replica(name, self.db_url, self.data_dir, **kwargs)
+
+    async def serving(self, replica: Replica) -> None:
+        """Wait (bounded poll) until ``replica`` has loaded provider "p"."""
+
+        async def loaded() -> bool:
+            async with self.http.get(f"{replica.url}/readyz") as resp:
+                return "p" in (await resp.json()).get("providers", {})
+
+        await poll(loaded, REQUEST_TIMEOUT, f"provider p on replica {replica.name}")
+
+    async def chat(self, replica: Replica, *, stream: bool = False) -> None:
+        """One chat completion through ``replica`` that must succeed."""
+        async with (
+            asyncio.timeout(REQUEST_TIMEOUT),
+            self.http.post(
+                f"{replica.url}/p/v1/chat/completions",
+                json={**CHAT, "stream": stream},
+                headers={"Authorization": f"Bearer {self.token}"},
+            ) as resp,
+        ):
+            body = await resp.read()
+            assert resp.status == 200, body
+
+    async def counts(self) -> dict[str, int]:
+        """Interceptions (all, distinct, ended, with an error) and usage/prompt rows."""
+        if self.db_url is None:
+            return await asyncio.to_thread(self._sqlite_counts)
+        conn = await asyncpg.connect(self.db_url)
+        try:
+            row = await conn.fetchrow(COUNTS)
+        finally:
+            await conn.close()
+        assert row is not None
+        return dict(row)
+
+    def _sqlite_counts(self) -> dict[str, int]:
+        conn = sqlite3.connect(f"file:{self.data_dir / 'aibridge.db'}?mode=ro", uri=True)
+        try:
+            conn.row_factory = sqlite3.Row
+            return dict(conn.execute(COUNTS).fetchone())
+        finally:
+            conn.close()
+
+    @contextlib.asynccontextmanager
+    async def outage(self) -> AsyncIterator[None]:
+        """The database is unreachable meanwhile."""
+        if self.db_url is None:
+            async with sqlite_outage(self.data_dir / "aibridge.db"):
+                yield
+        else:
+            async with pg_outage(self.db_url):
+                yield
+
+    def leftovers(self) -> list[str]:
+        """Spill and journal files still waiting in the data directory."""
+        return sorted(
+            p.name
+            for p in self.data_dir.iterdir()
+            if p.name.startswith("recording-") and not p.name.endswith(".rejected")
+        )
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+def db_url(request: pytest.FixtureRequest) -> str | None:
+    """Each test on a fresh PostgreSQL database and on SQLite in the data directory."""
+    if request.param == "sqlite":
+        return None
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+@asynccontextmanager
+async def gateway(db_url: str | None, tmp_path: Path) -> AsyncIterator[tuple[Gateway, Replica]]:
+    """A first gateway run with a provider "p" on the fake upstream and the admin key."""
+    async with contextlib.AsyncExitStack() as stack:
+        fake = await stack.enter_async_context(FakeLLM().serve(host="127.0.0.1", port=0))
+        http = await stack.enter_async_context(
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=CONCURRENCY))
+        )
+        g = Gateway(db_url, tmp_path / "data", fake, http)
+        first = await g.start("first")
+        stack.push_async_callback(first.stop)
+        token = first.admin_token()
+        assert token is not None, first.tail()
+        g.token = token
+        body = {
+            "type": "openai",
+            "name": "p",
+            "base_url": fake.openai_url,
+            "api_keys": ["sk-crash-upstream-0001"],
+        }
+        async with (
+            asyncio.timeout(REQUEST_TIMEOUT),
+            http.post(
+                f"{first.url}/api/v1/providers",
+                json=body,
+                headers={"Authorization": f"Bearer {token}"},
+            ) as resp,
+        ):
+            assert resp.status == 201, await resp.text()
+        await g.serving(first)
+        yield g, first
+
+
+async def wait_recorded(g: Gateway, total: int) -> dict[str, int]:
+    """Poll the database until ``total`` interceptions are ended with their usage and no
+    spill or journal file is left; returns the final counts."""
+    counts: dict[str, int] = {}
+
+    async def done() -> bool:
+        nonlocal counts
+        counts = await g.counts()
+        return counts["ended"] >= total and counts["with_usage"] >= total and not g.leftovers()
+
+    try:
+        await poll(done, REPLAY_TIMEOUT, f"{total} recorded interceptions")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {counts}, files {g.leftovers()}") from None
+    return counts
+
+
+def assert_exactly_once(counts: dict[str, int], total: int) -> None:
+    """Every interception once, ended, without error, with one usage and one prompt."""
+    assert counts == {
+        "interceptions": total,
+        "distinct_ids": total,
+        "ended": total,
+        "errors": 0,
+        "usages": total,
+        "with_usage": total,
+        "prompts": total,
+    }
+
+
+# --------------------------------------------------------------------------- SIGTERM
+
+
+async def test_sigterm_with_the_database_down_spills_and_replays_every_record(
+    db_url: str | None, tmp_path: Path
+) -> None:
+    async with gateway(db_url, tmp_path) as (g, first):
+        warm = 2
+        for _ in range(warm):
+            await g.chat(first)  # caches the key, warms the upstream connection
+        await wait_recorded(g, warm)
+        async with g.outage():
+            sem = asyncio.Semaphore(CONCURRENCY)
+
+            async def one() -> None:
+                async with sem:
+                    await g.chat(first)
+
+            async with asyncio.timeout(60):
+                await asyncio.gather(*(one() for _ in range(OUTAGE_REQUESTS)))
+            code = await first.terminate()
+            assert code == 0, first.tail(120)
+            spilled = g.leftovers()
+            print(f"\nafter SIGTERM with the database down: files {spilled}")
+            assert spilled, "nothing was spilled"
+        second = await g.start("second")
+        try:
+            counts = await wait_recorded(g, warm + OUTAGE_REQUESTS)
+        finally:
+            await second.stop()
+        print(f"after restart: {counts}")
+        assert_exactly_once(counts, warm + OUTAGE_REQUESTS)
