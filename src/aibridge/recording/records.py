@@ -185,11 +185,15 @@ def _conversions(cls: type[Any]) -> tuple[frozenset[str], frozenset[str]]:
 _CONVERSIONS = {kind: _conversions(cls) for kind, cls in RECORD_TYPES.items()}
 
 
+# ``{"kind":"…",`` per kind: the rest of the object is orjson's own dataclass encoding
+# (fields in declaration order), about half the cost of building a dict first.
+_KIND_PREFIX = {kind: b'{"kind":' + orjson.dumps(kind) + b"," for kind in RECORD_TYPES}
+
+
 def record_to_json(rec: Record) -> bytes:
     """One JSON object (no newline) with a ``kind`` key; unserialisable metadata values
     are stringified rather than failing the record."""
-    data = {"kind": rec.kind, **{f.name: getattr(rec, f.name) for f in dataclasses.fields(rec)}}
-    return orjson.dumps(data, default=str)
+    return _KIND_PREFIX[rec.kind] + orjson.dumps(rec, default=str)[1:]
 
 
 def record_from_json(raw: bytes | str | dict[str, Any]) -> Record:
