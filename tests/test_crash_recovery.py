@@ -23,7 +23,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from aibridge.fakellm import FakeLLM
+from aibridge.fakellm import FakeLLM, Scenario
 from tests.outage import pg_outage, sqlite_outage
 from tests.replicas import Replica, poll, start_replica
 
@@ -95,6 +95,25 @@ class Gateway:
         assert row is not None
         return dict(row)
 
+    async def errors(self) -> list[tuple[Any, ...]]:
+        """(error_type, error_message) of the interceptions that have one."""
+        sql = "SELECT error_type, error_message FROM interceptions WHERE error_type IS NOT NULL"
+        if self.db_url is None:
+
+            def query() -> list[tuple[Any, ...]]:
+                conn = sqlite3.connect(f"file:{self.data_dir / 'aibridge.db'}?mode=ro", uri=True)
+                try:
+                    return [tuple(r) for r in conn.execute(sql)]
+                finally:
+                    conn.close()
+
+            return await asyncio.to_thread(query)
+        conn = await asyncpg.connect(self.db_url)
+        try:
+            return [tuple(r) for r in await conn.fetch(sql)]
+        finally:
+            await conn.close()
+
     def _sqlite_counts(self) -> dict[str, int]:
         conn = sqlite3.connect(f"file:{self.data_dir / 'aibridge.db'}?mode=ro", uri=True)
         try:
@@ -114,11 +133,15 @@ class Gateway:
                 yield
 
     def leftovers(self) -> list[str]:
-        """Spill and journal files still waiting in the data directory."""
+        """Spill files and (non-empty) journal segments waiting in the data directory."""
         return sorted(
-            p.name
-            for p in self.data_dir.iterdir()
-            if p.name.startswith("recording-") and not p.name.endswith(".rejected")
+            str(p.relative_to(self.data_dir))
+            for p in self.data_dir.rglob("recording-*")
+            if p.is_file() and not p.name.endswith(".rejected")
+        ) + sorted(
+            str(p.relative_to(self.data_dir))
+            for p in self.data_dir.glob("recording-journal/*/*.journal")
+            if p.stat().st_size
         )
 
 
@@ -177,7 +200,9 @@ async def wait_recorded(g: Gateway, total: int) -> dict[str, int]:
     try:
         await poll(done, REPLAY_TIMEOUT, f"{total} recorded interceptions")
     except AssertionError as exc:
-        raise AssertionError(f"{exc}: {counts}, files {g.leftovers()}") from None
+        raise AssertionError(
+            f"{exc}: {counts}, files {g.leftovers()}, errors {await g.errors()}"
+        ) from None
     return counts
 
 
@@ -226,3 +251,150 @@ async def test_sigterm_with_the_database_down_spills_and_replays_every_record(
             await second.stop()
         print(f"after restart: {counts}")
         assert_exactly_once(counts, warm + OUTAGE_REQUESTS)
+
+
+# --------------------------------------------------------------------------- kill -9
+
+STREAMS = 30
+
+
+@asynccontextmanager
+async def writes_blocked(g: Gateway) -> AsyncIterator[None]:
+    """The recorder's batches cannot commit meanwhile (they wait for a lock we hold): the
+    records of the requests served meanwhile are provably in the gateway's memory only.
+    On PostgreSQL the token_usages table is locked (interception starts still insert);
+    on SQLite the whole database is (starts fall back to the queue as well)."""
+    if g.db_url is None:
+        conn = sqlite3.connect(g.data_dir / "aibridge.db", isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            yield
+        finally:
+            conn.execute("ROLLBACK")
+            conn.close()
+        return
+    pg = await asyncpg.connect(g.db_url)
+    try:
+        tx = pg.transaction()
+        await tx.start()
+        await pg.execute("LOCK TABLE token_usages IN ACCESS EXCLUSIVE MODE")
+        yield
+        await tx.rollback()
+    finally:
+        await pg.close()
+
+
+async def test_kill_9_right_after_completed_streams_loses_no_record(
+    db_url: str | None, tmp_path: Path
+) -> None:
+    async with gateway(db_url, tmp_path) as (g, first):
+        warm = 2
+        for _ in range(warm):
+            await g.chat(first)
+        await wait_recorded(g, warm)
+        async with writes_blocked(g):
+            async with asyncio.timeout(REQUEST_TIMEOUT):
+                await asyncio.gather(*(g.chat(first, stream=True) for _ in range(STREAMS)))
+            await first.kill()
+        before = await g.counts()
+        print(f"\nkilled after {STREAMS} completed streams, before restart: {before}")
+        assert before["with_usage"] < warm + STREAMS  # the kill did lose them from memory
+        second = await g.start("second")
+        try:
+            counts = await wait_recorded(g, warm + STREAMS)
+        finally:
+            await second.stop()
+        print(f"after restart: {counts}")
+        assert_exactly_once(counts, warm + STREAMS)
+
+
+async def readyz(g: Gateway, replica: Replica) -> dict[str, Any]:
+    """The replica's /readyz body."""
+    async with asyncio.timeout(REQUEST_TIMEOUT), g.http.get(f"{replica.url}/readyz") as resp:
+        body: dict[str, Any] = await resp.json()
+        return body
+
+
+async def open_stream(
+    g: Gateway, replica: Replica, release: asyncio.Event | None
+) -> tuple[aiohttp.ClientResponse, Scenario]:
+    """A streaming request through ``replica`` that is provably in flight: the upstream
+    stalls (until ``release``) after a few events and the client has read the first."""
+    stall = Scenario.stall(release=release)
+    g.fake.enqueue(stall)
+    async with asyncio.timeout(REQUEST_TIMEOUT):
+        resp = await g.http.post(
+            f"{replica.url}/p/v1/chat/completions",
+            json={**CHAT, "stream": True},
+            headers={"Authorization": f"Bearer {g.token}"},
+        )
+        assert resp.status == 200, await resp.text()
+        assert (await resp.content.readline()).startswith(b"data:")
+        await stall.stalled.wait()
+    return resp, stall
+
+
+async def rows_of(g: Gateway, replica_id: str) -> list[tuple[Any, ...]]:
+    """(ended, error_type) of the replica's interceptions."""
+    sql = "SELECT ended_at IS NOT NULL, error_type FROM interceptions WHERE replica_id = "
+    if g.db_url is None:
+
+        def query() -> list[tuple[Any, ...]]:
+            conn = sqlite3.connect(f"file:{g.data_dir / 'aibridge.db'}?mode=ro", uri=True)
+            try:
+                return [tuple(r) for r in conn.execute(sql + "?", (replica_id,))]
+            finally:
+                conn.close()
+
+        return await asyncio.to_thread(query)
+    conn = await asyncpg.connect(g.db_url)
+    try:
+        return [tuple(r) for r in await conn.fetch(sql + "$1", replica_id)]
+    finally:
+        await conn.close()
+
+
+async def test_kill_9_mid_stream_ends_the_interception_at_restart_but_not_other_replicas(
+    db_url: str | None, tmp_path: Path
+) -> None:
+    async with gateway(db_url, tmp_path) as (g, first):
+        # Another replica (its own data directory) on the same database.
+        other_db = db_url or f"sqlite:///{g.data_dir / 'aibridge.db'}"
+        other = await start_replica("other", other_db, tmp_path / "other-data")
+        try:
+            await g.serving(other)
+            mine, theirs = (await readyz(g, first))["replica"], (await readyz(g, other))["replica"]
+            assert mine != theirs
+            release_other = asyncio.Event()
+            their_resp, _ = await open_stream(g, other, release_other)
+            my_resp, _ = await open_stream(g, first, None)
+            assert await rows_of(g, mine) == [(False, None)]
+            assert await rows_of(g, theirs) == [(False, None)]
+
+            await first.kill()
+            my_resp.close()
+            second = await g.start("second")
+            try:
+                assert (await readyz(g, second))["replica"] == mine
+
+                async def ended() -> bool:
+                    return await rows_of(g, mine) == [(True, "gateway_restart")]
+
+                await poll(ended, REPLAY_TIMEOUT, "the killed stream's interception to end")
+                print(f"\nafter restart: killed replica {await rows_of(g, mine)}", end=" ")
+                # The other replica's stream is live: its interception stays open...
+                assert await rows_of(g, theirs) == [(False, None)]
+                release_other.set()
+                async with asyncio.timeout(REQUEST_TIMEOUT):
+                    assert b"[DONE]" in await their_resp.read()
+
+                # ...and ends normally when it is done.
+                async def theirs_done() -> bool:
+                    return await rows_of(g, theirs) == [(True, None)]
+
+                await poll(theirs_done, REPLAY_TIMEOUT, "the other replica's stream to end")
+                print(f"other replica {await rows_of(g, theirs)}")
+            finally:
+                await second.stop()
+        finally:
+            await other.stop()

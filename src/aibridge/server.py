@@ -84,6 +84,7 @@ async def running_services(
     announce: Callable[[str], None] = print,
     clock: Clock | None = None,
     recorder_options: Mapping[str, Any] | None = None,
+    worker: int = 0,
 ) -> AsyncIterator[Services]:
     """Open the database (migrating it), pub/sub and authenticator; bootstrap on first
     start (first admin key, providers seeded from the environment); close on exit.
@@ -97,6 +98,8 @@ async def running_services(
 
     ``clock`` drives provider key cooldowns and circuit breakers (tests pass a
     ``FakeClock``); ``recorder_options`` are :class:`Recorder` knobs (queue size, timeouts).
+    ``worker`` is the worker index under ``serve --workers N``: the recorder's preferred
+    journal slot, part of the replica identity stamped on interceptions.
     """
     url = settings.resolved_database_url()
     log.info("opening database", extra={"database": mask_url(url)})
@@ -125,7 +128,11 @@ async def running_services(
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         metrics = GatewayMetrics()
         recorder = Recorder.for_database(
-            sessions, settings.data_dir, registry=metrics.registry, **(recorder_options or {})
+            sessions,
+            settings.data_dir,
+            worker=worker,
+            registry=metrics.registry,
+            **(recorder_options or {}),
         )
         # Bounded by its own close timeout; the step after the pool has drained requests.
         on_exit("recorder", recorder.close, None)
@@ -235,6 +242,8 @@ async def readyz(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     started = time.perf_counter()
     body: dict[str, object] = {"status": "ok", "pid": os.getpid()}
+    if services.recorder is not None and services.recorder.replica is not None:
+        body["replica"] = services.recorder.replica
     status = 200
     try:
         async with asyncio.timeout(2.0), services.engine.connect() as conn:

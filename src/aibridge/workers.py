@@ -36,7 +36,7 @@ def _worker_main(settings_json: str, index: int) -> None:
     settings = Settings.model_validate_json(settings_json)
     setup_logging(settings.log_level, settings.log_format)
     logging.getLogger(__name__).info("worker starting", extra={"worker": index})
-    run(serve_forever(settings.for_workers(), reuse_port=True))
+    run(serve_forever(settings.for_workers(), reuse_port=True, worker=index))
 
 
 def run_workers(settings: Settings) -> int:

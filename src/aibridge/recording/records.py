@@ -34,8 +34,15 @@ ERROR_TYPES = (
     "server_error",
     "timeout",
     "unknown",
+    "client_disconnected",
+    "gateway_restart",
 )
-"""Documented ``InterceptionEnded.error_type`` values (reference §5.2 [N])."""
+"""Documented ``InterceptionEnded.error_type`` values (reference §5.2 [N]), plus ours:
+``client_disconnected`` (the client went away first) and ``gateway_restart`` (the gateway
+process stopped before the interception ended; set at its next start)."""
+
+GATEWAY_RESTART = "gateway_restart"
+"""``error_type`` of interceptions a previous run of the replica left open."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -59,6 +66,8 @@ class InterceptionStarted:
     # Already masked (``sk-…abcd``); the raw credential never reaches a record.
     credential_hint: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    # Set by the recorder: the replica (process) serving the request.
+    replica_id: str | None = None
 
 
 @dataclass(slots=True, kw_only=True)
