@@ -457,11 +457,10 @@ class Interception:
                 self.outcome = Outcome(
                     "server_error", "upstream stream ended without a terminal event", 200
                 )
-        if self.outcome is not CLIENT_GONE:
-            try:
-                await out.write_eof()
-            except ConnectionResetError:
-                self.outcome = CLIENT_GONE
+        # No write_eof() here: aiohttp writes the end of the response once the handler
+        # returns, i.e. after the end record is journaled (handle's ``finally``), so a
+        # client that saw the stream end can rely on its records surviving a crash. A
+        # client that leaves after the last event but before that is not a disconnect.
         return out
 
     async def _fail_stream(self, out: web.StreamResponse, error_type: str, message: str) -> None:
