@@ -184,6 +184,35 @@ async def test_client_disconnect_cancels_upstream_at_once(
         )
 
 
+@pytest.mark.parametrize("api", APIS, ids=lambda a: a.name)
+async def test_client_disconnect_keeps_the_usage_seen_before_it(
+    api: Api, sqlite_url: str, tmp_path: Path
+) -> None:
+    # Anthropic reports the input tokens in message_start: billed even if the client
+    # leaves right after. Chat and Responses report usage only at the end: nothing yet.
+    async with stack(sqlite_url, tmp_path) as s:
+        await s.add_provider("p", api.ptype)
+        stall = Scenario.stall()
+        s.fake.enqueue(stall)
+        async with aiohttp.ClientSession() as session, asyncio.timeout(TIMEOUT):
+            resp = await session.post(
+                api.url(s, "p"), json=api.request(stream=True), headers=api.headers(s.user_token)
+            )
+            assert resp.status == 200, await resp.text()
+            await read_event(resp)
+            await stall.stalled.wait()
+            resp.close()
+            await s.fake.disconnected.wait()
+        [row] = await rows(s, "p")
+        assert row.error_type == "client_disconnected"
+        async with s.services.sessions() as db:
+            usage = list(
+                await db.scalars(select(TokenUsage).where(TokenUsage.interception_id == row.id))
+            )
+        expected = [stall.usage.input_tokens] if api is MESSAGES else []
+        assert [u.input_tokens for u in usage] == expected
+
+
 # --------------------------------------------------------------------------- 2. stalls
 
 
