@@ -132,16 +132,19 @@ class Gateway:
             async with pg_outage(self.db_url):
                 yield
 
-    def leftovers(self) -> list[str]:
-        """Spill files and (non-empty) journal segments waiting in the data directory."""
+    def spill_files(self) -> list[str]:
+        """Spill files (live or claimed for replay) in the data directory."""
+        return sorted(
+            p.name
+            for p in self.data_dir.glob("recording-spill.jsonl*")
+            if not p.name.endswith(".rejected")
+        )
+
+    def journal_segments(self) -> list[str]:
+        """Journal segments in the data directory (a stopped replica leaves none)."""
         return sorted(
             str(p.relative_to(self.data_dir))
-            for p in self.data_dir.rglob("recording-*")
-            if p.is_file() and not p.name.endswith(".rejected")
-        ) + sorted(
-            str(p.relative_to(self.data_dir))
             for p in self.data_dir.glob("recording-journal/*/*.journal")
-            if p.stat().st_size
         )
 
 
@@ -195,13 +198,13 @@ async def wait_recorded(g: Gateway, total: int) -> dict[str, int]:
     async def done() -> bool:
         nonlocal counts
         counts = await g.counts()
-        return counts["ended"] >= total and counts["with_usage"] >= total and not g.leftovers()
+        return counts["ended"] >= total and counts["with_usage"] >= total and not g.spill_files()
 
     try:
         await poll(done, REPLAY_TIMEOUT, f"{total} recorded interceptions")
     except AssertionError as exc:
         raise AssertionError(
-            f"{exc}: {counts}, files {g.leftovers()}, errors {await g.errors()}"
+            f"{exc}: {counts}, spill {g.spill_files()}, errors {await g.errors()}"
         ) from None
     return counts
 
@@ -241,14 +244,16 @@ async def test_sigterm_with_the_database_down_spills_and_replays_every_record(
                 await asyncio.gather(*(one() for _ in range(OUTAGE_REQUESTS)))
             code = await first.terminate()
             assert code == 0, first.tail(120)
-            spilled = g.leftovers()
+            spilled = g.spill_files()
             print(f"\nafter SIGTERM with the database down: files {spilled}")
             assert spilled, "nothing was spilled"
+            assert g.journal_segments() == []  # all of it was moved to the spill file
         second = await g.start("second")
         try:
             counts = await wait_recorded(g, warm + OUTAGE_REQUESTS)
         finally:
             await second.stop()
+        assert g.journal_segments() == []  # the clean stop left nothing to replay
         print(f"after restart: {counts}")
         assert_exactly_once(counts, warm + OUTAGE_REQUESTS)
 
@@ -304,6 +309,7 @@ async def test_kill_9_right_after_completed_streams_loses_no_record(
             counts = await wait_recorded(g, warm + STREAMS)
         finally:
             await second.stop()
+        assert g.journal_segments() == []  # the clean stop left nothing to replay
         print(f"after restart: {counts}")
         assert_exactly_once(counts, warm + STREAMS)
 

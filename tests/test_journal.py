@@ -54,11 +54,18 @@ def journaled(data_dir: Path, slot: int = 0) -> list[bytes]:
 
 
 async def open_recorder(
-    engine: AsyncEngine, data_dir: Path, registry: CollectorRegistry | None = None
+    engine: AsyncEngine,
+    data_dir: Path,
+    registry: CollectorRegistry | None = None,
+    journal: Journal | None = None,
 ) -> Recorder:
     """A started recorder on the real database, journaling in ``data_dir``."""
     rec = Recorder.for_database(
-        session_factory(engine), data_dir, registry=registry or CollectorRegistry(), **FAST
+        session_factory(engine),
+        data_dir,
+        registry=registry or CollectorRegistry(),
+        journal=journal or Journal(data_dir),
+        **FAST,
     )
     async with asyncio.timeout(T):
         await rec.start()
@@ -75,7 +82,8 @@ async def rows(engine: AsyncEngine, model: Any, **where: Any) -> list[Any]:
 async def test_records_are_journaled_before_they_are_batched_and_trimmed_once_written(
     engine: AsyncEngine, tmp_path: Path
 ) -> None:
-    rec = await open_recorder(engine, tmp_path)
+    # Trimmed as soon as everything is acknowledged (by default only once it holds 256 KiB).
+    rec = await open_recorder(engine, tmp_path, journal=Journal(tmp_path, trim_bytes=1))
     start = started()
     assert await rec.record_interception_start(start)  # written synchronously: not journaled
     usage = TokenUsageRecord(interception_id=start.id, input=7, output=3)

@@ -19,9 +19,10 @@ Layout, in ``<data dir>/recording-journal/``:
 
 * ``<slot>/lock`` — ``flock``-ed by the process that owns the slot;
 * ``<slot>/<n>.journal`` — segments, one JSON record per line. The active segment is
-  truncated whenever everything in it is acknowledged and sealed once it grows past
-  ``segment_bytes``; a sealed segment is deleted once fully acknowledged. A clean shutdown
-  leaves no segment. A torn last line (a crash mid-write) costs only itself.
+  truncated when everything in it is acknowledged and it holds at least ``trim_bytes``,
+  and sealed once it grows past ``segment_bytes``; a sealed segment is deleted once fully
+  acknowledged. A clean shutdown leaves no segment. A torn last line (a crash mid-write)
+  costs only itself; acknowledged records replayed again are no-ops (idempotent writes).
 
 Replica identity: ``<data dir>/replica-id`` holds a random id created on first start;
 a process is the replica ``<id>:<slot>``. The slot is the worker index under
@@ -124,6 +125,7 @@ class Journal:
         *,
         slot: int = 0,
         segment_bytes: int = 4 * 1024 * 1024,
+        trim_bytes: int = 256 * 1024,
     ) -> None:
         if not 0 <= slot < MAX_SLOTS:
             raise ValueError(f"slot must be in [0, {MAX_SLOTS})")
@@ -133,6 +135,7 @@ class Journal:
         self.slot: int | None = None
         self.replica = ""
         self._segment_bytes = segment_bytes
+        self._trim_bytes = trim_bytes
         self._lock_fd: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._buffer: list[Record] = []
@@ -274,7 +277,8 @@ class Journal:
 
     def ack(self, records: Iterable[Record]) -> None:
         """These records are in the database or the spill file: forget them. A segment
-        with nothing left unacknowledged is truncated (active) or deleted (sealed)."""
+        with nothing left unacknowledged is deleted (sealed) or, once it holds
+        ``trim_bytes``, truncated (active)."""
         if self._buffer:
             # Never acknowledge a record before it is written (it would stay outstanding).
             self.flush()
@@ -287,7 +291,12 @@ class Journal:
                 if not segment.outstanding:
                     drained.append(segment)
         for segment in drained:
-            if not segment.outstanding:
+            # The active segment is trimmed only once it is worth a syscall (ftruncate
+            # costs more than the write of a request's records); what a crash then
+            # replays again is at most ``trim_bytes`` of idempotent writes.
+            if not segment.outstanding and (
+                segment is not self._active or segment.size >= self._trim_bytes
+            ):
                 self._drop(segment)
 
     def _drop(self, segment: _Segment) -> None:
