@@ -526,6 +526,10 @@ def _stack(plan: Plan) -> Iterator[tuple[Processes, dict[str, Any]]]:
         if plan.database_url:
             # Must be an empty database: the provider and user below are created in it.
             env["AIBRIDGE_DATABASE_URL"] = plan.database_url
+        if plan.src:
+            # A/B runs: the gateway, and the CLI that prepares its database (so that the
+            # schema is the one that tree migrates to), import aibridge from another tree.
+            env["PYTHONPATH"] = os.pathsep.join((plan.src, env["PYTHONPATH"]))
         _cli(
             [
                 "providers",
@@ -543,9 +547,6 @@ def _stack(plan: Plan) -> Iterator[tuple[Processes, dict[str, Any]]]:
         token = _cli(["users", "create", "benchuser"], env).strip().splitlines()[-1].strip()
         if not token.startswith("aib-"):
             raise RuntimeError(f"unexpected users create output: {token!r}")
-        if plan.src:
-            # A/B runs: the gateway (only) imports aibridge from another source tree.
-            env["PYTHONPATH"] = os.pathsep.join((plan.src, env["PYTHONPATH"]))
         gw = procs.start(_aibridge("serve"), cpu=gateway_cpu, env=env)
         _wait_http(f"http://{HOST}:{gw_port}/readyz", START_TIMEOUT)
         _drain(gw)
@@ -878,7 +879,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--src",
         default=None,
-        help="run the gateway with aibridge imported from this directory (A/B comparisons)",
+        help=(
+            "run the gateway (and the CLI that prepares its database) with aibridge imported "
+            "from this directory (A/B comparisons)"
+        ),
     )
     parser.add_argument(
         "--database-url",

@@ -290,15 +290,41 @@ def test_all_unauthorized_is_a_502_with_the_reference_message(clock: FakeClock) 
     assert exhaustions(registry, "auth_failed") == 1
 
 
-def test_mixed_exhaustion_is_rate_limited(clock: FakeClock) -> None:
+def test_mixed_exhaustion_is_rate_limited_and_names_both_causes(clock: FakeClock) -> None:
     pool, _ = make_pool(clock, ids="ab")
     pool.mark_failed(pool.keys[0], 401, None)
     pool.mark_failed(pool.keys[1], 429, 120.0)
     with pytest.raises(KeyPoolExhausted) as info:
         pool.acquire()
-    assert info.value.kind == "rate_limited"
+    err = info.value
+    assert (err.kind, err.status, err.cause) == ("rate_limited", 429, "rate_limited")
     # Soonest recovery is the 401 key's 60 s cooldown.
-    assert info.value.retry_after == pytest.approx(60.0)
+    assert err.retry_after == pytest.approx(60.0)
+    assert str(err) == (
+        "all configured keys are unavailable: 1 failed authentication, 1 rate-limited "
+        "(retry after 1m0s)"
+    )
+
+
+def test_auth_failures_that_recovered_at_once_never_say_rate_limited(clock: FakeClock) -> None:
+    # key_cooldown_seconds 0: a 401'd key is usable again at once, so the walk ends with the
+    # reference's 429 + Retry-After 0 — but the cause is the provider rejecting every key.
+    pool, registry = make_pool(clock, ids="ab", cooldown=0.0)
+    walker = pool.walker()
+    for key in pool.keys:
+        assert walker.next_key() is key
+        assert walker.report(key, 401) is True
+    with pytest.raises(KeyPoolExhausted) as info:
+        walker.next_key()
+    err = info.value
+    assert (err.kind, err.status, err.retry_after) == ("rate_limited", 429, 0.0)
+    assert err.cause == "unauthorized"
+    assert "rate-limited" not in str(err)
+    assert str(err) == (
+        "all configured keys are unavailable: 2 failed authentication (retry after 0s)"
+    )
+    assert orjson.loads(err.body("openai"))["error"]["message"] == str(err)
+    assert exhaustions(registry, "rate_limited") == 1
 
 
 def test_key_recovering_during_the_walk_gives_retry_after_zero(clock: FakeClock) -> None:

@@ -36,9 +36,9 @@ from aibridge.recording import (
     record_from_json,
     record_to_json,
 )
+from aibridge.recording.sink import database_sink
 from aibridge.recording.spill import SpillFile
 from aibridge.recording.sqlite_sink import SqliteSink
-from aibridge.recording.writer import database_sink
 from aibridge.store.db import create_engine, migrate, session_factory
 from aibridge.store.models import Interception, ModelThought, TokenUsage, ToolUsage, UserPrompt
 from tests.conftest import postgres_admin_url

@@ -21,11 +21,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import os
-import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,10 +34,10 @@ import asyncpg
 import pytest
 
 from aibridge.fakellm import FakeLLM, Scenario
+from tests.replicas import Replica, poll, start_replica
 
-REPO = Path(__file__).resolve().parent.parent
-AIBRIDGE = REPO / ".venv" / "bin" / "aibridge"
-START_TIMEOUT = 30.0
+# Convergence must come from LISTEN/NOTIFY, not from the fallback poll.
+REPLICA_ENV = {"AIBRIDGE_RECONCILE_INTERVAL": "60"}
 REQUEST_TIMEOUT = 15.0
 CONVERGENCE_SAMPLES = 50
 STORM_CHANGES = 100
@@ -49,125 +47,6 @@ TEXT_B = "served by upstream B"
 PROVIDER_KEY = "sk-replica-upstream-0001"
 
 pytestmark = pytest.mark.timeout(120)
-
-
-# ------------------------------------------------------------------------ replicas
-
-
-def free_port() -> int:
-    """An ephemeral loopback port that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@dataclass
-class Replica:
-    """One ``aibridge serve`` process and everything it printed."""
-
-    name: str
-    proc: asyncio.subprocess.Process
-    url: str
-    stdout: list[str] = field(default_factory=list)
-    stderr: list[str] = field(default_factory=list)
-    readers: list[asyncio.Task[None]] = field(default_factory=list)
-    _lines: asyncio.Condition = field(default_factory=asyncio.Condition)
-
-    async def _pump(self, stream: asyncio.StreamReader, sink: list[str]) -> None:
-        # Always drained: a full pipe would block the replica's logging.
-        while line := await stream.readline():
-            sink.append(line.decode(errors="replace").rstrip("\n"))
-            async with self._lines:
-                self._lines.notify_all()
-        async with self._lines:
-            self._lines.notify_all()
-
-    def start_readers(self) -> None:
-        """Collect stdout and stderr in the background."""
-        assert self.proc.stdout is not None and self.proc.stderr is not None
-        self.readers = [
-            asyncio.create_task(self._pump(self.proc.stdout, self.stdout)),
-            asyncio.create_task(self._pump(self.proc.stderr, self.stderr)),
-        ]
-
-    def logged(self, needle: str, *, after: int = 0) -> bool:
-        """Whether stderr line ``after`` or later contains ``needle``."""
-        return any(needle in line for line in self.stderr[after:])
-
-    async def wait_for_log(self, needle: str, *, after: int = 0, timeout: float) -> None:  # noqa: ASYNC109
-        """Wait until the replica logs ``needle`` (fails early if it exits)."""
-        async with asyncio.timeout(timeout), self._lines:
-            await self._lines.wait_for(
-                lambda: self.logged(needle, after=after) or self.proc.returncode is not None
-            )
-        if not self.logged(needle, after=after):
-            raise AssertionError(f"replica {self.name} exited:\n{self.tail()}")
-
-    def tail(self, lines: int = 40) -> str:
-        """The end of the replica's output, for failure messages."""
-        return "\n".join(self.stdout[-10:] + self.stderr[-lines:])
-
-    def admin_token(self) -> str | None:
-        """The first admin key, if this replica printed it."""
-        for line in self.stdout:
-            for word in line.split():
-                if word.startswith("aib-"):
-                    return word
-        return None
-
-    async def stop(self) -> None:
-        """SIGTERM, bounded wait, then SIGKILL; stop collecting output."""
-        if self.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.terminate()
-            try:
-                async with asyncio.timeout(15):
-                    await self.proc.wait()
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    self.proc.kill()
-                await self.proc.wait()
-        for task in self.readers:
-            task.cancel()
-        await asyncio.gather(*self.readers, return_exceptions=True)
-
-
-async def start_replica(name: str, db_url: str, data_dir: Path) -> Replica:
-    """Start ``aibridge serve`` and wait for its "listening" log line."""
-    port = free_port()
-    await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
-    env = {
-        **os.environ,
-        "AIBRIDGE_DATABASE_URL": db_url,
-        "AIBRIDGE_DATA_DIR": str(data_dir),
-        "AIBRIDGE_LOG_LEVEL": "info",
-        "AIBRIDGE_LOG_FORMAT": "text",
-        # Convergence must come from LISTEN/NOTIFY, not from the fallback poll.
-        "AIBRIDGE_RECONCILE_INTERVAL": "60",
-        "PYTHONUNBUFFERED": "1",
-    }
-    for var in ("AIBRIDGE_LISTEN", "AIBRIDGE_ENCRYPTION_KEY", "AIBRIDGE_WORKERS"):
-        env.pop(var, None)
-    proc = await asyncio.create_subprocess_exec(
-        str(AIBRIDGE),
-        "serve",
-        "--listen",
-        f"127.0.0.1:{port}",
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-        cwd=str(data_dir),
-    )
-    replica = Replica(name, proc, f"http://127.0.0.1:{port}")
-    replica.start_readers()
-    try:
-        await replica.wait_for_log("aibridge listening", timeout=START_TIMEOUT)
-    except BaseException:
-        await replica.stop()
-        raise
-    return replica
 
 
 @dataclass
@@ -249,22 +128,9 @@ class Cluster:
         return {int(r["pid"]) for r in rows}
 
 
-async def _poll(check: Callable[[], Any], timeout: float, what: str) -> None:  # noqa: ASYNC109
-    """Bounded poll of another process's state (no in-process event exists for it)."""
-    try:
-        async with asyncio.timeout(timeout):
-            # The state lives in another process or in PostgreSQL: nothing to await.
-            while not await check():  # noqa: ASYNC110
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
-
-
 @asynccontextmanager
 async def cluster(pg_url: str, tmp_path: Path) -> AsyncIterator[Cluster]:
     """Fake upstreams A and B, replica A then replica B, a member user and key."""
-    if not AIBRIDGE.exists():
-        pytest.fail(f"{AIBRIDGE} not found: run scripts/test once to create the virtualenv")
     db_name = pg_url.rpartition("/")[2]
     replicas: list[Replica] = []
     async with contextlib.AsyncExitStack() as stack:
@@ -280,13 +146,13 @@ async def cluster(pg_url: str, tmp_path: Path) -> AsyncIterator[Cluster]:
             aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         )
         try:
-            a = await start_replica("A", pg_url, tmp_path / "replica-a")
+            a = await start_replica("A", pg_url, tmp_path / "replica-a", env=REPLICA_ENV)
             replicas.append(a)
             token = a.admin_token()
             assert token is not None, f"replica A printed no admin key:\n{a.tail()}"
             c = Cluster(a, a, http, db, db_name, fake_a, fake_b, token)
             c.listener_pids_before_b = await c.listener_pids()
-            b = await start_replica("B", pg_url, tmp_path / "replica-b")
+            b = await start_replica("B", pg_url, tmp_path / "replica-b", env=REPLICA_ENV)
             replicas.append(b)
             assert b.admin_token() is None, "replica B created a second first admin"
             c.b = b
@@ -412,7 +278,7 @@ async def test_reload_storm_under_concurrent_streams(pg_url: str, tmp_path: Path
             )
             return bool(done == total)
 
-        await _poll(recorded, 15, f"{total} finished interceptions")
+        await poll(recorded, 15, f"{total} finished interceptions")
         assert await c.db.fetchval("SELECT count(*) FROM interceptions") == total
         assert (
             await c.db.fetchval("SELECT count(*) FROM interceptions WHERE error_type IS NOT NULL")
@@ -429,7 +295,7 @@ async def test_reload_storm_under_concurrent_streams(pg_url: str, tmp_path: Path
                         return False
             return True
 
-        await _poll(both_current, 10, f"both replicas at config version {final}")
+        await poll(both_current, 10, f"both replicas at config version {final}")
         last = c.fake_b if (STORM_CHANGES - 1) % 2 == 0 else c.fake_a
         before = len(last.requests)
         for replica in (c.a, c.b):
@@ -462,7 +328,7 @@ async def test_replica_b_recovers_from_losing_its_notification_connection(
             now = await c.listener_pids()
             return b_listener not in now and len(now) == 2
 
-        await _poll(new_listener, 10, "replica B's new listener connection")
+        await poll(new_listener, 10, "replica B's new listener connection")
         # And notifications flow on the new connection.
         await c.set_base_url("primary", c.fake_a.openai_url)
         again = await c.serves(c.b, "primary", TEXT_A, 5.0)

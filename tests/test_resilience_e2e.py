@@ -8,14 +8,11 @@ Everything runs over loopback HTTP against the fake upstream; time-dependent beh
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -26,7 +23,7 @@ from aibridge.fakellm import Scenario
 from aibridge.providers.keypool import MSG_UNAUTHORIZED
 from aibridge.secrets_mask import mask_secret
 from aibridge.store.models import Interception, TokenUsage, UserPrompt
-from tests.conftest import postgres_admin_url
+from tests.outage import pg_outage
 from tests.stack import TIMEOUT, Stack, stack
 
 # --------------------------------------------------------------------------- helpers
@@ -185,6 +182,35 @@ async def test_client_disconnect_cancels_upstream_at_once(
             )
             == 1
         )
+
+
+@pytest.mark.parametrize("api", APIS, ids=lambda a: a.name)
+async def test_client_disconnect_keeps_the_usage_seen_before_it(
+    api: Api, sqlite_url: str, tmp_path: Path
+) -> None:
+    # Anthropic reports the input tokens in message_start: billed even if the client
+    # leaves right after. Chat and Responses report usage only at the end: nothing yet.
+    async with stack(sqlite_url, tmp_path) as s:
+        await s.add_provider("p", api.ptype)
+        stall = Scenario.stall()
+        s.fake.enqueue(stall)
+        async with aiohttp.ClientSession() as session, asyncio.timeout(TIMEOUT):
+            resp = await session.post(
+                api.url(s, "p"), json=api.request(stream=True), headers=api.headers(s.user_token)
+            )
+            assert resp.status == 200, await resp.text()
+            await read_event(resp)
+            await stall.stalled.wait()
+            resp.close()
+            await s.fake.disconnected.wait()
+        [row] = await rows(s, "p")
+        assert row.error_type == "client_disconnected"
+        async with s.services.sessions() as db:
+            usage = list(
+                await db.scalars(select(TokenUsage).where(TokenUsage.interception_id == row.id))
+            )
+        expected = [stall.usage.input_tokens] if api is MESSAGES else []
+        assert [u.input_tokens for u in usage] == expected
 
 
 # --------------------------------------------------------------------------- 2. stalls
@@ -348,6 +374,33 @@ async def test_all_keys_unauthorized_is_502(sqlite_url: str, tmp_path: Path) -> 
         assert row.error_message == MSG_UNAUTHORIZED
 
 
+@pytest.mark.parametrize("api", [MESSAGES, CHAT], ids=lambda a: a.name)
+async def test_rejected_keys_without_cooldown_are_not_called_rate_limited(
+    api: Api, sqlite_url: str, tmp_path: Path
+) -> None:
+    # With key_cooldown_seconds 0 a rejected key is usable again at once, so the walk
+    # ends with the reference's 429 + Retry-After 0; the message and the record must
+    # still say that the provider rejected the keys.
+    r0, r1 = f"sk-{api.name}-rejected-zero-GGGG", f"sk-{api.name}-rejected-one-HHHH"
+    async with stack(sqlite_url, tmp_path, clock=FakeClock()) as s:
+        await s.add_provider("rej", api.ptype, keys=[r0, r1], settings={"key_cooldown_seconds": 0})
+        s.fake.key_scenarios[r0] = Scenario.http_error(401)
+        s.fake.key_scenarios[r1] = Scenario.http_error(401)
+        start = len(s.fake.requests)
+        async with aiohttp.ClientSession() as session:
+            status, headers, raw = await post(
+                session, api.url(s, "rej"), api.request(stream=True), api.headers(s.user_token)
+            )
+        assert credentials(s, start) == [r0, r1]
+        assert status == 429
+        assert headers["Retry-After"] == "0"
+        body = orjson.loads(raw)
+        message = "all configured keys are unavailable: 2 failed authentication (retry after 0s)"
+        assert body["error"]["message"] == message
+        [row] = await rows(s, "rej")
+        assert (row.error_type, row.error_message) == ("unauthorized", message)
+
+
 @pytest.mark.parametrize("ptype", ["anthropic", "openai"])
 async def test_passthrough_key_failover(ptype: str, sqlite_url: str, tmp_path: Path) -> None:
     p0, p1 = f"sk-{ptype}-pt-key-zero-EEEE", f"sk-{ptype}-pt-key-one-FFFF"
@@ -482,28 +535,6 @@ OUTAGE_RECORDER: dict[str, Any] = {
     "replay_interval": 0.2,
     "pending_retry_interval": 0.05,
 }
-
-
-@asynccontextmanager
-async def pg_outage(db_url: str) -> AsyncIterator[None]:
-    """The database refuses new connections and its sessions are killed; restored on exit."""
-    admin_url = postgres_admin_url()
-    assert admin_url is not None
-    name = db_url.rpartition("/")[2]
-    admin = await asyncpg.connect(admin_url.replace("postgresql+asyncpg://", "postgresql://"))
-    try:
-        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-        try:
-            await admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = $1 AND pid <> pg_backend_pid()",
-                name,
-            )
-            yield
-        finally:
-            await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
-    finally:
-        await admin.close()
 
 
 async def test_database_outage_during_burst_loses_nothing(pg_url: str, tmp_path: Path) -> None:

@@ -9,10 +9,12 @@ results must be equal (ids aside); the relayed bytes must equal the bytes the fa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import openai
 import orjson
 import pytest
@@ -395,6 +397,124 @@ async def test_upstream_drop_mid_stream(sqlite_url: str, tmp_path: Path) -> None
         await s.flush_records()
         rows = await interceptions(s.services)
         assert [r.error_type for r in rows] == ["server_error", "server_error"]
+
+
+# ------------------------------------- how a streamed interception ends (usage, error)
+
+
+async def test_incomplete_response_is_recorded_with_its_usage(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """``response.incomplete`` (e.g. max_output_tokens) is a terminal event with usage: a
+    normal end, billed like a completed one."""
+    async with stack(sqlite_url, tmp_path) as s:
+        await add_openai(s)
+        scenario = Scenario.text_reply(responses_incomplete="max_output_tokens")
+        s.fake.enqueue(scenario)
+        async with asyncio.timeout(TIMEOUT):
+            events = await collect(
+                await gateway_sdk(s).responses.create(**responses_request(), stream=True)
+            )
+        assert events[-1]["type"] == "response.incomplete"
+        assert events[-1]["response"]["incomplete_details"] == {"reason": "max_output_tokens"}
+        await s.flush_records()
+        rec = await only_interception(s.services, await user_id(s.services, "dev"))
+        assert (rec.interception.error_type, rec.interception.ended_at is not None) == (None, True)
+        usage = scenario.usage
+        assert [(u.input_tokens, u.output_tokens) for u in rec.token_usages] == [
+            (usage.input_tokens, usage.output_tokens)
+        ]
+
+
+async def read_through(resp: Any, event: bytes) -> None:
+    """Read SSE lines until the data line of ``event`` (bounded by the caller)."""
+    seen = False
+    while True:
+        line = await resp.content.readline()
+        assert line, f"the stream ended before {event!r}"
+        if line.startswith(b"event: " + event):
+            seen = True
+        elif seen and line.startswith(b"data:"):
+            return
+
+
+async def test_client_leaving_after_response_completed_keeps_the_usage(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """A client (Codex) that closes the connection as soon as it has ``response.completed``,
+    while the upstream has not closed its side yet: the response reached it in full, so
+    the interception ends without error and with the usage of the completed response."""
+    async with stack(sqlite_url, tmp_path) as s:
+        await add_openai(s)
+        linger = Scenario.linger()  # complete, then the upstream keeps the connection open
+        s.fake.enqueue(linger)
+        async with asyncio.timeout(TIMEOUT):
+            resp = await s.client.post(
+                "/openai/v1/responses",
+                json=responses_request(stream=True),
+                headers={"Authorization": f"Bearer {s.user_token}"},
+            )
+            assert resp.status == 200
+            await read_through(resp, b"response.completed")
+            await linger.stalled.wait()
+            resp.close()
+            await s.fake.disconnected.wait()  # the gateway let go of the upstream
+        await s.flush_records()
+        rec = await only_interception(s.services, await user_id(s.services, "dev"))
+        assert (rec.interception.error_type, rec.interception.ended_at is not None) == (None, True)
+        usage = linger.usage
+        assert [(u.input_tokens, u.output_tokens) for u in rec.token_usages] == [
+            (usage.input_tokens, usage.output_tokens)
+        ]
+
+
+async def test_client_leaving_while_the_start_is_written_ends_as_client_disconnected(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """A client that gives up while the gateway still waits for the database to take the
+    interception's start: the interception must not stay open forever (listed with no
+    usage and no error); it ends as ``client_disconnected``."""
+    async with stack(pg_url, tmp_path, recorder_options={"start_timeout": 30.0}) as s:
+        await add_openai(s)
+        recorder = s.services.recorder
+        assert recorder is not None
+        blocker = await asyncpg.connect(pg_url)
+        try:
+            tx = blocker.transaction()
+            await tx.start()
+            await blocker.execute("LOCK TABLE interceptions IN ACCESS EXCLUSIVE MODE")
+            client = asyncio.create_task(
+                s.client.post(
+                    "/openai/v1/responses",
+                    json=responses_request(stream=True),
+                    headers={"Authorization": f"Bearer {s.user_token}"},
+                )
+            )
+
+            async def start_waits() -> bool:
+                waiting = await blocker.fetchval(
+                    "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"
+                    " WHERE c.relname = 'interceptions' AND NOT l.granted"
+                )
+                return bool(waiting)
+
+            async with asyncio.timeout(TIMEOUT):
+                # The database lock is another process's state: nothing to await.
+                while not await start_waits():  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)
+                client.cancel()  # the client gives up: its connection closes
+                with contextlib.suppress(asyncio.CancelledError):
+                    await client
+                # The gateway noticed: the start it was waiting for is queued instead.
+                while recorder.queue_depth + recorder.in_flight == 0:  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)
+            await tx.rollback()
+        finally:
+            await blocker.close()
+        await s.flush_records()
+        [row] = await interceptions(s.services)
+        assert (row.ended_at is not None, row.error_type) == (True, "client_disconnected")
+        assert s.fake.requests == []
 
 
 async def test_upstream_unreachable(sqlite_url: str, tmp_path: Path) -> None:

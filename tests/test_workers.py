@@ -63,11 +63,16 @@ async def test_two_workers_share_the_port_and_converge(tmp_path: Path) -> None:
                     listening += 1
         assert token, "first start must print the admin key"
 
-        # Both workers answer on the one port.
-        pids: set[object] = set()
+        # Both workers answer on the one port, each its own replica (journal slot =
+        # worker index), so a restarted worker never ends the other's interceptions.
+        replicas: dict[object, object] = {}
         async with asyncio.timeout(TIMEOUT):
-            while len(pids) < 2:
-                pids.add((await _readyz(port))["pid"])
+            while len(replicas) < 2:
+                ready = await _readyz(port)
+                replicas[ready["pid"]] = ready["replica"]
+        pids = set(replicas)
+        replica_id = (tmp_path / "data" / "replica-id").read_text().strip()
+        assert sorted(map(str, replicas.values())) == [f"{replica_id}:0", f"{replica_id}:1"]
 
         # A change made through whichever worker answers reaches both.
         headers = {"Authorization": f"Bearer {token}"}

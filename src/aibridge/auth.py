@@ -314,14 +314,24 @@ class Authenticator:
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush_loop(), name="auth-last-used")
 
-    async def stop(self) -> None:
-        """Stop the flusher and write pending last-used times."""
+    # The timeout is part of the contract: shutdown must finish even if the DB hangs.
+    async def stop(self, timeout: float = 3.0) -> None:  # noqa: ASYNC109
+        """Stop the flusher and write pending last-used times, waiting at most ``timeout``
+        seconds. Never raises: last-used times are best effort and must not stop the
+        rest of a shutdown (the recorder still has to save its queue)."""
         if self._flusher is not None:
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
             self._flusher = None
-        await self.flush_last_used()
+        try:
+            async with asyncio.timeout(timeout):
+                await self.flush_last_used()
+        except Exception as exc:
+            log.warning(
+                "could not record key last-used times at shutdown",
+                extra={"keys": len(self._used), "error": type(exc).__name__},
+            )
 
     async def _flush_loop(self) -> None:
         while True:

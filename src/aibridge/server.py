@@ -7,8 +7,9 @@ import gc
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
 from typing import Any
 from urllib.parse import unquote
 
@@ -42,7 +43,7 @@ from aibridge.store import seed, users
 from aibridge.store.crypto import Encryptor
 from aibridge.store.db import create_engine, migrate, session_factory
 from aibridge.store.models import RESERVED_PROVIDER_NAMES
-from aibridge.store.pubsub import API_KEYS_CHANGED, InProcessPubSub, PubSub, Unsubscribe
+from aibridge.store.pubsub import API_KEYS_CHANGED, InProcessPubSub, PubSub
 from aibridge.telemetry import GatewayMetrics
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,24 @@ async def make_pubsub(database_url: str) -> PubSub:
     return InProcessPubSub()
 
 
+SHUTDOWN_STEP_TIMEOUT = 10.0
+"""Seconds one shutdown step may take (a hung database must not hang the shutdown)."""
+
+
+async def _close_step(
+    name: str,
+    close: Callable[[], Awaitable[object]],
+    timeout: float | None,  # noqa: ASYNC109 (a bound per step, not the caller's)
+) -> None:
+    """One guarded shutdown step: a failure (or a step that hangs past ``timeout``) is
+    logged, and the steps after it still run."""
+    try:
+        async with asyncio.timeout(timeout):
+            await close()
+    except Exception:
+        log.exception("shutdown: closing the %s failed; closing the rest", name)
+
+
 @asynccontextmanager
 async def running_services(
     settings: Settings,
@@ -70,41 +89,65 @@ async def running_services(
     announce: Callable[[str], None] = print,
     clock: Clock | None = None,
     recorder_options: Mapping[str, Any] | None = None,
+    worker: int = 0,
 ) -> AsyncIterator[Services]:
     """Open the database (migrating it), pub/sub and authenticator; bootstrap on first
     start (first admin key, providers seeded from the environment); close on exit.
 
+    Shutdown closes the components in reverse order of their start (an exit stack):
+    the provider reloader, the bridge pool (draining requests in flight), the
+    authenticator, the recorder (its queue goes to the database or the spill file),
+    pub/sub, upstream sessions, the engine. Each close is its own guarded, time-bounded
+    step, so one that fails or hangs (the database is down) never keeps the others,
+    the recorder above all, from running.
+
     ``clock`` drives provider key cooldowns and circuit breakers (tests pass a
     ``FakeClock``); ``recorder_options`` are :class:`Recorder` knobs (queue size, timeouts).
+    ``worker`` is the worker index under ``serve --workers N``: the recorder's preferred
+    journal slot, part of the replica identity stamped on interceptions.
     """
     url = settings.resolved_database_url()
     # Before the database: the default SQLite file lives in the data dir.
     private_dir(settings.data_dir)
     log.info("opening database", extra={"database": mask_url(url)})
-    engine = create_engine(url)
-    pubsub: PubSub | None = None
-    unsubscribe: Unsubscribe | None = None
-    authenticator: Authenticator | None = None
-    recorder: Recorder | None = None
-    reloader: ProviderReloader | None = None
-    upstream = UpstreamSessions(
-        max_body_bytes=settings.max_upstream_body_bytes,
-        max_error_bytes=settings.max_upstream_error_bytes,
-    )
-    services: Services | None = None
-    try:
+    async with AsyncExitStack() as stack:
+
+        def on_exit(
+            name: str,
+            close: Callable[[], Awaitable[object]],
+            timeout: float | None = SHUTDOWN_STEP_TIMEOUT,
+        ) -> None:
+            stack.push_async_callback(_close_step, name, close, timeout)
+
+        engine = create_engine(url)
+        on_exit("database engine", engine.dispose)
+        upstream = UpstreamSessions(
+            max_body_bytes=settings.max_upstream_body_bytes,
+            max_error_bytes=settings.max_upstream_error_bytes,
+        )
+        on_exit("upstream sessions", upstream.close)
         await migrate(engine)
         sessions = session_factory(engine)
         encryptor = Encryptor(settings.encryption_key) if settings.encryption_key else None
         await seed.check_encryption(sessions, encryptor)
         pubsub = await make_pubsub(url)
+        on_exit("pub/sub", pubsub.close)
         authenticator = Authenticator(sessions, ttl=settings.auth_cache_ttl)
         unsubscribe = await pubsub.subscribe(API_KEYS_CHANGED, authenticator.on_keys_changed)
+        on_exit("key-change subscription", unsubscribe)
         metrics = GatewayMetrics(max_models=settings.metrics_max_models)
         recorder = Recorder.for_database(
-            sessions, settings.data_dir, registry=metrics.registry, **(recorder_options or {})
+            sessions,
+            settings.data_dir,
+            worker=worker,
+            registry=metrics.registry,
+            **(recorder_options or {}),
         )
+        # Bounded by its own close timeout; the step after the pool has drained requests.
+        on_exit("recorder", recorder.close, None)
         await recorder.start()
+        # Bounded by its own flush timeout.
+        on_exit("authenticator", authenticator.stop, None)
         services = Services(
             settings,
             engine,
@@ -143,6 +186,13 @@ async def running_services(
         services.pool = pool
         # Scrape-time key counts of the live snapshot (aibridge_key_pool_state).
         metrics.registry.register(KeyPoolStateCollector(pool.key_pools))
+        # Drains in-flight requests before the recorder and upstream sessions close;
+        # bounded by the retirement timeout.
+        on_exit(
+            "request bridge pool",
+            partial(pool.shutdown, timeout=settings.bridge_retirement_timeout),
+            None,
+        )
         pool.start()
 
         reloader = ProviderReloader(
@@ -155,25 +205,10 @@ async def running_services(
             metrics=metrics,
         )
         services.reloader = reloader
+        on_exit("provider reloader", reloader.stop)
         await reloader.start()
         authenticator.start()
         yield services
-    finally:
-        if reloader is not None:
-            await reloader.stop()
-        if services is not None and services.pool is not None:
-            # Drain in-flight requests before the recorder and upstream sessions close.
-            await services.pool.shutdown(timeout=settings.bridge_retirement_timeout)
-        if unsubscribe is not None:
-            await unsubscribe()
-        if authenticator is not None:
-            await authenticator.stop()
-        if recorder is not None:
-            await recorder.close()
-        await upstream.close()
-        if pubsub is not None:
-            await pubsub.close()
-        await engine.dispose()
 
 
 async def data_plane(request: web.Request) -> web.StreamResponse:
@@ -243,6 +278,8 @@ async def readyz(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     started = time.perf_counter()
     body: dict[str, object] = {"status": "ok", "pid": os.getpid()}
+    if services.recorder is not None and services.recorder.replica is not None:
+        body["replica"] = services.recorder.replica
     status = 200
     try:
         async with asyncio.timeout(2.0), services.engine.connect() as conn:

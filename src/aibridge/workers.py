@@ -40,7 +40,7 @@ def _worker_main(settings_json: str, index: int) -> None:
         bad_request_log_interval=settings.bad_request_log_interval,
     )
     logging.getLogger(__name__).info("worker starting", extra={"worker": index})
-    run(serve_forever(settings.for_workers(), reuse_port=True))
+    run(serve_forever(settings.for_workers(), reuse_port=True, worker=index))
 
 
 def run_workers(settings: Settings) -> int:

@@ -23,14 +23,19 @@ log = logging.getLogger("aibridge")
 
 
 async def serve_forever(
-    settings: Settings, stop: asyncio.Event | None = None, *, reuse_port: bool = False
+    settings: Settings,
+    stop: asyncio.Event | None = None,
+    *,
+    reuse_port: bool = False,
+    worker: int = 0,
 ) -> None:
-    """Run the gateway until SIGINT/SIGTERM (or ``stop`` is set)."""
+    """Run the gateway until SIGINT/SIGTERM (or ``stop`` is set); ``worker`` is the
+    worker index under ``--workers N``."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with running_services(settings) as services:
+    async with running_services(settings, worker=worker) as services:
         app = create_app(services)
         tune_gc()
         # Cancelling the handler when the client goes away tears down the upstream

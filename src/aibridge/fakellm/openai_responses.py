@@ -114,9 +114,15 @@ def output_items(scenario: Scenario, ids: Ids) -> list[dict[str, Any]]:
 def completed_response(
     scenario: Scenario, request: dict[str, Any], model: str, ids: Ids
 ) -> dict[str, Any]:
-    """The completed ``response`` object (blocking body and ``response.completed`` payload)."""
-    resp = _response(request, model, ids, status="completed", output=output_items(scenario, ids))
-    resp["completed_at"] = ids.created
+    """The completed ``response`` object (blocking body and ``response.completed`` payload),
+    or the incomplete one when ``scenario.responses_incomplete`` is set."""
+    reason = scenario.responses_incomplete
+    status = "completed" if reason is None else "incomplete"
+    resp = _response(request, model, ids, status=status, output=output_items(scenario, ids))
+    if reason is None:
+        resp["completed_at"] = ids.created
+    else:
+        resp["incomplete_details"] = {"reason": reason}
     resp["usage"] = usage_body(scenario.usage)
     return resp
 
@@ -255,7 +261,10 @@ def stream_events(
             item=_call_item(scenario, ids, i, done=True),
         )
         index += 1
-    emit("response.completed", response=completed_response(scenario, request, model, ids))
+    terminal = (
+        "response.completed" if scenario.responses_incomplete is None else "response.incomplete"
+    )
+    emit(terminal, response=completed_response(scenario, request, model, ids))
     return events
 
 

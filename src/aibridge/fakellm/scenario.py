@@ -53,6 +53,9 @@ class Kind(StrEnum):
     after ``release`` is set the stream finishes normally."""
     SLOW = "slow"
     """Plain text with ``delay`` seconds between events."""
+    LINGER = "linger"
+    """A complete stream whose connection then stays open until ``release`` is set (or the
+    client goes away), as a real upstream that closes a moment after its last event."""
 
 
 @dataclass(frozen=True)
@@ -140,14 +143,18 @@ class Scenario:
     """``Retry-After`` header value on an HTTP error."""
     responses_error_event: Literal["error", "response.failed"] = "error"
     """How a Responses stream reports a mid-stream error."""
+    responses_incomplete: str | None = None
+    """Set (e.g. ``"max_output_tokens"``) to end a Responses reply as ``incomplete`` with
+    that reason (``response.incomplete`` in a stream), usage included."""
 
     # Interrupted streams (STREAM_ERROR, DROP, STALL).
     deltas_before: int = 2
     """Content deltas sent before the error / drop / stall."""
     release: asyncio.Event | None = None
-    """STALL: continue when set; when None the stall lasts until the client disconnects."""
+    """STALL, LINGER: continue when set; when None the wait lasts until the client
+    disconnects."""
     stalled: asyncio.Event = field(default_factory=asyncio.Event)
-    """STALL: set by the fake when it starts waiting."""
+    """STALL, LINGER: set by the fake when it starts waiting."""
 
     # ----------------------------------------------------------------- constructors
     @classmethod
@@ -222,6 +229,12 @@ class Scenario:
     def stall(cls, release: asyncio.Event | None = None, **kw: Any) -> Scenario:
         """Some deltas, then wait for ``release`` (or the client disconnecting)."""
         return cls(kind=Kind.STALL, release=release, **kw)
+
+    @classmethod
+    def linger(cls, release: asyncio.Event | None = None, **kw: Any) -> Scenario:
+        """A complete reply, then the connection stays open until ``release`` (or the
+        client leaves); ``stalled`` is set once the last event is sent."""
+        return cls(kind=Kind.LINGER, release=release, **kw)
 
     @classmethod
     def slow(cls, delay: float = 0.2, **kw: Any) -> Scenario:

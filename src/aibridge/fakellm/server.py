@@ -333,6 +333,8 @@ class FakeLLM:
                 if scenario.delay:
                     await asyncio.sleep(scenario.delay)
                 await resp.write(event.encode())
+            if scenario.kind is Kind.LINGER:
+                await self._stall(scenario)
             await resp.write_eof()
             return resp
 

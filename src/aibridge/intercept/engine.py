@@ -140,6 +140,9 @@ class Outcome:
 
 # A client that went away: aiohttp cancelled the handler, or a write found the socket closed.
 CLIENT_GONE = Outcome("client_disconnected", "client disconnected", 499)
+# A stream relayed through its terminal event: complete for the client even if it leaves
+# before the upstream closes its side.
+DELIVERED = Outcome()
 
 
 class Interception:
@@ -221,20 +224,22 @@ class Interception:
             metadata={},
         )
         self.model = started.model
-        await self.recorder.record_interception_start(started)
         metrics = self.metrics
         labels = (self.provider.name, self.spec.name)
         began = time.perf_counter()
         if metrics is not None:
             _child(metrics.inflight, labels).inc()
         try:
+            # Inside the try: a client that leaves while the start is being written still
+            # gets its end record, never an interception left open forever.
+            await self.recorder.record_interception_start(started)
             return await self._process(
                 request, info, upstream_body, hide_usage, byok_hint is not None
             )
         except asyncio.CancelledError:
             # aiohttp cancels the handler when the client disconnects; the upstream
             # request is torn down by the enclosing context managers.
-            if self.outcome.error_type is None:
+            if self.outcome.error_type is None and self.outcome is not DELIVERED:
                 self.outcome = CLIENT_GONE
             raise
         finally:
@@ -321,9 +326,9 @@ class Interception:
         except KeyPoolExhausted as exc:
             if walker is not None and walker.current is not None:
                 self.credential_hint = walker.current.hint
-            # The pool's kind ("rate_limited" / "unauthorized"), not the 502 the client
+            # Why the keys are out ("rate_limited" / "unauthorized"), not the 502 the client
             # gets for auth exhaustion (reference: ErrorType unauthorized).
-            self.outcome = Outcome(exc.kind, str(exc), exc.status)
+            self.outcome = Outcome(exc.cause, str(exc), exc.status)
             extra = {"Retry-After": str(exc.retry_after_seconds)} if exc.status == 429 else None
             return error_response(family, exc.status, str(exc), extra)
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
@@ -426,6 +431,7 @@ class Interception:
         # ``readany`` in a plain loop, not ``iter_chunked``: one await per chunk instead
         # of an async-iterator frame plus a ``read(n)`` frame; the chunk is whatever arrived.
         read = upstream.content.readany
+        writing = False
         try:
             while chunk := await read():
                 events = parser.feed(chunk)
@@ -438,10 +444,24 @@ class Interception:
                         continue
                     pieces.append(event.raw)
                 if pieces:
+                    writing = True
                     await out.write(b"".join(pieces))
+                    writing = False
             for event in parser.flush():
                 observer.observe(event)
+                writing = True
                 await out.write(event.raw)
+                writing = False
+        except asyncio.CancelledError:
+            # The client left (aiohttp cancelled the handler). What was observed so far is
+            # billed all the same: record it. If the terminal event had been written to
+            # it, the response was complete (Codex closes as soon as it has
+            # ``response.completed``, often before the upstream closes its side).
+            result = observer.result()
+            if not result.completed or writing:
+                self.outcome = CLIENT_GONE
+            self._conclude_stream(result, info)
+            raise
         except (TimeoutError, aiohttp.ServerTimeoutError):
             await self._fail_stream(
                 out, "timeout", "upstream stream stalled (no data before the timeout)"
@@ -455,7 +475,15 @@ class Interception:
                 )
         except ConnectionResetError:
             self.outcome = CLIENT_GONE
-        result = observer.result()
+        self._conclude_stream(observer.result(), info)
+        # No write_eof() here: aiohttp writes the end of the response once the handler
+        # returns, i.e. after the end record is journaled (handle's ``finally``), so a
+        # client that saw the stream end can rely on its records surviving a crash. A
+        # client that leaves after the last event but before that is not a disconnect.
+        return out
+
+    def _conclude_stream(self, result: Observation, info: RequestInfo) -> None:
+        """Record what the stream observer saw and settle the outcome from it."""
         self._record_observation(result, info)
         if self.outcome.error_type is None:
             if result.error is not None:
@@ -466,12 +494,8 @@ class Interception:
                 self.outcome = Outcome(
                     "server_error", "upstream stream ended without a terminal event", 200
                 )
-        if self.outcome is not CLIENT_GONE:
-            try:
-                await out.write_eof()
-            except ConnectionResetError:
-                self.outcome = CLIENT_GONE
-        return out
+            else:
+                self.outcome = DELIVERED
 
     async def _fail_stream(self, out: web.StreamResponse, error_type: str, message: str) -> None:
         self.outcome = Outcome(error_type, message, 200)

@@ -21,7 +21,10 @@ Semantics follow the reference's newest key pool (``reference/coder-aibridged.md
 * When no usable key is left the walk ends with :class:`KeyPoolExhausted`: ``rate_limited``
   (HTTP 429 + ``Retry-After`` = soonest recovery) if any cooldown is a rate limit or a key
   recovered meanwhile (then Retry-After 0), otherwise ``unauthorized`` (HTTP 502 — the client's
-  own credentials are fine, the gateway's are not, so 401 would mislead the client).
+  own credentials are fine, the gateway's are not, so 401 would mislead the client). The
+  message and :attr:`KeyPoolExhausted.cause` name the real cause: a walk that ends in a 429
+  only because a rejected key is usable again (``key_cooldown_seconds`` 0, or a cooldown that
+  ran out mid-walk) says how many keys failed authentication, never "rate-limited".
 
 Failover is only possible before any response byte reached the client: :func:`with_failover`
 and :class:`KeyWalker` leave that decision to the caller, which reports an upstream status only
@@ -72,6 +75,8 @@ RetryAfter = float | Mapping[str, str] | None
 
 MSG_RATE_LIMITED = "all configured keys are rate-limited (retry after {})"
 MSG_UNAUTHORIZED = "all configured keys failed authentication. Contact your Administrator"
+MSG_UNAVAILABLE = "all configured keys are unavailable: {} (retry after {})"
+"""A 429 exhaustion where some keys were rejected (401): the causes are counted."""
 
 FAILOVER_ATTEMPT_BUCKETS = (1, 2, 3, 4, 5, 10, 25)
 
@@ -97,7 +102,9 @@ class KeyPoolExhausted(Exception):
 
     ``kind`` is ``rate_limited`` (answer :attr:`status` 429 with ``Retry-After``) or
     ``unauthorized`` (answer 502). ``retry_after`` is the soonest recovery in seconds
-    (0 when a key recovered during the walk).
+    (0 when a key recovered during the walk). ``cause`` is why the keys are out (the
+    interception's error type): ``unauthorized`` when no key was rate-limited, even when
+    ``kind`` is ``rate_limited`` because a rejected key is already usable again.
     """
 
     def __init__(
@@ -107,9 +114,11 @@ class KeyPoolExhausted(Exception):
         retry_after: float,
         *,
         message: str | None = None,
+        cause: CooldownReason | None = None,
     ) -> None:
         self.provider = provider
         self.kind: CooldownReason = kind
+        self.cause: CooldownReason = cause or kind
         self.retry_after = max(0.0, retry_after)
         if message is not None:
             self.message = message
@@ -411,13 +420,29 @@ class KeyPool:
         if len(cooling) < len(self._states):
             # A key recovered while this call was walking the later ones: the client may retry
             # at once (reference: rate-limited with Retry-After 0).
-            err = KeyPoolExhausted(self.provider, RATE_LIMITED, 0.0)
+            kind: CooldownReason = RATE_LIMITED
+            retry_after = 0.0
         else:
-            soonest = min(s.until for s in cooling) - now
+            retry_after = min(s.until for s in cooling) - now
             limited = any(s.reason == RATE_LIMITED for s in cooling)
-            err = KeyPoolExhausted(
-                self.provider, RATE_LIMITED if limited else UNAUTHORIZED, soonest
-            )
+            kind = RATE_LIMITED if limited else UNAUTHORIZED
+        # Every key in this walk failed or is cooling, so each has the reason of its last
+        # failure (kept until a success), even one whose cooldown is already over.
+        rejected = sum(s.reason == UNAUTHORIZED for s in self._states)
+        throttled = sum(s.reason == RATE_LIMITED for s in self._states)
+        message = None
+        if kind == RATE_LIMITED and rejected:
+            causes = f"{rejected} failed authentication"
+            if throttled:
+                causes += f", {throttled} rate-limited"
+            message = MSG_UNAVAILABLE.format(causes, format_duration(retry_after))
+        err = KeyPoolExhausted(
+            self.provider,
+            kind,
+            retry_after,
+            message=message,
+            cause=RATE_LIMITED if throttled else UNAUTHORIZED,
+        )
         if self._metrics is not None:
             self._metrics.exhaustions.labels(self.provider, err.outcome).inc()
         return err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any, Protocol
 
 import orjson
@@ -12,6 +13,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aibridge.recording.records import (
+    GATEWAY_RESTART,
     InterceptionEnded,
     InterceptionStarted,
     PromptRecord,
@@ -32,6 +34,13 @@ class Sink(Protocol):
         Returns the end records whose interception row does not exist (yet); the caller
         keeps them and retries later. Raises on any failure.
         """
+        ...
+
+    async def end_abandoned(
+        self, replicas: Sequence[str], before: datetime, ended_at: datetime
+    ) -> int:
+        """End (``error_type = gateway_restart``) the interceptions of ``replicas`` that
+        started before ``before`` and are still open; returns how many."""
         ...
 
     async def ping(self) -> None:
@@ -66,6 +75,7 @@ def _start_row(r: InterceptionStarted) -> dict[str, Any]:
         "credential_hint": r.credential_hint,
         "error_type": None,
         "error_message": None,
+        "replica_id": r.replica_id,
     }
 
 
@@ -150,6 +160,35 @@ _END_UPDATE = (
 )
 
 
+GATEWAY_RESTART_MESSAGE = "the gateway stopped before the interception ended"
+
+# The interceptions a replica's previous runs left open (started before this run).
+_ABANDONED_UPDATE = (
+    update(_ITABLE)
+    .where(
+        _ITABLE.c.replica_id == bindparam("b_replica"),
+        _ITABLE.c.ended_at.is_(None),
+        _ITABLE.c.started_at < bindparam("b_before"),
+    )
+    .values(
+        ended_at=bindparam("b_ended_at"),
+        error_type=bindparam("b_error_type"),
+        error_message=bindparam("b_error_message"),
+    )
+)
+
+
+def abandoned_params(replica: str, before: datetime, ended_at: datetime) -> dict[str, Any]:
+    """Parameters of :data:`_ABANDONED_UPDATE` for one replica."""
+    return {
+        "b_replica": replica,
+        "b_before": before,
+        "b_ended_at": ended_at,
+        "b_error_type": GATEWAY_RESTART,
+        "b_error_message": GATEWAY_RESTART_MESSAGE,
+    }
+
+
 class DatabaseSink:
     """Writes batches with one transaction each: an idempotent bulk insert per table
     (insert-if-not-exists by primary key), then the end records as UPDATEs by id."""
@@ -192,10 +231,38 @@ class DatabaseSink:
                 )
             return [e for e in ends if e.id not in existing]
 
+    async def end_abandoned(
+        self, replicas: Sequence[str], before: datetime, ended_at: datetime
+    ) -> int:
+        """See :meth:`Sink.end_abandoned`."""
+        ended = 0
+        async with self._sessions() as session, session.begin():
+            for replica in replicas:
+                result = await session.execute(
+                    _ABANDONED_UPDATE, abandoned_params(replica, before, ended_at)
+                )
+                ended += result.rowcount  # type: ignore[attr-defined]
+        return ended
+
     async def ping(self) -> None:
         """``SELECT 1`` on a fresh session."""
         async with self._sessions() as session:
             await session.execute(text("SELECT 1"))
+
+
+def database_sink(sessions: Callable[[], AsyncSession]) -> Sink:
+    """The sink for the database behind ``sessions``: a :class:`SqliteSink` (one writer
+    thread, one handoff per transaction) for a SQLite file, else a :class:`DatabaseSink`."""
+    # Imported here: the SQLite sink builds on this module.
+    from aibridge.recording.sqlite_sink import SqliteSink
+
+    bind = getattr(sessions, "kw", {}).get("bind")
+    dialect = getattr(bind, "dialect", None)
+    if dialect is not None and dialect.name == "sqlite":
+        path = bind.url.database  # type: ignore[union-attr]
+        if path and path != ":memory:" and not path.startswith("file:"):
+            return SqliteSink(path, dialect)
+    return DatabaseSink(sessions)
 
 
 class ListSink:
@@ -209,6 +276,12 @@ class ListSink:
         """Append ``records``."""
         self.records.extend(records)
         return []
+
+    async def end_abandoned(
+        self, replicas: Sequence[str], before: datetime, ended_at: datetime
+    ) -> int:
+        """Nothing is ever open here."""
+        return 0
 
     async def ping(self) -> None:
         """Always reachable."""

@@ -29,15 +29,22 @@ import queue
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table
+from sqlalchemy import Table, Update
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 
 from aibridge.recording.records import InterceptionEnded, Record
-from aibridge.recording.sink import _END_UPDATE, _INSERTS, _ITABLE
+from aibridge.recording.sink import (
+    _ABANDONED_UPDATE,
+    _END_UPDATE,
+    _INSERTS,
+    _ITABLE,
+    abandoned_params,
+)
 
 _Processor = Callable[[Any], Any] | None
 
@@ -52,6 +59,17 @@ def _compile_insert(table: Table, dialect: Dialect) -> tuple[str, list[tuple[str
     order = list(compiled.positiontup or [])
     params: list[tuple[str, _Processor]] = [
         (k, table.c[k].type._cached_bind_processor(dialect)) for k in order
+    ]
+    return compiled.string, params
+
+
+def _compile_update(stmt: Update, dialect: Dialect) -> tuple[str, list[tuple[str, _Processor]]]:
+    """SQL text and (bind name, bind processor) per positional parameter of ``stmt``."""
+    compiled = stmt.compile(dialect=dialect)
+    procs = compiled._bind_processors
+    params: list[tuple[str, _Processor]] = [
+        (k, procs.get(k))  # type: ignore[misc]
+        for k in compiled.positiontup or []
     ]
     return compiled.string, params
 
@@ -83,13 +101,8 @@ class SqliteSink:
         self._inserts = [
             (cls, *_compile_insert(table, dialect), to_row) for cls, table, to_row in _INSERTS
         ]
-        update = _END_UPDATE.compile(dialect=dialect)
-        self._update_sql = update.string
-        procs = update._bind_processors
-        self._update_params: list[tuple[str, _Processor]] = [
-            (k, procs.get(k))  # type: ignore[misc]
-            for k in update.positiontup or []
-        ]
+        self._update_sql, self._update_params = _compile_update(_END_UPDATE, dialect)
+        self._abandoned_sql, self._abandoned_params = _compile_update(_ABANDONED_UPDATE, dialect)
         id_proc = _ITABLE.c.id.type._cached_bind_processor(dialect)
         self._id_proc: Callable[[Any], Any] = id_proc or (lambda v: v)
         self._exists_sql = f"SELECT 1 FROM {_ITABLE.name} WHERE id = ?"
@@ -108,6 +121,13 @@ class SqliteSink:
         batch = list(records)
         result: list[InterceptionEnded] = await self._call(self._write_sync, batch)
         return result
+
+    async def end_abandoned(
+        self, replicas: Sequence[str], before: datetime, ended_at: datetime
+    ) -> int:
+        """See :meth:`~aibridge.recording.sink.Sink.end_abandoned`: one transaction."""
+        ended: int = await self._call(self._end_abandoned_sync, list(replicas), before, ended_at)
+        return ended
 
     async def ping(self) -> None:
         """``SELECT 1`` on the writer's connection (reopened if the file changed)."""
@@ -272,6 +292,18 @@ class SqliteSink:
             if conn.execute(self._exists_sql, (self._id_proc(e.id),)).fetchone() is None:
                 missing.append(e)
         return missing
+
+    def _end_abandoned_sync(self, replicas: list[str], before: datetime, ended_at: datetime) -> int:
+        def run(conn: sqlite3.Connection) -> int:
+            ended = 0
+            for replica in replicas:
+                values = abandoned_params(replica, before, ended_at)
+                args = [p(values[k]) if p else values[k] for k, p in self._abandoned_params]
+                ended += conn.execute(self._abandoned_sql, args).rowcount
+            return ended
+
+        result: int = self._guarded(run)
+        return result
 
     def _ping_sync(self) -> None:
         try:

@@ -5,9 +5,7 @@ Request path cost:
 * :meth:`Recorder.record_interception_start` is the only database wait a request has,
   bounded by ``start_timeout``. On failure (or while the database is known to be down)
   the start record is queued like every other record and the request goes on. Start
-  records are group-committed: one writer task writes every start that arrived while the
-  previous write was in flight in a single transaction, so N concurrent requests cost one
-  transaction, not N (and, on SQLite, never fight each other for the write lock).
+  records are group-committed (:mod:`aibridge.recording.starts`).
 * Every other ``record_*`` method appends to an in-memory deque and bumps a counter; it
   never awaits anything.
 
@@ -28,6 +26,13 @@ Background:
   replayed file causes no duplicates.
 * :meth:`Recorder.close` drains the queue to the database, or to the spill file when the
   database is down or the timeout expires.
+
+Crash safety (:mod:`aibridge.recording.journal`): every record queued by :meth:`record`
+is appended to the journal first and acknowledged there once it is in the database, the
+spill file or the rejected file. At :meth:`Recorder.start` what previous runs left
+unacknowledged is moved to the spill file (and so replayed like any spill); once that
+first replay is done, the interceptions previous runs of this replica left open are
+ended with ``error_type = gateway_restart``.
 """
 
 from __future__ import annotations
@@ -38,13 +43,15 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from aibridge.recording.failures import TransientWriteError, refuses_data
+from aibridge.recording.journal import Journal
 from aibridge.recording.metrics import RecorderMetrics
 from aibridge.recording.records import (
     InterceptionEnded,
@@ -54,86 +61,17 @@ from aibridge.recording.records import (
     ThoughtRecord,
     TokenUsageRecord,
     ToolUsageRecord,
-    record_from_json,
-    record_to_json,
 )
-from aibridge.recording.sink import DatabaseSink, Sink
-from aibridge.recording.spill import SpillFile, read_lines
-from aibridge.recording.sqlite_sink import SqliteSink
+from aibridge.recording.sink import DatabaseSink, Sink, database_sink
+from aibridge.recording.spill import SpillFile
+from aibridge.recording.spiller import Spiller
+from aibridge.recording.starts import StartWriter
+from aibridge.store.types import utcnow
 
 log = logging.getLogger(__name__)
 
 SPILL_FILE_NAME = "recording-spill.jsonl"
 """Name of the spill file inside the data directory."""
-
-
-def database_sink(sessions: Callable[[], AsyncSession]) -> Sink:
-    """The sink for the database behind ``sessions``: a :class:`SqliteSink` (one writer
-    thread, one handoff per transaction) for a SQLite file, else a :class:`DatabaseSink`."""
-    bind = getattr(sessions, "kw", {}).get("bind")
-    dialect = getattr(bind, "dialect", None)
-    if dialect is not None and dialect.name == "sqlite":
-        path = bind.url.database  # type: ignore[union-attr]
-        if path and path != ":memory:" and not path.startswith("file:"):
-            return SqliteSink(path, dialect)
-    return DatabaseSink(sessions)
-
-
-class _TransientWriteError(Exception):
-    """The database is unreachable or too slow: keep the records and retry later."""
-
-
-def _refuses_data(exc: BaseException) -> bool:
-    """True for errors caused by the records themselves: integrity or data exceptions
-    (SQLSTATE classes 22 and 23) and values that could not be bound. Connection errors, lock
-    timeouts and cancelled statements (an asyncpg cancel can land on the next statement of
-    a connection) are not."""
-    if isinstance(exc, IntegrityError | DataError):
-        return True
-    if isinstance(exc, DBAPIError):
-        orig = exc.orig
-        if orig is None:
-            return False
-        state = getattr(orig, "sqlstate", None) or getattr(orig.__cause__, "sqlstate", None)
-        return isinstance(state, str) and state[:2] in ("22", "23")
-    # A StatementError that is not a DBAPIError failed while binding our values.
-    return isinstance(exc, StatementError | TypeError | ValueError)
-
-
-class _StartBatch:
-    """Start records written together in one transaction, and one future per waiter.
-
-    Each waiter awaits its own future (so a cancelled waiter never cancels its
-    batch-mates' write, without an ``asyncio.shield`` per request), and one timer per
-    batch bounds every wait (instead of an ``asyncio.timeout`` per request): it fires
-    ``timeout`` seconds after the batch was opened, so no waiter, whenever it joined,
-    waits longer than that.
-    """
-
-    __slots__ = ("loop", "records", "timer", "waiters")
-
-    def __init__(self, timeout: float, on_expiry: Callable[[_StartBatch], None]) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.records: list[InterceptionStarted] = []
-        self.waiters: list[asyncio.Future[None]] = []
-        self.timer = self.loop.call_later(timeout, on_expiry, self)
-
-    def join(self, rec: InterceptionStarted) -> asyncio.Future[None]:
-        """Add ``rec``; the returned future resolves when its transaction is over."""
-        waiter: asyncio.Future[None] = self.loop.create_future()
-        self.records.append(rec)
-        self.waiters.append(waiter)
-        return waiter
-
-    def finish(self, exc: BaseException | None) -> None:
-        """Resolve every waiter still waiting: written (``exc`` None) or failed."""
-        self.timer.cancel()
-        for waiter in self.waiters:
-            if not waiter.done():
-                if exc is None:
-                    waiter.set_result(None)
-                else:
-                    waiter.set_exception(exc)
 
 
 async def _wait(event: asyncio.Event, seconds: float | None) -> bool:
@@ -157,7 +95,9 @@ class Recorder:
     often the replayer looks at the spill file (it is also woken when the database comes
     back); ``replay_chunk`` records per replay transaction; ``pending_ends_limit`` how many
     early end records are kept in memory (the rest are spilled); ``pending_retry_interval``
-    how often they are retried when no new records arrive.
+    how often they are retried when no new records arrive. ``journal`` makes recording
+    crash-safe (see the module docstring); without one, a process kill loses what is in
+    memory.
     """
 
     def __init__(
@@ -178,12 +118,12 @@ class Recorder:
         pending_retry_interval: float = 1.0,
         fsync: bool = True,
         serialize_writes: bool = False,
+        journal: Journal | None = None,
         registry: CollectorRegistry | None = None,
     ) -> None:
         if batch_size < 1 or queue_size < 1 or replay_chunk < 1:
             raise ValueError("batch_size, queue_size and replay_chunk must be positive")
         self._sink = sink
-        self._spill_file = SpillFile(spill_path, fsync=fsync)
         self._batch_size = batch_size
         self._flush_interval = flush_interval
         self._queue_size = queue_size
@@ -195,6 +135,12 @@ class Recorder:
         self._replay_chunk = replay_chunk
         self._pending_limit = pending_ends_limit
         self._pending_retry = pending_retry_interval
+        self._journal = journal
+        self.replica: str | None = None
+        """This process's replica identity (set by :meth:`start` when journaling)."""
+        # Replicas whose earlier runs may have left interceptions open, and when this run
+        # started: ended once the first replay is done (None when nothing is left to do).
+        self._abandoned: tuple[list[str], datetime] | None = None
 
         self.metrics = RecorderMetrics.for_registry(registry)
         self._enqueued = self.metrics.enqueued_by_kind
@@ -207,21 +153,22 @@ class Recorder:
         # Early end records, split by origin so written/replayed counters stay exact.
         self._pending_live: list[InterceptionEnded] = []
         self._pending_replay: list[InterceptionEnded] = []
-        self._spill_buffer: list[Record] = []
-        self._spill_wakeup = asyncio.Event()
-        self._spill_lock = asyncio.Lock()
-        self._spill_dirty = False
-        self._replay_offsets: dict[Path, int] = {}
         self._replay_wakeup = asyncio.Event()
         self._progress = asyncio.Event()
+        self._spiller = Spiller(
+            SpillFile(spill_path, fsync=fsync),
+            metrics=self.metrics,
+            journal=journal,
+            progress=self._progress,
+            replay_chunk=replay_chunk,
+        )
         self._closing = asyncio.Event()
         self._closed = False
         self._give_up = False
         self._healthy = True
         self._tasks: list[asyncio.Task[None]] = []
-        # Group commit of start records: the batch being filled and the task writing them.
-        self._start_batch: _StartBatch | None = None
-        self._start_task: asyncio.Task[None] | None = None
+        # Group commit of start records.
+        self._starts = StartWriter(self._sink_write, start_timeout)
         # SQLite has one writer at a time: two transactions of ours racing for its lock
         # end in the driver's busy-wait (sleeps of 1-100 ms), so take turns here instead.
         self._write_lock: asyncio.Lock | None = asyncio.Lock() if serialize_writes else None
@@ -232,13 +179,17 @@ class Recorder:
         cls,
         sessions: Callable[[], AsyncSession],
         data_dir: Path,
+        *,
+        worker: int = 0,
         **knobs: Any,
     ) -> Recorder:
-        """A recorder writing to the database, spilling to ``data_dir/recording-spill.jsonl``.
+        """A recorder writing to the database, spilling to ``data_dir/recording-spill.jsonl``
+        and journaling in ``data_dir/recording-journal`` (slot ``worker`` when free).
 
         The sink is chosen by :func:`database_sink`. Writes through a :class:`DatabaseSink`
         on SQLite are serialised (see ``serialize_writes``); the SQLite sink's single
         writer thread serialises them by itself."""
+        knobs.setdefault("journal", Journal(data_dir, slot=worker))
         sink = database_sink(sessions)
         bind = getattr(sessions, "kw", {}).get("bind")
         dialect = getattr(getattr(bind, "dialect", None), "name", None)
@@ -248,17 +199,36 @@ class Recorder:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Start the writer, spiller and replayer; replay anything a previous run spilled."""
+        """Start the writer, spiller and replayer; replay anything a previous run spilled
+        or left unacknowledged in the journal."""
         if self._tasks:
             return
-        self._spill_dirty = await asyncio.to_thread(self._spill_file.has_data)
+        if self._journal is not None:
+            await self._recover_journal(self._journal)
+        await self._spiller.check()
         self._tasks = [
             asyncio.create_task(self._writer_loop(), name="recorder-writer"),
-            asyncio.create_task(self._spill_loop(), name="recorder-spiller"),
+            asyncio.create_task(self._spiller.run(), name="recorder-spiller"),
             asyncio.create_task(self._replay_loop(), name="recorder-replayer"),
         ]
-        if self._spill_dirty:
+        if self._spiller.dirty or self._abandoned is not None:
             self._replay_wakeup.set()
+
+    async def _recover_journal(self, journal: Journal) -> None:
+        """Open the journal and move what earlier runs left in it to the spill file."""
+        started = utcnow()
+        recovered = await asyncio.to_thread(journal.open, asyncio.get_running_loop())
+        self.replica = journal.replica
+        if recovered.lines:
+            log.warning(
+                "recorder: replaying records a previous run left unacknowledged",
+                extra={"records": len(recovered.lines), "replicas": recovered.replicas},
+            )
+            # Fsynced before the segments go: a crash in between replays them twice,
+            # which the idempotent writes absorb.
+            await self._spiller.keep(recovered.lines)
+        await asyncio.to_thread(journal.discard, recovered.segments)
+        self._abandoned = (recovered.replicas, started)
 
     # The timeout is part of the contract: shutdown must finish even if the DB hangs.
     async def close(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
@@ -269,10 +239,8 @@ class Recorder:
         self._closed = True
         self._closing.set()
         self._has_items.set()
-        start_task = self._start_task
-        if start_task is not None:
-            # Let start writes in flight finish (bounded by start_timeout) before the sink goes.
-            await asyncio.wait({start_task}, timeout=timeout)
+        # Let start writes in flight finish (bounded by start_timeout) before the sink goes.
+        await self._starts.drain(timeout)
         writer, spiller, replayer = self._tasks or (None, None, None)
         if writer is not None:
             try:
@@ -292,8 +260,12 @@ class Recorder:
         leftovers += [*self._pending_live, *self._pending_replay]
         self._inflight, self._pending_live, self._pending_replay = [], [], []
         self._queue.clear()
-        await self._spill(leftovers)
-        await self._flush_spill_buffer()
+        await self._spiller.spill(leftovers)
+        await self._spiller.flush()
+        if self._journal is not None:
+            # Everything journaled is now in the database or the spill file, unless a
+            # spill failed: then it stays in the journal for the next start.
+            self._journal.close()
         sink_close = getattr(self._sink, "close", None)
         if sink_close is not None:
             try:
@@ -307,19 +279,14 @@ class Recorder:
     async def record_interception_start(self, rec: InterceptionStarted) -> bool:
         """Write the start record now (bounded by ``start_timeout``). Returns False when it
         was queued instead (database down or slow); the request should carry on either way."""
+        if self.replica is not None and rec.replica_id is None:
+            rec.replica_id = self.replica
         if self._closed or not self._healthy:
             self.metrics.start_fallbacks.inc()
             self.record(rec)
             return False
-        batch = self._start_batch
-        if batch is None:
-            batch = self._start_batch = _StartBatch(self._start_timeout, self._expire_starts)
-            if self._start_task is None or self._start_task.done():
-                self._start_task = asyncio.create_task(
-                    self._start_writer(), name="recorder-start-writer"
-                )
         try:
-            await batch.join(rec)
+            await self._starts.join(rec)
         except asyncio.CancelledError:
             # The request was cancelled mid-write; the row may or may not be there. Queue
             # it (inserts are idempotent) so that its end record is never orphaned.
@@ -338,30 +305,6 @@ class Recorder:
         self._written[rec.kind].inc()
         return True
 
-    async def _start_writer(self) -> None:
-        """Write pending start batches one transaction at a time until none is left."""
-        while (batch := self._start_batch) is not None:
-            self._start_batch = None
-            try:
-                async with asyncio.timeout(self._start_timeout):
-                    await self._sink_write(batch.records)
-            except BaseException as exc:
-                batch.finish(TimeoutError() if isinstance(exc, asyncio.CancelledError) else exc)
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-            else:
-                batch.finish(None)
-
-    def _expire_starts(self, batch: _StartBatch) -> None:
-        """The batch's timer: its waiters stop waiting (and queue their records). A batch
-        still waiting for its turn is dropped, so that later requests open a new one
-        (with a timer of its own) instead of joining one whose deadline has passed."""
-        if self._start_batch is batch:
-            self._start_batch = None
-        for waiter in batch.waiters:
-            if not waiter.done():
-                waiter.set_exception(TimeoutError())
-
     async def _sink_write(self, records: Sequence[Record]) -> list[InterceptionEnded]:
         if self._write_lock is None:
             return await self._sink.write(records)
@@ -371,12 +314,13 @@ class Recorder:
     def record(self, rec: Record) -> None:
         """Queue any record without waiting (spilled when the queue is full)."""
         if self._closed:
-            self._spill_late(rec)
+            self._spiller.spill_late(rec)
             return
+        if self._journal is not None:
+            self._journal.append(rec)
         queue = self._queue
         if len(queue) >= self._queue_size:
-            self._spill_buffer.append(rec)
-            self._spill_wakeup.set()
+            self._spiller.add(rec)
             return
         queue.append(rec)
         depth = len(queue)
@@ -427,13 +371,13 @@ class Recorder:
         return len(self._pending_live) + len(self._pending_replay)
 
     def _idle(self) -> bool:
-        return not (
+        return self._abandoned is None and not (
             self._queue
             or self._inflight
-            or self._spill_buffer
+            or self._spiller.buffer
             or self._pending_live
             or self._pending_replay
-            or self._spill_dirty
+            or self._spiller.dirty
         )
 
     async def wait_idle(self) -> None:
@@ -458,11 +402,15 @@ class Recorder:
             if batch is None:
                 if self._pending_live or self._pending_replay:
                     # Last chance for early ends whose start arrived meanwhile.
-                    with contextlib.suppress(_TransientWriteError):
+                    with contextlib.suppress(TransientWriteError):
                         await self._write_resilient([], replay=False)
                 return
             if self._give_up:
-                await self._spill(batch)
+                # Held like a batch in flight: if close() cancels us mid-spill, it
+                # spills these itself.
+                self._inflight = batch
+                await self._spiller.spill(batch)
+                self._inflight = []
             else:
                 await self._write_held(batch)
             self._progress.set()
@@ -501,14 +449,14 @@ class Recorder:
         while True:
             try:
                 await self._write_resilient(batch, replay=False)
-            except _TransientWriteError:
+            except TransientWriteError:
                 self._healthy = False
                 self._progress.set()
                 if self._closing.is_set():
                     # Shutting down with the database unavailable: everything left goes
                     # to the spill file rather than waiting for it.
                     self._give_up = True
-                    await self._spill(batch)
+                    await self._spiller.spill(batch)
                     self._inflight = []
                     return
                 await _wait(self._closing, delay)
@@ -520,20 +468,20 @@ class Recorder:
 
     def _set_healthy(self) -> None:
         self._healthy = True
-        if self._spill_dirty:
+        if self._spiller.dirty:
             self._replay_wakeup.set()
 
     async def _write_resilient(self, records: list[Record], *, replay: bool) -> None:
         """Write ``records`` (plus pending ends) in one transaction. If the database refuses
         them while healthy, write one by one and reject the refused ones. Raises
-        :class:`_TransientWriteError` when the database is unavailable."""
+        :class:`TransientWriteError` when the database is unavailable."""
         try:
             await self._attempt(records, replay=replay, with_pending=True)
             return
         except Exception as exc:
             self.metrics.write_errors.inc()
             if await self._is_transient(exc):
-                raise _TransientWriteError(str(exc)) from exc
+                raise TransientWriteError(str(exc)) from exc
             log.error(
                 "recorder: the database refused a batch; retrying its records one by one",
                 extra={"records": len(records), "error": repr(exc)},
@@ -544,7 +492,7 @@ class Recorder:
             except Exception as exc:
                 self.metrics.write_errors.inc()
                 if await self._is_transient(exc):
-                    raise _TransientWriteError(str(exc)) from exc
+                    raise TransientWriteError(str(exc)) from exc
                 await self._reject(rec, exc)
 
     async def _attempt(self, records: list[Record], *, replay: bool, with_pending: bool) -> None:
@@ -566,6 +514,10 @@ class Recorder:
             raise
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         missing_ids = {id(e) for e in missing}
+        if self._journal is not None:
+            self._journal.ack(
+                [r for r in all_records if id(r) not in missing_ids] if missing else all_records
+            )
         replayed = 0
         for rec, from_replay in (
             *((r, replay) for r in records),
@@ -599,13 +551,13 @@ class Recorder:
             spill += pending[:take]
             del pending[:take]
             excess -= take
-        await self._spill(spill)
+        await self._spiller.spill(spill)
 
     async def _is_transient(self, exc: BaseException) -> bool:
         """Whether ``exc`` means "database unavailable" (keep and retry) rather than "the
         database refuses this data". Anything not clearly a refusal counts as unavailable:
         retrying too long is cheap, rejecting a good record loses it."""
-        if not _refuses_data(exc):
+        if not refuses_data(exc):
             return True
         try:
             async with asyncio.timeout(self._start_timeout):
@@ -615,64 +567,12 @@ class Recorder:
         return False
 
     async def _reject(self, rec: Record, exc: BaseException) -> None:
-        self.metrics.dropped.inc()
         log.error(
             "recorder: the database refused a record; kept in %s",
-            self._spill_file.rejected_path,
+            self._spiller.file.rejected_path,
             extra={"kind": rec.kind, "record_id": str(rec.id), "error": repr(exc)},
         )
-        try:
-            await asyncio.to_thread(self._spill_file.reject, [record_to_json(rec)])
-        except OSError:
-            log.exception("recorder: could not keep a refused record; it is lost")
-
-    # ------------------------------------------------------------------ spill
-
-    async def _spill_loop(self) -> None:
-        while True:
-            await self._spill_wakeup.wait()
-            self._spill_wakeup.clear()
-            await self._flush_spill_buffer()
-            self._progress.set()
-
-    async def _flush_spill_buffer(self) -> None:
-        buffer, self._spill_buffer = self._spill_buffer, []
-        await self._spill(buffer)
-
-    async def _spill(self, records: list[Record]) -> None:
-        """Append ``records`` to the spill file (fsynced); count them, or count them as
-        dropped and log loudly if even that fails."""
-        if not records:
-            return
-        async with self._spill_lock:
-            try:
-                await asyncio.to_thread(self._append, records)
-            except Exception:
-                self.metrics.dropped.inc(len(records))
-                log.critical(
-                    "recorder: could not write the spill file %s; %d records are LOST",
-                    self._spill_file.path,
-                    len(records),
-                    exc_info=True,
-                )
-                return
-        self.metrics.spilled.inc(len(records))
-        self._spill_dirty = True
-        self._progress.set()
-
-    def _append(self, records: list[Record]) -> None:
-        # Runs in a worker thread: serialisation and the fsync stay off the event loop.
-        self._spill_file.append([record_to_json(r) for r in records])
-
-    def _spill_late(self, rec: Record) -> None:
-        """A record after close: one small synchronous append (no loop left to serve it)."""
-        try:
-            self._append([rec])
-        except Exception:
-            self.metrics.dropped.inc()
-            log.critical("recorder: record after close could not be spilled; LOST", exc_info=True)
-            return
-        self.metrics.spilled.inc()
+        await self._spiller.reject(rec)
 
     # ------------------------------------------------------------------ replay
 
@@ -688,42 +588,37 @@ class Recorder:
                 except Exception:
                     continue
                 self._healthy = True
-            if not self._spill_dirty:
+            if not self._spiller.dirty and self._abandoned is None:
                 continue
             try:
-                await self._replay_once()
-            except _TransientWriteError:
+                if self._spiller.dirty:
+                    await self._spiller.replay_once(self._replay_write)
+                if self._abandoned is not None:
+                    await self._end_abandoned(*self._abandoned)
+            except TransientWriteError:
                 self._healthy = False
             except OSError:
                 log.exception("recorder: cannot read the spill file; will retry")
             self._progress.set()
 
-    async def _replay_once(self) -> None:
-        """Replay every claimed spill file, oldest first, deleting each once written."""
-        for path in await asyncio.to_thread(self._spill_file.claim):
-            offset = self._replay_offsets.get(path, 0)
-            while True:
-                lines, next_offset = await asyncio.to_thread(
-                    read_lines, path, offset, self._replay_chunk
-                )
-                if not lines:
-                    break
-                records = self._parse(lines, path)
-                await self._write_resilient(records, replay=True)
-                self._set_healthy()
-                offset = self._replay_offsets[path] = next_offset
-            await asyncio.to_thread(self._spill_file.discard, path)
-            self._replay_offsets.pop(path, None)
-            log.info("recorder: replayed spill file", extra={"file": path.name})
-        self._spill_dirty = await asyncio.to_thread(self._spill_file.has_data)
+    async def _replay_write(self, records: list[Record]) -> None:
+        await self._write_resilient(records, replay=True)
+        self._set_healthy()
 
-    def _parse(self, lines: list[bytes], path: Path) -> list[Record]:
-        records: list[Record] = []
-        for line in lines:
-            try:
-                records.append(record_from_json(line))
-            except ValueError:
-                # A torn line from a crash mid-append; nothing to recover.
-                self.metrics.dropped.inc()
-                log.error("recorder: unreadable line in spill file %s dropped", path.name)
-        return records
+    async def _end_abandoned(self, replicas: list[str], before: datetime) -> None:
+        """End what earlier runs of ``replicas`` left open. Runs after a complete replay
+        pass (which wrote what those runs journaled or spilled) and a retry of the ends
+        still waiting for their start: a real end must never lose to ``gateway_restart``."""
+        await self._write_resilient([], replay=True)
+        try:
+            async with asyncio.timeout(self._write_timeout):
+                ended = await self._sink.end_abandoned(replicas, before, utcnow())
+        except Exception as exc:
+            self.metrics.write_errors.inc()
+            raise TransientWriteError(str(exc)) from exc
+        self._abandoned = None
+        if ended:
+            log.warning(
+                "recorder: ended interceptions a previous run left open (gateway_restart)",
+                extra={"interceptions": ended, "replicas": replicas},
+            )

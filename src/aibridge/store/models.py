@@ -224,6 +224,10 @@ class Interception(Base):
     credential_hint: Mapped[str | None] = mapped_column(Text, nullable=True)
     error_type: Mapped[str | None] = mapped_column(Text, nullable=True)
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The gateway process that served it (``<replica id>:<slot>``, recording/journal.py):
+    # at start-up a replica ends the interceptions its previous run left open, and only
+    # those.
+    replica_id: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class TokenUsage(Base):
