@@ -308,6 +308,62 @@ async def test_oversized_blocking_response_gets_a_502_that_says_why(
         assert status == 200 and orjson.loads(raw) == chat_completion()
 
 
+def endless_event(first: bytes, size: int) -> Handler:
+    """A stream that sends ``first`` (whole events), then one event that never ends:
+    ``size`` bytes of a ``data:`` line without its blank line."""
+    filler = b"x" * (64 * 1024)
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        try:
+            await resp.write(first)
+            await resp.write(b'data: {"choices":[{"delta":{"content":"')
+            sent = 0
+            while sent < size:
+                await resp.write(filler)
+                sent += len(filler)
+            await resp.write_eof()
+        except ConnectionError:
+            pass  # the gateway gave up on the stream, as it should
+        return resp
+
+    return handler
+
+
+async def test_an_endless_upstream_stream_event_ends_the_stream_with_an_error(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    first = (
+        b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"'
+        + CHAT_MODEL.encode()
+        + b'","choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n'
+    )
+    upstream = ScriptedUpstream(default=endless_event(first, 16 * MIB))
+    async with (
+        scripted_upstream(upstream) as url,
+        stack(sqlite_url, tmp_path, settings_overrides={"max_upstream_body_bytes": MIB}) as s,
+        aiohttp.ClientSession() as session,
+    ):
+        await s.add_provider("endless", "openai", base_url=url + "/v1")
+        status, _, raw = await post_json(
+            session,
+            f"{s.base}/endless/v1/chat/completions",
+            chat_request(stream=True),
+            s.user_token,
+        )
+        assert status == 200
+        # The whole event before the endless one reached the client unchanged, then an
+        # error event; none of the endless event's bytes did.
+        assert raw.startswith(first), raw[:200]
+        rest = raw[len(first) :]
+        assert len(rest) < 4096, len(rest)
+        assert b"larger than the 1MiB limit" in rest and b"xxxx" not in rest
+        row = await last_interception(s, "endless")
+        assert row.error_type == "server_error"
+        assert row.error_message is not None and "stream event larger" in row.error_message
+
+
 async def test_failover_after_a_huge_refusal_uses_the_next_key(
     sqlite_url: str, tmp_path: Path
 ) -> None:

@@ -106,6 +106,10 @@ def _client_timeout(seconds: float | None, stream: bool) -> aiohttp.ClientTimeou
     return timeout
 
 
+class _EventTooLarge(Exception):
+    """An upstream stream event outgrew the buffer the relay allows for one event."""
+
+
 class BodyTooLarge(Exception):
     """The client's body exceeds the configured limit."""
 
@@ -431,27 +435,37 @@ class Interception:
         # ``readany`` in a plain loop, not ``iter_chunked``: one await per chunk instead
         # of an async-iterator frame plus a ``read(n)`` frame; the chunk is whatever arrived.
         read = upstream.content.readany
+        # An event is held until its blank line arrives: bound what one event may hold.
+        max_event = self.sessions.max_body_bytes
         writing = False
         try:
             while chunk := await read():
                 events = parser.feed(chunk)
-                if not events:
-                    continue
-                pieces = []
-                for event in events:
-                    observer.observe(event)
-                    if hide_usage and self.spec.is_usage_only(event):
-                        continue
-                    pieces.append(event.raw)
-                if pieces:
-                    writing = True
-                    await out.write(b"".join(pieces))
-                    writing = False
+                if events:
+                    pieces = []
+                    for event in events:
+                        observer.observe(event)
+                        if hide_usage and self.spec.is_usage_only(event):
+                            continue
+                        pieces.append(event.raw)
+                    if pieces:
+                        writing = True
+                        await out.write(b"".join(pieces))
+                        writing = False
+                if parser.pending > max_event:
+                    raise _EventTooLarge
             for event in parser.flush():
                 observer.observe(event)
                 writing = True
                 await out.write(event.raw)
                 writing = False
+        except _EventTooLarge:
+            await self._fail_stream(
+                out,
+                "server_error",
+                f"upstream sent a stream event larger than the {size_text(max_event)} "
+                "limit (AIBRIDGE_MAX_UPSTREAM_BODY_BYTES); stream ended",
+            )
         except asyncio.CancelledError:
             # The client left (aiohttp cancelled the handler). What was observed so far is
             # billed all the same: record it. If the terminal event had been written to

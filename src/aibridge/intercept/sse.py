@@ -94,6 +94,11 @@ class SSEParser:
         self._id: str | None = None
         self._retry: int | None = None
 
+    @property
+    def pending(self) -> int:
+        """Bytes of the unfinished event held back (a relay bounds this)."""
+        return len(self._buf)
+
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         """Add ``chunk`` and return every event it completed (possibly none)."""
         if not chunk:
