@@ -86,6 +86,18 @@ class Replica:
         if self.count(needle) < count:
             raise AssertionError(f"replica {self.name} exited:\n{self.tail()}")
 
+    @property
+    def port(self) -> int:
+        """The port the replica listens on."""
+        return int(self.url.rsplit(":", 1)[1])
+
+    def peak_rss_bytes(self) -> int:
+        """The process's peak resident set size so far (``VmHWM`` in ``/proc``)."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError("no VmHWM in /proc status")
+
     def tail(self, lines: int = 40) -> str:
         """The end of the replica's output, for failure messages."""
         return "\n".join(self.stdout[-10:] + self.stderr[-lines:])

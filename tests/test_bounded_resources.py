@@ -12,10 +12,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import os
-import signal
-import socket
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -33,8 +29,9 @@ from aibridge.clock import FakeClock
 from aibridge.fakellm import Scenario
 from aibridge.logthrottle import throttle_bad_request_logs
 from aibridge.store.models import Interception
+from tests.outage import pg_outage
+from tests.replicas import Replica, start_replica
 from tests.stack import TIMEOUT, Stack, stack
-from tests.test_resilience_e2e import pg_outage
 
 CHAT_MODEL = "gpt-4o-mini"
 MIB = 1024 * 1024
@@ -151,104 +148,39 @@ async def last_interception(s: Stack, provider: str) -> Interception:
 # ------------------------------------------------------------ a real `aibridge serve` process
 
 
-def free_port() -> int:
-    """An unused loopback port (the subprocess binds it right after)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class ServeProcess:
-    """A running ``aibridge serve`` subprocess."""
-
-    proc: asyncio.subprocess.Process
-    port: int
-    admin_token: str
-    output: list[str]
-
-    @property
-    def base(self) -> str:
-        """The gateway's base URL."""
-        return f"http://127.0.0.1:{self.port}"
-
-    def peak_rss_bytes(self) -> int:
-        """The process's peak resident set size so far (``VmHWM``)."""
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-        raise AssertionError("no VmHWM in /proc status")
-
-
 @asynccontextmanager
 async def serve_process(
     tmp_path: Path, *, workers: int = 1, **env: str
-) -> AsyncIterator[ServeProcess]:
-    """``aibridge serve`` (with ``workers`` processes) on a free port with a fresh SQLite
-    data dir; ``env`` adds ``AIBRIDGE_*`` settings. Stopped with SIGTERM on exit."""
-    port = free_port()
-    environ = dict(os.environ, AIBRIDGE_DATA_DIR=str(tmp_path / "data"), **env)
-    environ.pop("AIBRIDGE_DATABASE_URL", None)
-    aibridge = str(Path(sys.executable).with_name("aibridge"))
-    proc = await asyncio.create_subprocess_exec(
-        aibridge,
-        "serve",
-        "--listen",
-        f"127.0.0.1:{port}",
-        "--workers",
-        str(workers),
-        env=environ,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
+) -> AsyncIterator[tuple[Replica, str]]:
+    """``aibridge serve`` (with ``workers`` processes) with a fresh SQLite data dir; ``env``
+    adds ``AIBRIDGE_*`` settings. Yields the replica and its first admin key."""
+    gw = await start_replica(
+        "gw", None, tmp_path / "data", env=env, args=["--workers", str(workers)], listening=workers
     )
-    output: list[str] = []
-    drain: asyncio.Task[None] | None = None
     try:
-        assert proc.stdout is not None
-        token = ""
-        listening = 0
-        async with asyncio.timeout(TIMEOUT):
-            while listening < workers:
-                line = (await proc.stdout.readline()).decode()
-                assert line, "server exited early:\n" + "".join(output)
-                output.append(line)
-                if line.strip().startswith("aib-"):
-                    token = line.strip()
-                if "aibridge listening" in line:
-                    listening += 1
+        token = gw.admin_token()
         assert token, "first start must print the admin key"
-
-        async def keep_draining() -> None:
-            assert proc.stdout is not None
-            while line := await proc.stdout.readline():
-                output.append(line.decode())
-
-        drain = asyncio.create_task(keep_draining())
-        yield ServeProcess(proc, port, token, output)
+        yield gw, token
     finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                async with asyncio.timeout(TIMEOUT):
-                    await proc.wait()
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-        if drain is not None:
-            drain.cancel()
+        await gw.stop()
 
 
 async def add_provider(
-    gw: ServeProcess, session: aiohttp.ClientSession, name: str, base_url: str, keys: list[str]
+    gw: Replica,
+    token: str,
+    session: aiohttp.ClientSession,
+    name: str,
+    base_url: str,
+    keys: list[str],
 ) -> None:
     """Create an OpenAI provider through the admin API and wait until it serves."""
     body = {"type": "openai", "name": name, "base_url": base_url, "api_keys": keys}
-    headers = {"Authorization": f"Bearer {gw.admin_token}"}
+    headers = {"Authorization": f"Bearer {token}"}
     async with asyncio.timeout(TIMEOUT):
-        async with session.post(f"{gw.base}/api/v1/providers", json=body, headers=headers) as r:
+        async with session.post(f"{gw.url}/api/v1/providers", json=body, headers=headers) as r:
             assert r.status == 201, await r.text()
         while True:
-            async with session.get(f"{gw.base}/readyz") as r:
+            async with session.get(f"{gw.url}/readyz") as r:
                 data = await r.json()
             if name in data.get("providers", {}):
                 return
@@ -405,16 +337,16 @@ async def test_huge_upstream_error_bodies_do_not_raise_peak_memory(tmp_path: Pat
     )
     async with (
         scripted_upstream(upstream) as url,
-        serve_process(tmp_path) as gw,
+        serve_process(tmp_path) as (gw, token),
         aiohttp.ClientSession() as session,
     ):
-        await add_provider(gw, session, "errors", url + "/v1", ["sk-huge-error-00005"])
+        await add_provider(gw, token, session, "errors", url + "/v1", ["sk-huge-error-00005"])
         await add_provider(
-            gw, session, "refusal", url + "/v1", ["sk-refused-key-00001", "sk-good-key-0002"]
+            gw, token, session, "refusal", url + "/v1", ["sk-refused-key-00001", "sk-good-key-0002"]
         )
-        await add_provider(gw, session, "warm", url + "/v1", ["sk-small-error-0003"])
+        await add_provider(gw, token, session, "warm", url + "/v1", ["sk-small-error-0003"])
         await add_provider(
-            gw, session, "warmpool", url + "/v1", ["sk-small-refusal-04", "sk-good-key-0002"]
+            gw, token, session, "warmpool", url + "/v1", ["sk-small-refusal-04", "sk-good-key-0002"]
         )
         # Warm up the same code paths with small bodies first, so the measurement sees
         # only what the huge bodies cost.
@@ -422,23 +354,23 @@ async def test_huge_upstream_error_bodies_do_not_raise_peak_memory(tmp_path: Pat
             for _ in range(3):
                 status, _, raw = await post_json(
                     session,
-                    f"{gw.base}/{name}/v1/chat/completions",
+                    f"{gw.url}/{name}/v1/chat/completions",
                     chat_request(),
-                    gw.admin_token,
+                    token,
                 )
                 assert status == expected, raw
-        auth = {"Authorization": f"Bearer {gw.admin_token}"}
+        auth = {"Authorization": f"Bearer {token}"}
         async with (
             asyncio.timeout(TIMEOUT),
-            session.get(f"{gw.base}/warm/v1/models", headers=auth) as r,
+            session.get(f"{gw.url}/warm/v1/models", headers=auth) as r,
         ):
             assert r.status == 500 and await r.read()
         before = gw.peak_rss_bytes()
         relayed = await post_json(
-            session, f"{gw.base}/errors/v1/chat/completions", chat_request(), gw.admin_token
+            session, f"{gw.url}/errors/v1/chat/completions", chat_request(), token
         )
         failed_over = await post_json(
-            session, f"{gw.base}/refusal/v1/chat/completions", chat_request(), gw.admin_token
+            session, f"{gw.url}/refusal/v1/chat/completions", chat_request(), token
         )
         growth = gw.peak_rss_bytes() - before
         print(f"peak RSS before {before / MIB:.1f} MiB, growth {growth / MIB:.1f} MiB")
@@ -449,7 +381,7 @@ async def test_huge_upstream_error_bodies_do_not_raise_peak_memory(tmp_path: Pat
         streamed = 0
         async with (
             asyncio.timeout(4 * TIMEOUT),
-            session.get(f"{gw.base}/errors/v1/models", headers=auth) as resp,
+            session.get(f"{gw.url}/errors/v1/models", headers=auth) as resp,
         ):
             assert resp.status == 500
             async for chunk in resp.content.iter_any():
@@ -943,7 +875,10 @@ async def test_slowloris_connections_are_closed_after_the_header_timeout(tmp_pat
     closed once the header timeout has passed, however often it sends a byte."""
     header_timeout = 1.0
     async with (
-        serve_process(tmp_path, workers=2, AIBRIDGE_HEADER_READ_TIMEOUT=str(header_timeout)) as gw,
+        serve_process(tmp_path, workers=2, AIBRIDGE_HEADER_READ_TIMEOUT=str(header_timeout)) as (
+            gw,
+            _,
+        ),
         aiohttp.ClientSession() as session,
     ):
         clients = [await RawClient.connect(gw.port) for _ in range(150)]
@@ -957,7 +892,7 @@ async def test_slowloris_connections_are_closed_after_the_header_timeout(tmp_pat
         print(f"slowloris connections closed after {min(ages):.2f}-{max(ages):.2f} s")
         assert max(ages) < header_timeout + 2.0, f"a connection stayed open {max(ages):.1f} s"
         assert min(ages) >= header_timeout * 0.9, "closed before the deadline"
-        async with asyncio.timeout(TIMEOUT), session.get(f"{gw.base}/healthz") as resp:
+        async with asyncio.timeout(TIMEOUT), session.get(f"{gw.url}/healthz") as resp:
             assert resp.status == 200  # the gateway still serves
 
 
