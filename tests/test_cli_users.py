@@ -11,7 +11,8 @@ import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import select
 
-from aibridge.auth import Actor, Authenticator, AuthError
+from aibridge.actor import Actor
+from aibridge.auth import Authenticator, AuthError
 from aibridge.cli import main
 from aibridge.config import normalize_database_url
 from aibridge.store.db import create_engine, session_factory

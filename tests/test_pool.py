@@ -21,8 +21,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
-from aibridge.auth import Actor
-from aibridge.bridge import AdmissionGate, ProviderSnapshot, RequestBridge
+from aibridge.actor import Actor
+from aibridge.bridge import AdmissionGate, RequestBridge
 from aibridge.clock import FakeClock
 from aibridge.pool import (
     BridgeKey,
@@ -35,6 +35,7 @@ from aibridge.pool import (
 from aibridge.providers.base import build_provider
 from aibridge.providers.http import UpstreamSessions
 from aibridge.providers.keypool import KeyPoolStateCollector
+from aibridge.providers.snapshot import ProviderSnapshot
 from aibridge.recording.writer import Recorder
 from aibridge.store.providers import ProviderKeyRecord, ProviderRecord
 

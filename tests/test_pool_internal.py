@@ -16,8 +16,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from aibridge.auth import Actor
-from aibridge.bridge import ProviderSnapshot
+from aibridge.actor import Actor
 from aibridge.clock import FakeClock
 from aibridge.pool import (
     BridgeBuildError,
@@ -29,6 +28,7 @@ from aibridge.pool import (
     PoolShuttingDown,
     RetryLimitExceeded,
 )
+from aibridge.providers.snapshot import ProviderSnapshot
 from tests.test_pool import (
     WAIT,
     FakeBridge,

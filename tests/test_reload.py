@@ -21,8 +21,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from aibridge.bridge import ProviderSnapshot
 from aibridge.providers.base import DisabledProvider, Provider
+from aibridge.providers.snapshot import ProviderSnapshot
 from aibridge.reload import ProviderReloader
 from aibridge.store import providers as store
 from aibridge.store.db import session_factory

@@ -37,25 +37,11 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from aibridge.actor import Actor
 from aibridge.store.models import ApiKey, User
 
 TOKEN_PREFIX = "aib"
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Actor:
-    """The authenticated caller: who the request is attributed to."""
-
-    user_id: uuid.UUID
-    username: str
-    role: str
-    key_id: str
-
-    @property
-    def is_admin(self) -> bool:
-        """True for the admin role."""
-        return self.role == "admin"
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,20 +12,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from aibridge.admin.errors import json_response
-from aibridge.auth import Actor
+from aibridge.actor import Actor
+from aibridge.httputil import route_not_supported
 from aibridge.intercept.engine import Interception
 from aibridge.intercept.errors import error_response
 from aibridge.intercept.passthrough import passthrough
 from aibridge.metric_labels import method_label
-from aibridge.providers.base import DisabledProvider, Provider
+from aibridge.providers.base import DisabledProvider
 from aibridge.providers.http import UpstreamSessions
 from aibridge.providers.paths import UnsafePath
+from aibridge.providers.snapshot import ProviderSnapshot
 from aibridge.recording.writer import Recorder
 from aibridge.telemetry import GatewayMetrics
 
@@ -33,26 +32,6 @@ log = logging.getLogger(__name__)
 
 CANCEL_GRACE_SECONDS = 1.0
 """How long a drain waits for cancelled requests to unwind before giving up on them."""
-
-
-@dataclass(frozen=True)
-class ProviderSnapshot:
-    """An immutable set of provider runtimes with the generation it was built at."""
-
-    generation: int
-    providers: Mapping[str, Provider | DisabledProvider] = field(default_factory=dict)
-    errors: Mapping[str, str] = field(default_factory=dict)
-
-    def get(self, name: str) -> Provider | DisabledProvider | None:
-        """The runtime named ``name``."""
-        return self.providers.get(name)
-
-
-def route_not_supported(request: web.Request) -> web.Response:
-    """404 for any path no provider serves."""
-    return json_response(
-        {"message": f"route not supported: {request.method} {request.path}"}, status=404
-    )
 
 
 class Admission:

@@ -50,12 +50,13 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from aibridge.auth import Actor
-from aibridge.bridge import ProviderSnapshot, RequestBridge
+from aibridge.actor import Actor
+from aibridge.bridge import RequestBridge
 from aibridge.clock import SYSTEM_CLOCK, Clock
 from aibridge.providers.base import Provider
 from aibridge.providers.http import UpstreamSessions
 from aibridge.providers.keypool import KeyPool
+from aibridge.providers.snapshot import ProviderSnapshot
 from aibridge.recording.writer import Recorder
 from aibridge.telemetry import GatewayMetrics
 

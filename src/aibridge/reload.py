@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from aibridge.bridge import ProviderSnapshot
 from aibridge.clock import Clock, SystemClock
 from aibridge.providers.base import DisabledProvider, Provider, ProviderBuildError, build_provider
+from aibridge.providers.snapshot import ProviderSnapshot
 from aibridge.store import config_version
 from aibridge.store.crypto import Encryptor
 from aibridge.store.providers import ProviderRecord, load_live_providers

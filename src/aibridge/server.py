@@ -18,14 +18,15 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
 from aibridge.admin.deps import current_actor, require_admin
-from aibridge.admin.errors import APIError, error_middleware, json_response
+from aibridge.admin.errors import APIError, error_middleware
 from aibridge.admin.routes import add_admin_routes
 from aibridge.auth import Authenticator, AuthError, AuthUnavailable, extract_token
-from aibridge.bridge import RequestBridge, route_not_supported
+from aibridge.bridge import RequestBridge
 from aibridge.clock import Clock
 from aibridge.config import Settings, mask_url
 from aibridge.connection_guard import ConnectionLimits, GatewayRunner
 from aibridge.files import private_dir
+from aibridge.httputil import json_response, route_not_supported
 from aibridge.intercept.errors import error_response, family_for_request
 from aibridge.pool import (
     BridgeBuildError,

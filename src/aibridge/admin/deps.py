@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from aibridge.actor import Actor
 from aibridge.admin.errors import APIError, database_unavailable
-from aibridge.auth import Actor, AuthError, AuthUnavailable, extract_token
+from aibridge.auth import AuthError, AuthUnavailable, extract_token
 from aibridge.services import SERVICES
 
 ACTOR_KEY = web.RequestKey("actor", Actor)

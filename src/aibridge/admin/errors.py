@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import orjson
 from aiohttp import web
 
+from aibridge.httputil import json_response
 from aibridge.store.outage import is_database_unavailable
 
 log = logging.getLogger(__name__)
@@ -61,11 +62,6 @@ def database_unavailable(detail: str) -> APIError:
     return APIError(
         503, "Database unavailable.", detail, headers={"Retry-After": DATABASE_RETRY_AFTER}
     )
-
-
-def json_response(data: object, status: int = 200) -> web.Response:
-    """Serialise ``data`` with orjson (UUIDs and datetimes handled)."""
-    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
 
 
 def not_found(what: str = "Resource") -> APIError:

@@ -9,9 +9,10 @@ from __future__ import annotations
 from aiohttp import web
 from multidict import MultiMapping
 
+from aibridge.actor import Actor
 from aibridge.admin.deps import current_actor
-from aibridge.admin.errors import APIError, Validation, json_response
-from aibridge.auth import Actor
+from aibridge.admin.errors import APIError, Validation
+from aibridge.httputil import json_response
 from aibridge.services import SERVICES
 from aibridge.store import interceptions as queries
 from aibridge.store.interceptions import GROUP_BY, MAX_LIMIT, InterceptionFilter

@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from aibridge import __version__
-from aibridge.admin.errors import json_response
+from aibridge.httputil import json_response
 
 JSON = "application/json"
 

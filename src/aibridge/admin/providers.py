@@ -16,7 +16,8 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aibridge.admin.deps import require_admin
-from aibridge.admin.errors import APIError, json_response, not_found, read_json_object
+from aibridge.admin.errors import APIError, not_found, read_json_object
+from aibridge.httputil import json_response
 from aibridge.providers_validation import (
     INVALID_REQUEST,
     ProviderInputError,

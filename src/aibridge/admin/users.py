@@ -23,9 +23,10 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from aibridge.actor import Actor
 from aibridge.admin.deps import current_actor, require_admin
-from aibridge.admin.errors import APIError, Validation, json_response, read_json_object
-from aibridge.auth import Actor
+from aibridge.admin.errors import APIError, Validation, read_json_object
+from aibridge.httputil import json_response
 from aibridge.services import SERVICES, Services
 from aibridge.store import users as repo
 from aibridge.store.audit import add_audit

@@ -27,7 +27,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from aibridge.auth import Actor
+from aibridge.actor import Actor
 from aibridge.ids import new_uuid4
 from aibridge.intercept.apis import APISpec, spec_for
 from aibridge.intercept.byok import byok_credential
