@@ -12,20 +12,12 @@ from multidict import CIMultiDict
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from aibridge.auth import (
-    TOKEN_PREFIX,
-    Actor,
-    Authenticator,
-    AuthError,
-    extract_token,
-    hash_secret,
-    mint_token,
-    parse_token,
-)
+from aibridge.auth import Actor, Authenticator, AuthError, extract_token
 from aibridge.store import users as repo
 from aibridge.store.db import session_factory
 from aibridge.store.models import ApiKey, User
 from aibridge.store.types import utcnow
+from aibridge.tokens import TOKEN_PREFIX, MalformedToken, hash_secret, mint_token, parse_token
 from tests.helpers import count_queries
 
 # --- token format -------------------------------------------------------------------
@@ -88,7 +80,7 @@ def test_parse_token_strips_surrounding_whitespace() -> None:
     ],
 )
 def test_parse_token_rejects_malformed(token: str) -> None:
-    with pytest.raises(AuthError, match="malformed"):
+    with pytest.raises(MalformedToken, match="malformed"):
         parse_token(token)
 
 

@@ -16,7 +16,6 @@ from aiohttp.test_utils import TestClient
 from click.testing import CliRunner
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from aibridge.auth import mint_token
 from aibridge.cli import main
 from aibridge.cli.usage import usage as usage_command
 from aibridge.config import normalize_database_url
@@ -30,6 +29,7 @@ from aibridge.store.models import (
     User,
     UserPrompt,
 )
+from aibridge.tokens import mint_token
 from tests.helpers import gateway
 
 T = 20  # seconds: upper bound for any await that could hang

@@ -13,7 +13,6 @@ import pytest
 from aiohttp.test_utils import TestClient
 from sqlalchemy import select, text
 
-from aibridge.auth import mint_token
 from aibridge.config import normalize_database_url
 from aibridge.secrets_mask import mask_secret
 from aibridge.services import Services
@@ -23,6 +22,7 @@ from aibridge.store.crypto import EncryptionKeyError
 from aibridge.store.db import create_engine, migrate, session_factory
 from aibridge.store.models import AIProvider, ApiKey, AuditLog, User
 from aibridge.store.pubsub import PROVIDERS_CHANGED
+from aibridge.tokens import mint_token
 from tests.helpers import gateway
 
 URL = "/api/v1/providers"

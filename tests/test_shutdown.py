@@ -12,7 +12,6 @@ import asyncpg
 import pytest
 from yarl import URL
 
-from aibridge.auth import parse_token
 from aibridge.config import Settings
 from aibridge.recording import (
     SPILL_FILE_NAME,
@@ -23,6 +22,7 @@ from aibridge.recording import (
 from aibridge.recording.spill import read_lines
 from aibridge.server import running_services
 from aibridge.store.types import utcnow
+from aibridge.tokens import parse_token
 from tests.outage import pg_outage
 
 TIMEOUT = 15.0

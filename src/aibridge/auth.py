@@ -1,9 +1,7 @@
 """Gateway API keys and request authentication.
 
-Token format: ``aib-<id>-<secret>`` where ``id`` is the public key id (hex) and
-``secret`` is 32 random bytes, URL-safe. Only a SHA-256 hash of the secret is
-stored: secrets are high-entropy random values, so a slow password hash would add
-latency without adding safety. Comparison is constant-time.
+The key format (``aib-<id>-<secret>``, the stored SHA-256 hash of the secret) is
+:mod:`aibridge.tokens`; comparison is constant-time.
 
 :class:`Authenticator` caches successful lookups in memory so the data plane pays no
 database round trip per request; revocation and suspension invalidate the cache
@@ -22,11 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import hmac
 import logging
 import math
-import secrets
 import time
 import uuid
 from collections.abc import Callable
@@ -39,18 +35,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aibridge.actor import Actor
 from aibridge.store.models import ApiKey, User
+from aibridge.tokens import MalformedToken, hash_secret, parse_token
 
-TOKEN_PREFIX = "aib"
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class NewToken:
-    """A freshly minted key: ``token`` is shown once, ``secret_hash`` is stored."""
-
-    key_id: str
-    token: str
-    secret_hash: str
 
 
 class AuthError(Exception):
@@ -66,34 +53,6 @@ INVALID_KEY = "invalid gateway API key"
 UNAVAILABLE = "gateway keys cannot be verified right now (database unavailable); retry shortly"
 # What a database outage looks like from a lookup.
 _DB_ERRORS = (SQLAlchemyError, OSError, TimeoutError)
-
-
-def hash_secret(secret: str) -> str:
-    """Stored form of a key secret."""
-    return "sha256$" + hashlib.sha256(secret.encode()).hexdigest()
-
-
-def mint_token() -> NewToken:
-    """Create a new random key id and secret."""
-    key_id = secrets.token_hex(6)
-    secret = secrets.token_urlsafe(32)
-    return NewToken(key_id, f"{TOKEN_PREFIX}-{key_id}-{secret}", hash_secret(secret))
-
-
-def parse_token(token: str) -> tuple[str, str]:
-    """Split a token into (key id, secret) or raise :class:`AuthError`."""
-    parts = token.strip().split("-", 2)
-    if (
-        len(parts) != 3
-        or parts[0] != TOKEN_PREFIX
-        or not parts[2]
-        # Ids are short hex (see mint_token); rejecting others spares a DB round trip.
-        or not 0 < len(parts[1]) <= 32
-        or not parts[1].isascii()
-        or not parts[1].isalnum()
-    ):
-        raise AuthError("malformed gateway API key: expected aib-<id>-<secret>")
-    return parts[1], parts[2]
 
 
 def extract_token(headers: object) -> str | None:
@@ -172,7 +131,10 @@ class Authenticator:
         :class:`AuthUnavailable` when an uncached key cannot be looked up)."""
         if not token:
             raise AuthError("missing gateway API key: send Authorization: Bearer <key>")
-        key_id, secret = parse_token(token)
+        try:
+            key_id, secret = parse_token(token)
+        except MalformedToken as err:
+            raise AuthError(str(err)) from None
         entry = self._cache.get(key_id)
         if entry is None or entry.cached_until < self._clock():
             entry = await self._lookup(key_id)

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from aibridge.auth import TOKEN_PREFIX
+from aibridge.tokens import TOKEN_PREFIX
 
 # Never forwarded. Credentials are removed so the gateway key can't leak upstream;
 # hop-by-hop and framing headers are recomputed by the HTTP client.

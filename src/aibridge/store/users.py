@@ -22,11 +22,11 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from aibridge.auth import mint_token
 from aibridge.store.audit import add_audit
 from aibridge.store.locks import take_write_lock
 from aibridge.store.models import USER_ROLES, USER_STATUSES, ApiKey, User
 from aibridge.store.types import as_utc, utcnow
+from aibridge.tokens import mint_token
 
 log = logging.getLogger(__name__)
 
