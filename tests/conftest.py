@@ -11,8 +11,8 @@ import asyncpg
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from aibridge.config import normalize_database_url
 from aibridge.store.db import create_engine, migrate
+from aibridge.store.urls import normalize_database_url
 
 PG_ENV = "AIBRIDGE_TEST_POSTGRES_URL"
 REQUIRE_PG_ENV = "AIBRIDGE_TEST_REQUIRE_POSTGRES"

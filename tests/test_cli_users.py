@@ -14,9 +14,9 @@ from sqlalchemy import select
 from aibridge.actor import Actor
 from aibridge.auth import Authenticator, AuthError
 from aibridge.cli import main
-from aibridge.config import normalize_database_url
 from aibridge.store.db import create_engine, session_factory
 from aibridge.store.models import ApiKey, AuditLog
+from aibridge.store.urls import normalize_database_url
 
 TIMEOUT = 20
 

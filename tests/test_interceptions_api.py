@@ -18,7 +18,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aibridge.cli import main
 from aibridge.cli.usage import usage as usage_command
-from aibridge.config import normalize_database_url
 from aibridge.store.db import create_engine, migrate, session_factory
 from aibridge.store.models import (
     ApiKey,
@@ -29,6 +28,7 @@ from aibridge.store.models import (
     User,
     UserPrompt,
 )
+from aibridge.store.urls import normalize_database_url
 from aibridge.tokens import mint_token
 from tests.helpers import gateway
 

@@ -13,7 +13,6 @@ import pytest
 from aiohttp.test_utils import TestClient
 from sqlalchemy import select, text
 
-from aibridge.config import normalize_database_url
 from aibridge.secrets_mask import mask_secret
 from aibridge.services import Services
 from aibridge.store import config_version
@@ -22,6 +21,7 @@ from aibridge.store.crypto import EncryptionKeyError
 from aibridge.store.db import create_engine, migrate, session_factory
 from aibridge.store.models import AIProvider, ApiKey, AuditLog, User
 from aibridge.store.pubsub import PROVIDERS_CHANGED
+from aibridge.store.urls import normalize_database_url
 from aibridge.tokens import mint_token
 from tests.helpers import gateway
 

@@ -21,7 +21,6 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from aibridge.config import normalize_database_url
 from aibridge.recording import (
     DatabaseSink,
     InterceptionEnded,
@@ -41,6 +40,7 @@ from aibridge.recording.spill import SpillFile
 from aibridge.recording.sqlite_sink import SqliteSink
 from aibridge.store.db import create_engine, migrate, session_factory
 from aibridge.store.models import Interception, ModelThought, TokenUsage, ToolUsage, UserPrompt
+from aibridge.store.urls import normalize_database_url
 from tests.conftest import postgres_admin_url
 
 T = 30  # seconds: upper bound for any await that could hang

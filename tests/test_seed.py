@@ -11,13 +11,13 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from aibridge.config import normalize_database_url
 from aibridge.store import providers as repo
 from aibridge.store.crypto import EncryptionKeyError, Encryptor
 from aibridge.store.db import create_engine, migrate, session_factory
 from aibridge.store.models import AIProvider, AuditLog
 from aibridge.store.pubsub import PROVIDERS_CHANGED, InProcessPubSub
 from aibridge.store.seed import check_encryption, seed_providers_from_env
+from aibridge.store.urls import normalize_database_url
 from tests.helpers import gateway
 
 ANTHROPIC_KEY = "sk-ant-seed-fake-aaaa"

@@ -14,13 +14,13 @@ import pytest
 from aiohttp.test_utils import TestClient
 from sqlalchemy import select, update
 
-from aibridge.config import normalize_database_url
 from aibridge.services import Services
 from aibridge.store import users as repo
 from aibridge.store.db import create_engine, migrate, session_factory
 from aibridge.store.models import ApiKey, AuditLog, User
 from aibridge.store.pubsub import API_KEYS_CHANGED
 from aibridge.store.types import utcnow
+from aibridge.store.urls import normalize_database_url
 from tests.helpers import gateway
 
 TOKEN_RE = re.compile(r"aib-[0-9a-f]+-\S+")

@@ -11,6 +11,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from aibridge.metric_labels import DEFAULT_MAX_MODELS
+from aibridge.store.urls import normalize_database_url
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
 
@@ -106,27 +107,3 @@ def parse_listen(value: str) -> tuple[str, int]:
         raise ValueError(f"listen address {value!r} must look like HOST:PORT, e.g. 127.0.0.1:8080")
     host = host.strip("[]") or "0.0.0.0"
     return host, int(port)
-
-
-def normalize_database_url(url: str) -> str:
-    """Map plain ``postgresql://`` / ``sqlite://`` URLs to their async drivers."""
-    for prefix in ("postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+asyncpg://" + url[len(prefix) :]
-    if url.startswith("sqlite:///"):
-        return "sqlite+aiosqlite:///" + url[len("sqlite:///") :]
-    if url.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
-        return url
-    raise ValueError(
-        f"unsupported database URL {mask_url(url)!r}: use postgresql://… or sqlite:///path/to/file.db"
-    )
-
-
-def mask_url(url: str) -> str:
-    """Hide the password in a database URL for logs and errors."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    creds, _, host = rest.rpartition("@")
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"

@@ -14,3 +14,13 @@ def mask_secret(secret: str) -> str:
         return "…" + "*" * 4
     prefix = secret[:3] if secret[:3].isascii() else ""
     return f"{prefix}…{secret[-4:]}"
+
+
+def mask_url(url: str) -> str:
+    """Hide the password in a URL (a database URL) for logs and errors."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    creds, _, host = rest.rpartition("@")
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"

@@ -23,7 +23,7 @@ from aibridge.admin.routes import add_admin_routes
 from aibridge.auth import Authenticator, AuthError, AuthUnavailable, extract_token
 from aibridge.bridge import RequestBridge
 from aibridge.clock import Clock
-from aibridge.config import Settings, mask_url
+from aibridge.config import Settings
 from aibridge.connection_guard import ConnectionLimits, GatewayRunner
 from aibridge.files import private_dir
 from aibridge.httputil import json_response, route_not_supported
@@ -39,6 +39,7 @@ from aibridge.providers.http import UpstreamSessions
 from aibridge.providers.keypool import KeyPoolStateCollector
 from aibridge.recording.writer import Recorder
 from aibridge.reload import ProviderReloader
+from aibridge.secrets_mask import mask_url
 from aibridge.services import SERVICES, Services
 from aibridge.store import seed, users
 from aibridge.store.crypto import Encryptor

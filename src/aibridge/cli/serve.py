@@ -12,7 +12,8 @@ from aiohttp import web
 
 from aibridge.cli import main
 from aibridge.cli.common import async_command, database_option, fail, load_settings, run
-from aibridge.config import Settings, mask_url
+from aibridge.config import Settings
+from aibridge.secrets_mask import mask_url
 from aibridge.server import create_app, create_runner, running_services, tune_gc
 from aibridge.store.crypto import EncryptionKeyError
 from aibridge.store.db import create_engine, migrate, migration_status

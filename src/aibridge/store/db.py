@@ -15,8 +15,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
 
-from aibridge.config import mask_url
 from aibridge.files import make_private, open_private, private_dir
+from aibridge.secrets_mask import mask_url
 
 log = logging.getLogger(__name__)
 

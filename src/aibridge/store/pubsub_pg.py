@@ -23,7 +23,7 @@ from typing import Any
 
 import asyncpg
 
-from aibridge.config import mask_url
+from aibridge.secrets_mask import mask_url
 from aibridge.store.pubsub import Callback, MessagesMayBeLost, Unsubscribe
 
 log = logging.getLogger(__name__)
