@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from aibridge.providers.base import DisabledProvider, Provider
 from aibridge.providers.snapshot import ProviderSnapshot
-from aibridge.reload import ProviderReloader
+from aibridge.reload import ProviderReloader, ReloadMetrics
 from aibridge.store import providers as store
 from aibridge.store.db import session_factory
 from aibridge.store.providers import KeyMutation, ProviderPatch, ProviderRecord, ProviderSpec
@@ -34,7 +35,6 @@ from aibridge.store.pubsub import (
     MessagesMayBeLost,
     Unsubscribe,
 )
-from aibridge.telemetry import GatewayMetrics
 
 WAIT = 10.0
 NEVER = 3600.0  # reconcile interval that cannot fire during a test
@@ -121,7 +121,7 @@ class Harness:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     pubsub: ScriptedPubSub
-    metrics: GatewayMetrics
+    metrics: ReloadMetrics
     installed: list[ProviderSnapshot] = field(default_factory=list)
     reloader: ObservedReloader | None = None
 
@@ -173,7 +173,9 @@ class Harness:
 @pytest.fixture
 async def h(engine: AsyncEngine) -> AsyncIterator[Harness]:
     """A harness on each backend; stops the reloader and pub/sub afterwards."""
-    harness = Harness(engine, session_factory(engine), ScriptedPubSub(), GatewayMetrics())
+    harness = Harness(
+        engine, session_factory(engine), ScriptedPubSub(), ReloadMetrics(CollectorRegistry())
+    )
     try:
         yield harness
     finally:

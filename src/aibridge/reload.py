@@ -15,18 +15,58 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aibridge.clock import Clock, SystemClock
 from aibridge.providers.base import DisabledProvider, Provider, ProviderBuildError, build_provider
+from aibridge.providers.breaker_metrics import CircuitBreakerMetrics
+from aibridge.providers.keypool import KeyPoolMetrics
 from aibridge.providers.snapshot import ProviderSnapshot
 from aibridge.store import config_version
 from aibridge.store.crypto import Encryptor
 from aibridge.store.providers import ProviderRecord, load_live_providers
 from aibridge.store.pubsub import PROVIDERS_CHANGED, PubSub, Unsubscribe
-from aibridge.telemetry import GatewayMetrics
 
 log = logging.getLogger(__name__)
+
+
+class ReloadMetrics:
+    """The reload series, plus the key pool and breaker series that the runtimes a reload
+    builds report to (those are created with the rest of the gateway's metrics)."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        *,
+        keypool: KeyPoolMetrics | None = None,
+        breakers: CircuitBreakerMetrics | None = None,
+    ) -> None:
+        self.registry = registry
+        self.keypool = keypool
+        self.breakers = breakers
+        self.provider_info = Gauge(
+            "aibridge_provider_info",
+            "1 for every provider of the current snapshot, labelled with its status.",
+            ["provider_name", "provider_type", "status"],
+            registry=registry,
+        )
+        self.reload_last_attempt = Gauge(
+            "aibridge_provider_reload_last_attempt_timestamp_seconds",
+            "Unix time of the last provider reload attempt.",
+            registry=registry,
+        )
+        self.reload_last_success = Gauge(
+            "aibridge_provider_reload_last_success_timestamp_seconds",
+            "Unix time of the last successful provider reload.",
+            registry=registry,
+        )
+        self.reloads = Counter(
+            "aibridge_provider_reloads_total",
+            "Provider reloads by result.",
+            ["result"],
+            registry=registry,
+        )
 
 
 @dataclass
@@ -48,7 +88,7 @@ def build_snapshot(
     *,
     previous: ProviderSnapshot | None = None,
     clock: Clock | None = None,
-    metrics: GatewayMetrics | None = None,
+    metrics: ReloadMetrics | None = None,
 ) -> ProviderSnapshot:
     """Build every row independently; a row that fails is skipped and reported.
 
@@ -90,7 +130,7 @@ class ProviderReloader:
         *,
         reconcile_interval: float = 30.0,
         clock: Clock | None = None,
-        metrics: GatewayMetrics | None = None,
+        metrics: ReloadMetrics | None = None,
     ) -> None:
         self._sessions = sessions
         self._encryptor = encryptor

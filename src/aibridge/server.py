@@ -38,7 +38,7 @@ from aibridge.pool import (
 from aibridge.providers.http import UpstreamSessions
 from aibridge.providers.keypool import KeyPoolStateCollector
 from aibridge.recording.writer import Recorder
-from aibridge.reload import ProviderReloader
+from aibridge.reload import ProviderReloader, ReloadMetrics
 from aibridge.secrets_mask import mask_url
 from aibridge.services import SERVICES, Services
 from aibridge.store import seed, users
@@ -204,7 +204,9 @@ async def running_services(
             pool.replace_providers,
             reconcile_interval=settings.reconcile_interval,
             clock=clock,
-            metrics=metrics,
+            metrics=ReloadMetrics(
+                metrics.registry, keypool=metrics.keypool, breakers=metrics.breakers
+            ),
         )
         services.reloader = reloader
         on_exit("provider reloader", reloader.stop)

@@ -71,7 +71,8 @@ def setup_logging(
 
 
 class GatewayMetrics:
-    """Every Prometheus series of one gateway process, on one registry.
+    """The Prometheus series of one gateway process, on one registry (the provider
+    reloader registers its own there: :class:`aibridge.reload.ReloadMetrics`).
 
     A registry per process (not the global one) lets tests run several gateways in one
     interpreter without duplicate-series errors.
@@ -115,28 +116,6 @@ class GatewayMetrics:
             "Tokens by provider, model and type (input is uncached input; models past "
             'AIBRIDGE_METRICS_MAX_MODELS as "other").',
             ["provider", "model", "type"],
-            registry=reg,
-        )
-        self.provider_info = Gauge(
-            "aibridge_provider_info",
-            "1 for every provider of the current snapshot, labelled with its status.",
-            ["provider_name", "provider_type", "status"],
-            registry=reg,
-        )
-        self.reload_last_attempt = Gauge(
-            "aibridge_provider_reload_last_attempt_timestamp_seconds",
-            "Unix time of the last provider reload attempt.",
-            registry=reg,
-        )
-        self.reload_last_success = Gauge(
-            "aibridge_provider_reload_last_success_timestamp_seconds",
-            "Unix time of the last successful provider reload.",
-            registry=reg,
-        )
-        self.reloads = Counter(
-            "aibridge_provider_reloads_total",
-            "Provider reloads by result.",
-            ["result"],
             registry=reg,
         )
         self.keypool = KeyPoolMetrics(reg)
