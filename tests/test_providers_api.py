@@ -287,6 +287,15 @@ CREATE_CASES: list[tuple[dict[str, Any], set[tuple[str, str]]]] = [
         openai_body(settings={"circuit_breaker": {"bogus": 1}}),
         {("settings.circuit_breaker.bogus", "unknown setting")},
     ),
+    # The runtime could not build a breaker from these: refused up front, not skipped later.
+    (
+        openai_body(settings={"circuit_breaker": {"max_requests": 2**32}}),
+        {("settings.circuit_breaker.max_requests", "max_requests must be <= 4294967295")},
+    ),
+    (
+        openai_body(settings={"circuit_breaker": {"timeout_seconds": 86_400.5}}),
+        {("settings.circuit_breaker.timeout_seconds", "timeout_seconds must be <= 86400")},
+    ),
 ]
 
 

@@ -424,7 +424,7 @@ async def test_misconfigured_rows_are_skipped_and_reported_others_load(h: Harnes
     bad = {"bad-url", "bad-scheme", "bad-settings", "bad-breaker", "bad-keys"}
     assert set(snapshot.errors) == bad
     assert "base_url" in snapshot.errors["bad-url"]
-    assert "numeric" in snapshot.errors["bad-settings"]
+    assert "upstream_timeout_seconds must be a number" in snapshot.errors["bad-settings"]
     assert reloader.status.last_error is None, "one bad row failed the whole reload"
     assert reloader.status.provider_status == {
         "good": ("openai", "enabled"),

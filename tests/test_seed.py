@@ -11,12 +11,14 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from aibridge.providers.seed import seed_providers_from_env
+from aibridge.services import Services
 from aibridge.store import providers as repo
 from aibridge.store.crypto import EncryptionKeyError, Encryptor
 from aibridge.store.db import create_engine, migrate, session_factory
 from aibridge.store.models import AIProvider, AuditLog
 from aibridge.store.pubsub import PROVIDERS_CHANGED, InProcessPubSub
-from aibridge.store.seed import check_encryption, seed_providers_from_env
+from aibridge.store.seed import check_encryption
 from aibridge.store.urls import normalize_database_url
 from tests.helpers import gateway
 
@@ -32,6 +34,13 @@ def admin_token(announced: list[str]) -> str:
         if match:
             return match.group(0)
     raise AssertionError("no admin key announced")
+
+
+async def seed(services: Services, env: dict[str, str]) -> list[str]:
+    """Seed with the database, encryptor and pub/sub of one running gateway."""
+    return await seed_providers_from_env(
+        services.sessions, services.encryptor, services.pubsub, env
+    )
 
 
 async def all_rows(sessions: async_sessionmaker[AsyncSession]) -> list[AIProvider]:
@@ -72,7 +81,12 @@ async def test_seed_once_and_never_recreated(db_url: str, tmp_path: Path) -> Non
     async with gateway(db_url, tmp_path, environ=ENV) as (_client, services):
         rows = await all_rows(services.sessions)
         assert [(r.name, r.deleted) for r in rows] == [("anthropic", True), ("openai", False)]
-        assert await seed_providers_from_env(services, ENV) == []
+        assert (
+            await seed_providers_from_env(
+                services.sessions, services.encryptor, services.pubsub, ENV
+            )
+            == []
+        )
 
 
 async def test_seed_skipped_once_anything_exists(db_url: str, tmp_path: Path) -> None:
@@ -84,7 +98,12 @@ async def test_seed_skipped_once_anything_exists(db_url: str, tmp_path: Path) ->
             )
             assert await repo.delete_provider(s, created.id)
         # Even a soft-deleted row means "configured by an admin".
-        assert await seed_providers_from_env(services, ENV) == []
+        assert (
+            await seed_providers_from_env(
+                services.sessions, services.encryptor, services.pubsub, ENV
+            )
+            == []
+        )
         assert [r.name for r in await all_rows(services.sessions)] == ["mine"]
 
 
@@ -102,7 +121,9 @@ async def test_seed_one_key_with_base_url_override(db_url: str, tmp_path: Path) 
 
         unsubscribe = await services.pubsub.subscribe(PROVIDERS_CHANGED, on_change)
         try:
-            assert await seed_providers_from_env(services, env) == ["anthropic"]
+            assert await seed_providers_from_env(
+                services.sessions, services.encryptor, services.pubsub, env
+            ) == ["anthropic"]
             async with asyncio.timeout(TIMEOUT):
                 await seen.get()
         finally:
@@ -118,7 +139,9 @@ async def test_seed_skips_invalid_base_url(
 ) -> None:
     env = {**ENV, "OPENAI_BASE_URL": "ftp://nope"}
     async with gateway(db_url, tmp_path) as (_client, services):
-        assert await seed_providers_from_env(services, env) == ["anthropic"]
+        assert await seed_providers_from_env(
+            services.sessions, services.encryptor, services.pubsub, env
+        ) == ["anthropic"]
     assert "OPENAI_BASE_URL" in caplog.text
     assert ANTHROPIC_KEY not in caplog.text and OPENAI_KEY not in caplog.text
 
@@ -141,7 +164,12 @@ async def test_concurrent_seeding_creates_one_row_per_name(db_url: str, tmp_path
             )
         try:
             async with asyncio.timeout(TIMEOUT):
-                results = await asyncio.gather(*(seed_providers_from_env(r, ENV) for r in replicas))
+                results = await asyncio.gather(
+                    *(
+                        seed_providers_from_env(r.sessions, r.encryptor, r.pubsub, ENV)
+                        for r in replicas
+                    )
+                )
         finally:
             for engine in engines:
                 await engine.dispose()

@@ -37,15 +37,17 @@ from aibridge.pool import (
 )
 from aibridge.providers.http import UpstreamSessions
 from aibridge.providers.keypool import KeyPoolStateCollector
+from aibridge.providers.seed import seed_providers_from_env
 from aibridge.recording.writer import Recorder
 from aibridge.reload import ProviderReloader, ReloadMetrics
 from aibridge.secrets_mask import mask_url
 from aibridge.services import SERVICES, Services
-from aibridge.store import seed, users
+from aibridge.store import users
 from aibridge.store.crypto import Encryptor
 from aibridge.store.db import create_engine, migrate, session_factory
 from aibridge.store.models import RESERVED_PROVIDER_NAMES
 from aibridge.store.pubsub import API_KEYS_CHANGED, InProcessPubSub, PubSub
+from aibridge.store.seed import check_encryption
 from aibridge.telemetry import GatewayMetrics
 
 log = logging.getLogger(__name__)
@@ -131,7 +133,7 @@ async def running_services(
         await migrate(engine)
         sessions = session_factory(engine)
         encryptor = Encryptor(settings.encryption_key) if settings.encryption_key else None
-        await seed.check_encryption(sessions, encryptor)
+        await check_encryption(sessions, encryptor)
         pubsub = await make_pubsub(url)
         on_exit("pub/sub", pubsub.close)
         authenticator = Authenticator(sessions, ttl=settings.auth_cache_ttl)
@@ -170,7 +172,7 @@ async def running_services(
                 "`aibridge keys create --user NAME`."
             )
         env = dict(os.environ) if environ is None else environ
-        await seed.seed_providers_from_env(services, env)
+        await seed_providers_from_env(sessions, encryptor, pubsub, env)
 
         pool: CachedBridgePool[RequestBridge] = CachedBridgePool(
             request_bridge_builder(

@@ -16,13 +16,13 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aibridge.admin.deps import require_admin
-from aibridge.admin.errors import APIError, not_found, read_json_object
+from aibridge.admin.errors import APIError, Validation, not_found, read_json_object
 from aibridge.httputil import json_response
-from aibridge.providers_validation import (
+from aibridge.providers.settings import FieldError, settings_type_errors
+from aibridge.providers.validation import (
     INVALID_REQUEST,
     ProviderInputError,
     parse_id_or_name,
-    settings_type_errors,
     validate_create,
     validate_patch,
 )
@@ -60,9 +60,14 @@ def provider_json(record: store.ProviderRecord) -> dict[str, Any]:
     }
 
 
+def validations(errors: list[FieldError]) -> list[Validation]:
+    """The envelope's ``validations`` for field errors."""
+    return [Validation(e.field, e.detail) for e in errors]
+
+
 def input_error(err: ProviderInputError) -> APIError:
     """Map a validation failure to a 400 envelope."""
-    return APIError(400, err.message, validations=err.validations)
+    return APIError(400, err.message, validations=validations(err.errors))
 
 
 def _reference(request: web.Request) -> uuid.UUID | str:
@@ -144,7 +149,7 @@ async def update_provider(request: web.Request) -> web.Response:
             if patch.settings_set:
                 problems = settings_type_errors(patch.settings, record.type)
                 if problems:
-                    raise APIError(400, INVALID_REQUEST, validations=problems)
+                    raise APIError(400, INVALID_REQUEST, validations=validations(problems))
             change = await store.update_provider(session, services.encryptor, record.id, patch)
             store.audit_updated(
                 session, change, actor_id=actor.user_id, actor_username=actor.username

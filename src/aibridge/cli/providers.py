@@ -32,7 +32,7 @@ from aibridge.cli.common import (
     run,
 )
 from aibridge.config import Settings
-from aibridge.providers_validation import (
+from aibridge.providers.validation import (
     EMPTY_PATCH,
     ProviderInputError,
     parse_id_or_name,
@@ -65,7 +65,7 @@ def _settings(database_url: str, data_dir: str) -> Settings:
 
 def _input_failure(err: ProviderInputError) -> _Failure:
     lines = [err.message]
-    lines += [f"  {v.field}: {v.detail}" for v in err.validations]
+    lines += [f"  {e.field}: {e.detail}" for e in err.errors]
     if err.message == EMPTY_PATCH:
         lines.append("  pass at least one option; see `aibridge providers update --help`")
     return _Failure("\n".join(lines), code=2)

@@ -7,30 +7,22 @@ Responses; also ``azure``, ``openai-compat`` and ``openrouter``).
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
 from yarl import URL
 
 from aibridge.clock import Clock, SystemClock
 from aibridge.providers.breaker_metrics import CircuitBreakerMetrics
-from aibridge.providers.circuitbreaker import (
-    CircuitBreakerConfig,
-    CircuitBreakerConfigError,
-    CircuitBreakerRegistry,
-    failure_statuses_for,
-)
+from aibridge.providers.circuitbreaker import CircuitBreakerRegistry, failure_statuses_for
 from aibridge.providers.keypool import KeyPool, KeyPoolMetrics
 from aibridge.providers.paths import UnsafePath, check_path, has_dot_segment
-from aibridge.providers_validation import base_url_error
+from aibridge.providers.settings import ProviderSettings, parse_settings
+from aibridge.providers.validation import base_url_error
 from aibridge.store.providers import ProviderRecord
 
 Family = Literal["anthropic", "openai"]
 API = Literal["messages", "chat", "responses"]
-
-DEFAULT_BLOCKING_TIMEOUT = 600.0
-DEFAULT_AZURE_API_VERSION = "2024-10-21"
 
 
 class ProviderBuildError(ValueError):
@@ -49,47 +41,6 @@ class Route:
     api: API | None
     upstream_suffix: str
     label: str
-
-
-@dataclass(frozen=True, slots=True)
-class ProviderOptions:
-    """Per-provider knobs from the ``settings`` JSON (validated by the admin API)."""
-
-    allow_byok: bool = False
-    key_cooldown_seconds: float = 60.0
-    upstream_timeout_seconds: float = DEFAULT_BLOCKING_TIMEOUT
-    api_version: str | None = None
-    extra_headers: dict[str, str] = field(default_factory=dict)
-    circuit_breaker: dict[str, Any] | None = None
-
-    @classmethod
-    def from_settings(cls, settings: dict[str, Any] | None, ptype: str) -> ProviderOptions:
-        """Parse settings, raising :class:`ProviderBuildError` on a value the API would reject."""
-        s = dict(settings or {})
-        try:
-            timeout = float(s.get("upstream_timeout_seconds", DEFAULT_BLOCKING_TIMEOUT))
-            cooldown = float(s.get("key_cooldown_seconds", 60.0))
-        except (TypeError, ValueError) as exc:
-            raise ProviderBuildError(f"invalid numeric setting: {exc}") from exc
-        if not (timeout > 0 and math.isfinite(timeout)) or cooldown < 0:
-            raise ProviderBuildError("timeouts must be positive and cooldowns non-negative")
-        api_version = s.get("api_version")
-        if ptype == "azure" and not api_version:
-            api_version = DEFAULT_AZURE_API_VERSION
-        headers = s.get("extra_headers") or {}
-        if not isinstance(headers, dict):
-            raise ProviderBuildError("extra_headers must be an object")
-        cb = s.get("circuit_breaker")
-        if cb is not None and not isinstance(cb, dict):
-            raise ProviderBuildError("circuit_breaker must be an object")
-        return cls(
-            allow_byok=bool(s.get("allow_byok", False)),
-            key_cooldown_seconds=cooldown,
-            upstream_timeout_seconds=timeout,
-            api_version=str(api_version) if api_version else None,
-            extra_headers={str(k): str(v) for k, v in headers.items()},
-            circuit_breaker=cb,
-        )
 
 
 # (path under the provider prefix, exact?) -> route. Longest match wins.
@@ -135,7 +86,7 @@ class Provider:
         self.name = record.name
         self.type = record.type
         self.family: Family = family_of(record.type)
-        self.options = ProviderOptions.from_settings(record.settings, record.type)
+        self.options = _settings(record)
         # The admin API's rule, for rows written before it (or by hand).
         problem = base_url_error(record.base_url)
         if problem is not None:
@@ -155,15 +106,10 @@ class Provider:
                 clock=self._clock,
                 metrics=keypool_metrics,
             )
-            breaker_cfg = (
-                CircuitBreakerConfig.from_dict(self.options.circuit_breaker)
-                if self.options.circuit_breaker
-                else None
-            )
-        except (CircuitBreakerConfigError, ValueError) as exc:
+        except ValueError as exc:
             raise ProviderBuildError(str(exc)) from exc
         self.breakers = CircuitBreakerRegistry(
-            breaker_cfg,
+            self.options.circuit_breaker,
             clock=self._clock,
             provider=self.name,
             failure_statuses=failure_statuses_for(record.type),
@@ -232,6 +178,16 @@ class Provider:
     def auth_value(self, secret: str) -> str:
         """Header value for ``secret``."""
         return secret if self.auth_header != "Authorization" else f"Bearer {secret}"
+
+
+def _settings(record: ProviderRecord) -> ProviderSettings:
+    """The row's settings, by the admin API's rules (rows written before them, or by
+    hand, may break them): :class:`ProviderBuildError` lists every problem."""
+    parsed = parse_settings(record.settings, record.type)
+    if isinstance(parsed, list):
+        problems = "; ".join(f"{e.field}: {e.detail}" for e in parsed)
+        raise ProviderBuildError(f"invalid settings: {problems}")
+    return parsed
 
 
 class DisabledProvider:

@@ -32,7 +32,7 @@ import asyncio
 import logging
 import math
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from enum import Enum
 from types import TracebackType
@@ -53,9 +53,6 @@ ANTHROPIC_FAILURE_STATUSES: frozenset[int] = DEFAULT_FAILURE_STATUSES | {529}
 CIRCUIT_OPEN_MESSAGE = "circuit breaker is open"
 CIRCUIT_OPEN_STATUS = 503
 
-_MAX_SECONDS = 86400.0  # sanity cap for interval/timeout: a day
-_MAX_COUNT = 2**32 - 1  # the reference's fields are uint32
-
 
 def failure_statuses_for(provider_type: str) -> frozenset[int]:
     """Statuses that count as breaker failures for a provider type (Anthropic adds 529)."""
@@ -72,75 +69,19 @@ def is_upstream_unavailable(exc: BaseException) -> bool:
 # --------------------------------------------------------------------------------------------
 
 
-class CircuitBreakerConfigError(ValueError):
-    """Invalid breaker settings; ``errors`` holds ``(field, detail)`` pairs for API validations."""
-
-    def __init__(self, errors: list[tuple[str, str]]) -> None:
-        self.errors = errors
-        super().__init__("; ".join(f"{name}: {detail}" for name, detail in errors))
-
-
 @dataclass(frozen=True, slots=True)
 class CircuitBreakerConfig:
-    """Breaker settings; the defaults are the reference's ``DefaultCircuitBreaker()``."""
+    """Breaker settings; the defaults are the reference's ``DefaultCircuitBreaker()``.
+
+    Parsed from a provider's ``settings.circuit_breaker`` by
+    :func:`aibridge.providers.settings.parse_settings`.
+    """
 
     enabled: bool = False
     failure_threshold: int = 5
     interval_seconds: float = 10.0
     timeout_seconds: float = 30.0
     max_requests: int = 3
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> CircuitBreakerConfig:
-        """Validate the provider settings' circuit-breaker object (None/empty → disabled).
-
-        Missing fields take the defaults; unknown fields are rejected so a typo such as
-        ``failure_treshold`` does not silently run with the default. Raises
-        :class:`CircuitBreakerConfigError` listing every problem at once.
-        """
-        if data is None:
-            return cls()
-        if not isinstance(data, Mapping):
-            raise CircuitBreakerConfigError([("circuit_breaker", "must be an object")])
-        errors: list[tuple[str, str]] = []
-        known = {"enabled", "failure_threshold", "interval_seconds", "timeout_seconds"}
-        known.add("max_requests")
-        errors.extend((str(name), "unknown field") for name in data if name not in known)
-
-        enabled = data.get("enabled", False)
-        if not isinstance(enabled, bool):
-            errors.append(("enabled", "must be a boolean"))
-
-        def count(name: str, default: int) -> int:
-            value = data.get(name, default)
-            # bool is an int subclass; "true" as a threshold is a mistake, not 1.
-            if isinstance(value, bool) or not isinstance(value, int):
-                errors.append((name, "must be an integer"))
-                return default
-            if not 1 <= value <= _MAX_COUNT:
-                errors.append((name, f"must be between 1 and {_MAX_COUNT}"))
-            return value
-
-        def seconds(name: str, default: float, *, allow_zero: bool) -> float:
-            value = data.get(name, default)
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                errors.append((name, "must be a number of seconds"))
-                return default
-            low_ok = value >= 0 if allow_zero else value > 0
-            if not math.isfinite(value) or not low_ok or value > _MAX_SECONDS:
-                low = "0" if allow_zero else "greater than 0"
-                errors.append((name, f"must be {low} to {_MAX_SECONDS:g} seconds"))
-            return float(value)
-
-        defaults = cls()
-        threshold = count("failure_threshold", defaults.failure_threshold)
-        max_requests = count("max_requests", defaults.max_requests)
-        # interval 0 means "never reset the closed-state counts" (as in the reference's library).
-        interval = seconds("interval_seconds", defaults.interval_seconds, allow_zero=True)
-        timeout = seconds("timeout_seconds", defaults.timeout_seconds, allow_zero=False)
-        if errors:
-            raise CircuitBreakerConfigError(errors)
-        return cls(bool(enabled), threshold, interval, timeout, max_requests)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,57 +1,18 @@
-"""Start-up checks and first-start bootstrap of the provider table.
+"""Start-up check of the secrets stored in the database against the configured key.
 
-* :func:`check_encryption` refuses to start when the database holds secrets that the
-  configured ``AIBRIDGE_ENCRYPTION_KEY`` cannot read (missing or different key), so
-  the failure is a clear message at boot rather than errors on every request.
-* :func:`seed_providers_from_env` creates ``anthropic`` / ``openai`` from
-  ``ANTHROPIC_API_KEY`` / ``OPENAI_API_KEY`` only while the provider table has never
-  held a row: once an admin has created, changed or deleted anything, the database is
-  the only source of truth and the environment is ignored.
+:func:`check_encryption` refuses to start when the database holds secrets that the
+configured ``AIBRIDGE_ENCRYPTION_KEY`` cannot read (missing or different key), so the
+failure is a clear message at boot rather than errors on every request. (Seeding the
+provider table from the environment is :mod:`aibridge.providers.seed`.)
 """
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass
-
 from sqlalchemy import select, union
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from aibridge.providers_validation import base_url_error
-from aibridge.services import Services
-from aibridge.store import providers as store
 from aibridge.store.crypto import EncryptionKeyError, Encryptor
 from aibridge.store.models import AIProvider, AIProviderKey, MCPServer, MCPUserCredential
-from aibridge.store.pubsub import PROVIDERS_CHANGED, publish_quietly
-
-log = logging.getLogger(__name__)
-
-SYSTEM_ACTOR = "system"
-
-
-@dataclass(frozen=True, slots=True)
-class EnvProvider:
-    """How one provider is derived from the environment."""
-
-    name: str
-    type: str
-    key_var: str
-    url_var: str
-    default_url: str
-
-
-ENV_PROVIDERS = (
-    EnvProvider(
-        "anthropic",
-        "anthropic",
-        "ANTHROPIC_API_KEY",
-        "ANTHROPIC_BASE_URL",
-        "https://api.anthropic.com",
-    ),
-    EnvProvider(
-        "openai", "openai", "OPENAI_API_KEY", "OPENAI_BASE_URL", "https://api.openai.com/v1"
-    ),
-)
 
 
 async def _key_ids_in_use(session: AsyncSession) -> set[str]:
@@ -91,64 +52,4 @@ async def check_encryption(
         )
 
 
-def _wanted(env: dict[str, str]) -> list[store.ProviderSpec]:
-    specs: list[store.ProviderSpec] = []
-    for item in ENV_PROVIDERS:
-        key = env.get(item.key_var, "").strip()
-        if not key:
-            continue
-        base_url = env.get(item.url_var, "").strip() or item.default_url
-        problem = base_url_error(base_url)
-        if problem:
-            log.error(
-                "not seeding provider %r: %s=%r is invalid (%s); fix it or create the "
-                "provider with `aibridge providers create`",
-                item.name,
-                item.url_var,
-                base_url,
-                problem,
-            )
-            continue
-        specs.append(
-            store.ProviderSpec(
-                type=item.type, name=item.name, base_url=base_url, api_keys=[key], enabled=True
-            )
-        )
-    return specs
-
-
-async def seed_providers_from_env(services: Services, env: dict[str, str]) -> list[str]:
-    """On a never-configured database, create providers from ``*_API_KEY`` variables.
-
-    Safe across restarts and concurrent replicas: the check and the inserts run in one
-    transaction holding the provider write lock. Returns the names created.
-    """
-    specs = _wanted(env)
-    if not specs:
-        return []
-    created: list[store.ProviderRecord] = []
-    async with services.sessions() as session, session.begin():
-        await store.lock_provider_writes(session)
-        if await store.count_all_providers(session) > 0:
-            log.info(
-                "providers are already configured in the database; ignoring %s "
-                "(manage providers with `aibridge providers` or the admin API)",
-                ", ".join(e.key_var for e in ENV_PROVIDERS if e.name in {s.name for s in specs}),
-            )
-            return []
-        for spec in specs:
-            record = await store.create_provider(session, services.encryptor, spec)
-            store.audit_created(session, record, actor_id=None, actor_username=SYSTEM_ACTOR)
-            created.append(record)
-    for record in created:
-        log.info(
-            "seeded provider %r (type %s, base_url %s) with one key from the environment",
-            record.name,
-            record.type,
-            record.base_url,
-        )
-    await publish_quietly(services.pubsub, PROVIDERS_CHANGED)
-    return [r.name for r in created]
-
-
-__all__ = ["ENV_PROVIDERS", "EnvProvider", "check_encryption", "seed_providers_from_env"]
+__all__ = ["check_encryption"]

@@ -1,20 +1,21 @@
 """Validation of provider create/update input, shared by the admin API and the CLI.
 
 Input is the decoded JSON body (a mapping); output is a store-level spec or patch, or
-a :class:`ProviderInputError` carrying every field problem at once. The detail strings
-follow the reference (coder-aibridged §4.8) so clients can match on them.
+a :class:`ProviderInputError` carrying every field problem at once as plain
+:class:`~aibridge.providers.settings.FieldError` values. The ``settings`` object is
+parsed by :mod:`aibridge.providers.settings`, the parser the runtime uses too. The
+detail strings follow the reference (coder-aibridged §4.8) so clients can match on them.
 """
 
 from __future__ import annotations
 
-import math
 import re
 import uuid
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from aibridge.admin.errors import Validation
+from aibridge.providers.settings import CONTROL_CHARACTERS, FieldError, parse_settings
 from aibridge.store.models import PROVIDER_NAME_PATTERN, PROVIDER_TYPES, RESERVED_PROVIDER_NAMES
 from aibridge.store.providers import KeyMutation, ProviderPatch, ProviderSpec
 
@@ -32,52 +33,31 @@ CREATE_FIELDS = frozenset(
 )
 PATCH_FIELDS = frozenset({"display_name", "icon", "enabled", "base_url", "api_keys", "settings"})
 
-# Headers that carry upstream credentials: those belong in api_keys (pooled, encrypted,
-# masked), never in plain settings.
-CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "api-key", "proxy-authorization"})
-# Headers the HTTP layer owns; overriding them would corrupt the upstream request.
-MANAGED_HEADERS = frozenset(
-    {"host", "content-length", "transfer-encoding", "connection", "upgrade", "te", "trailer"}
-)
 # Sane bounds: a name is a URL path segment (like a DNS label), the others are shown in
 # listings and UIs.
 MAX_NAME_LENGTH = 63
 MAX_DISPLAY_NAME_LENGTH = 200
 MAX_ICON_LENGTH = 2048
 MAX_BASE_URL_LENGTH = 2048
-_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _NAME = re.compile(PROVIDER_NAME_PATTERN)
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class ProviderInputError(Exception):
-    """Invalid provider input: ``message`` plus zero or more field validations."""
+    """Invalid provider input: ``message`` plus zero or more field errors."""
 
-    def __init__(self, message: str, validations: list[Validation] | None = None) -> None:
+    def __init__(self, message: str, errors: list[FieldError] | None = None) -> None:
         super().__init__(message)
         self.message = message
-        self.validations = validations or []
+        self.errors = errors or []
 
     def __str__(self) -> str:
-        if not self.validations:
+        if not self.errors:
             return self.message
-        parts = "; ".join(f"{v.field}: {v.detail}" for v in self.validations)
+        parts = "; ".join(f"{e.field}: {e.detail}" for e in self.errors)
         return f"{self.message} {parts}"
 
 
 # --- small checks ---------------------------------------------------------------------
-
-
-def _is_number(value: object) -> bool:
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(float(value))
-    )
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def name_error(value: object) -> str | None:
@@ -110,7 +90,7 @@ def base_url_error(value: object) -> str | None:
     if len(value) > MAX_BASE_URL_LENGTH:
         return f"base_url must be at most {MAX_BASE_URL_LENGTH} characters"
     absolute = "base_url must be an absolute URL (e.g. https://api.example.com/)"
-    if _CONTROL.search(value) or " " in value:
+    if CONTROL_CHARACTERS.search(value) or " " in value:
         return absolute
     try:
         parts = urlsplit(value)
@@ -142,7 +122,7 @@ def _secret_error(value: str, noun: str) -> str | None:
         return f"{noun} must not be empty"
     if value != value.strip():
         return f"{noun} must not contain leading or trailing whitespace"
-    if _CONTROL.search(value):
+    if CONTROL_CHARACTERS.search(value):
         return f"{noun} must not contain control characters"
     return None
 
@@ -163,195 +143,73 @@ def parse_id_or_name(value: str) -> uuid.UUID | str:
 # --- settings -------------------------------------------------------------------------
 
 
-def _check_bool(errors: list[Validation], path: str, value: object) -> None:
-    if not isinstance(value, bool):
-        errors.append(Validation(path, f"{path.rsplit('.', 1)[-1]} must be a boolean"))
-
-
-def _check_number(
-    errors: list[Validation], path: str, value: object, *, minimum: float, inclusive: bool
-) -> None:
-    short = path.rsplit(".", 1)[-1]
-    if not _is_number(value):
-        errors.append(Validation(path, f"{short} must be a number"))
-        return
-    assert isinstance(value, int | float)
-    if value < minimum or (not inclusive and value == minimum):
-        op = ">=" if inclusive else ">"
-        errors.append(Validation(path, f"{short} must be {op} {minimum:g}"))
-
-
-def _check_int(errors: list[Validation], path: str, value: object, *, minimum: int) -> None:
-    short = path.rsplit(".", 1)[-1]
-    if not _is_int(value):
-        errors.append(Validation(path, f"{short} must be an integer"))
-        return
-    assert isinstance(value, int)
-    if value < minimum:
-        errors.append(Validation(path, f"{short} must be >= {minimum}"))
-
-
-def _check_headers(errors: list[Validation], value: object) -> None:
-    path = "settings.extra_headers"
-    if not isinstance(value, dict):
-        errors.append(Validation(path, "extra_headers must be an object of header name to value"))
-        return
-    for name, header_value in value.items():
-        field = f"{path}.{name}"
-        lowered = name.lower()
-        if not _HEADER_NAME.fullmatch(name):
-            errors.append(Validation(field, f'"{name}" is not a valid HTTP header name'))
-        elif lowered in CREDENTIAL_HEADERS:
-            errors.append(
-                Validation(
-                    field,
-                    f'header "{name}" carries credentials; put upstream keys in api_keys instead',
-                )
-            )
-        elif lowered in MANAGED_HEADERS:
-            errors.append(Validation(field, f'header "{name}" is managed by the gateway'))
-        if not isinstance(header_value, str):
-            errors.append(Validation(field, "header values must be strings"))
-        elif _CONTROL.search(header_value.replace("\t", "")):
-            errors.append(Validation(field, "header values must not contain control characters"))
-
-
-SETTINGS_FIELDS = (
-    "allow_byok",
-    "key_cooldown_seconds",
-    "upstream_timeout_seconds",
-    "api_version",
-    "extra_headers",
-    "circuit_breaker",
-)
-
-
-def _check_breaker(errors: list[Validation], value: object) -> None:
-    path = "settings.circuit_breaker"
-    if not isinstance(value, dict):
-        errors.append(Validation(path, "circuit_breaker must be an object"))
-        return
-    for key, item in value.items():
-        field = f"{path}.{key}"
-        if key == "enabled":
-            _check_bool(errors, field, item)
-        elif key in ("failure_threshold", "max_requests"):
-            _check_int(errors, field, item, minimum=1)
-        elif key in ("interval_seconds", "timeout_seconds"):
-            _check_number(errors, field, item, minimum=0, inclusive=False)
-        else:
-            errors.append(Validation(field, "unknown setting"))
-
-
-def _collect_settings_errors(
-    errors: list[Validation], value: object, provider_type: str | None
+def _settings(
+    errors: list[FieldError], value: object, provider_type: str | None
 ) -> dict[str, Any] | None:
-    if value is None:
+    """The ``settings`` object to store (None for null or empty); problems go to ``errors``."""
+    parsed = parse_settings(value, provider_type)
+    if isinstance(parsed, list):
+        errors.extend(parsed)
         return None
-    if not isinstance(value, dict):
-        errors.append(Validation("settings", "settings must be an object or null"))
-        return None
-    before = len(errors)
-    for key, item in value.items():
-        field = f"settings.{key}"
-        if key == "allow_byok":
-            _check_bool(errors, field, item)
-        elif key == "key_cooldown_seconds":
-            _check_number(errors, field, item, minimum=0, inclusive=True)
-        elif key == "upstream_timeout_seconds":
-            _check_number(errors, field, item, minimum=0, inclusive=False)
-        elif key == "api_version":
-            if not isinstance(item, str) or not item.strip():
-                errors.append(Validation(field, "api_version must be a non-empty string"))
-        elif key == "extra_headers":
-            _check_headers(errors, item)
-        elif key == "circuit_breaker":
-            _check_breaker(errors, item)
-        else:
-            errors.append(Validation(field, "unknown setting"))
-    errors.extend(settings_type_errors(value, provider_type))
-    if len(errors) > before:
-        return None
-    # An empty object means "no settings", stored as NULL.
-    return dict(value) or None
-
-
-def settings_type_errors(
-    settings: Mapping[str, Any] | None, provider_type: str | None
-) -> list[Validation]:
-    """Checks that depend on the provider type (skipped when the type is unknown)."""
-    if not settings or provider_type is None:
-        return []
-    if "api_version" in settings and provider_type != "azure":
-        return [Validation("settings.api_version", "api_version is only valid for type=azure")]
-    return []
-
-
-def validate_settings(value: object, provider_type: str | None) -> dict[str, Any] | None:
-    """Validate a settings value (object or null); return it normalised (None when
-    empty) or raise :class:`ProviderInputError`."""
-    errors: list[Validation] = []
-    settings = _collect_settings_errors(errors, value, provider_type)
-    if errors:
-        raise ProviderInputError(INVALID_REQUEST, errors)
-    return settings
+    # Stored as submitted; an empty object means "no settings", stored as NULL.
+    return dict(value) if isinstance(value, dict) and value else None
 
 
 # --- create / patch -------------------------------------------------------------------
 
 
 def _optional_str(
-    errors: list[Validation], body: Mapping[str, object], key: str, max_length: int
+    errors: list[FieldError], body: Mapping[str, object], key: str, max_length: int
 ) -> str | None:
     if key not in body:
         return None
     value = body[key]
     if not isinstance(value, str):
-        errors.append(Validation(key, f"{key} must be a string"))
+        errors.append(FieldError(key, f"{key} must be a string"))
         return None
     if len(value) > max_length:
-        errors.append(Validation(key, f"{key} must be at most {max_length} characters"))
+        errors.append(FieldError(key, f"{key} must be at most {max_length} characters"))
         return None
-    if _CONTROL.search(value):
-        errors.append(Validation(key, f"{key} must not contain control characters"))
+    if CONTROL_CHARACTERS.search(value):
+        errors.append(FieldError(key, f"{key} must not contain control characters"))
         return None
     return value
 
 
-def _optional_bool(errors: list[Validation], body: Mapping[str, object], key: str) -> bool | None:
+def _optional_bool(errors: list[FieldError], body: Mapping[str, object], key: str) -> bool | None:
     if key not in body:
         return None
     value = body[key]
     if not isinstance(value, bool):
-        errors.append(Validation(key, f"{key} must be a boolean (true or false)"))
+        errors.append(FieldError(key, f"{key} must be a boolean (true or false)"))
         return None
     return value
 
 
 def validate_create(body: Mapping[str, object]) -> ProviderSpec:
     """Validate a create request; ``enabled`` defaults to true when absent."""
-    errors: list[Validation] = []
+    errors: list[FieldError] = []
     for key in body:
         if key not in CREATE_FIELDS:
-            errors.append(Validation(key, "unknown field"))
+            errors.append(FieldError(key, "unknown field"))
 
     ptype = body.get("type")
     if ptype is None or ptype == "":
-        errors.append(Validation("type", "type is required"))
+        errors.append(FieldError("type", "type is required"))
     elif not isinstance(ptype, str):
-        errors.append(Validation("type", "type must be a string"))
+        errors.append(FieldError("type", "type must be a string"))
     elif ptype not in PROVIDER_TYPES:
-        errors.append(Validation("type", f'unsupported provider type "{ptype}"'))
+        errors.append(FieldError("type", f'unsupported provider type "{ptype}"'))
 
     name = body.get("name")
     problem = name_error(name)
     if problem:
-        errors.append(Validation("name", problem))
+        errors.append(FieldError("name", problem))
 
     base_url = body.get("base_url")
     problem = base_url_error(base_url)
     if problem:
-        errors.append(Validation("base_url", problem))
+        errors.append(FieldError("base_url", problem))
 
     display_name = _optional_str(errors, body, "display_name", MAX_DISPLAY_NAME_LENGTH) or ""
     icon = _optional_str(errors, body, "icon", MAX_ICON_LENGTH) or ""
@@ -361,21 +219,21 @@ def validate_create(body: Mapping[str, object]) -> ProviderSpec:
     raw_keys = body.get("api_keys")
     if raw_keys is not None:
         if not isinstance(raw_keys, list):
-            errors.append(Validation("api_keys", "api_keys must be an array of strings"))
+            errors.append(FieldError("api_keys", "api_keys must be an array of strings"))
         else:
             for i, item in enumerate(raw_keys):
                 field = f"api_keys[{i}]"
                 if not isinstance(item, str):
-                    errors.append(Validation(field, "api_keys entries must be strings"))
+                    errors.append(FieldError(field, "api_keys entries must be strings"))
                     continue
                 problem = _secret_error(item, "api_keys entries")
                 if problem:
-                    errors.append(Validation(field, problem))
+                    errors.append(FieldError(field, problem))
                 else:
                     keys.append(item)
 
     known_type = ptype if isinstance(ptype, str) and ptype in PROVIDER_TYPES else None
-    settings = _collect_settings_errors(errors, body.get("settings"), known_type)
+    settings = _settings(errors, body.get("settings"), known_type)
 
     if errors:
         raise ProviderInputError(INVALID_REQUEST, errors)
@@ -392,10 +250,10 @@ def validate_create(body: Mapping[str, object]) -> ProviderSpec:
     )
 
 
-def _key_mutations(errors: list[Validation], raw: object) -> list[KeyMutation]:
+def _key_mutations(errors: list[FieldError], raw: object) -> list[KeyMutation]:
     if not isinstance(raw, list):
         errors.append(
-            Validation("api_keys", 'api_keys must be an array of {"id": …} or {"api_key": …}')
+            FieldError("api_keys", 'api_keys must be an array of {"id": …} or {"api_key": …}')
         )
         return []
     mutations: list[KeyMutation] = []
@@ -403,22 +261,22 @@ def _key_mutations(errors: list[Validation], raw: object) -> list[KeyMutation]:
     for i, item in enumerate(raw):
         field = f"api_keys[{i}]"
         if not isinstance(item, dict):
-            errors.append(Validation(field, "exactly one of id or api_key must be set"))
+            errors.append(FieldError(field, "exactly one of id or api_key must be set"))
             continue
         unknown = [k for k in item if k not in ("id", "api_key")]
         for k in unknown:
-            errors.append(Validation(f"{field}.{k}", "unknown field"))
+            errors.append(FieldError(f"{field}.{k}", "unknown field"))
         key_id, secret = item.get("id"), item.get("api_key")
         if (key_id is None) == (secret is None):
-            errors.append(Validation(field, "exactly one of id or api_key must be set"))
+            errors.append(FieldError(field, "exactly one of id or api_key must be set"))
             continue
         if secret is not None:
             if not isinstance(secret, str):
-                errors.append(Validation(f"{field}.api_key", "api_key must be a string"))
+                errors.append(FieldError(f"{field}.api_key", "api_key must be a string"))
                 continue
             problem = _secret_error(secret, "api_key")
             if problem:
-                errors.append(Validation(f"{field}.api_key", problem))
+                errors.append(FieldError(f"{field}.api_key", problem))
                 continue
             mutations.append(KeyMutation(api_key=secret))
             continue
@@ -427,11 +285,11 @@ def _key_mutations(errors: list[Validation], raw: object) -> list[KeyMutation]:
         except ValueError:
             parsed = None
         if parsed is None:
-            errors.append(Validation(f"{field}.id", "id must be a UUID"))
+            errors.append(FieldError(f"{field}.id", "id must be a UUID"))
             continue
         if parsed in seen:
             errors.append(
-                Validation(
+                FieldError(
                     f"{field}.id", f"id {parsed} already referenced at api_keys[{seen[parsed]}]"
                 )
             )
@@ -447,16 +305,16 @@ def validate_patch(body: Mapping[str, object], provider_type: str | None = None)
     ``provider_type`` enables the type-specific settings checks; the API passes None
     first (before the lookup) and re-checks with :func:`settings_type_errors`.
     """
-    errors: list[Validation] = []
+    errors: list[FieldError] = []
     for key in body:
         if key == "type":
-            errors.append(Validation("type", "type cannot be changed"))
+            errors.append(FieldError("type", "type cannot be changed"))
         elif key == "name":
             errors.append(
-                Validation("name", "name cannot be changed; create a new provider instead")
+                FieldError("name", "name cannot be changed; create a new provider instead")
             )
         elif key not in PATCH_FIELDS:
-            errors.append(Validation(key, "unknown field"))
+            errors.append(FieldError(key, "unknown field"))
     if not body:
         raise ProviderInputError(EMPTY_PATCH)
 
@@ -464,18 +322,14 @@ def validate_patch(body: Mapping[str, object], provider_type: str | None = None)
     if "base_url" in body:
         problem = base_url_error(body["base_url"])
         if problem:
-            errors.append(Validation("base_url", problem))
+            errors.append(FieldError("base_url", problem))
         else:
             base_url = str(body["base_url"])
     display_name = _optional_str(errors, body, "display_name", MAX_DISPLAY_NAME_LENGTH)
     icon = _optional_str(errors, body, "icon", MAX_ICON_LENGTH)
     enabled = _optional_bool(errors, body, "enabled")
     mutations = _key_mutations(errors, body["api_keys"]) if "api_keys" in body else None
-    settings = (
-        _collect_settings_errors(errors, body["settings"], provider_type)
-        if "settings" in body
-        else None
-    )
+    settings = _settings(errors, body["settings"], provider_type) if "settings" in body else None
     if errors:
         raise ProviderInputError(INVALID_REQUEST, errors)
     return ProviderPatch(
@@ -494,13 +348,10 @@ __all__ = [
     "INVALID_ID_OR_NAME",
     "INVALID_REQUEST",
     "NAME_PATTERN_DETAIL",
-    "SETTINGS_FIELDS",
     "ProviderInputError",
     "base_url_error",
     "name_error",
     "parse_id_or_name",
-    "settings_type_errors",
     "validate_create",
     "validate_patch",
-    "validate_settings",
 ]
