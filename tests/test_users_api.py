@@ -108,7 +108,7 @@ class RecordingPubSub:
 
 def record_publishes(services: Services) -> RecordingPubSub:
     recorder = RecordingPubSub()
-    services.pubsub = recorder
+    services.pubsub.publish = recorder.publish  # type: ignore[method-assign]
     return recorder
 
 

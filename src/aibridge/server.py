@@ -17,6 +17,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
+from aibridge.admin.context import AdminContext
 from aibridge.admin.deps import current_actor, require_admin
 from aibridge.admin.errors import APIError, error_middleware
 from aibridge.admin.routes import add_admin_routes
@@ -364,7 +365,15 @@ def create_app(services: Services) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)
-    add_admin_routes(app)
+    add_admin_routes(
+        app,
+        AdminContext(
+            sessions=services.sessions,
+            pubsub=services.pubsub,
+            encryptor=services.encryptor,
+            authenticator=services.authenticator,
+        ),
+    )
     # Registered last: admin and health routes above take precedence.
     # ``[\s\S]``, not ``.``: a decoded "%0a" must reach the data plane (and its 400) too.
     app.router.add_route("*", r"/{name}/{tail:[\s\S]*}", data_plane)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from aibridge.actor import Actor
+from aibridge.admin.context import admin_context
 from aibridge.admin.errors import APIError, database_unavailable
 from aibridge.auth import AuthError, AuthUnavailable, extract_token
-from aibridge.services import SERVICES
 
 ACTOR_KEY = web.RequestKey("actor", Actor)
 
@@ -19,7 +19,7 @@ async def current_actor(request: web.Request) -> Actor:
         return cached
     token = extract_token(request.headers)
     try:
-        actor = await request.app[SERVICES].authenticator.authenticate(token)
+        actor = await admin_context(request).authenticator.authenticate(token)
     except AuthError as err:
         raise APIError(401, "Unauthorized.", str(err)) from err
     except AuthUnavailable as err:

@@ -10,10 +10,10 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from aibridge.actor import Actor
+from aibridge.admin.context import admin_context
 from aibridge.admin.deps import current_actor
 from aibridge.admin.errors import APIError, Validation
 from aibridge.httputil import json_response
-from aibridge.services import SERVICES
 from aibridge.store import interceptions as queries
 from aibridge.store.interceptions import GROUP_BY, MAX_LIMIT, InterceptionFilter
 
@@ -75,7 +75,7 @@ async def list_interceptions(request: web.Request) -> web.Response:
         except ValueError:
             errors.append(Validation("cursor", "not a cursor returned by this API"))
     _raise_if(errors)
-    async with request.app[SERVICES].sessions() as session:
+    async with admin_context(request).sessions() as session:
         page = await queries.list_interceptions(session, f, limit=limit, cursor=cursor)
     return json_response({"interceptions": page.items, "next_cursor": page.next_cursor})
 
@@ -90,7 +90,7 @@ async def get_usage(request: web.Request) -> web.Response:
     if group_by not in GROUP_BY:
         errors.append(Validation("group_by", f"must be one of: {', '.join(GROUP_BY)}"))
     _raise_if(errors)
-    async with request.app[SERVICES].sessions() as session:
+    async with admin_context(request).sessions() as session:
         rows = await queries.usage(session, group_by, f)
     return json_response({"group_by": group_by, "rows": rows})
 

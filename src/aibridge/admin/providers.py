@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from aibridge.admin.context import admin_context
 from aibridge.admin.deps import require_admin
 from aibridge.admin.errors import APIError, Validation, not_found, read_json_object
 from aibridge.httputil import json_response
@@ -26,7 +27,6 @@ from aibridge.providers.validation import (
     validate_create,
     validate_patch,
 )
-from aibridge.services import SERVICES
 from aibridge.store import providers as store
 from aibridge.store.crypto import Encryptor
 from aibridge.store.pubsub import PROVIDERS_CHANGED, publish_quietly
@@ -93,24 +93,24 @@ async def resolve(
 async def list_providers(request: web.Request) -> web.Response:
     """GET /api/v1/providers: live providers (enabled and disabled) ordered by name."""
     await require_admin(request)
-    services = request.app[SERVICES]
-    async with services.sessions() as session:
-        records = await store.list_providers(session, services.encryptor)
+    admin = admin_context(request)
+    async with admin.sessions() as session:
+        records = await store.list_providers(session, admin.encryptor)
     return json_response([provider_json(r) for r in records])
 
 
 async def create_provider(request: web.Request) -> web.Response:
     """POST /api/v1/providers: 201 with the new provider, 409 on a live duplicate name."""
     actor = await require_admin(request)
-    services = request.app[SERVICES]
+    admin = admin_context(request)
     body = await read_json_object(request)
     try:
         spec = validate_create(body)
     except ProviderInputError as err:
         raise input_error(err) from err
     try:
-        async with services.sessions() as session, session.begin():
-            record = await store.create_provider(session, services.encryptor, spec)
+        async with admin.sessions() as session, session.begin():
+            record = await store.create_provider(session, admin.encryptor, spec)
             store.audit_created(
                 session, record, actor_id=actor.user_id, actor_username=actor.username
             )
@@ -118,7 +118,7 @@ async def create_provider(request: web.Request) -> web.Response:
         raise APIError(
             409, str(err), "choose another name or delete the existing provider"
         ) from err
-    await publish_quietly(services.pubsub, PROVIDERS_CHANGED)
+    await publish_quietly(admin.pubsub, PROVIDERS_CHANGED)
     return json_response(provider_json(record), status=201)
 
 
@@ -126,9 +126,9 @@ async def get_provider(request: web.Request) -> web.Response:
     """GET /api/v1/providers/{id_or_name}."""
     await require_admin(request)
     ref = _reference(request)
-    services = request.app[SERVICES]
-    async with services.sessions() as session:
-        record = await resolve(session, services.encryptor, ref)
+    admin = admin_context(request)
+    async with admin.sessions() as session:
+        record = await resolve(session, admin.encryptor, ref)
     return json_response(provider_json(record))
 
 
@@ -137,20 +137,20 @@ async def update_provider(request: web.Request) -> web.Response:
     complete post-patch key set; ``settings`` replaces (null clears)."""
     actor = await require_admin(request)
     ref = _reference(request)
-    services = request.app[SERVICES]
+    admin = admin_context(request)
     body = await read_json_object(request)
     try:
         patch = validate_patch(body)
     except ProviderInputError as err:
         raise input_error(err) from err
     try:
-        async with services.sessions() as session, session.begin():
-            record = await resolve(session, services.encryptor, ref)
+        async with admin.sessions() as session, session.begin():
+            record = await resolve(session, admin.encryptor, ref)
             if patch.settings_set:
                 problems = settings_type_errors(patch.settings, record.type)
                 if problems:
                     raise APIError(400, INVALID_REQUEST, validations=validations(problems))
-            change = await store.update_provider(session, services.encryptor, record.id, patch)
+            change = await store.update_provider(session, admin.encryptor, record.id, patch)
             store.audit_updated(
                 session, change, actor_id=actor.user_id, actor_username=actor.username
             )
@@ -158,7 +158,7 @@ async def update_provider(request: web.Request) -> web.Response:
         raise not_found("AI provider") from err
     except store.UnknownProviderKeyError as err:
         raise APIError(400, UNKNOWN_KEY_MESSAGE, str(err)) from err
-    await publish_quietly(services.pubsub, PROVIDERS_CHANGED)
+    await publish_quietly(admin.pubsub, PROVIDERS_CHANGED)
     return json_response(provider_json(change.after))
 
 
@@ -166,14 +166,14 @@ async def delete_provider(request: web.Request) -> web.Response:
     """DELETE /api/v1/providers/{id_or_name}: soft delete, 204 with an empty body."""
     actor = await require_admin(request)
     ref = _reference(request)
-    services = request.app[SERVICES]
-    async with services.sessions() as session, session.begin():
-        record = await resolve(session, services.encryptor, ref)
+    admin = admin_context(request)
+    async with admin.sessions() as session, session.begin():
+        record = await resolve(session, admin.encryptor, ref)
         if not await store.delete_provider(session, record.id):
             # Deleted by someone else between the lookup and the write.
             raise not_found("AI provider")
         store.audit_deleted(session, record, actor_id=actor.user_id, actor_username=actor.username)
-    await publish_quietly(services.pubsub, PROVIDERS_CHANGED)
+    await publish_quietly(admin.pubsub, PROVIDERS_CHANGED)
     return web.Response(status=204)
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 from aiohttp import web
 
 from aibridge.admin import interceptions, openapi, providers, users
+from aibridge.admin.context import ADMIN, AdminContext
 
 
-def add_admin_routes(app: web.Application) -> None:
-    """Register the admin API on ``app``."""
+def add_admin_routes(app: web.Application, context: AdminContext) -> None:
+    """Register the admin API on ``app``, serving from ``context``."""
+    app[ADMIN] = context
     providers.add_routes(app)
     users.add_routes(app)
     interceptions.add_routes(app)

@@ -24,10 +24,10 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aibridge.actor import Actor
+from aibridge.admin.context import AdminContext, admin_context
 from aibridge.admin.deps import current_actor, require_admin
 from aibridge.admin.errors import APIError, Validation, read_json_object
 from aibridge.httputil import json_response
-from aibridge.services import SERVICES, Services
 from aibridge.store import users as repo
 from aibridge.store.audit import add_audit
 from aibridge.store.models import User
@@ -35,10 +35,6 @@ from aibridge.store.pubsub import API_KEYS_CHANGED, publish_quietly
 from aibridge.store.types import utcnow
 
 MAX_EXPIRES_IN_DAYS = 3650
-
-
-def _services(request: web.Request) -> Services:
-    return request.app[SERVICES]
 
 
 def _check_fields(body: dict[str, object], allowed: tuple[str, ...]) -> list[Validation]:
@@ -77,8 +73,8 @@ async def _require_user(session: AsyncSession, ref: str) -> User:
     return user
 
 
-async def _load_user(services: Services, ref: str) -> User:
-    async with services.sessions() as session:
+async def _load_user(admin: AdminContext, ref: str) -> User:
+    async with admin.sessions() as session:
         return await _require_user(session, ref)
 
 
@@ -92,7 +88,7 @@ def _audit(session: AsyncSession, actor: Actor, **kwargs: Any) -> None:
 async def list_users(request: web.Request) -> web.Response:
     """``GET /api/v1/users``: every user, ordered by username."""
     await require_admin(request)
-    async with _services(request).sessions() as session:
+    async with admin_context(request).sessions() as session:
         users = await repo.list_users(session)
     return json_response([repo.user_as_dict(u) for u in users])
 
@@ -109,9 +105,9 @@ async def create_user(request: web.Request) -> web.Response:
     role = _collect(body, "role", repo.validate_role, validations)
     if validations:
         raise _invalid("Invalid user request.", validations)
-    services = _services(request)
+    admin = admin_context(request)
     try:
-        async with services.sessions() as session, session.begin():
+        async with admin.sessions() as session, session.begin():
             user = await repo.create_user(session, username, email or "", role or "member")
             _audit(
                 session,
@@ -131,7 +127,7 @@ async def create_user(request: web.Request) -> web.Response:
 async def get_user(request: web.Request) -> web.Response:
     """``GET /api/v1/users/{id_or_username}``."""
     await require_admin(request)
-    user = await _load_user(_services(request), request.match_info["user"])
+    user = await _load_user(admin_context(request), request.match_info["user"])
     return json_response(repo.user_as_dict(user))
 
 
@@ -154,10 +150,10 @@ async def update_user(request: web.Request) -> web.Response:
         raise _invalid("Invalid user request.", validations)
     if not any(f in body for f in allowed):
         raise APIError(400, "At least one field must be provided.", f"send any of {allowed}")
-    services = _services(request)
+    admin = admin_context(request)
     ref = request.match_info["user"]
     try:
-        async with services.sessions() as session, session.begin():
+        async with admin.sessions() as session, session.begin():
             user = await _require_user(session, ref)
             changes = await repo.update_user(session, user, email=email, role=role, status=status)
             if changes:
@@ -166,8 +162,8 @@ async def update_user(request: web.Request) -> web.Response:
         raise APIError(400, "Cannot remove the last active admin.", str(err)) from err
     if "role" in changes or "status" in changes:
         # Cached actors carry role and status: drop them here now, elsewhere via pub/sub.
-        services.authenticator.invalidate_user(user.id)
-        await publish_quietly(services.pubsub, API_KEYS_CHANGED, f"user:{user.id}".encode())
+        admin.authenticator.invalidate_user(user.id)
+        await publish_quietly(admin.pubsub, API_KEYS_CHANGED, f"user:{user.id}".encode())
     return json_response(repo.user_as_dict(user))
 
 
@@ -223,9 +219,9 @@ def _parse_expiry(body: dict[str, object], validations: list[Validation]) -> dat
 async def list_user_keys(request: web.Request) -> web.Response:
     """``GET /api/v1/users/{id_or_username}/keys``: never includes secrets or hashes."""
     await require_admin(request)
-    services = _services(request)
-    user = await _load_user(services, request.match_info["user"])
-    async with services.sessions() as session:
+    admin = admin_context(request)
+    user = await _load_user(admin, request.match_info["user"])
+    async with admin.sessions() as session:
         keys = await repo.list_keys(session, user)
     return json_response([k.as_dict() for k in keys])
 
@@ -239,15 +235,15 @@ async def create_user_key(request: web.Request) -> web.Response:
     expires_at = _parse_expiry(body, validations)
     if validations:
         raise _invalid("Invalid API key request.", validations)
-    services = _services(request)
+    admin = admin_context(request)
     ref = request.match_info["user"]
-    async with services.sessions() as session, session.begin():
+    async with admin.sessions() as session, session.begin():
         user = await _require_user(session, ref)
         key, token = await repo.create_key(session, user, name or "", expires_at)
         _audit(session, actor, **repo.key_created_audit(user, key))
     # Authenticators remember which key ids exist: tell them about this one.
-    services.authenticator.invalidate(key.id)
-    await publish_quietly(services.pubsub, API_KEYS_CHANGED, key.id.encode())
+    admin.authenticator.invalidate(key.id)
+    await publish_quietly(admin.pubsub, API_KEYS_CHANGED, key.id.encode())
     info = repo.KeyInfo.from_row(key).as_dict()
     info["token"] = token
     return json_response(info, status=201)
@@ -257,9 +253,9 @@ async def revoke_user_key(request: web.Request) -> web.Response:
     """``DELETE /api/v1/users/{id_or_username}/keys/{key_id}`` → 204 (also when already
     revoked); the key stops working at once on every replica."""
     actor = await require_admin(request)
-    services = _services(request)
+    admin = admin_context(request)
     ref, key_id = request.match_info["user"], request.match_info["key_id"]
-    async with services.sessions() as session, session.begin():
+    async with admin.sessions() as session, session.begin():
         user = await _require_user(session, ref)
         try:
             info, changed = await repo.revoke_key(session, key_id, user)
@@ -267,24 +263,24 @@ async def revoke_user_key(request: web.Request) -> web.Response:
             raise APIError(404, "API key not found.", str(err)) from err
         if changed:
             _audit(session, actor, **repo.key_revoked_audit(info, user.username))
-    services.authenticator.invalidate(key_id)
+    admin.authenticator.invalidate(key_id)
     if changed:
-        await publish_quietly(services.pubsub, API_KEYS_CHANGED, key_id.encode())
+        await publish_quietly(admin.pubsub, API_KEYS_CHANGED, key_id.encode())
     return web.Response(status=204)
 
 
 # --- me ---------------------------------------------------------------------------
 
 
-async def _me(request: web.Request) -> tuple[Services, User]:
+async def _me(request: web.Request) -> tuple[AdminContext, User]:
     actor = await current_actor(request)
-    services = _services(request)
-    async with services.sessions() as session:
+    admin = admin_context(request)
+    async with admin.sessions() as session:
         user = await repo.get_user(session, actor.user_id)
     if user is None:
         # Deleted between authentication and now.
         raise APIError(401, "Unauthorized.", "the user of this API key no longer exists")
-    return services, user
+    return admin, user
 
 
 async def get_me(request: web.Request) -> web.Response:
@@ -298,8 +294,8 @@ async def get_me(request: web.Request) -> web.Response:
 
 async def list_my_keys(request: web.Request) -> web.Response:
     """``GET /api/v1/me/keys``: the caller's own keys, without secrets."""
-    services, user = await _me(request)
-    async with services.sessions() as session:
+    admin, user = await _me(request)
+    async with admin.sessions() as session:
         keys = await repo.list_keys(session, user)
     return json_response([k.as_dict() for k in keys])
 

@@ -1,0 +1,37 @@
+"""What the admin API needs from the running gateway, and the app key it lives under.
+
+The admin API is handed this narrow context rather than the gateway's whole set of
+services, so it depends on the store, pub/sub and authentication only (never on the
+bridge pool, the reloader or the server that assembles them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from aibridge.auth import Authenticator
+from aibridge.store.crypto import Encryptor
+from aibridge.store.pubsub import PubSub
+
+
+@dataclass(frozen=True, slots=True)
+class AdminContext:
+    """Database sessions, pub/sub (change hints), the encryptor of stored secrets (None:
+    stored in plain text) and the authenticator (callers, and cache invalidation)."""
+
+    sessions: async_sessionmaker[AsyncSession]
+    pubsub: PubSub
+    encryptor: Encryptor | None
+    authenticator: Authenticator
+
+
+ADMIN = web.AppKey("admin", AdminContext)
+"""The app key of the admin API's :class:`AdminContext` (set by :func:`add_admin_routes`)."""
+
+
+def admin_context(request: web.Request) -> AdminContext:
+    """The admin API's context of the app serving ``request``."""
+    return request.app[ADMIN]
