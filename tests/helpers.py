@@ -15,8 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aibridge.clock import Clock
 from aibridge.config import Settings
-from aibridge.server import create_app, create_runner, running_services
-from aibridge.services import Services
+from aibridge.server import Services, create_app, create_runner, running_services
 
 
 class GatewayTestServer(TestServer):

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from aibridge.services import Services
+from aibridge.server import Services
 from aibridge.store.models import (
     Interception,
     ModelThought,

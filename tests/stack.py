@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient
 
 from aibridge.clock import Clock
 from aibridge.fakellm import FakeLLM
-from aibridge.services import Services
+from aibridge.server import Services
 from tests.helpers import gateway
 
 TIMEOUT = 15.0

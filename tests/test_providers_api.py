@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy import select, text
 
 from aibridge.secrets_mask import mask_secret
-from aibridge.services import Services
+from aibridge.server import Services
 from aibridge.store import config_version
 from aibridge.store import providers as repo
 from aibridge.store.crypto import EncryptionKeyError

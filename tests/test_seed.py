@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aibridge.providers.seed import seed_providers_from_env
-from aibridge.services import Services
+from aibridge.server import Services
 from aibridge.store import providers as repo
 from aibridge.store.crypto import EncryptionKeyError, Encryptor
 from aibridge.store.db import create_engine, migrate, session_factory

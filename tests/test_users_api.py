@@ -14,7 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from sqlalchemy import select, update
 
-from aibridge.services import Services
+from aibridge.server import Services
 from aibridge.store import users as repo
 from aibridge.store.db import create_engine, migrate, session_factory
 from aibridge.store.models import ApiKey, AuditLog, User

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -16,6 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aibridge.config import Settings
+from aibridge.server.runner import run
 from aibridge.store.crypto import EncryptionKeyError, Encryptor
 from aibridge.store.db import create_engine, migrate, session_factory
 
@@ -49,16 +49,6 @@ def load_settings(**overrides: Any) -> Settings:
             field = ".".join(str(p) for p in err["loc"])
             click.echo(f"error: invalid setting {field}: {err['msg']}", err=True)
         sys.exit(2)
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine on a fresh event loop (uvloop when available)."""
-    try:
-        import uvloop
-
-        return uvloop.run(coro)
-    except ImportError:  # pragma: no cover - uvloop missing on this platform
-        return asyncio.run(coro)
 
 
 def fail(message: str, code: int = 1) -> None:

@@ -2,66 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import signal
 import sys
 
 import click
-from aiohttp import web
 
 from aibridge.cli import main
 from aibridge.cli.common import async_command, database_option, fail, load_settings, run
 from aibridge.config import Settings
 from aibridge.secrets_mask import mask_url
-from aibridge.server import create_app, create_runner, running_services, tune_gc
+from aibridge.server import StartupError, running_services, serve_forever
+from aibridge.server.workers import run_workers
 from aibridge.store.crypto import EncryptionKeyError
 from aibridge.store.db import create_engine, migrate, migration_status
 from aibridge.telemetry import setup_logging
-from aibridge.workers import run_workers
-
-log = logging.getLogger("aibridge")
-
-
-async def serve_forever(
-    settings: Settings,
-    stop: asyncio.Event | None = None,
-    *,
-    reuse_port: bool = False,
-    worker: int = 0,
-) -> None:
-    """Run the gateway until SIGINT/SIGTERM (or ``stop`` is set); ``worker`` is the
-    worker index under ``--workers N``."""
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    async with running_services(settings, worker=worker) as services:
-        app = create_app(services)
-        tune_gc()
-        # Cancelling the handler when the client goes away tears down the upstream
-        # request at once: the gateway pays for every token it keeps reading.
-        runner = create_runner(
-            app, settings, access_log=None, handle_signals=False, handler_cancellation=True
-        )
-        await runner.setup()
-        host, port = settings.listen_address()
-        site = web.TCPSite(runner, host, port, reuse_address=True, reuse_port=reuse_port or None)
-        try:
-            await site.start()
-        except OSError as exc:
-            await runner.cleanup()
-            fail(f"cannot listen on {settings.listen}: {exc.strerror}; choose another --listen")
-        log.info(
-            "aibridge listening",
-            extra={
-                "listen": f"http://{host}:{port}",
-                "database": mask_url(settings.resolved_database_url()),
-            },
-        )
-        await stop.wait()
-        log.info("shutting down")
-        await runner.cleanup()
 
 
 @main.command()
@@ -124,7 +77,7 @@ def serve(
             run(prepare(settings))
             sys.exit(run_workers(settings))
         run(serve_forever(settings))
-    except EncryptionKeyError as exc:
+    except (EncryptionKeyError, StartupError) as exc:
         fail(str(exc))
 
 

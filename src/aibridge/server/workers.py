@@ -14,11 +14,14 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import signal
+import sys
 import time
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
 from aibridge.config import Settings
+from aibridge.server.runner import StartupError, run, serve_forever
+from aibridge.telemetry import setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +31,6 @@ STARTUP_GRACE = 5.0
 
 
 def _worker_main(settings_json: str, index: int) -> None:
-    # Imported here: the worker is a fresh interpreter (spawn), nothing is inherited.
-    from aibridge.cli.common import run
-    from aibridge.cli.serve import serve_forever
-    from aibridge.telemetry import setup_logging
-
     settings = Settings.model_validate_json(settings_json)
     setup_logging(
         settings.log_level,
@@ -40,7 +38,12 @@ def _worker_main(settings_json: str, index: int) -> None:
         bad_request_log_interval=settings.bad_request_log_interval,
     )
     logging.getLogger(__name__).info("worker starting", extra={"worker": index})
-    run(serve_forever(settings.for_workers(), reuse_port=True, worker=index))
+    try:
+        run(serve_forever(settings.for_workers(), reuse_port=True, worker=index))
+    except StartupError as exc:
+        # As ``aibridge serve`` reports it; the exit code stops the supervisor.
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
 
 
 def run_workers(settings: Settings) -> int:

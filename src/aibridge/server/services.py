@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -12,29 +12,31 @@ from aibridge.bridge import RequestBridge
 from aibridge.config import Settings
 from aibridge.pool import CachedBridgePool
 from aibridge.providers.http import UpstreamSessions
-from aibridge.recording.writer import Recorder
+from aibridge.recording import Recorder
 from aibridge.reload import ProviderReloader
 from aibridge.store.crypto import Encryptor
 from aibridge.store.pubsub import PubSub
 from aibridge.telemetry import GatewayMetrics
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class Services:
-    """Database, pub/sub, authentication and crypto handles for one process."""
+    """Every running component of one gateway process, once all of them have started
+    (:func:`aibridge.server.startup.running_services` builds it; nothing is filled in
+    later). ``encryptor`` is None when no ``AIBRIDGE_ENCRYPTION_KEY`` is configured."""
 
     settings: Settings
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     pubsub: PubSub
+    encryptor: Encryptor | None
     authenticator: Authenticator
-    encryptor: Encryptor | None = None
-    recorder: Recorder | None = None
-    upstream: UpstreamSessions | None = None
-    reloader: ProviderReloader | None = None
-    pool: CachedBridgePool[RequestBridge] | None = None
-    metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
-    extras: dict[str, object] = field(default_factory=dict)
+    metrics: GatewayMetrics
+    upstream: UpstreamSessions
+    recorder: Recorder
+    pool: CachedBridgePool[RequestBridge]
+    reloader: ProviderReloader
 
 
 SERVICES = web.AppKey("services", Services)
+"""The app key of the gateway's :class:`Services`."""

@@ -1,0 +1,36 @@
+"""The gateway's aiohttp application: health and metrics, the admin API, the data plane."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from aibridge.admin.context import AdminContext
+from aibridge.admin.errors import error_middleware
+from aibridge.admin.routes import add_admin_routes
+from aibridge.server.dataplane import data_plane
+from aibridge.server.health import healthz, metrics_endpoint, readyz
+from aibridge.server.services import SERVICES, Services
+
+
+def create_app(services: Services) -> web.Application:
+    """The gateway's aiohttp application."""
+    app = web.Application(
+        middlewares=[error_middleware], client_max_size=services.settings.max_body_bytes
+    )
+    app[SERVICES] = services
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_endpoint)
+    add_admin_routes(
+        app,
+        AdminContext(
+            sessions=services.sessions,
+            pubsub=services.pubsub,
+            encryptor=services.encryptor,
+            authenticator=services.authenticator,
+        ),
+    )
+    # Registered last: admin and health routes above take precedence.
+    # ``[\s\S]``, not ``.``: a decoded "%0a" must reach the data plane (and its 400) too.
+    app.router.add_route("*", r"/{name}/{tail:[\s\S]*}", data_plane)
+    return app

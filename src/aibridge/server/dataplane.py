@@ -1,0 +1,70 @@
+"""The data plane: ``/{provider}/…`` requests, authenticated, then handed to a bridge."""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import unquote
+
+from aiohttp import web
+
+from aibridge.auth import AuthError, AuthUnavailable, extract_token
+from aibridge.httputil import route_not_supported
+from aibridge.intercept.errors import error_response, family_for_request
+from aibridge.pool import BridgeBuildError, PoolShuttingDown, RetryLimitExceeded
+from aibridge.server.services import SERVICES
+from aibridge.store.models import RESERVED_PROVIDER_NAMES
+
+log = logging.getLogger(__name__)
+
+
+async def data_plane(request: web.Request) -> web.StreamResponse:
+    """``/{provider}/…``: authenticate the gateway key, then hand over to a bridge.
+
+    The key is checked before the name is looked up, and an authentication failure is
+    shaped after the request, not the provider row: without a valid key, a provider
+    name that does not exist gets the very same answer as one that does.
+    """
+    services = request.app[SERVICES]
+    name, tail = split_path(request)
+    if name in RESERVED_PROVIDER_NAMES:
+        return route_not_supported(request)
+    # BYOK: the gateway key travels in X-AIBridge-Token and the client's own provider
+    # credential stays in Authorization / X-Api-Key. A blank X-AIBridge-Token is no
+    # BYOK request: the key in Authorization is then the gateway key (stripped).
+    byok_token = request.headers.get("X-AIBridge-Token", "").strip()
+    token = byok_token or extract_token(request.headers)
+    try:
+        actor = await services.authenticator.authenticate(token)
+    except AuthError as err:
+        return error_response(family_for_request(tail, request.headers), 401, f"aibridge: {err}")
+    except AuthUnavailable as err:
+        return error_response(family_for_request(tail, request.headers), 503, f"aibridge: {err}")
+    assert services.pool is not None
+    provider = services.pool.snapshot.get(name)
+    if provider is None:
+        return route_not_supported(request)
+    byok = bool(byok_token)
+    try:
+        async with services.pool.acquire(actor) as bridge:
+            return await bridge.handle(request, name, tail, byok=byok)
+    except PoolShuttingDown:
+        return error_response(provider.family, 503, "aibridge is shutting down; retry shortly")
+    except (BridgeBuildError, RetryLimitExceeded) as exc:
+        log.error("could not build a request bridge", extra={"error": str(exc)})
+        return error_response(
+            provider.family, 503, "aibridge could not prepare this request; retry"
+        )
+
+
+def split_path(request: web.Request) -> tuple[str, str]:
+    """The provider name (decoded) and the path after it exactly as sent.
+
+    Taken from the raw path: aiohttp's ``match_info`` is already percent-decoded, so an
+    encoded ``/`` would have become a separator and hidden what was encoded.
+    """
+    raw = request.rel_url.raw_path
+    cut = raw.find("/", 1)
+    if cut < 0:
+        cut = len(raw)
+    name = raw[1:cut]
+    return (unquote(name) if "%" in name else name), (raw[cut:] or "/")

@@ -1,0 +1,184 @@
+"""Start-up of one gateway process: every component, in order, on one exit stack."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
+from typing import Any
+
+from aibridge.auth import Authenticator
+from aibridge.bridge import RequestBridge
+from aibridge.clock import Clock
+from aibridge.config import Settings
+from aibridge.files import private_dir
+from aibridge.pool import CachedBridgePool, request_bridge_builder
+from aibridge.providers.http import UpstreamSessions
+from aibridge.providers.keypool import KeyPoolStateCollector
+from aibridge.providers.seed import seed_providers_from_env
+from aibridge.recording import Recorder
+from aibridge.reload import ProviderReloader, ReloadMetrics
+from aibridge.secrets_mask import mask_url
+from aibridge.server.components import Component, Components
+from aibridge.server.services import Services
+from aibridge.store import users
+from aibridge.store.crypto import Encryptor
+from aibridge.store.db import create_engine, migrate, session_factory
+from aibridge.store.pubsub import API_KEYS_CHANGED, InProcessPubSub, PubSub
+from aibridge.store.seed import check_encryption
+from aibridge.telemetry import GatewayMetrics
+
+log = logging.getLogger(__name__)
+
+
+async def make_pubsub(database_url: str) -> PubSub:
+    """PostgreSQL LISTEN/NOTIFY for PostgreSQL deployments, in-process otherwise."""
+    if database_url.startswith("postgresql"):
+        from aibridge.store.pubsub_pg import PostgresPubSub
+
+        ps = PostgresPubSub(database_url.replace("postgresql+asyncpg://", "postgresql://", 1))
+        await ps.start()
+        return ps
+    return InProcessPubSub()
+
+
+@asynccontextmanager
+async def running_services(
+    settings: Settings,
+    *,
+    environ: Mapping[str, str] | None = None,
+    announce: Callable[[str], None] = print,
+    clock: Clock | None = None,
+    recorder_options: Mapping[str, Any] | None = None,
+    worker: int = 0,
+) -> AsyncIterator[Services]:
+    """Open the database (migrating it), pub/sub and authenticator; bootstrap on first
+    start (first admin key, providers seeded from the environment); close on exit.
+
+    Every component is started through :class:`~aibridge.server.components.Components`;
+    shutdown stops them in reverse order of their start: the provider reloader, the
+    bridge pool (draining requests in flight), the authenticator (last-used times), the
+    recorder (its queue goes to the database or the spill file), pub/sub, upstream
+    sessions, the engine. Each stop is its own guarded, time-bounded step, so one that
+    fails or hangs (the database is down) never keeps the others, the recorder above
+    all, from running.
+
+    ``clock`` drives provider key cooldowns and circuit breakers (tests pass a
+    ``FakeClock``); ``recorder_options`` are :class:`Recorder` knobs (queue size, timeouts).
+    ``worker`` is the worker index under ``serve --workers N``: the recorder's preferred
+    journal slot, part of the replica identity stamped on interceptions.
+    """
+    url = settings.resolved_database_url()
+    # Before the database: the default SQLite file lives in the data dir.
+    private_dir(settings.data_dir)
+    log.info("opening database", extra={"database": mask_url(url)})
+    async with AsyncExitStack() as stack:
+        components = Components(stack)
+
+        engine = create_engine(url)
+        await components.start(
+            Component("database engine", start=partial(migrate, engine), stop=engine.dispose)
+        )
+        sessions = session_factory(engine)
+        upstream = UpstreamSessions(
+            max_body_bytes=settings.max_upstream_body_bytes,
+            max_error_bytes=settings.max_upstream_error_bytes,
+        )
+        await components.start(Component("upstream sessions", stop=upstream.close))
+        encryptor = Encryptor(settings.encryption_key) if settings.encryption_key else None
+        await check_encryption(sessions, encryptor)
+
+        pubsub = await make_pubsub(url)
+        await components.start(Component("pub/sub", stop=pubsub.close))
+        authenticator = Authenticator(sessions, ttl=settings.auth_cache_ttl)
+        unsubscribe = await pubsub.subscribe(API_KEYS_CHANGED, authenticator.on_keys_changed)
+        await components.start(Component("key-change subscription", stop=unsubscribe))
+
+        metrics = GatewayMetrics(max_models=settings.metrics_max_models)
+        recorder = Recorder.for_database(
+            sessions,
+            settings.data_dir,
+            worker=worker,
+            registry=metrics.registry,
+            **(recorder_options or {}),
+        )
+        # Bounded by its own close timeout; stopped after the pool has drained requests.
+        await components.start(
+            Component("recorder", start=recorder.start, stop=recorder.close, stop_timeout=None)
+        )
+        # Its stop writes last-used times, bounded by its own flush timeout.
+        await components.start(
+            Component(
+                "authenticator",
+                start=authenticator.start,
+                stop=authenticator.stop,
+                stop_timeout=None,
+            )
+        )
+
+        token = await users.ensure_first_admin(sessions)
+        if token is not None:
+            announce(
+                "Created the first admin user 'admin'. Its API key is shown once:\n\n"
+                f"    {token}\n\n"
+                "Create more users with `aibridge users create NAME [--admin]` and keys with "
+                "`aibridge keys create --user NAME`."
+            )
+        env = os.environ if environ is None else environ
+        await seed_providers_from_env(sessions, encryptor, pubsub, env)
+
+        pool: CachedBridgePool[RequestBridge] = CachedBridgePool(
+            request_bridge_builder(
+                recorder,
+                upstream,
+                max_body_bytes=settings.max_body_bytes,
+                metrics=metrics,
+            ),
+            None,
+            max_items=settings.pool_max_items,
+            ttl=settings.pool_ttl,
+            retirement_timeout=settings.bridge_retirement_timeout,
+            registry=metrics.registry,
+        )
+        # Scrape-time key counts of the live snapshot (aibridge_key_pool_state).
+        metrics.registry.register(KeyPoolStateCollector(pool.key_pools))
+        # Drains in-flight requests before the recorder and upstream sessions close;
+        # bounded by the retirement timeout.
+        await components.start(
+            Component(
+                "request bridge pool",
+                start=pool.start,
+                stop=partial(pool.shutdown, timeout=settings.bridge_retirement_timeout),
+                stop_timeout=None,
+            )
+        )
+
+        reloader = ProviderReloader(
+            sessions,
+            encryptor,
+            pubsub,
+            pool.replace_providers,
+            reconcile_interval=settings.reconcile_interval,
+            clock=clock,
+            metrics=ReloadMetrics(
+                metrics.registry, keypool=metrics.keypool, breakers=metrics.breakers
+            ),
+        )
+        await components.start(
+            Component("provider reloader", start=reloader.start, stop=reloader.stop)
+        )
+        yield Services(
+            settings=settings,
+            engine=engine,
+            sessions=sessions,
+            pubsub=pubsub,
+            encryptor=encryptor,
+            authenticator=authenticator,
+            metrics=metrics,
+            upstream=upstream,
+            recorder=recorder,
+            pool=pool,
+            reloader=reloader,
+        )
