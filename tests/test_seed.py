@@ -146,6 +146,16 @@ async def test_seed_skips_invalid_base_url(
     assert ANTHROPIC_KEY not in caplog.text and OPENAI_KEY not in caplog.text
 
 
+async def test_seed_never_logs_the_credentials_of_a_refused_base_url(
+    db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    env = {"OPENAI_API_KEY": OPENAI_KEY, "OPENAI_BASE_URL": "https://u:pw-s3cret@llm.example/v1"}
+    async with gateway(db_url, tmp_path) as (_client, services):
+        assert await seed(services, env) == []
+    assert "OPENAI_BASE_URL" in caplog.text and "must not contain credentials" in caplog.text
+    assert "pw-s3cret" not in caplog.text
+
+
 async def test_concurrent_seeding_creates_one_row_per_name(db_url: str, tmp_path: Path) -> None:
     async with gateway(db_url, tmp_path) as (_client, services):
         # Three "replicas": separate engines (connections) on the same database.

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aibridge.providers.validation import base_url_error
+from aibridge.secrets_mask import mask_url
 from aibridge.store import providers as store
 from aibridge.store.crypto import Encryptor
 from aibridge.store.pubsub import PROVIDERS_CHANGED, PubSub, publish_quietly
@@ -64,7 +65,8 @@ def _wanted(env: Mapping[str, str]) -> list[store.ProviderSpec]:
                 "provider with `aibridge providers create`",
                 item.name,
                 item.url_var,
-                base_url,
+                # An invalid URL may be one that carries credentials: never log those.
+                mask_url(base_url),
                 problem,
             )
             continue
