@@ -5,7 +5,7 @@ instance identity, exact cache counters, "pool shutting down", no join of a stal
 no deadlock between replace and shutdown. Time is a :class:`FakeClock`; builds are parked
 on events; every await that could hang is bounded by ``asyncio.timeout``.
 
-The helpers here (fake bridge, fake MCP, harness) are shared with ``test_pool_internal``.
+The helpers here (fake bridge, harness) are shared with ``test_pool_internal``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from aibridge.clock import FakeClock
 from aibridge.pool import (
     BridgeKey,
     CachedBridgePool,
-    MCPProxier,
     PoolHooks,
     PoolShuttingDown,
     request_bridge_builder,
@@ -63,12 +62,11 @@ class FakeBridge:
 
     serial = 0
 
-    def __init__(self, key: BridgeKey, snapshot: ProviderSnapshot, mcp: MCPProxier | None):
+    def __init__(self, key: BridgeKey, snapshot: ProviderSnapshot):
         FakeBridge.serial += 1
         self.id = FakeBridge.serial
         self.key = key
         self.snapshot = snapshot
-        self.mcp = mcp
         self.gate = AdmissionGate()
         self.retire_calls = 0
         self.shutdown_calls = 0
@@ -100,54 +98,26 @@ class FakeBridge:
         return f"FakeBridge#{self.id}({self.key}, gen={self.snapshot.generation})"
 
 
-class FakeMCP:
-    """An MCP proxier that counts init/shutdown calls."""
-
-    def __init__(self, init_error: Exception | None = None) -> None:
-        self.init_calls = 0
-        self.shutdown_calls = 0
-        self.init_error = init_error
-
-    async def init(self) -> None:
-        self.init_calls += 1
-        if self.init_error is not None:
-            raise self.init_error
-
-    async def shutdown(self) -> None:
-        self.shutdown_calls += 1
-
-
 class Harness:
-    """Builder and MCP factory for a pool of :class:`FakeBridge`, recording every call."""
+    """Builder for a pool of :class:`FakeBridge`, recording every bridge it built."""
 
     def __init__(self) -> None:
         self.bridges: list[FakeBridge] = []
-        self.proxiers: list[FakeMCP] = []
-        self.mcp_builds = 0
         self.build_error: BaseException | None = None
         # Awaited inside the builder when set (to park a build at a precise point).
         self.in_builder: Callable[[BridgeKey, ProviderSnapshot], Awaitable[None]] | None = None
 
-    async def mcp_factory(self, key: BridgeKey, actor: Actor) -> MCPProxier | None:
-        self.mcp_builds += 1
-        proxier = FakeMCP()
-        self.proxiers.append(proxier)
-        return proxier
-
-    async def build(
-        self, key: BridgeKey, actor: Actor, snapshot: ProviderSnapshot, *, mcp: MCPProxier | None
-    ) -> FakeBridge:
+    async def build(self, key: BridgeKey, actor: Actor, snapshot: ProviderSnapshot) -> FakeBridge:
         if self.in_builder is not None:
             await self.in_builder(key, snapshot)
         if self.build_error is not None:
             raise self.build_error
-        bridge = FakeBridge(key, snapshot, mcp)
+        bridge = FakeBridge(key, snapshot)
         self.bridges.append(bridge)
         return bridge
 
     def pool(self, **kwargs: Any) -> CachedBridgePool[FakeBridge]:
         """A pool over this harness; no background sweeper unless asked for."""
-        kwargs.setdefault("mcp_factory", self.mcp_factory)
         kwargs.setdefault("sweep_interval", None)
         kwargs.setdefault("clock", FakeClock())
         kwargs.setdefault("registry", CollectorRegistry())
@@ -186,28 +156,27 @@ async def test_pool() -> None:
         user1, user2 = uuid.uuid4(), uuid.uuid4()
         key1, key2 = uuid.uuid4().hex, uuid.uuid4().hex
 
-        # First acquire for a user builds a bridge and initialises its MCP proxier once...
+        # First acquire for a user builds a bridge once...
         inst = await acquire_once(pool, make_actor(user1, key1))
-        assert [p.init_calls for p in h.proxiers] == [1]
+        assert len(h.bridges) == 1
         # ...and the same instance comes back on the next acquire.
         inst_b = await acquire_once(pool, make_actor(user1, key1))
         assert inst_b is inst
         assert counters(pool) == (1, 0, 1, 1)
-        assert h.mcp_builds == 1
+        assert len(h.bridges) == 1
 
-        # A new user evicts the old key (max_items=1) and gets a new instance (MCP Init again).
+        # A new user evicts the old key (max_items=1) and gets a new instance.
         inst2 = await acquire_once(pool, make_actor(user2, key1))
         assert inst2 is not inst
         assert counters(pool) == (2, 1, 1, 2)
-        assert [p.init_calls for p in h.proxiers] == [1, 1]
 
         # The same user with another gateway key gets yet another instance.
         inst2b = await acquire_once(pool, make_actor(user2, key2))
         assert inst2b is not inst2
         assert counters(pool) == (3, 2, 1, 3)
-        assert [p.init_calls for p in h.proxiers] == [1, 1, 1]
+        assert len(h.bridges) == 3
 
-        # The two evicted bridges are shut down exactly once each, with their MCP proxiers.
+        # The two evicted bridges are shut down exactly once each.
         async with asyncio.timeout(WAIT):
             await pool.settle()
         assert [(b.shutdown_calls, b.retire_calls) for b in (inst, inst2, inst2b)] == [
@@ -215,12 +184,10 @@ async def test_pool() -> None:
             (1, 1),
             (0, 0),
         ]
-        assert [p.shutdown_calls for p in h.proxiers] == [1, 1, 0]
     finally:
         await close_pool(pool)
     # Shutdown retires the last one; nothing is shut down twice.
     assert [b.shutdown_calls for b in h.bridges] == [1, 1, 1]
-    assert [p.shutdown_calls for p in h.proxiers] == [1, 1, 1]
 
 
 def provider_record(name: str, base_url: str) -> ProviderRecord:
@@ -324,44 +291,30 @@ async def test_pool_replace_providers_clears_cache_and_uses_new_providers() -> N
         await new_up.close()
 
 
-class ParkingMCPFactory:
-    """Counterpart of Go's ``blockingMCPFactory``: the first Build parks until released.
-
-    Every Build fails afterwards (as Go's returns ``context.Canceled``), which the pool
-    logs and builds the bridge without tools.
-    """
-
-    def __init__(self) -> None:
-        self.calls = 0
-        self.first_started = asyncio.Event()
-        self.release_first = asyncio.Event()
-
-    async def __call__(self, key: BridgeKey, actor: Actor) -> MCPProxier | None:
-        self.calls += 1
-        if self.calls == 1:
-            self.first_started.set()
-            await self.release_first.wait()
-        raise RuntimeError("mcp build failed")
-
-
-async def test_pool_replace_providers_does_not_join_stale_singleflight(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+async def test_pool_replace_providers_does_not_join_stale_singleflight() -> None:
     """Mirrors ``TestPoolReplaceProvidersDoesNotJoinStaleSingleflight``.
 
-    Acquire #1 parks inside MCP Build; replace_providers; Acquire #2 does not wait for #1
-    and is served by the new providers; #1 then completes without error; Acquire #3
-    returns the same instance as #2 (the stale build was never cached). Pool-v4 on top:
-    the stale bridge is retired without serving anything and #1 is served by #2's bridge.
+    Acquire #1 parks inside its build (Go parks in the MCP Build of the bridge build);
+    replace_providers; Acquire #2 does not wait for #1 and is served by the new providers;
+    #1 then completes without error; Acquire #3 returns the same instance as #2 (the stale
+    build was never cached). Pool-v4 on top: the stale bridge is retired without serving
+    anything and #1 is served by #2's bridge.
     """
+    first_started, release_first = asyncio.Event(), asyncio.Event()
+
+    async def park_first_build(_key: BridgeKey, snapshot: ProviderSnapshot) -> None:
+        if snapshot.generation == 1:
+            first_started.set()
+            await release_first.wait()
+
     h = Harness()
-    factory = ParkingMCPFactory()
-    pool = h.pool(max_items=1, ttl=60.0, mcp_factory=factory, snapshot=fake_snapshot(1, old="old"))
+    h.in_builder = park_first_build
+    pool = h.pool(max_items=1, ttl=60.0, snapshot=fake_snapshot(1, old="old"))
     actor = make_actor()
     first = asyncio.create_task(acquire_once(pool, actor))
     try:
         async with asyncio.timeout(WAIT):
-            await factory.first_started.wait()
+            await first_started.wait()
 
         pool.replace_providers(fake_snapshot(2, new="new"))
 
@@ -369,7 +322,7 @@ async def test_pool_replace_providers_does_not_join_stale_singleflight(
         assert not first.done()
         assert second.body("/new/v1/models") == (200, "new")
 
-        factory.release_first.set()
+        release_first.set()
         async with asyncio.timeout(WAIT):
             first_bridge = await first  # no error
         assert first_bridge is second
@@ -391,16 +344,14 @@ async def test_pool_replace_providers_does_not_join_stale_singleflight(
             )
             == 1.0
         )
-        # The MCP Build failures were logged and did not fail the builds.
-        assert "failed to create MCP server proxiers" in caplog.text
     finally:
-        factory.release_first.set()
+        release_first.set()
         await close_pool(pool)
 
 
 async def test_pool_replace_providers_after_shutdown_is_noop() -> None:
     """Mirrors ``TestPoolReplaceProvidersAfterShutdownIsNoop``: no error, then "pool shutting
-    down" from acquire; the client/MCP factory is never even called."""
+    down" from acquire; the builder is never even called."""
     h = Harness()
     pool = h.pool(max_items=1, ttl=60.0)
     async with asyncio.timeout(WAIT):
@@ -412,7 +363,7 @@ async def test_pool_replace_providers_after_shutdown_is_noop() -> None:
     with pytest.raises(PoolShuttingDown) as err:
         await acquire_once(pool, make_actor())
     assert str(err.value) == "pool shutting down"
-    assert h.mcp_builds == 0 and h.bridges == []
+    assert h.bridges == []
 
 
 async def test_pool_expiry() -> None:
@@ -440,7 +391,7 @@ async def test_pool_expiry() -> None:
         # The synctest.Wait() counterpart: background shutdowns have completed.
         async with asyncio.timeout(WAIT):
             await pool.settle()
-        assert (first.shutdown_calls, h.proxiers[0].shutdown_calls) == (1, 1)
+        assert first.shutdown_calls == 1
         assert third.shutdown_calls == 0
     finally:
         await close_pool(pool)
@@ -489,7 +440,6 @@ async def test_pool_shutdown_replace_providers() -> None:
     async with asyncio.timeout(WAIT):
         assert await shutdown is True
     assert (old.shutdown_calls, old.retire_calls) == (1, 1)
-    assert h.proxiers[0].shutdown_calls == 1
     with pytest.raises(PoolShuttingDown, match=r"^pool shutting down$"):
         await acquire_once(pool, actor)
 

@@ -10,7 +10,6 @@ has no admission policy: the newest key is always admitted, see ``test_pool``), 
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any
 
 import pytest
@@ -23,7 +22,6 @@ from aibridge.pool import (
     BridgeBuildExited,
     BridgeKey,
     CachedBridgePool,
-    MCPProxier,
     PoolHooks,
     PoolShuttingDown,
     RetryLimitExceeded,
@@ -32,11 +30,9 @@ from aibridge.providers.snapshot import ProviderSnapshot
 from tests.test_pool import (
     WAIT,
     FakeBridge,
-    FakeMCP,
     Harness,
     acquire_once,
     close_pool,
-    counters,
     fake_snapshot,
     make_actor,
 )
@@ -94,30 +90,8 @@ class Held:
 
 
 # ---------------------------------------------------------------------------------------
-# §7.2 pool_test.go@19aed56 (Serve era)
+# §7.2 pool_test.go@19aed56 (Serve era; ``Serve`` itself is gone: only tests called it)
 # ---------------------------------------------------------------------------------------
-
-
-async def test_serve_has_the_same_counters_as_acquire() -> None:
-    """Mirrors v4 ``TestPool`` (identical counter expectations through ``Serve``)."""
-    h = Harness()
-    pool = h.pool(max_items=1, ttl=1.0)
-    user1, user2 = make_actor().user_id, make_actor().user_id
-
-    async def same(bridge: FakeBridge) -> FakeBridge:
-        return bridge
-
-    try:
-        async with asyncio.timeout(WAIT):
-            inst = await pool.serve(make_actor(user1, "k1"), same)
-            assert await pool.serve(make_actor(user1, "k1"), same) is inst
-            assert counters(pool) == (1, 0, 1, 1)
-            inst2 = await pool.serve(make_actor(user2, "k1"), same)
-            assert inst2 is not inst and counters(pool) == (2, 1, 1, 2)
-            inst2b = await pool.serve(make_actor(user2, "k2"), same)
-            assert inst2b is not inst2 and counters(pool) == (3, 2, 1, 3)
-    finally:
-        await close_pool(pool)
 
 
 async def test_replace_providers_during_cache_publication() -> None:
@@ -160,38 +134,6 @@ async def test_replace_providers_during_cache_publication() -> None:
         await close_pool(pool)
 
 
-async def test_replace_providers_does_not_join_stale_build_parked_in_builder() -> None:
-    """Mirrors ``TestPoolReplaceProvidersDoesNotJoinStaleBuild`` (v4), parked in the bridge
-    builder rather than MCP Build: the concurrent request after the replacement completes
-    with "new" while the first is blocked; the first then completes; a later one succeeds."""
-    parked, release = asyncio.Event(), asyncio.Event()
-
-    async def in_builder(_key: BridgeKey, snapshot: ProviderSnapshot) -> None:
-        if snapshot.generation == 1:
-            parked.set()
-            await release.wait()
-
-    h = Harness()
-    h.in_builder = in_builder
-    pool = h.pool(max_items=10, ttl=60.0, snapshot=fake_snapshot(1, old="old"))
-    actor = make_actor()
-    try:
-        first = asyncio.create_task(acquire_once(pool, actor))
-        async with asyncio.timeout(WAIT):
-            await parked.wait()
-        pool.replace_providers(fake_snapshot(2, new="new"))
-        second = await acquire_once(pool, actor)
-        assert not first.done()
-        assert second.body("/new/v1/models") == (200, "new")
-        release.set()
-        async with asyncio.timeout(WAIT):
-            assert (await first).body("/new/v1/models") == (200, "new")
-        assert await acquire_once(pool, actor) is second
-    finally:
-        release.set()
-        await close_pool(pool)
-
-
 # ---------------------------------------------------------------------------------------
 # §7.3 pool_internal_test.go
 # ---------------------------------------------------------------------------------------
@@ -219,7 +161,7 @@ async def test_serve_retries_retired_cached_bridge_admission() -> None:
         # The cache now holds the second bridge.
         assert await acquire_once(pool, actor) is h.bridges[1]
         await settle(pool)
-        assert h.bridges[0].shutdown_calls == 1 and h.proxiers[0].shutdown_calls == 1
+        assert h.bridges[0].shutdown_calls == 1
     finally:
         await close_pool(pool)
 
@@ -232,19 +174,19 @@ async def test_serve_uncached_fallback() -> None:
     try:
         bridge = await acquire_once(pool, make_actor())
         assert bridge.admitted_total == 1
-        assert h.mcp_builds == 1
+        assert len(h.bridges) == 1
         assert pool.cache_metrics().keys_added == 0 and len(pool) == 0
         assert sample(pool, "aibridge_bridge_pool_uncached_serve_attempts_total") == 1
         await settle(pool)
-        assert (bridge.shutdown_calls, h.proxiers[0].shutdown_calls) == (1, 1)
+        assert bridge.shutdown_calls == 1
     finally:
         await close_pool(pool)
 
 
 async def test_serve_uncached_fallback_coalesces_concurrent_builds() -> None:
     """Mirrors ``TestPoolServeUncachedFallbackCoalescesConcurrentBuilds``: 16 concurrent
-    requests join one blocked uncached build; all are served; exactly one MCP Init and one
-    MCP Shutdown; KeysAdded 0; uncached-serve counter 16."""
+    requests join one blocked uncached build; all are served; exactly one build and one
+    shutdown; KeysAdded 0; uncached-serve counter 16."""
     h, release = gated_harness()
     pool = h.pool(max_items=10, ttl=-1.0)
     actor = make_actor()
@@ -260,7 +202,7 @@ async def test_serve_uncached_fallback_coalesces_concurrent_builds() -> None:
         assert len(h.bridges) == 1 and all(b is h.bridges[0] for b in served)
         assert h.bridges[0].admitted_total == 16
         await settle(pool)
-        assert (h.mcp_builds, h.proxiers[0].init_calls, h.proxiers[0].shutdown_calls) == (1, 1, 1)
+        assert sample(pool, "aibridge_bridge_pool_builds_total") == 1
         assert h.bridges[0].shutdown_calls == 1
         assert pool.cache_metrics().keys_added == 0
         assert sample(pool, "aibridge_bridge_pool_uncached_serve_attempts_total") == 16
@@ -283,7 +225,6 @@ async def test_uncached_bridge_retired_twice_over_shuts_down_once() -> None:
             await held.task
         await settle(pool)
         assert (bridge.shutdown_calls, bridge.retire_calls) == (1, 1)
-        assert h.proxiers[0].shutdown_calls == 1
         assert sample(pool, "aibridge_bridge_pool_retirements_total", reason="replaced") == 1
         assert sample(pool, "aibridge_bridge_pool_retirements_total", reason="uncached") == 0
     finally:
@@ -316,8 +257,7 @@ async def test_serve_admission_retries_are_bounded() -> None:
 
 async def test_build_group_releases_waiters_after_exception() -> None:
     """Mirrors ``TestBridgeBuildGroupReleasesWaitersAfterPanic``: a failing build raises the
-    same error in the leader and the joined waiter; the key can be built again afterwards.
-    Also: the MCP proxier made for the failed build is closed."""
+    same error in the leader and the joined waiter; the key can be built again afterwards."""
     h, release = gated_harness()
     h.build_error = ValueError("boom")
     pool = h.pool(max_items=10, ttl=60.0)
@@ -335,8 +275,6 @@ async def test_build_group_releases_waiters_after_exception() -> None:
         assert str(results[0]) == "create new request bridge: boom"
         assert isinstance(results[0].__cause__, ValueError)
         assert sample(pool, "aibridge_bridge_pool_build_failures_total") == 1
-        await settle(pool)
-        assert h.proxiers[0].shutdown_calls == 1
 
         h.build_error = None
         assert isinstance(await acquire_once(pool, actor), FakeBridge)
@@ -380,7 +318,7 @@ async def test_build_group_releases_waiters_after_exit() -> None:
 
 async def test_serve_uncached_fallback_releases_after_exception() -> None:
     """Mirrors ``TestPoolServeUncachedFallbackReleasesAfterPanic``: an exception in the
-    request propagates, yet the uncached bridge is still retired (MCP shut down once)."""
+    request propagates, yet the uncached bridge is still retired (shut down once)."""
     h = Harness()
     pool = h.pool(max_items=10, ttl=-1.0)
     try:
@@ -389,29 +327,28 @@ async def test_serve_uncached_fallback_releases_after_exception() -> None:
                 raise RuntimeError("writer exploded")
         await settle(pool)
         assert h.bridges[0].shutdown_calls == 1
-        assert h.proxiers[0].shutdown_calls == 1
     finally:
         await close_pool(pool)
 
 
 async def test_shutdown_cancels_bridge_build() -> None:
     """Mirrors ``TestPoolShutdownCancelsBridgeBuild``: shutdown with no time left while a
-    build is blocked in MCP Build returns False (forced), the build sees cancellation and
-    the request fails with "pool shutting down"."""
+    build is blocked (Go: in MCP Build) returns False (forced), the build sees cancellation
+    and the request fails with "pool shutting down"."""
     started = asyncio.Event()
     observed_cancel = asyncio.Event()
 
-    async def blocking_mcp(_key: BridgeKey, _actor: Actor) -> MCPProxier | None:
+    async def blocking_build(_key: BridgeKey, _snapshot: ProviderSnapshot) -> None:
         started.set()
         try:
             await asyncio.Event().wait()  # blocks until cancelled
         except asyncio.CancelledError:
             observed_cancel.set()
             raise
-        return None  # pragma: no cover
 
     h = Harness()
-    pool = h.pool(max_items=10, ttl=60.0, mcp_factory=blocking_mcp)
+    h.in_builder = blocking_build
+    pool = h.pool(max_items=10, ttl=60.0)
     request = asyncio.create_task(acquire_once(pool, make_actor()))
     async with asyncio.timeout(WAIT):
         await started.wait()
@@ -426,7 +363,7 @@ async def test_shutdown_cancels_bridge_build() -> None:
 async def test_shutdown_cancels_admitted_request() -> None:
     """Mirrors ``TestPoolShutdownCancelsAdmittedRequest``: shutdown with no time left while
     a request is admitted and streaming returns False and cancels that request; the
-    bridge and its MCP proxier are still shut down exactly once."""
+    bridge is still shut down exactly once."""
     h = Harness()
     pool = h.pool(max_items=10, ttl=60.0)
     held = Held(pool, make_actor())
@@ -437,7 +374,7 @@ async def test_shutdown_cancels_admitted_request() -> None:
         with pytest.raises(asyncio.CancelledError):
             await held.task
     assert held.cancelled
-    assert (bridge.shutdown_calls, h.proxiers[0].shutdown_calls) == (1, 1)
+    assert bridge.shutdown_calls == 1
     assert bridge.gate.active == 0
 
 
@@ -522,7 +459,7 @@ async def test_single_flight_concurrent_first_requests_build_one_bridge() -> Non
         async with asyncio.timeout(WAIT):
             served = await asyncio.gather(*tasks)
         assert len(h.bridges) == 1 and all(b is h.bridges[0] for b in served)
-        assert h.mcp_builds == 1
+        assert sample(pool, "aibridge_bridge_pool_builds_total") == 1
         m = pool.cache_metrics()
         assert (m.keys_added, m.misses, m.hits) == (1, 16, 0)
         assert await acquire_once(pool, actor) is h.bridges[0]
@@ -630,8 +567,7 @@ async def test_request_in_flight_survives_replacement() -> None:
 
 
 async def test_retirement_timeout_cancels_admitted_request() -> None:
-    """Past ``retirement_timeout`` a retired bridge cancels the requests still admitted
-    and closes its MCP proxier anyway."""
+    """Past ``retirement_timeout`` a retired bridge cancels the requests still admitted."""
     h = Harness()
     pool = h.pool(max_items=1, ttl=60.0, retirement_timeout=0.0)
     held = Held(pool, make_actor())
@@ -643,7 +579,6 @@ async def test_retirement_timeout_cancels_admitted_request() -> None:
                 await held.task
         await settle(pool)
         assert (held.cancelled, old.drained_cleanly, old.shutdown_calls) == (True, False, 1)
-        assert h.proxiers[0].shutdown_calls == 1
     finally:
         held.release.set()
         await close_pool(pool)
@@ -666,27 +601,6 @@ async def test_shutdown_drains_in_flight_then_refuses_and_repeats_harmlessly() -
         assert await shutdown is True
         assert await pool.shutdown() is True
     assert (held.cancelled, bridge.shutdown_calls, bridge.drained_cleanly) == (False, 1, True)
-    assert h.proxiers[0].shutdown_calls == 1
-
-
-async def test_mcp_failures_are_logged_and_the_bridge_works(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    """MCP Init failure: WARN and continue; the bridge is built and the proxier (which may
-    hold partially opened sessions) is still closed on retirement."""
-    proxier = FakeMCP(init_error=RuntimeError("mcp down"))
-
-    async def factory(_key: BridgeKey, _actor: Actor) -> MCPProxier | None:
-        return proxier
-
-    h = Harness()
-    pool = h.pool(max_items=10, ttl=60.0, mcp_factory=factory)
-    with caplog.at_level(logging.WARNING, logger="aibridge.pool"):
-        bridge = await acquire_once(pool, make_actor())
-    assert bridge.mcp is proxier and proxier.init_calls == 1
-    assert "failed to initialize MCP server proxier(s)" in caplog.text
-    await close_pool(pool)
-    assert proxier.shutdown_calls == 1
 
 
 def test_bridge_key_string_form() -> None:

@@ -5,8 +5,8 @@ What the pool guarantees (the seed's contract, DESIGN.md "The pool"):
 * **One bridge per key.** A bridge is built on first use for ``BridgeKey(user_id, key_id)``
   and shared by that key's concurrent requests.
 * **Bounded.** At most ``max_items`` cached bridges, each living at most ``ttl`` seconds
-  from insertion (absolute: hits do not extend it, so MCP sessions and tokens held by a
-  bridge are refreshed periodically).
+  from insertion (absolute: hits do not extend it, so whatever a bridge holds is rebuilt
+  periodically).
 * **Single-flight per generation.** N concurrent first requests build exactly one bridge.
   The provider *generation* is part of the build identity: a build that started before
   :meth:`CachedBridgePool.replace_providers` is never joined by, cached for, or served to
@@ -16,8 +16,7 @@ What the pool guarantees (the seed's contract, DESIGN.md "The pool"):
 * **Retirement is exactly once, in the background, bounded.** Eviction, expiry,
   replacement, admission refusal and shutdown all go through one retire path guarded by
   a flag: the bridge stops admitting at once, then a tracked task drains its admitted
-  requests (up to ``retirement_timeout``, after which they are cancelled) and closes the
-  MCP proxier the pool built for it.
+  requests (up to ``retirement_timeout``, after which they are cancelled).
 * **In-flight requests keep their bridge.** A request holds an admission on the bridge it
   acquired; nothing the pool does afterwards swaps the bridge under it.
 
@@ -65,7 +64,6 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_ITEMS = 5000
 DEFAULT_TTL_SECONDS = 15 * 60.0
 DEFAULT_RETIREMENT_TIMEOUT = 5.0
-DEFAULT_MCP_TIMEOUT = 30.0
 DEFAULT_SHUTDOWN_TIMEOUT = 10.0
 DEFAULT_SWEEP_INTERVAL = 60.0
 MAX_SERVE_ATTEMPTS = 3
@@ -165,43 +163,14 @@ class PoolBridge(Protocol):
         ...
 
 
-class MCPProxier(Protocol):
-    """MCP server proxies of one bridge (tools injected into its requests)."""
-
-    async def init(self) -> None:
-        """Connect to the MCP servers and list their tools."""
-        ...
-
-    async def shutdown(self) -> None:
-        """Close the MCP sessions."""
-        ...
-
-
-MCPFactory = Callable[[BridgeKey, Actor], Awaitable[MCPProxier | None]]
-"""Builds the MCP proxier for a key (None: no MCP servers). Failures are logged, not fatal."""
-
-
-async def no_mcp(_key: BridgeKey, _actor: Actor) -> MCPProxier | None:
-    """The default MCP factory: no tools."""
-    return None
-
-
 B = TypeVar("B", bound=PoolBridge)
 B_co = TypeVar("B_co", bound=PoolBridge, covariant=True)
-T = TypeVar("T")
 
 
 class BridgeBuilder(Protocol[B_co]):
-    """Builds a bridge for ``key``/``actor`` over ``snapshot``, with the (optional) MCP tools."""
+    """Builds a bridge for ``key``/``actor`` over ``snapshot``."""
 
-    def __call__(
-        self,
-        key: BridgeKey,
-        actor: Actor,
-        snapshot: ProviderSnapshot,
-        *,
-        mcp: MCPProxier | None,
-    ) -> Awaitable[B_co]:
+    def __call__(self, key: BridgeKey, actor: Actor, snapshot: ProviderSnapshot) -> Awaitable[B_co]:
         """Build the bridge."""
         ...
 
@@ -213,15 +182,9 @@ def request_bridge_builder(
     max_body_bytes: int,
     metrics: GatewayMetrics | None = None,
 ) -> BridgeBuilder[RequestBridge]:
-    """The production builder: a :class:`RequestBridge` over the generation's snapshot.
+    """The production builder: a :class:`RequestBridge` over the generation's snapshot."""
 
-    ``mcp`` is accepted but unused until the bridge injects MCP tools; the pool owns the
-    proxier's lifecycle either way.
-    """
-
-    async def build(
-        key: BridgeKey, actor: Actor, snapshot: ProviderSnapshot, *, mcp: MCPProxier | None
-    ) -> RequestBridge:
+    async def build(key: BridgeKey, actor: Actor, snapshot: ProviderSnapshot) -> RequestBridge:
         return RequestBridge(
             snapshot,
             actor,
@@ -335,7 +298,6 @@ class _Entry(Generic[B]):
     key: BridgeKey
     generation: _Generation[B]
     bridge: B
-    mcp: MCPProxier | None
     uncached: bool = False
     retired: bool = False
 
@@ -503,9 +465,9 @@ class _BridgeCache(Generic[B]):
 class CachedBridgePool(Generic[B]):
     """Per-(user, gateway key) cache of bridges; see the module docstring for the contract.
 
-    Serve a request with ``async with pool.acquire(actor) as bridge: ...`` (or
-    ``await pool.serve(actor, fn)``). Call :meth:`replace_providers` after every provider
-    reload and :meth:`shutdown` when the process stops.
+    Serve a request with ``async with pool.acquire(actor) as bridge: ...``. Call
+    :meth:`replace_providers` after every provider reload and :meth:`shutdown` when the
+    process stops.
     """
 
     def __init__(
@@ -516,8 +478,6 @@ class CachedBridgePool(Generic[B]):
         max_items: int = DEFAULT_MAX_ITEMS,
         ttl: float = DEFAULT_TTL_SECONDS,
         retirement_timeout: float = DEFAULT_RETIREMENT_TIMEOUT,
-        mcp_factory: MCPFactory = no_mcp,
-        mcp_timeout: float = DEFAULT_MCP_TIMEOUT,
         sweep_interval: float | None = DEFAULT_SWEEP_INTERVAL,
         clock: Clock = SYSTEM_CLOCK,
         registry: CollectorRegistry | None = None,
@@ -531,13 +491,11 @@ class CachedBridgePool(Generic[B]):
         """
         if max_items < 0:
             raise ValueError("max_items must be >= 0")
-        if retirement_timeout < 0 or mcp_timeout <= 0:
-            raise ValueError("timeouts must be positive")
+        if retirement_timeout < 0:
+            raise ValueError("retirement_timeout must be >= 0")
         self._builder = builder
         self._clock = clock
         self._retirement_timeout = retirement_timeout
-        self._mcp_factory = mcp_factory
-        self._mcp_timeout = mcp_timeout
         self._sweep_interval = sweep_interval
         self._hooks = hooks or PoolHooks()
         self.metrics = PoolMetrics(registry)
@@ -600,11 +558,6 @@ class CachedBridgePool(Generic[B]):
         every attempt lost a race with a retirement.
         """
         return _Acquired(self, actor)
-
-    async def serve(self, actor: Actor, fn: Callable[[B], Awaitable[T]]) -> T:
-        """Run ``fn(bridge)`` while holding ``actor``'s bridge (see :meth:`acquire`)."""
-        async with self.acquire(actor) as bridge:
-            return await fn(bridge)
 
     def _check_open(self) -> None:
         if self._closing:
@@ -733,41 +686,12 @@ class CachedBridgePool(Generic[B]):
         self, ck: CacheKey, generation: _Generation[B], key: BridgeKey, actor: Actor
     ) -> _Entry[B]:
         self.metrics.builds.inc()
-        mcp = await self._build_mcp(key, actor)
         try:
-            bridge = await self._builder(key, actor, generation.snapshot, mcp=mcp)
-        except BaseException as exc:
-            if mcp is not None:
-                self._spawn(self._close_mcp(mcp), name=f"mcp-close {key}")
-            if isinstance(exc, Exception):
-                self.metrics.build_failures.inc()
-                raise BridgeBuildError(exc) from exc
-            raise
-        return _Entry(ck, key, generation, bridge, mcp)
-
-    async def _build_mcp(self, key: BridgeKey, actor: Actor) -> MCPProxier | None:
-        """MCP Build then Init; failures degrade to a bridge without (some) tools."""
-        try:
-            async with asyncio.timeout(self._mcp_timeout):
-                proxier = await self._mcp_factory(key, actor)
+            bridge = await self._builder(key, actor, generation.snapshot)
         except Exception as exc:
-            log.warning(
-                "failed to create MCP server proxiers", extra={"key": str(key), "error": repr(exc)}
-            )
-            return None
-        if proxier is None:
-            return None
-        try:
-            async with asyncio.timeout(self._mcp_timeout):
-                await proxier.init()
-        except Exception as exc:
-            # Keep the proxier: servers that did initialise still provide tools, and the
-            # retirement closes whatever it opened.
-            log.warning(
-                "failed to initialize MCP server proxier(s)",
-                extra={"key": str(key), "error": repr(exc)},
-            )
-        return proxier
+            self.metrics.build_failures.inc()
+            raise BridgeBuildError(exc) from exc
+        return _Entry(ck, key, generation, bridge)
 
     def _publish(self, entry: _Entry[B], build: _Build[B]) -> None:
         """Register the built entry with its generation and cache it (synchronous)."""
@@ -835,17 +759,6 @@ class CachedBridgePool(Generic[B]):
         except Exception:
             # Reference: evicted-bridge shutdown errors are ignored (logged here).
             log.warning("request bridge shutdown failed", exc_info=True)
-        finally:
-            # Also on cancellation (forced pool shutdown): MCP sessions must not leak.
-            if entry.mcp is not None:
-                await self._close_mcp(entry.mcp)
-
-    async def _close_mcp(self, mcp: MCPProxier) -> None:
-        try:
-            async with asyncio.timeout(self._retirement_timeout):
-                await mcp.shutdown()
-        except Exception:
-            log.warning("MCP proxier shutdown failed", exc_info=True)
 
     def _spawn(self, coro: Coroutine[Any, Any, None], *, name: str) -> None:
         try:
@@ -887,8 +800,8 @@ class CachedBridgePool(Generic[B]):
             return
         old = self._generation
         self._generation = _Generation(old.id + 1, snapshot)
-        # Eagerly, not by TTL, so old bridges (and their MCP sessions) go promptly after a
-        # provider change such as a key rotation.
+        # Eagerly, not by TTL, so old bridges go promptly after a provider change such as
+        # a key rotation.
         self._retire_generation(old, "replaced")
         log.info(
             "request bridge pool reloaded",
@@ -936,7 +849,7 @@ class CachedBridgePool(Generic[B]):
         # A cancelled build may retire what it built, spawning a retirement: a few rounds.
         for _ in range(3):
             # Let tasks created just now take their first step, so their cleanup handlers
-            # (cancel admitted requests, close MCP) are in place when the cancel lands.
+            # (cancel admitted requests) are in place when the cancel lands.
             await asyncio.sleep(0)
             pending = self._pending_tasks()
             for task in pending:
