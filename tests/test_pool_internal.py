@@ -194,7 +194,7 @@ async def test_serve_uncached_fallback_coalesces_concurrent_builds() -> None:
         tasks = [asyncio.create_task(acquire_once(pool, actor)) for _ in range(16)]
         # One loop turn runs every task up to its wait on the shared build.
         await asyncio.sleep(0)
-        [build] = pool._builds.values()
+        [build] = pool._builds.in_progress()
         assert build.users == 16
         release.set()
         async with asyncio.timeout(WAIT):
@@ -266,7 +266,7 @@ async def test_build_group_releases_waiters_after_exception() -> None:
         leader = asyncio.create_task(acquire_once(pool, actor))
         waiter = asyncio.create_task(acquire_once(pool, actor))
         await asyncio.sleep(0)  # one loop turn: both have joined the single build
-        assert next(iter(pool._builds.values())).users == 2
+        assert pool._builds.in_progress()[0].users == 2
         release.set()
         async with asyncio.timeout(WAIT):
             results = await asyncio.gather(leader, waiter, return_exceptions=True)
@@ -310,7 +310,7 @@ async def test_build_group_releases_waiters_after_exit() -> None:
 
         h.in_builder = None
         assert isinstance(await acquire_once(pool, actor), FakeBridge)
-        assert pool._builds == {}
+        assert len(pool._builds) == 0
     finally:
         release.set()
         await close_pool(pool)

@@ -1,24 +1,4 @@
-"""CachedBridgePool: one bridge per (user, gateway key), shared, bounded and hot-reloadable.
-
-What the pool guarantees (the seed's contract, DESIGN.md "The pool"):
-
-* **One bridge per key.** A bridge is built on first use for ``BridgeKey(user_id, key_id)``
-  and shared by that key's concurrent requests.
-* **Bounded.** At most ``max_items`` cached bridges, each living at most ``ttl`` seconds
-  from insertion (absolute: hits do not extend it, so whatever a bridge holds is rebuilt
-  periodically).
-* **Single-flight per generation.** N concurrent first requests build exactly one bridge.
-  The provider *generation* is part of the build identity: a build that started before
-  :meth:`CachedBridgePool.replace_providers` is never joined by, cached for, or served to
-  a request that arrives afterwards. When a stale build finishes, its bridge is retired
-  without serving anything and the callers that had joined it retry on the current
-  generation (Pool-v4 behaviour: nobody is served by providers that were replaced).
-* **Retirement is exactly once, in the background, bounded.** Eviction, expiry,
-  replacement, admission refusal and shutdown all go through one retire path guarded by
-  a flag: the bridge stops admitting at once, then a tracked task drains its admitted
-  requests (up to ``retirement_timeout``, after which they are cancelled).
-* **In-flight requests keep their bridge.** A request holds an admission on the bridge it
-  acquired; nothing the pool does afterwards swaps the bridge under it.
+"""The CachedBridgePool itself (the contract is in the package docstring).
 
 Concurrency model: everything runs on one event loop and every state transition (cache
 lookup/insert, generation swap, retirement, admission) is a synchronous block, so they
@@ -39,27 +19,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
-import uuid
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry
 
 from aibridge.actor import Actor
-from aibridge.bridge import RequestBridge
 from aibridge.clock import SYSTEM_CLOCK, Clock
+from aibridge.pool._admission import AdmissionTicket, PoolBridge
+from aibridge.pool._builder import BridgeBuilder, BridgeKey
+from aibridge.pool._builds import NO_LEASE, Build, BuildGroup, Lease
+from aibridge.pool._cache import BridgeCache, CacheKey, Entry, Generation
+from aibridge.pool._errors import (
+    BridgeBuildError,
+    BridgeBuildExited,
+    GenerationRetired,
+    PoolShuttingDown,
+    RetryLimitExceeded,
+)
+from aibridge.pool._metrics import CacheMetrics, PoolMetrics
 from aibridge.providers.base import Provider
-from aibridge.providers.http import UpstreamSessions
 from aibridge.providers.keypool import KeyPool
 from aibridge.providers.snapshot import ProviderSnapshot
-from aibridge.recording.writer import Recorder
-from aibridge.telemetry import GatewayMetrics
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("aibridge.pool")
+
+B = TypeVar("B", bound=PoolBridge)
 
 DEFAULT_MAX_ITEMS = 5000
 DEFAULT_TTL_SECONDS = 15 * 60.0
@@ -71,130 +58,6 @@ MAX_SERVE_ATTEMPTS = 3
 UNCACHED_WARNING_PERIOD = 60.0
 CANCEL_GRACE_SECONDS = 1.0
 """How long a forced shutdown waits for cancelled tasks to unwind."""
-
-
-# ---------------------------------------------------------------------------------------
-# Errors
-# ---------------------------------------------------------------------------------------
-
-
-class PoolError(Exception):
-    """Base class of the pool's errors."""
-
-
-class PoolShuttingDown(PoolError):
-    """The pool is shutting down (or shut down) and takes no new work."""
-
-    def __init__(self) -> None:
-        super().__init__("pool shutting down")
-
-
-class GenerationRetired(PoolError):
-    """The bridge was built for a provider generation that has been replaced."""
-
-    def __init__(self) -> None:
-        super().__init__("provider generation retired")
-
-
-class BridgeBuildExited(PoolError):
-    """The build task ended without a result (it was cancelled)."""
-
-    def __init__(self) -> None:
-        super().__init__("request bridge build exited")
-
-
-class RetryLimitExceeded(PoolError):
-    """Every attempt lost a race with a retirement; ``reason`` is the last one."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(f"request bridge retry limit exceeded: {reason}")
-        self.reason = reason
-
-
-class BridgeBuildError(PoolError):
-    """The builder failed; the cause is chained."""
-
-    def __init__(self, cause: BaseException) -> None:
-        super().__init__(f"create new request bridge: {cause}")
-
-
-# ---------------------------------------------------------------------------------------
-# What the pool needs from its collaborators
-# ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class BridgeKey:
-    """Identity of a cached bridge: the user and the gateway key they presented."""
-
-    user_id: uuid.UUID
-    key_id: str
-
-    @classmethod
-    def of(cls, actor: Actor) -> BridgeKey:
-        """The key for ``actor``."""
-        return cls(actor.user_id, actor.key_id)
-
-    def __str__(self) -> str:
-        return f"{self.user_id}|{self.key_id}"
-
-
-class AdmissionTicket(Protocol):
-    """A request admitted onto a bridge."""
-
-    def release(self) -> None:
-        """The request is done (must be idempotent)."""
-        ...
-
-
-class PoolBridge(Protocol):
-    """The lifecycle a pooled bridge must support (``RequestBridge`` implements it)."""
-
-    def try_admit(self) -> AdmissionTicket | None:
-        """Admit the current request, or None once retired."""
-        ...
-
-    def retire(self) -> None:
-        """Stop admitting; admitted requests continue. Synchronous and idempotent."""
-        ...
-
-    async def shutdown(self, timeout: float) -> bool:  # noqa: ASYNC109 (cancels requests)
-        """Wait up to ``timeout`` s for admitted requests, then cancel them."""
-        ...
-
-
-B = TypeVar("B", bound=PoolBridge)
-B_co = TypeVar("B_co", bound=PoolBridge, covariant=True)
-
-
-class BridgeBuilder(Protocol[B_co]):
-    """Builds a bridge for ``key``/``actor`` over ``snapshot``."""
-
-    def __call__(self, key: BridgeKey, actor: Actor, snapshot: ProviderSnapshot) -> Awaitable[B_co]:
-        """Build the bridge."""
-        ...
-
-
-def request_bridge_builder(
-    recorder: Recorder,
-    sessions: UpstreamSessions,
-    *,
-    max_body_bytes: int,
-    metrics: GatewayMetrics | None = None,
-) -> BridgeBuilder[RequestBridge]:
-    """The production builder: a :class:`RequestBridge` over the generation's snapshot."""
-
-    async def build(key: BridgeKey, actor: Actor, snapshot: ProviderSnapshot) -> RequestBridge:
-        return RequestBridge(
-            snapshot,
-            actor,
-            recorder,
-            sessions,
-            max_body_bytes=max_body_bytes,
-            metrics=metrics,
-        )
-
-    return build
 
 
 @dataclass
@@ -213,133 +76,6 @@ class PoolHooks:
     """In the background retirement task, before the bridge is drained."""
 
 
-# ---------------------------------------------------------------------------------------
-# Metrics
-# ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class CacheMetrics:
-    """Point-in-time cache counters (in-process, for tests; reference §8.1).
-
-    ``keys_evicted`` counts capacity evictions only; TTL expirations are ``keys_expired``;
-    removals because of a provider replacement or shutdown are neither (see the
-    ``aibridge_bridge_pool_retirements_total{reason}`` series for every retirement).
-    """
-
-    hits: int
-    misses: int
-    keys_added: int
-    keys_evicted: int
-    keys_expired: int
-
-
-class PoolMetrics:
-    """The pool's Prometheus series on ``registry`` (a private registry when None)."""
-
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry if registry is not None else CollectorRegistry()
-        reg = self.registry
-        self.builds = Counter(
-            "aibridge_bridge_pool_builds_total", "Bridges built by the pool.", registry=reg
-        )
-        self.build_failures = Counter(
-            "aibridge_bridge_pool_build_failures_total",
-            "Bridge builds that failed.",
-            registry=reg,
-        )
-        self.retries = Counter(
-            "aibridge_bridge_pool_retries_total",
-            "Requests that retried on another bridge (generation or admission race).",
-            ["reason"],
-            registry=reg,
-        )
-        self.retry_exhausted = Counter(
-            "aibridge_bridge_pool_retry_exhausted_total",
-            "Requests that failed after the last retry.",
-            ["reason"],
-            registry=reg,
-        )
-        self.uncached_serves = Counter(
-            "aibridge_bridge_pool_uncached_serve_attempts_total",
-            "Requests served by a bridge that could not be cached.",
-            registry=reg,
-        )
-        self.retirements = Counter(
-            "aibridge_bridge_pool_retirements_total",
-            "Bridges retired, by reason.",
-            ["reason"],
-            registry=reg,
-        )
-        self.size = Gauge("aibridge_bridge_pool_size", "Bridges currently cached.", registry=reg)
-
-
-# ---------------------------------------------------------------------------------------
-# Internals
-# ---------------------------------------------------------------------------------------
-
-CacheKey = tuple[int, BridgeKey]
-"""(generation id, key): entries of different generations can never collide."""
-
-
-@dataclass(eq=False)
-class _Generation(Generic[B]):
-    id: int
-    snapshot: ProviderSnapshot
-    retired: bool = False
-    # Every live entry built for this generation (cached or not), so retiring the
-    # generation reaches bridges the cache no longer knows about.
-    entries: set[_Entry[B]] = field(default_factory=set)
-
-
-@dataclass(eq=False)
-class _Entry(Generic[B]):
-    ck: CacheKey
-    key: BridgeKey
-    generation: _Generation[B]
-    bridge: B
-    uncached: bool = False
-    retired: bool = False
-
-
-@dataclass(eq=False)
-class _Build(Generic[B]):
-    """One in-progress construction that callers join (single flight) and lease."""
-
-    ck: CacheKey
-    future: asyncio.Future[_Entry[B]]
-    task: asyncio.Task[None] | None = None
-    users: int = 0
-    # Runs once when the build is done and the last lease is released (an uncached
-    # bridge is retired then); None when the result is cached or there is no result.
-    cleanup: Callable[[], None] | None = None
-
-    def maybe_cleanup(self) -> None:
-        if self.users == 0 and self.future.done() and self.cleanup is not None:
-            cleanup, self.cleanup = self.cleanup, None
-            cleanup()
-
-
-class _Lease:
-    """A caller's share of a build; releasing the last share runs the build's cleanup."""
-
-    __slots__ = ("_build", "_released")
-
-    def __init__(self, build: _Build[Any] | None) -> None:
-        self._build = build
-        self._released = build is None
-
-    def release(self) -> None:
-        if self._released or self._build is None:
-            return
-        self._released = True
-        self._build.users -= 1
-        self._build.maybe_cleanup()
-
-
-_NO_LEASE = _Lease(None)
-
-
 class _Acquired(Generic[B]):
     """``async with pool.acquire(actor) as bridge``: admits on entry, releases on exit.
 
@@ -354,7 +90,7 @@ class _Acquired(Generic[B]):
         self._pool = pool
         self._actor = actor
         self._admission: AdmissionTicket | None = None
-        self._lease: _Lease | None = None
+        self._lease: Lease | None = None
 
     async def __aenter__(self) -> B:
         entry, self._admission, self._lease = await self._pool._admit(self._actor)
@@ -367,99 +103,6 @@ class _Acquired(Generic[B]):
             admission.release()
         if lease is not None:
             lease.release()
-
-
-class _BridgeCache(Generic[B]):
-    """LRU map with an absolute per-entry expiry and the hit/miss/added/evicted counters.
-
-    ``on_exit(entry, reason)`` is called exactly once for every entry the cache removes by
-    itself (capacity eviction, expiry); :meth:`discard` removes without calling it because
-    the caller is the one retiring the entry.
-    """
-
-    def __init__(
-        self,
-        max_items: int,
-        ttl: float,
-        on_exit: Callable[[_Entry[B], str], None],
-    ) -> None:
-        self.max_items = max_items
-        self.ttl = ttl
-        self._on_exit = on_exit
-        # LRU order: first = least recently used.
-        self._items: OrderedDict[CacheKey, _Entry[B]] = OrderedDict()
-        # Insertion order. The TTL is the same for every entry and hits do not extend it,
-        # so insertion order is also expiry order: expired entries are always a prefix.
-        self._expiry: OrderedDict[CacheKey, float] = OrderedDict()
-        self.hits = 0
-        self.misses = 0
-        self.keys_added = 0
-        self.keys_evicted = 0
-        self.keys_expired = 0
-
-    @property
-    def enabled(self) -> bool:
-        """False when nothing can be cached (every build is then served uncached)."""
-        return self.max_items > 0 and self.ttl > 0
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __contains__(self, ck: object) -> bool:
-        return ck in self._items
-
-    def get(self, ck: CacheKey, now: float) -> _Entry[B] | None:
-        """The live entry for ``ck`` (counting a hit or a miss)."""
-        self.purge_expired(now)
-        entry = self._items.get(ck)
-        if entry is None:
-            self.misses += 1
-            return None
-        self.hits += 1
-        self._items.move_to_end(ck)
-        return entry
-
-    def put(self, entry: _Entry[B], now: float) -> None:
-        """Insert ``entry``, evicting expired then least-recently-used entries to make room."""
-        self.purge_expired(now)
-        old = self._items.pop(entry.ck, None)
-        if old is not None:
-            # Single flight makes this unreachable; keep exactly-once retirement anyway.
-            self._expiry.pop(entry.ck, None)
-            self._on_exit(old, "replaced")
-        while len(self._items) >= self.max_items:
-            victim_ck, victim = self._items.popitem(last=False)
-            self._expiry.pop(victim_ck, None)
-            self.keys_evicted += 1
-            self._on_exit(victim, "evicted")
-        self._items[entry.ck] = entry
-        self._expiry[entry.ck] = now + self.ttl
-        self.keys_added += 1
-
-    def discard(self, entry: _Entry[B]) -> None:
-        """Remove ``entry`` if it is the one cached under its key (no exit hook)."""
-        if self._items.get(entry.ck) is entry:
-            del self._items[entry.ck]
-            self._expiry.pop(entry.ck, None)
-
-    def purge_expired(self, now: float) -> int:
-        """Drop every entry whose TTL has run out (``now >= inserted + ttl``)."""
-        purged = 0
-        while self._expiry:
-            ck, expires_at = next(iter(self._expiry.items()))
-            if now < expires_at:
-                break
-            del self._expiry[ck]
-            entry = self._items.pop(ck)
-            self.keys_expired += 1
-            purged += 1
-            self._on_exit(entry, "expired")
-        return purged
-
-
-# ---------------------------------------------------------------------------------------
-# The pool
-# ---------------------------------------------------------------------------------------
 
 
 class CachedBridgePool(Generic[B]):
@@ -499,11 +142,11 @@ class CachedBridgePool(Generic[B]):
         self._sweep_interval = sweep_interval
         self._hooks = hooks or PoolHooks()
         self.metrics = PoolMetrics(registry)
-        self._cache: _BridgeCache[B] = _BridgeCache(max_items, ttl, self._on_cache_exit)
+        self._cache: BridgeCache[B] = BridgeCache(max_items, ttl, self._on_cache_exit)
         self.metrics.size.set_function(lambda: len(self._cache))
         # The constructor's generation is 1; each replacement creates id + 1.
-        self._generation: _Generation[B] = _Generation(1, snapshot or ProviderSnapshot(0))
-        self._builds: dict[CacheKey, _Build[B]] = {}
+        self._generation: Generation[B] = Generation(1, snapshot or ProviderSnapshot(0))
+        self._builds: BuildGroup[Entry[B]] = BuildGroup(self._build_exited)
         self._background: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._closing = False
@@ -563,7 +206,7 @@ class CachedBridgePool(Generic[B]):
         if self._closing:
             raise PoolShuttingDown()
 
-    async def _admit(self, actor: Actor) -> tuple[_Entry[B], AdmissionTicket, _Lease]:
+    async def _admit(self, actor: Actor) -> tuple[Entry[B], AdmissionTicket, Lease]:
         self._check_open()
         self._ensure_sweeper()
         key = BridgeKey.of(actor)
@@ -602,7 +245,7 @@ class CachedBridgePool(Generic[B]):
         self.metrics.retries.labels(reason).inc()
         log.debug("request bridge retry", extra={"reason": reason, "attempt": attempt})
 
-    def _record_uncached_serve(self, entry: _Entry[B]) -> None:
+    def _record_uncached_serve(self, entry: Entry[B]) -> None:
         self.metrics.uncached_serves.inc()
         now = self._clock.monotonic()
         last = self._last_uncached_warning
@@ -614,86 +257,59 @@ class CachedBridgePool(Generic[B]):
             )
 
     async def _get_or_build(
-        self, generation: _Generation[B], key: BridgeKey, actor: Actor
-    ) -> tuple[_Entry[B], _Lease]:
+        self, generation: Generation[B], key: BridgeKey, actor: Actor
+    ) -> tuple[Entry[B], Lease]:
         ck: CacheKey = (generation.id, key)
         cached = self._cache.get(ck, self._clock.monotonic())
         if cached is not None and not cached.retired:
-            return cached, _NO_LEASE
-        build = self._builds.get(ck)
-        if build is None:
-            build = _Build(ck, asyncio.get_running_loop().create_future())
-            self._builds[ck] = build
-            # The build runs in its own task so a cancelled leader (client gone) does not
-            # strand the callers that joined it; the result is still cached for later.
-            build.task = asyncio.create_task(
-                self._run_build(build, generation, key, actor), name=f"bridge-build {key}"
-            )
-            build.task.add_done_callback(functools.partial(self._on_build_done, build))
-        build.users += 1
-        lease = _Lease(build)
-        try:
-            # shield: cancelling this waiter must not cancel the shared future.
-            entry = await asyncio.shield(build.future)
-        except BaseException:
-            lease.release()
-            raise
-        return entry, lease
+            return cached, NO_LEASE
+        return await self._builds.join(
+            ck,
+            lambda build: self._run_build(build, generation, key, actor),
+            name=f"bridge-build {key}",
+        )
 
     async def _run_build(
-        self, build: _Build[B], generation: _Generation[B], key: BridgeKey, actor: Actor
+        self, build: Build[Entry[B]], generation: Generation[B], key: BridgeKey, actor: Actor
     ) -> None:
-        entry: _Entry[B] | None = None
+        entry: Entry[B] | None = None
         try:
             entry = await self._construct(build.ck, generation, key, actor)
             if self._hooks.after_build_before_store is not None:
                 await self._hooks.after_build_before_store(key, generation.id)
             self._publish(entry, build)
-            build.future.set_result(entry)
+            build.resolve(entry)
         except GenerationRetired as exc:
             # _publish already retired the stale bridge.
-            self._fail(build, exc)
+            build.fail(exc)
         except Exception as exc:
             # Every joined caller gets the same error (the analogue of a Go panic being
             # re-raised in each waiter); the key is free again once this task ends.
             if entry is not None:
                 self._retire(entry, "abandoned")
-            self._fail(build, exc)
+            build.fail(exc)
         except BaseException:
             # Cancelled (forced shutdown) or interpreter exit: never strand what was built.
             if entry is not None:
                 self._retire(entry, "abandoned")
             raise
 
-    def _on_build_done(self, build: _Build[B], _task: asyncio.Task[None]) -> None:
-        # A done-callback rather than a ``finally``: it also runs when the task was
-        # cancelled before its first step, so waiters can never be left hanging.
-        if self._builds.get(build.ck) is build:
-            del self._builds[build.ck]
-        self._fail(build, PoolShuttingDown() if self._closing else BridgeBuildExited())
-        # If every caller went away before the build finished, clean up now.
-        build.maybe_cleanup()
-
-    @staticmethod
-    def _fail(build: _Build[B], exc: BaseException) -> None:
-        if not build.future.done():
-            build.future.set_exception(exc)
-            # Mark retrieved: if every waiter was cancelled nobody reads it, and asyncio
-            # would otherwise log "exception was never retrieved".
-            build.future.exception()
+    def _build_exited(self) -> BaseException:
+        """What the callers of a build that ended without a result get."""
+        return PoolShuttingDown() if self._closing else BridgeBuildExited()
 
     async def _construct(
-        self, ck: CacheKey, generation: _Generation[B], key: BridgeKey, actor: Actor
-    ) -> _Entry[B]:
+        self, ck: CacheKey, generation: Generation[B], key: BridgeKey, actor: Actor
+    ) -> Entry[B]:
         self.metrics.builds.inc()
         try:
             bridge = await self._builder(key, actor, generation.snapshot)
         except Exception as exc:
             self.metrics.build_failures.inc()
             raise BridgeBuildError(exc) from exc
-        return _Entry(ck, key, generation, bridge)
+        return Entry(ck, key, generation, bridge)
 
-    def _publish(self, entry: _Entry[B], build: _Build[B]) -> None:
+    def _publish(self, entry: Entry[B], build: Build[Entry[B]]) -> None:
         """Register the built entry with its generation and cache it (synchronous)."""
         generation = entry.generation
         if generation.retired:
@@ -737,10 +353,10 @@ class CachedBridgePool(Generic[B]):
 
     # -- retirement ----------------------------------------------------------------------
 
-    def _on_cache_exit(self, entry: _Entry[B], reason: str) -> None:
+    def _on_cache_exit(self, entry: Entry[B], reason: str) -> None:
         self._retire(entry, reason)
 
-    def _retire(self, entry: _Entry[B], reason: str) -> None:
+    def _retire(self, entry: Entry[B], reason: str) -> None:
         """Retire ``entry`` exactly once: stop admission now, drain and close in background."""
         if entry.retired:
             return
@@ -751,7 +367,7 @@ class CachedBridgePool(Generic[B]):
         self.metrics.retirements.labels(reason).inc()
         self._spawn(self._shutdown_entry(entry), name=f"bridge-retire {entry.key}")
 
-    async def _shutdown_entry(self, entry: _Entry[B]) -> None:
+    async def _shutdown_entry(self, entry: Entry[B]) -> None:
         try:
             if self._hooks.before_bridge_shutdown is not None:
                 await self._hooks.before_bridge_shutdown(entry.bridge)
@@ -780,7 +396,7 @@ class CachedBridgePool(Generic[B]):
         while self._background:
             await asyncio.wait(set(self._background))
 
-    def _retire_generation(self, generation: _Generation[B], reason: str) -> None:
+    def _retire_generation(self, generation: Generation[B], reason: str) -> None:
         if generation.retired:
             return
         generation.retired = True
@@ -799,7 +415,7 @@ class CachedBridgePool(Generic[B]):
         if self._closing:
             return
         old = self._generation
-        self._generation = _Generation(old.id + 1, snapshot)
+        self._generation = Generation(old.id + 1, snapshot)
         # Eagerly, not by TTL, so old bridges go promptly after a provider change such as
         # a key rotation.
         self._retire_generation(old, "replaced")
@@ -841,8 +457,7 @@ class CachedBridgePool(Generic[B]):
         return True
 
     def _pending_tasks(self) -> set[asyncio.Task[None]]:
-        tasks = {b.task for b in self._builds.values() if b.task is not None}
-        return tasks | self._background
+        return self._builds.tasks() | self._background
 
     async def _force(self, pending: set[asyncio.Task[None]]) -> None:
         log.warning("bridge pool shutdown timed out; cancelling", extra={"tasks": len(pending)})
