@@ -11,6 +11,7 @@ The helpers here (fake bridge, harness) are shared with ``test_pool_internal``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -22,7 +23,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
 from aibridge.actor import Actor
-from aibridge.bridge import AdmissionGate, RequestBridge
+from aibridge.bridge import RequestBridge
 from aibridge.clock import FakeClock
 from aibridge.pool import (
     BridgeKey,
@@ -58,7 +59,12 @@ def fake_snapshot(generation: int, **bodies: str) -> ProviderSnapshot:
 
 
 class FakeBridge:
-    """A bridge that records its lifecycle calls and answers with its snapshot's bodies."""
+    """A bridge that answers with its snapshot's bodies, and what the pool did with it.
+
+    The pool owns a bridge's lifecycle, so the counters are kept by the test side:
+    ``admitted_total`` by :func:`acquire_once` / ``Held`` when the pool hands the bridge
+    out, ``shutdown_calls`` by the :class:`Harness` from the pool's retirement hook.
+    """
 
     serial = 0
 
@@ -67,26 +73,8 @@ class FakeBridge:
         self.id = FakeBridge.serial
         self.key = key
         self.snapshot = snapshot
-        self.gate = AdmissionGate()
-        self.retire_calls = 0
         self.shutdown_calls = 0
         self.admitted_total = 0
-        self.drained_cleanly: bool | None = None
-
-    def try_admit(self) -> Any:
-        admission = self.gate.try_admit()
-        if admission is not None:
-            self.admitted_total += 1
-        return admission
-
-    def retire(self) -> None:
-        self.retire_calls += 1
-        self.gate.retire()
-
-    async def shutdown(self, timeout: float) -> bool:  # noqa: ASYNC109
-        self.shutdown_calls += 1
-        self.drained_cleanly = await self.gate.drain(timeout)
-        return self.drained_cleanly
 
     def body(self, path: str) -> tuple[int, str]:
         """What serving ``GET path`` (``/{name}/v1/models``) would return."""
@@ -117,7 +105,20 @@ class Harness:
         return bridge
 
     def pool(self, **kwargs: Any) -> CachedBridgePool[FakeBridge]:
-        """A pool over this harness; no background sweeper unless asked for."""
+        """A pool over this harness; no background sweeper unless asked for.
+
+        Every retirement the pool starts counts in the bridge's ``shutdown_calls`` (before
+        any ``before_bridge_shutdown`` hook passed in runs).
+        """
+        hooks = kwargs.pop("hooks", None) or PoolHooks()
+        then = hooks.before_bridge_shutdown
+
+        async def count_shutdown(bridge: FakeBridge) -> None:
+            bridge.shutdown_calls += 1
+            if then is not None:
+                await then(bridge)
+
+        kwargs["hooks"] = dataclasses.replace(hooks, before_bridge_shutdown=count_shutdown)
         kwargs.setdefault("sweep_interval", None)
         kwargs.setdefault("clock", FakeClock())
         kwargs.setdefault("registry", CollectorRegistry())
@@ -128,6 +129,8 @@ class Harness:
 async def acquire_once(pool: CachedBridgePool[Any], actor: Actor) -> Any:
     """Acquire and release ``actor``'s bridge (like the Go tests' ``Acquire``)."""
     async with asyncio.timeout(WAIT), pool.acquire(actor) as bridge:
+        if isinstance(bridge, FakeBridge):
+            bridge.admitted_total += 1
         return bridge
 
 
@@ -135,6 +138,13 @@ def counters(pool: CachedBridgePool[Any]) -> tuple[int, int, int, int]:
     """(keys_added, keys_evicted, hits, misses), the order the seed asserts them in."""
     m = pool.cache_metrics()
     return (m.keys_added, m.keys_evicted, m.hits, m.misses)
+
+
+def retirements(pool: CachedBridgePool[Any], reason: str) -> float | None:
+    """How many bridges the pool retired for ``reason``."""
+    return pool.metrics.registry.get_sample_value(
+        "aibridge_bridge_pool_retirements_total", {"reason": reason}
+    )
 
 
 async def close_pool(pool: CachedBridgePool[Any]) -> None:
@@ -179,11 +189,8 @@ async def test_pool() -> None:
         # The two evicted bridges are shut down exactly once each.
         async with asyncio.timeout(WAIT):
             await pool.settle()
-        assert [(b.shutdown_calls, b.retire_calls) for b in (inst, inst2, inst2b)] == [
-            (1, 1),
-            (1, 1),
-            (0, 0),
-        ]
+        assert [b.shutdown_calls for b in (inst, inst2, inst2b)] == [1, 1, 0]
+        assert retirements(pool, "evicted") == 2
     finally:
         await close_pool(pool)
     # Shutdown retires the last one; nothing is shut down twice.
@@ -238,6 +245,11 @@ async def test_pool_replace_providers_clears_cache_and_uses_new_providers() -> N
     sessions = UpstreamSessions()
     old = provider_record("old", str(old_up.make_url("/v1")))
     new = provider_record("new", str(new_up.make_url("/v1")))
+    retired: list[RequestBridge] = []
+
+    async def on_retired(bridge: RequestBridge) -> None:
+        retired.append(bridge)
+
     # Passthrough routes never record, so no recorder is needed behind the bridge.
     builder = request_bridge_builder(
         cast(Recorder, None), sessions, max_body_bytes=1 << 20, metrics=None
@@ -250,6 +262,7 @@ async def test_pool_replace_providers_clears_cache_and_uses_new_providers() -> N
         clock=FakeClock(),
         sweep_interval=None,
         registry=CollectorRegistry(),
+        hooks=PoolHooks(before_bridge_shutdown=on_retired),
     )
     actor = make_actor()
     served: list[RequestBridge] = []
@@ -282,7 +295,7 @@ async def test_pool_replace_providers_clears_cache_and_uses_new_providers() -> N
             assert resp.status == 404
             assert served[-1] is inst_after_reload
             await pool.settle()
-        assert inst.retired and not inst_after_reload.retired
+        assert retired == [inst]
     finally:
         await close_pool(pool)
         await client.close()
@@ -439,7 +452,8 @@ async def test_pool_shutdown_replace_providers() -> None:
     release.set()
     async with asyncio.timeout(WAIT):
         assert await shutdown is True
-    assert (old.shutdown_calls, old.retire_calls) == (1, 1)
+    assert old.shutdown_calls == 1
+    assert retirements(pool, "replaced") == 1
     with pytest.raises(PoolShuttingDown, match=r"^pool shutting down$"):
         await acquire_once(pool, actor)
 

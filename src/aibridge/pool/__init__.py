@@ -21,8 +21,9 @@ What the pool guarantees (the seed's contract, DESIGN.md "The pool"):
   acquired; nothing the pool does afterwards swaps the bridge under it.
 
 Inside: ``_pool`` (the pool), ``_cache`` (generations, entries, the LRU/TTL map),
-``_builds`` (single-flight builds), ``_admission`` (admission onto a bridge),
-``_builder`` (the key and the builders), ``_metrics`` and ``_errors``.
+``_builds`` (single-flight builds), ``_admission`` (admission onto a bridge and its
+bounded drain), ``_retirement`` (background drains, the shutdown wait), ``_builder`` (the
+key and the builders), ``_hooks``, ``_metrics`` and ``_errors``.
 """
 
 from aibridge.pool._builder import BridgeBuilder, BridgeKey, request_bridge_builder
@@ -34,8 +35,9 @@ from aibridge.pool._errors import (
     PoolShuttingDown,
     RetryLimitExceeded,
 )
+from aibridge.pool._hooks import PoolHooks
 from aibridge.pool._metrics import CacheMetrics
-from aibridge.pool._pool import CachedBridgePool, PoolHooks
+from aibridge.pool._pool import CachedBridgePool
 
 __all__ = [
     "BridgeBuildError",

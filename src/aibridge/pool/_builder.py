@@ -10,13 +10,12 @@ from typing import Protocol, TypeVar
 
 from aibridge.actor import Actor
 from aibridge.bridge import RequestBridge
-from aibridge.pool._admission import PoolBridge
 from aibridge.providers.http import UpstreamSessions
 from aibridge.providers.snapshot import ProviderSnapshot
 from aibridge.recording.writer import Recorder
 from aibridge.telemetry import GatewayMetrics
 
-B_co = TypeVar("B_co", bound=PoolBridge, covariant=True)
+B_co = TypeVar("B_co", covariant=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +35,11 @@ class BridgeKey:
 
 
 class BridgeBuilder(Protocol[B_co]):
-    """Builds a bridge for ``key``/``actor`` over ``snapshot``."""
+    """Builds a bridge for ``key``/``actor`` over ``snapshot``.
+
+    A bridge only serves requests: the pool admits requests onto it, retires and drains
+    it, so it needs no lifecycle methods of its own.
+    """
 
     def __call__(self, key: BridgeKey, actor: Actor, snapshot: ProviderSnapshot) -> Awaitable[B_co]:
         """Build the bridge."""

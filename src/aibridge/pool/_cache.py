@@ -8,11 +8,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from aibridge.pool._admission import PoolBridge
+from aibridge.pool._admission import AdmissionGate
 from aibridge.pool._builder import BridgeKey
 from aibridge.providers.snapshot import ProviderSnapshot
 
-B = TypeVar("B", bound=PoolBridge)
+B = TypeVar("B")
 
 CacheKey = tuple[int, BridgeKey]
 """(generation id, key): entries of different generations can never collide."""
@@ -32,14 +32,15 @@ class Generation(Generic[B]):
 
 @dataclass(eq=False)
 class Entry(Generic[B]):
-    """A built bridge and where it belongs."""
+    """A built bridge, where it belongs, and the gate admitting requests onto it (retired
+    exactly when the pool retires the entry)."""
 
     ck: CacheKey
     key: BridgeKey
     generation: Generation[B]
     bridge: B
+    gate: AdmissionGate = field(default_factory=AdmissionGate)
     uncached: bool = False
-    retired: bool = False
 
 
 class BridgeCache(Generic[B]):

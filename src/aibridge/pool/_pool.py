@@ -20,15 +20,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry
 
 from aibridge.actor import Actor
 from aibridge.clock import SYSTEM_CLOCK, Clock
-from aibridge.pool._admission import AdmissionTicket, PoolBridge
+from aibridge.pool._admission import Admission
 from aibridge.pool._builder import BridgeBuilder, BridgeKey
 from aibridge.pool._builds import NO_LEASE, Build, BuildGroup, Lease
 from aibridge.pool._cache import BridgeCache, CacheKey, Entry, Generation
@@ -39,14 +37,16 @@ from aibridge.pool._errors import (
     PoolShuttingDown,
     RetryLimitExceeded,
 )
+from aibridge.pool._hooks import PoolHooks
 from aibridge.pool._metrics import CacheMetrics, PoolMetrics
+from aibridge.pool._retirement import Retirements, wait_or_cancel
 from aibridge.providers.base import Provider
 from aibridge.providers.keypool import KeyPool
 from aibridge.providers.snapshot import ProviderSnapshot
 
 log = logging.getLogger("aibridge.pool")
 
-B = TypeVar("B", bound=PoolBridge)
+B = TypeVar("B")
 
 DEFAULT_MAX_ITEMS = 5000
 DEFAULT_TTL_SECONDS = 15 * 60.0
@@ -56,24 +56,6 @@ DEFAULT_SWEEP_INTERVAL = 60.0
 MAX_SERVE_ATTEMPTS = 3
 """A request tries at most this many bridges (generation or admission races) before failing."""
 UNCACHED_WARNING_PERIOD = 60.0
-CANCEL_GRACE_SECONDS = 1.0
-"""How long a forced shutdown waits for cancelled tasks to unwind."""
-
-
-@dataclass
-class PoolHooks:
-    """Test hooks that park a call at a precise point (reference §2.6 names in brackets).
-
-    All default to None, which costs nothing in production.
-    """
-
-    after_build_before_store: Callable[[BridgeKey, int], Awaitable[None]] | None = None
-    """[bridge_cache_publish] Inside the build task, after the bridge is built, before it is
-    published to the cache; receives the key and the build's generation id."""
-    before_admission: Callable[[BridgeKey, Any], Awaitable[None]] | None = None
-    """[bridge_serve_admission] After a bridge was selected, before the request is admitted."""
-    before_bridge_shutdown: Callable[[Any], Awaitable[None]] | None = None
-    """In the background retirement task, before the bridge is drained."""
 
 
 class _Acquired(Generic[B]):
@@ -89,7 +71,7 @@ class _Acquired(Generic[B]):
     def __init__(self, pool: CachedBridgePool[B], actor: Actor) -> None:
         self._pool = pool
         self._actor = actor
-        self._admission: AdmissionTicket | None = None
+        self._admission: Admission | None = None
         self._lease: Lease | None = None
 
     async def __aenter__(self) -> B:
@@ -138,7 +120,6 @@ class CachedBridgePool(Generic[B]):
             raise ValueError("retirement_timeout must be >= 0")
         self._builder = builder
         self._clock = clock
-        self._retirement_timeout = retirement_timeout
         self._sweep_interval = sweep_interval
         self._hooks = hooks or PoolHooks()
         self.metrics = PoolMetrics(registry)
@@ -147,7 +128,7 @@ class CachedBridgePool(Generic[B]):
         # The constructor's generation is 1; each replacement creates id + 1.
         self._generation: Generation[B] = Generation(1, snapshot or ProviderSnapshot(0))
         self._builds: BuildGroup[Entry[B]] = BuildGroup(self._build_exited)
-        self._background: set[asyncio.Task[None]] = set()
+        self._retirements = Retirements(retirement_timeout, self._hooks)
         self._sweeper: asyncio.Task[None] | None = None
         self._closing = False
         self._shutdown_task: asyncio.Task[bool] | None = None
@@ -206,7 +187,7 @@ class CachedBridgePool(Generic[B]):
         if self._closing:
             raise PoolShuttingDown()
 
-    async def _admit(self, actor: Actor) -> tuple[Entry[B], AdmissionTicket, Lease]:
+    async def _admit(self, actor: Actor) -> tuple[Entry[B], Admission, Lease]:
         self._check_open()
         self._ensure_sweeper()
         key = BridgeKey.of(actor)
@@ -223,7 +204,7 @@ class CachedBridgePool(Generic[B]):
             try:
                 if self._hooks.before_admission is not None:
                     await self._hooks.before_admission(key, entry.bridge)
-                admission = None if entry.retired else entry.bridge.try_admit()
+                admission = entry.gate.try_admit()
             except BaseException:
                 lease.release()
                 raise
@@ -232,9 +213,9 @@ class CachedBridgePool(Generic[B]):
                     self._record_uncached_serve(entry)
                 return entry, admission, lease
             lease.release()
-            # The bridge refused (it was retired between selection and admission): make
-            # sure the pool forgets it, then try a fresh one.
-            self._retire(entry, "refused")
+            # Retired between selection and admission (an expiry, eviction or replacement
+            # while a build resolved or a hook ran): the pool has already forgotten it, so
+            # the next attempt selects or builds another.
             self._retry(attempt, "admission")
         raise AssertionError("unreachable")  # pragma: no cover - _retry raises on the last
 
@@ -261,7 +242,8 @@ class CachedBridgePool(Generic[B]):
     ) -> tuple[Entry[B], Lease]:
         ck: CacheKey = (generation.id, key)
         cached = self._cache.get(ck, self._clock.monotonic())
-        if cached is not None and not cached.retired:
+        if cached is not None:
+            # Never a retired one: retiring an entry removes it from the cache at once.
             return cached, NO_LEASE
         return await self._builds.join(
             ck,
@@ -357,44 +339,22 @@ class CachedBridgePool(Generic[B]):
         self._retire(entry, reason)
 
     def _retire(self, entry: Entry[B], reason: str) -> None:
-        """Retire ``entry`` exactly once: stop admission now, drain and close in background."""
-        if entry.retired:
+        """Retire ``entry`` exactly once: stop admission now, drain in the background."""
+        gate = entry.gate
+        if gate.retired:
             return
-        entry.retired = True
+        gate.retire()
         entry.generation.entries.discard(entry)
         self._cache.discard(entry)
-        entry.bridge.retire()
         self.metrics.retirements.labels(reason).inc()
-        self._spawn(self._shutdown_entry(entry), name=f"bridge-retire {entry.key}")
-
-    async def _shutdown_entry(self, entry: Entry[B]) -> None:
-        try:
-            if self._hooks.before_bridge_shutdown is not None:
-                await self._hooks.before_bridge_shutdown(entry.bridge)
-            await entry.bridge.shutdown(self._retirement_timeout)
-        except Exception:
-            # Reference: evicted-bridge shutdown errors are ignored (logged here).
-            log.warning("request bridge shutdown failed", exc_info=True)
-
-    def _spawn(self, coro: Coroutine[Any, Any, None], *, name: str) -> None:
-        try:
-            task = asyncio.get_running_loop().create_task(coro, name=name)
-        except RuntimeError:
-            # No running loop. Unreachable in practice (bridges only exist inside a loop),
-            # but a synchronous replace_providers() must not raise because of it.
-            log.warning("no running loop; bridge shutdown skipped", extra={"task": name})
-            coro.close()
-            return
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._retirements.drain(gate, entry.bridge, name=f"bridge-retire {entry.key}")
 
     async def settle(self) -> None:
         """Wait until every background retirement started so far (and since) has finished.
 
         For tests and orderly shutdowns; unbounded, so wrap it in ``asyncio.timeout``.
         """
-        while self._background:
-            await asyncio.wait(set(self._background))
+        await self._retirements.settle()
 
     def _retire_generation(self, generation: Generation[B], reason: str) -> None:
         if generation.retired:
@@ -446,31 +406,7 @@ class CachedBridgePool(Generic[B]):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
         self._retire_generation(self._generation, "shutdown")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while pending := self._pending_tasks():
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                await self._force(pending)
-                return False
-            await asyncio.wait(pending, timeout=remaining)
-        return True
+        return await wait_or_cancel(self._pending_tasks, timeout)
 
     def _pending_tasks(self) -> set[asyncio.Task[None]]:
-        return self._builds.tasks() | self._background
-
-    async def _force(self, pending: set[asyncio.Task[None]]) -> None:
-        log.warning("bridge pool shutdown timed out; cancelling", extra={"tasks": len(pending)})
-        # A cancelled build may retire what it built, spawning a retirement: a few rounds.
-        for _ in range(3):
-            # Let tasks created just now take their first step, so their cleanup handlers
-            # (cancel admitted requests) are in place when the cancel lands.
-            await asyncio.sleep(0)
-            pending = self._pending_tasks()
-            for task in pending:
-                task.cancel()
-            await asyncio.wait(pending, timeout=CANCEL_GRACE_SECONDS)
-            pending = self._pending_tasks()
-            if not pending:
-                return
-        log.error("bridge pool shutdown left tasks running", extra={"tasks": len(pending)})
+        return self._builds.tasks() | self._retirements.tasks
