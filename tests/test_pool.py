@@ -36,7 +36,7 @@ from aibridge.providers.base import build_provider
 from aibridge.providers.http import UpstreamSessions
 from aibridge.providers.keypool import KeyPoolStateCollector
 from aibridge.providers.snapshot import ProviderSnapshot
-from aibridge.recording.writer import Recorder
+from aibridge.recording.recorder import Recorder
 from aibridge.store.providers import ProviderKeyRecord, ProviderRecord
 
 WAIT = 5.0

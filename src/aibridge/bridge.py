@@ -22,7 +22,7 @@ from aibridge.providers.base import DisabledProvider
 from aibridge.providers.http import UpstreamSessions
 from aibridge.providers.paths import UnsafePath
 from aibridge.providers.snapshot import ProviderSnapshot
-from aibridge.recording.writer import Recorder
+from aibridge.recording.recorder import Recorder
 from aibridge.telemetry import GatewayMetrics
 
 log = logging.getLogger(__name__)

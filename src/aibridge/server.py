@@ -37,7 +37,7 @@ from aibridge.pool import (
 )
 from aibridge.providers.http import UpstreamSessions
 from aibridge.providers.keypool import KeyPoolStateCollector
-from aibridge.recording.writer import Recorder
+from aibridge.recording.recorder import Recorder
 from aibridge.reload import ProviderReloader
 from aibridge.services import SERVICES, Services
 from aibridge.store import seed, users

@@ -12,7 +12,7 @@ from aibridge.bridge import RequestBridge
 from aibridge.config import Settings
 from aibridge.pool import CachedBridgePool
 from aibridge.providers.http import UpstreamSessions
-from aibridge.recording.writer import Recorder
+from aibridge.recording.recorder import Recorder
 from aibridge.reload import ProviderReloader
 from aibridge.store.crypto import Encryptor
 from aibridge.store.pubsub import PubSub

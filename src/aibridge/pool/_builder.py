@@ -12,7 +12,7 @@ from aibridge.actor import Actor
 from aibridge.bridge import RequestBridge
 from aibridge.providers.http import UpstreamSessions
 from aibridge.providers.snapshot import ProviderSnapshot
-from aibridge.recording.writer import Recorder
+from aibridge.recording.recorder import Recorder
 from aibridge.telemetry import GatewayMetrics
 
 B_co = TypeVar("B_co", covariant=True)
