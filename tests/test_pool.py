@@ -5,12 +5,13 @@ instance identity, exact cache counters, "pool shutting down", no join of a stal
 no deadlock between replace and shutdown. Time is a :class:`FakeClock`; builds are parked
 on events; every await that could hang is bounded by ``asyncio.timeout``.
 
-The helpers here (fake bridge, fake MCP, harness) are shared with ``test_pool_internal``.
+The helpers here (fake bridge, harness) are shared with ``test_pool_internal``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -22,12 +23,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
 from aibridge.actor import Actor
-from aibridge.bridge import AdmissionGate, RequestBridge
+from aibridge.bridge import RequestBridge
 from aibridge.clock import FakeClock
 from aibridge.pool import (
     BridgeKey,
     CachedBridgePool,
-    MCPProxier,
     PoolHooks,
     PoolShuttingDown,
     request_bridge_builder,
@@ -36,7 +36,7 @@ from aibridge.providers.base import build_provider
 from aibridge.providers.http import UpstreamSessions
 from aibridge.providers.keypool import KeyPoolStateCollector
 from aibridge.providers.snapshot import ProviderSnapshot
-from aibridge.recording.writer import Recorder
+from aibridge.recording.recorder import Recorder
 from aibridge.store.providers import ProviderKeyRecord, ProviderRecord
 
 WAIT = 5.0
@@ -59,36 +59,22 @@ def fake_snapshot(generation: int, **bodies: str) -> ProviderSnapshot:
 
 
 class FakeBridge:
-    """A bridge that records its lifecycle calls and answers with its snapshot's bodies."""
+    """A bridge that answers with its snapshot's bodies, and what the pool did with it.
+
+    The pool owns a bridge's lifecycle, so the counters are kept by the test side:
+    ``admitted_total`` by :func:`acquire_once` / ``Held`` when the pool hands the bridge
+    out, ``shutdown_calls`` by the :class:`Harness` from the pool's retirement hook.
+    """
 
     serial = 0
 
-    def __init__(self, key: BridgeKey, snapshot: ProviderSnapshot, mcp: MCPProxier | None):
+    def __init__(self, key: BridgeKey, snapshot: ProviderSnapshot):
         FakeBridge.serial += 1
         self.id = FakeBridge.serial
         self.key = key
         self.snapshot = snapshot
-        self.mcp = mcp
-        self.gate = AdmissionGate()
-        self.retire_calls = 0
         self.shutdown_calls = 0
         self.admitted_total = 0
-        self.drained_cleanly: bool | None = None
-
-    def try_admit(self) -> Any:
-        admission = self.gate.try_admit()
-        if admission is not None:
-            self.admitted_total += 1
-        return admission
-
-    def retire(self) -> None:
-        self.retire_calls += 1
-        self.gate.retire()
-
-    async def shutdown(self, timeout: float) -> bool:  # noqa: ASYNC109
-        self.shutdown_calls += 1
-        self.drained_cleanly = await self.gate.drain(timeout)
-        return self.drained_cleanly
 
     def body(self, path: str) -> tuple[int, str]:
         """What serving ``GET path`` (``/{name}/v1/models``) would return."""
@@ -100,54 +86,39 @@ class FakeBridge:
         return f"FakeBridge#{self.id}({self.key}, gen={self.snapshot.generation})"
 
 
-class FakeMCP:
-    """An MCP proxier that counts init/shutdown calls."""
-
-    def __init__(self, init_error: Exception | None = None) -> None:
-        self.init_calls = 0
-        self.shutdown_calls = 0
-        self.init_error = init_error
-
-    async def init(self) -> None:
-        self.init_calls += 1
-        if self.init_error is not None:
-            raise self.init_error
-
-    async def shutdown(self) -> None:
-        self.shutdown_calls += 1
-
-
 class Harness:
-    """Builder and MCP factory for a pool of :class:`FakeBridge`, recording every call."""
+    """Builder for a pool of :class:`FakeBridge`, recording every bridge it built."""
 
     def __init__(self) -> None:
         self.bridges: list[FakeBridge] = []
-        self.proxiers: list[FakeMCP] = []
-        self.mcp_builds = 0
         self.build_error: BaseException | None = None
         # Awaited inside the builder when set (to park a build at a precise point).
         self.in_builder: Callable[[BridgeKey, ProviderSnapshot], Awaitable[None]] | None = None
 
-    async def mcp_factory(self, key: BridgeKey, actor: Actor) -> MCPProxier | None:
-        self.mcp_builds += 1
-        proxier = FakeMCP()
-        self.proxiers.append(proxier)
-        return proxier
-
-    async def build(
-        self, key: BridgeKey, actor: Actor, snapshot: ProviderSnapshot, *, mcp: MCPProxier | None
-    ) -> FakeBridge:
+    async def build(self, key: BridgeKey, actor: Actor, snapshot: ProviderSnapshot) -> FakeBridge:
         if self.in_builder is not None:
             await self.in_builder(key, snapshot)
         if self.build_error is not None:
             raise self.build_error
-        bridge = FakeBridge(key, snapshot, mcp)
+        bridge = FakeBridge(key, snapshot)
         self.bridges.append(bridge)
         return bridge
 
     def pool(self, **kwargs: Any) -> CachedBridgePool[FakeBridge]:
-        """A pool over this harness; no background sweeper unless asked for."""
-        kwargs.setdefault("mcp_factory", self.mcp_factory)
+        """A pool over this harness; no background sweeper unless asked for.
+
+        Every retirement the pool starts counts in the bridge's ``shutdown_calls`` (before
+        any ``before_bridge_shutdown`` hook passed in runs).
+        """
+        hooks = kwargs.pop("hooks", None) or PoolHooks()
+        then = hooks.before_bridge_shutdown
+
+        async def count_shutdown(bridge: FakeBridge) -> None:
+            bridge.shutdown_calls += 1
+            if then is not None:
+                await then(bridge)
+
+        kwargs["hooks"] = dataclasses.replace(hooks, before_bridge_shutdown=count_shutdown)
         kwargs.setdefault("sweep_interval", None)
         kwargs.setdefault("clock", FakeClock())
         kwargs.setdefault("registry", CollectorRegistry())
@@ -158,6 +129,8 @@ class Harness:
 async def acquire_once(pool: CachedBridgePool[Any], actor: Actor) -> Any:
     """Acquire and release ``actor``'s bridge (like the Go tests' ``Acquire``)."""
     async with asyncio.timeout(WAIT), pool.acquire(actor) as bridge:
+        if isinstance(bridge, FakeBridge):
+            bridge.admitted_total += 1
         return bridge
 
 
@@ -165,6 +138,13 @@ def counters(pool: CachedBridgePool[Any]) -> tuple[int, int, int, int]:
     """(keys_added, keys_evicted, hits, misses), the order the seed asserts them in."""
     m = pool.cache_metrics()
     return (m.keys_added, m.keys_evicted, m.hits, m.misses)
+
+
+def retirements(pool: CachedBridgePool[Any], reason: str) -> float | None:
+    """How many bridges the pool retired for ``reason``."""
+    return pool.metrics.registry.get_sample_value(
+        "aibridge_bridge_pool_retirements_total", {"reason": reason}
+    )
 
 
 async def close_pool(pool: CachedBridgePool[Any]) -> None:
@@ -186,41 +166,35 @@ async def test_pool() -> None:
         user1, user2 = uuid.uuid4(), uuid.uuid4()
         key1, key2 = uuid.uuid4().hex, uuid.uuid4().hex
 
-        # First acquire for a user builds a bridge and initialises its MCP proxier once...
+        # First acquire for a user builds a bridge once...
         inst = await acquire_once(pool, make_actor(user1, key1))
-        assert [p.init_calls for p in h.proxiers] == [1]
+        assert len(h.bridges) == 1
         # ...and the same instance comes back on the next acquire.
         inst_b = await acquire_once(pool, make_actor(user1, key1))
         assert inst_b is inst
         assert counters(pool) == (1, 0, 1, 1)
-        assert h.mcp_builds == 1
+        assert len(h.bridges) == 1
 
-        # A new user evicts the old key (max_items=1) and gets a new instance (MCP Init again).
+        # A new user evicts the old key (max_items=1) and gets a new instance.
         inst2 = await acquire_once(pool, make_actor(user2, key1))
         assert inst2 is not inst
         assert counters(pool) == (2, 1, 1, 2)
-        assert [p.init_calls for p in h.proxiers] == [1, 1]
 
         # The same user with another gateway key gets yet another instance.
         inst2b = await acquire_once(pool, make_actor(user2, key2))
         assert inst2b is not inst2
         assert counters(pool) == (3, 2, 1, 3)
-        assert [p.init_calls for p in h.proxiers] == [1, 1, 1]
+        assert len(h.bridges) == 3
 
-        # The two evicted bridges are shut down exactly once each, with their MCP proxiers.
+        # The two evicted bridges are shut down exactly once each.
         async with asyncio.timeout(WAIT):
             await pool.settle()
-        assert [(b.shutdown_calls, b.retire_calls) for b in (inst, inst2, inst2b)] == [
-            (1, 1),
-            (1, 1),
-            (0, 0),
-        ]
-        assert [p.shutdown_calls for p in h.proxiers] == [1, 1, 0]
+        assert [b.shutdown_calls for b in (inst, inst2, inst2b)] == [1, 1, 0]
+        assert retirements(pool, "evicted") == 2
     finally:
         await close_pool(pool)
     # Shutdown retires the last one; nothing is shut down twice.
     assert [b.shutdown_calls for b in h.bridges] == [1, 1, 1]
-    assert [p.shutdown_calls for p in h.proxiers] == [1, 1, 1]
 
 
 def provider_record(name: str, base_url: str) -> ProviderRecord:
@@ -271,6 +245,11 @@ async def test_pool_replace_providers_clears_cache_and_uses_new_providers() -> N
     sessions = UpstreamSessions()
     old = provider_record("old", str(old_up.make_url("/v1")))
     new = provider_record("new", str(new_up.make_url("/v1")))
+    retired: list[RequestBridge] = []
+
+    async def on_retired(bridge: RequestBridge) -> None:
+        retired.append(bridge)
+
     # Passthrough routes never record, so no recorder is needed behind the bridge.
     builder = request_bridge_builder(
         cast(Recorder, None), sessions, max_body_bytes=1 << 20, metrics=None
@@ -283,6 +262,7 @@ async def test_pool_replace_providers_clears_cache_and_uses_new_providers() -> N
         clock=FakeClock(),
         sweep_interval=None,
         registry=CollectorRegistry(),
+        hooks=PoolHooks(before_bridge_shutdown=on_retired),
     )
     actor = make_actor()
     served: list[RequestBridge] = []
@@ -315,7 +295,7 @@ async def test_pool_replace_providers_clears_cache_and_uses_new_providers() -> N
             assert resp.status == 404
             assert served[-1] is inst_after_reload
             await pool.settle()
-        assert inst.retired and not inst_after_reload.retired
+        assert retired == [inst]
     finally:
         await close_pool(pool)
         await client.close()
@@ -324,44 +304,30 @@ async def test_pool_replace_providers_clears_cache_and_uses_new_providers() -> N
         await new_up.close()
 
 
-class ParkingMCPFactory:
-    """Counterpart of Go's ``blockingMCPFactory``: the first Build parks until released.
-
-    Every Build fails afterwards (as Go's returns ``context.Canceled``), which the pool
-    logs and builds the bridge without tools.
-    """
-
-    def __init__(self) -> None:
-        self.calls = 0
-        self.first_started = asyncio.Event()
-        self.release_first = asyncio.Event()
-
-    async def __call__(self, key: BridgeKey, actor: Actor) -> MCPProxier | None:
-        self.calls += 1
-        if self.calls == 1:
-            self.first_started.set()
-            await self.release_first.wait()
-        raise RuntimeError("mcp build failed")
-
-
-async def test_pool_replace_providers_does_not_join_stale_singleflight(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+async def test_pool_replace_providers_does_not_join_stale_singleflight() -> None:
     """Mirrors ``TestPoolReplaceProvidersDoesNotJoinStaleSingleflight``.
 
-    Acquire #1 parks inside MCP Build; replace_providers; Acquire #2 does not wait for #1
-    and is served by the new providers; #1 then completes without error; Acquire #3
-    returns the same instance as #2 (the stale build was never cached). Pool-v4 on top:
-    the stale bridge is retired without serving anything and #1 is served by #2's bridge.
+    Acquire #1 parks inside its build (Go parks in the MCP Build of the bridge build);
+    replace_providers; Acquire #2 does not wait for #1 and is served by the new providers;
+    #1 then completes without error; Acquire #3 returns the same instance as #2 (the stale
+    build was never cached). Pool-v4 on top: the stale bridge is retired without serving
+    anything and #1 is served by #2's bridge.
     """
+    first_started, release_first = asyncio.Event(), asyncio.Event()
+
+    async def park_first_build(_key: BridgeKey, snapshot: ProviderSnapshot) -> None:
+        if snapshot.generation == 1:
+            first_started.set()
+            await release_first.wait()
+
     h = Harness()
-    factory = ParkingMCPFactory()
-    pool = h.pool(max_items=1, ttl=60.0, mcp_factory=factory, snapshot=fake_snapshot(1, old="old"))
+    h.in_builder = park_first_build
+    pool = h.pool(max_items=1, ttl=60.0, snapshot=fake_snapshot(1, old="old"))
     actor = make_actor()
     first = asyncio.create_task(acquire_once(pool, actor))
     try:
         async with asyncio.timeout(WAIT):
-            await factory.first_started.wait()
+            await first_started.wait()
 
         pool.replace_providers(fake_snapshot(2, new="new"))
 
@@ -369,7 +335,7 @@ async def test_pool_replace_providers_does_not_join_stale_singleflight(
         assert not first.done()
         assert second.body("/new/v1/models") == (200, "new")
 
-        factory.release_first.set()
+        release_first.set()
         async with asyncio.timeout(WAIT):
             first_bridge = await first  # no error
         assert first_bridge is second
@@ -391,16 +357,14 @@ async def test_pool_replace_providers_does_not_join_stale_singleflight(
             )
             == 1.0
         )
-        # The MCP Build failures were logged and did not fail the builds.
-        assert "failed to create MCP server proxiers" in caplog.text
     finally:
-        factory.release_first.set()
+        release_first.set()
         await close_pool(pool)
 
 
 async def test_pool_replace_providers_after_shutdown_is_noop() -> None:
     """Mirrors ``TestPoolReplaceProvidersAfterShutdownIsNoop``: no error, then "pool shutting
-    down" from acquire; the client/MCP factory is never even called."""
+    down" from acquire; the builder is never even called."""
     h = Harness()
     pool = h.pool(max_items=1, ttl=60.0)
     async with asyncio.timeout(WAIT):
@@ -412,7 +376,7 @@ async def test_pool_replace_providers_after_shutdown_is_noop() -> None:
     with pytest.raises(PoolShuttingDown) as err:
         await acquire_once(pool, make_actor())
     assert str(err.value) == "pool shutting down"
-    assert h.mcp_builds == 0 and h.bridges == []
+    assert h.bridges == []
 
 
 async def test_pool_expiry() -> None:
@@ -440,7 +404,7 @@ async def test_pool_expiry() -> None:
         # The synctest.Wait() counterpart: background shutdowns have completed.
         async with asyncio.timeout(WAIT):
             await pool.settle()
-        assert (first.shutdown_calls, h.proxiers[0].shutdown_calls) == (1, 1)
+        assert first.shutdown_calls == 1
         assert third.shutdown_calls == 0
     finally:
         await close_pool(pool)
@@ -488,8 +452,8 @@ async def test_pool_shutdown_replace_providers() -> None:
     release.set()
     async with asyncio.timeout(WAIT):
         assert await shutdown is True
-    assert (old.shutdown_calls, old.retire_calls) == (1, 1)
-    assert h.proxiers[0].shutdown_calls == 1
+    assert old.shutdown_calls == 1
+    assert retirements(pool, "replaced") == 1
     with pytest.raises(PoolShuttingDown, match=r"^pool shutting down$"):
         await acquire_once(pool, actor)
 

@@ -56,6 +56,7 @@ from aibridge.providers.http import (
     size_text,
 )
 from aibridge.providers.keypool import KeyPoolExhausted
+from aibridge.recording.recorder import Recorder
 from aibridge.recording.records import (
     InterceptionEnded,
     InterceptionStarted,
@@ -64,7 +65,6 @@ from aibridge.recording.records import (
     TokenUsageRecord,
     ToolUsageRecord,
 )
-from aibridge.recording.writer import Recorder
 from aibridge.store.types import utcnow
 from aibridge.telemetry import GatewayMetrics
 

@@ -1,4 +1,4 @@
-"""Recording: record types, the batched async writer with spill/replay, and sinks.
+"""Recording: record types, the recorder (start batcher, batch writer, spill replay), and sinks.
 
 Typical wiring (see :class:`Recorder`)::
 
@@ -12,6 +12,7 @@ Typical wiring (see :class:`Recorder`)::
     await recorder.close(timeout=10)
 """
 
+from aibridge.recording.recorder import SPILL_FILE_NAME, Recorder
 from aibridge.recording.records import (
     CREDENTIAL_KINDS,
     ERROR_TYPES,
@@ -26,7 +27,6 @@ from aibridge.recording.records import (
     record_to_json,
 )
 from aibridge.recording.sink import DatabaseSink, ListSink, Sink
-from aibridge.recording.writer import SPILL_FILE_NAME, Recorder
 
 __all__ = [
     "CREDENTIAL_KINDS",

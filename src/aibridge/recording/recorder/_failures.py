@@ -1,6 +1,9 @@
-"""How the recorder tells "the database is unavailable" from "the database refuses this"."""
+"""How the recorder tells "the database is unavailable" from "the database refuses this",
+and the bounded wait its background tasks sleep in."""
 
 from __future__ import annotations
+
+import asyncio
 
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
@@ -24,3 +27,13 @@ def refuses_data(exc: BaseException) -> bool:
         return isinstance(state, str) and state[:2] in ("22", "23")
     # A StatementError that is not a DBAPIError failed while binding our values.
     return isinstance(exc, StatementError | TypeError | ValueError)
+
+
+async def wait_event(event: asyncio.Event, seconds: float | None) -> bool:
+    """Wait for ``event`` at most ``seconds`` (forever when None); True if it was set."""
+    try:
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True

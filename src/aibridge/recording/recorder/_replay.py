@@ -1,11 +1,15 @@
-"""The recorder's way out of memory and back: spilling records to the spill file and
-replaying them (file format and locking: :mod:`aibridge.recording.spill`).
+"""The spill replayer: the recorder's way out of memory and back, and its recovery from
+a killed run (file format and locking: :mod:`aibridge.recording.spill`).
 
 Records that cannot wait in memory (the queue is full, shutdown with the database down,
 end records waiting too long for their start) are appended to the spill file, fsynced,
-in a worker thread; the replayer writes them back through the recorder's normal,
+in a worker thread; the replayer writes them back through the batch writer's normal,
 idempotent write path once the database answers. Spilled records are acknowledged in
 the journal: they are safe on disk.
+
+At start, what earlier runs left unacknowledged in the journal is moved to the spill file
+(and so replayed like any spill); once that first replay is done, the interceptions
+earlier runs of this replica left open are ended with ``error_type = gateway_restart``.
 """
 
 from __future__ import annotations
@@ -13,42 +17,101 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
+from typing import Protocol
 
 from aibridge.recording.journal import Journal
 from aibridge.recording.metrics import RecorderMetrics
+from aibridge.recording.recorder._failures import TransientWriteError, wait_event
 from aibridge.recording.records import Record, record_from_json, record_to_json
+from aibridge.recording.sink import Sink
 from aibridge.recording.spill import SpillFile, read_lines
+from aibridge.store.types import utcnow
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("aibridge.recording.recorder")
 
 
-class Spiller:
-    """Spills records to ``spill_file`` and replays them. ``progress`` is set whenever
-    something was spilled or replayed (the recorder's ``wait_until`` listens to it)."""
+class ReplayTarget(Protocol):
+    """What the replayer writes through (the batch writer)."""
+
+    healthy: bool
+    """False while the database is known to be unavailable."""
+
+    async def write_resilient(self, records: list[Record], *, replay: bool) -> None:
+        """Write ``records`` and the waiting end records; raise TransientWriteError while
+        the database is unavailable."""
+        ...
+
+    def set_healthy(self) -> None:
+        """The database answered a write."""
+        ...
+
+
+class SpillReplayer:
+    """Spills records to ``spill_file`` and replays them; recovers the journal at start.
+
+    ``progress`` is set whenever something was spilled or replayed (the recorder's
+    ``wait_until`` listens to it). ``probe_timeout`` bounds a health probe of the sink,
+    ``write_timeout`` the ending of abandoned interceptions; the replay loop looks at the
+    spill file every ``replay_interval`` seconds and whenever :meth:`wake` is called.
+    """
 
     def __init__(
         self,
         spill_file: SpillFile,
+        sink: Sink,
         *,
         metrics: RecorderMetrics,
         journal: Journal | None,
         progress: asyncio.Event,
         replay_chunk: int,
+        replay_interval: float,
+        probe_timeout: float,
+        write_timeout: float,
     ) -> None:
         self.file = spill_file
+        self._sink = sink
         self._metrics = metrics
         self._journal = journal
         self._progress = progress
         self._replay_chunk = replay_chunk
+        self._replay_interval = replay_interval
+        self._probe_timeout = probe_timeout
+        self._write_timeout = write_timeout
         self.buffer: list[Record] = []
         """Records waiting for the spiller task (added when the queue is full)."""
         self.dirty = False
         """Whether the spill file may hold records to replay."""
+        self.abandoned: tuple[list[str], datetime] | None = None
+        """Replicas whose earlier runs may have left interceptions open, and when this run
+        started: ended once the first replay is done (None when nothing is left to do)."""
         self._wakeup = asyncio.Event()
+        self._replay_wakeup = asyncio.Event()
         self._lock = asyncio.Lock()
         self._spills = 0
         self._offsets: dict[Path, int] = {}
+
+    def wake(self) -> None:
+        """Look at the spill file now rather than at the next interval."""
+        self._replay_wakeup.set()
+
+    # ------------------------------------------------------------------ recovery
+
+    async def recover(self, journal: Journal) -> None:
+        """Open the journal and move what earlier runs left in it to the spill file."""
+        started = utcnow()
+        recovered = await asyncio.to_thread(journal.open, asyncio.get_running_loop())
+        if recovered.lines:
+            log.warning(
+                "recorder: replaying records a previous run left unacknowledged",
+                extra={"records": len(recovered.lines), "replicas": recovered.replicas},
+            )
+            # Fsynced before the segments go: a crash in between replays them twice,
+            # which the idempotent writes absorb.
+            await self.keep(recovered.lines)
+        await asyncio.to_thread(journal.discard, recovered.segments)
+        self.abandoned = (recovered.replicas, started)
 
     async def check(self) -> bool:
         """Look at the disk: is there anything to replay? (sets :attr:`dirty`)."""
@@ -62,7 +125,7 @@ class Spiller:
         self.buffer.append(rec)
         self._wakeup.set()
 
-    async def run(self) -> None:
+    async def run_spiller(self) -> None:
         """The spiller task: write what :meth:`add` buffered."""
         while True:
             await self._wakeup.wait()
@@ -138,6 +201,58 @@ class Spiller:
             self._journal.ack([rec])
 
     # ------------------------------------------------------------------ replay
+
+    async def run_replayer(self, target: ReplayTarget) -> None:
+        """The replayer task: replay the spill file through ``target`` whenever the
+        database answers, then end what earlier runs left open."""
+
+        async def write(records: list[Record]) -> None:
+            await target.write_resilient(records, replay=True)
+            target.set_healthy()
+
+        while True:
+            await wait_event(self._replay_wakeup, self._replay_interval)
+            self._replay_wakeup.clear()
+            if not target.healthy:
+                # Probe: nothing else may flip health back if the queue is empty.
+                try:
+                    async with asyncio.timeout(self._probe_timeout):
+                        await self._sink.ping()
+                except Exception:
+                    continue
+                target.healthy = True
+            if not self.dirty and self.abandoned is None:
+                continue
+            try:
+                if self.dirty:
+                    await self.replay_once(write)
+                if self.abandoned is not None:
+                    await self._end_abandoned(target, *self.abandoned)
+            except TransientWriteError:
+                target.healthy = False
+            except OSError:
+                log.exception("recorder: cannot read the spill file; will retry")
+            self._progress.set()
+
+    async def _end_abandoned(
+        self, target: ReplayTarget, replicas: list[str], before: datetime
+    ) -> None:
+        """End what earlier runs of ``replicas`` left open. Runs after a complete replay
+        pass (which wrote what those runs journaled or spilled) and a retry of the ends
+        still waiting for their start: a real end must never lose to ``gateway_restart``."""
+        await target.write_resilient([], replay=True)
+        try:
+            async with asyncio.timeout(self._write_timeout):
+                ended = await self._sink.end_abandoned(replicas, before, utcnow())
+        except Exception as exc:
+            self._metrics.write_errors.inc()
+            raise TransientWriteError(str(exc)) from exc
+        self.abandoned = None
+        if ended:
+            log.warning(
+                "recorder: ended interceptions a previous run left open (gateway_restart)",
+                extra={"interceptions": ended, "replicas": replicas},
+            )
 
     async def replay_once(self, write: Callable[[list[Record]], Awaitable[None]]) -> None:
         """Replay every claimed spill file through ``write``, oldest first, deleting each

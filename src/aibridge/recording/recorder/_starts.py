@@ -1,4 +1,5 @@
-"""Group commit of interception start records, the one database wait of a request.
+"""The start batcher: group commit of interception start records, the one database wait of
+a request.
 
 One writer task writes every start that arrived while the previous write was in flight
 in a single transaction, so N concurrent requests cost one transaction, not N (and, on
@@ -50,7 +51,7 @@ class _StartBatch:
                     waiter.set_exception(exc)
 
 
-class StartWriter:
+class StartBatcher:
     """Writes start records through ``write`` (one transaction per batch), each caller
     waiting at most ``timeout`` seconds for its own."""
 
