@@ -39,7 +39,7 @@ from aibridge.intercept.errors import (
     error_type_for_event,
     error_type_for_status,
 )
-from aibridge.intercept.failover import send_with_failover
+from aibridge.intercept.failover import client_timeout, send_with_failover
 from aibridge.intercept.observations import Observation, TokenUsage
 from aibridge.intercept.request import RequestDecodeError, RequestInfo
 from aibridge.intercept.sse import SSEParser
@@ -85,25 +85,6 @@ def _child(metric: Any, labels: tuple[str, ...]) -> Any:
     if child is None:
         child = cache[labels] = metric.labels(*labels)
     return child
-
-
-_TIMEOUTS: dict[tuple[float | None, bool], aiohttp.ClientTimeout] = {}
-
-
-def _client_timeout(seconds: float | None, stream: bool) -> aiohttp.ClientTimeout:
-    """The upstream timeout (immutable, so shared): a total bound for a blocking call, a
-    bound on silence between reads for a stream (an agent's stream may run for minutes)."""
-    key = (seconds, stream)
-    timeout = _TIMEOUTS.get(key)
-    if timeout is None:
-        timeout = (
-            aiohttp.ClientTimeout(total=None, sock_read=seconds)
-            if stream
-            else aiohttp.ClientTimeout(total=seconds)
-        )
-        if len(_TIMEOUTS) < 64:
-            _TIMEOUTS[key] = timeout
-    return timeout
 
 
 class _EventTooLarge(Exception):
@@ -313,7 +294,7 @@ class Interception:
         headers = client_headers_for_upstream(request.headers, keep_credentials=byok)
         headers.update(self.provider.options.extra_headers)
         session = self.sessions.get(url)
-        timeout = _client_timeout(self.provider.options.upstream_timeout_seconds, info.stream)
+        timeout = client_timeout(self.provider.options.upstream_timeout_seconds, info.stream)
         walker = None if byok else self.provider.keys.walker()
         try:
             upstream, key = await send_with_failover(

@@ -16,7 +16,7 @@ from aiohttp import web
 from aibridge.intercept.byok import byok_credential
 from aibridge.intercept.engine import BodyTooLarge, read_body, too_large_message
 from aibridge.intercept.errors import UPSTREAM_UNREACHABLE, error_response
-from aibridge.intercept.failover import send_with_failover
+from aibridge.intercept.failover import client_timeout, send_with_failover
 from aibridge.intercept.upstream_headers import (
     client_headers_for_upstream,
     response_headers_for_client,
@@ -74,9 +74,8 @@ async def passthrough(
             url,
             body=body or None,
             headers=headers,
-            client_timeout=aiohttp.ClientTimeout(
-                total=None, sock_read=provider.options.upstream_timeout_seconds
-            ),
+            # A bound on silence between reads: the answer is streamed back.
+            client_timeout=client_timeout(provider.options.upstream_timeout_seconds, True),
             auto_decompress=False,
         )
     except KeyPoolExhausted as exc:
