@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry
 from aibridge.actor import Actor
 from aibridge.bridge import AdmissionGate, RequestBridge
 from aibridge.clock import FakeClock
+from aibridge.intercept.errors import routing_error_response
 from aibridge.pool import (
     BridgeKey,
     CachedBridgePool,
@@ -35,6 +36,7 @@ from aibridge.pool import (
 from aibridge.providers.base import build_provider
 from aibridge.providers.http import UpstreamSessions
 from aibridge.providers.keypool import KeyPoolStateCollector
+from aibridge.providers.routes import RoutingError
 from aibridge.providers.snapshot import ProviderSnapshot
 from aibridge.recording.writer import Recorder
 from aibridge.store.providers import ProviderKeyRecord, ProviderRecord
@@ -290,9 +292,12 @@ async def test_pool_replace_providers_clears_cache_and_uses_new_providers() -> N
     async def data_plane(request: web.Request) -> web.StreamResponse:
         async with pool.acquire(actor) as bridge:
             served.append(bridge)
-            return await bridge.handle(
-                request, request.match_info["name"], "/" + request.match_info["tail"]
+            route = bridge.snapshot.resolve(
+                request.match_info["name"], "/" + request.match_info["tail"], request.method
             )
+            if isinstance(route, RoutingError):
+                return routing_error_response(request, route)
+            return await bridge.handle(request, route)
 
     app = web.Application()
     app.router.add_route("*", "/{name}/{tail:.*}", data_plane)

@@ -1,8 +1,10 @@
-"""The RequestBridge: routes ``/{provider}/…`` to an interceptor or the passthrough
-proxy, with the 404 / 503 / 413 edges.
+"""The RequestBridge: serves a routed ``/{provider}/…`` request, bridged (the interception
+pipeline) or passthrough (the reverse proxy).
 
 A bridge is built for one actor (user + gateway key) over one provider snapshot; the
-pool shares it between that actor's concurrent requests. Its lifecycle (admission,
+pool shares it between that actor's concurrent requests. The data-plane handler resolves
+each request against that same snapshot (:attr:`RequestBridge.snapshot`), so a request is
+routed and served by one provider generation. Its lifecycle (admission,
 retirement, bounded drain) is the :class:`AdmissionGate` the pool drives through
 ``try_admit`` / ``retire`` / ``shutdown``.
 """
@@ -16,14 +18,11 @@ import logging
 from aiohttp import web
 
 from aibridge.actor import Actor
-from aibridge.httputil import route_not_supported
 from aibridge.intercept.engine import Interception
-from aibridge.intercept.errors import error_response
 from aibridge.intercept.passthrough import passthrough
 from aibridge.metric_labels import method_label
-from aibridge.providers.base import DisabledProvider
 from aibridge.providers.http import UpstreamSessions
-from aibridge.providers.paths import UnsafePath
+from aibridge.providers.routes import BridgedRoute, PassthroughRoute
 from aibridge.providers.snapshot import ProviderSnapshot
 from aibridge.recording.writer import Recorder
 from aibridge.telemetry import GatewayMetrics
@@ -183,44 +182,23 @@ class RequestBridge:
         return await self._gate.drain(timeout)
 
     async def handle(
-        self, request: web.Request, name: str, tail: str, *, byok: bool = False
+        self,
+        request: web.Request,
+        route: BridgedRoute | PassthroughRoute,
+        *,
+        byok: bool = False,
     ) -> web.StreamResponse:
-        """Serve ``request`` for provider ``name`` and path ``tail`` (after the name, still
-        percent-encoded as the client sent it)."""
-        provider = self.snapshot.get(name)
-        if provider is None:
-            return route_not_supported(request)
-        if isinstance(provider, DisabledProvider):
-            return error_response(
-                provider.family, 503, f'provider_disabled: AI provider "{name}" is disabled'
-            )
-        if request.headers.get("Upgrade", "").lower() == "websocket":
-            return error_response(
-                provider.family, 501, "WebSocket transport is not supported, use HTTP"
-            )
-        try:
-            route = provider.match(tail)
-        except UnsafePath as exc:
-            return error_response(provider.family, 400, str(exc))
-        if route is None:
-            return route_not_supported(request)
-        if route.kind == "passthrough":
+        """Serve ``request`` on ``route`` (resolved against :attr:`snapshot`)."""
+        if isinstance(route, PassthroughRoute):
             if self.metrics is not None:
-                self.metrics.passthrough.labels(name, method_label(request.method)).inc()
+                self.metrics.passthrough.labels(
+                    route.provider.name, method_label(request.method)
+                ).inc()
             return await passthrough(
-                request,
-                provider,
-                route,
-                self.sessions,
-                byok=byok,
-                max_body_bytes=self.max_body_bytes,
-            )
-        if request.method != "POST":
-            return error_response(
-                provider.family, 405, f"{request.method} is not allowed on {request.path}; use POST"
+                request, route, self.sessions, byok=byok, max_body_bytes=self.max_body_bytes
             )
         interception = Interception(
-            provider=provider,
+            provider=route.provider,
             route=route,
             actor=self.actor,
             recorder=self.recorder,

@@ -47,7 +47,7 @@ from aibridge.intercept.upstream_headers import (
     client_headers_for_upstream,
     response_headers_for_client,
 )
-from aibridge.providers.base import Provider, Route
+from aibridge.providers.base import Provider
 from aibridge.providers.circuitbreaker import CircuitOpen
 from aibridge.providers.http import (
     UpstreamBodyTooLarge,
@@ -56,6 +56,7 @@ from aibridge.providers.http import (
     size_text,
 )
 from aibridge.providers.keypool import KeyPoolExhausted
+from aibridge.providers.routes import BridgedRoute
 from aibridge.recording.records import (
     InterceptionEnded,
     InterceptionStarted,
@@ -137,7 +138,7 @@ class Interception:
         self,
         *,
         provider: Provider,
-        route: Route,
+        route: BridgedRoute,
         actor: Actor,
         recorder: Recorder,
         sessions: UpstreamSessions,
@@ -145,7 +146,6 @@ class Interception:
         max_body_bytes: int,
         metrics: GatewayMetrics | None = None,
     ) -> None:
-        assert route.api is not None
         self.provider = provider
         self.route = route
         self.spec: APISpec = spec_for(route.api)

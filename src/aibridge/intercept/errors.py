@@ -7,7 +7,9 @@ from collections.abc import Mapping
 import orjson
 from aiohttp import web
 
+from aibridge.httputil import route_not_supported
 from aibridge.providers.base import Family
+from aibridge.providers.routes import RoutingError
 
 _ANTHROPIC_TYPES = {
     400: "invalid_request_error",
@@ -69,6 +71,14 @@ def error_response(
         content_type="application/json",
         headers=headers,
     )
+
+
+def routing_error_response(request: web.Request, error: RoutingError) -> web.Response:
+    """The answer to a request that has no route: the provider's shape, or the gateway's
+    own 404 when the request names no provider or no route under it."""
+    if error.family is None:
+        return route_not_supported(request)
+    return error_response(error.family, error.status, error.message)
 
 
 def error_type_for_status(status: int) -> str:

@@ -21,23 +21,23 @@ from aibridge.intercept.upstream_headers import (
     client_headers_for_upstream,
     response_headers_for_client,
 )
-from aibridge.providers.base import Provider, Route
 from aibridge.providers.http import UpstreamSessions
 from aibridge.providers.keypool import KeyPoolExhausted
+from aibridge.providers.routes import PassthroughRoute
 
 log = logging.getLogger(__name__)
 
 
 async def passthrough(
     request: web.Request,
-    provider: Provider,
-    route: Route,
+    route: PassthroughRoute,
     sessions: UpstreamSessions,
     *,
     byok: bool,
     max_body_bytes: int,
 ) -> web.StreamResponse:
     """Relay ``request`` to the provider's upstream and stream the answer back."""
+    provider = route.provider
     family = provider.family
     try:
         body = await read_body(request, max_body_bytes)
