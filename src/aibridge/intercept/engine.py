@@ -12,7 +12,7 @@ One :class:`Interception` handles one client request to a bridged route:
 6. enqueue usage, prompt, tool-call and thought records and the end record.
 
 Per-API differences (request decoding, response observation, stream error events,
-the Chat ``include_usage`` splice) come from an :class:`~aibridge.intercept.apis.APISpec`.
+the Chat ``include_usage`` edit) come from the API's :class:`~aibridge.intercept.api.API`.
 """
 
 from __future__ import annotations
@@ -29,19 +29,20 @@ from aiohttp import web
 
 from aibridge.actor import Actor
 from aibridge.ids import new_uuid4
-from aibridge.intercept.apis import APISpec, spec_for
+from aibridge.intercept.api import API, api_for
 from aibridge.intercept.byok import byok_credential
 from aibridge.intercept.clientinfo import detect_client, session_id
 from aibridge.intercept.errors import (
     UPSTREAM_TIMED_OUT,
     UPSTREAM_UNREACHABLE,
+    Rejection,
     error_response,
     error_type_for_event,
     error_type_for_status,
 )
 from aibridge.intercept.failover import client_timeout, send_with_failover
 from aibridge.intercept.observations import Observation, TokenUsage
-from aibridge.intercept.request import RequestDecodeError, RequestInfo
+from aibridge.intercept.request import RequestInfo, read_body
 from aibridge.intercept.sse import SSEParser
 from aibridge.intercept.upstream_headers import (
     client_headers_for_upstream,
@@ -92,29 +93,6 @@ class _EventTooLarge(Exception):
     """An upstream stream event outgrew the buffer the relay allows for one event."""
 
 
-class BodyTooLarge(Exception):
-    """The client's body exceeds the configured limit."""
-
-
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """Read the whole request body, refusing more than ``limit`` bytes."""
-    if request.content_length is not None and request.content_length > limit:
-        raise BodyTooLarge
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_any():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def too_large_message(limit: int) -> str:
-    """The 413 message (the size in whole MiB as the reference prints it, when it is)."""
-    return f"Request body too large. The maximum allowed request body size is {size_text(limit)}."
-
-
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """How an interception ended, for the end record."""
@@ -148,7 +126,7 @@ class Interception:
     ) -> None:
         self.provider = provider
         self.route = route
-        self.spec: APISpec = spec_for(route.api)
+        self.api: API = api_for(route.api)
         self.actor = actor
         self.recorder = recorder
         self.sessions = sessions
@@ -167,16 +145,10 @@ class Interception:
         family = self.provider.family
         try:
             body = await read_body(request, self.max_body_bytes)
-        except BodyTooLarge:
-            return error_response(family, 413, too_large_message(self.max_body_bytes))
-        try:
-            info = self.spec.decode(body)
-        except RequestDecodeError as exc:
-            return error_response(family, 400, str(exc))
-        rejection = self.spec.reject(info)
-        if rejection is not None:
-            status, message = rejection
-            return error_response(family, status, message)
+            info = self.api.decode(body)
+            self.api.reject(info)
+        except Rejection as exc:
+            return exc.response(family)
 
         # The masked hint of the client's own key (BYOK), or None for the key pool.
         byok_hint = self._byok_hint(request)
@@ -191,7 +163,7 @@ class Interception:
             )
 
         client = detect_client(request.headers)
-        upstream_body, hide_usage = self.spec.prepare_body(body, info)
+        upstream_body, hide_usage = self.api.prepare_body(body, info)
         started = InterceptionStarted(
             id=self.id,
             initiator_id=self.actor.user_id,
@@ -210,7 +182,7 @@ class Interception:
         )
         self.model = started.model
         metrics = self.metrics
-        labels = (self.provider.name, self.spec.name)
+        labels = (self.provider.name, self.api.name)
         began = time.perf_counter()
         if metrics is not None:
             _child(metrics.inflight, labels).inc()
@@ -394,7 +366,7 @@ class Interception:
             return self._unreachable(
                 502, "server_error", f"upstream response broke: {type(exc).__name__}"
             )
-        self._record_observation(self.spec.observe_body(data), info)
+        self._record_observation(self.api.observe_body(data), info)
         return _relayed(upstream, data)
 
     async def _relay_stream(
@@ -412,7 +384,7 @@ class Interception:
         out.headers["X-Accel-Buffering"] = "no"
         await out.prepare(request)
         parser = SSEParser()
-        observer = self.spec.stream_observer()
+        observer = self.api.stream_observer()
         # ``readany`` in a plain loop, not ``iter_chunked``: one await per chunk instead
         # of an async-iterator frame plus a ``read(n)`` frame; the chunk is whatever arrived.
         read = upstream.content.readany
@@ -426,7 +398,7 @@ class Interception:
                     pieces = []
                     for event in events:
                         observer.observe(event)
-                        if hide_usage and self.spec.is_usage_only(event):
+                        if hide_usage and self.api.is_usage_only(event):
                             continue
                         pieces.append(event.raw)
                     if pieces:
@@ -503,7 +475,7 @@ class Interception:
             },
         )
         try:
-            await out.write(self.spec.stream_error(message, _event_kind(error_type)))
+            await out.write(self.api.stream_error(message, _event_kind(error_type)))
         except ConnectionResetError:
             self.outcome = CLIENT_GONE
 

@@ -40,6 +40,20 @@ UPSTREAM_UNREACHABLE = "upstream unreachable; retry shortly (the gateway log has
 UPSTREAM_TIMED_OUT = "upstream timed out; retry shortly (the gateway log has the details)"
 
 
+class Rejection(Exception):
+    """The gateway refuses a request before calling upstream: answer ``status`` with
+    ``message`` (safe to show the client) in the provider's error shape."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+    def response(self, family: Family) -> web.Response:
+        """The provider-shaped error response for this rejection."""
+        return error_response(family, self.status, self.message)
+
+
 def error_body(family: Family, status: int, message: str) -> bytes:
     """JSON error body in the provider's own shape, so SDKs raise the right exception."""
     if family == "anthropic":

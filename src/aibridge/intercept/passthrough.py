@@ -14,9 +14,9 @@ import aiohttp
 from aiohttp import web
 
 from aibridge.intercept.byok import byok_credential
-from aibridge.intercept.engine import BodyTooLarge, read_body, too_large_message
-from aibridge.intercept.errors import UPSTREAM_UNREACHABLE, error_response
+from aibridge.intercept.errors import UPSTREAM_UNREACHABLE, Rejection, error_response
 from aibridge.intercept.failover import client_timeout, send_with_failover
+from aibridge.intercept.request import read_body
 from aibridge.intercept.upstream_headers import (
     client_headers_for_upstream,
     response_headers_for_client,
@@ -41,8 +41,8 @@ async def passthrough(
     family = provider.family
     try:
         body = await read_body(request, max_body_bytes)
-    except BodyTooLarge:
-        return error_response(family, 413, too_large_message(max_body_bytes))
+    except Rejection as exc:
+        return exc.response(family)
     url = provider.upstream_url(route.upstream_suffix, request.rel_url.raw_query_string)
     if byok:
         # Same rules as bridged routes: never a silent fall-back to the pooled key.
