@@ -36,6 +36,7 @@ from aibridge.intercept.errors import (
     UPSTREAM_TIMED_OUT,
     UPSTREAM_UNREACHABLE,
     Rejection,
+    circuit_open_response,
     error_response,
     error_type_for_event,
     error_type_for_status,
@@ -238,12 +239,7 @@ class Interception:
             permit = breaker.allow()
         except CircuitOpen as exc:
             self.outcome = Outcome("overloaded", "circuit breaker is open", 503)
-            return web.Response(
-                status=503,
-                body=exc.body(family),
-                content_type="application/json",
-                headers={"Retry-After": str(exc.retry_after_seconds)},
-            )
+            return circuit_open_response(family, exc.retry_after_seconds)
         # The breaker judges the status the client gets; leaving the block by an
         # exception (e.g. cancellation) frees a half-open probe slot.
         with permit:

@@ -1,4 +1,12 @@
-"""Provider-shaped error responses and stream error events, and error classification."""
+"""Provider-shaped error bodies, the rejection exception, and error classification.
+
+Two HTTP error shapes exist, one per provider family, and each has exactly one renderer
+here: :func:`anthropic_error` and :func:`openai_error`. Every error the gateway answers on
+the data plane (routing, authentication, rejections, upstream failures, the circuit
+breaker) and every stream error event whose payload has the same shape goes through them,
+so an SDK always gets the error object it knows. The per-API stream error events live with
+their API (``intercept/<api>/errors.py``).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +17,7 @@ from aiohttp import web
 
 from aibridge.httputil import route_not_supported
 from aibridge.providers.base import Family
+from aibridge.providers.circuitbreaker import CIRCUIT_OPEN_MESSAGE, CIRCUIT_OPEN_STATUS
 from aibridge.providers.routes import RoutingError
 
 _ANTHROPIC_TYPES = {
@@ -54,22 +63,44 @@ class Rejection(Exception):
         return error_response(family, self.status, self.message)
 
 
+# --- the two shapes ---------------------------------------------------------------------
+
+
+def anthropic_error(kind: str, message: str) -> bytes:
+    """Anthropic's error object: ``{"type":"error","error":{"type":kind,"message":…}}`` (an
+    HTTP error body, and the data of a Messages stream's ``error`` event)."""
+    return orjson.dumps({"type": "error", "error": {"type": kind, "message": message}})
+
+
+def openai_error(message: str, kind: str, code: str | None, *, param: bool = True) -> bytes:
+    """OpenAI's error object: ``{"error":{"message","type","param":null,"code"}}`` (an HTTP
+    error body, and the data of a Chat stream's error chunk). ``param=False`` leaves the
+    ``param`` member out, as the reference's circuit-breaker body does."""
+    if param:
+        inner = {"message": message, "type": kind, "param": None, "code": code}
+    else:
+        inner = {"message": message, "type": kind, "code": code}
+    return orjson.dumps({"error": inner})
+
+
 def error_body(family: Family, status: int, message: str) -> bytes:
-    """JSON error body in the provider's own shape, so SDKs raise the right exception."""
+    """JSON error body for ``status`` in the provider's own shape, so SDKs raise the right
+    exception."""
     if family == "anthropic":
-        kind = _ANTHROPIC_TYPES.get(status, "api_error")
-        return orjson.dumps({"type": "error", "error": {"type": kind, "message": message}})
-    otype, code = _OPENAI_TYPES.get(status, ("server_error", None))
-    return orjson.dumps({"error": {"message": message, "type": otype, "param": None, "code": code}})
+        return anthropic_error(_ANTHROPIC_TYPES.get(status, "api_error"), message)
+    kind, code = _OPENAI_TYPES.get(status, ("server_error", None))
+    return openai_error(message, kind, code)
 
 
-def family_for_request(tail: str, headers: Mapping[str, str]) -> Family:
-    """The error shape a client expects, judged from its request alone (for answers given
-    before the provider is looked up): Anthropic for its routes or an
-    ``anthropic-version`` header (its SDKs always send one), else OpenAI."""
-    if tail.startswith(("/v1/messages", "/api/event_logging/")) or "anthropic-version" in headers:
-        return "anthropic"
-    return "openai"
+def circuit_open_body(family: Family) -> bytes:
+    """The breaker's rejection body (reference core §6.3): Anthropic's
+    ``overloaded_error``, OpenAI's ``server_error`` with code ``service_unavailable``."""
+    if family == "anthropic":
+        return anthropic_error("overloaded_error", CIRCUIT_OPEN_MESSAGE)
+    return openai_error(CIRCUIT_OPEN_MESSAGE, "server_error", "service_unavailable", param=False)
+
+
+# --- responses --------------------------------------------------------------------------
 
 
 def error_response(
@@ -87,12 +118,34 @@ def error_response(
     )
 
 
+def circuit_open_response(family: Family, retry_after: int) -> web.Response:
+    """503 with ``Retry-After`` (whole seconds) and :func:`circuit_open_body`."""
+    return web.Response(
+        status=CIRCUIT_OPEN_STATUS,
+        body=circuit_open_body(family),
+        content_type="application/json",
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
 def routing_error_response(request: web.Request, error: RoutingError) -> web.Response:
     """The answer to a request that has no route: the provider's shape, or the gateway's
     own 404 when the request names no provider or no route under it."""
     if error.family is None:
         return route_not_supported(request)
     return error_response(error.family, error.status, error.message)
+
+
+def family_for_request(tail: str, headers: Mapping[str, str]) -> Family:
+    """The error shape a client expects, judged from its request alone (for answers given
+    before the provider is looked up): Anthropic for its routes or an
+    ``anthropic-version`` header (its SDKs always send one), else OpenAI."""
+    if tail.startswith(("/v1/messages", "/api/event_logging/")) or "anthropic-version" in headers:
+        return "anthropic"
+    return "openai"
+
+
+# --- classification ---------------------------------------------------------------------
 
 
 def error_type_for_status(status: int) -> str:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from aibridge.intercept.chat import extract
+from aibridge.intercept.chat import errors, extract
 from aibridge.intercept.chat.request import decode_chat_request, ensure_include_usage
 from aibridge.intercept.observations import Observation, StreamObserver
 from aibridge.intercept.request import RequestInfo
-from aibridge.intercept.sse import CHAT_DONE, SSEEvent, chat_error_event
+from aibridge.intercept.sse import SSEEvent
 
 
 class ChatAPI:
@@ -54,8 +54,8 @@ class ChatAPI:
         )
 
     def stream_error(self, message: str, kind: str) -> bytes:
-        """The stream's error event for ``message`` of provider error type ``kind``."""
-        return chat_error_event(message, "server_error", kind) + CHAT_DONE
+        """See :func:`~aibridge.intercept.chat.errors.stream_error`."""
+        return errors.stream_error(message, kind)
 
 
 CHAT = ChatAPI()

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from aibridge.intercept.messages import extract
+from aibridge.intercept.messages import errors, extract
 from aibridge.intercept.messages.request import decode_messages_request
 from aibridge.intercept.observations import Observation, StreamObserver
 from aibridge.intercept.request import RequestInfo
-from aibridge.intercept.sse import SSEEvent, anthropic_error_event
+from aibridge.intercept.sse import SSEEvent
 
 
 class MessagesAPI:
@@ -46,8 +46,8 @@ class MessagesAPI:
         return False
 
     def stream_error(self, message: str, kind: str) -> bytes:
-        """The stream's error event for ``message`` of provider error type ``kind``."""
-        return anthropic_error_event(kind, message)
+        """See :func:`~aibridge.intercept.messages.errors.stream_error`."""
+        return errors.stream_error(message, kind)
 
 
 MESSAGES = MessagesAPI()

@@ -8,9 +8,9 @@ from typing import Literal
 from aibridge.intercept.errors import Rejection
 from aibridge.intercept.observations import Observation, StreamObserver
 from aibridge.intercept.request import RequestInfo
-from aibridge.intercept.responses import extract
+from aibridge.intercept.responses import errors, extract
 from aibridge.intercept.responses.request import decode_responses_request
-from aibridge.intercept.sse import SSEEvent, responses_error_event
+from aibridge.intercept.sse import SSEEvent
 
 BACKGROUND_UNSUPPORTED = 'background requests are not supported by aibridge; omit "background"'
 
@@ -51,8 +51,8 @@ class ResponsesAPI:
         return False
 
     def stream_error(self, message: str, kind: str) -> bytes:
-        """The stream's error event for ``message`` of provider error type ``kind``."""
-        return responses_error_event(message, kind)
+        """See :func:`~aibridge.intercept.responses.errors.stream_error`."""
+        return errors.stream_error(message, kind)
 
 
 RESPONSES = ResponsesAPI()
