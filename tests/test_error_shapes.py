@@ -11,7 +11,7 @@ import asyncio
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import aiohttp
 import pytest
@@ -19,9 +19,10 @@ from yarl import URL
 
 from aibridge.fakellm import Scenario
 from aibridge.intercept.api import api_for
-from aibridge.intercept.errors import circuit_open_body, error_body
+from aibridge.intercept.errors import circuit_open_body, error_body, error_type_for_event
 from aibridge.intercept.sse import CHAT_DONE
 from aibridge.providers.base import APIName, Family
+from aibridge.recording.records import ERROR_TYPES, UPSTREAM_ERROR_TYPES, ErrorType
 from tests.stack import TIMEOUT, Stack, stack
 
 # --------------------------------------------------------------------------- the renderers
@@ -454,3 +455,24 @@ async def test_stream_error_event_bytes_per_api(
         # The events relayed before the stall, then exactly the API's error event.
         assert raw.endswith(tail), raw[-400:]
         assert not raw.endswith(tail + tail)
+
+
+# --------------------------------------------------------------------------- classification
+
+
+def test_recorded_error_types_have_one_definition() -> None:
+    assert get_args(ErrorType) == ERROR_TYPES
+    assert set(ERROR_TYPES) > UPSTREAM_ERROR_TYPES
+    assert {"unknown", "client_disconnected", "gateway_restart"} == (
+        set(ERROR_TYPES) - UPSTREAM_ERROR_TYPES
+    )
+
+
+def test_upstream_error_event_types_map_onto_recorded_types() -> None:
+    for kind in UPSTREAM_ERROR_TYPES:
+        assert error_type_for_event(kind) == kind
+    assert error_type_for_event("overloaded_error") == "overloaded"
+    assert error_type_for_event("rate_limit_exceeded") == "rate_limited"
+    # Only an upstream failure can come from the upstream: never our own types.
+    for kind in ("client_disconnected", "gateway_restart", "unknown", "whatever"):
+        assert error_type_for_event(kind) == "server_error"

@@ -40,6 +40,7 @@ from aibridge.intercept.errors import (
     error_response,
     error_type_for_event,
     error_type_for_status,
+    event_kind,
 )
 from aibridge.intercept.failover import client_timeout, send_with_failover
 from aibridge.intercept.observations import Observation, TokenUsage
@@ -60,6 +61,8 @@ from aibridge.providers.http import (
 from aibridge.providers.keypool import KeyPoolExhausted
 from aibridge.providers.routes import BridgedRoute
 from aibridge.recording.records import (
+    CLIENT_DISCONNECTED,
+    ErrorType,
     InterceptionEnded,
     InterceptionStarted,
     PromptRecord,
@@ -98,13 +101,13 @@ class _EventTooLarge(Exception):
 class Outcome:
     """How an interception ended, for the end record."""
 
-    error_type: str | None = None
+    error_type: ErrorType | None = None
     error_message: str | None = None
     status: int = 200
 
 
 # A client that went away: aiohttp cancelled the handler, or a write found the socket closed.
-CLIENT_GONE = Outcome("client_disconnected", "client disconnected", 499)
+CLIENT_GONE = Outcome(CLIENT_DISCONNECTED, "client disconnected", 499)
 # A stream relayed through its terminal event: complete for the client even if it leaves
 # before the upstream closes its side.
 DELIVERED = Outcome()
@@ -308,7 +311,7 @@ class Interception:
             upstream.release()
 
     def _unreachable(
-        self, status: int, error_type: str, message: str, detail: str | None = None
+        self, status: int, error_type: ErrorType, message: str, detail: str | None = None
     ) -> web.Response:
         """Answer ``message``; ``detail`` (hosts, ports, OS errors) goes only to the log
         and the end record."""
@@ -460,7 +463,9 @@ class Interception:
             else:
                 self.outcome = DELIVERED
 
-    async def _fail_stream(self, out: web.StreamResponse, error_type: str, message: str) -> None:
+    async def _fail_stream(
+        self, out: web.StreamResponse, error_type: ErrorType, message: str
+    ) -> None:
         self.outcome = Outcome(error_type, message, 200)
         log.warning(
             "upstream stream failed",
@@ -471,7 +476,7 @@ class Interception:
             },
         )
         try:
-            await out.write(self.api.stream_error(message, _event_kind(error_type)))
+            await out.write(self.api.stream_error(message, event_kind(error_type)))
         except ConnectionResetError:
             self.outcome = CLIENT_GONE
 
@@ -560,12 +565,6 @@ def _relayed(upstream: aiohttp.ClientResponse, data: bytes) -> web.Response:
         status=upstream.status,
         body=data,
         headers=response_headers_for_client(upstream.headers, decompressed=True),
-    )
-
-
-def _event_kind(error_type: str) -> str:
-    return {"timeout": "timeout_error", "overloaded": "overloaded_error"}.get(
-        error_type, "api_error"
     )
 
 

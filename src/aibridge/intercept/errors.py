@@ -19,6 +19,7 @@ from aibridge.httputil import route_not_supported
 from aibridge.providers.base import Family
 from aibridge.providers.circuitbreaker import CIRCUIT_OPEN_MESSAGE, CIRCUIT_OPEN_STATUS
 from aibridge.providers.routes import RoutingError
+from aibridge.recording.records import UPSTREAM_ERROR_TYPES, ErrorType
 
 _ANTHROPIC_TYPES = {
     400: "invalid_request_error",
@@ -148,7 +149,7 @@ def family_for_request(tail: str, headers: Mapping[str, str]) -> Family:
 # --- classification ---------------------------------------------------------------------
 
 
-def error_type_for_status(status: int) -> str:
+def error_type_for_status(status: int) -> ErrorType:
     """Recorded error type for an upstream/gateway HTTP status."""
     if status in (400, 404, 409, 413, 422):
         return "bad_request"
@@ -168,8 +169,10 @@ def error_type_for_status(status: int) -> str:
 
 
 # Provider error ``type``s (Anthropic and OpenAI) of errors reported inside a 200 response
-# (a mid-stream error event), mapped onto the recorded error types above.
-_EVENT_ERROR_TYPES = {
+# (a mid-stream error event), mapped onto the recorded error types; a type that already is
+# one of those is kept.
+_EVENT_ERROR_TYPES: dict[str, ErrorType] = {
+    **{kind: kind for kind in UPSTREAM_ERROR_TYPES},
     "invalid_request_error": "bad_request",
     "not_found_error": "bad_request",
     "request_too_large": "bad_request",
@@ -181,14 +184,18 @@ _EVENT_ERROR_TYPES = {
     "api_error": "server_error",
     "timeout_error": "timeout",
 }
-_RECORDED_ERROR_TYPES = frozenset(
-    ("bad_request", "unauthorized", "rate_limited", "overloaded", "server_error", "timeout")
-)
 
 
-def error_type_for_event(kind: str) -> str:
+def error_type_for_event(kind: str) -> ErrorType:
     """Recorded error type for a provider error ``type`` seen mid-stream (e.g. Anthropic's
     ``overloaded_error`` → ``overloaded``); an unknown type is an upstream failure."""
-    if kind in _RECORDED_ERROR_TYPES:
-        return kind
     return _EVENT_ERROR_TYPES.get(kind, "server_error")
+
+
+# The provider error kind a gateway-written stream error event carries, by error type.
+_EVENT_KINDS: dict[str, str] = {"timeout": "timeout_error", "overloaded": "overloaded_error"}
+
+
+def event_kind(error_type: ErrorType) -> str:
+    """The provider error ``type`` for a stream error event the gateway writes itself."""
+    return _EVENT_KINDS.get(error_type, "api_error")
