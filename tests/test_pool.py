@@ -38,7 +38,6 @@ from aibridge.providers.http import UpstreamSessions
 from aibridge.providers.keypool import KeyPoolStateCollector
 from aibridge.providers.routes import RoutingError
 from aibridge.providers.snapshot import ProviderSnapshot
-from aibridge.recording.writer import Recorder
 from aibridge.store.providers import ProviderKeyRecord, ProviderRecord
 
 WAIT = 5.0
@@ -273,10 +272,8 @@ async def test_pool_replace_providers_clears_cache_and_uses_new_providers() -> N
     sessions = UpstreamSessions()
     old = provider_record("old", str(old_up.make_url("/v1")))
     new = provider_record("new", str(new_up.make_url("/v1")))
-    # Passthrough routes never record, so no recorder is needed behind the bridge.
-    builder = request_bridge_builder(
-        cast(Recorder, None), sessions, max_body_bytes=1 << 20, metrics=None
-    )
+    # Passthrough routes never record, so no addons are needed behind the bridge.
+    builder = request_bridge_builder(sessions, max_body_bytes=1 << 20)
     pool: CachedBridgePool[RequestBridge] = CachedBridgePool(
         builder,
         real_snapshot(1, old),

@@ -18,14 +18,12 @@ import logging
 from aiohttp import web
 
 from aibridge.actor import Actor
-from aibridge.intercept.engine import Interception
+from aibridge.intercept.hooks import NO_ADDONS, Addons
 from aibridge.intercept.passthrough import passthrough
-from aibridge.metric_labels import method_label
+from aibridge.intercept.pipeline import Interceptor
 from aibridge.providers.http import UpstreamSessions
 from aibridge.providers.routes import BridgedRoute, PassthroughRoute
 from aibridge.providers.snapshot import ProviderSnapshot
-from aibridge.recording.writer import Recorder
-from aibridge.telemetry import GatewayMetrics
 
 log = logging.getLogger(__name__)
 
@@ -138,24 +136,27 @@ class AdmissionGate:
 
 
 class RequestBridge:
-    """Serves data-plane requests for one actor over one provider snapshot."""
+    """Serves data-plane requests for one actor over one provider snapshot.
+
+    ``hooks`` are the addons (metrics, recording) that observe its interceptions and
+    passthrough requests.
+    """
 
     def __init__(
         self,
         snapshot: ProviderSnapshot,
         actor: Actor,
-        recorder: Recorder,
         sessions: UpstreamSessions,
         *,
         max_body_bytes: int,
-        metrics: GatewayMetrics | None = None,
+        hooks: Addons = NO_ADDONS,
     ) -> None:
         self.snapshot = snapshot
-        self.metrics = metrics
         self.actor = actor
-        self.recorder = recorder
         self.sessions = sessions
         self.max_body_bytes = max_body_bytes
+        self.hooks = hooks
+        self._interceptor = Interceptor(actor, sessions, hooks, max_body_bytes=max_body_bytes)
         self._gate = AdmissionGate()
 
     # -- lifecycle (driven by the pool) ------------------------------------------
@@ -189,22 +190,9 @@ class RequestBridge:
         byok: bool = False,
     ) -> web.StreamResponse:
         """Serve ``request`` on ``route`` (resolved against :attr:`snapshot`)."""
-        if isinstance(route, PassthroughRoute):
-            if self.metrics is not None:
-                self.metrics.passthrough.labels(
-                    route.provider.name, method_label(request.method)
-                ).inc()
-            return await passthrough(
-                request, route, self.sessions, byok=byok, max_body_bytes=self.max_body_bytes
-            )
-        interception = Interception(
-            provider=route.provider,
-            route=route,
-            actor=self.actor,
-            recorder=self.recorder,
-            sessions=self.sessions,
-            byok=byok,
-            max_body_bytes=self.max_body_bytes,
-            metrics=self.metrics,
+        if isinstance(route, BridgedRoute):
+            return await self._interceptor.handle(request, route, byok=byok)
+        self.hooks.passed_through(route, request.method)
+        return await passthrough(
+            request, route, self.sessions, byok=byok, max_body_bytes=self.max_body_bytes
         )
-        return await interception.handle(request)

@@ -53,12 +53,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from aibridge.actor import Actor
 from aibridge.bridge import RequestBridge
 from aibridge.clock import SYSTEM_CLOCK, Clock
+from aibridge.intercept.hooks import NO_ADDONS, Addons
 from aibridge.providers.base import Provider
 from aibridge.providers.http import UpstreamSessions
 from aibridge.providers.keypool import KeyPool
 from aibridge.providers.snapshot import ProviderSnapshot
-from aibridge.recording.writer import Recorder
-from aibridge.telemetry import GatewayMetrics
 
 log = logging.getLogger(__name__)
 
@@ -207,11 +206,10 @@ class BridgeBuilder(Protocol[B_co]):
 
 
 def request_bridge_builder(
-    recorder: Recorder,
     sessions: UpstreamSessions,
     *,
     max_body_bytes: int,
-    metrics: GatewayMetrics | None = None,
+    hooks: Addons = NO_ADDONS,
 ) -> BridgeBuilder[RequestBridge]:
     """The production builder: a :class:`RequestBridge` over the generation's snapshot.
 
@@ -222,14 +220,7 @@ def request_bridge_builder(
     async def build(
         key: BridgeKey, actor: Actor, snapshot: ProviderSnapshot, *, mcp: MCPProxier | None
     ) -> RequestBridge:
-        return RequestBridge(
-            snapshot,
-            actor,
-            recorder,
-            sessions,
-            max_body_bytes=max_body_bytes,
-            metrics=metrics,
-        )
+        return RequestBridge(snapshot, actor, sessions, max_body_bytes=max_body_bytes, hooks=hooks)
 
     return build
 

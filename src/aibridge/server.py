@@ -28,6 +28,7 @@ from aibridge.connection_guard import ConnectionLimits, GatewayRunner
 from aibridge.files import private_dir
 from aibridge.httputil import json_response, route_not_supported
 from aibridge.intercept.errors import error_response, family_for_request, routing_error_response
+from aibridge.intercept.hooks import Addons
 from aibridge.pool import (
     BridgeBuildError,
     CachedBridgePool,
@@ -38,6 +39,7 @@ from aibridge.pool import (
 from aibridge.providers.http import UpstreamSessions
 from aibridge.providers.keypool import KeyPoolStateCollector
 from aibridge.providers.routes import RoutingError
+from aibridge.recording.addon import RecordingAddon
 from aibridge.recording.writer import Recorder
 from aibridge.reload import ProviderReloader
 from aibridge.services import SERVICES, Services
@@ -46,7 +48,7 @@ from aibridge.store.crypto import Encryptor
 from aibridge.store.db import create_engine, migrate, session_factory
 from aibridge.store.models import RESERVED_PROVIDER_NAMES
 from aibridge.store.pubsub import API_KEYS_CHANGED, InProcessPubSub, PubSub
-from aibridge.telemetry import GatewayMetrics
+from aibridge.telemetry import GatewayMetrics, MetricsAddon
 
 log = logging.getLogger(__name__)
 
@@ -174,10 +176,10 @@ async def running_services(
 
         pool: CachedBridgePool[RequestBridge] = CachedBridgePool(
             request_bridge_builder(
-                recorder,
                 upstream,
                 max_body_bytes=settings.max_body_bytes,
-                metrics=metrics,
+                # Metrics first: the recorder's start write is the one that waits.
+                hooks=Addons(MetricsAddon(metrics), RecordingAddon(recorder)),
             ),
             None,
             max_items=settings.pool_max_items,

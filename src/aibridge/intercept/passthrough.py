@@ -41,14 +41,12 @@ async def passthrough(
     family = provider.family
     try:
         body = await read_body(request, max_body_bytes)
+        if byok:
+            # Same rules as bridged routes: never a silent fall-back to the pooled key.
+            byok_credential(provider, request.headers)
     except Rejection as exc:
         return exc.response(family)
     url = provider.upstream_url(route.upstream_suffix, request.rel_url.raw_query_string)
-    if byok:
-        # Same rules as bridged routes: never a silent fall-back to the pooled key.
-        refused = byok_credential(provider, request.headers)
-        if isinstance(refused, web.Response):
-            return refused
     # Passthrough relays bytes without parsing them, so compression may pass through.
     headers = client_headers_for_upstream(
         request.headers, keep_credentials=byok, accept_encoding=None
