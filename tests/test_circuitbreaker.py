@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 
-import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -20,8 +19,6 @@ from aibridge.providers.circuitbreaker import (
     CircuitBreakerRegistry,
     CircuitOpen,
     State,
-    circuit_open_body,
-    circuit_open_headers,
     failure_statuses_for,
 )
 
@@ -161,7 +158,6 @@ def test_rejects_while_open_with_retry_after() -> None:
     with pytest.raises(CircuitOpen) as info:
         breaker.allow()
     assert info.value.retry_after == 20  # time left until half-open, rounded up
-    assert info.value.headers() == {"Content-Type": "application/json", "Retry-After": "20"}
     assert info.value.key == BreakerKey("anthropic", "/v1/messages", "claude-a")
     assert env.metric("aibridge_circuit_breaker_rejects_total") == 2
 
@@ -298,35 +294,8 @@ def test_faulty_state_callback_does_not_break_the_breaker() -> None:
     assert breaker.state is State.OPEN
 
 
-# --- rejection bodies ----------------------------------------------------------------------------
-
-
-def test_rejection_bodies_match_the_reference() -> None:
-    assert orjson.loads(circuit_open_body("anthropic")) == {
-        "type": "error",
-        "error": {"type": "overloaded_error", "message": "circuit breaker is open"},
-    }
-    assert orjson.loads(circuit_open_body("openai")) == {
-        "error": {
-            "message": "circuit breaker is open",
-            "type": "server_error",
-            "code": "service_unavailable",
-        }
-    }
-    assert orjson.loads(circuit_open_body("bedrock")) == {
-        "type": "error",
-        "error": {
-            "type": "api_error",
-            "message": "circuit breaker is open",
-            "code": "service_unavailable",
-        },
-    }
-    assert orjson.loads(circuit_open_body("plain")) == {"error": "circuit breaker is open"}
-    assert circuit_open_headers(30) == {"Content-Type": "application/json", "Retry-After": "30"}
-
-
 def test_permitless_before_request_and_record_pairing() -> None:
-    """The engine's style: ``before_request()`` then ``record(status)`` on the breaker."""
+    """A caller's style: ``before_request()`` then ``record(status)`` on the breaker."""
     env = Env(CircuitBreakerConfig(enabled=True, failure_threshold=2, max_requests=1))
     breaker = env.breaker()
     for _ in range(2):
@@ -336,7 +305,6 @@ def test_permitless_before_request_and_record_pairing() -> None:
     with pytest.raises(CircuitOpen) as info:
         breaker.before_request()
     assert info.value.retry_after_seconds == 30
-    assert orjson.loads(info.value.body("openai"))["error"]["code"] == "service_unavailable"
     env.clock.advance(30)
     breaker.before_request()
     with pytest.raises(CircuitOpen):

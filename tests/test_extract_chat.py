@@ -332,7 +332,7 @@ def test_blocking_body() -> None:
         ("call_1", "read", {"path": "x"}),
         ("call_2", "bad", None),
     ]
-    assert obs.tool_calls[1].args == "{not json"
+    assert obs.tool_calls[1].arguments_raw == "{not json"
 
 
 def test_blocking_error_body() -> None:

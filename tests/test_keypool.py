@@ -1,14 +1,11 @@
-"""Key pool: primary-with-fallback selection, cooldowns, exhaustion, failover helper, metrics."""
+"""Key pool: primary-with-fallback selection, cooldowns, exhaustion, the walker, metrics."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from dataclasses import dataclass
 from datetime import timedelta
 from email.utils import format_datetime
 
-import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -19,11 +16,8 @@ from aibridge.providers.keypool import (
     KeyPoolExhausted,
     KeyPoolMetrics,
     KeyPoolStateCollector,
-    PoolKey,
-    UpstreamOutcome,
     format_duration,
     parse_retry_after,
-    with_failover,
 )
 from aibridge.secrets_mask import mask_secret
 
@@ -261,13 +255,7 @@ def test_all_rate_limited_reports_soonest_retry(clock: FakeClock) -> None:
     assert err.retry_after == pytest.approx(29.5)
     assert str(err) == "all configured keys are rate-limited (retry after 30s)"
     assert err.status == 429
-    assert err.headers() == {"Content-Type": "application/json", "Retry-After": "30"}
     assert err.retry_after_seconds == 30
-    assert orjson.loads(err.body("anthropic")) == {
-        "type": "error",
-        "error": {"type": "rate_limit_error", "message": err.message},
-    }
-    assert orjson.loads(err.body("openai"))["error"]["type"] == "rate_limit_exceeded"
     assert exhaustions(registry, "rate_limited") == 1
 
 
@@ -282,11 +270,6 @@ def test_all_unauthorized_is_a_502_with_the_reference_message(clock: FakeClock) 
     assert err.message == MSG_UNAUTHORIZED
     assert str(err) == "all configured keys failed authentication. Contact your Administrator"
     assert err.status == 502
-    assert "Retry-After" not in err.headers()
-    body = orjson.loads(err.body("openai"))
-    assert body["error"]["type"] == "server_error"
-    assert body["error"]["message"] == MSG_UNAUTHORIZED
-    assert orjson.loads(err.body("anthropic"))["error"]["type"] == "api_error"
     assert exhaustions(registry, "auth_failed") == 1
 
 
@@ -323,7 +306,6 @@ def test_auth_failures_that_recovered_at_once_never_say_rate_limited(clock: Fake
     assert str(err) == (
         "all configured keys are unavailable: 2 failed authentication (retry after 0s)"
     )
-    assert orjson.loads(err.body("openai"))["error"]["message"] == str(err)
     assert exhaustions(registry, "rate_limited") == 1
 
 
@@ -351,90 +333,9 @@ def test_format_duration_matches_go() -> None:
     assert format_duration(3600) == "1h0m0s"
 
 
-# --- failover helper ------------------------------------------------------------------------
-
-
-@dataclass
-class FakeResponse:
-    key_id: str
-    status: int
-    retry_after: float | None = None
-    released: bool = False
-
-
-class Upstream:
-    """Scripted upstream: status per key id; records the keys it saw, in order."""
-
-    def __init__(self, statuses: dict[str, int], retry_after: float | None = None) -> None:
-        self.statuses = statuses
-        self.retry_after = retry_after
-        self.seen: list[str] = []
-        self.responses: list[FakeResponse] = []
-
-    async def attempt(self, key: PoolKey) -> FakeResponse:
-        self.seen.append(key.key_id)
-        resp = FakeResponse(key.key_id, self.statuses.get(key.key_id, 200), self.retry_after)
-        self.responses.append(resp)
-        return resp
-
-    @staticmethod
-    def inspect(resp: FakeResponse) -> UpstreamOutcome:
-        return UpstreamOutcome(resp.status, resp.retry_after)
-
-    @staticmethod
-    async def discard(resp: FakeResponse) -> None:
-        resp.released = True
-
-
-async def test_failover_on_429_then_state_is_shared(clock: FakeClock) -> None:
-    pool, registry = make_pool(clock)
-    up = Upstream({"a": 429})
-    resp, key = await with_failover(pool, up.attempt, up.inspect, up.discard)
-    assert (resp.key_id, resp.status, key.key_id) == ("b", 200, "b")
-    assert up.responses[0].released is True  # A's 429 body was discarded, never relayed
-    assert up.responses[1].released is False
-    # A second request goes straight to B while A cools (reference: k0, k1, k1).
-    await with_failover(pool, up.attempt, up.inspect, up.discard)
-    assert up.seen == ["a", "b", "b"]
-    assert sample(registry, "aibridge_key_pool_failovers_total", provider="openai") == 1
-    assert sample(registry, "aibridge_key_pool_failover_attempts_sum", provider="openai") == 3
-    assert sample(registry, "aibridge_key_pool_failover_attempts_count", provider="openai") == 2
-
-
-async def test_failover_does_not_retry_non_key_failures(clock: FakeClock) -> None:
-    pool, _ = make_pool(clock)
-    for status in (500, 503, 403, 400):
-        up = Upstream({"a": status})
-        resp, key = await with_failover(pool, up.attempt, up.inspect, up.discard)
-        assert (resp.status, key.key_id) == (status, "a")
-        assert up.seen == ["a"]
-        assert resp.released is False
-
-
-async def test_failover_tries_each_key_once_then_raises(clock: FakeClock) -> None:
-    pool, registry = make_pool(clock)
-    up = Upstream({"a": 429, "b": 401, "c": 429}, retry_after=20.0)
-    with pytest.raises(KeyPoolExhausted) as info:
-        await with_failover(pool, up.attempt, up.inspect, up.discard)
-    assert up.seen == ["a", "b", "c"]
-    assert all(r.released for r in up.responses)
-    assert info.value.kind == "rate_limited"
-    assert info.value.retry_after == pytest.approx(20.0)
-    assert sample(registry, "aibridge_key_pool_failover_attempts_sum", provider="openai") == 3
-
-
-async def test_failover_stops_on_transport_error(clock: FakeClock) -> None:
-    pool, _ = make_pool(clock)
-    seen: list[str] = []
-
-    async def attempt(key: PoolKey) -> FakeResponse:
-        seen.append(key.key_id)
-        raise ConnectionResetError("upstream went away")
-
-    with pytest.raises(ConnectionResetError):
-        await with_failover(pool, attempt, Upstream.inspect)
-    assert seen == ["a"]
-    assert pool.state_counts() == {"valid": 3, "temporary": 0}
+# --- walker -----------------------------------------------------------------------------------
+# The failover loop itself (``send_with_failover``) is tested against a real upstream in
+# tests/test_failover.py.
 
 
 async def test_no_failover_once_bytes_were_relayed(clock: FakeClock) -> None:
@@ -448,36 +349,6 @@ async def test_no_failover_once_bytes_were_relayed(clock: FakeClock) -> None:
     walker.finish()
     assert walker.attempts == 1
     assert pool.acquire().key_id == "b"  # only later requests avoid the key
-
-
-async def test_concurrent_requests_fail_over_together(clock: FakeClock) -> None:
-    pool, registry = make_pool(clock)
-    gate = asyncio.Event()
-    started = 0
-    seen: list[str] = []
-
-    async def attempt(key: PoolKey) -> FakeResponse:
-        nonlocal started
-        seen.append(key.key_id)
-        if key.key_id == "a":
-            started += 1
-            if started == 10:
-                gate.set()
-            await gate.wait()  # all ten are in flight on A before A answers 429
-            return FakeResponse("a", 429, 15.0)
-        return FakeResponse(key.key_id, 200)
-
-    async with asyncio.timeout(5):
-        results = await asyncio.gather(
-            *(with_failover(pool, attempt, Upstream.inspect) for _ in range(10))
-        )
-    assert [key.key_id for _, key in results] == ["b"] * 10
-    assert seen.count("a") == 10 and seen.count("b") == 10
-    assert pool.cooldown_remaining(pool.keys[0]) == pytest.approx(15.0)
-    # Ten 429s for one key are one transition, not ten.
-    assert transitions(registry, "rate_limited") == 1
-    # A fresh request after the storm skips A.
-    assert pool.acquire().key_id == "b"
 
 
 # --- hints, logs, state collector ------------------------------------------------------------

@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry
 from aibridge.actor import Actor
 from aibridge.bridge import RequestBridge
 from aibridge.clock import FakeClock
+from aibridge.intercept.errors import routing_error_response
 from aibridge.pool import (
     BridgeKey,
     CachedBridgePool,
@@ -35,8 +36,8 @@ from aibridge.pool import (
 from aibridge.providers.base import build_provider
 from aibridge.providers.http import UpstreamSessions
 from aibridge.providers.keypool import KeyPoolStateCollector
+from aibridge.providers.routes import RoutingError
 from aibridge.providers.snapshot import ProviderSnapshot
-from aibridge.recording.recorder import Recorder
 from aibridge.store.providers import ProviderKeyRecord, ProviderRecord
 
 WAIT = 5.0
@@ -250,10 +251,8 @@ async def test_pool_replace_providers_clears_cache_and_uses_new_providers() -> N
     async def on_retired(bridge: RequestBridge) -> None:
         retired.append(bridge)
 
-    # Passthrough routes never record, so no recorder is needed behind the bridge.
-    builder = request_bridge_builder(
-        cast(Recorder, None), sessions, max_body_bytes=1 << 20, metrics=None
-    )
+    # Passthrough routes never record, so no addons are needed behind the bridge.
+    builder = request_bridge_builder(sessions, max_body_bytes=1 << 20)
     pool: CachedBridgePool[RequestBridge] = CachedBridgePool(
         builder,
         real_snapshot(1, old),
@@ -270,9 +269,12 @@ async def test_pool_replace_providers_clears_cache_and_uses_new_providers() -> N
     async def data_plane(request: web.Request) -> web.StreamResponse:
         async with pool.acquire(actor) as bridge:
             served.append(bridge)
-            return await bridge.handle(
-                request, request.match_info["name"], "/" + request.match_info["tail"]
+            route = bridge.snapshot.resolve(
+                request.match_info["name"], "/" + request.match_info["tail"], request.method
             )
+            if isinstance(route, RoutingError):
+                return routing_error_response(request, route)
+            return await bridge.handle(request, route)
 
     app = web.Application()
     app.router.add_route("*", "/{name}/{tail:.*}", data_plane)

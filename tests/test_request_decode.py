@@ -1,4 +1,4 @@
-"""Partial request decoding (model, stream, prompt…) and raw-body splicing."""
+"""Partial request decoding (model, stream, prompt…) and the Chat ``include_usage`` edit."""
 
 from __future__ import annotations
 
@@ -8,17 +8,12 @@ import msgspec
 import orjson
 import pytest
 
-from aibridge.intercept.request import (
-    RequestDecodeError,
-    decode_chat_request,
-    decode_messages_request,
-    decode_request,
-    decode_responses_request,
-    ensure_include_usage,
-    extend_array_field,
-    merge_object_field,
-    splice_fields,
-)
+from aibridge.intercept.api import api_for
+from aibridge.intercept.chat.request import decode_chat_request, ensure_include_usage
+from aibridge.intercept.messages.request import decode_messages_request
+from aibridge.intercept.request import RequestDecodeError
+from aibridge.intercept.responses.request import decode_responses_request
+from aibridge.providers.base import APIName
 
 
 def dumps(obj: Any) -> bytes:
@@ -255,11 +250,11 @@ def test_responses_function_call_output_last_correlates() -> None:
     assert info.correlating_tool_call_id == "call_7"
 
 
-def test_decode_request_dispatches_by_api() -> None:
+def test_each_api_decodes_with_its_own_decoder() -> None:
     body = dumps({"model": "x", "messages": [{"role": "user", "content": "p"}], "input": "i"})
-    assert decode_request("messages", body).api == "messages"
-    assert decode_request("chat", body).api == "chat"
-    assert decode_request("responses", body).prompt == "i"
+    assert api_for("messages").decode(body).api == "messages"
+    assert api_for("chat").decode(body).api == "chat"
+    assert api_for("responses").decode(body).prompt == "i"
 
 
 # --- errors --------------------------------------------------------------------------------
@@ -301,7 +296,7 @@ def test_empty_body() -> None:
         decode_responses_request(b"  ")
 
 
-# --- splicing ------------------------------------------------------------------------------
+# --- the include_usage edit --------------------------------------------------------------
 
 # Deliberately odd formatting: spacing, key order, escapes and non-ASCII must survive as bytes.
 ORIGINAL = (
@@ -310,24 +305,25 @@ ORIGINAL = (
 )
 
 
-def test_splice_preserves_other_members_bytes_exactly() -> None:
-    out = splice_fields(ORIGINAL, {"parallel_tool_calls": False}, remove=["temperature"])
+def test_include_usage_edit_preserves_other_members_bytes_exactly() -> None:
+    out = ensure_include_usage(ORIGINAL)
     members = msgspec.json.decode(out, type=dict[str, msgspec.Raw])
-    assert list(members) == ["model", "messages", "stream", "tools", "parallel_tool_calls"]
+    assert list(members) == [
+        "model",
+        "messages",
+        "temperature",
+        "stream",
+        "tools",
+        "stream_options",
+    ]
     assert bytes(members["messages"]) == b'[ {"role":"user", "content":"caf\\u00e9 \xe2\x82\xac"} ]'
     assert bytes(members["tools"]) == b'[{"type": "function", "x": 1.0e3}]'
     assert bytes(members["model"]) == b'"gpt-4o"'
-    assert bytes(members["parallel_tool_calls"]) == b"false"
+    assert bytes(members["temperature"]) == b"0.50"
+    assert bytes(members["stream_options"]) == b'{"include_usage":true}'
     # And every untouched member's raw bytes occur verbatim in the output.
     for raw in (b'[ {"role":"user", "content":"caf\\u00e9 \xe2\x82\xac"} ]', b"1.0e3"):
         assert raw in out
-
-
-def test_splice_replaces_in_place_and_accepts_raw_values() -> None:
-    out = splice_fields(ORIGINAL, {"model": msgspec.Raw(b'"gpt-4o-mini"')})
-    members = msgspec.json.decode(out, type=dict[str, msgspec.Raw])
-    assert next(iter(members)) == "model"
-    assert bytes(members["model"]) == b'"gpt-4o-mini"'
 
 
 def test_ensure_include_usage_adds_or_merges_stream_options() -> None:
@@ -343,26 +339,11 @@ def test_ensure_include_usage_adds_or_merges_stream_options() -> None:
     assert nulled["stream_options"] == {"include_usage": True}
 
 
-def test_merge_object_field_rejects_non_object() -> None:
-    with pytest.raises(RequestDecodeError):
-        merge_object_field(b'{"stream_options": [1]}', "stream_options", {"include_usage": True})
-
-
-def test_extend_array_field_prepends_and_appends() -> None:
-    tool = {"name": "bmcp_x", "input_schema": {"type": "object"}}
-    pre = orjson.loads(extend_array_field(ORIGINAL, "tools", [tool], prepend=True))["tools"]
-    assert pre == [tool, {"type": "function", "x": 1000.0}]
-    post = orjson.loads(extend_array_field(ORIGINAL, "tools", [tool]))["tools"]
-    assert post == [{"type": "function", "x": 1000.0}, tool]
-    created = orjson.loads(extend_array_field(b'{"model":"m"}', "tools", [tool]))
-    assert created == {"model": "m", "tools": [tool]}
-    with pytest.raises(RequestDecodeError, match="tools must be an array"):
-        extend_array_field(b'{"tools": {}}', "tools", [tool])
-
-
-def test_splice_rejects_non_object_body() -> None:
-    with pytest.raises(RequestDecodeError):
-        splice_fields(b"[]", {"a": 1})
+def test_include_usage_edit_rejects_non_objects() -> None:
+    with pytest.raises(RequestDecodeError, match=r"^stream_options must be a JSON object"):
+        ensure_include_usage(b'{"stream_options": [1]}')
+    with pytest.raises(RequestDecodeError, match=r"^body must be a JSON object"):
+        ensure_include_usage(b"[]")
 
 
 # --- hostile nesting -----------------------------------------------------------------------
@@ -371,22 +352,17 @@ DEEP = b"[" * 20_000 + b"]" * 20_000
 
 
 @pytest.mark.parametrize("api", ["messages", "chat", "responses"])
-def test_deep_nesting_anywhere_is_a_decode_error_not_a_crash(api: str) -> None:
+def test_deep_nesting_anywhere_is_a_decode_error_not_a_crash(api: APIName) -> None:
     for body in (
         b'{"model":"m","messages":' + DEEP + b',"input":"x"}',
         b'{"model":"m","x_unknown":' + DEEP + b"}",
         b'{"model":"m","messages":[' + DEEP + b'],"input":[' + DEEP + b"]}",
     ):
         with pytest.raises(RequestDecodeError, match="nests JSON too deeply"):
-            decode_request(api, body)
+            api_for(api).decode(body)
 
 
 def test_body_edits_refuse_deep_nesting() -> None:
     deep_member = b'{"model":"m","stream_options":null,"tools":' + DEEP + b"}"
     with pytest.raises(RequestDecodeError, match="nests JSON too deeply"):
         ensure_include_usage(deep_member)
-    with pytest.raises(RequestDecodeError, match="nests JSON too deeply"):
-        splice_fields(deep_member, {"a": 1})
-    deep_tools = b'{"model":"m","tools":[' + DEEP + b"]}"
-    with pytest.raises(RequestDecodeError, match="nests JSON too deeply"):
-        extend_array_field(deep_tools, "tools", [{"name": "t"}])

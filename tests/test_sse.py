@@ -1,4 +1,4 @@
-"""The incremental SSE parser: framing, chunk boundaries, raw-byte fidelity, encoders."""
+"""The incremental SSE parser: framing, chunk boundaries, raw-byte fidelity, the encoder."""
 
 from __future__ import annotations
 
@@ -7,15 +7,7 @@ import random
 import orjson
 import pytest
 
-from aibridge.intercept.sse import (
-    CHAT_DONE,
-    SSEEvent,
-    SSEParser,
-    anthropic_error_event,
-    chat_error_event,
-    encode_event,
-    responses_error_event,
-)
+from aibridge.intercept.sse import SSEEvent, SSEParser, encode_event
 
 ANTHROPIC_STREAM = (
     b"event: message_start\n"
@@ -228,38 +220,3 @@ def test_encode_event_round_trips_through_parser() -> None:
     assert encode_event(b"{}") == b"data: {}\n\n"
     with pytest.raises(ValueError):
         encode_event("x", event="bad\nname")
-
-
-def test_anthropic_error_event_shape() -> None:
-    raw = anthropic_error_event("overloaded_error", "Overloaded")
-    assert raw.startswith(b"event: error\ndata: ")
-    (event,) = parse_chunks([raw])
-    assert event.event == "error"
-    assert orjson.loads(event.data) == {
-        "type": "error",
-        "error": {"type": "overloaded_error", "message": "Overloaded"},
-    }
-
-
-def test_chat_error_event_shape() -> None:
-    raw = chat_error_event("boom", "server_error", code="E1")
-    assert raw.startswith(b"data: ")
-    assert b"event:" not in raw
-    (event,) = parse_chunks([raw])
-    assert orjson.loads(event.data) == {
-        "error": {"message": "boom", "type": "server_error", "param": None, "code": "E1"}
-    }
-    assert CHAT_DONE == b"data: [DONE]\n\n"
-
-
-def test_responses_error_event_shape() -> None:
-    raw = responses_error_event("bad thing", code="ERR_X", sequence_number=7)
-    (event,) = parse_chunks([raw])
-    assert event.event == "error"
-    assert orjson.loads(event.data) == {
-        "type": "error",
-        "code": "ERR_X",
-        "message": "bad thing",
-        "param": None,
-        "sequence_number": 7,
-    }

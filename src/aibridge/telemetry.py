@@ -1,18 +1,24 @@
-"""Logging setup (text or JSON lines) and the Prometheus metrics of the gateway."""
+"""Logging setup (text or JSON lines), the Prometheus metrics of the gateway, and the
+metrics addon that feeds them from the interception pipeline's hooks."""
 
 from __future__ import annotations
 
 import logging
 import sys
+import time
+import weakref
 from typing import Any
 
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from aibridge.intercept.interception import Interception, Outcome
+from aibridge.intercept.observations import Observation
 from aibridge.logthrottle import throttle_bad_request_logs
-from aibridge.metric_labels import DEFAULT_MAX_MODELS, BoundedLabel
+from aibridge.metric_labels import DEFAULT_MAX_MODELS, BoundedLabel, method_label
 from aibridge.providers.breaker_metrics import CircuitBreakerMetrics
 from aibridge.providers.keypool import KeyPoolMetrics
+from aibridge.providers.routes import PassthroughRoute
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
@@ -124,3 +130,66 @@ class GatewayMetrics:
     def render(self) -> bytes:
         """The registry in the Prometheus text format."""
         return bytes(generate_latest(self.registry))
+
+
+# Labelled children per metric: ``labels()`` validates and looks up on every call (about
+# 2 µs each, four per request); the children of these metrics are never removed.
+_CHILDREN: weakref.WeakKeyDictionary[Any, dict[tuple[str, ...], Any]] = weakref.WeakKeyDictionary()
+
+
+def _child(metric: Any, labels: tuple[str, ...]) -> Any:
+    """``metric.labels(*labels)``, cached."""
+    cache = _CHILDREN.get(metric)
+    if cache is None:
+        cache = _CHILDREN[metric] = {}
+    child = cache.get(labels)
+    if child is None:
+        child = cache[labels] = metric.labels(*labels)
+    return child
+
+
+class MetricsAddon:
+    """Feeds :class:`GatewayMetrics` from the pipeline's hooks
+    (:mod:`aibridge.intercept.hooks`): interceptions in flight, their duration and
+    outcome, tokens by provider and (bounded) model, passthrough requests by method."""
+
+    __slots__ = ("metrics",)
+
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        self.metrics = metrics
+
+    async def started(self, ix: Interception) -> None:
+        """One more interception in flight."""
+        _child(self.metrics.inflight, (ix.provider.name, ix.api)).inc()
+
+    def observed(self, ix: Interception, observation: Observation) -> None:
+        """Count the tokens of every upstream call the response reported."""
+        if not observation.usages:
+            return
+        counter = self.metrics.tokens
+        name = ix.provider.name
+        for usage in observation.usages:
+            # Bounded: the model comes from the client (or the upstream).
+            model = self.metrics.model_label(usage.model or ix.model)
+            for kind, value in (
+                ("input", usage.input),
+                ("output", usage.output),
+                ("cache_read", usage.cache_read),
+                ("cache_write", usage.cache_write),
+                ("reasoning", usage.reasoning),
+            ):
+                if value:
+                    _child(counter, (name, model, kind)).inc(value)
+
+    def ended(self, ix: Interception, outcome: Outcome) -> None:
+        """One fewer in flight; its duration, and its outcome (the recorded error type, or
+        ``completed``)."""
+        metrics = self.metrics
+        labels = (ix.provider.name, ix.api)
+        _child(metrics.inflight, labels).dec()
+        _child(metrics.duration, labels).observe(time.perf_counter() - ix.began)
+        _child(metrics.interceptions, (*labels, outcome.error_type or "completed")).inc()
+
+    def passed_through(self, route: PassthroughRoute, method: str) -> None:
+        """One passthrough request (non-standard methods as ``other``)."""
+        _child(self.metrics.passthrough, (route.provider.name, method_label(method))).inc()

@@ -1,9 +1,12 @@
-"""Interceptors for the bridged APIs, and the side-channel parsing they share.
+"""The interception pipeline for the bridged APIs, and the side-channel parsing it shares.
 
-``sse`` (incremental SSE parsing/encoding), ``observations`` (the extracted record types),
-``request`` (partial request decoding and raw-body splicing) and one sub-package per API
-(``messages``, ``chat``, ``responses``) whose ``extract`` module turns upstream responses
-into :class:`~aibridge.intercept.observations.Observation` values without touching the bytes.
+``pipeline`` (one request, step by step) with ``relay`` (error, blocking, stream),
+``hooks`` (what metrics and recording addons observe), ``api`` (the :class:`API` protocol
+each of ``messages``, ``chat`` and ``responses`` implements in its own folder: request
+decoding, response observers, stream error event), ``errors`` (provider-shaped error
+bodies), ``sse`` (incremental SSE parsing), ``observations`` (what the observers extract),
+``request`` (reading the body and the partial decoding the APIs share) and
+``passthrough`` (the reverse proxy for the routes that are not recorded).
 
 Kept free of imports so importing a leaf module stays cheap and cycle-free.
 """

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from aiohttp import web
-
-from aibridge.intercept.errors import error_response
+from aibridge.intercept.errors import Rejection
 from aibridge.intercept.upstream_headers import credential_secret, is_gateway_key
 from aibridge.providers.base import Provider
 from aibridge.secrets_mask import mask_secret
@@ -20,22 +18,21 @@ from aibridge.secrets_mask import mask_secret
 BYOK_HEADER = "X-AIBridge-Token"
 
 
-def byok_credential(provider: Provider, headers: Mapping[str, str]) -> str | web.Response:
-    """The masked hint of the client's own provider key, or the error to answer.
+def byok_credential(provider: Provider, headers: Mapping[str, str]) -> str:
+    """The masked hint of the client's own provider key.
 
-    403 when the provider does not allow BYOK (never a silent fall-back to the pooled
-    key); 401 when no provider key, or only a gateway key, was sent where it belongs.
+    Raises :class:`~aibridge.intercept.errors.Rejection`: 403 when the provider does not
+    allow BYOK (never a silent fall-back to the pooled key); 401 when no provider key, or
+    only a gateway key, was sent where it belongs.
     """
-    family = provider.family
     if not provider.options.allow_byok:
-        return error_response(
-            family,
+        raise Rejection(
             403,
             f"bring-your-own-key is not enabled for provider {provider.name!r}; "
             f"drop {BYOK_HEADER} or ask an admin to set settings.allow_byok",
         )
     names = [provider.auth_header]
-    if family == "anthropic":
+    if provider.family == "anthropic":
         names.append("Authorization")
     gateway_key_in: str | None = None
     for name in names:
@@ -47,14 +44,30 @@ def byok_credential(provider: Provider, headers: Mapping[str, str]) -> str | web
             continue
         return mask_secret(credential_secret(value))
     if gateway_key_in is not None:
-        return error_response(
-            family,
+        raise Rejection(
             401,
             f"{gateway_key_in} carries a gateway key, which is never sent upstream: with "
             f"{BYOK_HEADER} send your own provider key in {provider.auth_header}",
         )
-    return error_response(
-        family,
+    raise Rejection(
         401,
         f"{BYOK_HEADER} was sent but no provider key: send your own key in {provider.auth_header}",
     )
+
+
+def credential_hint(provider: Provider, headers: Mapping[str, str], *, byok: bool) -> str | None:
+    """Which credential a bridged request goes upstream with, as a value: the masked hint of
+    the client's own key (BYOK), or None for the provider's key pool.
+
+    Raises :class:`~aibridge.intercept.errors.Rejection` when BYOK is refused (see
+    :func:`byok_credential`) or when the pool has no key at all (502).
+    """
+    if byok:
+        return byok_credential(provider, headers)
+    if not provider.keys.has_keys:
+        raise Rejection(
+            502,
+            f"provider {provider.name!r} has no API keys configured; an admin must add "
+            f"one (PATCH /api/v1/providers/{provider.name} with api_keys)",
+        )
+    return None

@@ -1,4 +1,12 @@
-"""Provider-shaped error responses and stream error events, and error classification."""
+"""Provider-shaped error bodies, the rejection exception, and error classification.
+
+Two HTTP error shapes exist, one per provider family, and each has exactly one renderer
+here: :func:`anthropic_error` and :func:`openai_error`. Every error the gateway answers on
+the data plane (routing, authentication, rejections, upstream failures, the circuit
+breaker) and every stream error event whose payload has the same shape goes through them,
+so an SDK always gets the error object it knows. The per-API stream error events live with
+their API (``intercept/<api>/errors.py``).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +15,11 @@ from collections.abc import Mapping
 import orjson
 from aiohttp import web
 
+from aibridge.httputil import route_not_supported
 from aibridge.providers.base import Family
+from aibridge.providers.circuitbreaker import CIRCUIT_OPEN_MESSAGE, CIRCUIT_OPEN_STATUS
+from aibridge.providers.routes import RoutingError
+from aibridge.recording.records import UPSTREAM_ERROR_TYPES, ErrorType
 
 _ANTHROPIC_TYPES = {
     400: "invalid_request_error",
@@ -38,22 +50,58 @@ UPSTREAM_UNREACHABLE = "upstream unreachable; retry shortly (the gateway log has
 UPSTREAM_TIMED_OUT = "upstream timed out; retry shortly (the gateway log has the details)"
 
 
+class Rejection(Exception):
+    """The gateway refuses a request before calling upstream: answer ``status`` with
+    ``message`` (safe to show the client) in the provider's error shape."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+    def response(self, family: Family) -> web.Response:
+        """The provider-shaped error response for this rejection."""
+        return error_response(family, self.status, self.message)
+
+
+# --- the two shapes ---------------------------------------------------------------------
+
+
+def anthropic_error(kind: str, message: str) -> bytes:
+    """Anthropic's error object: ``{"type":"error","error":{"type":kind,"message":…}}`` (an
+    HTTP error body, and the data of a Messages stream's ``error`` event)."""
+    return orjson.dumps({"type": "error", "error": {"type": kind, "message": message}})
+
+
+def openai_error(message: str, kind: str, code: str | None, *, param: bool = True) -> bytes:
+    """OpenAI's error object: ``{"error":{"message","type","param":null,"code"}}`` (an HTTP
+    error body, and the data of a Chat stream's error chunk). ``param=False`` leaves the
+    ``param`` member out, as the reference's circuit-breaker body does."""
+    if param:
+        inner = {"message": message, "type": kind, "param": None, "code": code}
+    else:
+        inner = {"message": message, "type": kind, "code": code}
+    return orjson.dumps({"error": inner})
+
+
 def error_body(family: Family, status: int, message: str) -> bytes:
-    """JSON error body in the provider's own shape, so SDKs raise the right exception."""
+    """JSON error body for ``status`` in the provider's own shape, so SDKs raise the right
+    exception."""
     if family == "anthropic":
-        kind = _ANTHROPIC_TYPES.get(status, "api_error")
-        return orjson.dumps({"type": "error", "error": {"type": kind, "message": message}})
-    otype, code = _OPENAI_TYPES.get(status, ("server_error", None))
-    return orjson.dumps({"error": {"message": message, "type": otype, "param": None, "code": code}})
+        return anthropic_error(_ANTHROPIC_TYPES.get(status, "api_error"), message)
+    kind, code = _OPENAI_TYPES.get(status, ("server_error", None))
+    return openai_error(message, kind, code)
 
 
-def family_for_request(tail: str, headers: Mapping[str, str]) -> Family:
-    """The error shape a client expects, judged from its request alone (for answers given
-    before the provider is looked up): Anthropic for its routes or an
-    ``anthropic-version`` header (its SDKs always send one), else OpenAI."""
-    if tail.startswith(("/v1/messages", "/api/event_logging/")) or "anthropic-version" in headers:
-        return "anthropic"
-    return "openai"
+def circuit_open_body(family: Family) -> bytes:
+    """The breaker's rejection body (reference core §6.3): Anthropic's
+    ``overloaded_error``, OpenAI's ``server_error`` with code ``service_unavailable``."""
+    if family == "anthropic":
+        return anthropic_error("overloaded_error", CIRCUIT_OPEN_MESSAGE)
+    return openai_error(CIRCUIT_OPEN_MESSAGE, "server_error", "service_unavailable", param=False)
+
+
+# --- responses --------------------------------------------------------------------------
 
 
 def error_response(
@@ -71,7 +119,37 @@ def error_response(
     )
 
 
-def error_type_for_status(status: int) -> str:
+def circuit_open_response(family: Family, retry_after: int) -> web.Response:
+    """503 with ``Retry-After`` (whole seconds) and :func:`circuit_open_body`."""
+    return web.Response(
+        status=CIRCUIT_OPEN_STATUS,
+        body=circuit_open_body(family),
+        content_type="application/json",
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
+def routing_error_response(request: web.Request, error: RoutingError) -> web.Response:
+    """The answer to a request that has no route: the provider's shape, or the gateway's
+    own 404 when the request names no provider or no route under it."""
+    if error.family is None:
+        return route_not_supported(request)
+    return error_response(error.family, error.status, error.message)
+
+
+def family_for_request(tail: str, headers: Mapping[str, str]) -> Family:
+    """The error shape a client expects, judged from its request alone (for answers given
+    before the provider is looked up): Anthropic for its routes or an
+    ``anthropic-version`` header (its SDKs always send one), else OpenAI."""
+    if tail.startswith(("/v1/messages", "/api/event_logging/")) or "anthropic-version" in headers:
+        return "anthropic"
+    return "openai"
+
+
+# --- classification ---------------------------------------------------------------------
+
+
+def error_type_for_status(status: int) -> ErrorType:
     """Recorded error type for an upstream/gateway HTTP status."""
     if status in (400, 404, 409, 413, 422):
         return "bad_request"
@@ -91,8 +169,10 @@ def error_type_for_status(status: int) -> str:
 
 
 # Provider error ``type``s (Anthropic and OpenAI) of errors reported inside a 200 response
-# (a mid-stream error event), mapped onto the recorded error types above.
-_EVENT_ERROR_TYPES = {
+# (a mid-stream error event), mapped onto the recorded error types; a type that already is
+# one of those is kept.
+_EVENT_ERROR_TYPES: dict[str, ErrorType] = {
+    **{kind: kind for kind in UPSTREAM_ERROR_TYPES},
     "invalid_request_error": "bad_request",
     "not_found_error": "bad_request",
     "request_too_large": "bad_request",
@@ -104,14 +184,18 @@ _EVENT_ERROR_TYPES = {
     "api_error": "server_error",
     "timeout_error": "timeout",
 }
-_RECORDED_ERROR_TYPES = frozenset(
-    ("bad_request", "unauthorized", "rate_limited", "overloaded", "server_error", "timeout")
-)
 
 
-def error_type_for_event(kind: str) -> str:
+def error_type_for_event(kind: str) -> ErrorType:
     """Recorded error type for a provider error ``type`` seen mid-stream (e.g. Anthropic's
     ``overloaded_error`` → ``overloaded``); an unknown type is an upstream failure."""
-    if kind in _RECORDED_ERROR_TYPES:
-        return kind
     return _EVENT_ERROR_TYPES.get(kind, "server_error")
+
+
+# The provider error kind a gateway-written stream error event carries, by error type.
+_EVENT_KINDS: dict[str, str] = {"timeout": "timeout_error", "overloaded": "overloaded_error"}
+
+
+def event_kind(error_type: ErrorType) -> str:
+    """The provider error ``type`` for a stream error event the gateway writes itself."""
+    return _EVENT_KINDS.get(error_type, "api_error")

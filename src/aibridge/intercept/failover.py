@@ -1,4 +1,4 @@
-"""Sending one upstream request with key-pool failover (bridged and passthrough)."""
+"""Sending one upstream request: its timeout and key-pool failover (bridged and passthrough)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,26 @@ from yarl import URL
 from aibridge.providers.base import Provider
 from aibridge.providers.http import UpstreamBodyTooLarge, read_capped
 from aibridge.providers.keypool import KeyWalker, PoolKey
+
+_TIMEOUTS: dict[tuple[float | None, bool], aiohttp.ClientTimeout] = {}
+
+
+def client_timeout(seconds: float | None, stream: bool) -> aiohttp.ClientTimeout:
+    """The upstream timeout (immutable, so shared between requests): a total bound for a
+    blocking call, a bound on silence between reads for a stream or a passthrough relay
+    (an agent's stream may run for minutes)."""
+    key = (seconds, stream)
+    timeout = _TIMEOUTS.get(key)
+    if timeout is None:
+        timeout = (
+            aiohttp.ClientTimeout(total=None, sock_read=seconds)
+            if stream
+            else aiohttp.ClientTimeout(total=seconds)
+        )
+        if len(_TIMEOUTS) < 64:
+            _TIMEOUTS[key] = timeout
+    return timeout
+
 
 # Statuses on which a pooled key is set aside and the next key tried.
 FAILOVER_STATUSES = frozenset({401, 429})

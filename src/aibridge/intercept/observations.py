@@ -9,7 +9,7 @@ accounting"): ``input`` is *uncached* input, cache reads and writes are separate
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -33,7 +33,6 @@ __all__ = [
     "decode_and_apply",
     "decode_body",
     "parse_arguments",
-    "sum_usages",
     "uncached_usage",
 ]
 
@@ -110,11 +109,6 @@ class ToolCall:
             kind=kind,
         )
 
-    @property
-    def args(self) -> object:
-        """The arguments to record: parsed JSON when valid, otherwise the raw text."""
-        return self.arguments if self.arguments is not None else self.arguments_raw
-
 
 @dataclass(slots=True)
 class Thought:
@@ -135,7 +129,7 @@ class UpstreamError:
 
 @dataclass(slots=True)
 class Observation:
-    """Everything extracted from one upstream response (or several, after :meth:`merge`).
+    """Everything extracted from one upstream response.
 
     ``usages`` has one entry per upstream call that reported usage. ``response_id`` is the
     first upstream message/response id seen (the one a prompt record is tied to), ``model``
@@ -155,23 +149,6 @@ class Observation:
     completed: bool = False
     malformed_events: int = 0
 
-    def merge(self, other: Observation) -> None:
-        """Fold in the observation of a later upstream call (inner agentic loop).
-
-        Lists are concatenated; the first response id is kept; model, stop reason, error and
-        completion are taken from ``other`` because they describe how the exchange ended.
-        """
-        self.usages.extend(other.usages)
-        self.tool_calls.extend(other.tool_calls)
-        self.thoughts.extend(other.thoughts)
-        if self.response_id is None:
-            self.response_id = other.response_id
-        self.model = other.model or self.model
-        self.stop_reason = other.stop_reason
-        self.error = other.error
-        self.completed = other.completed
-        self.malformed_events += other.malformed_events
-
 
 class StreamObserver(Protocol):
     """What every per-API streaming observer provides."""
@@ -181,25 +158,6 @@ class StreamObserver(Protocol):
 
     def result(self) -> Observation:
         """What was observed so far (callable at any time, e.g. after a cut stream)."""
-
-
-def sum_usages(usages: Iterable[TokenUsage]) -> TokenUsage:
-    """Add several calls' usage together (e.g. for the client-facing total of a tool loop).
-
-    The id and model are the last call's, because that is the response the client sees.
-    """
-    total = TokenUsage(response_id=None, model=None)
-    for u in usages:
-        total.response_id = u.response_id
-        total.model = u.model or total.model
-        total.input += u.input
-        total.output += u.output
-        total.cache_read += u.cache_read
-        total.cache_write += u.cache_write
-        total.reasoning += u.reasoning
-        for k, v in u.extra.items():
-            total.extra[k] = total.extra.get(k, 0) + v
-    return total
 
 
 def uncached_usage(

@@ -14,41 +14,39 @@ import aiohttp
 from aiohttp import web
 
 from aibridge.intercept.byok import byok_credential
-from aibridge.intercept.engine import BodyTooLarge, read_body, too_large_message
-from aibridge.intercept.errors import UPSTREAM_UNREACHABLE, error_response
-from aibridge.intercept.failover import send_with_failover
+from aibridge.intercept.errors import UPSTREAM_UNREACHABLE, Rejection, error_response
+from aibridge.intercept.failover import client_timeout, send_with_failover
+from aibridge.intercept.request import read_body
 from aibridge.intercept.upstream_headers import (
     client_headers_for_upstream,
     response_headers_for_client,
 )
-from aibridge.providers.base import Provider, Route
 from aibridge.providers.http import UpstreamSessions
 from aibridge.providers.keypool import KeyPoolExhausted
+from aibridge.providers.routes import PassthroughRoute
 
 log = logging.getLogger(__name__)
 
 
 async def passthrough(
     request: web.Request,
-    provider: Provider,
-    route: Route,
+    route: PassthroughRoute,
     sessions: UpstreamSessions,
     *,
     byok: bool,
     max_body_bytes: int,
 ) -> web.StreamResponse:
     """Relay ``request`` to the provider's upstream and stream the answer back."""
+    provider = route.provider
     family = provider.family
     try:
         body = await read_body(request, max_body_bytes)
-    except BodyTooLarge:
-        return error_response(family, 413, too_large_message(max_body_bytes))
+        if byok:
+            # Same rules as bridged routes: never a silent fall-back to the pooled key.
+            byok_credential(provider, request.headers)
+    except Rejection as exc:
+        return exc.response(family)
     url = provider.upstream_url(route.upstream_suffix, request.rel_url.raw_query_string)
-    if byok:
-        # Same rules as bridged routes: never a silent fall-back to the pooled key.
-        refused = byok_credential(provider, request.headers)
-        if isinstance(refused, web.Response):
-            return refused
     # Passthrough relays bytes without parsing them, so compression may pass through.
     headers = client_headers_for_upstream(
         request.headers, keep_credentials=byok, accept_encoding=None
@@ -74,9 +72,8 @@ async def passthrough(
             url,
             body=body or None,
             headers=headers,
-            client_timeout=aiohttp.ClientTimeout(
-                total=None, sock_read=provider.options.upstream_timeout_seconds
-            ),
+            # A bound on silence between reads: the answer is streamed back.
+            client_timeout=client_timeout(provider.options.upstream_timeout_seconds, True),
             auto_decompress=False,
         )
     except KeyPoolExhausted as exc:

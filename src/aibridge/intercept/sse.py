@@ -14,20 +14,13 @@ every streamed chunk, so lines are found with ``bytes.find`` rather than a per-b
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
-
-import orjson
 
 __all__ = [
     "CHAT_DONE",
     "SSEEvent",
     "SSEParser",
-    "anthropic_error_event",
-    "chat_error_event",
     "encode_event",
-    "responses_error_event",
 ]
 
 _LF = 0x0A
@@ -302,37 +295,3 @@ def encode_event(data: bytes | str, event: str | None = None) -> bytes:
         out += b"data: " + line + b"\n"
     out += b"\n"
     return bytes(out)
-
-
-def anthropic_error_event(error_type: str, message: str) -> bytes:
-    """An Anthropic-style stream error: ``event: error`` + ``{"type":"error","error":{…}}``."""
-    body = {"type": "error", "error": {"type": error_type, "message": message}}
-    return encode_event(orjson.dumps(body), "error")
-
-
-def chat_error_event(
-    message: str, error_type: str = "server_error", code: str | None = None, param: Any = None
-) -> bytes:
-    """An OpenAI Chat-style stream error chunk: ``data: {"error":{…}}`` (no event name).
-
-    Chat streams name no events; SDKs recognise an error by the top-level ``error`` key.
-    Follow it with :data:`CHAT_DONE` to end the stream the way OpenAI does.
-    """
-    body = {"error": {"message": message, "type": error_type, "param": param, "code": code}}
-    return encode_event(orjson.dumps(body))
-
-
-def responses_error_event(
-    message: str,
-    code: str | None = None,
-    param: Any = None,
-    sequence_number: int | None = None,
-    extra: Mapping[str, Any] | None = None,
-) -> bytes:
-    """An OpenAI Responses-style stream error: ``event: error`` + ``{"type":"error",…}``."""
-    body: dict[str, Any] = {"type": "error", "code": code, "message": message, "param": param}
-    if sequence_number is not None:
-        body["sequence_number"] = sequence_number
-    if extra:
-        body.update(extra)
-    return encode_event(orjson.dumps(body), "error")

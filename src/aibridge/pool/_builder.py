@@ -10,10 +10,9 @@ from typing import Protocol, TypeVar
 
 from aibridge.actor import Actor
 from aibridge.bridge import RequestBridge
+from aibridge.intercept.hooks import NO_ADDONS, Addons
 from aibridge.providers.http import UpstreamSessions
 from aibridge.providers.snapshot import ProviderSnapshot
-from aibridge.recording.recorder import Recorder
-from aibridge.telemetry import GatewayMetrics
 
 B_co = TypeVar("B_co", covariant=True)
 
@@ -47,22 +46,15 @@ class BridgeBuilder(Protocol[B_co]):
 
 
 def request_bridge_builder(
-    recorder: Recorder,
     sessions: UpstreamSessions,
     *,
     max_body_bytes: int,
-    metrics: GatewayMetrics | None = None,
+    hooks: Addons = NO_ADDONS,
 ) -> BridgeBuilder[RequestBridge]:
-    """The production builder: a :class:`RequestBridge` over the generation's snapshot."""
+    """The production builder: a :class:`RequestBridge` over the generation's snapshot;
+    ``hooks`` (metrics, recording) observe every request it serves."""
 
     async def build(key: BridgeKey, actor: Actor, snapshot: ProviderSnapshot) -> RequestBridge:
-        return RequestBridge(
-            snapshot,
-            actor,
-            recorder,
-            sessions,
-            max_body_bytes=max_body_bytes,
-            metrics=metrics,
-        )
+        return RequestBridge(snapshot, actor, sessions, max_body_bytes=max_body_bytes, hooks=hooks)
 
     return build

@@ -1,4 +1,4 @@
-"""Provider runtimes built from database rows: routes, upstream URLs, auth, errors.
+"""Provider runtimes built from database rows: upstream URLs, auth, key pool, breakers.
 
 A :class:`Provider` is immutable once built; a reload builds new ones. Two protocol
 families exist: ``anthropic`` (Messages API) and ``openai`` (Chat Completions and
@@ -7,7 +7,6 @@ Responses; also ``azure``, ``openai-compat`` and ``openrouter``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
 
 from yarl import URL
@@ -16,51 +15,19 @@ from aibridge.clock import Clock, SystemClock
 from aibridge.providers.breaker_metrics import CircuitBreakerMetrics
 from aibridge.providers.circuitbreaker import CircuitBreakerRegistry, failure_statuses_for
 from aibridge.providers.keypool import KeyPool, KeyPoolMetrics
-from aibridge.providers.paths import UnsafePath, check_path, has_dot_segment
+from aibridge.providers.paths import UnsafePath, has_dot_segment
 from aibridge.providers.settings import ProviderSettings, parse_settings
 from aibridge.providers.validation import base_url_error
 from aibridge.store.providers import ProviderRecord
 
 Family = Literal["anthropic", "openai"]
-API = Literal["messages", "chat", "responses"]
+"""Protocol family of a provider: its wire format and error shape."""
+APIName = Literal["messages", "chat", "responses"]
+"""The bridged APIs (Anthropic Messages, OpenAI Chat Completions, OpenAI Responses)."""
 
 
 class ProviderBuildError(ValueError):
     """A provider row cannot be turned into a working runtime (bad URL, bad settings)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    """How a request path under a provider is handled.
-
-    ``upstream_suffix`` is the checked, still percent-encoded path to append to the base
-    URL; ``label`` the decoded path under the provider (breaker and log label).
-    """
-
-    kind: Literal["bridged", "passthrough"]
-    api: API | None
-    upstream_suffix: str
-    label: str
-
-
-# (path under the provider prefix, exact?) -> route. Longest match wins.
-_ANTHROPIC_ROUTES: list[tuple[str, bool, Literal["bridged", "passthrough"], API | None]] = [
-    ("/v1/messages", True, "bridged", "messages"),
-    ("/v1/messages/count_tokens", True, "passthrough", None),
-    ("/v1/models", True, "passthrough", None),
-    ("/v1/models/", False, "passthrough", None),
-    ("/api/event_logging/", False, "passthrough", None),
-]
-# OpenAI routes live under ``/<name>/v1``; the base URL already carries the version.
-_OPENAI_ROUTES: list[tuple[str, bool, Literal["bridged", "passthrough"], API | None]] = [
-    ("/chat/completions", True, "bridged", "chat"),
-    ("/responses", True, "bridged", "responses"),
-    ("/responses/", False, "passthrough", None),
-    ("/conversations", True, "passthrough", None),
-    ("/conversations/", False, "passthrough", None),
-    ("/models", True, "passthrough", None),
-    ("/models/", False, "passthrough", None),
-]
 
 
 def family_of(ptype: str) -> Family:
@@ -115,43 +82,13 @@ class Provider:
             failure_statuses=failure_statuses_for(record.type),
             metrics=breaker_metrics,
         )
-        self._prefix_v1 = self.family == "openai"
-        self._routes = _ANTHROPIC_ROUTES if self.family == "anthropic" else _OPENAI_ROUTES
-
-    # -- routing ---------------------------------------------------------------
-
-    def match(self, tail: str) -> Route | None:
-        """Route for ``tail`` (the raw, still percent-encoded path after ``/<name>``), or
-        None when unsupported. Raises :class:`~aibridge.providers.paths.UnsafePath` (a 400)
-        for a path that could resolve outside the route it names."""
-        path = check_path(tail)
-        decoded, raw = path.decoded, path.raw
-        if self._prefix_v1:
-            if not decoded.startswith("/v1/") and decoded != "/v1":
-                return None
-            # Cut the first segment ("v1", maybe percent-encoded) from the raw path by
-            # segment, not by length: checked paths have no encoded "/", so the
-            # segments of both forms line up.
-            sub = decoded[3:]
-            cut = raw.find("/", 1)
-            raw_sub = raw[cut:] if cut > 0 else ""
-        else:
-            sub, raw_sub = decoded, raw
-        best: Route | None = None
-        best_len = -1
-        for pattern, exact, kind, api in self._routes:
-            hit = sub == pattern if exact else sub.startswith(pattern)
-            if hit and len(pattern) > best_len:
-                best = Route(kind, api, raw_sub, label=decoded)
-                best_len = len(pattern)
-        return best
 
     def upstream_url(self, suffix: str, query: str = "") -> URL:
-        """Base URL joined with ``suffix`` (a :class:`Route`'s ``upstream_suffix``; the
-        base path is kept), query preserved.
+        """Base URL joined with ``suffix`` (a route's ``upstream_suffix``, see
+        :mod:`aibridge.providers.routes`; the base path is kept), query preserved.
 
         Both are used as they are (``encoded=True``): the suffix was checked by
-        :meth:`match` and must not be normalised (yarl would resolve ``..`` upwards past
+        the router and must not be normalised (yarl would resolve ``..`` upwards past
         the base path), and ``query`` is the client's *raw* query string, since decoding
         and re-encoding would change ``%26``, ``%2B`` and the like.
         """

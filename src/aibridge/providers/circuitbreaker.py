@@ -17,7 +17,8 @@
   cancelled request (client went away) counts as neither and frees its half-open probe slot.
 * Results of requests admitted in an earlier state "generation" are ignored, so a slow request
   started before a trip cannot close or reopen the breaker it no longer describes.
-* Rejection: HTTP 503, ``Retry-After`` and a provider-shaped body (:func:`circuit_open_body`).
+* Rejection: HTTP 503, ``Retry-After`` and a provider-shaped body (rendered by the data plane,
+  ``aibridge.intercept.errors.circuit_open_body``).
   ``Retry-After`` is the time left until the breaker half-opens (at least 1 s), a refinement of
   the reference's fixed ``timeout``: a client told the true wait retries neither too early nor
   needlessly late.
@@ -36,17 +37,14 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from enum import Enum
 from types import TracebackType
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import aiohttp
-import orjson
 
 from aibridge.clock import SYSTEM_CLOCK, Clock
 from aibridge.providers.breaker_metrics import CircuitBreakerMetrics
 
 logger = logging.getLogger(__name__)
-
-ErrorShape = Literal["anthropic", "openai", "bedrock", "plain"]
 
 DEFAULT_FAILURE_STATUSES: frozenset[int] = frozenset({503, 504})
 ANTHROPIC_FAILURE_STATUSES: frozenset[int] = DEFAULT_FAILURE_STATUSES | {529}
@@ -127,49 +125,6 @@ class CircuitOpen(Exception):
     def retry_after_seconds(self) -> int:
         """Alias of ``retry_after`` (whole seconds), named like ``KeyPoolExhausted``'s."""
         return self.retry_after
-
-    def headers(self) -> dict[str, str]:
-        """Response headers for the rejection."""
-        return circuit_open_headers(self.retry_after)
-
-    def body(self, shape: ErrorShape) -> bytes:
-        """Provider-shaped JSON body for the rejection (:func:`circuit_open_body`)."""
-        return circuit_open_body(shape)
-
-
-def circuit_open_body(shape: ErrorShape) -> bytes:
-    """The reference's provider-shaped rejection body (core §6.3)."""
-    doc: dict[str, object]
-    if shape == "anthropic":
-        doc = {
-            "type": "error",
-            "error": {"type": "overloaded_error", "message": CIRCUIT_OPEN_MESSAGE},
-        }
-    elif shape == "openai":
-        doc = {
-            "error": {
-                "message": CIRCUIT_OPEN_MESSAGE,
-                "type": "server_error",
-                "code": "service_unavailable",
-            }
-        }
-    elif shape == "bedrock":
-        doc = {
-            "type": "error",
-            "error": {
-                "type": "api_error",
-                "message": CIRCUIT_OPEN_MESSAGE,
-                "code": "service_unavailable",
-            },
-        }
-    else:
-        doc = {"error": CIRCUIT_OPEN_MESSAGE}
-    return orjson.dumps(doc)
-
-
-def circuit_open_headers(retry_after: int) -> dict[str, str]:
-    """``Content-Type: application/json`` and ``Retry-After`` in whole seconds."""
-    return {"Content-Type": "application/json", "Retry-After": str(int(retry_after))}
 
 
 # --------------------------------------------------------------------------------------------

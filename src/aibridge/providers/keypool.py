@@ -26,9 +26,9 @@ Semantics follow the reference's newest key pool (``reference/coder-aibridged.md
   only because a rejected key is usable again (``key_cooldown_seconds`` 0, or a cooldown that
   ran out mid-walk) says how many keys failed authentication, never "rate-limited".
 
-Failover is only possible before any response byte reached the client: :func:`with_failover`
-and :class:`KeyWalker` leave that decision to the caller, which reports an upstream status only
-while it still holds the response unrelayed.
+Failover is only possible before any response byte reached the client: :class:`KeyWalker`
+leaves that decision to the caller (``aibridge.intercept.failover.send_with_failover``), which
+reports an upstream status only while it still holds the response unrelayed.
 
 Concurrency: one event loop, many tasks. Every state update below is synchronous (no ``await``
 between reading and writing a key's state), so tasks cannot interleave inside an update.
@@ -38,13 +38,12 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
-import orjson
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -53,8 +52,6 @@ from aibridge.clock import SYSTEM_CLOCK, Clock
 from aibridge.secrets_mask import mask_secret
 
 logger = logging.getLogger(__name__)
-
-R = TypeVar("R")
 
 DEFAULT_COOLDOWN = 60.0
 """Seconds a key cools down after a 429 without Retry-After, or after a 401 (reference default)."""
@@ -69,7 +66,6 @@ requests keep hammering a key the upstream just told us is over its limit."""
 RATE_LIMITED: Literal["rate_limited"] = "rate_limited"
 UNAUTHORIZED: Literal["unauthorized"] = "unauthorized"
 CooldownReason = Literal["rate_limited", "unauthorized"]
-ErrorShape = Literal["anthropic", "openai", "bedrock", "plain"]
 RetryAfter = float | Mapping[str, str] | None
 """Seconds, or upstream response headers to parse (``retry-after-ms`` / ``Retry-After``)."""
 
@@ -142,29 +138,6 @@ class KeyPoolExhausted(Exception):
     def outcome(self) -> Literal["rate_limited", "auth_failed"]:
         """The ``outcome`` label of the exhaustion counter."""
         return "rate_limited" if self.kind == RATE_LIMITED else "auth_failed"
-
-    def headers(self) -> dict[str, str]:
-        """JSON content type, plus ``Retry-After`` (whole seconds) when rate-limited."""
-        headers = {"Content-Type": "application/json"}
-        if self.kind == RATE_LIMITED:
-            headers["Retry-After"] = str(self.retry_after_seconds)
-        return headers
-
-    def body(self, shape: ErrorShape) -> bytes:
-        """The provider-shaped JSON error body (reference core §2.7 / §10)."""
-        limited = self.kind == RATE_LIMITED
-        doc: dict[str, object]
-        if shape == "anthropic" or shape == "bedrock":
-            err_type = "rate_limit_error" if limited else "api_error"
-            doc = {"type": "error", "error": {"type": err_type, "message": self.message}}
-        elif shape == "openai":
-            err_type = "rate_limit_exceeded" if limited else "server_error"
-            doc = {
-                "error": {"message": self.message, "type": err_type, "param": None, "code": None}
-            }
-        else:
-            doc = {"error": self.message}
-        return orjson.dumps(doc)
 
 
 # --------------------------------------------------------------------------------------------
@@ -590,40 +563,3 @@ class KeyWalker:
             if child is None:
                 child = pool._attempts_child = pool._metrics.failover_attempts.labels(pool.provider)
             child.observe(self.attempts)
-
-
-@dataclass(frozen=True, slots=True)
-class UpstreamOutcome:
-    """What :func:`with_failover` needs to know about an attempt's result."""
-
-    status: int
-    retry_after: float | None = None
-
-
-async def with_failover(
-    pool: KeyPool,
-    attempt: Callable[[PoolKey], Awaitable[R]],
-    inspect: Callable[[R], UpstreamOutcome],
-    discard: Callable[[R], Awaitable[None]] | None = None,
-) -> tuple[R, PoolKey]:
-    """Run ``attempt`` with the primary key, failing over on key failures; returns (result, key).
-
-    ``attempt(key)`` must open the upstream call and return *before* relaying anything to the
-    client (e.g. the response with status and headers read, body untouched). ``inspect`` maps the
-    result to its status and parsed Retry-After. On a key failure the result is passed to
-    ``discard`` (release the connection) and the next usable key is tried; every key is tried at
-    most once. Raises :class:`KeyPoolExhausted` when no key is left; exceptions raised by
-    ``attempt`` (transport errors) propagate without trying further keys, as in the reference.
-    """
-    walker = pool.walker()
-    try:
-        while True:
-            key = walker.next_key()
-            result = await attempt(key)
-            outcome = inspect(result)
-            if not walker.report(key, outcome.status, outcome.retry_after):
-                return result, key
-            if discard is not None:
-                await discard(result)
-    finally:
-        walker.finish()

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from aibridge.providers import routes
 from aibridge.providers.base import DisabledProvider, Provider
+from aibridge.providers.routes import BridgedRoute, PassthroughRoute, RoutingError
 
 
 @dataclass(frozen=True)
@@ -19,3 +21,11 @@ class ProviderSnapshot:
     def get(self, name: str) -> Provider | DisabledProvider | None:
         """The runtime named ``name``."""
         return self.providers.get(name)
+
+    def resolve(
+        self, name: str, raw_path: str, method: str, *, websocket: bool = False
+    ) -> BridgedRoute | PassthroughRoute | RoutingError:
+        """Route a request for provider ``name`` against this snapshot (and only this one):
+        ``raw_path`` is the path after ``/<name>`` exactly as sent, ``websocket`` whether
+        the client asked for an upgrade. See :func:`aibridge.providers.routes.resolve`."""
+        return routes.resolve(self.providers.get(name), name, raw_path, method, websocket=websocket)

@@ -16,7 +16,7 @@ import typing
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import orjson
 
@@ -26,7 +26,7 @@ from aibridge.store.types import utcnow
 CREDENTIAL_KINDS = ("centralized", "byok")
 """Accepted ``InterceptionStarted.credential_kind`` values."""
 
-ERROR_TYPES = (
+ErrorType = Literal[
     "bad_request",
     "unauthorized",
     "rate_limited",
@@ -36,12 +36,24 @@ ERROR_TYPES = (
     "unknown",
     "client_disconnected",
     "gateway_restart",
-)
-"""Documented ``InterceptionEnded.error_type`` values (reference §5.2 [N]), plus ours:
-``client_disconnected`` (the client went away first) and ``gateway_restart`` (the gateway
-process stopped before the interception ended; set at its next start)."""
+]
+"""``InterceptionEnded.error_type`` values: the documented ones (reference §5.2 [N]), plus
+ours: ``client_disconnected`` (the client went away first) and ``gateway_restart`` (the
+gateway process stopped before the interception ended; set at its next start)."""
 
-GATEWAY_RESTART = "gateway_restart"
+ERROR_TYPES: tuple[ErrorType, ...] = typing.get_args(ErrorType)
+"""Every :data:`ErrorType`, in documentation order."""
+
+UPSTREAM_ERROR_TYPES: frozenset[ErrorType] = frozenset(
+    ("bad_request", "unauthorized", "rate_limited", "overloaded", "server_error", "timeout")
+)
+"""The error types an exchange with the upstream can end in (an upstream error event whose
+``type`` is one of these is recorded under it as it is)."""
+
+CLIENT_DISCONNECTED: ErrorType = "client_disconnected"
+"""``error_type`` of an interception whose client went away before its response was complete."""
+
+GATEWAY_RESTART: ErrorType = "gateway_restart"
 """``error_type`` of interceptions a previous run of the replica left open."""
 
 

@@ -9,8 +9,9 @@ from aiohttp import web
 
 from aibridge.auth import AuthError, AuthUnavailable, extract_token
 from aibridge.httputil import route_not_supported
-from aibridge.intercept.errors import error_response, family_for_request
+from aibridge.intercept.errors import error_response, family_for_request, routing_error_response
 from aibridge.pool import BridgeBuildError, PoolShuttingDown, RetryLimitExceeded
+from aibridge.providers.routes import RoutingError
 from aibridge.server.services import SERVICES
 from aibridge.store.models import RESERVED_PROVIDER_NAMES
 
@@ -18,11 +19,13 @@ log = logging.getLogger(__name__)
 
 
 async def data_plane(request: web.Request) -> web.StreamResponse:
-    """``/{provider}/…``: authenticate the gateway key, then hand over to a bridge.
+    """``/{provider}/…``: check the path, authenticate the gateway key, acquire the actor's
+    bridge, route the request against that bridge's provider snapshot, and hand over.
 
     The key is checked before the name is looked up, and an authentication failure is
     shaped after the request, not the provider row: without a valid key, a provider
-    name that does not exist gets the very same answer as one that does.
+    name that does not exist gets the very same answer as one that does. Routing uses
+    the snapshot the bridge serves with, so one request sees one provider generation.
     """
     services = request.app[SERVICES]
     name, tail = split_path(request)
@@ -39,20 +42,30 @@ async def data_plane(request: web.Request) -> web.StreamResponse:
         return error_response(family_for_request(tail, request.headers), 401, f"aibridge: {err}")
     except AuthUnavailable as err:
         return error_response(family_for_request(tail, request.headers), 503, f"aibridge: {err}")
-    assert services.pool is not None
-    provider = services.pool.snapshot.get(name)
-    if provider is None:
-        return route_not_supported(request)
-    byok = bool(byok_token)
     try:
         async with services.pool.acquire(actor) as bridge:
-            return await bridge.handle(request, name, tail, byok=byok)
+            route = bridge.snapshot.resolve(
+                name,
+                tail,
+                request.method,
+                websocket=request.headers.get("Upgrade", "").lower() == "websocket",
+            )
+            if isinstance(route, RoutingError):
+                return routing_error_response(request, route)
+            return await bridge.handle(request, route, byok=bool(byok_token))
     except PoolShuttingDown:
-        return error_response(provider.family, 503, "aibridge is shutting down; retry shortly")
+        # No bridge, so no snapshot: the error shape is judged from the request alone.
+        return error_response(
+            family_for_request(tail, request.headers),
+            503,
+            "aibridge is shutting down; retry shortly",
+        )
     except (BridgeBuildError, RetryLimitExceeded) as exc:
         log.error("could not build a request bridge", extra={"error": str(exc)})
         return error_response(
-            provider.family, 503, "aibridge could not prepare this request; retry"
+            family_for_request(tail, request.headers),
+            503,
+            "aibridge could not prepare this request; retry",
         )
 
 

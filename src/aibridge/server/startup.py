@@ -14,11 +14,13 @@ from aibridge.bridge import RequestBridge
 from aibridge.clock import Clock
 from aibridge.config import Settings
 from aibridge.files import private_dir
+from aibridge.intercept.hooks import Addons
 from aibridge.pool import CachedBridgePool, request_bridge_builder
 from aibridge.providers.http import UpstreamSessions
 from aibridge.providers.keypool import KeyPoolStateCollector
 from aibridge.providers.seed import seed_providers_from_env
 from aibridge.recording import Recorder
+from aibridge.recording.addon import RecordingAddon
 from aibridge.reload import ProviderReloader, ReloadMetrics
 from aibridge.secrets_mask import mask_url
 from aibridge.server.components import Component, Components
@@ -28,7 +30,7 @@ from aibridge.store.crypto import Encryptor
 from aibridge.store.db import create_engine, migrate, session_factory
 from aibridge.store.pubsub import API_KEYS_CHANGED, InProcessPubSub, PubSub
 from aibridge.store.seed import check_encryption
-from aibridge.telemetry import GatewayMetrics
+from aibridge.telemetry import GatewayMetrics, MetricsAddon
 
 log = logging.getLogger(__name__)
 
@@ -131,10 +133,10 @@ async def running_services(
 
         pool: CachedBridgePool[RequestBridge] = CachedBridgePool(
             request_bridge_builder(
-                recorder,
                 upstream,
                 max_body_bytes=settings.max_body_bytes,
-                metrics=metrics,
+                # Metrics first: the recorder's start write is the one that waits.
+                hooks=Addons(MetricsAddon(metrics), RecordingAddon(recorder)),
             ),
             None,
             max_items=settings.pool_max_items,

@@ -1,0 +1,242 @@
+"""The interception pipeline: one bridged request, step by step.
+
+:meth:`Interceptor.handle` reads top to bottom:
+
+1. **body**: read it (bounded, 413), decode the fields the gateway needs (400), let the
+   API refuse what it does not support (e.g. Responses ``background``, 501);
+2. **credentials**: the key pool, or the client's own key for BYOK (403/401/502);
+3. **start**: the ``started`` hook (the recording addon writes the start record: the only
+   database wait on the request path);
+4. **upstream call**: through the circuit breaker, failing over to the next pooled key on
+   401/429 while nothing has been sent to the client yet;
+5. **relay**: error, blocking or stream (:mod:`aibridge.intercept.relay`), each returning
+   the response and the outcome;
+6. **end**: the ``ended`` hook with the outcome, before the client sees the response end.
+
+Every rejection in steps 1 and 2 is one exception type
+(:class:`~aibridge.intercept.errors.Rejection`) answered in the provider's error shape;
+everything an API does differently comes from its :class:`~aibridge.intercept.api.API`;
+metrics and recording are addons behind
+:class:`~aibridge.intercept.hooks.InterceptionHooks`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+from aiohttp import web
+
+from aibridge.actor import Actor
+from aibridge.ids import new_uuid4
+from aibridge.intercept.api import API, api_for
+from aibridge.intercept.byok import credential_hint
+from aibridge.intercept.clientinfo import detect_client, session_id
+from aibridge.intercept.errors import (
+    UPSTREAM_TIMED_OUT,
+    UPSTREAM_UNREACHABLE,
+    Rejection,
+    circuit_open_response,
+    error_response,
+)
+from aibridge.intercept.failover import client_timeout, send_with_failover
+from aibridge.intercept.hooks import InterceptionHooks
+from aibridge.intercept.interception import CLIENT_GONE, Interception, Outcome
+from aibridge.intercept.relay import relay_blocking, relay_error, relay_stream, upstream_failure
+from aibridge.intercept.request import read_body
+from aibridge.intercept.upstream_headers import client_headers_for_upstream
+from aibridge.providers.circuitbreaker import CIRCUIT_OPEN_MESSAGE, CircuitOpen
+from aibridge.providers.http import UpstreamSessions
+from aibridge.providers.keypool import KeyPoolExhausted
+from aibridge.providers.routes import BridgedRoute
+from aibridge.store.types import utcnow
+
+CIRCUIT_OPENED = Outcome("overloaded", CIRCUIT_OPEN_MESSAGE)
+"""The outcome of a request the circuit breaker turned away."""
+
+
+class Interceptor:
+    """Runs the pipeline for one actor's bridged requests (one per request bridge)."""
+
+    __slots__ = ("actor", "hooks", "max_body_bytes", "sessions")
+
+    def __init__(
+        self,
+        actor: Actor,
+        sessions: UpstreamSessions,
+        hooks: InterceptionHooks,
+        *,
+        max_body_bytes: int,
+    ) -> None:
+        self.actor = actor
+        self.sessions = sessions
+        self.hooks = hooks
+        self.max_body_bytes = max_body_bytes
+
+    async def handle(
+        self, request: web.Request, route: BridgedRoute, *, byok: bool
+    ) -> web.StreamResponse:
+        """Serve ``request`` on ``route``; never raises for upstream or client-side failures.
+
+        ``byok``: the client sent its gateway key in ``X-AIBridge-Token`` and its own
+        provider key where the provider expects one.
+        """
+        provider = route.provider
+        api = api_for(route.api)
+        try:
+            body = await read_body(request, self.max_body_bytes)
+            info = api.decode(body)
+            api.reject(info)
+            byok_hint = credential_hint(provider, request.headers, byok=byok)
+            upstream_body, hide_usage = api.prepare_body(body, info)
+        except Rejection as exc:
+            return exc.response(provider.family)
+
+        headers = request.headers
+        client = detect_client(headers)
+        ix = Interception(
+            id=new_uuid4(),
+            provider=provider,
+            api=route.api,
+            actor=self.actor,
+            request=info,
+            client=client,
+            user_agent=headers.get("User-Agent"),
+            session_id=session_id(client, headers, info.user_id),
+            byok_hint=byok_hint,
+            started_at=utcnow(),
+            began=time.perf_counter(),
+        )
+        hooks = self.hooks
+        outcome = CLIENT_GONE
+        try:
+            # Inside the try: a client that leaves while the start is being written still
+            # gets its end record, never an interception left open forever.
+            await hooks.started(ix)
+            response, outcome = await self._exchange(
+                ix, request, route, api, upstream_body, hide_usage
+            )
+            return response
+        except asyncio.CancelledError:
+            # aiohttp cancels the handler when the client disconnects; the upstream request
+            # is torn down by the context managers on the way out.
+            outcome = ix.interrupted or CLIENT_GONE
+            raise
+        except Exception as exc:
+            # A bug, not an upstream failure (those are answered above): aiohttp answers
+            # 500, and the record says the gateway failed rather than "completed".
+            outcome = Outcome("unknown", f"gateway error: {type(exc).__name__}: {exc}")
+            raise
+        finally:
+            hooks.ended(ix, outcome)
+
+    async def _exchange(
+        self,
+        ix: Interception,
+        request: web.Request,
+        route: BridgedRoute,
+        api: API,
+        body: bytes,
+        hide_usage: bool,
+    ) -> tuple[web.StreamResponse, Outcome]:
+        """The upstream call through the circuit breaker, then the relay."""
+        breaker = ix.provider.breakers.get(route.label, ix.request.model)
+        try:
+            permit = breaker.allow()
+        except CircuitOpen as exc:
+            return circuit_open_response(ix.provider.family, exc.retry_after_seconds), (
+                CIRCUIT_OPENED
+            )
+        # The breaker judges the status the client gets; leaving the block by an exception
+        # (e.g. cancellation) frees a half-open probe slot.
+        with permit:
+            sent = await self._send(ix, request, route, body)
+            if isinstance(sent, aiohttp.ClientResponse):
+                try:
+                    response, outcome = await self._relay(ix, request, sent, api, hide_usage)
+                finally:
+                    sent.release()
+            else:
+                response, outcome = sent
+            permit.record(response.status)
+        return response, outcome
+
+    async def _send(
+        self, ix: Interception, request: web.Request, route: BridgedRoute, body: bytes
+    ) -> aiohttp.ClientResponse | tuple[web.Response, Outcome]:
+        """Send the request upstream with failover across the key pool: the upstream
+        response, or the answer and outcome when no response came."""
+        provider = ix.provider
+        byok = ix.byok_hint is not None
+        url = provider.upstream_url(route.upstream_suffix, request.rel_url.raw_query_string)
+        headers = client_headers_for_upstream(request.headers, keep_credentials=byok)
+        headers.update(provider.options.extra_headers)
+        walker = None if byok else provider.keys.walker()
+        try:
+            upstream, key = await send_with_failover(
+                self.sessions.get(url),
+                provider,
+                walker,
+                request.method,
+                url,
+                body=body,
+                headers=headers,
+                client_timeout=client_timeout(
+                    provider.options.upstream_timeout_seconds, ix.request.stream
+                ),
+                auto_decompress=True,
+            )
+        except KeyPoolExhausted as exc:
+            if walker is not None and walker.current is not None:
+                ix.credential_hint = walker.current.hint
+            # Why the keys are out ("rate_limited" / "unauthorized"), not the 502 the client
+            # gets for auth exhaustion (reference: ErrorType unauthorized).
+            extra = {"Retry-After": str(exc.retry_after_seconds)} if exc.status == 429 else None
+            response = error_response(provider.family, exc.status, str(exc), extra)
+            return response, Outcome(exc.cause, str(exc))
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            return upstream_failure(
+                ix,
+                504,
+                "timeout",
+                UPSTREAM_TIMED_OUT,
+                f"upstream timed out: {exc or 'no response'}",
+            )
+        except aiohttp.ClientError as exc:
+            return upstream_failure(
+                ix,
+                502,
+                "server_error",
+                UPSTREAM_UNREACHABLE,
+                f"upstream unreachable: {type(exc).__name__}: {exc}",
+            )
+        if key is not None:
+            ix.credential_hint = key.hint
+        return upstream
+
+    async def _relay(
+        self,
+        ix: Interception,
+        request: web.Request,
+        upstream: aiohttp.ClientResponse,
+        api: API,
+        hide_usage: bool,
+    ) -> tuple[web.StreamResponse, Outcome]:
+        """The relay for what came back: an error, a stream, or a blocking body."""
+        sessions = self.sessions
+        if upstream.status >= 400:
+            return await relay_error(ix, upstream, sessions.max_error_bytes)
+        if ix.request.stream and upstream.headers.get("Content-Type", "").startswith(
+            "text/event-stream"
+        ):
+            return await relay_stream(
+                ix,
+                request,
+                upstream,
+                api,
+                self.hooks,
+                hide_usage=hide_usage,
+                max_event=sessions.max_body_bytes,
+            )
+        return await relay_blocking(ix, upstream, api, self.hooks, sessions.max_body_bytes)
