@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 from aibridge.clock import FakeClock
 from aibridge.intercept.failover import client_timeout, send_with_failover
 from aibridge.providers.base import Provider
-from aibridge.providers.keypool import KeyPoolExhausted, KeyPoolMetrics
+from aibridge.providers.keyring import KeyRingMetrics, KeysExhausted
 from aibridge.store.providers import ProviderKeyRecord, ProviderRecord
 
 TIMEOUT = 10.0
@@ -88,7 +88,7 @@ def make_provider(server: TestServer, clock: FakeClock, registry: CollectorRegis
         created_at=now,
         updated_at=now,
     )
-    return Provider(record, clock=clock, keypool_metrics=KeyPoolMetrics(registry))
+    return Provider(record, clock=clock, keyring_metrics=KeyRingMetrics(registry))
 
 
 async def send(
@@ -172,7 +172,7 @@ async def test_every_key_is_tried_once_then_the_pool_is_exhausted(
         aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as session,
         asyncio.timeout(TIMEOUT),
     ):
-        with pytest.raises(KeyPoolExhausted) as info:
+        with pytest.raises(KeysExhausted) as info:
             await send(session, provider)
     assert upstream.seen == ["a", "b", "c"]
     assert info.value.kind == "rate_limited"

@@ -26,9 +26,9 @@ from aibridge.intercept.hooks import Addons
 from aibridge.intercept.interception import CLIENT_GONE, COMPLETED, Interception, Outcome
 from aibridge.intercept.observations import Observation
 from aibridge.providers.base import build_provider
-from aibridge.providers.http import UpstreamSessions
 from aibridge.providers.routes import PassthroughRoute, RoutingError
 from aibridge.providers.snapshot import ProviderSnapshot
+from aibridge.providers.upstream import UpstreamClients
 from aibridge.store.providers import ProviderKeyRecord, ProviderRecord
 
 TIMEOUT = 10.0
@@ -89,11 +89,11 @@ async def gateway() -> AsyncIterator[Gateway]:
             )
         )
         addon = LoggingAddon(fake)
-        sessions = UpstreamSessions()
+        upstream = UpstreamClients()
         bridge = RequestBridge(
             ProviderSnapshot(1, {"ant": provider}),
             ACTOR,
-            sessions,
+            upstream,
             max_body_bytes=1 << 20,
             hooks=Addons(addon),
         )
@@ -113,7 +113,7 @@ async def gateway() -> AsyncIterator[Gateway]:
             yield Gateway(str(server.make_url("")).rstrip("/"), fake, addon)
         finally:
             await server.close()
-            await sessions.close()
+            await upstream.close()
 
 
 async def call(gw: Gateway, method: str, path: str, body: Any = None) -> tuple[int, bytes]:

@@ -27,7 +27,7 @@ from aibridge.fakellm import Scenario, Usage
 from aibridge.fakellm import anthropic as wire
 from aibridge.fakellm.server import RecordedRequest
 from aibridge.intercept.sse import SSEParser
-from aibridge.providers.keypool import MSG_UNAUTHORIZED
+from aibridge.providers.keyring import MSG_UNAUTHORIZED
 from aibridge.store.pubsub import API_KEYS_CHANGED
 from tests import recorded
 from tests.stack import TIMEOUT, Stack, stack
@@ -518,7 +518,7 @@ async def test_upstream_http_error_relayed(
 async def test_upstream_401_single_key_is_key_failure(
     stream: bool, sqlite_url: str, tmp_path: Path
 ) -> None:
-    """An upstream 401 on a one-key pool means the gateway's credential is bad, not the
+    """An upstream 401 on a one-key ring means the gateway's credential is bad, not the
     client's: 502 in Anthropic's shape ("all configured keys failed authentication…"),
     so the SDK raises InternalServerError rather than telling the user to fix their key;
     recorded as ``unauthorized``. The upstream is asked once (no retry loop)."""
@@ -545,7 +545,7 @@ async def test_upstream_401_single_key_is_key_failure(
 async def test_upstream_429_single_key_is_rate_limited(
     stream: bool, sqlite_url: str, tmp_path: Path
 ) -> None:
-    """An upstream 429 on a one-key pool → 429 ``rate_limit_error`` with the upstream's
+    """An upstream 429 on a one-key ring → 429 ``rate_limit_error`` with the upstream's
     Retry-After carried over; the SDK raises RateLimitError; recorded as ``rate_limited``.
     While the key cools down the next request is answered without asking the upstream."""
     async with stack(sqlite_url, tmp_path) as s:

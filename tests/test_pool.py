@@ -34,10 +34,10 @@ from aibridge.pool import (
     request_bridge_builder,
 )
 from aibridge.providers.base import build_provider
-from aibridge.providers.http import UpstreamSessions
-from aibridge.providers.keypool import KeyPoolStateCollector
+from aibridge.providers.keyring import KeyRingStateCollector
 from aibridge.providers.routes import RoutingError
 from aibridge.providers.snapshot import ProviderSnapshot
+from aibridge.providers.upstream import UpstreamClients
 from aibridge.store.providers import ProviderKeyRecord, ProviderRecord
 
 WAIT = 5.0
@@ -243,7 +243,7 @@ async def test_pool_replace_providers_clears_cache_and_uses_new_providers() -> N
     """
     old_up = await upstream_answering("old")
     new_up = await upstream_answering("new")
-    sessions = UpstreamSessions()
+    upstream = UpstreamClients()
     old = provider_record("old", str(old_up.make_url("/v1")))
     new = provider_record("new", str(new_up.make_url("/v1")))
     retired: list[RequestBridge] = []
@@ -252,7 +252,7 @@ async def test_pool_replace_providers_clears_cache_and_uses_new_providers() -> N
         retired.append(bridge)
 
     # Passthrough routes never record, so no addons are needed behind the bridge.
-    builder = request_bridge_builder(sessions, max_body_bytes=1 << 20)
+    builder = request_bridge_builder(upstream, max_body_bytes=1 << 20)
     pool: CachedBridgePool[RequestBridge] = CachedBridgePool(
         builder,
         real_snapshot(1, old),
@@ -301,7 +301,7 @@ async def test_pool_replace_providers_clears_cache_and_uses_new_providers() -> N
     finally:
         await close_pool(pool)
         await client.close()
-        await sessions.close()
+        await upstream.close()
         await old_up.close()
         await new_up.close()
 
@@ -461,10 +461,10 @@ async def test_pool_shutdown_replace_providers() -> None:
 
 
 async def test_pool_key_pools() -> None:
-    """Mirrors ``TestPoolKeyPools`` (pool part): ``key_pools()`` returns the key pools of the
+    """Mirrors ``TestPoolKeyPools`` (pool part): ``key_rings()`` returns the key rings of the
     current snapshot in provider order, skipping a provider without keys (BYOK-only), and
     the scrape-time ``aibridge_key_pool_state`` collector follows a replacement. (429
-    transitions are the key pool's own behaviour, covered in test_keypool.py.)"""
+    transitions are the key ring's own behaviour, covered in test_keyring.py.)"""
 
     def with_keys(name: str, n: int) -> ProviderRecord:
         rec = provider_record(name, "https://example.com/v1")
@@ -476,19 +476,19 @@ async def test_pool_key_pools() -> None:
         snapshot=real_snapshot(1, with_keys("a", 2), with_keys("byok", 0), with_keys("b", 1))
     )
     registry = CollectorRegistry()
-    registry.register(KeyPoolStateCollector(pool.key_pools))
+    registry.register(KeyRingStateCollector(pool.key_rings))
 
     def state(provider: str, st: str) -> float | None:
         return registry.get_sample_value(
             "aibridge_key_pool_state", {"provider": provider, "state": st}
         )
 
-    assert [kp.provider for kp in pool.key_pools()] == ["a", "b"]
+    assert [kp.provider for kp in pool.key_rings()] == ["a", "b"]
     assert (state("a", "valid"), state("b", "valid"), state("byok", "valid")) == (2, 1, None)
 
     pool.replace_providers(
         real_snapshot(2, with_keys("a", 1), with_keys("b", 2), with_keys("c", 1))
     )
-    assert [kp.provider for kp in pool.key_pools()] == ["a", "b", "c"]
+    assert [kp.provider for kp in pool.key_rings()] == ["a", "b", "c"]
     assert (state("a", "valid"), state("b", "valid"), state("c", "valid")) == (1, 2, 1)
     await close_pool(pool)

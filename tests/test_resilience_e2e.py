@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 
 from aibridge.clock import FakeClock
 from aibridge.fakellm import Scenario
-from aibridge.providers.keypool import MSG_UNAUTHORIZED
+from aibridge.providers.keyring import MSG_UNAUTHORIZED
 from aibridge.secrets_mask import mask_secret
 from aibridge.store.models import Interception, TokenUsage, UserPrompt
 from tests.outage import pg_outage

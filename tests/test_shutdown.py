@@ -75,7 +75,7 @@ async def test_shutdown_with_the_database_down_closes_everything_and_spills_the_
                     recorder.record(rec)
                     recorder.record_ended(InterceptionEnded(id=rec.id, ended_at=utcnow()))
         # Every component was closed although the database refused each of them: the
-        # queue went to the spill file, upstream sessions and pub/sub are closed.
+        # queue went to the spill file, upstream clients and pub/sub are closed.
         assert recorder.queue_depth == 0 and recorder.in_flight == 0
         records = [record_from_json(line) for line in spilled(tmp_path)]
         assert sorted((r.kind, r.id) for r in records) == sorted(
@@ -83,7 +83,7 @@ async def test_shutdown_with_the_database_down_closes_everything_and_spills_the_
             + [("interception_end", r.id) for r in started]
         )
         with pytest.raises(RuntimeError, match="closed"):
-            services.upstream.get(URL("http://127.0.0.1:9/v1"))
+            services.upstream.for_url(URL("http://127.0.0.1:9/v1"))
         with pytest.raises(RuntimeError, match="closed"):
             await services.pubsub.subscribe("anything", on_message)
 
@@ -118,4 +118,4 @@ async def test_shutdown_is_bounded_when_the_database_hangs_on_the_last_used_flus
         await blocker.close()
     assert took < 8.0, f"shutdown took {took:.1f}s with the database hanging"
     with pytest.raises(RuntimeError, match="closed"):
-        services.upstream.get(URL("http://127.0.0.1:9/v1"))
+        services.upstream.for_url(URL("http://127.0.0.1:9/v1"))

@@ -16,9 +16,9 @@ from aibridge.actor import Actor
 from aibridge.intercept.hooks import NO_ADDONS, Addons
 from aibridge.intercept.passthrough import passthrough
 from aibridge.intercept.pipeline import Interceptor
-from aibridge.providers.http import UpstreamSessions
 from aibridge.providers.routes import BridgedRoute, PassthroughRoute
 from aibridge.providers.snapshot import ProviderSnapshot
+from aibridge.providers.upstream import UpstreamClients
 
 
 class RequestBridge:
@@ -32,17 +32,17 @@ class RequestBridge:
         self,
         snapshot: ProviderSnapshot,
         actor: Actor,
-        sessions: UpstreamSessions,
+        upstream: UpstreamClients,
         *,
         max_body_bytes: int,
         hooks: Addons = NO_ADDONS,
     ) -> None:
         self.snapshot = snapshot
         self.actor = actor
-        self.sessions = sessions
+        self.upstream = upstream
         self.max_body_bytes = max_body_bytes
         self.hooks = hooks
-        self._interceptor = Interceptor(actor, sessions, hooks, max_body_bytes=max_body_bytes)
+        self._interceptor = Interceptor(actor, upstream, hooks, max_body_bytes=max_body_bytes)
 
     async def handle(
         self,
@@ -56,5 +56,5 @@ class RequestBridge:
             return await self._interceptor.handle(request, route, byok=byok)
         self.hooks.passed_through(route, request.method)
         return await passthrough(
-            request, route, self.sessions, byok=byok, max_body_bytes=self.max_body_bytes
+            request, route, self.upstream, byok=byok, max_body_bytes=self.max_body_bytes
         )

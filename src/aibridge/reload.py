@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from aibridge.clock import Clock, SystemClock
 from aibridge.providers.base import DisabledProvider, Provider, ProviderBuildError, build_provider
 from aibridge.providers.breaker_metrics import CircuitBreakerMetrics
-from aibridge.providers.keypool import KeyPoolMetrics
+from aibridge.providers.keyring import KeyRingMetrics
 from aibridge.providers.snapshot import ProviderSnapshot
 from aibridge.store import config_version
 from aibridge.store.crypto import Encryptor
@@ -32,14 +32,14 @@ log = logging.getLogger(__name__)
 
 
 class ReloadMetrics:
-    """The reload series, plus the key pool and breaker series that the runtimes a reload
+    """The reload series, plus the key ring and breaker series that the runtimes a reload
     builds report to (those are created with the rest of the gateway's metrics)."""
 
     def __init__(
         self,
         registry: CollectorRegistry,
         *,
-        keypool: KeyPoolMetrics | None = None,
+        keypool: KeyRingMetrics | None = None,
         breakers: CircuitBreakerMetrics | None = None,
     ) -> None:
         self.registry = registry
@@ -106,7 +106,7 @@ def build_snapshot(
             providers[record.name] = build_provider(
                 record,
                 clock=clock,
-                keypool_metrics=metrics.keypool if metrics else None,
+                keyring_metrics=metrics.keypool if metrics else None,
                 breaker_metrics=metrics.breakers if metrics else None,
             )
         except (ProviderBuildError, ValueError) as exc:

@@ -17,7 +17,7 @@ from aibridge.intercept.observations import Observation
 from aibridge.logthrottle import throttle_bad_request_logs
 from aibridge.metric_labels import DEFAULT_MAX_MODELS, BoundedLabel, method_label
 from aibridge.providers.breaker_metrics import CircuitBreakerMetrics
-from aibridge.providers.keypool import KeyPoolMetrics
+from aibridge.providers.keyring import KeyRingMetrics
 from aibridge.providers.routes import PassthroughRoute
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
@@ -124,7 +124,7 @@ class GatewayMetrics:
             ["provider", "model", "type"],
             registry=reg,
         )
-        self.keypool = KeyPoolMetrics(reg)
+        self.keypool = KeyRingMetrics(reg)
         self.breakers = CircuitBreakerMetrics(reg, self.model_label)
 
     def render(self) -> bytes:

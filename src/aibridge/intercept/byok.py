@@ -57,7 +57,7 @@ def byok_credential(provider: Provider, headers: Mapping[str, str]) -> str:
 
 def credential_hint(provider: Provider, headers: Mapping[str, str], *, byok: bool) -> str | None:
     """Which credential a bridged request goes upstream with, as a value: the masked hint of
-    the client's own key (BYOK), or None for the provider's key pool.
+    the client's own key (BYOK), or None for the provider's key ring.
 
     Raises :class:`~aibridge.intercept.errors.Rejection` when BYOK is refused (see
     :func:`byok_credential`) or when the pool has no key at all (502).

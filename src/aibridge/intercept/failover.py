@@ -9,8 +9,8 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from aibridge.providers.base import Provider
-from aibridge.providers.http import UpstreamBodyTooLarge, read_capped
-from aibridge.providers.keypool import KeyWalker, PoolKey
+from aibridge.providers.keyring import KeyWalker, PoolKey
+from aibridge.providers.upstream import UpstreamBodyTooLarge, read_capped
 
 _TIMEOUTS: dict[tuple[float | None, bool], aiohttp.ClientTimeout] = {}
 
@@ -56,7 +56,7 @@ async def send_with_failover(
     Nothing has reached the client while this runs, so a 401/429 on one key is retried
     with the next. Returns the first other response (the caller releases it) and the
     key used (None for bring-your-own-key, ``walker`` None). Raises
-    :class:`~aibridge.providers.keypool.KeyPoolExhausted` when no key is left, and
+    :class:`~aibridge.providers.keyring.KeysExhausted` when no key is left, and
     transport errors (``aiohttp.ClientError``, ``TimeoutError``) as they come.
     """
     while True:

@@ -38,7 +38,7 @@ closed."""
 class Interception:
     """One client request to a bridged route.
 
-    ``byok_hint`` is the masked hint of the client's own key (None: the key pool);
+    ``byok_hint`` is the masked hint of the client's own key (None: the key ring);
     ``credential_hint`` the pooled key's hint once the upstream call picked one.
     ``started_at`` is the wall-clock start (records), ``began`` the ``perf_counter()``
     start (durations). ``interrupted`` is the outcome a relay settled on before the task

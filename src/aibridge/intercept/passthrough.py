@@ -1,6 +1,6 @@
 """Reverse proxy for a provider's passthrough routes (models, count_tokens, …).
 
-The provider key is injected (with failover on 401/429 across the key pool, which
+The provider key is injected (with failover on 401/429 across the key ring, which
 needs the body buffered — passthrough bodies are small), the client's credentials
 are stripped, the query is preserved and the response is streamed back unchanged.
 Nothing is recorded.
@@ -21,9 +21,9 @@ from aibridge.intercept.upstream_headers import (
     client_headers_for_upstream,
     response_headers_for_client,
 )
-from aibridge.providers.http import UpstreamSessions
-from aibridge.providers.keypool import KeyPoolExhausted
+from aibridge.providers.keyring import KeysExhausted
 from aibridge.providers.routes import PassthroughRoute
+from aibridge.providers.upstream import UpstreamClients
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 async def passthrough(
     request: web.Request,
     route: PassthroughRoute,
-    sessions: UpstreamSessions,
+    clients: UpstreamClients,
     *,
     byok: bool,
     max_body_bytes: int,
@@ -61,7 +61,7 @@ async def passthrough(
     headers["X-Forwarded-Host"] = request.host
     headers["X-Forwarded-Proto"] = request.scheme
     headers.setdefault("User-Agent", "aibridge")
-    session = sessions.get(url)
+    session = clients.for_url(url)
     walker = None if byok else provider.keys.walker()
     try:
         upstream, _key = await send_with_failover(
@@ -76,7 +76,7 @@ async def passthrough(
             client_timeout=client_timeout(provider.options.upstream_timeout_seconds, True),
             auto_decompress=False,
         )
-    except KeyPoolExhausted as exc:
+    except KeysExhausted as exc:
         extra = {"Retry-After": str(exc.retry_after_seconds)} if exc.status == 429 else None
         return error_response(family, exc.status, str(exc), extra)
     except (TimeoutError, aiohttp.ClientError) as exc:

@@ -4,7 +4,7 @@
 
 1. **body**: read it (bounded, 413), decode the fields the gateway needs (400), let the
    API refuse what it does not support (e.g. Responses ``background``, 501);
-2. **credentials**: the key pool, or the client's own key for BYOK (403/401/502);
+2. **credentials**: the key ring, or the client's own key for BYOK (403/401/502);
 3. **start**: the ``started`` hook (the recording addon writes the start record: the only
    database wait on the request path);
 4. **upstream call**: through the circuit breaker, failing over to the next pooled key on
@@ -47,9 +47,9 @@ from aibridge.intercept.relay import relay_blocking, relay_error, relay_stream, 
 from aibridge.intercept.request import read_body
 from aibridge.intercept.upstream_headers import client_headers_for_upstream
 from aibridge.providers.circuitbreaker import CIRCUIT_OPEN_MESSAGE, CircuitOpen
-from aibridge.providers.http import UpstreamSessions
-from aibridge.providers.keypool import KeyPoolExhausted
+from aibridge.providers.keyring import KeysExhausted
 from aibridge.providers.routes import BridgedRoute
+from aibridge.providers.upstream import UpstreamClients
 from aibridge.store.types import utcnow
 
 CIRCUIT_OPENED = Outcome("overloaded", CIRCUIT_OPEN_MESSAGE)
@@ -59,18 +59,18 @@ CIRCUIT_OPENED = Outcome("overloaded", CIRCUIT_OPEN_MESSAGE)
 class Interceptor:
     """Runs the pipeline for one actor's bridged requests (one per request bridge)."""
 
-    __slots__ = ("actor", "hooks", "max_body_bytes", "sessions")
+    __slots__ = ("actor", "hooks", "max_body_bytes", "upstream")
 
     def __init__(
         self,
         actor: Actor,
-        sessions: UpstreamSessions,
+        upstream: UpstreamClients,
         hooks: InterceptionHooks,
         *,
         max_body_bytes: int,
     ) -> None:
         self.actor = actor
-        self.sessions = sessions
+        self.upstream = upstream
         self.hooks = hooks
         self.max_body_bytes = max_body_bytes
 
@@ -165,7 +165,7 @@ class Interceptor:
     async def _send(
         self, ix: Interception, request: web.Request, route: BridgedRoute, body: bytes
     ) -> aiohttp.ClientResponse | tuple[web.Response, Outcome]:
-        """Send the request upstream with failover across the key pool: the upstream
+        """Send the request upstream with failover across the key ring: the upstream
         response, or the answer and outcome when no response came."""
         provider = ix.provider
         byok = ix.byok_hint is not None
@@ -175,7 +175,7 @@ class Interceptor:
         walker = None if byok else provider.keys.walker()
         try:
             upstream, key = await send_with_failover(
-                self.sessions.get(url),
+                self.upstream.for_url(url),
                 provider,
                 walker,
                 request.method,
@@ -187,7 +187,7 @@ class Interceptor:
                 ),
                 auto_decompress=True,
             )
-        except KeyPoolExhausted as exc:
+        except KeysExhausted as exc:
             if walker is not None and walker.current is not None:
                 ix.credential_hint = walker.current.hint
             # Why the keys are out ("rate_limited" / "unauthorized"), not the 502 the client
@@ -224,9 +224,9 @@ class Interceptor:
         hide_usage: bool,
     ) -> tuple[web.StreamResponse, Outcome]:
         """The relay for what came back: an error, a stream, or a blocking body."""
-        sessions = self.sessions
+        limits = self.upstream
         if upstream.status >= 400:
-            return await relay_error(ix, upstream, sessions.max_error_bytes)
+            return await relay_error(ix, upstream, limits.max_error_bytes)
         if ix.request.stream and upstream.headers.get("Content-Type", "").startswith(
             "text/event-stream"
         ):
@@ -237,6 +237,6 @@ class Interceptor:
                 api,
                 self.hooks,
                 hide_usage=hide_usage,
-                max_event=sessions.max_body_bytes,
+                max_event=limits.max_body_bytes,
             )
-        return await relay_blocking(ix, upstream, api, self.hooks, sessions.max_body_bytes)
+        return await relay_blocking(ix, upstream, api, self.hooks, limits.max_body_bytes)

@@ -32,7 +32,7 @@ from aibridge.intercept.interception import CLIENT_GONE, COMPLETED, Interception
 from aibridge.intercept.observations import Observation
 from aibridge.intercept.sse import SSEParser
 from aibridge.intercept.upstream_headers import response_headers_for_client
-from aibridge.providers.http import UpstreamBodyTooLarge, read_capped, size_text
+from aibridge.providers.upstream import UpstreamBodyTooLarge, read_capped, size_text
 from aibridge.recording.records import ErrorType
 
 log = logging.getLogger(__name__)

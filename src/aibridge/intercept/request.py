@@ -25,7 +25,7 @@ from aiohttp import web
 
 from aibridge.intercept.errors import Rejection
 from aibridge.providers.base import APIName
-from aibridge.providers.http import size_text
+from aibridge.providers.upstream import size_text
 
 __all__ = [
     "TOO_DEEP",

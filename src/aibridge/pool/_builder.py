@@ -11,8 +11,8 @@ from typing import Protocol, TypeVar
 from aibridge.actor import Actor
 from aibridge.bridge import RequestBridge
 from aibridge.intercept.hooks import NO_ADDONS, Addons
-from aibridge.providers.http import UpstreamSessions
 from aibridge.providers.snapshot import ProviderSnapshot
+from aibridge.providers.upstream import UpstreamClients
 
 B_co = TypeVar("B_co", covariant=True)
 
@@ -46,7 +46,7 @@ class BridgeBuilder(Protocol[B_co]):
 
 
 def request_bridge_builder(
-    sessions: UpstreamSessions,
+    upstream: UpstreamClients,
     *,
     max_body_bytes: int,
     hooks: Addons = NO_ADDONS,
@@ -55,6 +55,6 @@ def request_bridge_builder(
     ``hooks`` (metrics, recording) observe every request it serves."""
 
     async def build(key: BridgeKey, actor: Actor, snapshot: ProviderSnapshot) -> RequestBridge:
-        return RequestBridge(snapshot, actor, sessions, max_body_bytes=max_body_bytes, hooks=hooks)
+        return RequestBridge(snapshot, actor, upstream, max_body_bytes=max_body_bytes, hooks=hooks)
 
     return build

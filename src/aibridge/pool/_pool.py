@@ -41,7 +41,7 @@ from aibridge.pool._hooks import PoolHooks
 from aibridge.pool._metrics import CacheMetrics, PoolMetrics
 from aibridge.pool._retirement import Retirements, wait_or_cancel
 from aibridge.providers.base import Provider
-from aibridge.providers.keypool import KeyPool
+from aibridge.providers.keyring import KeyRing
 from aibridge.providers.snapshot import ProviderSnapshot
 
 log = logging.getLogger("aibridge.pool")
@@ -160,10 +160,10 @@ class CachedBridgePool(Generic[B]):
         """Number of cached bridges."""
         return len(self._cache)
 
-    def key_pools(self) -> list[KeyPool]:
+    def key_rings(self) -> list[KeyRing]:
         """Key pools of the current snapshot in provider order, skipping key-less providers.
 
-        Feed for ``KeyPoolStateCollector`` at scrape time (reference ``KeyPools()``).
+        Feed for ``KeyRingStateCollector`` at scrape time (reference ``KeyPools()``).
         """
         return [
             p.keys

@@ -1,1 +1,1 @@
-"""Provider types, routes and upstream auth, plus the per-provider key pool and circuit breaker."""
+"""Provider types, routes and upstream auth, plus the per-provider key ring and circuit breaker."""

@@ -1,4 +1,4 @@
-"""Provider runtimes built from database rows: upstream URLs, auth, key pool, breakers.
+"""Provider runtimes built from database rows: upstream URLs, auth, key ring, breakers.
 
 A :class:`Provider` is immutable once built; a reload builds new ones. Two protocol
 families exist: ``anthropic`` (Messages API) and ``openai`` (Chat Completions and
@@ -14,7 +14,7 @@ from yarl import URL
 from aibridge.clock import Clock, SystemClock
 from aibridge.providers.breaker_metrics import CircuitBreakerMetrics
 from aibridge.providers.circuitbreaker import CircuitBreakerRegistry, failure_statuses_for
-from aibridge.providers.keypool import KeyPool, KeyPoolMetrics
+from aibridge.providers.keyring import KeyRing, KeyRingMetrics
 from aibridge.providers.paths import UnsafePath, has_dot_segment
 from aibridge.providers.settings import ProviderSettings, parse_settings
 from aibridge.providers.validation import base_url_error
@@ -45,7 +45,7 @@ class Provider:
         record: ProviderRecord,
         *,
         clock: Clock | None = None,
-        keypool_metrics: KeyPoolMetrics | None = None,
+        keyring_metrics: KeyRingMetrics | None = None,
         breaker_metrics: CircuitBreakerMetrics | None = None,
     ) -> None:
         self.record = record
@@ -66,12 +66,12 @@ class Provider:
         self._base_path = base.raw_path.rstrip("/")
         self._clock = clock or SystemClock()
         try:
-            self.keys = KeyPool(
+            self.keys = KeyRing(
                 [(str(k.id), k.secret) for k in record.keys],
                 provider=self.name,
                 cooldown=self.options.key_cooldown_seconds,
                 clock=self._clock,
-                metrics=keypool_metrics,
+                metrics=keyring_metrics,
             )
         except ValueError as exc:
             raise ProviderBuildError(str(exc)) from exc
@@ -144,12 +144,12 @@ def build_provider(
     record: ProviderRecord,
     *,
     clock: Clock | None = None,
-    keypool_metrics: KeyPoolMetrics | None = None,
+    keyring_metrics: KeyRingMetrics | None = None,
     breaker_metrics: CircuitBreakerMetrics | None = None,
 ) -> Provider | DisabledProvider:
     """Runtime for one row; disabled rows become 503 stubs."""
     if not record.enabled:
         return DisabledProvider(record)
     return Provider(
-        record, clock=clock, keypool_metrics=keypool_metrics, breaker_metrics=breaker_metrics
+        record, clock=clock, keyring_metrics=keyring_metrics, breaker_metrics=breaker_metrics
     )

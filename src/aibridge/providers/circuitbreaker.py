@@ -9,7 +9,7 @@
   ``max_requests`` consecutive successes close. Requests beyond the probes are rejected too.
 * A **failure** is judged from the HTTP status the gateway wrote to the client (so a mid-stream
   error after a 200 never counts): 503 and 504 by default, plus 529 for Anthropic. 429 is *not*
-  a failure (newest reference): rate limits are the key pool's business, and tripping on them
+  a failure (newest reference): rate limits are the key ring's business, and tripping on them
   would punish every model of a provider for one key's quota.
 * Extension over the reference: an upstream *transport* failure (connection refused/reset,
   timeout) recorded as an exception also counts, because the gateway then answers 502, a status
@@ -123,7 +123,7 @@ class CircuitOpen(Exception):
 
     @property
     def retry_after_seconds(self) -> int:
-        """Alias of ``retry_after`` (whole seconds), named like ``KeyPoolExhausted``'s."""
+        """Alias of ``retry_after`` (whole seconds), named like ``KeysExhausted``'s."""
         return self.retry_after
 
 

@@ -90,7 +90,7 @@ class InterceptionView(Protocol):
 
     @property
     def byok_hint(self) -> str | None:
-        """Masked hint of the client's own key (BYOK), None for the key pool."""
+        """Masked hint of the client's own key (BYOK), None for the key ring."""
 
     @property
     def started_at(self) -> datetime:

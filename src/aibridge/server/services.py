@@ -11,7 +11,7 @@ from aibridge.auth import Authenticator
 from aibridge.bridge import RequestBridge
 from aibridge.config import Settings
 from aibridge.pool import CachedBridgePool
-from aibridge.providers.http import UpstreamSessions
+from aibridge.providers.upstream import UpstreamClients
 from aibridge.recording import Recorder
 from aibridge.reload import ProviderReloader
 from aibridge.store.crypto import Encryptor
@@ -32,7 +32,7 @@ class Services:
     encryptor: Encryptor | None
     authenticator: Authenticator
     metrics: GatewayMetrics
-    upstream: UpstreamSessions
+    upstream: UpstreamClients
     recorder: Recorder
     pool: CachedBridgePool[RequestBridge]
     reloader: ProviderReloader

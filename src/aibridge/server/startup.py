@@ -16,9 +16,9 @@ from aibridge.config import Settings
 from aibridge.files import private_dir
 from aibridge.intercept.hooks import Addons
 from aibridge.pool import CachedBridgePool, request_bridge_builder
-from aibridge.providers.http import UpstreamSessions
-from aibridge.providers.keypool import KeyPoolStateCollector
+from aibridge.providers.keyring import KeyRingStateCollector
 from aibridge.providers.seed import seed_providers_from_env
+from aibridge.providers.upstream import UpstreamClients
 from aibridge.recording import Recorder
 from aibridge.recording.addon import RecordingAddon
 from aibridge.reload import ProviderReloader, ReloadMetrics
@@ -84,11 +84,11 @@ async def running_services(
             Component("database engine", start=partial(migrate, engine), stop=engine.dispose)
         )
         sessions = session_factory(engine)
-        upstream = UpstreamSessions(
+        upstream = UpstreamClients(
             max_body_bytes=settings.max_upstream_body_bytes,
             max_error_bytes=settings.max_upstream_error_bytes,
         )
-        await components.start(Component("upstream sessions", stop=upstream.close))
+        await components.start(Component("upstream clients", stop=upstream.close))
         encryptor = Encryptor(settings.encryption_key) if settings.encryption_key else None
         await check_encryption(sessions, encryptor)
 
@@ -145,8 +145,8 @@ async def running_services(
             registry=metrics.registry,
         )
         # Scrape-time key counts of the live snapshot (aibridge_key_pool_state).
-        metrics.registry.register(KeyPoolStateCollector(pool.key_pools))
-        # Drains in-flight requests before the recorder and upstream sessions close;
+        metrics.registry.register(KeyRingStateCollector(pool.key_rings))
+        # Drains in-flight requests before the recorder and upstream clients close;
         # bounded by the retirement timeout.
         await components.start(
             Component(

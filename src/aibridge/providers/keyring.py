@@ -1,6 +1,6 @@
-"""Provider key pool: several centralized upstream keys with primary-with-fallback failover.
+"""Provider key ring: several centralized upstream keys with primary-with-fallback failover.
 
-Semantics follow the reference's newest key pool (``reference/coder-aibridged.md`` §3.7 and
+Semantics follow the reference's newest key ring (``reference/coder-aibridged.md`` §3.7 and
 ``reference/coder-aibridge-core.md`` §2.7):
 
 * Keys keep configuration order; the first (oldest) key is the **primary**. Every upstream call
@@ -18,11 +18,11 @@ Semantics follow the reference's newest key pool (``reference/coder-aibridged.md
   ``auth_failure_statuses={401, 403}`` to treat it as one.
 * Any other status, 5xx included, is not a key failure: the response goes to the client as-is.
 * A new cooldown never shortens a longer existing one.
-* When no usable key is left the walk ends with :class:`KeyPoolExhausted`: ``rate_limited``
+* When no usable key is left the walk ends with :class:`KeysExhausted`: ``rate_limited``
   (HTTP 429 + ``Retry-After`` = soonest recovery) if any cooldown is a rate limit or a key
   recovered meanwhile (then Retry-After 0), otherwise ``unauthorized`` (HTTP 502 — the client's
   own credentials are fine, the gateway's are not, so 401 would mislead the client). The
-  message and :attr:`KeyPoolExhausted.cause` name the real cause: a walk that ends in a 429
+  message and :attr:`KeysExhausted.cause` name the real cause: a walk that ends in a 429
   only because a rejected key is usable again (``key_cooldown_seconds`` 0, or a cooldown that
   ran out mid-walk) says how many keys failed authentication, never "rate-limited".
 
@@ -93,7 +93,7 @@ class PoolKey:
     """Masked secret (``aibridge.secrets_mask.mask_secret``) for logs and interception records."""
 
 
-class KeyPoolExhausted(Exception):
+class KeysExhausted(Exception):
     """No usable key is left for this upstream call.
 
     ``kind`` is ``rate_limited`` (answer :attr:`status` 429 with ``Retry-After``) or
@@ -215,8 +215,8 @@ def format_duration(seconds: float) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-class KeyPoolMetrics:
-    """Prometheus metrics for all key pools of a process (create once per registry).
+class KeyRingMetrics:
+    """Prometheus metrics for all key rings of a process (create once per registry).
 
     Names follow reference core §6.1 with the ``aibridge_`` prefix; ``failovers_total`` is an
     addition that counts each switch to the next key (the histogram only shows attempts per call).
@@ -237,7 +237,7 @@ class KeyPoolMetrics:
         )
         self.failover_attempts = Histogram(
             "aibridge_key_pool_failover_attempts",
-            "Keys tried per upstream call that used the key pool.",
+            "Keys tried per upstream call that used the key ring.",
             ["provider"],
             buckets=FAILOVER_ATTEMPT_BUCKETS,
             registry=registry,
@@ -250,21 +250,21 @@ class KeyPoolMetrics:
         )
 
 
-class KeyPoolStateCollector(Collector):
+class KeyRingStateCollector(Collector):
     """Scrape-time gauge ``aibridge_key_pool_state{provider,state}`` (number of keys per state).
 
     ``pools`` is called on every scrape, so it should return the pools of the *live* provider
     snapshot; after a hot reload the new pools show up without re-registration.
     """
 
-    def __init__(self, pools: Callable[[], Iterable[KeyPool]]) -> None:
+    def __init__(self, pools: Callable[[], Iterable[KeyRing]]) -> None:
         self._pools = pools
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         """Yield one gauge family with a (valid, temporary) pair of samples per pool."""
         family = GaugeMetricFamily(
             "aibridge_key_pool_state",
-            "Keys in each state (valid, temporary) per provider key pool.",
+            "Keys in each state (valid, temporary) per provider key ring.",
             labels=["provider", "state"],
         )
         for pool in self._pools():
@@ -285,7 +285,7 @@ class _KeyState:
     reason: CooldownReason | None = None
 
 
-class KeyPool:
+class KeyRing:
     """Ordered upstream keys for one provider; see the module docstring for the semantics."""
 
     def __init__(
@@ -298,12 +298,12 @@ class KeyPool:
         max_cooldown: float = MAX_COOLDOWN,
         auth_failure_statuses: Collection[int] = (401,),
         clock: Clock = SYSTEM_CLOCK,
-        metrics: KeyPoolMetrics | None = None,
+        metrics: KeyRingMetrics | None = None,
     ) -> None:
         """Build a pool from ``(key_id, secret)`` pairs, primary first.
 
         An empty ``keys`` gives an empty pool (a BYOK-only provider): :attr:`has_keys` is False
-        and every walk ends at once with :class:`KeyPoolExhausted` (``no keys provided``), so the
+        and every walk ends at once with :class:`KeysExhausted` (``no keys provided``), so the
         caller should check :attr:`has_keys` first. Raises ``ValueError`` for an empty secret, a
         repeated key id or secret (``duplicate key`` — a duplicate would make failover retry the
         same credential and double-count its failures), or a negative cooldown.
@@ -374,7 +374,7 @@ class KeyPool:
         return KeyWalker(self)
 
     def acquire(self) -> PoolKey:
-        """The first usable key, primary preferred; raises :class:`KeyPoolExhausted` if none."""
+        """The first usable key, primary preferred; raises :class:`KeysExhausted` if none."""
         return self.walker().next_key()
 
     def _next_usable(self, start: int) -> PoolKey | None:
@@ -384,10 +384,10 @@ class KeyPool:
                 return self.keys[index]
         return None
 
-    def _exhausted(self) -> KeyPoolExhausted:
+    def _exhausted(self) -> KeysExhausted:
         """Build (and count) the exhaustion error from the current state of every key."""
         if not self._states:
-            return KeyPoolExhausted(self.provider, UNAUTHORIZED, 0.0, message="no keys provided")
+            return KeysExhausted(self.provider, UNAUTHORIZED, 0.0, message="no keys provided")
         now = self._clock.monotonic()
         cooling = [s for s in self._states if now < s.until]
         if len(cooling) < len(self._states):
@@ -409,7 +409,7 @@ class KeyPool:
             if throttled:
                 causes += f", {throttled} rate-limited"
             message = MSG_UNAVAILABLE.format(causes, format_duration(retry_after))
-        err = KeyPoolExhausted(
+        err = KeysExhausted(
             self.provider,
             kind,
             retry_after,
@@ -499,7 +499,7 @@ class KeyWalker:
         walker = pool.walker()
         try:
             while True:
-                key = walker.next_key()            # raises KeyPoolExhausted
+                key = walker.next_key()            # raises KeysExhausted
                 resp = await open_upstream(key)    # nothing sent to the client yet
                 if walker.report(key, resp.status, parse_retry_after(resp.headers, now)):
                     resp.release()
@@ -509,7 +509,7 @@ class KeyWalker:
             walker.finish()                        # observes the attempts histogram once
     """
 
-    def __init__(self, pool: KeyPool) -> None:
+    def __init__(self, pool: KeyRing) -> None:
         self.pool = pool
         self.attempts = 0
         self.current: PoolKey | None = None
@@ -517,7 +517,7 @@ class KeyWalker:
         self._finished = False
 
     def next_key(self) -> PoolKey:
-        """The next usable key after the ones already tried; raises :class:`KeyPoolExhausted`."""
+        """The next usable key after the ones already tried; raises :class:`KeysExhausted`."""
         key = self.pool._next_usable(self._position)
         if key is None:
             raise self.pool._exhausted()
@@ -543,13 +543,13 @@ class KeyWalker:
         return False
 
     def mark_failed(self, key: PoolKey, status: int, retry_after: RetryAfter = None) -> bool:
-        """:meth:`KeyPool.mark_failed`, also accepting the response headers for ``retry_after``."""
+        """:meth:`KeyRing.mark_failed`, also accepting the response headers for ``retry_after``."""
         if isinstance(retry_after, Mapping):
             retry_after = parse_retry_after(retry_after, self.pool._clock.now())
         return self.pool.mark_failed(key, status, retry_after)
 
     def mark_ok(self, key: PoolKey) -> None:
-        """:meth:`KeyPool.mark_ok` (convenience so callers need only the walker)."""
+        """:meth:`KeyRing.mark_ok` (convenience so callers need only the walker)."""
         self.pool.mark_ok(key)
 
     def finish(self) -> None:

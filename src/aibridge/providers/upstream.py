@@ -54,7 +54,7 @@ async def read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-class UpstreamSessions:
+class UpstreamClients:
     """Creates and caches one ``ClientSession`` per upstream origin.
 
     Also carries the process's caps on buffered upstream answers: ``max_body_bytes`` for
@@ -74,10 +74,10 @@ class UpstreamSessions:
         self.max_body_bytes = max_body_bytes
         self.max_error_bytes = max_error_bytes
 
-    def get(self, url: URL) -> aiohttp.ClientSession:
+    def for_url(self, url: URL) -> aiohttp.ClientSession:
         """The session for ``url``'s origin, created on first use."""
         if self._closed:
-            raise RuntimeError("upstream sessions are closed")
+            raise RuntimeError("upstream clients are closed")
         origin = f"{url.scheme}://{url.host}:{url.port}"
         session = self._sessions.get(origin)
         if session is None or session.closed:

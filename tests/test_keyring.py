@@ -1,4 +1,4 @@
-"""Key pool: primary-with-fallback selection, cooldowns, exhaustion, the walker, metrics."""
+"""Key ring: primary-with-fallback selection, cooldowns, exhaustion, the walker, metrics."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from aibridge.clock import FakeClock
-from aibridge.providers.keypool import (
+from aibridge.providers.keyring import (
     MSG_UNAUTHORIZED,
-    KeyPool,
-    KeyPoolExhausted,
-    KeyPoolMetrics,
-    KeyPoolStateCollector,
+    KeyRing,
+    KeyRingMetrics,
+    KeyRingStateCollector,
+    KeysExhausted,
     format_duration,
     parse_retry_after,
 )
@@ -30,13 +30,13 @@ SECRETS = {
 
 def make_pool(
     clock: FakeClock, ids: str = "abc", **kwargs: object
-) -> tuple[KeyPool, CollectorRegistry]:
+) -> tuple[KeyRing, CollectorRegistry]:
     registry = CollectorRegistry()
-    pool = KeyPool(
+    pool = KeyRing(
         [(i, SECRETS[i]) for i in ids],
         provider="openai",
         clock=clock,
-        metrics=KeyPoolMetrics(registry),
+        metrics=KeyRingMetrics(registry),
         **kwargs,  # type: ignore[arg-type]
     )
     return pool, registry
@@ -78,21 +78,21 @@ def clock() -> FakeClock:
 
 def test_rejects_duplicate_and_empty_secrets(clock: FakeClock) -> None:
     with pytest.raises(ValueError, match="duplicate key"):
-        KeyPool([("a", "s1"), ("b", "s1")], clock=clock)
+        KeyRing([("a", "s1"), ("b", "s1")], clock=clock)
     with pytest.raises(ValueError, match="duplicate key"):
-        KeyPool([("a", "s1"), ("a", "s2")], clock=clock)
+        KeyRing([("a", "s1"), ("a", "s2")], clock=clock)
     with pytest.raises(ValueError, match="empty key"):
-        KeyPool([("a", "")], clock=clock)
+        KeyRing([("a", "")], clock=clock)
 
 
 def test_empty_pool_is_allowed_but_never_yields_a_key(clock: FakeClock) -> None:
-    pool = KeyPool([], provider="byok-only", clock=clock)
+    pool = KeyRing([], provider="byok-only", clock=clock)
     assert pool.has_keys is False
-    with pytest.raises(KeyPoolExhausted) as info:
+    with pytest.raises(KeysExhausted) as info:
         pool.acquire()
     assert str(info.value) == "no keys provided"
     assert info.value.status == 502
-    assert KeyPool([("a", "s1")], clock=clock).has_keys is True
+    assert KeyRing([("a", "s1")], clock=clock).has_keys is True
 
 
 def test_primary_is_preferred(clock: FakeClock) -> None:
@@ -248,7 +248,7 @@ def test_all_rate_limited_reports_soonest_retry(clock: FakeClock) -> None:
     pool.mark_failed(a, 429, 90.0)
     pool.mark_failed(b, 429, 30.0)
     clock.advance(0.5)
-    with pytest.raises(KeyPoolExhausted) as info:
+    with pytest.raises(KeysExhausted) as info:
         pool.acquire()
     err = info.value
     assert err.kind == "rate_limited"
@@ -263,7 +263,7 @@ def test_all_unauthorized_is_a_502_with_the_reference_message(clock: FakeClock) 
     pool, registry = make_pool(clock, ids="ab")
     for key in pool.keys:
         pool.mark_failed(key, 401, None)
-    with pytest.raises(KeyPoolExhausted) as info:
+    with pytest.raises(KeysExhausted) as info:
         pool.acquire()
     err = info.value
     assert err.kind == "unauthorized"
@@ -277,7 +277,7 @@ def test_mixed_exhaustion_is_rate_limited_and_names_both_causes(clock: FakeClock
     pool, _ = make_pool(clock, ids="ab")
     pool.mark_failed(pool.keys[0], 401, None)
     pool.mark_failed(pool.keys[1], 429, 120.0)
-    with pytest.raises(KeyPoolExhausted) as info:
+    with pytest.raises(KeysExhausted) as info:
         pool.acquire()
     err = info.value
     assert (err.kind, err.status, err.cause) == ("rate_limited", 429, "rate_limited")
@@ -297,7 +297,7 @@ def test_auth_failures_that_recovered_at_once_never_say_rate_limited(clock: Fake
     for key in pool.keys:
         assert walker.next_key() is key
         assert walker.report(key, 401) is True
-    with pytest.raises(KeyPoolExhausted) as info:
+    with pytest.raises(KeysExhausted) as info:
         walker.next_key()
     err = info.value
     assert (err.kind, err.status, err.retry_after) == ("rate_limited", 429, 0.0)
@@ -318,7 +318,7 @@ def test_key_recovering_during_the_walk_gives_retry_after_zero(clock: FakeClock)
     assert walker.next_key() is b
     clock.advance(5)  # a recovers while b is in flight
     assert walker.report(b, 429, 60.0) is True
-    with pytest.raises(KeyPoolExhausted) as info:
+    with pytest.raises(KeysExhausted) as info:
         walker.next_key()  # a was already tried in this walk: no second attempt
     assert info.value.kind == "rate_limited"
     assert info.value.retry_after == 0.0
@@ -362,7 +362,7 @@ def test_hints_are_masked_and_secrets_stay_out_of_logs(
     assert a.hint == mask_secret(SECRETS["a"])
     assert SECRETS["a"] not in a.hint
     assert SECRETS["a"] not in repr(a)
-    with caplog.at_level(logging.INFO, logger="aibridge.providers.keypool"):
+    with caplog.at_level(logging.INFO, logger="aibridge.providers.keyring"):
         pool.mark_failed(a, 429, None)
     records = [r for r in caplog.records if r.getMessage() == "key marked temporary"]
     assert len(records) == 1
@@ -375,7 +375,7 @@ def test_state_collector_reads_live_pools(clock: FakeClock) -> None:
     pool, _ = make_pool(clock)
     pools = [pool]
     registry = CollectorRegistry()
-    registry.register(KeyPoolStateCollector(lambda: pools))
+    registry.register(KeyRingStateCollector(lambda: pools))
     pool.mark_failed(pool.keys[1], 401, None)
     assert pool_state(registry, "temporary") == 1
     assert pool_state(registry, "valid") == 2
