@@ -60,6 +60,18 @@ def upstream_failure(
     )
 
 
+def _too_large(
+    ix: Interception, what: str, limit: int, setting: str
+) -> tuple[web.Response, Outcome]:
+    """Relaying an answer over its cap would mean buffering it: a 502 that says why."""
+    return upstream_failure(
+        ix,
+        502,
+        "server_error",
+        f"{what} was larger than the {size_text(limit)} limit ({setting}); not relayed",
+    )
+
+
 def _relayed(upstream: aiohttp.ClientResponse, data: bytes) -> web.Response:
     """The upstream's status, headers and (decompressed) body, unchanged."""
     return web.Response(
@@ -91,14 +103,8 @@ async def relay_error(
     try:
         data = await read_capped(upstream, limit)
     except UpstreamBodyTooLarge as exc:
-        # Relaying it would mean buffering it: the client gets a 502 that says why.
-        return upstream_failure(
-            ix,
-            502,
-            "server_error",
-            f"upstream error response (HTTP {upstream.status}) was larger than the "
-            f"{size_text(exc.limit)} limit (AIBRIDGE_MAX_UPSTREAM_ERROR_BYTES); not relayed",
-        )
+        what = f"upstream error response (HTTP {upstream.status})"
+        return _too_large(ix, what, exc.limit, "AIBRIDGE_MAX_UPSTREAM_ERROR_BYTES")
     outcome = Outcome(error_type_for_status(upstream.status), _error_message(data))
     return _relayed(upstream, data), outcome
 
@@ -114,13 +120,7 @@ async def relay_blocking(
     try:
         data = await read_capped(upstream, limit)
     except UpstreamBodyTooLarge as exc:
-        return upstream_failure(
-            ix,
-            502,
-            "server_error",
-            f"upstream response was larger than the {size_text(exc.limit)} limit "
-            "(AIBRIDGE_MAX_UPSTREAM_BODY_BYTES); not relayed",
-        )
+        return _too_large(ix, "upstream response", exc.limit, "AIBRIDGE_MAX_UPSTREAM_BODY_BYTES")
     except (TimeoutError, aiohttp.ServerTimeoutError):
         return upstream_failure(ix, 504, "timeout", "upstream timed out sending the response")
     except aiohttp.ClientError as exc:

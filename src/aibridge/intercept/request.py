@@ -33,10 +33,13 @@ __all__ = [
     "Part",
     "RequestDecodeError",
     "RequestInfo",
+    "accept_all",
+    "body_unchanged",
     "decode_last",
     "decode_object",
     "decode_top",
     "last_text",
+    "never_usage_only",
     "read_body",
     "too_large_message",
 ]
@@ -75,6 +78,20 @@ class RequestInfo:
 
 
 # --- reading ---------------------------------------------------------------------------
+
+
+def accept_all(_info: RequestInfo) -> None:
+    """An API's ``reject`` when it supports every request it can decode."""
+
+
+def body_unchanged(body: bytes, _info: RequestInfo) -> tuple[bytes, bool]:
+    """An API's ``prepare_body`` when the client's body goes upstream as it is."""
+    return body, False
+
+
+def never_usage_only(_event: object) -> bool:
+    """An API's ``is_usage_only`` when it never asks upstream for extra events."""
+    return False
 
 
 def too_large_message(limit: int) -> str:
