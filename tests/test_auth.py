@@ -17,8 +17,8 @@ from aibridge.store import users as repo
 from aibridge.store.db import session_factory
 from aibridge.store.models import ApiKey, User
 from aibridge.store.types import utcnow
+from aibridge.testing.gateway import count_queries
 from aibridge.tokens import TOKEN_PREFIX, MalformedToken, hash_secret, mint_token, parse_token
-from tests.helpers import count_queries
 
 # --- token format -------------------------------------------------------------------
 

@@ -1,0 +1,83 @@
+"""A running gateway app on a real loopback port with a real database, and query counting."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.web_runner import BaseRunner
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from aibridge.clock import Clock
+from aibridge.config import Settings
+from aibridge.server import Services, create_app, create_runner, running_services
+
+
+class GatewayTestServer(TestServer):
+    """``TestServer`` on the production runner (connection timeouts included)."""
+
+    def __init__(self, app: web.Application, settings: Settings, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self._settings = settings
+
+    async def _make_runner(self, **kwargs: Any) -> BaseRunner:
+        return create_runner(self.app, self._settings, **kwargs)
+
+
+@asynccontextmanager
+async def gateway(
+    db_url: str,
+    tmp_path: Path,
+    *,
+    environ: dict[str, str] | None = None,
+    encryption_key: str = "",
+    announced: list[str] | None = None,
+    settings_overrides: Mapping[str, Any] | None = None,
+    clock: Clock | None = None,
+    recorder_options: Mapping[str, Any] | None = None,
+) -> AsyncIterator[tuple[TestClient[web.Request, web.Application], Services]]:
+    """Start the full gateway app on an ephemeral loopback port; yields (client, services).
+
+    ``announced`` collects what start-up prints (e.g. the first admin key).
+    ``settings_overrides`` are extra :class:`Settings` fields (e.g. ``max_body_bytes``);
+    ``clock`` and ``recorder_options`` are passed to :func:`running_services`.
+    """
+    settings = Settings(
+        database_url=db_url,
+        data_dir=tmp_path,
+        encryption_key=encryption_key,
+        **dict(settings_overrides or {}),
+    )
+    sink = announced if announced is not None else []
+    async with running_services(
+        settings,
+        environ=environ or {},
+        announce=sink.append,
+        clock=clock,
+        recorder_options=recorder_options,
+    ) as services:
+        app = create_app(services)
+        server = GatewayTestServer(app, settings, host="127.0.0.1", port=0)
+        client: TestClient[web.Request, web.Application] = TestClient(server)
+        async with server, client:
+            yield client, services
+
+
+@contextmanager
+def count_queries(engine: AsyncEngine) -> Iterator[list[str]]:
+    """Collect every SQL statement the engine sends while the block runs."""
+    statements: list[str] = []
+
+    def before(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", before)
+    try:
+        yield statements
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", before)
