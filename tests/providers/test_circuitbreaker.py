@@ -1,5 +1,5 @@
 """Circuit breakers: closed/open/half-open cycle, isolation, metrics, bodies (parsing their
-settings is tested with the other provider settings, in test_provider_settings.py)."""
+settings is tested with the other provider settings, in test_settings.py)."""
 
 from __future__ import annotations
 

@@ -335,7 +335,7 @@ def test_format_duration_matches_go() -> None:
 
 # --- walker -----------------------------------------------------------------------------------
 # The failover loop itself (``send_with_failover``) is tested against a real upstream in
-# tests/test_failover.py.
+# tests/intercept/test_failover.py.
 
 
 async def test_no_failover_once_bytes_were_relayed(clock: FakeClock) -> None:

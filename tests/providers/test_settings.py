@@ -1,7 +1,7 @@
 """Provider ``settings``: one parser (aibridge.providers.settings) for the admin API, the CLI
 and the runtime, so a row is accepted by all of them or refused by all of them. The admin
-API's messages are pinned in test_providers_api.py; these tests check the parsed value and
-that the runtime applies the very same rules."""
+API's messages are pinned in tests/admin/test_providers.py; these tests check the parsed
+value and that the runtime applies the very same rules."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The recorder's crash journal and replica identity, against real databases and files.
 
-A process kill itself is tested with real subprocesses in test_crash_recovery.py; here
+A process kill itself is tested with real subprocesses in tests/system/test_crash_recovery.py; here
 the journal's files are checked directly and "what a killed run left" is written as the
 files a killed run leaves.
 """

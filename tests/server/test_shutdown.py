@@ -1,6 +1,6 @@
 """Shutdown of the assembled services (``running_services``) when the database is down or
 hangs: every component is still closed, nothing queued is lost, and it ends in bounded
-time. The subprocess version with 3,000 requests is in test_crash_recovery.py."""
+time. The subprocess version with 3,000 requests is in tests/system/test_crash_recovery.py."""
 
 from __future__ import annotations
 

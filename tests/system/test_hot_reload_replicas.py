@@ -13,7 +13,7 @@ replica's log lines.
 Measure convergence (numbers in docs/benchmarks.md)::
 
     AIBRIDGE_TEST_POSTGRES_URL=postgresql://postgres@127.0.0.1:5432/test \\
-        .venv/bin/pytest -q -s tests/test_reload_replicas.py -k converges
+        .venv/bin/pytest -q -s tests/system/test_hot_reload_replicas.py -k converges
 """
 
 from __future__ import annotations
