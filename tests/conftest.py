@@ -1,5 +1,5 @@
 """Fixtures every test folder uses: real databases (a SQLite file and, when configured,
-a fresh PostgreSQL database; see aibridge.testing.postgres)."""
+a fresh PostgreSQL database; see aibridge.testing.databases)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from aibridge.store.db import create_engine, migrate
-from aibridge.store.urls import normalize_database_url
-from aibridge.testing.postgres import (
+from aibridge.testing.databases import (
     PG_ENV,
     REQUIRE_PG_ENV,
     configured_admin_url,
+    migrated_engine,
     pg_database,
+    sqlite_file_url,
 )
 
 
@@ -26,11 +26,6 @@ def require_postgres() -> None:
         if os.environ.get(REQUIRE_PG_ENV) == "1":
             pytest.fail(f"{REQUIRE_PG_ENV}=1 but {PG_ENV} is not set")
         pytest.skip(f"PostgreSQL tests need {PG_ENV}=postgresql://user@host:port/db")
-
-
-def sqlite_file_url(directory: Path) -> str:
-    """The URL of the SQLite database file the fixtures use in ``directory``."""
-    return f"sqlite:///{directory / 'aibridge.db'}"
 
 
 @pytest.fixture
@@ -61,9 +56,5 @@ async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
 @pytest.fixture
 async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
     """A migrated engine on each backend."""
-    eng = create_engine(normalize_database_url(db_url))
-    await migrate(eng)
-    try:
+    async with migrated_engine(db_url) as eng:
         yield eng
-    finally:
-        await eng.dispose()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -25,26 +24,6 @@ from aibridge.fakellm.wire import SSEEvent, cut_index
 T = 10  # seconds: bound on every await that could hang
 
 USER = [{"role": "user", "content": "hi"}]
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeLLM]:
-    async with FakeLLM().serve() as f:
-        yield f
-
-
-@pytest.fixture
-async def claude(fake: FakeLLM) -> AsyncIterator[anthropic.AsyncAnthropic]:
-    client = anthropic.AsyncAnthropic(base_url=fake.url, api_key="sk-ant-test", max_retries=0)
-    yield client
-    await client.close()
-
-
-@pytest.fixture
-async def oai(fake: FakeLLM) -> AsyncIterator[openai.AsyncOpenAI]:
-    client = openai.AsyncOpenAI(base_url=fake.openai_url, api_key="sk-test", max_retries=0)
-    yield client
-    await client.close()
 
 
 async def raw_sse(url: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> str:

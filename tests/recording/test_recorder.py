@@ -38,9 +38,8 @@ from aibridge.recording import (
 from aibridge.recording.sink import database_sink
 from aibridge.recording.spill import SpillFile
 from aibridge.recording.sqlite_sink import SqliteSink
-from aibridge.store.db import create_engine, migrate, session_factory
+from aibridge.store.db import session_factory
 from aibridge.store.models import Interception, ModelThought, TokenUsage, ToolUsage, UserPrompt
-from aibridge.store.urls import normalize_database_url
 from aibridge.testing.outage import pg_outage
 
 T = 30  # seconds: upper bound for any await that could hang
@@ -629,17 +628,6 @@ async def test_replayed_end_is_retried_when_its_start_lands_later(
         row = (await s.execute(select(Interception))).scalar_one()
     assert (row.id, row.ended_at, row.error_type) == (start.id, at(4), "server_error")
     assert counter(registry, "records_replayed") == 1
-
-
-@pytest.fixture
-async def pg_engine(pg_url: str) -> AsyncIterator[AsyncEngine]:
-    """A migrated engine on a fresh PostgreSQL database (PostgreSQL-only scenarios)."""
-    eng = create_engine(normalize_database_url(pg_url))
-    await migrate(eng)
-    try:
-        yield eng
-    finally:
-        await eng.dispose()
 
 
 async def test_slow_db_locked_table(pg_url: str, pg_engine: AsyncEngine, tmp_path: Path) -> None:

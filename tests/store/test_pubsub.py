@@ -27,7 +27,7 @@ from aibridge.store.pubsub_pg import (
     PUBLISHER_APPLICATION_NAME,
     PostgresPubSub,
 )
-from aibridge.testing.postgres import postgres_admin_url
+from aibridge.testing.databases import postgres_admin_url
 
 WAIT = 10.0  # generous upper bound; tests finish as soon as the event arrives
 

@@ -12,7 +12,7 @@ Modules:
 * :mod:`~aibridge.testing.gateway` — the gateway app on a loopback port, query counting;
 * :mod:`~aibridge.testing.stack` — gateway + fake upstream + admin and member tokens;
 * :mod:`~aibridge.testing.recorded` — reading back what the recorder wrote;
-* :mod:`~aibridge.testing.postgres` — throwaway PostgreSQL databases;
+* :mod:`~aibridge.testing.databases` — throwaway PostgreSQL databases, migrated engines;
 * :mod:`~aibridge.testing.outage` — database outages on cue;
 * :mod:`~aibridge.testing.replicas` — real ``aibridge serve`` subprocesses;
 * :mod:`~aibridge.testing.observe` — running the response observers over bytes;

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import asyncpg
 
-from aibridge.testing.postgres import plain_url, postgres_admin_url
+from aibridge.testing.databases import plain_url, postgres_admin_url
 
 
 @asynccontextmanager

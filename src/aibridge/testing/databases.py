@@ -1,4 +1,5 @@
-"""Throwaway PostgreSQL databases for tests, on the server named by an environment variable.
+"""Real databases for tests: throwaway PostgreSQL databases on the server named by an
+environment variable, SQLite files, migrated engines.
 
 Tests skip PostgreSQL when :data:`PG_ENV` is unset (and fail when :data:`REQUIRE_PG_ENV`
 is ``1``, as in CI); that decision is the test suite's (see ``tests/conftest.py``).
@@ -10,8 +11,13 @@ import os
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import asyncpg
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from aibridge.store.db import create_engine, migrate
+from aibridge.store.urls import normalize_database_url
 
 PG_ENV = "AIBRIDGE_TEST_POSTGRES_URL"
 """The variable holding the PostgreSQL server tests may use (a URL to any database on it)."""
@@ -56,3 +62,19 @@ async def pg_database() -> AsyncIterator[str]:
             await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await conn.close()
+
+
+def sqlite_file_url(directory: Path) -> str:
+    """The URL of a SQLite database file ``aibridge.db`` in ``directory``."""
+    return f"sqlite:///{directory / 'aibridge.db'}"
+
+
+@asynccontextmanager
+async def migrated_engine(url: str) -> AsyncIterator[AsyncEngine]:
+    """An engine on ``url`` with the schema migrated, disposed of afterwards."""
+    eng = create_engine(normalize_database_url(url))
+    await migrate(eng)
+    try:
+        yield eng
+    finally:
+        await eng.dispose()
