@@ -23,7 +23,7 @@ from aibridge.tokens import TOKEN_PREFIX, MalformedToken, hash_secret, mint_toke
 # --- token format -------------------------------------------------------------------
 
 
-def test_mint_token_format_and_hash() -> None:
+def test_a_minted_token_is_prefix_key_id_and_secret_and_stores_only_its_hash() -> None:
     new = mint_token()
     prefix, key_id, secret = new.token.split("-", 2)
     assert prefix == TOKEN_PREFIX
@@ -105,11 +105,13 @@ def test_parse_token_rejects_malformed(token: str) -> None:
         ({}, None),
     ],
 )
-def test_extract_token(headers: dict[str, str], expected: str | None) -> None:
+def test_the_token_comes_from_bearer_first_then_x_api_key(
+    headers: dict[str, str], expected: str | None
+) -> None:
     assert extract_token(CIMultiDict(headers)) == expected
 
 
-def test_extract_token_without_mapping() -> None:
+def test_headers_that_are_not_a_mapping_carry_no_token() -> None:
     assert extract_token(object()) is None
 
 
@@ -156,7 +158,9 @@ async def test_valid_key_resolves_actor(sessions: async_sessionmaker[AsyncSessio
     assert actor.is_admin
 
 
-async def test_missing_token(sessions: async_sessionmaker[AsyncSession]) -> None:
+async def test_a_missing_or_empty_token_is_refused_as_missing(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
     with pytest.raises(AuthError, match="missing"):
         await auth(Authenticator(sessions), None)
     with pytest.raises(AuthError, match="missing"):
@@ -284,7 +288,9 @@ async def test_invalidate_after_revoke(sessions: async_sessionmaker[AsyncSession
         await auth(authn, token)
 
 
-async def test_on_keys_changed_payloads(sessions: async_sessionmaker[AsyncSession]) -> None:
+async def test_a_key_change_drops_that_key_from_the_cache_and_an_empty_one_drops_all(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
     user, key1, token1 = await make_key(sessions, "bob")
     _u2, key2, token2 = await make_key(sessions, "carol")
     authn = Authenticator(sessions)
@@ -305,7 +311,7 @@ async def test_on_keys_changed_payloads(sessions: async_sessionmaker[AsyncSessio
     assert user.username == "bob"
 
 
-async def test_on_keys_changed_user_payload_and_error(
+async def test_a_user_change_drops_that_users_keys_and_a_delivery_error_drops_all(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     user, _k, token = await make_key(sessions, "bob")
@@ -419,7 +425,7 @@ async def test_failed_flush_keeps_times_for_retry(
     assert used is not None
 
 
-async def test_actor_for_unknown_user_id_type() -> None:
+async def test_a_member_actor_is_not_an_admin() -> None:
     actor = Actor(uuid.uuid4(), "m", "member", "k")
     assert not actor.is_admin
 

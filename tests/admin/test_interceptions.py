@@ -181,7 +181,9 @@ def expected_usage(data: Seeded, key: Any, only: set[str] | None = None) -> list
     return [{"key": k, **v} for k, v in sorted(rows.items())]
 
 
-async def test_interceptions_and_usage(db_url: str, tmp_path: Path) -> None:
+async def test_interceptions_are_listed_filtered_paged_and_summed_for_the_caller_only(
+    db_url: str, tmp_path: Path
+) -> None:
     async with asyncio.timeout(T):
         cm = gateway(db_url, tmp_path)
         client, services = await cm.__aenter__()
@@ -371,7 +373,9 @@ async def check_validation(client: TestClient, data: Seeded) -> None:
 # --------------------------------------------------------------------------- CLI
 
 
-def test_usage_cli(sqlite_url: str) -> None:
+def test_aibridge_usage_prints_totals_per_model_or_user_and_rejects_a_bad_since(
+    sqlite_url: str,
+) -> None:
     async def prepare() -> Seeded:
         engine = create_engine(normalize_database_url(sqlite_url))
         try:

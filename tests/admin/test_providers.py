@@ -88,7 +88,9 @@ def validations(body: Any) -> set[tuple[str, str]]:
     return {(v["field"], v["detail"]) for v in body.get("validations", [])}
 
 
-async def test_crud_lifecycle(db_url: str, tmp_path: Path) -> None:
+async def test_a_provider_is_created_read_patched_and_soft_deleted_and_its_name_freed(
+    db_url: str, tmp_path: Path
+) -> None:
     announced: list[str] = []
     async with gateway(db_url, tmp_path, announced=announced) as (client, services):
         token = admin_token(announced)
@@ -299,7 +301,9 @@ CREATE_CASES: list[tuple[dict[str, Any], set[tuple[str, str]]]] = [
 ]
 
 
-async def test_create_validation_table(db_url: str, tmp_path: Path) -> None:
+async def test_invalid_create_bodies_get_a_400_naming_every_field_and_create_nothing(
+    db_url: str, tmp_path: Path
+) -> None:
     announced: list[str] = []
     async with gateway(db_url, tmp_path, announced=announced) as (client, _services):
         token = admin_token(announced)
@@ -351,7 +355,9 @@ async def test_create_validation_table(db_url: str, tmp_path: Path) -> None:
         assert status == 201 and created["settings"] is None
 
 
-async def test_patch_and_reference_validation(db_url: str, tmp_path: Path) -> None:
+async def test_invalid_patches_and_unknown_key_ids_get_a_400_and_change_nothing(
+    db_url: str, tmp_path: Path
+) -> None:
     announced: list[str] = []
     async with gateway(db_url, tmp_path, announced=announced) as (client, services):
         token = admin_token(announced)
@@ -443,7 +449,9 @@ async def test_patch_and_reference_validation(db_url: str, tmp_path: Path) -> No
         assert resp["message"] == "api_keys references an unknown id for this provider"
 
 
-async def test_duplicate_and_concurrent_creates(db_url: str, tmp_path: Path) -> None:
+async def test_a_duplicate_name_is_a_409_even_when_creates_race(
+    db_url: str, tmp_path: Path
+) -> None:
     announced: list[str] = []
     async with gateway(db_url, tmp_path, announced=announced) as (client, services):
         token = admin_token(announced)
@@ -462,7 +470,9 @@ async def test_duplicate_and_concurrent_creates(db_url: str, tmp_path: Path) -> 
         assert all(len(p.keys) == 2 for p in live)
 
 
-async def test_authentication_and_roles(db_url: str, tmp_path: Path) -> None:
+async def test_the_provider_api_is_401_without_a_key_and_403_for_members(
+    db_url: str, tmp_path: Path
+) -> None:
     announced: list[str] = []
     async with gateway(db_url, tmp_path, announced=announced) as (client, services):
         token = admin_token(announced)
@@ -549,7 +559,9 @@ async def test_keys_masked_everywhere_and_audited(db_url: str, tmp_path: Path) -
                 assert r.diff["masked"].endswith(("1111", "2222", "3333"))
 
 
-async def test_encryption_at_rest(db_url: str, tmp_path: Path) -> None:
+async def test_keys_and_settings_are_encrypted_at_rest_and_unreadable_without_the_key(
+    db_url: str, tmp_path: Path
+) -> None:
     announced: list[str] = []
     settings = {"upstream_timeout_seconds": 120, "extra_headers": {"X-Tenant": "acme"}}
     async with gateway(db_url, tmp_path, announced=announced, encryption_key=ENC_KEY) as (
@@ -654,7 +666,9 @@ async def test_publish_failure_does_not_fail_request(db_url: str, tmp_path: Path
         assert status == 200
 
 
-async def test_repository_reads(db_url: str) -> None:
+async def test_the_repository_hides_deleted_rows_filters_enabled_and_keeps_key_order(
+    db_url: str,
+) -> None:
     engine = create_engine(normalize_database_url(db_url))
     await migrate(engine)
     sessions = session_factory(engine)

@@ -188,7 +188,9 @@ async def test_create_user_and_key_token_works(db_url: str, tmp_path: Path) -> N
         assert [u["username"] for u in listed] == ["admin", "bob"]
 
 
-async def test_key_creation_response_and_expiry(db_url: str, tmp_path: Path) -> None:
+async def test_a_created_key_returns_its_token_once_with_its_expiry(
+    db_url: str, tmp_path: Path
+) -> None:
     async with started(db_url, tmp_path) as (client, _services, admin):
         await new_user(client, admin)
         status, key = await call(
@@ -250,7 +252,9 @@ async def test_revoke_is_immediate_and_idempotent(db_url: str, tmp_path: Path) -
         assert revokes[0].resource_id == key_id
 
 
-async def test_revoke_errors(db_url: str, tmp_path: Path) -> None:
+async def test_revoking_an_unknown_or_another_users_key_is_404_and_revokes_nothing(
+    db_url: str, tmp_path: Path
+) -> None:
     async with started(db_url, tmp_path) as (client, _services, admin):
         _bob, bob_token = await new_user(client, admin, "bob")
         await new_user(client, admin, "carol")
@@ -320,7 +324,9 @@ async def test_expired_key_is_401(db_url: str, tmp_path: Path) -> None:
 # --- authorization ------------------------------------------------------------------
 
 
-async def test_unauthenticated_and_member_access(db_url: str, tmp_path: Path) -> None:
+async def test_admin_routes_are_401_without_a_key_and_403_for_members(
+    db_url: str, tmp_path: Path
+) -> None:
     async with started(db_url, tmp_path) as (client, _services, admin):
         _user, member = await new_user(client, admin)
         key_id = member.split("-")[1]
@@ -354,7 +360,9 @@ async def test_unauthenticated_and_member_access(db_url: str, tmp_path: Path) ->
         assert me["status"] == "active"
 
 
-async def test_last_admin_protection(db_url: str, tmp_path: Path) -> None:
+async def test_the_last_active_admin_cannot_be_demoted_but_one_of_two_can(
+    db_url: str, tmp_path: Path
+) -> None:
     async with started(db_url, tmp_path) as (client, services, admin):
         for body in ({"status": "suspended"}, {"role": "member"}):
             status, err = await call(client, "PATCH", "/api/v1/users/admin", admin, body)
@@ -385,7 +393,9 @@ async def test_suspended_second_admin_does_not_count(db_url: str, tmp_path: Path
 # --- validation ---------------------------------------------------------------------
 
 
-async def test_create_user_validation(db_url: str, tmp_path: Path) -> None:
+async def test_invalid_users_get_a_400_per_field_and_a_duplicate_a_409(
+    db_url: str, tmp_path: Path
+) -> None:
     async with started(db_url, tmp_path) as (client, _services, admin):
         cases: list[tuple[Any, dict[str, str]]] = [
             ({}, {"username": "required"}),
@@ -429,7 +439,9 @@ async def test_create_user_validation(db_url: str, tmp_path: Path) -> None:
         assert err["message"] == "User already exists."
 
 
-async def test_patch_user_validation(db_url: str, tmp_path: Path) -> None:
+async def test_invalid_user_patches_get_a_400_and_unknown_users_a_404(
+    db_url: str, tmp_path: Path
+) -> None:
     async with started(db_url, tmp_path) as (client, _services, admin):
         await new_user(client, admin)
         cases: list[tuple[Any, str]] = [
@@ -463,7 +475,9 @@ async def test_patch_user_validation(db_url: str, tmp_path: Path) -> None:
         assert (status, user["email"]) == (200, "")
 
 
-async def test_create_key_validation(db_url: str, tmp_path: Path) -> None:
+async def test_invalid_key_requests_get_a_400_per_field_and_create_nothing(
+    db_url: str, tmp_path: Path
+) -> None:
     async with started(db_url, tmp_path) as (client, _services, admin):
         await new_user(client, admin)
         past = (utcnow() - timedelta(minutes=1)).isoformat()
@@ -504,7 +518,9 @@ async def test_create_key_validation(db_url: str, tmp_path: Path) -> None:
 # --- audit --------------------------------------------------------------------------
 
 
-async def test_audit_rows_for_every_write(db_url: str, tmp_path: Path) -> None:
+async def test_every_admin_write_leaves_an_audit_row_without_secrets(
+    db_url: str, tmp_path: Path
+) -> None:
     async with started(db_url, tmp_path) as (client, services, admin):
         user, token = await new_user(client, admin)
         key_id = token.split("-")[1]

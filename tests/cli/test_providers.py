@@ -40,7 +40,7 @@ def no_secrets(result: Result) -> None:
         assert secret not in result.stdout and secret not in result.stderr
 
 
-def test_help_everywhere(sqlite_url: str) -> None:
+def test_every_providers_command_has_help_listing_the_provider_types(sqlite_url: str) -> None:
     for args in ([], ["list"], ["create"], ["update"], ["delete"]):
         result = cli(sqlite_url, *args, "--help")
         assert result.exit_code == 0, result.output
@@ -50,7 +50,9 @@ def test_help_everywhere(sqlite_url: str) -> None:
     assert "openai, anthropic, azure, openai-compat, openrouter" in text
 
 
-def test_create_list_update_delete(sqlite_url: str, tmp_path: Path) -> None:
+def test_providers_are_created_listed_updated_and_deleted_with_masked_keys(
+    sqlite_url: str, tmp_path: Path
+) -> None:
     result = cli(sqlite_url, "list")
     assert result.exit_code == 0 and "No providers" in result.stderr
 
@@ -145,7 +147,7 @@ def test_create_list_update_delete(sqlite_url: str, tmp_path: Path) -> None:
     assert orjson.loads(result.stdout)["id"] != created["id"]
 
 
-def test_errors_are_clear(sqlite_url: str) -> None:
+def test_bad_provider_commands_exit_non_zero_saying_what_to_fix(sqlite_url: str) -> None:
     result = cli(
         sqlite_url,
         "create",
@@ -272,7 +274,7 @@ async def test_postgres_write_notifies_replicas(pg_url: str) -> None:
 
 
 @pytest.mark.parametrize("fmt", ["table", "json"])
-def test_list_formats_with_many(sqlite_url: str, fmt: str) -> None:
+def test_list_shows_every_provider_by_name_in_table_and_json(sqlite_url: str, fmt: str) -> None:
     for name in ("b-two", "a-one"):
         args = ["create", name, "--type", "openai", "--base-url", "http://x", "--api-key", KEY_1]
         assert cli(sqlite_url, *args).exit_code == 0

@@ -82,13 +82,13 @@ def test_users_create_prints_working_token_last(db: str) -> None:
     assert (actor.username, actor.role) == ("bob", "member")
 
 
-def test_users_create_admin(db: str) -> None:
+def test_users_create_admin_prints_an_admin_token(db: str) -> None:
     result = cli(db, "users", "create", "root", "--admin")
     assert result.exit_code == 0, result.output
     assert authenticate(db, last_line(result)).role == "admin"
 
 
-def test_users_create_errors(db: str) -> None:
+def test_a_refused_users_create_says_why_and_leaves_nothing_behind(db: str) -> None:
     assert cli(db, "users", "create", "bob").exit_code == 0
     dup = cli(db, "users", "create", "bob")
     assert dup.exit_code != 0
@@ -109,7 +109,7 @@ def test_users_create_errors(db: str) -> None:
     assert len(db_rows(db, ApiKey)) == 1
 
 
-def test_users_list_table_and_json(db: str) -> None:
+def test_users_list_prints_a_table_or_json(db: str) -> None:
     cli(db, "users", "create", "bob")
     cli(db, "users", "create", "alice", "--admin", "--email", "a@example.com")
     table = cli(db, "users", "list")
@@ -122,7 +122,7 @@ def test_users_list_table_and_json(db: str) -> None:
     assert [(u["username"], u["role"]) for u in data] == [("alice", "admin"), ("bob", "member")]
 
 
-def test_keys_create_list_revoke(db: str) -> None:
+def test_keys_are_created_listed_without_secrets_and_revoked_at_once(db: str) -> None:
     first = last_line(cli(db, "users", "create", "bob"))
     result = cli(db, "keys", "create", "--user", "bob", "--name", "ci", "--expires-in-days", "7")
     assert result.exit_code == 0, result.output
@@ -152,7 +152,7 @@ def test_keys_create_list_revoke(db: str) -> None:
     assert [k["status"] for k in keys] == ["active", "revoked"]
 
 
-def test_keys_errors(db: str) -> None:
+def test_bad_keys_commands_exit_non_zero_saying_what_to_fix(db: str) -> None:
     cli(db, "users", "create", "bob")
     nouser = cli(db, "keys", "create", "--user", "nobody")
     assert nouser.exit_code != 0
@@ -170,7 +170,7 @@ def test_keys_errors(db: str) -> None:
     assert "--user" in missing.stderr
 
 
-def test_suspend_and_activate(db: str) -> None:
+def test_a_suspended_user_is_refused_until_activated(db: str) -> None:
     cli(db, "users", "create", "root", "--admin")
     token = last_line(cli(db, "users", "create", "bob"))
     result = cli(db, "users", "suspend", "bob")
@@ -196,7 +196,7 @@ def test_cannot_suspend_last_admin(db: str) -> None:
     assert authenticate(db, token).username == "root"
 
 
-def test_cli_writes_audit_rows(db: str) -> None:
+def test_cli_writes_audit_rows_by_cli_without_secrets(db: str) -> None:
     token = last_line(cli(db, "users", "create", "bob"))
     cli(db, "users", "create", "root", "--admin")
     cli(db, "users", "suspend", "bob")
@@ -231,7 +231,7 @@ def test_cli_writes_audit_rows(db: str) -> None:
         ["keys", "revoke"],
     ],
 )
-def test_help(args: list[str]) -> None:
+def test_every_users_and_keys_command_has_help(args: list[str]) -> None:
     result = CliRunner().invoke(main, [*args, "--help"])
     assert result.exit_code == 0
     assert "Usage:" in result.stdout

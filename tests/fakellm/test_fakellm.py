@@ -72,7 +72,9 @@ async def claude_reply(
         return await s.get_final_message(), deltas
 
 
-async def test_anthropic_text_stream_wire_and_sdk(fake: FakeLLM, claude: Any) -> None:
+async def test_an_anthropic_text_stream_has_the_real_event_sequence_and_parses_in_the_sdk(
+    fake: FakeLLM, claude: Any
+) -> None:
     scenario = Scenario.text_reply(usage=Usage(input_tokens=11, output_tokens=7))
     fake.enqueue(scenario, scenario)
     async with asyncio.timeout(T):
@@ -105,7 +107,9 @@ async def test_anthropic_text_stream_wire_and_sdk(fake: FakeLLM, claude: Any) ->
     assert message.stop_reason == "end_turn"
 
 
-async def test_anthropic_blocking_text(fake: FakeLLM, claude: Any) -> None:
+async def test_an_anthropic_blocking_reply_carries_the_text_model_and_key(
+    fake: FakeLLM, claude: Any
+) -> None:
     async with asyncio.timeout(T):
         message = await claude.messages.create(model="claude-x", max_tokens=10, messages=USER)
     assert message.content[0].text == Scenario().text
@@ -117,7 +121,9 @@ async def test_anthropic_blocking_text(fake: FakeLLM, claude: Any) -> None:
 
 
 @pytest.mark.parametrize("stream", [True, False])
-async def test_anthropic_tool_call(fake: FakeLLM, claude: Any, stream: bool) -> None:
+async def test_an_anthropic_tool_call_streams_its_input_in_deltas_and_logs_its_id(
+    fake: FakeLLM, claude: Any, stream: bool
+) -> None:
     call = ToolCall("read_file", {"path": "/tmp/blah/foo", "limit": 20})
     fake.enqueue(Scenario.tool_call(call))
     async with asyncio.timeout(T):
@@ -133,7 +139,9 @@ async def test_anthropic_tool_call(fake: FakeLLM, claude: Any, stream: bool) -> 
 
 
 @pytest.mark.parametrize("stream", [True, False])
-async def test_anthropic_parallel_tools(fake: FakeLLM, claude: Any, stream: bool) -> None:
+async def test_anthropic_parallel_tool_calls_get_distinct_ids(
+    fake: FakeLLM, claude: Any, stream: bool
+) -> None:
     fake.enqueue(Scenario.parallel_tools())
     async with asyncio.timeout(T):
         message, _ = await claude_reply(claude, stream)
@@ -146,7 +154,9 @@ async def test_anthropic_parallel_tools(fake: FakeLLM, claude: Any, stream: bool
 
 
 @pytest.mark.parametrize("stream", [True, False])
-async def test_anthropic_thinking(fake: FakeLLM, claude: Any, stream: bool) -> None:
+async def test_anthropic_thinking_streams_text_and_signature_before_the_answer(
+    fake: FakeLLM, claude: Any, stream: bool
+) -> None:
     scenario = Scenario.thinking_reply()
     fake.enqueue(scenario)
     async with asyncio.timeout(T):
@@ -160,7 +170,9 @@ async def test_anthropic_thinking(fake: FakeLLM, claude: Any, stream: bool) -> N
 
 
 @pytest.mark.parametrize("stream", [True, False])
-async def test_anthropic_cache_usage(fake: FakeLLM, claude: Any, stream: bool) -> None:
+async def test_anthropic_usage_reports_uncached_input_and_cache_reads_and_writes(
+    fake: FakeLLM, claude: Any, stream: bool
+) -> None:
     scenario = Scenario.cached()
     fake.enqueue(scenario)
     async with asyncio.timeout(T):
@@ -184,7 +196,7 @@ ANTHROPIC_ERRORS = [
 
 @pytest.mark.parametrize(("status", "exc", "error_type"), ANTHROPIC_ERRORS)
 @pytest.mark.parametrize("stream", [True, False])
-async def test_anthropic_http_errors(
+async def test_anthropic_http_errors_have_the_error_shape_request_id_and_retry_after(
     fake: FakeLLM, claude: Any, status: int, exc: type[Exception], error_type: str, stream: bool
 ) -> None:
     fake.enqueue(Scenario.http_error(status))
@@ -202,7 +214,9 @@ async def test_anthropic_http_errors(
     assert (err.response.headers.get("retry-after") == "7") == (status == 429)
 
 
-async def test_anthropic_mid_stream_error(fake: FakeLLM, claude: Any) -> None:
+async def test_an_anthropic_mid_stream_error_event_reaches_the_sdk_after_the_deltas(
+    fake: FakeLLM, claude: Any
+) -> None:
     fake.enqueue(Scenario.stream_error(deltas_before=2))
     received: list[str] = []
     async with asyncio.timeout(T):
@@ -215,7 +229,9 @@ async def test_anthropic_mid_stream_error(fake: FakeLLM, claude: Any) -> None:
     assert info.value.body["error"]["message"] == "Overloaded"  # type: ignore[index]
 
 
-async def test_anthropic_count_tokens_and_models(fake: FakeLLM, claude: Any) -> None:
+async def test_count_tokens_and_models_answer_without_a_scenario(
+    fake: FakeLLM, claude: Any
+) -> None:
     async with asyncio.timeout(T):
         count = await claude.messages.count_tokens(model="claude-x", messages=USER)
         models = await claude.models.list()
@@ -228,7 +244,7 @@ async def test_anthropic_count_tokens_and_models(fake: FakeLLM, claude: Any) -> 
     assert all(r.api is None for r in fake.requests)
 
 
-async def test_anthropic_validation(fake: FakeLLM) -> None:
+async def test_an_invalid_anthropic_request_is_a_400_and_chooses_no_scenario(fake: FakeLLM) -> None:
     async with asyncio.timeout(T), aiohttp.ClientSession() as s:
         async with s.post(fake.url + "/v1/messages", json={"model": "m", "messages": []}) as r:
             assert r.status == 400
@@ -245,7 +261,9 @@ async def test_anthropic_validation(fake: FakeLLM) -> None:
 # ====================================================================== OpenAI chat
 
 
-async def test_chat_stream_include_usage(fake: FakeLLM, oai: Any) -> None:
+async def test_a_chat_stream_with_include_usage_ends_with_a_usage_only_chunk(
+    fake: FakeLLM, oai: Any
+) -> None:
     scenario = Scenario.thinking_reply()
     fake.enqueue(scenario)
     async with asyncio.timeout(T):
@@ -265,7 +283,9 @@ async def test_chat_stream_include_usage(fake: FakeLLM, oai: Any) -> None:
     assert fake.requests[0].headers["Authorization"] == "Bearer sk-test"
 
 
-async def test_chat_stream_wire_without_usage(fake: FakeLLM) -> None:
+async def test_a_chat_stream_without_include_usage_has_no_usage_and_ends_with_done(
+    fake: FakeLLM,
+) -> None:
     async with asyncio.timeout(T):
         text = await raw_sse(
             fake.openai_url + "/chat/completions",
@@ -280,7 +300,9 @@ async def test_chat_stream_wire_without_usage(fake: FakeLLM) -> None:
 
 
 @pytest.mark.parametrize("stream", [True, False])
-async def test_chat_parallel_tools(fake: FakeLLM, oai: Any, stream: bool) -> None:
+async def test_chat_parallel_tool_calls_stream_their_arguments_and_log_their_ids(
+    fake: FakeLLM, oai: Any, stream: bool
+) -> None:
     fake.enqueue(Scenario.parallel_tools(arg_chunks=4))
     async with asyncio.timeout(T):
         if stream:
@@ -304,7 +326,9 @@ async def test_chat_parallel_tools(fake: FakeLLM, oai: Any, stream: bool) -> Non
     assert all(c.id.startswith("call_") for c in calls)
 
 
-async def test_chat_single_tool_and_cache_usage_blocking(fake: FakeLLM, oai: Any) -> None:
+async def test_a_blocking_chat_reply_counts_cached_tokens_in_prompt_tokens(
+    fake: FakeLLM, oai: Any
+) -> None:
     fake.enqueue(
         Scenario.tool_call(usage=Usage(input_tokens=29, output_tokens=5, cache_read_tokens=100))
     )
@@ -330,7 +354,7 @@ OPENAI_ERRORS = [
 
 @pytest.mark.parametrize(("status", "exc"), OPENAI_ERRORS)
 @pytest.mark.parametrize("api", ["chat", "responses"])
-async def test_openai_http_errors(
+async def test_openai_http_errors_have_the_error_shape_code_and_retry_after(
     fake: FakeLLM, oai: Any, status: int, exc: type[Exception], api: str
 ) -> None:
     fake.enqueue(Scenario.http_error(status))
@@ -351,7 +375,9 @@ async def test_openai_http_errors(
         assert err.code == "invalid_api_key"
 
 
-async def test_chat_mid_stream_error(fake: FakeLLM, oai: Any) -> None:
+async def test_a_chat_mid_stream_error_chunk_reaches_the_sdk_after_the_deltas(
+    fake: FakeLLM, oai: Any
+) -> None:
     fake.enqueue(Scenario.stream_error(deltas_before=3, error_message="boom"))
     seen: list[str] = []
     async with asyncio.timeout(T):
@@ -365,7 +391,7 @@ async def test_chat_mid_stream_error(fake: FakeLLM, oai: Any) -> None:
     assert info.value.type == "server_error"
 
 
-async def test_chat_models(fake: FakeLLM, oai: Any) -> None:
+async def test_openai_models_are_listed_and_retrieved(fake: FakeLLM, oai: Any) -> None:
     async with asyncio.timeout(T):
         models = await oai.models.list()
         model = await oai.models.retrieve("gpt-4.1")
@@ -377,7 +403,7 @@ async def test_chat_models(fake: FakeLLM, oai: Any) -> None:
 # ====================================================================== OpenAI Responses
 
 
-async def test_responses_text_stream_and_retrieve(fake: FakeLLM, oai: Any) -> None:
+async def test_a_streamed_response_is_stored_and_retrievable_by_id(fake: FakeLLM, oai: Any) -> None:
     scenario = Scenario.cached()
     fake.enqueue(scenario)
     async with asyncio.timeout(T):
@@ -400,7 +426,7 @@ async def test_responses_text_stream_and_retrieve(fake: FakeLLM, oai: Any) -> No
     assert usage.total_tokens == 1830
 
 
-async def test_responses_wire_sequence(fake: FakeLLM) -> None:
+async def test_responses_events_are_numbered_in_sequence_and_end_completed(fake: FakeLLM) -> None:
     fake.enqueue(Scenario.thinking_reply())
     async with asyncio.timeout(T):
         text = await raw_sse(
@@ -417,7 +443,9 @@ async def test_responses_wire_sequence(fake: FakeLLM) -> None:
 
 
 @pytest.mark.parametrize("stream", [True, False])
-async def test_responses_reasoning_and_tools(fake: FakeLLM, oai: Any, stream: bool) -> None:
+async def test_a_response_carries_a_reasoning_summary_and_function_calls(
+    fake: FakeLLM, oai: Any, stream: bool
+) -> None:
     scenario = Scenario.parallel_tools(thinking="Two lookups are needed.")
     fake.enqueue(scenario)
     async with asyncio.timeout(T):
@@ -443,7 +471,9 @@ async def test_responses_reasoning_and_tools(fake: FakeLLM, oai: Any, stream: bo
 
 
 @pytest.mark.parametrize("event", ["error", "response.failed"])
-async def test_responses_mid_stream_error(fake: FakeLLM, oai: Any, event: str) -> None:
+async def test_a_responses_mid_stream_failure_ends_the_stream_and_is_not_stored(
+    fake: FakeLLM, oai: Any, event: str
+) -> None:
     fake.enqueue(Scenario.stream_error(responses_error_event=event, error_code="ERR_SOMETHING"))
     async with asyncio.timeout(T):
         stream = await oai.responses.create(model="gpt-5", input="hi", stream=True)
@@ -464,7 +494,9 @@ async def test_responses_mid_stream_error(fake: FakeLLM, oai: Any, event: str) -
 
 
 @pytest.mark.parametrize("api", ["anthropic", "chat", "responses"])
-async def test_drop_mid_stream(fake: FakeLLM, claude: Any, oai: Any, api: str) -> None:
+async def test_a_dropped_stream_is_a_broken_transfer_not_a_client_disconnect(
+    fake: FakeLLM, claude: Any, oai: Any, api: str
+) -> None:
     fake.enqueue(Scenario.drop())
     got = 0
     async with asyncio.timeout(T):
@@ -553,7 +585,7 @@ async def test_stall_then_client_disconnect_is_noticed(fake: FakeLLM, stream: bo
     assert fake.disconnects == 1 and fake.requests[0].disconnected
 
 
-async def test_slow_pacing(fake: FakeLLM, oai: Any) -> None:
+async def test_a_slow_scenario_waits_its_delay_before_every_event(fake: FakeLLM, oai: Any) -> None:
     fake.enqueue(Scenario.slow(delay=0.05, chunks=4))
     start = time.monotonic()
     async with asyncio.timeout(T):
@@ -568,7 +600,9 @@ async def test_slow_pacing(fake: FakeLLM, oai: Any) -> None:
 # ====================================================================== selection, log, auth
 
 
-async def test_queue_then_default_then_keyword(fake: FakeLLM, claude: Any) -> None:
+async def test_the_queue_comes_before_the_default_and_the_default_before_keywords(
+    fake: FakeLLM, claude: Any
+) -> None:
     fake.enqueue(Scenario.text_reply("first"), Scenario.text_reply("second"))
     async with asyncio.timeout(T):
         replies = [
@@ -600,7 +634,7 @@ async def test_queue_then_default_then_keyword(fake: FakeLLM, claude: Any) -> No
     ]  # fmt: skip
 
 
-async def test_keyword_in_responses_and_chat_input(fake: FakeLLM, oai: Any) -> None:
+async def test_keywords_are_read_from_responses_and_chat_input(fake: FakeLLM, oai: Any) -> None:
     async with asyncio.timeout(T):
         r = await oai.responses.create(
             model="gpt-5",
@@ -615,7 +649,7 @@ async def test_keyword_in_responses_and_chat_input(fake: FakeLLM, oai: Any) -> N
     assert c.usage.completion_tokens_details.reasoning_tokens == 64
 
 
-def test_scenario_keywords_and_helpers() -> None:
+def test_keywords_name_scenarios_and_the_splitting_helpers_keep_the_text() -> None:
     assert scenario_from_keyword("nothing here") is None
     assert scenario_from_keyword("scenario:unknown") is None
     err = scenario_from_keyword("Scenario:Error-503")
@@ -662,7 +696,9 @@ async def test_request_log_keeps_raw_body_headers_and_query(fake: FakeLLM) -> No
     assert fake.generation_requests() == [rec]
 
 
-async def test_wait_for_requests(fake: FakeLLM, oai: Any) -> None:
+async def test_wait_for_requests_returns_once_enough_requests_arrived(
+    fake: FakeLLM, oai: Any
+) -> None:
     async with asyncio.timeout(T):
         waiter = asyncio.create_task(fake.wait_for_requests(2))
         await oai.models.list()
@@ -671,7 +707,7 @@ async def test_wait_for_requests(fake: FakeLLM, oai: Any) -> None:
         await waiter
 
 
-async def test_valid_keys_and_key_scenarios() -> None:
+async def test_unknown_keys_get_a_401_and_key_scenarios_apply_to_their_key_only() -> None:
     good, limited = "sk-good", "sk-limited"
     async with FakeLLM(valid_keys={good, limited}).serve() as fake:
         fake.key_scenarios[limited] = Scenario.http_error(429, retry_after="3")
@@ -731,7 +767,7 @@ async def test_serve_stops_promptly_with_a_stalled_stream() -> None:
 # ====================================================================== CLI
 
 
-def test_cli_help() -> None:
+def test_the_fake_upstream_cli_help_lists_listen_and_keywords() -> None:
     from aibridge.cli import main
 
     result = CliRunner().invoke(main, ["fake-upstream", "--help"])
@@ -739,7 +775,7 @@ def test_cli_help() -> None:
     assert "--listen" in result.output and "scenario:<keyword>" in result.output
 
 
-def test_cli_rejects_bad_listen() -> None:
+def test_the_fake_upstream_cli_rejects_a_listen_without_host_and_port() -> None:
     from aibridge.cli import main
 
     result = CliRunner().invoke(main, ["fake-upstream", "--listen", "nope"])

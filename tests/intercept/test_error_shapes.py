@@ -58,7 +58,9 @@ from aibridge.testing.stack import TIMEOUT, Stack, stack
         ),
     ],
 )
-def test_http_error_body_per_family(family: Family, status: int, expected: bytes) -> None:
+def test_each_family_renders_its_http_error_body_byte_for_byte(
+    family: Family, status: int, expected: bytes
+) -> None:
     assert error_body(family, status, "m") == expected
 
 
@@ -93,11 +95,13 @@ def test_circuit_open_bodies_are_the_reference_ones() -> None:
         ),
     ],
 )
-def test_stream_error_event_per_api(api: APIName, expected: bytes) -> None:
+def test_each_api_renders_its_stream_error_event_byte_for_byte(
+    api: APIName, expected: bytes
+) -> None:
     assert api_for(api).stream_error("gone", "timeout_error") == expected
 
 
-def test_chat_streams_end_with_done() -> None:
+def test_the_chat_stream_terminator_is_data_done() -> None:
     assert CHAT_DONE == b"data: [DONE]\n\n"
 
 
@@ -422,7 +426,7 @@ STALLED = "upstream stream stalled (no data before the timeout)"
         ),
     ],
 )
-async def test_stream_error_event_bytes_per_api(
+async def test_a_stalled_stream_ends_with_exactly_its_apis_error_event(
     api: str,
     ptype: str,
     path: str,

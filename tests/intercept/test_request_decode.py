@@ -23,7 +23,7 @@ def dumps(obj: Any) -> bytes:
 # --- Anthropic Messages --------------------------------------------------------------------
 
 
-def test_messages_basic_fields_and_string_prompt() -> None:
+def test_messages_decoding_reads_model_stream_user_id_and_a_string_prompt() -> None:
     body = dumps(
         {
             "model": "claude-sonnet-4-5",
@@ -133,7 +133,7 @@ def test_messages_only_the_last_message_is_decoded() -> None:
 # --- OpenAI Chat ---------------------------------------------------------------------------
 
 
-def test_chat_fields_and_text_parts() -> None:
+def test_chat_decoding_reads_model_stream_and_joins_text_parts_into_the_prompt() -> None:
     body = dumps(
         {
             "model": "gpt-4o",
@@ -194,7 +194,7 @@ def test_chat_tool_message_last_correlates_and_is_not_a_prompt() -> None:
 # --- OpenAI Responses ----------------------------------------------------------------------
 
 
-def test_responses_string_input() -> None:
+def test_a_responses_string_input_is_the_prompt() -> None:
     info = decode_responses_request(dumps({"model": "gpt-5", "input": "hello", "stream": True}))
     assert (info.api, info.model, info.stream, info.prompt) == ("responses", "gpt-5", True, "hello")
     assert info.background is False
@@ -270,13 +270,15 @@ def test_each_api_decodes_with_its_own_decoder() -> None:
         (b"[1, 2]", "body must be an object, not array"),
     ],
 )
-def test_messages_shape_errors(body: bytes, message: str) -> None:
+def test_a_messages_field_of_the_wrong_type_is_a_decode_error_naming_it(
+    body: bytes, message: str
+) -> None:
     with pytest.raises(RequestDecodeError) as exc_info:
         decode_messages_request(body)
     assert str(exc_info.value) == message
 
 
-def test_chat_and_responses_shape_errors() -> None:
+def test_chat_and_responses_fields_of_the_wrong_type_are_decode_errors_naming_them() -> None:
     with pytest.raises(
         RequestDecodeError, match=r"^stream_options\.include_usage must be a boolean$"
     ):
@@ -286,12 +288,12 @@ def test_chat_and_responses_shape_errors() -> None:
 
 
 @pytest.mark.parametrize("body", [b'{"model": "m", ', b"not json", b'{"model": "m"} trailing'])
-def test_invalid_json(body: bytes) -> None:
+def test_a_body_that_is_not_json_is_a_decode_error(body: bytes) -> None:
     with pytest.raises(RequestDecodeError, match=r"^body is not valid JSON: "):
         decode_chat_request(body)
 
 
-def test_empty_body() -> None:
+def test_an_empty_body_is_a_decode_error() -> None:
     with pytest.raises(RequestDecodeError, match="body is empty"):
         decode_responses_request(b"  ")
 

@@ -89,7 +89,7 @@ def test_crlf_split_between_cr_and_lf_stays_in_one_event() -> None:
     assert [e.data for e in events] == [b"a", b"b"]
 
 
-def test_mixed_line_endings_in_one_stream() -> None:
+def test_mixed_line_endings_in_one_stream_parse_and_keep_their_bytes() -> None:
     stream = b"event: x\rdata: 1\r\n\ndata: 2\n\r"
     events = parse_chunks(one_byte_at_a_time(stream))
     assert summary(events) == [("x", b"1", True), (None, b"2", True)]
@@ -140,7 +140,7 @@ def test_event_with_name_but_no_data_is_not_dispatchable() -> None:
     assert events[0].has_data is False
 
 
-def test_id_and_retry_fields() -> None:
+def test_id_and_retry_are_read_and_invalid_ones_ignored() -> None:
     stream = b"id: 42\nretry: 1500\ndata: x\n\nid: bad\x00id\nretry: soon\ndata: y\n\n"
     events = parse_chunks([stream])
     assert (events[0].id, events[0].retry) == ("42", 1500)
@@ -202,7 +202,7 @@ def test_trailing_cr_is_held_until_next_byte_then_flush_ends_event() -> None:
     assert (tail[0].data, tail[0].raw, tail[0].terminated) == (b"a", b"data: a\r\r", True)
 
 
-def test_large_event_across_many_chunks() -> None:
+def test_a_large_event_across_many_chunks_is_one_event_with_its_exact_bytes() -> None:
     payload = b"x" * 300_000
     stream = b"event: big\ndata: " + payload + b"\n\n"
     chunks = [stream[i : i + 997] for i in range(0, len(stream), 997)]

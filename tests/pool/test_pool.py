@@ -53,7 +53,7 @@ from tests.pool.harness import (
 # ---------------------------------------------------------------------------------------
 
 
-async def test_pool() -> None:
+async def test_one_bridge_per_user_and_key_with_eviction_and_exact_counters() -> None:
     """Mirrors ``TestPool``: one bridge per (user, key), MaxItems=1 eviction, exact counters."""
     h = Harness()
     pool = h.pool(max_items=1, ttl=1.0)
@@ -275,7 +275,7 @@ async def test_pool_replace_providers_after_shutdown_is_noop() -> None:
     assert h.bridges == []
 
 
-async def test_pool_expiry() -> None:
+async def test_a_bridge_past_its_ttl_is_rebuilt_and_the_old_one_shut_down_once() -> None:
     """Mirrors ``TestPool_Expiry``: miss, hit, then past the TTL a miss again (Misses 2,
     Hits 1); the expired bridge is shut down in the background, exactly once."""
     h = Harness()
@@ -311,7 +311,7 @@ async def test_pool_expiry() -> None:
 # ---------------------------------------------------------------------------------------
 
 
-async def test_pool_shutdown_replace_providers() -> None:
+async def test_replace_and_shutdown_running_together_both_return() -> None:
     """Mirrors ``TestPoolShutdownReplaceProviders``: replace and shutdown running
     concurrently do not deadlock and both return.
 
@@ -354,7 +354,7 @@ async def test_pool_shutdown_replace_providers() -> None:
         await acquire_once(pool, actor)
 
 
-async def test_pool_key_pools() -> None:
+async def test_key_rings_are_the_snapshots_rings_in_provider_order() -> None:
     """Mirrors ``TestPoolKeyPools`` (pool part): ``key_rings()`` returns the key rings of the
     current snapshot in provider order, skipping a provider without keys (BYOK-only), and
     the scrape-time ``aibridge_key_pool_state`` collector follows a replacement. (429

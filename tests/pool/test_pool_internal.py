@@ -103,7 +103,7 @@ class Held:
 # ---------------------------------------------------------------------------------------
 
 
-async def test_replace_providers_during_cache_publication() -> None:
+async def test_a_build_that_publishes_into_a_replaced_generation_is_not_served() -> None:
     """Mirrors ``TestPoolReplaceProvidersDuringCachePublication``: a build parked right
     before publishing into generation 1 while replace publishes generation 2 must not
     serve the stale bridge; the request is retried and answered by the new providers."""
@@ -178,7 +178,7 @@ async def test_serve_retries_retired_cached_bridge_admission() -> None:
         await close_pool(pool)
 
 
-async def test_serve_uncached_fallback() -> None:
+async def test_with_a_negative_ttl_a_build_serves_uncached_and_retires_after_the_request() -> None:
     """Mirrors ``TestPoolServeUncachedFallback``: with a negative TTL nothing is cached, yet
     the build still serves the request; it is retired when the request ends."""
     h = Harness()
@@ -411,7 +411,7 @@ async def test_metrics_without_registry_are_safe() -> None:
         await close_pool(pool)
 
 
-async def test_prometheus_series_on_injected_registry() -> None:
+async def test_the_pools_series_live_on_the_injected_registry() -> None:
     """The pool's series live on the injected registry: builds, failures, retirements by
     reason and the size gauge."""
     registry = CollectorRegistry()
@@ -605,7 +605,7 @@ async def test_shutdown_drains_in_flight_then_refuses_and_repeats_harmlessly() -
     assert (held.cancelled, bridge.shutdown_calls) == (False, 1)
 
 
-def test_bridge_key_string_form() -> None:
+def test_a_bridge_key_renders_as_user_bar_key() -> None:
     """The key renders as the reference's ``{user}|{key}``."""
     actor = make_actor(key_id="abc123")
     assert str(BridgeKey.of(actor)) == f"{actor.user_id}|abc123"

@@ -246,7 +246,7 @@ def test_disabled_config_never_opens() -> None:
     assert env.metric("aibridge_circuit_breaker_state") is None
 
 
-def test_per_model_isolation() -> None:
+def test_each_model_and_endpoint_has_its_own_breaker() -> None:
     env = Env()
     trip(env, "claude-a")
     other = env.breaker("claude-b")
@@ -294,7 +294,7 @@ def test_faulty_state_callback_does_not_break_the_breaker() -> None:
     assert breaker.state is State.OPEN
 
 
-def test_permitless_before_request_and_record_pairing() -> None:
+def test_before_request_then_record_opens_rejects_and_closes_the_breaker() -> None:
     """A caller's style: ``before_request()`` then ``record(status)`` on the breaker."""
     env = Env(CircuitBreakerConfig(enabled=True, failure_threshold=2, max_requests=1))
     breaker = env.breaker()

@@ -95,7 +95,7 @@ def test_empty_pool_is_allowed_but_never_yields_a_key(clock: FakeClock) -> None:
     assert KeyRing([("a", "s1")], clock=clock).has_keys is True
 
 
-def test_primary_is_preferred(clock: FakeClock) -> None:
+def test_the_primary_key_is_picked_while_it_is_healthy(clock: FakeClock) -> None:
     pool, _ = make_pool(clock)
     picked = [pool.acquire().key_id for _ in range(5)]
     assert picked == ["a"] * 5
@@ -163,7 +163,9 @@ def test_zero_default_cooldown_still_fails_over_within_the_call(clock: FakeClock
     assert transitions(registry, "unauthorized") == 0
 
 
-def test_parse_retry_after_forms(clock: FakeClock) -> None:
+def test_retry_after_is_read_from_seconds_dates_and_milliseconds_and_junk_ignored(
+    clock: FakeClock,
+) -> None:
     now = clock.now()
     assert parse_retry_after({"retry-after": "7"}, now) == 7.0
     assert parse_retry_after({"RETRY-AFTER": " 2.5 "}, now) == 2.5
@@ -325,7 +327,7 @@ def test_key_recovering_during_the_walk_gives_retry_after_zero(clock: FakeClock)
     assert str(info.value) == "all configured keys are rate-limited (retry after 0s)"
 
 
-def test_format_duration_matches_go() -> None:
+def test_durations_are_formatted_as_go_formats_them() -> None:
     assert format_duration(0) == "0s"
     assert format_duration(0.2) == "1s"
     assert format_duration(59) == "59s"

@@ -190,7 +190,7 @@ async def test_concurrent_seeding_creates_one_row_per_name(db_url: str, tmp_path
         assert [r.name for r in rows] == ["anthropic", "openai"]
 
 
-async def test_check_encryption(db_url: str) -> None:
+async def test_encrypted_rows_need_the_key_they_were_written_with(db_url: str) -> None:
     engine = create_engine(normalize_database_url(db_url))
     await migrate(engine)
     sessions = session_factory(engine)

@@ -161,7 +161,7 @@ def spill_lines(tmp_path: Path) -> list[Record]:
 # --------------------------------------------------------------------------- unit
 
 
-def test_records_round_trip_json() -> None:
+def test_every_record_round_trips_through_json_and_bad_lines_are_refused() -> None:
     user = uuid.uuid4()
     start = start_record(user, 1)
     start.metadata = {"tier": "x", "weird": object()}
@@ -436,7 +436,7 @@ async def test_flush_interval_triggers_a_partial_batch(engine: AsyncEngine, tmp_
         await rec.close()
 
 
-async def test_outage_backpressure_spill_then_replay_exactly_once(
+async def test_an_outage_fills_the_queue_then_spills_and_replays_every_record_once(
     db_url: str, engine: AsyncEngine, tmp_path: Path
 ) -> None:
     registry = CollectorRegistry()
@@ -570,7 +570,7 @@ async def test_end_before_start_is_kept_until_the_start_lands(
         await rec.close()
 
 
-async def test_replay_order_and_crash_between_write_and_truncate(
+async def test_replay_lands_every_record_once_whatever_the_file_order_and_earlier_partial_writes(
     engine: AsyncEngine, tmp_path: Path
 ) -> None:
     """Spill files whose end lines precede their start lines (in an older file), and whose
@@ -630,7 +630,9 @@ async def test_replayed_end_is_retried_when_its_start_lands_later(
     assert counter(registry, "records_replayed") == 1
 
 
-async def test_slow_db_locked_table(pg_url: str, pg_engine: AsyncEngine, tmp_path: Path) -> None:
+async def test_a_locked_table_spills_starts_after_the_start_timeout_and_they_land_later(
+    pg_url: str, pg_engine: AsyncEngine, tmp_path: Path
+) -> None:
     """PostgreSQL: another session holds an ACCESS EXCLUSIVE lock on interceptions. The
     start write gives up after start_timeout, records spill, and all land once the lock
     is released."""

@@ -556,7 +556,9 @@ async def test_pg_concurrent_subscribers_return_only_after_listen_completed(
         await ps.close()
 
 
-async def test_pg_payload_limits(make_pg_pubsub: PubSubFactory) -> None:
+async def test_pg_payloads_up_to_the_limit_arrive_and_oversized_or_invalid_ones_are_refused(
+    make_pg_pubsub: PubSubFactory,
+) -> None:
     ps = await make_pg_pubsub()
     rec = Recorder()
     await ps.subscribe("chan", rec)

@@ -324,7 +324,7 @@ def decoded(resp: aiohttp.ClientResponse, raw: bytes) -> bytes:
         ("openai", "/v1", "/v1/chat/completions", "/v1/models"),
     ],
 )
-async def test_base_path_honoured(
+async def test_the_upstream_url_keeps_the_providers_base_path(
     ptype: str,
     base_suffix: str,
     bridged: str,
@@ -382,7 +382,9 @@ TRICKY_PARSED = [
 
 
 @pytest.mark.parametrize("ptype", ["anthropic", "openai"])
-async def test_query_preserved(ptype: str, sqlite_url: str, tmp_path: Path) -> None:
+async def test_the_clients_query_reaches_the_upstream_unchanged(
+    ptype: str, sqlite_url: str, tmp_path: Path
+) -> None:
     """The client's query reaches the upstream unchanged on passthrough and bridged routes:
     repeated keys kept in order and percent-encoding not decoded (nor double-encoded)."""
     async with echo_stack(sqlite_url, tmp_path) as (s, echo):
@@ -411,7 +413,9 @@ async def test_query_preserved(ptype: str, sqlite_url: str, tmp_path: Path) -> N
 # --------------------------------------------------------------------------- stable encoding
 
 
-async def test_stable_request_encoding(sqlite_url: str, tmp_path: Path) -> None:
+async def test_identical_requests_give_byte_identical_upstream_bodies(
+    sqlite_url: str, tmp_path: Path
+) -> None:
     """Ten identical client requests give ten byte-identical upstream bodies (reference
     TestStableRequestEncoding): Messages streaming is relayed as is, Chat streaming gets
     ``include_usage`` spliced in, the same way every time."""
@@ -455,7 +459,7 @@ async def test_stable_request_encoding(sqlite_url: str, tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- environment
 
 
-async def test_environment_does_not_leak(
+async def test_provider_variables_in_the_environment_never_reach_the_upstream(
     monkeypatch: pytest.MonkeyPatch, sqlite_url: str, tmp_path: Path
 ) -> None:
     """Provider variables in the gateway's environment never reach the upstream
@@ -570,7 +574,9 @@ def assert_response_headers_clean(resp: aiohttp.ClientResponse) -> None:
 
 
 @pytest.mark.parametrize("mode", ["blocking", "streaming", "passthrough"])
-async def test_header_hygiene(mode: str, sqlite_url: str, tmp_path: Path) -> None:
+async def test_proxy_cookie_and_credential_headers_never_reach_the_upstream(
+    mode: str, sqlite_url: str, tmp_path: Path
+) -> None:
     """Client-side proxy, cookie, forwarding and credential headers never reach the
     upstream; exactly one provider credential does; the client's protocol headers pass
     through. Passthrough sets X-Forwarded-For to the client's chain plus the client IP.
@@ -651,7 +657,7 @@ async def test_passthrough_joins_repeated_forwarded_for(sqlite_url: str, tmp_pat
     ("ptype", "stream"),
     [("anthropic", False), ("anthropic", True), ("openai", False), ("openai", True)],
 )
-async def test_compressed_bridged_answer(
+async def test_a_gzipped_bridged_answer_is_recorded_and_decodes_for_the_client(
     ptype: str, stream: bool, sqlite_url: str, tmp_path: Path
 ) -> None:
     """An upstream that gzips a bridged answer although the gateway asked for identity:
@@ -726,7 +732,9 @@ def value(
     return found[0] if found else None
 
 
-async def test_metrics(sqlite_url: str, tmp_path: Path) -> None:
+async def test_metrics_count_in_flight_outcomes_passthrough_and_tokens(
+    sqlite_url: str, tmp_path: Path
+) -> None:
     """``/metrics``: in-flight gauge 1 during a stream and 0 after; interceptions by
     outcome; passthrough by method; tokens per type equal the scenario's usage; provider
     info with status; recorder and key-pool series."""

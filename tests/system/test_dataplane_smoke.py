@@ -11,7 +11,9 @@ import openai
 from aibridge.testing.stack import TIMEOUT, stack
 
 
-async def test_anthropic_blocking_and_streaming(sqlite_url: str, tmp_path: Path) -> None:
+async def test_the_anthropic_sdk_works_through_the_gateway_with_the_pooled_key(
+    sqlite_url: str, tmp_path: Path
+) -> None:
     async with stack(sqlite_url, tmp_path) as s:
         await s.add_provider("anthropic", "anthropic")
         sdk = anthropic.AsyncAnthropic(
@@ -32,7 +34,9 @@ async def test_anthropic_blocking_and_streaming(sqlite_url: str, tmp_path: Path)
         assert s.user_token not in str(dict(seen.headers))
 
 
-async def test_openai_chat_and_responses(sqlite_url: str, tmp_path: Path) -> None:
+async def test_the_openai_sdk_works_through_the_gateway_with_the_pooled_key(
+    sqlite_url: str, tmp_path: Path
+) -> None:
     async with stack(sqlite_url, tmp_path) as s:
         await s.add_provider("openai", "openai")
         sdk = openai.AsyncOpenAI(

@@ -212,7 +212,9 @@ async def test_replica_b_converges_on_every_change_made_through_a(
         assert not c.b.logged("config version changed without a notification")
 
 
-async def test_reload_storm_under_concurrent_streams(pg_url: str, tmp_path: Path) -> None:
+async def test_streams_in_flight_survive_a_storm_of_reloads_on_another_replica(
+    pg_url: str, tmp_path: Path
+) -> None:
     async with cluster(pg_url, tmp_path) as c:
         await create_provider(c, "storm", c.fake_a.openai_url)
         await create_provider(c, "steady", c.fake_b.openai_url)

@@ -287,7 +287,9 @@ async def test_stalled_blocking_request_gets_504(api: Api, sqlite_url: str, tmp_
 K0, K1 = "sk-ant-pool-key-zero-AAAA", "sk-ant-pool-key-one-BBBB"
 
 
-async def test_key_failover_cooldown_and_exhaustion(sqlite_url: str, tmp_path: Path) -> None:
+async def test_a_rate_limited_key_cools_down_while_the_next_serves_and_both_cooling_is_a_429(
+    sqlite_url: str, tmp_path: Path
+) -> None:
     clock = FakeClock()
     async with stack(sqlite_url, tmp_path, clock=clock) as s:
         await s.add_provider("pool", "anthropic", keys=[K0, K1])
@@ -402,7 +404,9 @@ async def test_rejected_keys_without_cooldown_are_not_called_rate_limited(
 
 
 @pytest.mark.parametrize("ptype", ["anthropic", "openai"])
-async def test_passthrough_key_failover(ptype: str, sqlite_url: str, tmp_path: Path) -> None:
+async def test_passthrough_fails_over_between_keys_and_is_not_recorded(
+    ptype: str, sqlite_url: str, tmp_path: Path
+) -> None:
     p0, p1 = f"sk-{ptype}-pt-key-zero-EEEE", f"sk-{ptype}-pt-key-one-FFFF"
     api = MESSAGES if ptype == "anthropic" else CHAT
     async with stack(sqlite_url, tmp_path, clock=FakeClock()) as s:
@@ -648,7 +652,9 @@ async def test_database_outage_during_an_uncached_key_lookup_is_a_503(
 # --------------------------------------------------------------------------- 6. edges
 
 
-async def test_unknown_provider_route_method_and_disabled(sqlite_url: str, tmp_path: Path) -> None:
+async def test_unknown_routes_bad_methods_and_disabled_providers_get_their_error_unsent(
+    sqlite_url: str, tmp_path: Path
+) -> None:
     async with stack(sqlite_url, tmp_path) as s:
         await s.add_provider("anthropic", "anthropic")
         await s.add_provider("off", "openai", enabled=False)
@@ -711,7 +717,9 @@ async def test_oversized_body_is_413(sqlite_url: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("api", [MESSAGES, CHAT], ids=lambda a: a.name)
-async def test_byok(api: Api, sqlite_url: str, tmp_path: Path) -> None:
+async def test_byok_request_uses_the_clients_key_and_records_its_masked_hint(
+    api: Api, sqlite_url: str, tmp_path: Path
+) -> None:
     own_key = f"sk-client-own-{api.name}-key-9876"
     async with stack(sqlite_url, tmp_path) as s:
         await s.add_provider("byok", api.ptype, settings={"allow_byok": True})
@@ -744,7 +752,9 @@ async def test_byok(api: Api, sqlite_url: str, tmp_path: Path) -> None:
         assert row.error_type is None
 
 
-async def test_metrics_and_readyz(sqlite_url: str, tmp_path: Path) -> None:
+async def test_readyz_reports_providers_and_metrics_count_tokens_of_a_request(
+    sqlite_url: str, tmp_path: Path
+) -> None:
     async with stack(sqlite_url, tmp_path) as s:
         await s.add_provider("anthropic", "anthropic")
         await s.add_provider("off", "openai", enabled=False)

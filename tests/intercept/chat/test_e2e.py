@@ -87,7 +87,9 @@ def chat_request(prompt: str = "What is the weather in Paris?", **extra: Any) ->
 
 
 @pytest.mark.parametrize("name", list(SCENARIOS))
-async def test_blocking_parity(name: str, sqlite_url: str, tmp_path: Path) -> None:
+async def test_a_blocking_completion_through_the_gateway_equals_the_one_from_upstream(
+    name: str, sqlite_url: str, tmp_path: Path
+) -> None:
     """The SDK result through the gateway equals the one straight from the upstream."""
     async with stack(sqlite_url, tmp_path) as s:
         await add_openai(s)
@@ -258,7 +260,9 @@ async def test_upstream_body_is_byte_identical_when_nothing_to_add(
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["blocking", "streaming"])
-async def test_recording(stream: bool, db_url: str, tmp_path: Path) -> None:
+async def test_each_completion_records_one_interception_with_usage_prompt_and_tool_calls(
+    stream: bool, db_url: str, tmp_path: Path
+) -> None:
     """One interception per request with the client, session, usage (uncached input),
     prompt and tool calls; the admin listing and usage-by-model report the same numbers."""
     async with stack(db_url, tmp_path) as s:
@@ -336,7 +340,7 @@ async def test_recording(stream: bool, db_url: str, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("stream", [False, True], ids=["blocking", "streaming"])
 @pytest.mark.parametrize("status", sorted(STATUS_ERRORS))
-async def test_upstream_http_error_relayed(
+async def test_an_upstream_http_error_reaches_the_sdk_unchanged_and_is_recorded(
     status: int, stream: bool, sqlite_url: str, tmp_path: Path
 ) -> None:
     """An upstream 4xx/5xx reaches the client with its status and OpenAI body, as the
@@ -411,7 +415,9 @@ async def test_single_key_unauthorized_exhausts_pool(sqlite_url: str, tmp_path: 
         assert [r.error_type for r in rows] == ["unauthorized", "unauthorized"]
 
 
-async def test_mid_stream_error_event(sqlite_url: str, tmp_path: Path) -> None:
+async def test_a_mid_stream_error_chunk_is_relayed_and_recorded_as_the_error(
+    sqlite_url: str, tmp_path: Path
+) -> None:
     """A ``data: {"error":…}`` chunk mid-stream is relayed: the SDK raises it after the
     chunks before it; the interception gets the error type, the prompt is still recorded."""
     async with stack(sqlite_url, tmp_path) as s:
@@ -435,7 +441,9 @@ async def test_mid_stream_error_event(sqlite_url: str, tmp_path: Path) -> None:
         assert rec.token_usages == []
 
 
-async def test_upstream_drop_mid_stream(sqlite_url: str, tmp_path: Path) -> None:
+async def test_an_upstream_drop_mid_stream_ends_with_an_error_chunk_and_done(
+    sqlite_url: str, tmp_path: Path
+) -> None:
     """The upstream connection dies mid-stream: the client gets the chunks so far, then an
     OpenAI error chunk and ``[DONE]``, and the stream ends; the SDK raises the error."""
     async with stack(sqlite_url, tmp_path) as s:
@@ -468,7 +476,9 @@ async def test_upstream_drop_mid_stream(sqlite_url: str, tmp_path: Path) -> None
         assert [r.error_type for r in rows] == ["server_error", "server_error"]
 
 
-async def test_upstream_unreachable(sqlite_url: str, tmp_path: Path) -> None:
+async def test_an_unreachable_upstream_is_an_openai_shaped_502(
+    sqlite_url: str, tmp_path: Path
+) -> None:
     """Nothing listens at the provider's base URL: 502 in OpenAI's shape, for both modes."""
     with refusing_port() as port:
         async with stack(sqlite_url, tmp_path) as s:
@@ -539,7 +549,9 @@ async def test_gateway_key_never_reaches_upstream(sqlite_url: str, tmp_path: Pat
 # --------------------------------------------------------------------------- passthrough
 
 
-async def test_models_passthrough(sqlite_url: str, tmp_path: Path) -> None:
+async def test_models_pass_through_with_the_provider_key_and_record_nothing(
+    sqlite_url: str, tmp_path: Path
+) -> None:
     """GET /models reaches the fake with the provider key and the query; nothing recorded."""
     async with stack(sqlite_url, tmp_path) as s:
         await add_openai(s)
@@ -559,7 +571,9 @@ async def test_models_passthrough(sqlite_url: str, tmp_path: Path) -> None:
         assert await interceptions(s.services) == []
 
 
-async def test_legacy_completions_not_routed(sqlite_url: str, tmp_path: Path) -> None:
+async def test_legacy_completions_are_a_404_that_never_reach_upstream(
+    sqlite_url: str, tmp_path: Path
+) -> None:
     async with stack(sqlite_url, tmp_path) as s:
         await add_openai(s)
         async with asyncio.timeout(TIMEOUT):
@@ -569,7 +583,9 @@ async def test_legacy_completions_not_routed(sqlite_url: str, tmp_path: Path) ->
         assert s.fake.requests == []
 
 
-async def test_openai_compat_provider(sqlite_url: str, tmp_path: Path) -> None:
+async def test_an_openai_compat_provider_is_bridged_under_its_own_name(
+    sqlite_url: str, tmp_path: Path
+) -> None:
     """An ``openai-compat`` provider is bridged like OpenAI under its own name."""
     async with stack(sqlite_url, tmp_path) as s:
         await s.add_provider("compat", "openai-compat", keys=["sk-compat-000000000001"])
@@ -592,7 +608,7 @@ async def test_openai_compat_provider(sqlite_url: str, tmp_path: Path) -> None:
     [(None, "2024-10-21"), ({"api_version": "2025-04-01-preview"}, "2025-04-01-preview")],
     ids=["default-version", "configured-version"],
 )
-async def test_azure_provider(
+async def test_azure_gets_its_key_in_api_key_and_api_version_in_the_query(
     settings: dict[str, Any] | None, version: str, sqlite_url: str, tmp_path: Path
 ) -> None:
     """Azure: the key goes in ``api-key`` (no Authorization), ``api-version`` is added to the

@@ -67,7 +67,7 @@ def observe(stream: bytes, chunk_size: int | None = None) -> Observation:
     return observe_stream(ChatStreamObserver, stream, chunk_size)
 
 
-def test_text_only_stream_with_final_usage_chunk() -> None:
+def test_a_text_stream_takes_usage_from_its_final_usage_chunk() -> None:
     stream = b"".join(
         [
             chunk([choice_delta({"role": "assistant", "content": "", "refusal": None})]),
@@ -183,7 +183,7 @@ def test_tool_call_indexes_starting_at_one_and_repeated_names() -> None:
     assert (call.call_id, call.name, call.arguments) == ("call_9", "search", {"q": "x"})
 
 
-def test_legacy_function_call_deltas() -> None:
+def test_legacy_function_call_deltas_become_a_tool_call() -> None:
     stream = b"".join(
         [
             chunk([choice_delta({"function_call": {"name": "get_time", "arguments": ""}})]),
@@ -209,7 +209,7 @@ def test_reasoning_content_of_compatible_providers_is_a_thought() -> None:
     assert observe(stream).thoughts == [Thought(content="First, check.", source="thinking")]
 
 
-def test_error_chunk_mid_stream() -> None:
+def test_an_error_chunk_mid_stream_is_the_error_and_cuts_the_open_call() -> None:
     error = {
         "error": {
             "message": "The server had an error while processing your request.",
@@ -263,7 +263,7 @@ def test_malformed_chunk_is_counted_and_observer_continues() -> None:
     assert obs.completed is True
 
 
-def test_cache_write_tokens_and_clamping() -> None:
+def test_cache_writes_are_not_uncached_input_which_never_goes_below_zero() -> None:
     usage = {
         "prompt_tokens": 1000,
         "completion_tokens": 10,
@@ -315,7 +315,7 @@ BLOCKING = orjson.dumps(
 )
 
 
-def test_blocking_body() -> None:
+def test_a_blocking_body_gives_usage_and_tool_calls_with_invalid_arguments_kept_raw() -> None:
     obs = observe_body(BLOCKING)
     assert obs.completed is True
     assert (obs.response_id, obs.model, obs.stop_reason) == ("chatcmpl-B", MODEL, "tool_calls")
@@ -335,7 +335,7 @@ def test_blocking_body() -> None:
     assert obs.tool_calls[1].arguments_raw == "{not json"
 
 
-def test_blocking_error_body() -> None:
+def test_a_blocking_error_body_is_an_error_without_usage() -> None:
     body = openai_error_body(
         "maximum context length exceeded", "messages", "context_length_exceeded"
     )
@@ -345,7 +345,7 @@ def test_blocking_error_body() -> None:
     assert obs.usages == [] and obs.completed is False
 
 
-def test_blocking_invalid_body() -> None:
+def test_a_blocking_body_that_is_not_json_counts_as_malformed() -> None:
     obs = observe_body(b"<html>bad gateway</html>")
     assert obs.malformed_events == 1
     assert obs.usages == [] and obs.completed is False

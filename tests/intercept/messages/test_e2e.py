@@ -210,7 +210,9 @@ async def raw_post(
 
 
 @pytest.mark.parametrize("name", list(SCENARIOS))
-async def test_blocking_parity_and_bytes(name: str, sqlite_url: str, tmp_path: Path) -> None:
+async def test_a_blocking_message_through_the_gateway_equals_the_upstreams_byte_for_byte(
+    name: str, sqlite_url: str, tmp_path: Path
+) -> None:
     """Blocking: the SDK's message through the gateway equals the one straight from the
     upstream (ids aside), and the relayed body is the upstream's body byte for byte."""
     async with stack(sqlite_url, tmp_path) as s:
@@ -235,7 +237,9 @@ async def test_blocking_parity_and_bytes(name: str, sqlite_url: str, tmp_path: P
 
 
 @pytest.mark.parametrize("name", list(SCENARIOS))
-async def test_streaming_parity_and_bytes(name: str, sqlite_url: str, tmp_path: Path) -> None:
+async def test_a_message_stream_through_the_gateway_equals_the_upstreams_byte_for_byte(
+    name: str, sqlite_url: str, tmp_path: Path
+) -> None:
     """Streaming: the SDK's event sequence and final message through the gateway equal the
     direct ones (ids aside), and the SSE bytes relayed are exactly the upstream's."""
     async with stack(sqlite_url, tmp_path) as s:
@@ -277,7 +281,9 @@ RECORDED_USAGE = Usage(
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["blocking", "streaming"])
-async def test_recording(stream: bool, db_url: str, tmp_path: Path) -> None:
+async def test_each_message_records_one_interception_with_the_upstreams_exact_usage(
+    stream: bool, db_url: str, tmp_path: Path
+) -> None:
     """One interception per request with the member, provider, model, client, session,
     end time and no error; usage equals the upstream's numbers exactly (the cumulative
     stream snapshots are not added up); the last user text is the prompt; each tool call
@@ -431,7 +437,7 @@ async def test_recording(stream: bool, db_url: str, tmp_path: Path) -> None:
         ),
     ],
 )
-async def test_client_and_session(
+async def test_the_client_comes_from_the_user_agent_and_the_session_from_its_header_or_metadata(
     headers: dict[str, str],
     metadata: dict[str, str] | None,
     client: str,
@@ -469,7 +475,7 @@ async def test_client_and_session(
         (529, anthropic.OverloadedError, "overloaded"),
     ],
 )
-async def test_upstream_http_error_relayed(
+async def test_an_upstream_http_error_reaches_the_sdk_unchanged_and_is_recorded(
     status: int,
     exc_class: type[anthropic.APIStatusError],
     error_type: str,
@@ -563,7 +569,9 @@ async def test_upstream_429_single_key_is_rate_limited(
         assert len(s.fake.requests) == 1
 
 
-async def test_mid_stream_error_event(sqlite_url: str, tmp_path: Path) -> None:
+async def test_a_mid_stream_error_event_is_relayed_verbatim_and_recorded(
+    sqlite_url: str, tmp_path: Path
+) -> None:
     """An upstream ``event: error`` after some deltas: the client gets the deltas and the
     error event verbatim (the stream then ends); the SDK raises; recorded as ``overloaded``."""
     async with stack(sqlite_url, tmp_path) as s:
@@ -598,7 +606,9 @@ async def test_mid_stream_error_event(sqlite_url: str, tmp_path: Path) -> None:
             assert row.ended_at is not None
 
 
-async def test_upstream_drop_mid_stream(sqlite_url: str, tmp_path: Path) -> None:
+async def test_an_upstream_drop_mid_stream_ends_with_an_anthropic_error_event(
+    sqlite_url: str, tmp_path: Path
+) -> None:
     """The upstream connection breaks mid-stream: the client gets what arrived, then an
     Anthropic-shaped error event, and the stream ends; recorded as ``server_error`` with
     the usage the upstream had reported so far."""
@@ -640,7 +650,9 @@ async def test_upstream_drop_mid_stream(sqlite_url: str, tmp_path: Path) -> None
             ]
 
 
-async def test_upstream_drop_blocking(sqlite_url: str, tmp_path: Path) -> None:
+async def test_a_blocking_response_cut_half_way_is_an_anthropic_shaped_502(
+    sqlite_url: str, tmp_path: Path
+) -> None:
     """A blocking response cut half-way: 502 in Anthropic's shape (never a half body or
     an HTML 500); recorded as ``server_error``."""
     async with stack(sqlite_url, tmp_path) as s:
@@ -658,7 +670,9 @@ async def test_upstream_drop_blocking(sqlite_url: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["blocking", "streaming"])
-async def test_upstream_unreachable(stream: bool, sqlite_url: str, tmp_path: Path) -> None:
+async def test_an_unreachable_upstream_is_an_anthropic_shaped_502(
+    stream: bool, sqlite_url: str, tmp_path: Path
+) -> None:
     """Nothing listens at the provider's base URL: 502 in Anthropic's shape; the SDK raises
     InternalServerError; recorded as ``server_error``."""
     async with stack(sqlite_url, tmp_path) as s:
@@ -692,7 +706,9 @@ def assert_anthropic_auth_error(err: anthropic.AuthenticationError, detail: str)
     assert detail in err.body["error"]["message"]
 
 
-async def test_gateway_key_missing_invalid_revoked(sqlite_url: str, tmp_path: Path) -> None:
+async def test_missing_wrong_and_revoked_gateway_keys_get_a_401_and_reach_no_upstream(
+    sqlite_url: str, tmp_path: Path
+) -> None:
     """Missing, malformed, wrong and revoked gateway keys get 401 in Anthropic's shape (the
     SDK raises AuthenticationError); none of them reaches the upstream or is recorded."""
     async with stack(sqlite_url, tmp_path) as s:
@@ -827,7 +843,9 @@ async def test_upstream_headers_and_body_untouched(sqlite_url: str, tmp_path: Pa
 # --------------------------------------------------------------------------- passthrough
 
 
-async def test_passthrough_models_and_count_tokens(sqlite_url: str, tmp_path: Path) -> None:
+async def test_models_and_count_tokens_pass_through_with_the_provider_key_unrecorded(
+    sqlite_url: str, tmp_path: Path
+) -> None:
     """Models and count_tokens reach the upstream with the provider key (not the gateway
     key), path and query preserved, and the answer relayed unchanged; nothing recorded."""
     async with stack(sqlite_url, tmp_path) as s:

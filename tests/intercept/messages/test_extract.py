@@ -74,7 +74,7 @@ def observe(stream: bytes, chunk_size: int | None = None) -> Observation:
     return observe_stream(MessagesStreamObserver, stream, chunk_size)
 
 
-def test_text_only_stream() -> None:
+def test_a_text_stream_gives_its_usage_ids_and_stop_reason_and_nothing_else() -> None:
     stream = b"".join(
         [
             message_start({"input_tokens": 25, "output_tokens": 1}),
@@ -270,7 +270,7 @@ def test_server_tool_use_is_recorded_as_server_kind() -> None:
     assert (call.kind, call.name, call.arguments) == ("server", "web_search", {"query": "aiohttp"})
 
 
-def test_error_event_mid_stream() -> None:
+def test_an_error_event_mid_stream_keeps_the_usage_so_far_and_the_cut_call() -> None:
     stream = b"".join(
         [
             message_start({"input_tokens": 30, "output_tokens": 1}),
@@ -372,7 +372,7 @@ BLOCKING_BODY = (
 )
 
 
-def test_blocking_body() -> None:
+def test_a_blocking_body_gives_usage_tool_calls_with_exact_arguments_and_thoughts() -> None:
     obs = observe_body(BLOCKING_BODY)
     assert obs.completed is True
     assert (obs.response_id, obs.model, obs.stop_reason) == (
@@ -400,7 +400,7 @@ def test_blocking_body() -> None:
     assert obs.thoughts == [Thought(content="Plan: read file.", source="thinking")]
 
 
-def test_blocking_error_body() -> None:
+def test_a_blocking_error_body_is_an_error_without_usage() -> None:
     body = (
         b'{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long"}}'
     )

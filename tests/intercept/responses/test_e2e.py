@@ -109,7 +109,9 @@ def upstream_stream_bytes(s: Stack, scenario: Scenario) -> bytes:
 
 
 @pytest.mark.parametrize("name", list(SCENARIOS))
-async def test_blocking_parity_and_bytes(name: str, sqlite_url: str, tmp_path: Path) -> None:
+async def test_a_blocking_response_through_the_gateway_equals_the_upstreams_byte_for_byte(
+    name: str, sqlite_url: str, tmp_path: Path
+) -> None:
     """Same SDK result as straight from the upstream; the body is the upstream's bytes."""
     async with stack(sqlite_url, tmp_path) as s:
         await add_openai(s)
@@ -141,7 +143,9 @@ async def test_blocking_parity_and_bytes(name: str, sqlite_url: str, tmp_path: P
 
 
 @pytest.mark.parametrize("name", list(SCENARIOS))
-async def test_streaming_parity_and_bytes(name: str, sqlite_url: str, tmp_path: Path) -> None:
+async def test_a_response_stream_through_the_gateway_equals_the_upstreams_byte_for_byte(
+    name: str, sqlite_url: str, tmp_path: Path
+) -> None:
     """Same SDK events as straight from the upstream; the stream is the upstream's bytes."""
     async with stack(sqlite_url, tmp_path) as s:
         await add_openai(s)
@@ -175,7 +179,9 @@ async def test_streaming_parity_and_bytes(name: str, sqlite_url: str, tmp_path: 
         )
 
 
-async def test_previous_response_id_chain(sqlite_url: str, tmp_path: Path) -> None:
+async def test_the_client_gets_the_upstreams_response_id_so_follow_ups_find_it(
+    sqlite_url: str, tmp_path: Path
+) -> None:
     """The id the client got is the upstream's, so a follow-up's previous_response_id and a
     GET /responses/{id} both find the upstream's response."""
     async with stack(sqlite_url, tmp_path) as s:
@@ -200,7 +206,9 @@ async def test_previous_response_id_chain(sqlite_url: str, tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["blocking", "streaming"])
-async def test_recording(stream: bool, db_url: str, tmp_path: Path) -> None:
+async def test_each_response_records_usage_prompt_tool_calls_and_reasoning_summaries(
+    stream: bool, db_url: str, tmp_path: Path
+) -> None:
     """One interception per request with client, session, usage (uncached input), prompt,
     tool calls (call and item ids, parsed arguments) and reasoning summaries as thoughts;
     the admin listing and usage-by-model report the same numbers."""
@@ -310,7 +318,7 @@ async def test_upstream_http_error_relayed_verbatim(
         (401, openai.InternalServerError, 502, "unauthorized"),
     ],
 )
-async def test_single_key_pool_exhaustion(
+async def test_a_401_or_429_on_the_only_key_exhausts_the_pool_with_the_right_status(
     status: int,
     exc_type: type[openai.APIStatusError],
     client_status: int,
@@ -337,7 +345,9 @@ async def test_single_key_pool_exhaustion(
 
 
 @pytest.mark.parametrize("event", ["error", "response.failed"])
-async def test_mid_stream_error_event(event: str, sqlite_url: str, tmp_path: Path) -> None:
+async def test_a_mid_stream_error_or_failed_event_is_relayed_and_recorded(
+    event: str, sqlite_url: str, tmp_path: Path
+) -> None:
     """An ``error`` / ``response.failed`` event is relayed as is and surfaced by the SDK;
     the interception gets the error, the prompt is recorded, no usage."""
     async with stack(sqlite_url, tmp_path) as s:
@@ -364,7 +374,9 @@ async def test_mid_stream_error_event(event: str, sqlite_url: str, tmp_path: Pat
         assert rec.token_usages == []
 
 
-async def test_upstream_drop_mid_stream(sqlite_url: str, tmp_path: Path) -> None:
+async def test_an_upstream_drop_mid_stream_ends_with_an_error_event(
+    sqlite_url: str, tmp_path: Path
+) -> None:
     """The upstream dies mid-stream: the events so far, then an ``error`` event, then the
     end of the stream; the SDK yields the error event."""
     async with stack(sqlite_url, tmp_path) as s:
@@ -516,7 +528,9 @@ async def test_client_leaving_while_the_start_is_written_ends_as_client_disconne
         assert s.fake.requests == []
 
 
-async def test_upstream_unreachable(sqlite_url: str, tmp_path: Path) -> None:
+async def test_an_unreachable_upstream_is_an_openai_shaped_502(
+    sqlite_url: str, tmp_path: Path
+) -> None:
     with refusing_port() as port:
         async with stack(sqlite_url, tmp_path) as s:
             await s.add_provider("openai", "openai", base_url=f"http://127.0.0.1:{port}/v1")
@@ -540,7 +554,9 @@ async def test_background_is_not_supported(sqlite_url: str, tmp_path: Path) -> N
         assert await interceptions(s.services) == []
 
 
-async def test_invalid_gateway_key(sqlite_url: str, tmp_path: Path) -> None:
+async def test_an_invalid_gateway_key_is_an_openai_shaped_401_that_reaches_no_upstream(
+    sqlite_url: str, tmp_path: Path
+) -> None:
     async with stack(sqlite_url, tmp_path) as s:
         await add_openai(s)
         async with asyncio.timeout(TIMEOUT):
@@ -575,7 +591,9 @@ async def test_gateway_key_never_reaches_upstream(sqlite_url: str, tmp_path: Pat
 # --------------------------------------------------------------------------- passthrough
 
 
-async def test_get_response_passthrough(sqlite_url: str, tmp_path: Path) -> None:
+async def test_get_response_passes_through_with_the_provider_key_unrecorded(
+    sqlite_url: str, tmp_path: Path
+) -> None:
     """GET /responses/{id} reaches the fake with the provider key; it is not recorded."""
     async with stack(sqlite_url, tmp_path) as s:
         await add_openai(s)

@@ -138,7 +138,7 @@ def add_item(s: Stream, index: int, item: dict[str, Any]) -> Stream:
     return s.add("response.output_item.done", output_index=index, item=item)
 
 
-def test_text_only_stream() -> None:
+def test_a_text_stream_gives_its_usage_ids_and_status_and_nothing_else() -> None:
     s = started(Stream())
     add_item(s, 0, ANSWER)
     s.add("response.completed", response=response("completed", [ANSWER], USAGE))
@@ -160,7 +160,9 @@ def test_text_only_stream() -> None:
     assert obs.error is None and obs.malformed_events == 0
 
 
-def test_reasoning_commentary_and_parallel_function_calls() -> None:
+def test_reasoning_commentary_and_parallel_calls_are_thoughts_and_tool_calls_with_one_usage() -> (
+    None
+):
     output: list[dict[str, Any]] = [REASONING, COMMENTARY, FUNCTION_CALL, SECOND_CALL]
     s = started(Stream())
     for i, item in enumerate(output):
@@ -232,7 +234,7 @@ def test_completed_with_empty_output_falls_back_to_done_items() -> None:
     assert obs.usages[0].input == 1165
 
 
-def test_error_event_mid_stream() -> None:
+def test_an_error_event_mid_stream_is_the_error_and_not_completed() -> None:
     s = started(Stream())
     s.add("error", code="ERR_SOMETHING", message="Something went wrong", param=None)
     obs = observe(s.bytes())
@@ -246,7 +248,7 @@ def test_error_event_mid_stream() -> None:
     assert obs.completed is False
 
 
-def test_nested_error_event_shape() -> None:
+def test_an_error_event_with_a_nested_error_object_is_read_too() -> None:
     s = Stream().add(
         "error", status=429, error={"type": "rate_limit", "code": "rl", "message": "slow down"}
     )
@@ -255,7 +257,7 @@ def test_nested_error_event_shape() -> None:
     assert (obs.error.type, obs.error.code, obs.error.message) == ("rate_limit", "rl", "slow down")
 
 
-def test_response_failed() -> None:
+def test_response_failed_is_a_terminal_event_carrying_the_error() -> None:
     s = started(Stream())
     failed = response(
         "failed", [], None, error={"code": "server_error", "message": "The model crashed"}
@@ -335,7 +337,7 @@ BLOCKING = orjson.dumps(
 )
 
 
-def test_blocking_body() -> None:
+def test_a_blocking_body_gives_usage_hosted_and_function_calls_and_summaries() -> None:
     obs = observe_body(BLOCKING)
     assert obs.completed is True
     assert obs.usages == [
@@ -351,7 +353,7 @@ def test_blocking_body() -> None:
     assert [t.source for t in obs.thoughts] == ["reasoning_summary", "reasoning_summary"]
 
 
-def test_blocking_error_body() -> None:
+def test_a_blocking_error_body_is_an_error_without_usage() -> None:
     body = openai_error_body("Incorrect API key provided", None, "invalid_api_key")
     obs = observe_body(body)
     assert obs.error is not None
