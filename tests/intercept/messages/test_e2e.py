@@ -23,9 +23,8 @@ import orjson
 import pytest
 from aiohttp import ClientResponse
 
-from aibridge.fakellm import Scenario, Usage
+from aibridge.fakellm import RecordedRequest, Scenario, Usage
 from aibridge.fakellm import anthropic as wire
-from aibridge.fakellm.server import RecordedRequest
 from aibridge.intercept.sse import SSEParser
 from aibridge.providers.keyring import MSG_UNAUTHORIZED
 from aibridge.store.pubsub import API_KEYS_CHANGED
