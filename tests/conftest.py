@@ -1,8 +1,10 @@
 """Fixtures every test folder uses: real databases (a SQLite file and, when configured,
-a fresh PostgreSQL database; see aibridge.testing.databases)."""
+a fresh PostgreSQL database; see aibridge.testing.databases), and the captured exchanges
+in tests/fixtures (see the README there)."""
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -10,6 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from aibridge.fakellm import Exchange, load_exchanges
 from aibridge.testing.databases import (
     PG_ENV,
     REQUIRE_PG_ENV,
@@ -18,6 +21,36 @@ from aibridge.testing.databases import (
     pg_database,
     sqlite_file_url,
 )
+
+EXCHANGES_DIR = Path(__file__).resolve().parent / "fixtures"
+"""The captured exchanges: ``<api>/<name>.txt``."""
+
+
+@functools.cache
+def captured_exchanges() -> tuple[Exchange, ...]:
+    """Every exchange file below :data:`EXCHANGES_DIR`, by name (read once)."""
+    return tuple(load_exchanges(EXCHANGES_DIR))
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run a test taking ``exchange`` once per captured exchange, and one taking
+    ``stream_exchange`` once per streaming exchange, each named after its file."""
+    for argument, streams_only in (("exchange", False), ("stream_exchange", True)):
+        if argument in metafunc.fixturenames:
+            chosen = [e for e in captured_exchanges() if e.streaming or not streams_only]
+            metafunc.parametrize(argument, chosen, ids=[e.name for e in chosen])
+
+
+@pytest.fixture
+def exchanges() -> tuple[Exchange, ...]:
+    """Every captured exchange."""
+    return captured_exchanges()
+
+
+@pytest.fixture
+def exchanges_dir() -> Path:
+    """The folder of the captured exchanges (what ``FakeLLM(fixtures=…)`` takes)."""
+    return EXCHANGES_DIR
 
 
 def require_postgres() -> None:

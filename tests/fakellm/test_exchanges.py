@@ -15,20 +15,13 @@ from aibridge.fakellm import (
     ExchangeFormatError,
     FakeLLM,
     Scenario,
-    load_exchanges,
     scenario_from_keyword,
 )
 from aibridge.fakellm.exchange import parse_exchange
 from aibridge.fakellm.replay import sse_pieces
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-EXCHANGES = load_exchanges(FIXTURES)
 PATHS = {"messages": "/v1/messages", "chat": "/v1/chat/completions", "responses": "/v1/responses"}
 T = 10
-
-
-def by_name(exchange: Exchange) -> str:
-    return exchange.name
 
 
 async def post(fake: FakeLLM, path: str, body: bytes) -> tuple[int, str, bytes]:
@@ -93,23 +86,23 @@ def test_a_malformed_exchange_file_is_refused_saying_where(text: bytes, message:
     assert str(info.value).startswith(message)
 
 
-@pytest.mark.parametrize("exchange", [e for e in EXCHANGES if e.streaming], ids=by_name)
-def test_a_replayed_stream_is_written_one_whole_event_at_a_time(exchange: Exchange) -> None:
-    pieces = sse_pieces(exchange.response)
-    assert b"".join(pieces) == exchange.response
+def test_a_replayed_stream_is_written_one_whole_event_at_a_time(
+    stream_exchange: Exchange,
+) -> None:
+    pieces = sse_pieces(stream_exchange.response)
+    assert b"".join(pieces) == stream_exchange.response
     assert all(p.endswith(b"\n\n") and b"\n\n" not in p[:-2] for p in pieces)
-    assert len(pieces) == exchange.response.count(b"\n\n")
+    assert len(pieces) == stream_exchange.response.count(b"\n\n")
 
 
 # --- replaying --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("exchange", EXCHANGES, ids=by_name)
 async def test_a_fixture_is_replayed_byte_for_byte_with_its_status_and_content_type(
-    exchange: Exchange,
+    exchange: Exchange, exchanges_dir: Path
 ) -> None:
     async with FakeLLM().serve() as fake:
-        fake.enqueue(Scenario.fixture(FIXTURES / f"{exchange.name}.txt"))
+        fake.enqueue(Scenario.fixture(exchanges_dir / f"{exchange.name}.txt"))
         got = await post(fake, PATHS[exchange.api], exchange.request)
     assert got == (exchange.status, exchange.content_type, exchange.response)
     assert fake.requests[0].status == exchange.status
@@ -120,19 +113,22 @@ def chat_request(text: str) -> bytes:
     return orjson.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": text}]})
 
 
-async def test_a_fixture_keyword_replays_the_named_file_from_the_fixtures_folder() -> None:
-    (exchange,) = [e for e in EXCHANGES if e.name == "chat/reasoning.blocking"]
-    async with FakeLLM(fixtures=FIXTURES).serve() as fake:
+async def test_a_fixture_keyword_replays_the_named_file_from_the_fixtures_folder(
+    exchanges: tuple[Exchange, ...], exchanges_dir: Path
+) -> None:
+    (exchange,) = [e for e in exchanges if e.name == "chat/reasoning.blocking"]
+    async with FakeLLM(fixtures=exchanges_dir).serve() as fake:
         got = await post(
             fake, PATHS["chat"], chat_request("scenario:fixture:chat/reasoning.blocking")
         )
     assert got == (200, "application/json", exchange.response)
 
 
-@pytest.mark.parametrize("fixtures", [FIXTURES, None], ids=["unknown-name", "no-folder"])
+@pytest.mark.parametrize("has_folder", [True, False], ids=["unknown-name", "no-folder"])
 async def test_a_fixture_keyword_without_its_file_is_a_400_that_says_so(
-    fixtures: Path | None,
+    has_folder: bool, exchanges_dir: Path
 ) -> None:
+    fixtures = exchanges_dir if has_folder else None
     async with FakeLLM(fixtures=fixtures).serve() as fake:
         status, _, body = await post(
             fake, PATHS["chat"], chat_request("scenario:fixture:chat/nope.stream")
@@ -140,9 +136,9 @@ async def test_a_fixture_keyword_without_its_file_is_a_400_that_says_so(
     assert status == 400
     message = orjson.loads(body)["error"]["message"]
     assert message.startswith("fakellm: no fixture chat/nope.stream ")
-    assert (str(FIXTURES) in message) == (fixtures is not None)
+    assert (str(exchanges_dir) in message) == has_folder
 
 
-def test_a_fixture_keyword_cannot_name_a_file_outside_the_folder() -> None:
+def test_a_fixture_keyword_cannot_name_a_file_outside_the_folder(exchanges_dir: Path) -> None:
     for climbing in ("../conftest", "chat/../../conftest", "/etc/passwd"):
-        assert scenario_from_keyword(f"scenario:fixture:{climbing}", FIXTURES) is None
+        assert scenario_from_keyword(f"scenario:fixture:{climbing}", exchanges_dir) is None

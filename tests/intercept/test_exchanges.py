@@ -18,7 +18,6 @@ from aibridge.fakellm import Scenario
 from aibridge.testing.exchanges import (
     Exchange,
     as_recorded,
-    load_exchanges,
     observe_exchange,
     observed_as_expect,
     recorded_as_expect,
@@ -26,10 +25,6 @@ from aibridge.testing.exchanges import (
 from aibridge.testing.observe import random_chunks
 from aibridge.testing.recorded import only_interception, user_id
 from aibridge.testing.stack import TIMEOUT, stack
-
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-EXCHANGES = load_exchanges(FIXTURES)
-STREAMS = [e for e in EXCHANGES if e.streaming]
 
 # Where each API's requests go through the gateway: (provider type, path under /<provider>).
 ROUTES = {
@@ -41,28 +36,25 @@ ROUTES = {
 RECORDED_ERROR_TYPES = {"overloaded_error": "overloaded"}
 
 
-def by_name(exchange: Exchange) -> str:
-    return exchange.name
-
-
-def test_every_bridged_api_has_captured_exchanges_of_both_kinds() -> None:
-    kinds = {(e.api, e.streaming) for e in EXCHANGES}
+def test_every_bridged_api_has_captured_exchanges_of_both_kinds(
+    exchanges: tuple[Exchange, ...],
+) -> None:
+    kinds = {(e.api, e.streaming) for e in exchanges}
     assert kinds == {(api, streaming) for api in ROUTES for streaming in (True, False)}
 
 
-@pytest.mark.parametrize("exchange", EXCHANGES, ids=by_name)
 def test_the_observer_extracts_what_the_exchange_expects(exchange: Exchange) -> None:
     assert observed_as_expect(observe_exchange(exchange)) == exchange.expect
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-@pytest.mark.parametrize("exchange", STREAMS, ids=by_name)
 def test_a_stream_cut_into_random_small_chunks_extracts_the_same(
-    exchange: Exchange, seed: int
+    stream_exchange: Exchange, seed: int
 ) -> None:
-    chunks = random_chunks(exchange.response, seed, max_size=16)
+    chunks = random_chunks(stream_exchange.response, seed, max_size=16)
     assert len(chunks) > 10
-    assert observed_as_expect(observe_exchange(exchange, chunks)) == exchange.expect
+    observed = observed_as_expect(observe_exchange(stream_exchange, chunks))
+    assert observed == stream_exchange.expect
 
 
 def recorded_end(expect: dict[str, object]) -> tuple[str | None, str | None]:
@@ -75,7 +67,6 @@ def recorded_end(expect: dict[str, object]) -> tuple[str | None, str | None]:
     return None, None
 
 
-@pytest.mark.parametrize("exchange", EXCHANGES, ids=by_name)
 async def test_the_gateway_relays_the_exchange_unchanged_and_records_its_expect(
     exchange: Exchange, db_url: str, tmp_path: Path
 ) -> None:
