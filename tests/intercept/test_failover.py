@@ -6,9 +6,7 @@ The upstream answers per credential, so each test scripts which pooled key is re
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 
 import aiohttp
 import pytest
@@ -21,7 +19,7 @@ from aibridge.clock import FakeClock
 from aibridge.intercept.failover import client_timeout, send_with_failover
 from aibridge.providers.base import Provider
 from aibridge.providers.keyring import KeyRingMetrics, KeysExhausted
-from aibridge.store.providers import ProviderKeyRecord, ProviderRecord
+from aibridge.testing.providers import provider_record
 
 TIMEOUT = 10.0
 SECRETS = {
@@ -74,19 +72,8 @@ async def upstream_server() -> AsyncIterator[tuple[Upstream, TestServer]]:
 
 
 def make_provider(server: TestServer, clock: FakeClock, registry: CollectorRegistry) -> Provider:
-    now = datetime.now(UTC)
-    record = ProviderRecord(
-        id=uuid.uuid4(),
-        type="openai",
-        name="openai",
-        display_name="openai",
-        icon="",
-        enabled=True,
-        base_url=str(server.make_url("/v1")),
-        settings=None,
-        keys=[ProviderKeyRecord(uuid.uuid4(), SECRETS[k], now) for k in "abc"],
-        created_at=now,
-        updated_at=now,
+    record = provider_record(
+        "openai", base_url=str(server.make_url("/v1")), keys=[SECRETS[k] for k in "abc"]
     )
     return Provider(record, clock=clock, keyring_metrics=KeyRingMetrics(registry))
 

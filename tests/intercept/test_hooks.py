@@ -10,7 +10,6 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -29,7 +28,7 @@ from aibridge.providers.base import build_provider
 from aibridge.providers.routes import PassthroughRoute, RoutingError
 from aibridge.providers.snapshot import ProviderSnapshot
 from aibridge.providers.upstream import UpstreamClients
-from aibridge.store.providers import ProviderKeyRecord, ProviderRecord
+from aibridge.testing.providers import provider_record
 
 TIMEOUT = 10.0
 ACTOR = Actor(uuid.uuid4(), "someone", "member", "key1")
@@ -72,22 +71,7 @@ class Gateway:
 @pytest.fixture
 async def gateway() -> AsyncIterator[Gateway]:
     async with FakeLLM().serve() as fake:
-        now = datetime.now(UTC)
-        provider = build_provider(
-            ProviderRecord(
-                id=uuid.uuid4(),
-                type="anthropic",
-                name="ant",
-                display_name="ant",
-                icon="",
-                enabled=True,
-                base_url=fake.url,
-                settings=None,
-                keys=[ProviderKeyRecord(uuid.uuid4(), "sk-test-ant-0001", now)],
-                created_at=now,
-                updated_at=now,
-            )
-        )
+        provider = build_provider(provider_record("ant", "anthropic", fake.url))
         addon = LoggingAddon(fake)
         upstream = UpstreamClients()
         bridge = RequestBridge(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -35,7 +34,8 @@ from aibridge.providers.keyring import KeyRingStateCollector
 from aibridge.providers.routes import RoutingError
 from aibridge.providers.snapshot import ProviderSnapshot
 from aibridge.providers.upstream import UpstreamClients
-from aibridge.store.providers import ProviderKeyRecord, ProviderRecord
+from aibridge.store.providers import ProviderRecord
+from aibridge.testing.providers import provider_record
 from tests.pool.harness import (
     WAIT,
     FakeBridge,
@@ -92,24 +92,6 @@ async def test_one_bridge_per_user_and_key_with_eviction_and_exact_counters() ->
     assert [b.shutdown_calls for b in h.bridges] == [1, 1, 1]
 
 
-def provider_record(name: str, base_url: str) -> ProviderRecord:
-    """An enabled OpenAI-type provider row with one key."""
-    now = datetime.now(UTC)
-    return ProviderRecord(
-        id=uuid.uuid4(),
-        type="openai",
-        name=name,
-        display_name=name,
-        icon="",
-        enabled=True,
-        base_url=base_url,
-        settings=None,
-        keys=[ProviderKeyRecord(uuid.uuid4(), f"sk-test-{name}-0001", now)],
-        created_at=now,
-        updated_at=now,
-    )
-
-
 def real_snapshot(generation: int, *records: ProviderRecord) -> ProviderSnapshot:
     """A snapshot of real provider runtimes."""
     return ProviderSnapshot(generation, {r.name: build_provider(r) for r in records})
@@ -138,8 +120,8 @@ async def test_pool_replace_providers_clears_cache_and_uses_new_providers() -> N
     old_up = await upstream_answering("old")
     new_up = await upstream_answering("new")
     upstream = UpstreamClients()
-    old = provider_record("old", str(old_up.make_url("/v1")))
-    new = provider_record("new", str(new_up.make_url("/v1")))
+    old = provider_record("old", base_url=str(old_up.make_url("/v1")))
+    new = provider_record("new", base_url=str(new_up.make_url("/v1")))
     retired: list[RequestBridge] = []
 
     async def on_retired(bridge: RequestBridge) -> None:
@@ -361,10 +343,8 @@ async def test_key_rings_are_the_snapshots_rings_in_provider_order() -> None:
     transitions are the key ring's own behaviour, covered in test_keyring.py.)"""
 
     def with_keys(name: str, n: int) -> ProviderRecord:
-        rec = provider_record(name, "https://example.com/v1")
-        now = datetime.now(UTC)
-        rec.keys[:] = [ProviderKeyRecord(uuid.uuid4(), f"sk-{name}-{i:04d}", now) for i in range(n)]
-        return rec
+        keys = [f"sk-{name}-{i:04d}" for i in range(n)]
+        return provider_record(name, base_url="https://example.com/v1", keys=keys)
 
     pool: CachedBridgePool[FakeBridge] = Harness().pool(
         snapshot=real_snapshot(1, with_keys("a", 2), with_keys("byok", 0), with_keys("b", 1))

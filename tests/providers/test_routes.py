@@ -6,9 +6,6 @@ fixed order of checks, against the snapshot it is called on and nothing else.
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime
-
 import pytest
 
 from aibridge.providers.base import build_provider
@@ -19,25 +16,13 @@ from aibridge.providers.routes import (
     RoutingError,
 )
 from aibridge.providers.snapshot import ProviderSnapshot
-from aibridge.store.providers import ProviderKeyRecord, ProviderRecord
+from aibridge.store.providers import ProviderRecord
+from aibridge.testing.providers import provider_record
 
 
 def record(name: str, ptype: str, *, enabled: bool = True) -> ProviderRecord:
-    now = datetime.now(UTC)
     base = "https://api.example.com" + ("" if ptype == "anthropic" else "/v1")
-    return ProviderRecord(
-        id=uuid.uuid4(),
-        type=ptype,
-        name=name,
-        display_name=name,
-        icon="",
-        enabled=enabled,
-        base_url=base,
-        settings=None,
-        keys=[ProviderKeyRecord(uuid.uuid4(), f"sk-test-{name}-0001", now)],
-        created_at=now,
-        updated_at=now,
-    )
+    return provider_record(name, ptype, base, enabled=enabled)
 
 
 SNAPSHOT = ProviderSnapshot(

@@ -5,7 +5,6 @@ value and that the runtime applies the very same rules."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,7 +19,8 @@ from aibridge.providers.settings import (
     parse_settings,
 )
 from aibridge.providers.validation import ProviderInputError, validate_create
-from aibridge.store.providers import ProviderKeyRecord, ProviderRecord
+from aibridge.store.providers import ProviderRecord
+from aibridge.testing.providers import provider_record
 
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
 BODY = {"type": "openai", "name": "p", "base_url": "https://api.example.com/v1"}
@@ -28,18 +28,13 @@ BODY = {"type": "openai", "name": "p", "base_url": "https://api.example.com/v1"}
 
 def record(settings: dict[str, Any] | None, ptype: str = "openai") -> ProviderRecord:
     """An enabled provider row with one key and ``settings``."""
-    return ProviderRecord(
-        id=uuid.uuid4(),
-        type=ptype,
-        name="p",
-        display_name="",
-        icon="",
-        enabled=True,
-        base_url="https://api.example.com/v1",
+    return provider_record(
+        "p",
+        ptype,
+        keys=["sk-settings-test-0001"],
         settings=settings,
-        keys=[ProviderKeyRecord(uuid.uuid4(), "sk-settings-test-0001", NOW)],
-        created_at=NOW,
-        updated_at=NOW,
+        display_name="",
+        at=NOW,
     )
 
 

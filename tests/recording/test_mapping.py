@@ -18,26 +18,14 @@ from aibridge.recording.records import (
     TokenUsageRecord,
     ToolUsageRecord,
 )
-from aibridge.store.providers import ProviderKeyRecord, ProviderRecord
+from aibridge.testing.providers import provider_record
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 ACTOR = Actor(uuid.uuid4(), "someone", "member", "key-1")
 
 
 def interception(*, prompt: str | None = "hello", byok_hint: str | None = None) -> Interception:
-    record = ProviderRecord(
-        id=uuid.uuid4(),
-        type="openai-compat",
-        name="compat",
-        display_name="compat",
-        icon="",
-        enabled=True,
-        base_url="https://llm.example.com/v1",
-        settings=None,
-        keys=[ProviderKeyRecord(uuid.uuid4(), "sk-test-compat-0001", NOW)],
-        created_at=NOW,
-        updated_at=NOW,
-    )
+    record = provider_record("compat", "openai-compat", "https://llm.example.com/v1", at=NOW)
     provider = build_provider(record)
     assert isinstance(provider, Provider)
     return Interception(

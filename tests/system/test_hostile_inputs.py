@@ -12,10 +12,8 @@ from __future__ import annotations
 import asyncio
 import secrets
 import socket
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -33,9 +31,10 @@ from aibridge.providers.base import Provider
 from aibridge.providers.routes import PassthroughRoute, match_route
 from aibridge.store import users as user_store
 from aibridge.store.db import session_factory
-from aibridge.store.providers import ProviderKeyRecord, ProviderRecord
+from aibridge.store.providers import ProviderRecord
 from aibridge.testing import recorded
 from aibridge.testing.gateway import count_queries
+from aibridge.testing.providers import provider_record
 from aibridge.testing.stack import TIMEOUT, Stack, stack
 
 ANTHROPIC_HEADERS = {"anthropic-version": "2023-06-01"}
@@ -180,20 +179,7 @@ PREFIXES = ["/v1/models/", "/v1/responses/", "/v1/conversations/", "/api/event_l
 
 def record(ptype: str, base_url: str) -> ProviderRecord:
     """An enabled provider row with one key (no database needed to build its runtime)."""
-    now = datetime.now(UTC)
-    return ProviderRecord(
-        id=uuid.uuid4(),
-        type=ptype,
-        name=ptype,
-        display_name=ptype,
-        icon="",
-        enabled=True,
-        base_url=base_url,
-        settings=None,
-        keys=[ProviderKeyRecord(uuid.uuid4(), POOLED_KEY, now)],
-        created_at=now,
-        updated_at=now,
-    )
+    return provider_record(ptype, ptype, base_url, keys=[POOLED_KEY])
 
 
 PROVIDERS = [

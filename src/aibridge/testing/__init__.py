@@ -13,6 +13,7 @@ Modules:
 * :mod:`~aibridge.testing.stack` — gateway + fake upstream + admin and member tokens;
 * :mod:`~aibridge.testing.recorded` — reading back what the recorder wrote;
 * :mod:`~aibridge.testing.databases` — throwaway PostgreSQL databases, migrated engines;
+* :mod:`~aibridge.testing.providers` — provider rows built in memory;
 * :mod:`~aibridge.testing.outage` — database outages on cue;
 * :mod:`~aibridge.testing.replicas` — real ``aibridge serve`` subprocesses;
 * :mod:`~aibridge.testing.observe` — running the response observers over bytes;
