@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from aibridge.store.db import create_engine, migrate, session_factory
 from aibridge.store.models import AIProvider, ApiKey, AuditLog, User
 from aibridge.store.pubsub import PROVIDERS_CHANGED
 from aibridge.store.urls import normalize_database_url
-from aibridge.testing.gateway import gateway
+from aibridge.testing.gateway import announced_admin_token, gateway
 from aibridge.tokens import mint_token
 
 URL = "/api/v1/providers"
@@ -31,15 +30,6 @@ SECRET_B = "sk-test-bbbbbbbbbbbbbbbbbbbb2222"
 SECRET_C = "sk-test-cccccccccccccccccccc3333"
 ENC_KEY = "k" * 40
 TIMEOUT = 15
-
-
-def admin_token(announced: list[str]) -> str:
-    """The first admin key printed at first start."""
-    for line in announced:
-        match = re.search(r"aib-[0-9a-f]+-\S+", line)
-        if match:
-            return match.group(0)
-    raise AssertionError(f"no admin key announced in {announced!r}")
 
 
 def auth(token: str) -> dict[str, str]:
@@ -93,7 +83,7 @@ async def test_a_provider_is_created_read_patched_and_soft_deleted_and_its_name_
 ) -> None:
     announced: list[str] = []
     async with gateway(db_url, tmp_path, announced=announced) as (client, services):
-        token = admin_token(announced)
+        token = announced_admin_token(announced)
         async with services.sessions() as s:
             version0 = await config_version.read(s)
 
@@ -306,7 +296,7 @@ async def test_invalid_create_bodies_get_a_400_naming_every_field_and_create_not
 ) -> None:
     announced: list[str] = []
     async with gateway(db_url, tmp_path, announced=announced) as (client, _services):
-        token = admin_token(announced)
+        token = announced_admin_token(announced)
         for body, expected in CREATE_CASES:
             status, resp, _ = await call(client, "POST", URL, token, body)
             assert status == 400, (body, resp)
@@ -360,7 +350,7 @@ async def test_invalid_patches_and_unknown_key_ids_get_a_400_and_change_nothing(
 ) -> None:
     announced: list[str] = []
     async with gateway(db_url, tmp_path, announced=announced) as (client, services):
-        token = admin_token(announced)
+        token = announced_admin_token(announced)
         status, created, _ = await call(client, "POST", URL, token, openai_body(name="p"))
         assert status == 201
         key_a = created["api_keys"][0]["id"]
@@ -454,7 +444,7 @@ async def test_a_duplicate_name_is_a_409_even_when_creates_race(
 ) -> None:
     announced: list[str] = []
     async with gateway(db_url, tmp_path, announced=announced) as (client, services):
-        token = admin_token(announced)
+        token = announced_admin_token(announced)
         for name in ("race-a", "race-b", "race-c"):
             results = await asyncio.gather(
                 *(call(client, "POST", URL, token, openai_body(name=name)) for _ in range(3))
@@ -475,7 +465,7 @@ async def test_the_provider_api_is_401_without_a_key_and_403_for_members(
 ) -> None:
     announced: list[str] = []
     async with gateway(db_url, tmp_path, announced=announced) as (client, services):
-        token = admin_token(announced)
+        token = announced_admin_token(announced)
         status, created, _ = await call(client, "POST", URL, token, openai_body(name="p"))
         assert status == 201
         member = await make_member(services)
@@ -509,7 +499,7 @@ async def test_keys_masked_everywhere_and_audited(db_url: str, tmp_path: Path) -
     announced: list[str] = []
     bodies: list[bytes] = []
     async with gateway(db_url, tmp_path, announced=announced) as (client, services):
-        token = admin_token(announced)
+        token = announced_admin_token(announced)
 
         async def req(method: str, path: str, body: Any = None) -> Any:
             status, parsed, raw = await call(client, method, path, token, body)
@@ -568,7 +558,7 @@ async def test_keys_and_settings_are_encrypted_at_rest_and_unreadable_without_th
         client,
         services,
     ):
-        token = admin_token(announced)
+        token = announced_admin_token(announced)
         status, created, raw = await call(
             client, "POST", URL, token, openai_body(name="enc", settings=settings)
         )
@@ -614,7 +604,7 @@ async def test_keys_and_settings_are_encrypted_at_rest_and_unreadable_without_th
 async def test_publish_happens_after_commit(db_url: str, tmp_path: Path) -> None:
     announced: list[str] = []
     async with gateway(db_url, tmp_path, announced=announced) as (client, services):
-        token = admin_token(announced)
+        token = announced_admin_token(announced)
         seen: asyncio.Queue[repo.ProviderRecord | None] = asyncio.Queue()
 
         async def on_change(_payload: bytes, _error: Exception | None) -> None:
@@ -648,7 +638,7 @@ async def test_publish_happens_after_commit(db_url: str, tmp_path: Path) -> None
 async def test_publish_failure_does_not_fail_request(db_url: str, tmp_path: Path) -> None:
     announced: list[str] = []
     async with gateway(db_url, tmp_path, announced=announced) as (client, services):
-        token = admin_token(announced)
+        token = announced_admin_token(announced)
         calls: list[str] = []
 
         async def broken(channel: str, payload: bytes = b"") -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -21,9 +20,8 @@ from aibridge.store.models import ApiKey, AuditLog, User
 from aibridge.store.pubsub import API_KEYS_CHANGED
 from aibridge.store.types import utcnow
 from aibridge.store.urls import normalize_database_url
-from aibridge.testing.gateway import gateway
+from aibridge.testing.gateway import TOKEN_RE, announced_admin_token, gateway
 
-TOKEN_RE = re.compile(r"aib-[0-9a-f]+-\S+")
 T = 20  # seconds: upper bound for any single await that could hang
 
 
@@ -63,9 +61,7 @@ async def started(db_url: str, tmp_path: Path) -> AsyncIterator[tuple[TestClient
         client, services = await cm.__aenter__()
     try:
         assert len(announced) == 1, announced
-        match = TOKEN_RE.search(announced[0])
-        assert match is not None, announced[0]
-        yield client, services, match.group(0)
+        yield client, services, announced_admin_token(announced)
     finally:
         async with asyncio.timeout(T):
             await cm.__aexit__(None, None, None)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,20 +19,12 @@ from aibridge.store.models import AIProvider, AuditLog
 from aibridge.store.pubsub import PROVIDERS_CHANGED, InProcessPubSub
 from aibridge.store.seed import check_encryption
 from aibridge.store.urls import normalize_database_url
-from aibridge.testing.gateway import gateway
+from aibridge.testing.gateway import announced_admin_token, gateway
 
 ANTHROPIC_KEY = "sk-ant-seed-fake-aaaa"
 OPENAI_KEY = "sk-openai-seed-000000000000bbbb"
 ENV = {"ANTHROPIC_API_KEY": ANTHROPIC_KEY, "OPENAI_API_KEY": OPENAI_KEY}
 TIMEOUT = 15
-
-
-def admin_token(announced: list[str]) -> str:
-    for line in announced:
-        match = re.search(r"aib-[0-9a-f]+-\S+", line)
-        if match:
-            return match.group(0)
-    raise AssertionError("no admin key announced")
 
 
 async def seed(services: Services, env: dict[str, str]) -> list[str]:
@@ -51,7 +42,7 @@ async def all_rows(sessions: async_sessionmaker[AsyncSession]) -> list[AIProvide
 async def test_seed_once_and_never_recreated(db_url: str, tmp_path: Path) -> None:
     announced: list[str] = []
     async with gateway(db_url, tmp_path, environ=ENV, announced=announced) as (client, services):
-        token = admin_token(announced)
+        token = announced_admin_token(announced)
         async with services.sessions() as s:
             live = await repo.load_live_providers(s, services.encryptor)
         assert [(p.name, p.type, p.base_url, p.enabled) for p in live] == [

@@ -22,19 +22,13 @@ from aibridge.recording import (
 from aibridge.recording.spill import read_lines
 from aibridge.server import running_services
 from aibridge.store.types import utcnow
+from aibridge.testing.gateway import announced_admin_token
 from aibridge.testing.outage import pg_outage
 from aibridge.tokens import parse_token
 
 TIMEOUT = 15.0
 # Quick retries so that the outage is noticed at once; the close timeout stays the default.
 RECORDER = {"retry_initial": 0.02, "retry_max": 0.1, "start_timeout": 1.0}
-
-
-def admin_token(announced: list[str]) -> str:
-    """The first admin key printed at start-up."""
-    words = [w for message in announced for w in message.split() if w.startswith("aib-")]
-    assert words, announced
-    return words[0]
 
 
 async def on_message(_payload: bytes, _error: Exception | None) -> None:
@@ -63,7 +57,7 @@ async def test_shutdown_with_the_database_down_closes_everything_and_spills_the_
                 recorder = services.recorder
                 assert recorder is not None
                 # A key used since the last flush: shutdown will try to store its last use.
-                actor = await services.authenticator.authenticate(admin_token(announced))
+                actor = await services.authenticator.authenticate(announced_admin_token(announced))
                 await outage.enter_async_context(pg_outage(pg_url))
                 started = [
                     InterceptionStarted(
@@ -102,7 +96,7 @@ async def test_shutdown_is_bounded_when_the_database_hangs_on_the_last_used_flus
                 settings, environ={}, announce=announced.append, recorder_options=RECORDER
             ) as services,
         ):
-            token = admin_token(announced)
+            token = announced_admin_token(announced)
             await services.authenticator.authenticate(token)
             # Hold the key's row: the last-used UPDATE at shutdown waits for this lock
             # for as long as we hold it (a database that hangs, for that statement).

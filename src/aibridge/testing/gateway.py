@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping
+import re
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from aibridge.clock import Clock
 from aibridge.config import Settings
 from aibridge.server import Services, create_app, create_runner, running_services
+from aibridge.tokens import TOKEN_PREFIX
+
+TOKEN_RE = re.compile(rf"{TOKEN_PREFIX}-[0-9a-f]+-\S+")
+"""A gateway API key as start-up and the CLI print it."""
 
 
 class GatewayTestServer(TestServer):
@@ -81,3 +86,21 @@ def count_queries(engine: AsyncEngine) -> Iterator[list[str]]:
         yield statements
     finally:
         event.remove(engine.sync_engine, "before_cursor_execute", before)
+
+
+def find_admin_token(lines: Iterable[str]) -> str | None:
+    """The first gateway API key printed in ``lines`` (e.g. the first admin's key that
+    start-up announces), or None."""
+    for line in lines:
+        if (match := TOKEN_RE.search(line)) is not None:
+            return match.group(0)
+    return None
+
+
+def announced_admin_token(announced: Iterable[str]) -> str:
+    """The first admin's key from what start-up announced (AssertionError when none)."""
+    announced = list(announced)
+    token = find_admin_token(announced)
+    if token is None:
+        raise AssertionError(f"no admin key announced in {announced!r}")
+    return token

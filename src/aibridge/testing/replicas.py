@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from aibridge.testing.gateway import find_admin_token
+
 AIBRIDGE = Path(sys.executable).with_name("aibridge")
 """The ``aibridge`` command of the running interpreter's environment (the virtualenv)."""
 # Settings of the test process that must not leak into a replica.
@@ -107,11 +109,7 @@ class Replica:
 
     def admin_token(self) -> str | None:
         """The first admin key, if this replica printed it."""
-        for line in self.stdout:
-            for word in line.split():
-                if word.startswith("aib-"):
-                    return word
-        return None
+        return find_admin_token(self.stdout)
 
     async def stop(self) -> None:
         """SIGTERM, bounded wait, then SIGKILL; stop collecting output."""

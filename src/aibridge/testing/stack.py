@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient
 from aibridge.clock import Clock
 from aibridge.fakellm import FakeLLM
 from aibridge.server import Services
-from aibridge.testing.gateway import gateway
+from aibridge.testing.gateway import announced_admin_token, gateway
 
 PROVIDER_KEY = "sk-upstream-primary-0001"
 """The upstream key :meth:`Stack.add_provider` configures unless told otherwise."""
@@ -118,7 +118,7 @@ async def stack(
             recorder_options=recorder_options,
         ) as (client, services),
     ):
-        admin_token = _token_from(announced)
+        admin_token = announced_admin_token(announced)
         async with asyncio.timeout(TIMEOUT):
             resp = await client.post(
                 "/api/v1/users",
@@ -134,11 +134,3 @@ async def stack(
             assert resp.status == 201, await resp.text()
             user_token = (await resp.json())["token"]
         yield Stack(client, services, fake, admin_token, user_token)
-
-
-def _token_from(announced: list[str]) -> str:
-    for message in announced:
-        for word in message.split():
-            if word.startswith("aib-"):
-                return word
-    raise AssertionError(f"no admin token announced: {announced!r}")
