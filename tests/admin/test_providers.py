@@ -21,7 +21,7 @@ from aibridge.store.db import create_engine, migrate, session_factory
 from aibridge.store.models import AIProvider, ApiKey, AuditLog, User
 from aibridge.store.pubsub import PROVIDERS_CHANGED
 from aibridge.store.urls import normalize_database_url
-from aibridge.testing.gateway import announced_admin_token, gateway
+from aibridge.testing.gateway import admin_gateway, gateway
 from aibridge.tokens import mint_token
 
 URL = "/api/v1/providers"
@@ -81,9 +81,7 @@ def validations(body: Any) -> set[tuple[str, str]]:
 async def test_a_provider_is_created_read_patched_and_soft_deleted_and_its_name_freed(
     db_url: str, tmp_path: Path
 ) -> None:
-    announced: list[str] = []
-    async with gateway(db_url, tmp_path, announced=announced) as (client, services):
-        token = announced_admin_token(announced)
+    async with admin_gateway(db_url, tmp_path) as (client, services, token):
         async with services.sessions() as s:
             version0 = await config_version.read(s)
 
@@ -294,9 +292,7 @@ CREATE_CASES: list[tuple[dict[str, Any], set[tuple[str, str]]]] = [
 async def test_invalid_create_bodies_get_a_400_naming_every_field_and_create_nothing(
     db_url: str, tmp_path: Path
 ) -> None:
-    announced: list[str] = []
-    async with gateway(db_url, tmp_path, announced=announced) as (client, _services):
-        token = announced_admin_token(announced)
+    async with admin_gateway(db_url, tmp_path) as (client, _services, token):
         for body, expected in CREATE_CASES:
             status, resp, _ = await call(client, "POST", URL, token, body)
             assert status == 400, (body, resp)
@@ -348,9 +344,7 @@ async def test_invalid_create_bodies_get_a_400_naming_every_field_and_create_not
 async def test_invalid_patches_and_unknown_key_ids_get_a_400_and_change_nothing(
     db_url: str, tmp_path: Path
 ) -> None:
-    announced: list[str] = []
-    async with gateway(db_url, tmp_path, announced=announced) as (client, services):
-        token = announced_admin_token(announced)
+    async with admin_gateway(db_url, tmp_path) as (client, services, token):
         status, created, _ = await call(client, "POST", URL, token, openai_body(name="p"))
         assert status == 201
         key_a = created["api_keys"][0]["id"]
@@ -442,9 +436,7 @@ async def test_invalid_patches_and_unknown_key_ids_get_a_400_and_change_nothing(
 async def test_a_duplicate_name_is_a_409_even_when_creates_race(
     db_url: str, tmp_path: Path
 ) -> None:
-    announced: list[str] = []
-    async with gateway(db_url, tmp_path, announced=announced) as (client, services):
-        token = announced_admin_token(announced)
+    async with admin_gateway(db_url, tmp_path) as (client, services, token):
         for name in ("race-a", "race-b", "race-c"):
             results = await asyncio.gather(
                 *(call(client, "POST", URL, token, openai_body(name=name)) for _ in range(3))
@@ -463,9 +455,7 @@ async def test_a_duplicate_name_is_a_409_even_when_creates_race(
 async def test_the_provider_api_is_401_without_a_key_and_403_for_members(
     db_url: str, tmp_path: Path
 ) -> None:
-    announced: list[str] = []
-    async with gateway(db_url, tmp_path, announced=announced) as (client, services):
-        token = announced_admin_token(announced)
+    async with admin_gateway(db_url, tmp_path) as (client, services, token):
         status, created, _ = await call(client, "POST", URL, token, openai_body(name="p"))
         assert status == 201
         member = await make_member(services)
@@ -496,10 +486,8 @@ async def test_the_provider_api_is_401_without_a_key_and_403_for_members(
 
 
 async def test_keys_masked_everywhere_and_audited(db_url: str, tmp_path: Path) -> None:
-    announced: list[str] = []
     bodies: list[bytes] = []
-    async with gateway(db_url, tmp_path, announced=announced) as (client, services):
-        token = announced_admin_token(announced)
+    async with admin_gateway(db_url, tmp_path) as (client, services, token):
 
         async def req(method: str, path: str, body: Any = None) -> Any:
             status, parsed, raw = await call(client, method, path, token, body)
@@ -552,13 +540,8 @@ async def test_keys_masked_everywhere_and_audited(db_url: str, tmp_path: Path) -
 async def test_keys_and_settings_are_encrypted_at_rest_and_unreadable_without_the_key(
     db_url: str, tmp_path: Path
 ) -> None:
-    announced: list[str] = []
     settings = {"upstream_timeout_seconds": 120, "extra_headers": {"X-Tenant": "acme"}}
-    async with gateway(db_url, tmp_path, announced=announced, encryption_key=ENC_KEY) as (
-        client,
-        services,
-    ):
-        token = announced_admin_token(announced)
+    async with admin_gateway(db_url, tmp_path, encryption_key=ENC_KEY) as (client, services, token):
         status, created, raw = await call(
             client, "POST", URL, token, openai_body(name="enc", settings=settings)
         )
@@ -602,9 +585,7 @@ async def test_keys_and_settings_are_encrypted_at_rest_and_unreadable_without_th
 
 
 async def test_publish_happens_after_commit(db_url: str, tmp_path: Path) -> None:
-    announced: list[str] = []
-    async with gateway(db_url, tmp_path, announced=announced) as (client, services):
-        token = announced_admin_token(announced)
+    async with admin_gateway(db_url, tmp_path) as (client, services, token):
         seen: asyncio.Queue[repo.ProviderRecord | None] = asyncio.Queue()
 
         async def on_change(_payload: bytes, _error: Exception | None) -> None:
@@ -636,9 +617,7 @@ async def test_publish_happens_after_commit(db_url: str, tmp_path: Path) -> None
 
 
 async def test_publish_failure_does_not_fail_request(db_url: str, tmp_path: Path) -> None:
-    announced: list[str] = []
-    async with gateway(db_url, tmp_path, announced=announced) as (client, services):
-        token = announced_admin_token(announced)
+    async with admin_gateway(db_url, tmp_path) as (client, services, token):
         calls: list[str] = []
 
         async def broken(channel: str, payload: bytes = b"") -> None:

@@ -19,7 +19,7 @@ from aibridge.store.models import AIProvider, AuditLog
 from aibridge.store.pubsub import PROVIDERS_CHANGED, InProcessPubSub
 from aibridge.store.seed import check_encryption
 from aibridge.store.urls import normalize_database_url
-from aibridge.testing.gateway import announced_admin_token, gateway
+from aibridge.testing.gateway import admin_gateway, gateway
 
 ANTHROPIC_KEY = "sk-ant-seed-fake-aaaa"
 OPENAI_KEY = "sk-openai-seed-000000000000bbbb"
@@ -40,9 +40,7 @@ async def all_rows(sessions: async_sessionmaker[AsyncSession]) -> list[AIProvide
 
 
 async def test_seed_once_and_never_recreated(db_url: str, tmp_path: Path) -> None:
-    announced: list[str] = []
-    async with gateway(db_url, tmp_path, environ=ENV, announced=announced) as (client, services):
-        token = announced_admin_token(announced)
+    async with admin_gateway(db_url, tmp_path, environ=ENV) as (client, services, token):
         async with services.sessions() as s:
             live = await repo.load_live_providers(s, services.encryptor)
         assert [(p.name, p.type, p.base_url, p.enabled) for p in live] == [

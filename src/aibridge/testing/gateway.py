@@ -73,6 +73,17 @@ async def gateway(
             yield client, services
 
 
+@asynccontextmanager
+async def admin_gateway(
+    db_url: str, tmp_path: Path, **kwargs: Any
+) -> AsyncIterator[tuple[TestClient[web.Request, web.Application], Services, str]]:
+    """:func:`gateway` on a fresh database, with the first admin's key it announced; yields
+    (client, services, admin key). Keyword arguments go to :func:`gateway`."""
+    announced: list[str] = []
+    async with gateway(db_url, tmp_path, announced=announced, **kwargs) as (client, services):
+        yield client, services, announced_admin_token(announced)
+
+
 @contextmanager
 def count_queries(engine: AsyncEngine) -> Iterator[list[str]]:
     """Collect every SQL statement the engine sends while the block runs."""
