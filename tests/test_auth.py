@@ -240,21 +240,29 @@ async def test_cache_hit_makes_no_query(
     assert later == []
 
 
+class BreakableSessions:
+    """A session factory over ``sessions`` that raises ``error`` while ``broken`` is set."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], error: Exception) -> None:
+        self.sessions = sessions
+        self.error = error
+        self.broken = False
+
+    def __call__(self) -> AsyncSession:
+        if self.broken:
+            raise self.error
+        return self.sessions()
+
+
 async def test_cache_survives_broken_database(
     engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
     """A cached key needs no database at all: the session factory is made to explode."""
     _user, key, token = await make_key(sessions)
-    broken = False
-
-    def factory() -> AsyncSession:
-        if broken:
-            raise RuntimeError("database must not be touched")
-        return sessions()
-
-    authn = Authenticator(factory)  # type: ignore[arg-type]
+    database = BreakableSessions(sessions, RuntimeError("database must not be touched"))
+    authn = Authenticator(database)  # type: ignore[arg-type]
     assert (await auth(authn, token)).key_id == key.id
-    broken = True
+    database.broken = True
     assert (await auth(authn, token)).key_id == key.id
 
 
@@ -405,19 +413,13 @@ async def test_failed_flush_keeps_times_for_retry(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     _user, key, token = await make_key(sessions)
-    broken = False
-
-    def factory() -> AsyncSession:
-        if broken:
-            raise ConnectionError("database down")
-        return sessions()
-
-    authn = Authenticator(factory)  # type: ignore[arg-type]
+    database = BreakableSessions(sessions, ConnectionError("database down"))
+    authn = Authenticator(database)  # type: ignore[arg-type]
     await auth(authn, token)
-    broken = True
+    database.broken = True
     with pytest.raises(ConnectionError):
         await authn.flush_last_used()
-    broken = False
+    database.broken = False
     async with asyncio.timeout(10):
         await authn.flush_last_used()
     async with sessions() as s:
