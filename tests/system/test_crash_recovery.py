@@ -209,6 +209,19 @@ async def wait_recorded(g: Gateway, total: int) -> dict[str, int]:
     return counts
 
 
+async def restart_and_check_every_record_once(g: Gateway, total: int) -> None:
+    """Start the gateway again, wait until ``total`` interceptions are recorded, stop it
+    cleanly and check each was recorded exactly once with nothing left to replay."""
+    second = await g.start("second")
+    try:
+        counts = await wait_recorded(g, total)
+    finally:
+        await second.stop()
+    assert g.journal_segments() == []  # the clean stop left nothing to replay
+    print(f"after restart: {counts}")
+    assert_exactly_once(counts, total)
+
+
 def assert_exactly_once(counts: dict[str, int], total: int) -> None:
     """Every interception once, ended, without error, with one usage and one prompt."""
     assert counts == {
@@ -248,14 +261,7 @@ async def test_sigterm_with_the_database_down_spills_and_replays_every_record(
             print(f"\nafter SIGTERM with the database down: files {spilled}")
             assert spilled, "nothing was spilled"
             assert g.journal_segments() == []  # all of it was moved to the spill file
-        second = await g.start("second")
-        try:
-            counts = await wait_recorded(g, warm + OUTAGE_REQUESTS)
-        finally:
-            await second.stop()
-        assert g.journal_segments() == []  # the clean stop left nothing to replay
-        print(f"after restart: {counts}")
-        assert_exactly_once(counts, warm + OUTAGE_REQUESTS)
+        await restart_and_check_every_record_once(g, warm + OUTAGE_REQUESTS)
 
 
 # --------------------------------------------------------------------------- kill -9
@@ -304,14 +310,7 @@ async def test_kill_9_right_after_completed_streams_loses_no_record(
         before = await g.counts()
         print(f"\nkilled after {STREAMS} completed streams, before restart: {before}")
         assert before["with_usage"] < warm + STREAMS  # the kill did lose them from memory
-        second = await g.start("second")
-        try:
-            counts = await wait_recorded(g, warm + STREAMS)
-        finally:
-            await second.stop()
-        assert g.journal_segments() == []  # the clean stop left nothing to replay
-        print(f"after restart: {counts}")
-        assert_exactly_once(counts, warm + STREAMS)
+        await restart_and_check_every_record_once(g, warm + STREAMS)
 
 
 async def readyz(g: Gateway, replica: Replica) -> dict[str, Any]:

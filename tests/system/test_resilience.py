@@ -351,18 +351,27 @@ async def test_a_rate_limited_key_cools_down_while_the_next_serves_and_both_cool
         )
 
 
+async def post_with_every_key_refused(
+    s: Stack, api: Api, provider: str, keys: list[str], stream: bool
+) -> tuple[int, dict[str, str], bytes]:
+    """Make the upstream answer 401 to each of ``keys``, send one ``api`` request to
+    ``provider`` and check each key was tried once, in order; (status, headers, body)."""
+    for key in keys:
+        s.fake.key_scenarios[key] = Scenario.http_error(401)
+    start = len(s.fake.requests)
+    async with aiohttp.ClientSession() as session:
+        answer = await post(
+            session, api.url(s, provider), api.request(stream=stream), api.headers(s.user_token)
+        )
+    assert credentials(s, start) == keys
+    return answer
+
+
 async def test_all_keys_unauthorized_is_502(sqlite_url: str, tmp_path: Path) -> None:
     a0, a1 = "sk-oai-auth-key-zero-CCCC", "sk-oai-auth-key-one-DDDD"
     async with stack(sqlite_url, tmp_path, clock=FakeClock()) as s:
         await s.add_provider("auth", "openai", keys=[a0, a1])
-        s.fake.key_scenarios[a0] = Scenario.http_error(401)
-        s.fake.key_scenarios[a1] = Scenario.http_error(401)
-        start = len(s.fake.requests)
-        async with aiohttp.ClientSession() as session:
-            status, headers, raw = await post(
-                session, CHAT.url(s, "auth"), CHAT.request(stream=False), CHAT.headers(s.user_token)
-            )
-        assert credentials(s, start) == [a0, a1]
+        status, headers, raw = await post_with_every_key_refused(s, CHAT, "auth", [a0, a1], False)
         assert status == 502
         assert "Retry-After" not in headers
         err = orjson.loads(raw)["error"]
@@ -386,14 +395,7 @@ async def test_rejected_keys_without_cooldown_are_not_called_rate_limited(
     r0, r1 = f"sk-{api.name}-rejected-zero-GGGG", f"sk-{api.name}-rejected-one-HHHH"
     async with stack(sqlite_url, tmp_path, clock=FakeClock()) as s:
         await s.add_provider("rej", api.ptype, keys=[r0, r1], settings={"key_cooldown_seconds": 0})
-        s.fake.key_scenarios[r0] = Scenario.http_error(401)
-        s.fake.key_scenarios[r1] = Scenario.http_error(401)
-        start = len(s.fake.requests)
-        async with aiohttp.ClientSession() as session:
-            status, headers, raw = await post(
-                session, api.url(s, "rej"), api.request(stream=True), api.headers(s.user_token)
-            )
-        assert credentials(s, start) == [r0, r1]
+        status, headers, raw = await post_with_every_key_refused(s, api, "rej", [r0, r1], True)
         assert status == 429
         assert headers["Retry-After"] == "0"
         body = orjson.loads(raw)
