@@ -145,6 +145,14 @@ async def last_interception(s: Stack, provider: str) -> Interception:
     return row
 
 
+async def assert_ended_as_server_error(s: Stack, provider: str, says: str) -> None:
+    """The provider's newest interception ended as a server error whose message has
+    ``says``."""
+    row = await last_interception(s, provider)
+    assert row.error_type == "server_error"
+    assert row.error_message is not None and says in row.error_message
+
+
 # ------------------------------------------------------------ a real `aibridge serve` process
 
 
@@ -210,9 +218,7 @@ async def test_oversized_upstream_error_body_gets_a_502_that_says_why(
         error = orjson.loads(raw)["error"]
         assert "larger than the 262144 bytes limit" in error["message"]
         assert "HTTP 500" in error["message"]
-        row = await last_interception(s, "big")
-        assert row.error_type == "server_error"
-        assert row.error_message is not None and "262144 bytes limit" in row.error_message
+        await assert_ended_as_server_error(s, "big", "262144 bytes limit")
 
 
 async def test_oversized_blocking_response_gets_a_502_that_says_why(
@@ -291,9 +297,7 @@ async def test_an_endless_upstream_stream_event_ends_the_stream_with_an_error(
         rest = raw[len(first) :]
         assert len(rest) < 4096, len(rest)
         assert b"larger than the 1MiB limit" in rest and b"xxxx" not in rest
-        row = await last_interception(s, "endless")
-        assert row.error_type == "server_error"
-        assert row.error_message is not None and "stream event larger" in row.error_message
+        await assert_ended_as_server_error(s, "endless", "stream event larger")
 
 
 async def test_failover_after_a_huge_refusal_uses_the_next_key(

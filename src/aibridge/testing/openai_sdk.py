@@ -12,8 +12,9 @@ import asyncio
 import re
 import socket
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -22,7 +23,7 @@ from aibridge.fakellm import Scenario
 from aibridge.fakellm.scenario import Usage
 from aibridge.testing.clients import closed_after_test
 from aibridge.testing.recorded import Recorded, interceptions, recorded
-from aibridge.testing.stack import PROVIDER_KEY, TIMEOUT, Stack
+from aibridge.testing.stack import PROVIDER_KEY, TIMEOUT, Stack, stack
 
 CODEX_UA = "codex_cli_rs/0.1"
 
@@ -133,9 +134,16 @@ async def admin_get(s: Stack, path: str) -> Any:
     return await resp.json()
 
 
-async def add_openai(s: Stack) -> None:
-    """The default provider the OpenAI end-to-end tests talk to."""
-    await s.add_provider("openai", "openai")
+@asynccontextmanager
+async def openai_stack(
+    db_url: str, tmp_path: Path, *scripted: Scenario, **kwargs: Any
+) -> AsyncIterator[Stack]:
+    """:func:`~aibridge.testing.stack.stack` (``kwargs`` go to it) with the default OpenAI
+    provider, its upstream answering the next requests with ``scripted``, in order."""
+    async with stack(db_url, tmp_path, **kwargs) as s:
+        await s.add_provider("openai", "openai")
+        s.fake.enqueue(*scripted)
+        yield s
 
 
 async def collect(stream: Any) -> list[dict[str, Any]]:

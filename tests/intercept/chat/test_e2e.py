@@ -25,7 +25,6 @@ from aibridge.testing.openai_sdk import (
     PROVIDER_KEY,
     SCENARIOS,
     STATUS_ERRORS,
-    add_openai,
     admin_tokens,
     assert_admin_reports,
     assert_codex_interception,
@@ -36,6 +35,7 @@ from aibridge.testing.openai_sdk import (
     header_values,
     normalize,
     nth_recording,
+    openai_stack,
     refusing_port,
     sse_events,
 )
@@ -91,10 +91,8 @@ async def test_a_blocking_completion_through_the_gateway_equals_the_one_from_ups
     name: str, sqlite_url: str, tmp_path: Path
 ) -> None:
     """The SDK result through the gateway equals the one straight from the upstream."""
-    async with stack(sqlite_url, tmp_path) as s:
-        await add_openai(s)
-        scenario = SCENARIOS[name]()
-        s.fake.enqueue(scenario, scenario)
+    scenario = SCENARIOS[name]()
+    async with openai_stack(sqlite_url, tmp_path, scenario, scenario) as s:
         async with asyncio.timeout(TIMEOUT):
             direct = await direct_sdk(s).chat.completions.create(**chat_request())
             via = await gateway_sdk(s).chat.completions.create(**chat_request())
@@ -122,10 +120,8 @@ async def test_streaming_parity_without_include_usage(
 ) -> None:
     """A client that did not ask for usage gets exactly the chunks the upstream would send
     it: the usage-only chunk the gateway asked for is hidden (every chunk has choices)."""
-    async with stack(sqlite_url, tmp_path) as s:
-        await add_openai(s)
-        scenario = SCENARIOS[name]()
-        s.fake.enqueue(scenario, scenario)
+    scenario = SCENARIOS[name]()
+    async with openai_stack(sqlite_url, tmp_path, scenario, scenario) as s:
         async with asyncio.timeout(TIMEOUT):
             direct = await collect(
                 await direct_sdk(s).chat.completions.create(**chat_request(), stream=True)
@@ -147,10 +143,8 @@ async def test_streaming_parity_with_include_usage(
     name: str, sqlite_url: str, tmp_path: Path
 ) -> None:
     """A client that asked for usage gets the usage chunk exactly once, with the numbers."""
-    async with stack(sqlite_url, tmp_path) as s:
-        await add_openai(s)
-        scenario = SCENARIOS[name]()
-        s.fake.enqueue(scenario, scenario)
+    scenario = SCENARIOS[name]()
+    async with openai_stack(sqlite_url, tmp_path, scenario, scenario) as s:
         req = chat_request(stream=True, stream_options={"include_usage": True})
         async with asyncio.timeout(TIMEOUT):
             direct = await collect(await direct_sdk(s).chat.completions.create(**req))
@@ -190,8 +184,7 @@ async def test_stream_upstream_body_forces_include_usage_and_keeps_the_rest(
 ) -> None:
     """Upstream sees include_usage=true, every other member byte for byte (stream_options'
     own members kept), and the client still gets no usage-only chunk."""
-    async with stack(sqlite_url, tmp_path) as s:
-        await add_openai(s)
+    async with openai_stack(sqlite_url, tmp_path) as s:
         async with asyncio.timeout(TIMEOUT):
             resp = await s.client.post(
                 "/openai/v1/chat/completions",
@@ -238,8 +231,7 @@ async def test_upstream_body_is_byte_identical_when_nothing_to_add(
     body: bytes, sqlite_url: str, tmp_path: Path
 ) -> None:
     """Blocking requests and streams that already ask for usage are forwarded unchanged."""
-    async with stack(sqlite_url, tmp_path) as s:
-        await add_openai(s)
+    async with openai_stack(sqlite_url, tmp_path) as s:
         async with asyncio.timeout(TIMEOUT):
             resp = await s.client.post(
                 "/openai/v1/chat/completions",
@@ -265,8 +257,7 @@ async def test_each_completion_records_one_interception_with_usage_prompt_and_to
 ) -> None:
     """One interception per request with the client, session, usage (uncached input),
     prompt and tool calls; the admin listing and usage-by-model report the same numbers."""
-    async with stack(db_url, tmp_path) as s:
-        await add_openai(s)
+    async with openai_stack(db_url, tmp_path) as s:
         dev = await user_id(s.services, "dev")
         expected: dict[str, dict[str, Any]] = {}
         for n, (name, make) in enumerate(SCENARIOS.items(), start=1):
@@ -346,9 +337,7 @@ async def test_an_upstream_http_error_reaches_the_sdk_unchanged_and_is_recorded(
     """An upstream 4xx/5xx reaches the client with its status and OpenAI body, as the
     SDK's own exception; the interception records the error type."""
     exc_type, error_type = STATUS_ERRORS[status]
-    async with stack(sqlite_url, tmp_path) as s:
-        await add_openai(s)
-        s.fake.enqueue(Scenario.http_error(status))
+    async with openai_stack(sqlite_url, tmp_path, Scenario.http_error(status)) as s:
         async with asyncio.timeout(TIMEOUT):
             with pytest.raises(openai.APIStatusError) as info:
                 await gateway_sdk(s).chat.completions.create(**chat_request(), stream=stream)
@@ -369,8 +358,7 @@ async def test_single_key_rate_limited_exhausts_pool(sqlite_url: str, tmp_path: 
     """Upstream 429 on the only key: the key cools for the upstream's Retry-After and the
     client gets 429 + Retry-After in OpenAI's shape. A second request does not hammer the
     upstream while the key cools down."""
-    async with stack(sqlite_url, tmp_path) as s:
-        await add_openai(s)
+    async with openai_stack(sqlite_url, tmp_path) as s:
         s.fake.key_scenarios[PROVIDER_KEY] = Scenario.http_error(429, retry_after="7")
         sdk = gateway_sdk(s)
         for attempt in (1, 2):
@@ -393,8 +381,7 @@ async def test_single_key_rate_limited_exhausts_pool(sqlite_url: str, tmp_path: 
 async def test_single_key_unauthorized_exhausts_pool(sqlite_url: str, tmp_path: Path) -> None:
     """Upstream 401 on the only key: the client's gateway key is fine, so it gets a 502
     (not a misleading 401) saying the configured keys failed; recorded as unauthorized."""
-    async with stack(sqlite_url, tmp_path) as s:
-        await add_openai(s)
+    async with openai_stack(sqlite_url, tmp_path) as s:
         s.fake.key_scenarios[PROVIDER_KEY] = Scenario.http_error(401)
         sdk = gateway_sdk(s)
         for _ in (1, 2):
@@ -420,9 +407,9 @@ async def test_a_mid_stream_error_chunk_is_relayed_and_recorded_as_the_error(
 ) -> None:
     """A ``data: {"error":…}`` chunk mid-stream is relayed: the SDK raises it after the
     chunks before it; the interception gets the error type, the prompt is still recorded."""
-    async with stack(sqlite_url, tmp_path) as s:
-        await add_openai(s)
-        s.fake.enqueue(Scenario.stream_error(error_message="boom upstream", deltas_before=2))
+    async with openai_stack(
+        sqlite_url, tmp_path, Scenario.stream_error(error_message="boom upstream", deltas_before=2)
+    ) as s:
         got: list[Any] = []
         async with asyncio.timeout(TIMEOUT):
             stream = await gateway_sdk(s).chat.completions.create(**chat_request(), stream=True)
@@ -446,9 +433,9 @@ async def test_an_upstream_drop_mid_stream_ends_with_an_error_chunk_and_done(
 ) -> None:
     """The upstream connection dies mid-stream: the client gets the chunks so far, then an
     OpenAI error chunk and ``[DONE]``, and the stream ends; the SDK raises the error."""
-    async with stack(sqlite_url, tmp_path) as s:
-        await add_openai(s)
-        s.fake.enqueue(Scenario.drop(deltas_before=2), Scenario.drop(deltas_before=2))
+    async with openai_stack(
+        sqlite_url, tmp_path, Scenario.drop(deltas_before=2), Scenario.drop(deltas_before=2)
+    ) as s:
         async with asyncio.timeout(TIMEOUT):
             resp = await s.client.post(
                 "/openai/v1/chat/completions",
@@ -493,8 +480,7 @@ async def test_an_unreachable_upstream_is_an_openai_shaped_502(
 
 
 async def test_missing_gateway_key_is_openai_shaped_401(sqlite_url: str, tmp_path: Path) -> None:
-    async with stack(sqlite_url, tmp_path) as s:
-        await add_openai(s)
+    async with openai_stack(sqlite_url, tmp_path) as s:
         async with asyncio.timeout(TIMEOUT):
             resp = await s.client.post("/openai/v1/chat/completions", json=chat_request())
             assert resp.status == 401
@@ -509,8 +495,7 @@ async def test_missing_gateway_key_is_openai_shaped_401(sqlite_url: str, tmp_pat
 async def test_invalid_gateway_key_raises_authentication_error(
     sqlite_url: str, tmp_path: Path
 ) -> None:
-    async with stack(sqlite_url, tmp_path) as s:
-        await add_openai(s)
+    async with openai_stack(sqlite_url, tmp_path) as s:
         sdk = gateway_sdk(s, api_key="aib-nope-notarealkey")
         async with asyncio.timeout(TIMEOUT):
             with pytest.raises(openai.AuthenticationError) as info:
@@ -527,8 +512,7 @@ async def test_invalid_gateway_key_raises_authentication_error(
 async def test_gateway_key_never_reaches_upstream(sqlite_url: str, tmp_path: Path) -> None:
     """Bearer and X-Api-Key both authenticate the client; upstream gets exactly one
     ``Authorization: Bearer <provider key>`` and neither the gateway key nor X-Api-Key."""
-    async with stack(sqlite_url, tmp_path) as s:
-        await add_openai(s)
+    async with openai_stack(sqlite_url, tmp_path) as s:
         async with asyncio.timeout(TIMEOUT):
             await gateway_sdk(s).chat.completions.create(**chat_request())
             resp = await s.client.post(
@@ -553,8 +537,7 @@ async def test_models_pass_through_with_the_provider_key_and_record_nothing(
     sqlite_url: str, tmp_path: Path
 ) -> None:
     """GET /models reaches the fake with the provider key and the query; nothing recorded."""
-    async with stack(sqlite_url, tmp_path) as s:
-        await add_openai(s)
+    async with openai_stack(sqlite_url, tmp_path) as s:
         async with asyncio.timeout(TIMEOUT):
             page = await gateway_sdk(s).models.list(extra_query={"limit": "2", "tag": "a b"})
             direct = await direct_sdk(s).models.list()
@@ -574,8 +557,7 @@ async def test_models_pass_through_with_the_provider_key_and_record_nothing(
 async def test_legacy_completions_are_a_404_that_never_reach_upstream(
     sqlite_url: str, tmp_path: Path
 ) -> None:
-    async with stack(sqlite_url, tmp_path) as s:
-        await add_openai(s)
+    async with openai_stack(sqlite_url, tmp_path) as s:
         async with asyncio.timeout(TIMEOUT):
             with pytest.raises(openai.NotFoundError) as info:
                 await gateway_sdk(s).completions.create(model="gpt-3.5-turbo-instruct", prompt="x")

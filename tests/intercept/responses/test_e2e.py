@@ -28,7 +28,6 @@ from aibridge.testing.openai_sdk import (
     PROVIDER_KEY,
     SCENARIOS,
     STATUS_ERRORS,
-    add_openai,
     admin_tokens,
     assert_admin_reports,
     assert_codex_interception,
@@ -38,6 +37,7 @@ from aibridge.testing.openai_sdk import (
     gateway_sdk,
     normalize,
     nth_recording,
+    openai_stack,
     refusing_port,
     sse_events,
 )
@@ -113,10 +113,8 @@ async def test_a_blocking_response_through_the_gateway_equals_the_upstreams_byte
     name: str, sqlite_url: str, tmp_path: Path
 ) -> None:
     """Same SDK result as straight from the upstream; the body is the upstream's bytes."""
-    async with stack(sqlite_url, tmp_path) as s:
-        await add_openai(s)
-        scenario = SCENARIOS[name]()
-        s.fake.enqueue(scenario, scenario)
+    scenario = SCENARIOS[name]()
+    async with openai_stack(sqlite_url, tmp_path, scenario, scenario) as s:
         async with asyncio.timeout(TIMEOUT):
             direct = await direct_sdk(s).responses.create(**responses_request())
             via_raw = await gateway_sdk(s).responses.with_raw_response.create(**responses_request())
@@ -147,10 +145,8 @@ async def test_a_response_stream_through_the_gateway_equals_the_upstreams_byte_f
     name: str, sqlite_url: str, tmp_path: Path
 ) -> None:
     """Same SDK events as straight from the upstream; the stream is the upstream's bytes."""
-    async with stack(sqlite_url, tmp_path) as s:
-        await add_openai(s)
-        scenario = SCENARIOS[name]()
-        s.fake.enqueue(scenario, scenario, scenario)
+    scenario = SCENARIOS[name]()
+    async with openai_stack(sqlite_url, tmp_path, scenario, scenario, scenario) as s:
         async with asyncio.timeout(TIMEOUT):
             direct = await collect(
                 await direct_sdk(s).responses.create(**responses_request(), stream=True)
@@ -184,8 +180,7 @@ async def test_the_client_gets_the_upstreams_response_id_so_follow_ups_find_it(
 ) -> None:
     """The id the client got is the upstream's, so a follow-up's previous_response_id and a
     GET /responses/{id} both find the upstream's response."""
-    async with stack(sqlite_url, tmp_path) as s:
-        await add_openai(s)
+    async with openai_stack(sqlite_url, tmp_path) as s:
         sdk = gateway_sdk(s)
         async with asyncio.timeout(TIMEOUT):
             first = await sdk.responses.create(**responses_request())
@@ -212,8 +207,7 @@ async def test_each_response_records_usage_prompt_tool_calls_and_reasoning_summa
     """One interception per request with client, session, usage (uncached input), prompt,
     tool calls (call and item ids, parsed arguments) and reasoning summaries as thoughts;
     the admin listing and usage-by-model report the same numbers."""
-    async with stack(db_url, tmp_path) as s:
-        await add_openai(s)
+    async with openai_stack(db_url, tmp_path) as s:
         dev = await user_id(s.services, "dev")
         expected: dict[str, dict[str, Any]] = {}
         for n, (name, make) in enumerate(SCENARIOS.items(), start=1):
@@ -294,9 +288,7 @@ async def test_upstream_http_error_relayed_verbatim(
     status: int, stream: bool, sqlite_url: str, tmp_path: Path
 ) -> None:
     exc_type, error_type = STATUS_ERRORS[status]
-    async with stack(sqlite_url, tmp_path) as s:
-        await add_openai(s)
-        s.fake.enqueue(Scenario.http_error(status))
+    async with openai_stack(sqlite_url, tmp_path, Scenario.http_error(status)) as s:
         async with asyncio.timeout(TIMEOUT):
             with pytest.raises(openai.APIStatusError) as info:
                 await gateway_sdk(s).responses.create(**responses_request(), stream=stream)
@@ -328,8 +320,7 @@ async def test_a_401_or_429_on_the_only_key_exhausts_the_pool_with_the_right_sta
 ) -> None:
     """401/429 on the only key: failover finds no other key; 429 (+Retry-After) for rate
     limits, 502 for a key the upstream rejects (the client's own key is fine)."""
-    async with stack(sqlite_url, tmp_path) as s:
-        await add_openai(s)
+    async with openai_stack(sqlite_url, tmp_path) as s:
         s.fake.key_scenarios[PROVIDER_KEY] = Scenario.http_error(status)
         async with asyncio.timeout(TIMEOUT):
             with pytest.raises(openai.APIStatusError) as info:
@@ -350,9 +341,11 @@ async def test_a_mid_stream_error_or_failed_event_is_relayed_and_recorded(
 ) -> None:
     """An ``error`` / ``response.failed`` event is relayed as is and surfaced by the SDK;
     the interception gets the error, the prompt is recorded, no usage."""
-    async with stack(sqlite_url, tmp_path) as s:
-        await add_openai(s)
-        s.fake.enqueue(Scenario.stream_error(responses_error_event=event, error_message="kaput"))
+    async with openai_stack(
+        sqlite_url,
+        tmp_path,
+        Scenario.stream_error(responses_error_event=event, error_message="kaput"),
+    ) as s:
         async with asyncio.timeout(TIMEOUT):
             events = await collect(
                 await gateway_sdk(s).responses.create(**responses_request(), stream=True)
@@ -379,9 +372,9 @@ async def test_an_upstream_drop_mid_stream_ends_with_an_error_event(
 ) -> None:
     """The upstream dies mid-stream: the events so far, then an ``error`` event, then the
     end of the stream; the SDK yields the error event."""
-    async with stack(sqlite_url, tmp_path) as s:
-        await add_openai(s)
-        s.fake.enqueue(Scenario.drop(deltas_before=2), Scenario.drop(deltas_before=2))
+    async with openai_stack(
+        sqlite_url, tmp_path, Scenario.drop(deltas_before=2), Scenario.drop(deltas_before=2)
+    ) as s:
         async with asyncio.timeout(TIMEOUT):
             resp = await s.client.post(
                 "/openai/v1/responses",
@@ -418,8 +411,7 @@ async def test_incomplete_response_is_recorded_with_its_usage(
 ) -> None:
     """``response.incomplete`` (e.g. max_output_tokens) is a terminal event with usage: a
     normal end, billed like a completed one."""
-    async with stack(sqlite_url, tmp_path) as s:
-        await add_openai(s)
+    async with openai_stack(sqlite_url, tmp_path) as s:
         scenario = Scenario.text_reply(responses_incomplete="max_output_tokens")
         s.fake.enqueue(scenario)
         async with asyncio.timeout(TIMEOUT):
@@ -455,8 +447,7 @@ async def test_client_leaving_after_response_completed_keeps_the_usage(
     """A client (Codex) that closes the connection as soon as it has ``response.completed``,
     while the upstream has not closed its side yet: the response reached it in full, so
     the interception ends without error and with the usage of the completed response."""
-    async with stack(sqlite_url, tmp_path) as s:
-        await add_openai(s)
+    async with openai_stack(sqlite_url, tmp_path) as s:
         linger = Scenario.linger()  # complete, then the upstream keeps the connection open
         s.fake.enqueue(linger)
         async with asyncio.timeout(TIMEOUT):
@@ -485,8 +476,7 @@ async def test_client_leaving_while_the_start_is_written_ends_as_client_disconne
     """A client that gives up while the gateway still waits for the database to take the
     interception's start: the interception must not stay open forever (listed with no
     usage and no error); it ends as ``client_disconnected``."""
-    async with stack(pg_url, tmp_path, recorder_options={"start_timeout": 30.0}) as s:
-        await add_openai(s)
+    async with openai_stack(pg_url, tmp_path, recorder_options={"start_timeout": 30.0}) as s:
         recorder = s.services.recorder
         assert recorder is not None
         blocker = await asyncpg.connect(pg_url)
@@ -541,8 +531,7 @@ async def test_an_unreachable_upstream_is_an_openai_shaped_502(
 
 
 async def test_background_is_not_supported(sqlite_url: str, tmp_path: Path) -> None:
-    async with stack(sqlite_url, tmp_path) as s:
-        await add_openai(s)
+    async with openai_stack(sqlite_url, tmp_path) as s:
         async with asyncio.timeout(TIMEOUT):
             with pytest.raises(openai.InternalServerError) as info:
                 await gateway_sdk(s).responses.create(**responses_request(), background=True)
@@ -557,8 +546,7 @@ async def test_background_is_not_supported(sqlite_url: str, tmp_path: Path) -> N
 async def test_an_invalid_gateway_key_is_an_openai_shaped_401_that_reaches_no_upstream(
     sqlite_url: str, tmp_path: Path
 ) -> None:
-    async with stack(sqlite_url, tmp_path) as s:
-        await add_openai(s)
+    async with openai_stack(sqlite_url, tmp_path) as s:
         async with asyncio.timeout(TIMEOUT):
             with pytest.raises(openai.AuthenticationError) as info:
                 await gateway_sdk(s, api_key="wrong").responses.create(
@@ -569,8 +557,7 @@ async def test_an_invalid_gateway_key_is_an_openai_shaped_401_that_reaches_no_up
 
 
 async def test_gateway_key_never_reaches_upstream(sqlite_url: str, tmp_path: Path) -> None:
-    async with stack(sqlite_url, tmp_path) as s:
-        await add_openai(s)
+    async with openai_stack(sqlite_url, tmp_path) as s:
         async with asyncio.timeout(TIMEOUT):
             await gateway_sdk(s).responses.create(**responses_request())
             resp = await s.client.post(
@@ -595,8 +582,7 @@ async def test_get_response_passes_through_with_the_provider_key_unrecorded(
     sqlite_url: str, tmp_path: Path
 ) -> None:
     """GET /responses/{id} reaches the fake with the provider key; it is not recorded."""
-    async with stack(sqlite_url, tmp_path) as s:
-        await add_openai(s)
+    async with openai_stack(sqlite_url, tmp_path) as s:
         sdk = gateway_sdk(s)
         async with asyncio.timeout(TIMEOUT):
             created = await sdk.responses.create(**responses_request())
