@@ -173,6 +173,38 @@ def assert_codex_interception(
     assert (i.error_type, i.error_message) == (None, None)
 
 
+UsageRow = tuple[int, int, int, int, int, str | None]
+"""A token usage row as (input, output, cache read, cache write, reasoning, response id)."""
+
+
+def usage_rows(rec: Recorded) -> list[UsageRow]:
+    """The token usage rows recorded for an interception, as :data:`UsageRow` values."""
+    return [
+        (
+            t.input_tokens,
+            t.output_tokens,
+            t.cache_read_input_tokens,
+            t.cache_write_input_tokens,
+            t.reasoning_tokens,
+            t.provider_response_id,
+        )
+        for t in rec.token_usages
+    ]
+
+
+def usage_row(u: Usage, response_id: str | None) -> UsageRow:
+    """The row an OpenAI answer with a scenario's usage ``u`` must be recorded as (uncached
+    input; OpenAI reports no cache writes)."""
+    return (
+        u.input_tokens,
+        u.output_tokens,
+        u.cache_read_tokens,
+        0,
+        u.reasoning_tokens,
+        response_id,
+    )
+
+
 def admin_tokens(u: Usage) -> dict[str, int]:
     """The admin API's ``tokens`` for a scenario's usage (OpenAI reports no cache writes)."""
     return {

@@ -38,6 +38,8 @@ from aibridge.testing.openai_sdk import (
     openai_stack,
     refusing_port,
     sse_events,
+    usage_row,
+    usage_rows,
 )
 from aibridge.testing.recorded import interceptions, only_interception, user_id
 from aibridge.testing.stack import TIMEOUT, stack
@@ -279,26 +281,7 @@ async def test_each_completion_records_one_interception_with_usage_prompt_and_to
             assert i.credential_kind == "centralized"
             assert i.credential_hint is not None and PROVIDER_KEY not in i.credential_hint
             u = scenario.usage
-            assert [
-                (
-                    t.input_tokens,
-                    t.output_tokens,
-                    t.cache_read_input_tokens,
-                    t.cache_write_input_tokens,
-                    t.reasoning_tokens,
-                    t.provider_response_id,
-                )
-                for t in rec.token_usages
-            ] == [
-                (
-                    u.input_tokens,
-                    u.output_tokens,
-                    u.cache_read_tokens,
-                    0,
-                    u.reasoning_tokens,
-                    upstream.response_id,
-                )
-            ]
+            assert usage_rows(rec) == [usage_row(u, upstream.response_id)]
             assert [p.prompt for p in rec.prompts] == [prompt]
             calls = sorted(
                 (t.provider_tool_call_id, t.tool, json.loads(t.input), t.injected)

@@ -40,6 +40,8 @@ from aibridge.testing.openai_sdk import (
     openai_stack,
     refusing_port,
     sse_events,
+    usage_row,
+    usage_rows,
 )
 from aibridge.testing.recorded import interceptions, only_interception, user_id
 from aibridge.testing.stack import TIMEOUT, Stack, stack
@@ -227,28 +229,8 @@ async def test_each_response_records_usage_prompt_tool_calls_and_reasoning_summa
             rec = await nth_recording(s, n, model)
             assert_codex_interception(rec, model, dev, session)
             u = scenario.usage
-            assert [
-                (
-                    t.input_tokens,
-                    t.output_tokens,
-                    t.cache_read_input_tokens,
-                    t.cache_write_input_tokens,
-                    t.reasoning_tokens,
-                    t.provider_response_id,
-                    t.provider_model,
-                )
-                for t in rec.token_usages
-            ] == [
-                (
-                    u.input_tokens,
-                    u.output_tokens,
-                    u.cache_read_tokens,
-                    0,
-                    u.reasoning_tokens,
-                    upstream.response_id,
-                    model,
-                )
-            ]
+            assert usage_rows(rec) == [usage_row(u, upstream.response_id)]
+            assert [t.provider_model for t in rec.token_usages] == [model]
             assert [(p.prompt, p.provider_response_id) for p in rec.prompts] == [
                 (prompt, upstream.response_id)
             ]
