@@ -49,6 +49,14 @@ class Api:
     def request(self, *, stream: bool) -> dict[str, Any]:
         return {**self.body, "stream": stream}
 
+    async def send(
+        self, s: Stack, provider: str, *, stream: bool
+    ) -> tuple[int, dict[str, str], bytes]:
+        """One request to ``provider`` with the member's key, read whole (bounded)."""
+        async with aiohttp.ClientSession() as session:
+            url, body = self.url(s, provider), self.request(stream=stream)
+            return await post(session, url, body, self.headers(s.user_token))
+
 
 MESSAGES = Api(
     "messages",
@@ -227,10 +235,7 @@ async def post_to_stalled_upstream(
     stall = Scenario.stall(release=release)
     s.fake.enqueue(stall)
     try:
-        async with aiohttp.ClientSession() as session:
-            status, headers, raw = await post(
-                session, api.url(s, "p"), api.request(stream=stream), api.headers(s.user_token)
-            )
+        status, headers, raw = await api.send(s, "p", stream=stream)
     finally:
         release.set()
     return stall, status, headers, raw
@@ -359,10 +364,7 @@ async def post_with_every_key_refused(
     for key in keys:
         s.fake.key_scenarios[key] = Scenario.http_error(401)
     start = len(s.fake.requests)
-    async with aiohttp.ClientSession() as session:
-        answer = await post(
-            session, api.url(s, provider), api.request(stream=stream), api.headers(s.user_token)
-        )
+    answer = await api.send(s, provider, stream=stream)
     assert credentials(s, start) == keys
     return answer
 
@@ -641,14 +643,8 @@ async def test_database_outage_during_an_uncached_key_lookup_is_a_503(
                 assert set(await resp.json()) >= {"message", "detail"}
         assert s.fake.requests == []
         # Once the database is back, the same key works.
-        async with aiohttp.ClientSession() as session:
-            status, _, raw = await post(
-                session,
-                MESSAGES.url(s, "anthropic"),
-                MESSAGES.request(stream=False),
-                MESSAGES.headers(s.user_token),
-            )
-            assert status == 200, raw
+        status, _, raw = await MESSAGES.send(s, "anthropic", stream=False)
+        assert status == 200, raw
 
 
 # --------------------------------------------------------------------------- 6. edges
@@ -770,13 +766,7 @@ async def test_readyz_reports_providers_and_metrics_count_tokens_of_a_request(
             "anthropic": {"type": "anthropic", "status": "enabled"},
             "off": {"type": "openai", "status": "disabled"},
         }
-        async with aiohttp.ClientSession() as session:
-            status, _, raw = await post(
-                session,
-                MESSAGES.url(s, "anthropic"),
-                MESSAGES.request(stream=True),
-                MESSAGES.headers(s.user_token),
-            )
+        status, _, raw = await MESSAGES.send(s, "anthropic", stream=True)
         assert status == 200, raw
         async with asyncio.timeout(TIMEOUT):
             resp = await s.client.get("/metrics")
