@@ -23,7 +23,6 @@ from aibridge.testing.exchanges import (
     recorded_as_expect,
 )
 from aibridge.testing.observe import random_chunks
-from aibridge.testing.recorded import only_interception, user_id
 from aibridge.testing.stack import TIMEOUT, stack
 
 # Where each API's requests go through the gateway: (provider type, path under /<provider>).
@@ -87,8 +86,7 @@ async def test_the_gateway_relays_the_exchange_unchanged_and_records_its_expect(
         assert (resp.status, resp.content_type) == (exchange.status, exchange.content_type)
         assert body == exchange.response
         assert s.fake.requests[0].body == exchange.request
-        await s.flush_records()
-        rec = await only_interception(s.services, await user_id(s.services, "dev"))
+        rec = await s.only_recording()
     assert recorded_as_expect(rec) == as_recorded(exchange.expect)
     assert (rec.interception.error_type, rec.interception.error_message) == recorded_end(
         exchange.expect

@@ -26,7 +26,6 @@ from multidict import CIMultiDict, MultiDict
 from prometheus_client.parser import text_string_to_metric_families
 
 from aibridge.fakellm import Scenario, Usage
-from aibridge.testing import recorded
 from aibridge.testing.stack import TIMEOUT, Stack, stack
 
 ANTHROPIC_MODEL = "claude-sonnet-4-5-20250929"
@@ -681,10 +680,7 @@ async def test_a_gzipped_bridged_answer_is_recorded_and_decodes_for_the_client(
         else:
             assert orjson.loads(client_body) == orjson.loads(expected)
 
-        await s.flush_records()
-        rec = await recorded.only_interception(
-            s.services, await recorded.user_id(s.services, "dev")
-        )
+        rec = await s.only_recording()
         assert rec.interception.ended_at is not None
         assert rec.interception.error_type is None
         assert [(t.input_tokens, t.output_tokens) for t in rec.token_usages] == [

@@ -6,6 +6,7 @@ Shared by the data-plane tests so each test reads as the scenario it checks.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from aibridge.clock import Clock
 from aibridge.fakellm import FakeLLM
 from aibridge.server import Services
 from aibridge.testing.gateway import announced_admin_token, gateway
+from aibridge.testing.recorded import Recorded, only_interception, user_id
 
 PROVIDER_KEY = "sk-upstream-primary-0001"
 """The upstream key :meth:`Stack.add_provider` configures unless told otherwise."""
@@ -89,6 +91,17 @@ class Stack:
         assert recorder is not None
         async with asyncio.timeout(TIMEOUT):
             await recorder.wait_idle()
+
+    async def member_id(self) -> uuid.UUID:
+        """The member's (``dev``) user id."""
+        return await user_id(self.services, "dev")
+
+    async def only_recording(self) -> Recorded:
+        """Flush the recorder and return the member's single interception with its rows
+        (AssertionError unless there is exactly one)."""
+        await self.flush_records()
+        async with asyncio.timeout(TIMEOUT):
+            return await only_interception(self.services, await self.member_id())
 
 
 @asynccontextmanager

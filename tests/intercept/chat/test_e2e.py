@@ -41,7 +41,7 @@ from aibridge.testing.openai_sdk import (
     usage_row,
     usage_rows,
 )
-from aibridge.testing.recorded import interceptions, only_interception, user_id
+from aibridge.testing.recorded import interceptions
 from aibridge.testing.stack import TIMEOUT, stack
 
 TOOLS: list[dict[str, Any]] = [
@@ -209,8 +209,7 @@ async def test_stream_upstream_body_forces_include_usage_and_keeps_the_rest(
         assert events[-1] == (None, b"[DONE]")
         chunks = [orjson.loads(data) for _, data in events[:-1]]
         assert chunks and all(chunk["choices"] for chunk in chunks)
-        await s.flush_records()
-        rec = await only_interception(s.services, await user_id(s.services, "dev"))
+        rec = await s.only_recording()
         assert len(rec.token_usages) == 1
         assert rec.token_usages[0].output_tokens == s.fake.fallback.usage.output_tokens
 
@@ -260,7 +259,7 @@ async def test_each_completion_records_one_interception_with_usage_prompt_and_to
     """One interception per request with the client, session, usage (uncached input),
     prompt and tool calls; the admin listing and usage-by-model report the same numbers."""
     async with openai_stack(db_url, tmp_path) as s:
-        dev = await user_id(s.services, "dev")
+        dev = await s.member_id()
         expected: dict[str, dict[str, Any]] = {}
         for n, (name, make) in enumerate(SCENARIOS.items(), start=1):
             scenario = make()
@@ -330,8 +329,7 @@ async def test_an_upstream_http_error_reaches_the_sdk_unchanged_and_is_recorded(
         assert exc.response.headers["content-type"].startswith("application/json")
         assert exc.response.json() == error_body(status)
         assert s.fake.requests[-1].status == status
-        await s.flush_records()
-        rec = await only_interception(s.services, await user_id(s.services, "dev"))
+        rec = await s.only_recording()
         assert rec.interception.error_type == error_type
         assert rec.interception.error_message == error_body(status)["error"]["message"]
         assert rec.token_usages == []
@@ -403,8 +401,7 @@ async def test_a_mid_stream_error_chunk_is_relayed_and_recorded_as_the_error(
         assert not isinstance(info.value, openai.APIStatusError)
         text = "".join(c.choices[0].delta.content or "" for c in got)
         assert text and Scenario.text_reply().text.startswith(text)
-        await s.flush_records()
-        rec = await only_interception(s.services, await user_id(s.services, "dev"))
+        rec = await s.only_recording()
         assert rec.interception.error_type == "server_error"
         assert rec.interception.error_message == "boom upstream"
         assert [p.prompt for p in rec.prompts] == ["What is the weather in Paris?"]
@@ -560,8 +557,7 @@ async def test_an_openai_compat_provider_is_bridged_under_its_own_name(
         seen = s.fake.requests[-1]
         assert (seen.path, seen.api) == ("/v1/chat/completions", "chat")
         assert seen.headers.getall("Authorization") == ["Bearer sk-compat-000000000001"]
-        await s.flush_records()
-        rec = await only_interception(s.services, await user_id(s.services, "dev"))
+        rec = await s.only_recording()
         assert (rec.interception.provider, rec.interception.provider_name) == (
             "openai-compat",
             "compat",

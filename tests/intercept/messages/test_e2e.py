@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -127,18 +126,6 @@ def sse_events(raw: bytes) -> list[tuple[str | None, Any]]:
     parser = SSEParser()
     events = [*parser.feed(raw), *parser.flush()]
     return [(e.event, orjson.loads(e.data)) for e in events if e.has_data]
-
-
-async def member_id(s: Stack) -> uuid.UUID:
-    """The member's user id."""
-    return await recorded.user_id(s.services, "dev")
-
-
-async def only_interception(s: Stack) -> recorded.Recorded:
-    """Flush the recorder and return the member's single interception."""
-    await s.flush_records()
-    async with asyncio.timeout(TIMEOUT):
-        return await recorded.only_interception(s.services, await member_id(s))
 
 
 async def assert_nothing_recorded(s: Stack) -> None:
@@ -321,9 +308,9 @@ async def test_each_message_records_one_interception_with_the_upstreams_exact_us
         upstream = s.fake.requests[-1]
         assert upstream.headers["User-Agent"] == CLAUDE_UA
 
-        rec = await only_interception(s)
+        rec = await s.only_recording()
         i = rec.interception
-        assert i.initiator_id == await member_id(s)
+        assert i.initiator_id == await s.member_id()
         assert s.user_token.startswith(f"aib-{i.api_key_id}-")
         assert (i.provider, i.provider_name, i.model) == ("anthropic", PROVIDER, MODEL)
         assert (i.client, i.user_agent, i.client_session_id) == (
@@ -457,7 +444,7 @@ async def test_the_client_comes_from_the_user_agent_and_the_session_from_its_hea
             kwargs["metadata"] = metadata
         async with asyncio.timeout(TIMEOUT):
             await gateway_sdk(s, default_headers=headers).messages.create(**kwargs)
-        i = (await only_interception(s)).interception
+        i = (await s.only_recording()).interception
         assert (i.client, i.client_session_id) == (client, session)
         assert i.user_agent == headers["User-Agent"]
 
@@ -502,7 +489,7 @@ async def test_an_upstream_http_error_reaches_the_sdk_unchanged_and_is_recorded(
         assert err.response.headers["request-id"].startswith("req_011")
         assert len(s.fake.requests) == 1
 
-        i = (await only_interception(s)).interception
+        i = (await s.only_recording()).interception
         assert (i.error_type, i.error_message) == (error_type, expected_message)
         assert i.ended_at is not None
 
@@ -530,7 +517,7 @@ async def test_upstream_401_single_key_is_key_failure(
         }
         assert [r.credential() for r in s.fake.requests] == [UPSTREAM_KEY]
 
-        i = (await only_interception(s)).interception
+        i = (await s.only_recording()).interception
         assert (i.error_type, i.error_message) == ("unauthorized", MSG_UNAUTHORIZED)
 
 
@@ -558,7 +545,7 @@ async def test_upstream_429_single_key_is_rate_limited(
         }
         assert len(s.fake.requests) == 1
 
-        i = (await only_interception(s)).interception
+        i = (await s.only_recording()).interception
         assert (i.error_type, i.error_message) == ("rate_limited", message)
 
         with pytest.raises(anthropic.RateLimitError) as again:
@@ -598,7 +585,7 @@ async def test_a_mid_stream_error_event_is_relayed_verbatim_and_recorded(
         assert "message_stop" not in [name for name, _ in events]
 
         await s.flush_records()
-        rows = await recorded.interceptions(s.services, initiator_id=await member_id(s))
+        rows = await recorded.interceptions(s.services, initiator_id=await s.member_id())
         assert len(rows) == 2
         for row in rows:
             assert (row.error_type, row.error_message) == ("overloaded", "Overloaded")
@@ -637,7 +624,7 @@ async def test_an_upstream_drop_mid_stream_ends_with_an_anthropic_error_event(
         assert caught.value.body["error"]["type"] == "api_error"
 
         await s.flush_records()
-        rows = await recorded.interceptions(s.services, initiator_id=await member_id(s))
+        rows = await recorded.interceptions(s.services, initiator_id=await s.member_id())
         assert len(rows) == 2
         for row in rows:
             assert row.error_type == "server_error"
@@ -664,7 +651,7 @@ async def test_a_blocking_response_cut_half_way_is_an_anthropic_shaped_502(
         assert isinstance(caught.value.body, dict)
         assert caught.value.body["type"] == "error"
         assert caught.value.body["error"]["type"] == "api_error"
-        i = (await only_interception(s)).interception
+        i = (await s.only_recording()).interception
         assert i.error_type == "server_error"
 
 
@@ -689,7 +676,7 @@ async def test_an_unreachable_upstream_is_an_anthropic_shaped_502(
         assert err.body["error"]["type"] == "api_error"
         assert err.body["error"]["message"].startswith("upstream unreachable")
         assert UPSTREAM_KEY not in json.dumps(err.body)
-        i = (await only_interception(s)).interception
+        i = (await s.only_recording()).interception
         assert i.error_type == "server_error"
 
 

@@ -43,7 +43,7 @@ from aibridge.testing.openai_sdk import (
     usage_row,
     usage_rows,
 )
-from aibridge.testing.recorded import interceptions, only_interception, user_id
+from aibridge.testing.recorded import interceptions
 from aibridge.testing.stack import TIMEOUT, Stack, stack
 
 TOOLS: list[dict[str, Any]] = [
@@ -210,7 +210,7 @@ async def test_each_response_records_usage_prompt_tool_calls_and_reasoning_summa
     tool calls (call and item ids, parsed arguments) and reasoning summaries as thoughts;
     the admin listing and usage-by-model report the same numbers."""
     async with openai_stack(db_url, tmp_path) as s:
-        dev = await user_id(s.services, "dev")
+        dev = await s.member_id()
         expected: dict[str, dict[str, Any]] = {}
         for n, (name, make) in enumerate(SCENARIOS.items(), start=1):
             scenario = make()
@@ -279,8 +279,7 @@ async def test_upstream_http_error_relayed_verbatim(
         assert exc.status_code == status
         assert exc.response.headers["content-type"].startswith("application/json")
         assert exc.response.content == orjson.dumps(error_body(status))
-        await s.flush_records()
-        rec = await only_interception(s.services, await user_id(s.services, "dev"))
+        rec = await s.only_recording()
         assert rec.interception.error_type == error_type
         assert rec.token_usages == []
 
@@ -312,8 +311,7 @@ async def test_a_401_or_429_on_the_only_key_exhausts_the_pool_with_the_right_sta
         assert ("retry-after" in exc.response.headers) == (status == 429)
         assert set(exc.response.json()) == {"error"}
         assert exc.response.json()["error"]["message"].startswith("all configured keys")
-        await s.flush_records()
-        rec = await only_interception(s.services, await user_id(s.services, "dev"))
+        rec = await s.only_recording()
         assert rec.interception.error_type == error_type
 
 
@@ -341,8 +339,7 @@ async def test_a_mid_stream_error_or_failed_event_is_relayed_and_recorded(
             error = last["response"]["error"]
             assert (error["code"], error["message"]) == ("server_error", "kaput")
         assert any(e["type"] == "response.output_text.delta" for e in events)
-        await s.flush_records()
-        rec = await only_interception(s.services, await user_id(s.services, "dev"))
+        rec = await s.only_recording()
         assert rec.interception.error_type == "server_error"
         assert rec.interception.error_message == "kaput"
         assert [p.prompt for p in rec.prompts] == ["What is the weather in Paris?"]
@@ -402,8 +399,7 @@ async def test_incomplete_response_is_recorded_with_its_usage(
             )
         assert events[-1]["type"] == "response.incomplete"
         assert events[-1]["response"]["incomplete_details"] == {"reason": "max_output_tokens"}
-        await s.flush_records()
-        rec = await only_interception(s.services, await user_id(s.services, "dev"))
+        rec = await s.only_recording()
         assert (rec.interception.error_type, rec.interception.ended_at is not None) == (None, True)
         usage = scenario.usage
         assert [(u.input_tokens, u.output_tokens) for u in rec.token_usages] == [
@@ -443,8 +439,7 @@ async def test_client_leaving_after_response_completed_keeps_the_usage(
             await linger.stalled.wait()
             resp.close()
             await s.fake.disconnected.wait()  # the gateway let go of the upstream
-        await s.flush_records()
-        rec = await only_interception(s.services, await user_id(s.services, "dev"))
+        rec = await s.only_recording()
         assert (rec.interception.error_type, rec.interception.ended_at is not None) == (None, True)
         usage = linger.usage
         assert [(u.input_tokens, u.output_tokens) for u in rec.token_usages] == [
