@@ -20,7 +20,7 @@ from aibridge.clock import Clock
 from aibridge.fakellm import FakeLLM
 from aibridge.server import Services
 from aibridge.testing.gateway import announced_admin_token, gateway
-from aibridge.testing.recorded import Recorded, only_interception, user_id
+from aibridge.testing.recorded import Recorded, interceptions, only_interception, user_id
 
 PROVIDER_KEY = "sk-upstream-primary-0001"
 """The upstream key :meth:`Stack.add_provider` configures unless told otherwise."""
@@ -91,6 +91,11 @@ class Stack:
         assert recorder is not None
         async with asyncio.timeout(TIMEOUT):
             await recorder.wait_idle()
+
+    async def error_types(self) -> list[str | None]:
+        """Flush the recorder; the ``error_type`` of every interception, oldest first."""
+        await self.flush_records()
+        return [row.error_type for row in await interceptions(self.services)]
 
     async def member_id(self) -> uuid.UUID:
         """The member's (``dev``) user id."""

@@ -354,9 +354,7 @@ async def test_single_key_rate_limited_exhausts_pool(sqlite_url: str, tmp_path: 
             assert err["type"] == "rate_limit_exceeded"
             assert err["message"].startswith("all configured keys are rate-limited (retry after ")
             assert len(s.fake.requests) == 1, f"attempt {attempt} reached the cooling key"
-        await s.flush_records()
-        rows = await interceptions(s.services)
-        assert [r.error_type for r in rows] == ["rate_limited", "rate_limited"]
+        assert await s.error_types() == ["rate_limited", "rate_limited"]
 
 
 async def test_single_key_unauthorized_exhausts_pool(sqlite_url: str, tmp_path: Path) -> None:
@@ -378,9 +376,7 @@ async def test_single_key_unauthorized_exhausts_pool(sqlite_url: str, tmp_path: 
                 "all configured keys failed authentication. Contact your Administrator"
             )
         assert len(s.fake.requests) == 1, "the failed key was retried while cooling down"
-        await s.flush_records()
-        rows = await interceptions(s.services)
-        assert [r.error_type for r in rows] == ["unauthorized", "unauthorized"]
+        assert await s.error_types() == ["unauthorized", "unauthorized"]
 
 
 async def test_a_mid_stream_error_chunk_is_relayed_and_recorded_as_the_error(
@@ -438,9 +434,7 @@ async def test_an_upstream_drop_mid_stream_ends_with_an_error_chunk_and_done(
                 async for _ in stream:
                     pass
         assert info.value.message.startswith("upstream stream broke")
-        await s.flush_records()
-        rows = await interceptions(s.services)
-        assert [r.error_type for r in rows] == ["server_error", "server_error"]
+        assert await s.error_types() == ["server_error", "server_error"]
 
 
 async def test_an_unreachable_upstream_is_an_openai_shaped_502(
