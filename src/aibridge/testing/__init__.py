@@ -9,7 +9,8 @@ import anything of aibridge, and nothing else imports it.
 
 Modules:
 
-* :mod:`~aibridge.testing.gateway` — the gateway app on a loopback port, query counting;
+* :mod:`~aibridge.testing.gateway` — the gateway app on a loopback port (with its first
+  admin's key), query counting;
 * :mod:`~aibridge.testing.stack` — gateway + fake upstream + admin and member tokens;
 * :mod:`~aibridge.testing.recorded` — reading back what the recorder wrote;
 * :mod:`~aibridge.testing.databases` — throwaway PostgreSQL databases, migrated engines;
@@ -18,6 +19,7 @@ Modules:
 * :mod:`~aibridge.testing.replicas` — real ``aibridge serve`` subprocesses;
 * :mod:`~aibridge.testing.observe` — running the response observers over bytes;
 * :mod:`~aibridge.testing.exchanges` — captured-format exchange files;
+* :mod:`~aibridge.testing.clients` — SDK clients closed after each test;
 * :mod:`~aibridge.testing.openai_sdk` — the official ``openai`` SDK against a stack (needs
   the ``dev`` extra).
 """
