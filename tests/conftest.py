@@ -1,98 +1,93 @@
-"""Shared fixtures: real databases (SQLite file and, when configured, PostgreSQL)."""
+"""Fixtures every test folder uses: real databases (a SQLite file and, when configured,
+a fresh PostgreSQL database; see aibridge.testing.databases), and the captured exchanges
+in tests/fixtures (see the README there)."""
 
 from __future__ import annotations
 
+import functools
 import os
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from aibridge.store.db import create_engine, migrate
-from aibridge.store.urls import normalize_database_url
+from aibridge.fakellm import Exchange, load_exchanges
+from aibridge.testing.databases import (
+    PG_ENV,
+    REQUIRE_PG_ENV,
+    configured_admin_url,
+    migrated_engine,
+    pg_database,
+    sqlite_file_url,
+)
 
-PG_ENV = "AIBRIDGE_TEST_POSTGRES_URL"
-REQUIRE_PG_ENV = "AIBRIDGE_TEST_REQUIRE_POSTGRES"
+EXCHANGES_DIR = Path(__file__).resolve().parent / "fixtures"
+"""The captured exchanges: ``<api>/<name>.txt``."""
 
 
-def postgres_admin_url() -> str | None:
-    """The PostgreSQL URL tests may use, or None (tests then skip, or fail in CI)."""
-    url = os.environ.get(PG_ENV)
-    if not url:
+@functools.cache
+def captured_exchanges() -> tuple[Exchange, ...]:
+    """Every exchange file below :data:`EXCHANGES_DIR`, by name (read once)."""
+    return tuple(load_exchanges(EXCHANGES_DIR))
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run a test taking ``exchange`` once per captured exchange, and one taking
+    ``stream_exchange`` once per streaming exchange, each named after its file."""
+    for argument, streams_only in (("exchange", False), ("stream_exchange", True)):
+        if argument in metafunc.fixturenames:
+            chosen = [e for e in captured_exchanges() if e.streaming or not streams_only]
+            metafunc.parametrize(argument, chosen, ids=[e.name for e in chosen])
+
+
+@pytest.fixture
+def exchanges() -> tuple[Exchange, ...]:
+    """Every captured exchange."""
+    return captured_exchanges()
+
+
+@pytest.fixture
+def exchanges_dir() -> Path:
+    """The folder of the captured exchanges (what ``FakeLLM(fixtures=…)`` takes)."""
+    return EXCHANGES_DIR
+
+
+def require_postgres() -> None:
+    """Skip the running test when PostgreSQL is not configured (fail instead in CI)."""
+    if configured_admin_url() is None:
         if os.environ.get(REQUIRE_PG_ENV) == "1":
             pytest.fail(f"{REQUIRE_PG_ENV}=1 but {PG_ENV} is not set")
         pytest.skip(f"PostgreSQL tests need {PG_ENV}=postgresql://user@host:port/db")
-    return url
-
-
-def _asyncpg_url(url: str) -> str:
-    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
-
-
-async def create_pg_database() -> str:
-    """Create a throwaway PostgreSQL database and return its plain URL."""
-    admin = postgres_admin_url()
-    assert admin is not None
-    name = f"aibridge_test_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(_asyncpg_url(admin))
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    base, _, _ = _asyncpg_url(admin).rpartition("/")
-    return f"{base}/{name}"
-
-
-async def drop_pg_database(url: str) -> None:
-    """Drop a database made by :func:`create_pg_database`, kicking its sessions."""
-    admin = postgres_admin_url()
-    assert admin is not None
-    name = url.rpartition("/")[2]
-    conn = await asyncpg.connect(_asyncpg_url(admin))
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
 
 
 @pytest.fixture
 async def pg_url() -> AsyncIterator[str]:
     """A fresh, empty PostgreSQL database (plain ``postgresql://`` URL)."""
-    url = await create_pg_database()
-    try:
+    require_postgres()
+    async with pg_database() as url:
         yield url
-    finally:
-        await drop_pg_database(url)
 
 
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     """A SQLite file URL in the test's temporary directory."""
-    return f"sqlite:///{tmp_path / 'aibridge.db'}"
+    return sqlite_file_url(tmp_path)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     """Run the test once on a SQLite file and once on a fresh PostgreSQL database."""
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'aibridge.db'}"
+        yield sqlite_file_url(tmp_path)
         return
-    url = await create_pg_database()
-    try:
+    require_postgres()
+    async with pg_database() as url:
         yield url
-    finally:
-        await drop_pg_database(url)
 
 
 @pytest.fixture
 async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
     """A migrated engine on each backend."""
-    eng = create_engine(normalize_database_url(db_url))
-    await migrate(eng)
-    try:
+    async with migrated_engine(db_url) as eng:
         yield eng
-    finally:
-        await eng.dispose()

@@ -17,13 +17,13 @@ from aibridge.store import users as repo
 from aibridge.store.db import session_factory
 from aibridge.store.models import ApiKey, User
 from aibridge.store.types import utcnow
+from aibridge.testing.gateway import count_queries
 from aibridge.tokens import TOKEN_PREFIX, MalformedToken, hash_secret, mint_token, parse_token
-from tests.helpers import count_queries
 
 # --- token format -------------------------------------------------------------------
 
 
-def test_mint_token_format_and_hash() -> None:
+def test_a_minted_token_is_prefix_key_id_and_secret_and_stores_only_its_hash() -> None:
     new = mint_token()
     prefix, key_id, secret = new.token.split("-", 2)
     assert prefix == TOKEN_PREFIX
@@ -105,11 +105,13 @@ def test_parse_token_rejects_malformed(token: str) -> None:
         ({}, None),
     ],
 )
-def test_extract_token(headers: dict[str, str], expected: str | None) -> None:
+def test_the_token_comes_from_bearer_first_then_x_api_key(
+    headers: dict[str, str], expected: str | None
+) -> None:
     assert extract_token(CIMultiDict(headers)) == expected
 
 
-def test_extract_token_without_mapping() -> None:
+def test_headers_that_are_not_a_mapping_carry_no_token() -> None:
     assert extract_token(object()) is None
 
 
@@ -156,7 +158,9 @@ async def test_valid_key_resolves_actor(sessions: async_sessionmaker[AsyncSessio
     assert actor.is_admin
 
 
-async def test_missing_token(sessions: async_sessionmaker[AsyncSession]) -> None:
+async def test_a_missing_or_empty_token_is_refused_as_missing(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
     with pytest.raises(AuthError, match="missing"):
         await auth(Authenticator(sessions), None)
     with pytest.raises(AuthError, match="missing"):
@@ -236,21 +240,29 @@ async def test_cache_hit_makes_no_query(
     assert later == []
 
 
+class BreakableSessions:
+    """A session factory over ``sessions`` that raises ``error`` while ``broken`` is set."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], error: Exception) -> None:
+        self.sessions = sessions
+        self.error = error
+        self.broken = False
+
+    def __call__(self) -> AsyncSession:
+        if self.broken:
+            raise self.error
+        return self.sessions()
+
+
 async def test_cache_survives_broken_database(
     engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
     """A cached key needs no database at all: the session factory is made to explode."""
     _user, key, token = await make_key(sessions)
-    broken = False
-
-    def factory() -> AsyncSession:
-        if broken:
-            raise RuntimeError("database must not be touched")
-        return sessions()
-
-    authn = Authenticator(factory)  # type: ignore[arg-type]
+    database = BreakableSessions(sessions, RuntimeError("database must not be touched"))
+    authn = Authenticator(database)  # type: ignore[arg-type]
     assert (await auth(authn, token)).key_id == key.id
-    broken = True
+    database.broken = True
     assert (await auth(authn, token)).key_id == key.id
 
 
@@ -284,7 +296,9 @@ async def test_invalidate_after_revoke(sessions: async_sessionmaker[AsyncSession
         await auth(authn, token)
 
 
-async def test_on_keys_changed_payloads(sessions: async_sessionmaker[AsyncSession]) -> None:
+async def test_a_key_change_drops_that_key_from_the_cache_and_an_empty_one_drops_all(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
     user, key1, token1 = await make_key(sessions, "bob")
     _u2, key2, token2 = await make_key(sessions, "carol")
     authn = Authenticator(sessions)
@@ -305,7 +319,7 @@ async def test_on_keys_changed_payloads(sessions: async_sessionmaker[AsyncSessio
     assert user.username == "bob"
 
 
-async def test_on_keys_changed_user_payload_and_error(
+async def test_a_user_change_drops_that_users_keys_and_a_delivery_error_drops_all(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     user, _k, token = await make_key(sessions, "bob")
@@ -399,19 +413,13 @@ async def test_failed_flush_keeps_times_for_retry(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     _user, key, token = await make_key(sessions)
-    broken = False
-
-    def factory() -> AsyncSession:
-        if broken:
-            raise ConnectionError("database down")
-        return sessions()
-
-    authn = Authenticator(factory)  # type: ignore[arg-type]
+    database = BreakableSessions(sessions, ConnectionError("database down"))
+    authn = Authenticator(database)  # type: ignore[arg-type]
     await auth(authn, token)
-    broken = True
+    database.broken = True
     with pytest.raises(ConnectionError):
         await authn.flush_last_used()
-    broken = False
+    database.broken = False
     async with asyncio.timeout(10):
         await authn.flush_last_used()
     async with sessions() as s:
@@ -419,7 +427,7 @@ async def test_failed_flush_keeps_times_for_retry(
     assert used is not None
 
 
-async def test_actor_for_unknown_user_id_type() -> None:
+async def test_a_member_actor_is_not_an_admin() -> None:
     actor = Actor(uuid.uuid4(), "m", "member", "k")
     assert not actor.is_admin
 

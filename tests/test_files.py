@@ -17,8 +17,8 @@ from click.testing import CliRunner
 from aibridge.cli import main
 from aibridge.files import make_private, open_private, private_dir
 from aibridge.recording.spill import SpillFile
-from tests.helpers import gateway
-from tests.stack import TIMEOUT
+from aibridge.testing.gateway import gateway
+from aibridge.testing.stack import TIMEOUT
 
 
 @contextmanager

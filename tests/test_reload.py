@@ -542,7 +542,7 @@ async def test_unchanged_rows_keep_their_runtime_changed_rows_get_new_ones(h: Ha
 # ------------------------------------------------------------------------- metrics
 
 
-async def test_reload_metrics_provider_info_and_timestamps(h: Harness) -> None:
+async def test_reloads_report_provider_info_and_timestamps_in_metrics(h: Harness) -> None:
     await add_row(h.sessions, "alpha")
     await add_row(h.sessions, "beta", ptype="anthropic", enabled=False)
     gamma = await add_row(h.sessions, "gamma", base_url="not a url")

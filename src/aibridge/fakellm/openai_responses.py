@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from aibridge.fakellm.scenario import Scenario, Usage, arguments_json, new_id
 from aibridge.fakellm.wire import SSEEvent
@@ -127,6 +129,54 @@ def completed_response(
     return resp
 
 
+class _Emit(Protocol):
+    def __call__(self, event_type: str, is_delta: bool = False, /, **fields: Any) -> None: ...
+
+
+@dataclass(frozen=True)
+class _TextPart:
+    """How one kind of streamed text part is framed (reasoning summary or output text)."""
+
+    part_event: str
+    text_event: str
+    index_key: str
+    part: Callable[[str], dict[str, Any]]
+    text_fields: dict[str, Any]
+
+
+_SUMMARY = _TextPart(
+    "response.reasoning_summary_part",
+    "response.reasoning_summary_text",
+    "summary_index",
+    lambda text: {"type": "summary_text", "text": text},
+    {},
+)
+_OUTPUT_TEXT = _TextPart(
+    "response.content_part", "response.output_text", "content_index", _output_text, {"logprobs": []}
+)
+
+
+def _text_item_events(
+    emit: _Emit,
+    kind: _TextPart,
+    item_id: str,
+    index: int,
+    items: tuple[dict[str, Any], dict[str, Any]],
+    pieces: list[str],
+    text: str,
+) -> None:
+    """The events of an output item holding one streamed text part: item added, part added,
+    the text deltas, text done, part done, item done (``items``: the item before and after)."""
+    emit("response.output_item.added", output_index=index, item=items[0])
+    where = {"item_id": item_id, "output_index": index, kind.index_key: 0}
+    emit(f"{kind.part_event}.added", **where, part=kind.part(""))
+    for piece in pieces:
+        emit(f"{kind.text_event}.delta", True, **where, delta=piece, **kind.text_fields)
+    emit(f"{kind.text_event}.done", **where, text=text, **kind.text_fields)
+    emit(f"{kind.part_event}.done", **where, part=kind.part(text))
+    emit("response.output_item.done", output_index=index, item=items[1])
+
+
 def stream_events(
     scenario: Scenario, request: dict[str, Any], model: str, ids: Ids
 ) -> list[SSEEvent]:
@@ -146,91 +196,25 @@ def stream_events(
     )
     index = 0
     if scenario.thinking:
-        item_id = ids.reasoning_id
-        emit(
-            "response.output_item.added",
-            output_index=index,
-            item=_reasoning_item(scenario, ids, done=False),
-        )
-        emit(
-            "response.reasoning_summary_part.added",
-            item_id=item_id,
-            output_index=index,
-            summary_index=0,
-            part={"type": "summary_text", "text": ""},
-        )
-        for piece in scenario.thinking_pieces():
-            emit(
-                "response.reasoning_summary_text.delta",
-                True,
-                item_id=item_id,
-                output_index=index,
-                summary_index=0,
-                delta=piece,
-            )
-        emit(
-            "response.reasoning_summary_text.done",
-            item_id=item_id,
-            output_index=index,
-            summary_index=0,
-            text=scenario.thinking,
-        )
-        emit(
-            "response.reasoning_summary_part.done",
-            item_id=item_id,
-            output_index=index,
-            summary_index=0,
-            part={"type": "summary_text", "text": scenario.thinking},
-        )
-        emit(
-            "response.output_item.done",
-            output_index=index,
-            item=_reasoning_item(scenario, ids, done=True),
+        _text_item_events(
+            emit,
+            _SUMMARY,
+            ids.reasoning_id,
+            index,
+            (_reasoning_item(scenario, ids, done=False), _reasoning_item(scenario, ids, done=True)),
+            scenario.thinking_pieces(),
+            scenario.thinking,
         )
         index += 1
     if scenario.text:
-        item_id = ids.message_id
-        emit(
-            "response.output_item.added",
-            output_index=index,
-            item=_message_item(scenario, ids, done=False),
-        )
-        emit(
-            "response.content_part.added",
-            item_id=item_id,
-            output_index=index,
-            content_index=0,
-            part=_output_text(""),
-        )
-        for piece in scenario.text_pieces():
-            emit(
-                "response.output_text.delta",
-                True,
-                item_id=item_id,
-                output_index=index,
-                content_index=0,
-                delta=piece,
-                logprobs=[],
-            )
-        emit(
-            "response.output_text.done",
-            item_id=item_id,
-            output_index=index,
-            content_index=0,
-            text=scenario.text,
-            logprobs=[],
-        )
-        emit(
-            "response.content_part.done",
-            item_id=item_id,
-            output_index=index,
-            content_index=0,
-            part=_output_text(scenario.text),
-        )
-        emit(
-            "response.output_item.done",
-            output_index=index,
-            item=_message_item(scenario, ids, done=True),
+        _text_item_events(
+            emit,
+            _OUTPUT_TEXT,
+            ids.message_id,
+            index,
+            (_message_item(scenario, ids, done=False), _message_item(scenario, ids, done=True)),
+            scenario.text_pieces(),
+            scenario.text,
         )
         index += 1
     for i, call in enumerate(scenario.tool_calls):

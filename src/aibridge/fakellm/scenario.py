@@ -14,7 +14,10 @@ import string
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, Literal
+
+from aibridge.fakellm.exchange import SUFFIX, Exchange, load_exchange
 
 _ALPHABET = string.ascii_letters + string.digits
 
@@ -56,6 +59,9 @@ class Kind(StrEnum):
     LINGER = "linger"
     """A complete stream whose connection then stays open until ``release`` is set (or the
     client goes away), as a real upstream that closes a moment after its last event."""
+    REPLAY = "replay"
+    """Answer with recorded bytes (``replay_body``) verbatim, as ``status`` with
+    ``replay_content_type``: a captured exchange (see :mod:`aibridge.fakellm.exchange`)."""
 
 
 @dataclass(frozen=True)
@@ -156,6 +162,12 @@ class Scenario:
     stalled: asyncio.Event = field(default_factory=asyncio.Event)
     """STALL, LINGER: set by the fake when it starts waiting."""
 
+    # Replayed exchanges (REPLAY).
+    replay_body: bytes = b""
+    """The response body, sent byte for byte (an SSE body one event at a time)."""
+    replay_content_type: str = ""
+    """The ``Content-Type`` the body is sent with."""
+
     # ----------------------------------------------------------------- constructors
     @classmethod
     def text_reply(cls, text: str = DEFAULT_TEXT, **kw: Any) -> Scenario:
@@ -242,6 +254,25 @@ class Scenario:
         kw.setdefault("chunks", 8)
         return cls(kind=Kind.SLOW, delay=delay, **kw)
 
+    @classmethod
+    def replay(cls, body: bytes, content_type: str, status: int = 200, **kw: Any) -> Scenario:
+        """Answer ``body`` byte for byte, as ``status`` with ``content_type``."""
+        return cls(
+            kind=Kind.REPLAY,
+            replay_body=body,
+            replay_content_type=content_type,
+            status=status,
+            **kw,
+        )
+
+    @classmethod
+    def fixture(cls, exchange: Exchange | Path, **kw: Any) -> Scenario:
+        """Replay the response of a captured exchange (an :class:`Exchange` or the path of
+        its file)."""
+        if isinstance(exchange, Path):
+            exchange = load_exchange(exchange)
+        return cls.replay(exchange.response, exchange.content_type, exchange.status, **kw)
+
     def copy(self, **changes: Any) -> Scenario:
         """A copy with some fields changed (events are shared, not copied)."""
         return replace(self, **changes)
@@ -311,14 +342,27 @@ KEYWORDS: dict[str, str] = {
     "drop": "connection closed mid-stream without a terminator",
     "stall": "a few deltas, then silence until the client disconnects",
     "slow": "text with 0.2 s between events",
+    "fixture:<api>/<name>": "replay a captured exchange file (FakeLLM(fixtures=<dir>))",
 }
 """The ``scenario:<keyword>`` words understood in the last user message (for demos)."""
 
 _KEYWORD_RE = re.compile(r"scenario:([a-z0-9-]+)", re.IGNORECASE)
+# A fixture name is a folder and a file name inside ``fixtures``, nothing that climbs out.
+_FIXTURE_RE = re.compile(r"scenario:fixture:([a-z]+/[A-Za-z0-9_][A-Za-z0-9_.-]*)")
 
 
-def scenario_from_keyword(message: str) -> Scenario | None:
-    """The scenario named by a ``scenario:<keyword>`` in ``message``, if any."""
+def scenario_from_keyword(message: str, fixtures: Path | None = None) -> Scenario | None:
+    """The scenario named by a ``scenario:<keyword>`` in ``message``, if any.
+
+    ``scenario:fixture:<api>/<name>`` replays ``<fixtures>/<api>/<name>.txt``; when there is
+    no such file (or no ``fixtures`` folder) the answer is a 400 that says so.
+    """
+    if (named := _FIXTURE_RE.search(message)) is not None:
+        path = fixtures / f"{named.group(1)}{SUFFIX}" if fixtures is not None else None
+        if path is None or not path.is_file():
+            where = f"in {fixtures}" if fixtures is not None else "(no fixtures folder)"
+            return Scenario.http_error(400, message=f"fakellm: no fixture {named.group(1)} {where}")
+        return Scenario.fixture(path)
     m = _KEYWORD_RE.search(message)
     if not m:
         return None

@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import orjson
@@ -17,59 +16,19 @@ from aiohttp import web
 from multidict import CIMultiDict, MultiDict
 
 from aibridge.fakellm import anthropic, openai_chat, openai_responses
+from aibridge.fakellm.replay import replay
+from aibridge.fakellm.request_log import Api, RecordedRequest, bearer
 from aibridge.fakellm.scenario import Kind, Scenario, new_id, scenario_from_keyword
 from aibridge.fakellm.wire import SSEEvent, cut_index, dumps, last_user_text
 
 log = logging.getLogger("aibridge.fakellm")
 
-Api = Literal["anthropic", "chat", "responses"]
 _INTERRUPTING = (Kind.STREAM_ERROR, Kind.DROP, Kind.STALL)
-
-
-@dataclass
-class RecordedRequest:
-    """One request as the fake upstream received it."""
-
-    method: str
-    path: str
-    query: MultiDict[str]
-    headers: CIMultiDict[str]
-    body: bytes
-    """The raw request body, byte for byte."""
-    json: Any = None
-    """The parsed body, or None when it is empty or not JSON."""
-    api: Api | None = None
-    """Which generation API answered (None for models, count_tokens, GET responses)."""
-    scenario: Scenario | None = None
-    """The scenario chosen for a generation request."""
-    status: int | None = None
-    """The HTTP status sent."""
-    response_id: str | None = None
-    """``msg_…`` / ``chatcmpl-…`` / ``resp_…`` of the generated response."""
-    tool_call_ids: list[str] = field(default_factory=list)
-    """``toolu_…`` / ``call_…`` ids of the generated tool calls."""
-    disconnected: bool = False
-    """The client went away before the response was complete."""
-    dropped: bool = False
-    """The fake closed the connection mid-response (DROP scenario)."""
-    received_at: float = field(default_factory=time.time)
-    target: str = ""
-    """The request target exactly as it arrived (path and query, encoding and dot segments
-    kept)."""
-
-    def credential(self) -> str | None:
-        """The API key the request carried (``x-api-key`` or ``Authorization: Bearer``)."""
-        return _credential(self.headers)
-
-
-def _credential(headers: CIMultiDict[str] | Any) -> str | None:
-    key = headers.get("x-api-key")
-    if key:
-        return str(key)
-    auth = headers.get("Authorization", "")
-    if auth.lower().startswith("bearer "):
-        return str(auth[7:].strip())
-    return None
+# What each provider answers (400) to a body that is not a JSON object.
+_UNPARSED = {
+    "anthropic": "There was an error parsing the body.",
+    "openai": "We could not parse the JSON body of your request.",
+}
 
 
 class FakeLLM:
@@ -98,10 +57,13 @@ class FakeLLM:
         valid_keys: Iterable[str] | None = None,
         default: Scenario | None = None,
         keywords: bool = True,
+        fixtures: Path | None = None,
     ) -> None:
         self.valid_keys: set[str] | None = set(valid_keys) if valid_keys is not None else None
         self.default: Scenario | None = default
         self.keywords = keywords
+        self.fixtures = fixtures
+        """The folder ``scenario:fixture:<api>/<name>`` keywords replay files from."""
         self.fallback: Scenario = Scenario.text_reply()
         """The scenario when nothing else chose one."""
         self.key_scenarios: dict[str, Scenario] = {}
@@ -263,7 +225,7 @@ class FakeLLM:
         self, rec: RecordedRequest, provider: Literal["anthropic", "openai"]
     ) -> web.Response | None:
         """401 in the provider's shape when ``valid_keys`` is set and the key is not in it."""
-        key = rec.credential() if provider == "anthropic" else _bearer(rec.headers)
+        key = rec.credential() if provider == "anthropic" else bearer(rec.headers)
         if self.valid_keys is not None and key not in self.valid_keys:
             return self._error(rec, provider, 401)
         return None
@@ -290,11 +252,52 @@ class FakeLLM:
         if chosen is None:
             chosen = self.default
         if chosen is None and self.keywords and isinstance(rec.json, dict):
-            chosen = scenario_from_keyword(last_user_text(rec.json))
+            chosen = scenario_from_keyword(last_user_text(rec.json), self.fixtures)
         if chosen is None:
             chosen = self.fallback
         rec.scenario = chosen
         return chosen
+
+    # ------------------------------------------------------------------ generation
+    async def _begin(
+        self, request: web.Request, api: Api, required: tuple[str, ...]
+    ) -> tuple[RecordedRequest, dict[str, Any], Scenario] | web.StreamResponse:
+        """The start every generation request shares: log it, check its key and body,
+        choose its scenario; or the response that answers it already (a 401, a 400, a
+        scripted HTTP error, a replayed exchange)."""
+        rec = await self._record(request)
+        provider: Literal["anthropic", "openai"] = "anthropic" if api == "anthropic" else "openai"
+        if (denied := self._auth_error(rec, provider)) is not None:
+            return denied
+        body = rec.json
+        if not isinstance(body, dict):
+            return self._error(rec, provider, 400, message=_UNPARSED[provider])
+        for name in required:
+            if name not in body:
+                return self._missing(rec, provider, name)
+        rec.api = api
+        scenario = self._choose(rec)
+        if scenario.kind is Kind.HTTP_ERROR:
+            return self._error(rec, provider, scenario.status, scenario=scenario)
+        if scenario.kind is Kind.REPLAY:
+            with self._tracked(rec):
+                return await replay(request, rec, scenario, self._headers(provider))
+        return rec, body, scenario
+
+    def _missing(
+        self, rec: RecordedRequest, provider: Literal["anthropic", "openai"], name: str
+    ) -> web.Response:
+        """The provider's 400 for a request body without the required member ``name``."""
+        if provider == "anthropic":
+            return self._error(rec, provider, 400, message=f"{name}: Field required")
+        return self._error(
+            rec,
+            provider,
+            400,
+            message=f"Missing required parameter: '{name}'.",
+            code="missing_required_parameter",
+            param=name,
+        )
 
     # ------------------------------------------------------------------ streaming core
     async def _stream(
@@ -410,21 +413,10 @@ class FakeLLM:
 
     # ------------------------------------------------------------------ Anthropic
     async def _messages(self, request: web.Request) -> web.StreamResponse:
-        rec = await self._record(request)
-        if (denied := self._auth_error(rec, "anthropic")) is not None:
-            return denied
-        body = rec.json
-        if not isinstance(body, dict):
-            return self._error(
-                rec, "anthropic", 400, message="There was an error parsing the body."
-            )
-        for name in ("model", "messages", "max_tokens"):
-            if name not in body:
-                return self._error(rec, "anthropic", 400, message=f"{name}: Field required")
-        rec.api = "anthropic"
-        scenario = self._choose(rec)
-        if scenario.kind is Kind.HTTP_ERROR:
-            return self._error(rec, "anthropic", scenario.status, scenario=scenario)
+        begun = await self._begin(request, "anthropic", ("model", "messages", "max_tokens"))
+        if isinstance(begun, web.StreamResponse):
+            return begun
+        rec, body, scenario = begun
         model = str(body["model"])
         ids = anthropic.Ids(scenario)
         rec.response_id, rec.tool_call_ids = ids.message_id, list(ids.tool_ids)
@@ -494,39 +486,11 @@ class FakeLLM:
         return self._json(rec, provider, found)
 
     # ------------------------------------------------------------------ OpenAI chat
-    def _openai_body(
-        self, rec: RecordedRequest, required: tuple[str, ...]
-    ) -> dict[str, Any] | web.Response:
-        """The request's JSON object, or OpenAI's 400 when it is not one or lacks a member
-        of ``required``."""
-        body = rec.json
-        if not isinstance(body, dict):
-            return self._error(
-                rec, "openai", 400, message="We could not parse the JSON body of your request."
-            )
-        for name in required:
-            if name not in body:
-                return self._error(
-                    rec,
-                    "openai",
-                    400,
-                    message=f"Missing required parameter: '{name}'.",
-                    code="missing_required_parameter",
-                    param=name,
-                )
-        return body
-
     async def _chat(self, request: web.Request) -> web.StreamResponse:
-        rec = await self._record(request)
-        if (denied := self._auth_error(rec, "openai")) is not None:
-            return denied
-        body = self._openai_body(rec, ("model", "messages"))
-        if isinstance(body, web.Response):
-            return body
-        rec.api = "chat"
-        scenario = self._choose(rec)
-        if scenario.kind is Kind.HTTP_ERROR:
-            return self._error(rec, "openai", scenario.status, scenario=scenario)
+        begun = await self._begin(request, "chat", ("model", "messages"))
+        if isinstance(begun, web.StreamResponse):
+            return begun
+        rec, body, scenario = begun
         model = str(body["model"])
         ids = openai_chat.Ids(scenario)
         rec.response_id, rec.tool_call_ids = ids.completion_id, list(ids.tool_ids)
@@ -547,16 +511,10 @@ class FakeLLM:
 
     # ------------------------------------------------------------------ OpenAI responses
     async def _responses(self, request: web.Request) -> web.StreamResponse:
-        rec = await self._record(request)
-        if (denied := self._auth_error(rec, "openai")) is not None:
-            return denied
-        body = self._openai_body(rec, ("model",))
-        if isinstance(body, web.Response):
-            return body
-        rec.api = "responses"
-        scenario = self._choose(rec)
-        if scenario.kind is Kind.HTTP_ERROR:
-            return self._error(rec, "openai", scenario.status, scenario=scenario)
+        begun = await self._begin(request, "responses", ("model",))
+        if isinstance(begun, web.StreamResponse):
+            return begun
+        rec, body, scenario = begun
         model = str(body["model"])
         ids = openai_responses.Ids(scenario)
         rec.response_id, rec.tool_call_ids = ids.response_id, list(ids.call_ids)
@@ -589,8 +547,3 @@ class FakeLLM:
                 rec, "openai", 404, message=f"Response with id '{response_id}' not found."
             )
         return self._json(rec, "openai", stored)
-
-
-def _bearer(headers: CIMultiDict[str]) -> str | None:
-    auth = headers.get("Authorization", "")
-    return auth[7:].strip() if auth.lower().startswith("bearer ") else None
