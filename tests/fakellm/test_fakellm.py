@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -18,6 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from aibridge.fakellm import FakeLLM, Kind, Scenario, ToolCall, Usage, scenario_from_keyword
+from aibridge.fakellm.exchange import load_exchange
 from aibridge.fakellm.scenario import split_text, split_words
 from aibridge.fakellm.wire import SSEEvent, cut_index
 
@@ -810,3 +812,40 @@ async def test_cli_runner_serves_and_prints_urls() -> None:
         stop.set()
         await task
     assert reply.choices[0].message.tool_calls[0].function.name == "get_weather"
+
+
+async def test_cli_runner_replays_a_captured_exchange_from_its_fixtures_folder(
+    exchanges_dir: Path,
+) -> None:
+    from aibridge.cli.fake import run_fake_upstream
+
+    stop = asyncio.Event()
+    lines: list[str] = []
+    printed = asyncio.Event()
+
+    def echo(text: str) -> None:
+        lines.append(text)
+        printed.set()
+
+    exchange = load_exchange(exchanges_dir / "chat" / "reasoning.blocking.txt")
+    async with asyncio.timeout(T):
+        task = asyncio.create_task(
+            run_fake_upstream("127.0.0.1", 0, fixtures=exchanges_dir, stop=stop, echo=echo)
+        )
+        await printed.wait()
+        url = next(
+            line.split("=", 1)[1] for line in lines[0].splitlines() if "OPENAI_BASE_URL" in line
+        )
+        async with aiohttp.ClientSession() as session:
+            body = {
+                "model": "o4-mini",
+                "messages": [
+                    {"role": "user", "content": "scenario:fixture:chat/reasoning.blocking"}
+                ],
+            }
+            async with session.post(url + "/chat/completions", json=body) as resp:
+                assert resp.status == exchange.status
+                replayed = await resp.read()
+        stop.set()
+        await task
+    assert replayed == exchange.response

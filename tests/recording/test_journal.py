@@ -88,8 +88,8 @@ async def test_records_are_journaled_before_they_are_batched_and_trimmed_once_wr
     assert await rec.record_interception_start(start)  # written synchronously: not journaled
     usage = TokenUsageRecord(interception_id=start.id, input=7, output=3)
     end = InterceptionEnded(id=start.id)
-    rec.record_token_usage(usage)
-    rec.record_ended(end)
+    rec.record(usage)
+    rec.record(end)
     # No await since: the writer has not run, yet both are on disk (an end is written at
     # once, with what was buffered before it).
     assert journaled(tmp_path) == [record_to_json(usage), record_to_json(end)]

@@ -291,11 +291,11 @@ async def test_records_land_with_exact_values(engine: AsyncEngine, tmp_path: Pat
         error_message="429 from upstream",
         credential_hint="sk-…wxyz",
     )
-    rec.record_token_usage(token)
-    rec.record_prompt(prompt)
-    rec.record_tool_usage(tool)
-    rec.record_thought(thought)
-    rec.record_ended(end)
+    rec.record(token)
+    rec.record(prompt)
+    rec.record(tool)
+    rec.record(thought)
+    rec.record(end)
     async with asyncio.timeout(T):
         await rec.wait_idle()
         await rec.close()
@@ -556,7 +556,7 @@ async def test_end_before_start_is_kept_until_the_start_lands(
     await rec.start()
     start = start_record(uuid.uuid4(), 5)
     end = InterceptionEnded(id=start.id, ended_at=at(9), error_type="timeout")
-    rec.record_ended(end)
+    rec.record(end)
     async with asyncio.timeout(T):
         await rec.wait_until(lambda: rec.pending_ends == 1 and rec.queue_depth == 0)
         assert await count_ids(engine, Interception, [start.id]) == (0, 0)

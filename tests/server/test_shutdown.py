@@ -67,7 +67,7 @@ async def test_shutdown_with_the_database_down_closes_everything_and_spills_the_
                 ]
                 for rec in started:
                     recorder.record(rec)
-                    recorder.record_ended(InterceptionEnded(id=rec.id, ended_at=utcnow()))
+                    recorder.record(InterceptionEnded(id=rec.id, ended_at=utcnow()))
         # Every component was closed although the database refused each of them: the
         # queue went to the spill file, upstream clients and pub/sub are closed.
         assert recorder.queue_depth == 0 and recorder.in_flight == 0

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Callable
+from pathlib import Path
 
 import click
 
@@ -50,16 +51,18 @@ async def run_fake_upstream(
     *,
     valid_keys: list[str] | None = None,
     delay: float = 0.0,
+    fixtures: Path | None = None,
     stop: asyncio.Event | None = None,
     echo: Callable[[str], None] = click.echo,
 ) -> None:
-    """Serve a :class:`FakeLLM` until SIGINT/SIGTERM (or ``stop`` is set)."""
+    """Serve a :class:`FakeLLM` until SIGINT/SIGTERM (or ``stop`` is set); ``fixtures`` is
+    the folder ``scenario:fixture:<api>/<name>`` replays captured exchanges from."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    fake = FakeLLM(valid_keys=valid_keys or None)
+    fake = FakeLLM(valid_keys=valid_keys or None, fixtures=fixtures)
     if delay > 0:
         # Keyword scenarios still win; only the plain-text fallback is paced.
         fake.fallback = Scenario.slow(delay=delay)
@@ -95,8 +98,17 @@ async def run_fake_upstream(
     show_default=True,
     help="Seconds between streamed events of plain replies (makes streaming visible).",
 )
+@click.option(
+    "--fixtures",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Folder of captured exchanges (e.g. tests/fixtures) that scenario:fixture:<api>/<name>"
+    " replays byte for byte.",
+)
 @async_command
-async def fake_upstream(listen: str, valid_keys: tuple[str, ...], delay: float) -> None:
+async def fake_upstream(
+    listen: str, valid_keys: tuple[str, ...], delay: float, fixtures: Path | None
+) -> None:
     """Run a scripted fake LLM provider (Anthropic + OpenAI wire formats) until Ctrl-C.
 
     It answers /v1/messages, /v1/chat/completions and /v1/responses, streaming or not, with
@@ -105,4 +117,4 @@ async def fake_upstream(listen: str, valid_keys: tuple[str, ...], delay: float) 
     provider to try the gateway without real provider keys.
     """
     host, port = parse_listen(listen)
-    await run_fake_upstream(host, port, valid_keys=list(valid_keys), delay=delay)
+    await run_fake_upstream(host, port, valid_keys=list(valid_keys), delay=delay, fixtures=fixtures)

@@ -6,8 +6,8 @@ Typical wiring (see :class:`Recorder`)::
     await recorder.start()
     ...
     await recorder.record_interception_start(InterceptionStarted(...))  # before upstream
-    recorder.record_token_usage(TokenUsageRecord(...))                  # never waits
-    recorder.record_ended(InterceptionEnded(id=...))
+    recorder.record(TokenUsageRecord(...))                              # never waits
+    recorder.record(InterceptionEnded(id=...))
     ...
     await recorder.close(timeout=10)
 """

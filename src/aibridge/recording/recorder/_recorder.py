@@ -27,11 +27,7 @@ from aibridge.recording.recorder._starts import StartBatcher
 from aibridge.recording.records import (
     InterceptionEnded,
     InterceptionStarted,
-    PromptRecord,
     Record,
-    ThoughtRecord,
-    TokenUsageRecord,
-    ToolUsageRecord,
 )
 from aibridge.recording.sink import DatabaseSink, Sink, database_sink
 from aibridge.recording.spill import SpillFile
@@ -246,26 +242,6 @@ class Recorder:
 
     def record(self, rec: Record) -> None:
         """Queue any record without waiting (spilled when the queue is full)."""
-        self._put(rec)
-
-    def record_ended(self, rec: InterceptionEnded) -> None:
-        """Queue the end of an interception."""
-        self._put(rec)
-
-    def record_token_usage(self, rec: TokenUsageRecord) -> None:
-        """Queue the token usage of one upstream call."""
-        self._put(rec)
-
-    def record_prompt(self, rec: PromptRecord) -> None:
-        """Queue the user prompt."""
-        self._put(rec)
-
-    def record_tool_usage(self, rec: ToolUsageRecord) -> None:
-        """Queue one tool call."""
-        self._put(rec)
-
-    def record_thought(self, rec: ThoughtRecord) -> None:
-        """Queue one model thought."""
         self._put(rec)
 
     # ------------------------------------------------------------------ introspection
