@@ -14,6 +14,7 @@ P99_GOAL_MS = 2.0
 """At c=1, aibridge's p99 at most 2 ms above the bare relay's."""
 SCALING_GOAL = 1.7
 SOAK_GROWTH_LIMIT_MIB = 10.0
+SOAK_BUDGET_REQUESTS = 100_000
 
 Key = tuple[str, str, str, int]
 """(target, api, mode, concurrency)."""
@@ -265,6 +266,11 @@ def render_memory(memory: dict[str, Any]) -> str:
             f"requests at c=64 (growth {memory['soak_growth_mib']:+.1f} MiB: "
             f"{'flat' if memory['flat'] else 'NOT flat'}, limit {SOAK_GROWTH_LIMIT_MIB} MiB)"
         )
+        if memory["soak_requests"] < SOAK_BUDGET_REQUESTS:
+            text += (
+                f". DESIGN asks flat over {SOAK_BUDGET_REQUESTS:,} requests: a longer --soak "
+                "covers that"
+            )
     return text + "."
 
 
@@ -303,7 +309,12 @@ def render_header(doc: dict[str, Any]) -> str:
         f"machine: {m['nproc']} CPUs, {m['cpu_model']}, Python {m['python']}",
         f"placement: {m['pinning']}",
         f"load generator: {doc['generator']}",
-        f"database: {p['db']}" + (" (a temporary database per gateway)" * (p["db"] != "sqlite")),
+        "database: "
+        + (
+            f"PostgreSQL on {p['postgres_url']} (a temporary database per gateway, dropped after)"
+            if p["db"] == "postgres"
+            else "SQLite file in a temporary data dir per gateway"
+        ),
         "targets: " + "; ".join(f"{t['name']} ({t['describe']})" for t in doc["targets"]),
         f"cells: {p['duration']} s each after {p['warmup']} s warm-up, repeat {p['repeat']}"
         + (" interleaved" if p["interleave"] else "")

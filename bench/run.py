@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -286,7 +287,7 @@ def run_benchmark(plan: Plan) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "machine": machine_description(plan.pin, plan.workers),
         "load_average": {"before": load_before, "after": list(os.getloadavg())},
-        "plan": asdict(plan),
+        "plan": {**asdict(plan), "postgres_url": masked_url(plan.postgres_url)},
         "generator": runner.label,
         "targets": described,
         "cells": cells,
@@ -299,6 +300,19 @@ def run_benchmark(plan: Plan) -> dict[str, Any]:
         "wall_seconds": round(time.monotonic() - started, 1),
     }
     return doc
+
+
+def masked_url(url: str | None) -> str | None:
+    """``url`` with its password replaced, for output (never print a credential)."""
+    if not url:
+        return url
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return parts._replace(netloc=f"{parts.username}:***@{host}").geturl()
 
 
 def warm_up(runner: LoadRunner, plan: Plan, targets: list[Target]) -> None:
