@@ -203,7 +203,12 @@ class LoadRunner:
             str(script),
             url,
         ]
-        out = self._communicate(argv, secs + 30, "wrk")
+        try:
+            out = self._communicate(argv, secs + 30, "wrk")
+        except RuntimeError as exc:
+            # wrk exits 1 when it cannot connect at all: a cell of errors, not a crash,
+            # so the cells already measured are still reported.
+            return _failed(str(exc), concurrency)
         m = WRK_RESULT.search(out)
         if m is None:
             raise RuntimeError(f"wrk printed no result: {out[-2000:]!r}")
@@ -283,6 +288,21 @@ class LoadRunner:
         if proc.returncode != 0:
             raise RuntimeError(f"{argv[0]} failed ({proc.returncode}): {self.procs.log_tail(proc)}")
         return out
+
+
+def _failed(message: str, errors: int) -> dict[str, Any]:
+    """The result of a measurement that could not run."""
+    return {
+        "requests": 0,
+        "errors": max(1, errors),
+        "first_error": " ".join(message.split())[-300:],
+        "seconds": 0.0,
+        "rps": 0.0,
+        "p50_ms": float("nan"),
+        "p99_ms": float("nan"),
+        "ttfb_p50_ms": None,
+        "ttfb_p99_ms": None,
+    }
 
 
 def _lua_string(text: str) -> str:

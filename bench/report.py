@@ -191,7 +191,8 @@ def render_targets(summary: list[dict[str, Any]]) -> list[str]:
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for s in summary:
-        errors = "0" if not s["errors"] else f"**{s['errors']}** ({s['first_error']})"
+        detail = " ".join(str(s["first_error"]).split()).replace("|", "\\|")
+        errors = "0" if not s["errors"] else f"**{s['errors']}** ({detail})"
         lines.append(
             f"| {s['target']} | {s['api']} | {s['mode']} | {s['concurrency']} | {s['runs']} "
             f"| {s['requests']:,} | {_n(s['rps'])} | {_n(s['cpu_us_per_request'])} "

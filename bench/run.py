@@ -26,6 +26,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -34,6 +35,7 @@ import urllib.parse
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from bench import report
@@ -508,10 +510,18 @@ def add_notes(plan: Plan) -> None:
         plan.notes.append("repeats ran back to back (no --interleave).")
 
 
+def _exit_on_signal(signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     ns = build_parser().parse_args(argv)
     plan = plan_from_args(ns)
+    # SIGTERM/SIGHUP would end the process without running ``finally`` blocks, leaving
+    # the children (each in its own session) behind: turn them into SystemExit.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _exit_on_signal)
     doc = run_benchmark(plan)
     print(report.render(doc))
     print(f"\nwall time {doc['wall_seconds']} s")
