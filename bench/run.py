@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import platform
 import shutil
@@ -510,6 +511,17 @@ def add_notes(plan: Plan) -> None:
         plan.notes.append("repeats ran back to back (no --interleave).")
 
 
+def _json_safe(value: Any) -> Any:
+    """``value`` with NaN (a cell without successful requests) as null: strict JSON."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def _exit_on_signal(signum: int, _frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
@@ -526,7 +538,7 @@ def main(argv: list[str] | None = None) -> int:
     print(report.render(doc))
     print(f"\nwall time {doc['wall_seconds']} s")
     if ns.json is not None:
-        ns.json.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+        ns.json.write_text(json.dumps(_json_safe(doc), indent=2, default=str) + "\n")
         print(f"results written to {ns.json}")
     return 0
 
