@@ -158,7 +158,7 @@ class MetricsAddon:
     def __init__(self, metrics: GatewayMetrics) -> None:
         self.metrics = metrics
 
-    async def started(self, ix: Interception) -> None:
+    def started(self, ix: Interception) -> None:
         """One more interception in flight."""
         _child(self.metrics.inflight, (ix.provider.name, ix.api)).inc()
 

@@ -45,9 +45,8 @@ class LoggingAddon:
     upstream_seen: list[int] = field(default_factory=list)
     ended_once: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def started(self, ix: Interception) -> None:
+    def started(self, ix: Interception) -> None:
         self.upstream_seen.append(len(self.fake.requests))
-        await asyncio.sleep(0)  # a real suspension, as the start write has
         self.calls.append(("started", ix.id))
 
     def observed(self, ix: Interception, observation: Observation) -> None:
@@ -176,7 +175,7 @@ async def test_a_client_that_leaves_mid_stream_is_observed_then_ended_as_gone(
 
 
 class Broken:
-    async def started(self, ix: Interception) -> None:
+    def started(self, ix: Interception) -> None:
         return None
 
     def observed(self, ix: Interception, observation: Observation) -> None:
@@ -190,7 +189,7 @@ class Counting:
     def __init__(self) -> None:
         self.events: list[str] = []
 
-    async def started(self, ix: Interception) -> None:
+    def started(self, ix: Interception) -> None:
         self.events.append("started")
 
     def observed(self, ix: Interception, observation: Observation) -> None:
@@ -206,7 +205,7 @@ async def test_a_failing_addon_does_not_cost_the_next_one_its_hooks(
     counting = Counting()
     addons = Addons(Broken(), counting)
     ix: Any = object()  # the addons here never look at it
-    await addons.started(ix)
+    addons.started(ix)
     addons.observed(ix, Observation())
     addons.ended(ix, COMPLETED)
     assert counting.events == ["started", "observed", "ended"]

@@ -85,14 +85,17 @@ async def test_records_are_journaled_before_they_are_batched_and_trimmed_once_wr
     # Trimmed as soon as everything is acknowledged (by default only once it holds 256 KiB).
     rec = await open_recorder(engine, tmp_path, journal=Journal(tmp_path, trim_bytes=1))
     start = started()
-    assert await rec.record_interception_start(start)  # written synchronously: not journaled
+    rec.record(start)
+    # No await since: the writer has not run, yet the start is on disk (it is written at
+    # once: before the upstream call).
+    assert journaled(tmp_path) == [record_to_json(start)]
     usage = TokenUsageRecord(interception_id=start.id, input=7, output=3)
     end = InterceptionEnded(id=start.id)
     rec.record(usage)
     rec.record(end)
-    # No await since: the writer has not run, yet both are on disk (an end is written at
-    # once, with what was buffered before it).
-    assert journaled(tmp_path) == [record_to_json(usage), record_to_json(end)]
+    # Still no await: the usage is on disk too (an end is written at once, with what was
+    # buffered before it).
+    assert journaled(tmp_path) == [record_to_json(r) for r in (start, usage, end)]
     [segment] = segments(tmp_path)
     assert stat.S_IMODE(segment.stat().st_mode) == 0o600
     async with asyncio.timeout(T):
@@ -141,17 +144,19 @@ async def test_restart_ends_only_what_this_replicas_previous_run_left_open(
     # Another replica (its own data directory) on the same database, with a live request.
     other = await open_recorder(engine, tmp_path / "other")
     theirs = started()
-    assert await other.record_interception_start(theirs)
+    other.record(theirs)
+    async with asyncio.timeout(T):
+        await other.wait_idle()
 
     first = await open_recorder(engine, tmp_path / "me")
     left_open = started()
-    assert await first.record_interception_start(left_open)
+    first.record(left_open)
     await first.close()  # the request never ended (a process kill looks the same here)
 
     second = await open_recorder(engine, tmp_path / "me")
     assert second.replica == first.replica != other.replica
     mine = started()
-    assert await second.record_interception_start(mine)  # after the restart: live
+    second.record(mine)  # after the restart: live
     async with asyncio.timeout(T):
         await second.wait_idle()
 

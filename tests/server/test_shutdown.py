@@ -28,7 +28,7 @@ from aibridge.tokens import parse_token
 
 TIMEOUT = 15.0
 # Quick retries so that the outage is noticed at once; the close timeout stays the default.
-RECORDER = {"retry_initial": 0.02, "retry_max": 0.1, "start_timeout": 1.0}
+RECORDER = {"retry_initial": 0.02, "retry_max": 0.1, "ping_timeout": 1.0}
 
 
 async def on_message(_payload: bytes, _error: Exception | None) -> None:

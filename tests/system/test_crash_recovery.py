@@ -373,8 +373,13 @@ async def test_kill_9_mid_stream_ends_the_interception_at_restart_but_not_other_
             release_other = asyncio.Event()
             their_resp, _ = await open_stream(g, other, release_other)
             my_resp, _ = await open_stream(g, first, None)
-            assert await rows_of(g, mine) == [(False, None)]
-            assert await rows_of(g, theirs) == [(False, None)]
+
+            # The start rows land with the next batch (nothing on the request path waits
+            # for them); both are in the database, open, before the kill.
+            async def both_open() -> bool:
+                return await rows_of(g, mine) == await rows_of(g, theirs) == [(False, None)]
+
+            await poll(both_open, REPLAY_TIMEOUT, "both streams' start rows")
 
             await first.kill()
             my_resp.close()

@@ -536,7 +536,7 @@ OUTAGE_RECORDER: dict[str, Any] = {
     "batch_size": 10,
     "flush_interval": 0.01,
     "queue_size": 20,
-    "start_timeout": 1.0,
+    "ping_timeout": 1.0,
     "write_timeout": 2.0,
     "retry_initial": 0.02,
     "retry_max": 0.2,
@@ -561,7 +561,6 @@ async def test_database_outage_during_burst_loses_nothing(pg_url: str, tmp_path:
             # Authenticates once (cached) and warms the upstream connection.
             await one(session)
             await s.flush_records()
-            fallbacks = metric(s, "aibridge_recorder_start_fallbacks_total")
             spilled = metric(s, "aibridge_recorder_records_spilled_total")
             replayed = metric(s, "aibridge_recorder_records_replayed_total")
             async with pg_outage(pg_url):
@@ -574,12 +573,14 @@ async def test_database_outage_during_burst_loses_nothing(pg_url: str, tmp_path:
                     events = sse_events(raw)
                     assert events[-1][0] == "message_stop"
                     assert all(name != "error" for name, _ in events)
-                assert not recorder.healthy
+                # The writer found the database down (and said so) and spilled.
                 async with asyncio.timeout(TIMEOUT):
                     await recorder.wait_until(
-                        lambda: metric(s, "aibridge_recorder_records_spilled_total") > spilled
+                        lambda: (
+                            metric(s, "aibridge_recorder_records_spilled_total") > spilled
+                            and not recorder.healthy
+                        )
                     )
-                assert metric(s, "aibridge_recorder_start_fallbacks_total") - fallbacks == BURST
             async with asyncio.timeout(3 * TIMEOUT):
                 await recorder.wait_idle()
             async with asyncio.timeout(TIMEOUT):

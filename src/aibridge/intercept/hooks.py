@@ -1,10 +1,10 @@
 """Named hooks through which metrics and recording observe the pipeline (addons).
 
-The pipeline calls, per interception: ``await started(ix)`` once the request is accepted
-and before the upstream call (the recording addon writes the start record here, the one
-database wait on the request path); ``observed(ix, observation)`` with what a response
-said (usage, tool calls, …), also when the client left mid-stream; ``ended(ix, outcome)``
-exactly once at the end, before the client sees the response end. The bridge calls
+The pipeline calls, per interception: ``started(ix)`` once the request is accepted and
+before the upstream call (the recording addon journals and queues the start record here);
+``observed(ix, observation)`` with what a response said (usage, tool calls, …), also when
+the client left mid-stream; ``ended(ix, outcome)`` exactly once at the end, before the
+client sees the response end. The bridge calls
 ``passed_through(route, method)`` for every passthrough request.
 
 :class:`Addons` is the composite the pipeline holds: a tuple of addons called in order,
@@ -27,8 +27,8 @@ log = logging.getLogger(__name__)
 class InterceptionHooks(Protocol):
     """What an addon that observes interceptions provides."""
 
-    async def started(self, ix: Interception) -> None:
-        """The request was accepted; awaited before the upstream call."""
+    def started(self, ix: Interception) -> None:
+        """The request was accepted; called before the upstream call."""
 
     def observed(self, ix: Interception, observation: Observation) -> None:
         """A response (or the part of a stream relayed so far) was observed."""
@@ -51,7 +51,7 @@ class Addons:
     An addon implements :class:`InterceptionHooks`, :class:`PassthroughHooks` or both.
     An exception from ``observed`` or ``ended`` is logged and the next addon still runs:
     a metrics bug must not cost the end record. ``started`` lets exceptions through
-    (they fail the request, as a failing start would have).
+    (they fail the request before anything was sent upstream).
     """
 
     __slots__ = ("_interception", "_passthrough")
@@ -60,10 +60,10 @@ class Addons:
         self._interception = tuple(a for a in addons if isinstance(a, InterceptionHooks))
         self._passthrough = tuple(a for a in addons if isinstance(a, PassthroughHooks))
 
-    async def started(self, ix: Interception) -> None:
+    def started(self, ix: Interception) -> None:
         """Every addon's ``started``, in order."""
         for addon in self._interception:
-            await addon.started(ix)
+            addon.started(ix)
 
     def observed(self, ix: Interception, observation: Observation) -> None:
         """Every addon's ``observed``, in order."""

@@ -5,8 +5,8 @@
 1. **body**: read it (bounded, 413), decode the fields the gateway needs (400), let the
    API refuse what it does not support (e.g. Responses ``background``, 501);
 2. **credentials**: the key ring, or the client's own key for BYOK (403/401/502);
-3. **start**: the ``started`` hook (the recording addon writes the start record: the only
-   database wait on the request path);
+3. **start**: the ``started`` hook (the recording addon journals the start record and
+   queues it; nothing on the request path waits for the database);
 4. **upstream call**: through the circuit breaker, failing over to the next pooled key on
    401/429 while nothing has been sent to the client yet;
 5. **relay**: error, blocking or stream (:mod:`aibridge.intercept.relay`), each returning
@@ -111,9 +111,9 @@ class Interceptor:
         hooks = self.hooks
         outcome = CLIENT_GONE
         try:
-            # Inside the try: a client that leaves while the start is being written still
-            # gets its end record, never an interception left open forever.
-            await hooks.started(ix)
+            # Inside the try: whatever happens after the start was recorded, the finally
+            # below records its end, so no interception is left open forever.
+            hooks.started(ix)
             response, outcome = await self._exchange(
                 ix, request, route, api, upstream_body, hide_usage
             )

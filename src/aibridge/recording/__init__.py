@@ -1,12 +1,12 @@
-"""Recording: record types, the recorder (start batcher, batch writer, spill replay), and sinks.
+"""Recording: record types, the recorder (journal, batch writer, spill replay), and sinks.
 
 Typical wiring (see :class:`Recorder`)::
 
     recorder = Recorder.for_database(services.sessions, settings.data_dir)
     await recorder.start()
     ...
-    await recorder.record_interception_start(InterceptionStarted(...))  # before upstream
-    recorder.record(TokenUsageRecord(...))                              # never waits
+    recorder.record(InterceptionStarted(...))  # before upstream; journaled at once
+    recorder.record(TokenUsageRecord(...))     # never waits
     recorder.record(InterceptionEnded(id=...))
     ...
     await recorder.close(timeout=10)

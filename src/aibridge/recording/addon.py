@@ -1,7 +1,9 @@
 """The recording addon: writes an interception's records from the pipeline's hooks.
 
-``started`` writes the start record and waits for it (the one synchronous database write
-on the request path, before the upstream call); ``observed`` and ``ended`` only queue.
+Every hook only queues: ``started`` before the upstream call, ``observed`` as responses are
+read, ``ended`` before the client sees the response end. The recorder journals each record
+as it is queued (the start and the end at once), so nothing on the request path waits for
+the database.
 """
 
 from __future__ import annotations
@@ -16,14 +18,11 @@ from aibridge.recording.mapping import (
     observation_records,
     start_record,
 )
-from aibridge.recording.records import InterceptionStarted, Record
+from aibridge.recording.records import Record
 
 
 class RecordQueue(Protocol):
     """What the addon needs of the recorder (:class:`aibridge.recording.Recorder`)."""
-
-    async def record_interception_start(self, rec: InterceptionStarted) -> bool:
-        """Write the start record now (or queue it when the database is slow or down)."""
 
     def record(self, rec: Record) -> None:
         """Queue a record without waiting."""
@@ -37,9 +36,9 @@ class RecordingAddon:
     def __init__(self, recorder: RecordQueue) -> None:
         self.recorder = recorder
 
-    async def started(self, ix: InterceptionView) -> None:
-        """Write the start record before the upstream call."""
-        await self.recorder.record_interception_start(start_record(ix))
+    def started(self, ix: InterceptionView) -> None:
+        """Queue the start record (journaled at once, before the upstream call)."""
+        self.recorder.record(start_record(ix))
 
     def observed(self, ix: InterceptionView, observation: ObservationView) -> None:
         """Queue usage, prompt, tool-call and thought records."""

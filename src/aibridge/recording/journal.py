@@ -6,11 +6,12 @@ record is appended to a local journal before it joins the in-memory queue, and i
 file. What a run leaves unacknowledged is replayed by the next start of the same replica
 slot (through the spill file, so the normal idempotent write path applies).
 
-Cost on the request path: one ``write()`` per interception. :meth:`Journal.append`
-adds a record to a list; an interception's end record writes it, with whatever was
-buffered before it, at once (so a client that saw its response complete can rely on
-its records being journaled); records not followed by an end in the same loop iteration
-are written by a ``call_soon`` callback. Records are serialised with
+Cost on the request path: two ``write()`` calls per interception. :meth:`Journal.append`
+adds a record to a list; an interception's start and end records write it, with whatever
+was buffered before them, at once (so the start is on disk before the upstream call, and
+a client that saw its response complete can rely on its records being journaled); other
+records not followed by an end in the same loop iteration are written by a ``call_soon``
+callback. Records are serialised with
 :func:`~aibridge.recording.records.record_to_json`. There is no fsync: the page cache
 survives a process kill (not a power cut, which the in-memory queue does not survive
 either).
@@ -45,7 +46,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aibridge.files import open_private, private_dir
-from aibridge.recording.records import InterceptionEnded, Record, record_to_json
+from aibridge.recording.records import (
+    InterceptionEnded,
+    InterceptionStarted,
+    Record,
+    record_to_json,
+)
 from aibridge.recording.spill import read_lines
 
 log = logging.getLogger(__name__)
@@ -57,6 +63,8 @@ REPLICA_ID_FILE = "replica-id"
 """File in the data directory holding the replica's persistent random id."""
 
 SEGMENT_SUFFIX = ".journal"
+# Records written to the journal as they are appended (see Journal.append).
+_WRITE_AT_ONCE = frozenset((InterceptionStarted, InterceptionEnded))
 MAX_SLOTS = 1024
 
 
@@ -219,14 +227,14 @@ class Journal:
     # ------------------------------------------------------------------ hot path
 
     def append(self, rec: Record) -> None:
-        """Journal ``rec``. An interception's end is written at once, together with the
-        records buffered before it (its usage, prompt…): the end is recorded before the
-        client gets the last byte of its response, so once a client has seen a response
-        complete, its records are in the journal. Other records are written by one
-        ``write()`` per event-loop iteration, in a callback."""
+        """Journal ``rec``. An interception's start and end are written at once, together
+        with the records buffered before them: the start before the upstream call, the end
+        (after its usage, prompt…) before the client gets the last byte of its response, so
+        once a client has seen a response complete, its records are in the journal. Other
+        records are written by one ``write()`` per event-loop iteration, in a callback."""
         buffer = self._buffer
         buffer.append(rec)
-        if type(rec) is InterceptionEnded:
+        if type(rec) in _WRITE_AT_ONCE:
             self.flush()
         elif len(buffer) == 1 and self._loop is not None:
             self._loop.call_soon(self.flush)

@@ -64,12 +64,6 @@ class RecorderMetrics:
             "Failed database writes (batches, replays and synchronous start records).",
             registry=registry,
         )
-        self.start_fallbacks = Counter(
-            f"{ns}_start_fallbacks",
-            "Interception start records that could not be written synchronously and were "
-            "queued instead.",
-            registry=registry,
-        )
         self.queue_depth = Gauge(
             f"{ns}_queue_depth", "Records waiting in the in-memory queue.", registry=registry
         )

@@ -1,13 +1,9 @@
-"""The recorder: a synchronous start record, then a bounded queue drained in batches.
+"""The recorder: a bounded queue drained in batches; nothing on the request path waits for
+the database.
 
-:class:`Recorder` is a facade over three parts, each in its own private module:
+:class:`Recorder` is a facade over two parts, each in its own private module:
 
-* ``_starts`` — the **start batcher**. :meth:`Recorder.record_interception_start` is the
-  only database wait a request has, bounded by ``start_timeout``; start records that
-  arrive together are group-committed in one transaction. On failure (or while the
-  database is known to be down) the start record is queued like every other record and
-  the request goes on.
-* ``_batches`` — the **batch writer**. Every other ``record_*`` method appends to an
+* ``_batches`` — the **batch writer**. :meth:`Recorder.record` appends to an
   in-memory deque and bumps a counter; it never awaits anything. A background task writes
   batches through the :class:`~aibridge.recording.sink.Sink`, holds and retries a batch
   while the database is down (back-pressure, then the spill file), isolates records the

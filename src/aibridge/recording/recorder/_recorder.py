@@ -1,8 +1,7 @@
 """The :class:`Recorder` facade: the one object the gateway records through.
 
-It wires a :class:`~aibridge.recording.recorder._starts.StartBatcher` (the synchronous,
-group-committed start record), a :class:`~aibridge.recording.recorder._batches.BatchWriter`
-(every other record, queued and written in batches) and a
+It wires a :class:`~aibridge.recording.recorder._batches.BatchWriter` (every record, queued
+and written in batches) and a
 :class:`~aibridge.recording.recorder._replay.SpillReplayer` (the spill file, its replay and
 the journal recovery) to one sink, and runs their background tasks.
 """
@@ -23,12 +22,7 @@ from aibridge.recording.journal import Journal
 from aibridge.recording.metrics import RecorderMetrics
 from aibridge.recording.recorder._batches import BatchWriter
 from aibridge.recording.recorder._replay import SpillReplayer
-from aibridge.recording.recorder._starts import StartBatcher
-from aibridge.recording.records import (
-    InterceptionEnded,
-    InterceptionStarted,
-    Record,
-)
+from aibridge.recording.records import InterceptionEnded, InterceptionStarted, Record
 from aibridge.recording.sink import DatabaseSink, Sink, database_sink
 from aibridge.recording.spill import SpillFile
 
@@ -43,8 +37,8 @@ class Recorder:
     request path. Start with :meth:`start`, stop with :meth:`close`.
 
     Knobs (all injectable for tests): ``batch_size`` and ``flush_interval`` (seconds) shape
-    batches; ``queue_size`` bounds the in-memory queue; ``start_timeout`` bounds the
-    synchronous start write; ``write_timeout`` bounds one batch transaction;
+    batches; ``queue_size`` bounds the in-memory queue; ``ping_timeout`` bounds a
+    "database up?" probe; ``write_timeout`` bounds one batch transaction;
     ``retry_initial``/``retry_max`` the back-off of a failed batch; ``replay_interval`` how
     often the replayer looks at the spill file (it is also woken when the database comes
     back); ``replay_chunk`` records per replay transaction; ``pending_ends_limit`` how many
@@ -62,7 +56,7 @@ class Recorder:
         batch_size: int = 256,
         flush_interval: float = 0.05,
         queue_size: int = 10_000,
-        start_timeout: float = 2.0,
+        ping_timeout: float = 2.0,
         write_timeout: float = 10.0,
         retry_initial: float = 0.1,
         retry_max: float = 5.0,
@@ -97,7 +91,7 @@ class Recorder:
             progress=self._progress,
             replay_chunk=replay_chunk,
             replay_interval=replay_interval,
-            probe_timeout=start_timeout,
+            probe_timeout=ping_timeout,
             write_timeout=write_timeout,
         )
         self._batches = BatchWriter(
@@ -111,15 +105,14 @@ class Recorder:
             flush_interval=flush_interval,
             queue_size=queue_size,
             write_timeout=write_timeout,
-            ping_timeout=start_timeout,
+            ping_timeout=ping_timeout,
             retry_initial=retry_initial,
             retry_max=retry_max,
             pending_ends_limit=pending_ends_limit,
             pending_retry_interval=pending_retry_interval,
         )
-        # Bound once: every record_* call goes straight to the batch writer's queue.
+        # Bound once: every record() call goes straight to the batch writer's queue.
         self._put = self._batches.put
-        self._starts = StartBatcher(self._sink_write, start_timeout)
         self._tasks: list[asyncio.Task[None]] = []
         self.metrics.track_queue(lambda: len(self._batches.queue))
 
@@ -171,8 +164,6 @@ class Recorder:
         if self._batches.closed:
             return
         self._batches.close()
-        # Let start writes in flight finish (bounded by start_timeout) before the sink goes.
-        await self._starts.drain(timeout)
         writer, spiller, replayer = self._tasks or (None, None, None)
         if writer is not None:
             try:
@@ -204,36 +195,6 @@ class Recorder:
 
     # ------------------------------------------------------------------ request path
 
-    async def record_interception_start(self, rec: InterceptionStarted) -> bool:
-        """Write the start record now (bounded by ``start_timeout``). Returns False when it
-        was queued instead (database down or slow); the request should carry on either way."""
-        if self.replica is not None and rec.replica_id is None:
-            rec.replica_id = self.replica
-        batches = self._batches
-        if batches.closed or not batches.healthy:
-            self.metrics.start_fallbacks.inc()
-            self._put(rec)
-            return False
-        try:
-            await self._starts.join(rec)
-        except asyncio.CancelledError:
-            # The request was cancelled mid-write; the row may or may not be there. Queue
-            # it (inserts are idempotent) so that its end record is never orphaned.
-            self._put(rec)
-            raise
-        except Exception as exc:
-            batches.healthy = False
-            self.metrics.write_errors.inc()
-            self.metrics.start_fallbacks.inc()
-            log.warning(
-                "recorder: interception start not written synchronously; queued instead",
-                extra={"interception_id": str(rec.id), "error": type(exc).__name__},
-            )
-            self._put(rec)
-            return False
-        self._written[rec.kind].inc()
-        return True
-
     async def _sink_write(self, records: Sequence[Record]) -> list[InterceptionEnded]:
         if self._write_lock is None:
             return await self._sink.write(records)
@@ -241,14 +202,18 @@ class Recorder:
             return await self._sink.write(records)
 
     def record(self, rec: Record) -> None:
-        """Queue any record without waiting (spilled when the queue is full)."""
+        """Queue any record without waiting: journaled first, spilled when the queue is
+        full. An interception start is stamped with this replica's identity (which the
+        restart sweep uses to end what a killed run left open)."""
+        if type(rec) is InterceptionStarted and rec.replica_id is None:
+            rec.replica_id = self.replica
         self._put(rec)
 
     # ------------------------------------------------------------------ introspection
 
     @property
     def healthy(self) -> bool:
-        """False while the last database write failed (start records then skip the DB)."""
+        """False while the last database write failed."""
         return self._batches.healthy
 
     @property

@@ -1,0 +1,204 @@
+"""The benchmark's child processes: ``python -m bench.roles upstream|bare|load …``.
+
+* **upstream**: a tiny aiohttp server answering ``POST /v1/messages`` (Anthropic) and
+  ``POST /v1/chat/completions`` (OpenAI) with bytes pre-built by :mod:`aibridge.fakellm`
+  (the real wire formats), one SSE event per write;
+* **bare**: the yardstick relay. An ``aiohttp.web`` handler reads the body, posts it with
+  ONE shared ``aiohttp.ClientSession`` (no connection limit, no total timeout) and returns
+  the JSON, or relays the stream chunk by chunk with ``iter_any()``. No auth, no parsing,
+  no recording: the floor any gateway on this stack pays;
+* **load**: the Python load generator (used when ``wrk`` is missing, and for TTFB).
+
+Servers print ``PORT <n>`` once listening and stop on SIGTERM/SIGINT. Loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from bench.common import (
+    ANTHROPIC_STREAM_EVENTS,
+    APIS,
+    HOST,
+    OPENAI_STREAM_CHUNKS,
+    run_async,
+)
+
+Handler = Callable[..., Awaitable[Any]]
+
+
+def anthropic_payloads() -> tuple[bytes, list[bytes]]:
+    """The blocking body and the SSE events of the Anthropic reply (built once)."""
+    from aibridge.fakellm import anthropic
+    from aibridge.fakellm.scenario import Scenario
+    from aibridge.fakellm.wire import dumps
+
+    # message_start, block start, ping, block stop, message_delta, message_stop + deltas.
+    deltas = ANTHROPIC_STREAM_EVENTS - 6
+    scenario = Scenario.text_reply(" ".join(f"word{i}" for i in range(deltas)), chunks=deltas)
+    ids = anthropic.Ids(scenario)
+    model = APIS["anthropic"].model
+    blocking = dumps(anthropic.blocking_body(scenario, model, ids))
+    return blocking, [ev.encode() for ev in anthropic.stream_events(scenario, model, ids)]
+
+
+def openai_payloads() -> tuple[bytes, list[bytes]]:
+    """The blocking body and the SSE chunks (+ usage chunk + ``[DONE]``) of the OpenAI reply."""
+    from aibridge.fakellm import openai_chat
+    from aibridge.fakellm.scenario import Scenario
+    from aibridge.fakellm.wire import dumps
+
+    # The role chunk, the content deltas and the finish chunk make OPENAI_STREAM_CHUNKS.
+    deltas = OPENAI_STREAM_CHUNKS - 2
+    scenario = Scenario.text_reply(" ".join(f"word{i}" for i in range(deltas)), chunks=deltas)
+    ids = openai_chat.Ids(scenario)
+    model = APIS["openai"].model
+    blocking = dumps(openai_chat.blocking_body(scenario, model, ids))
+    events = openai_chat.stream_events(scenario, model, ids, include_usage=True)
+    return blocking, [ev.encode() for ev in events]
+
+
+async def _serve(routes: list[tuple[str, Handler]], port: int, on_cleanup: Handler | None) -> None:
+    """Serve POST ``routes`` on loopback until SIGTERM/SIGINT; print ``PORT <n>``."""
+    from aiohttp import web
+
+    app = web.Application(client_max_size=16 * 1024 * 1024)
+    for path, handler in routes:
+        app.router.add_post(path, handler)
+    if on_cleanup is not None:
+        app.on_cleanup.append(on_cleanup)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, HOST, port, backlog=1024)
+    await site.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"PORT {runner.addresses[0][1]}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+async def serve_upstream(port: int) -> None:
+    """The fast fake upstream for both APIs."""
+    from aiohttp import web
+
+    json_headers = {"Content-Type": "application/json", "request-id": "req_bench"}
+    sse_headers = {
+        "Content-Type": "text/event-stream; charset=utf-8",
+        "Cache-Control": "no-cache",
+        "request-id": "req_bench",
+    }
+
+    def handler(blocking: bytes, events: list[bytes]) -> Handler:
+        async def answer(request: web.Request) -> web.StreamResponse:
+            body = await request.read()
+            # A cheap check is enough: every client sends a fixed, compact body.
+            if b'"stream":true' not in body:
+                return web.Response(body=blocking, headers=json_headers)
+            out = web.StreamResponse(headers=sse_headers)
+            await out.prepare(request)
+            for event in events:
+                await out.write(event)
+            await out.write_eof()
+            return out
+
+        return answer
+
+    routes = [
+        (APIS["anthropic"].path, handler(*anthropic_payloads())),
+        (APIS["openai"].path, handler(*openai_payloads())),
+    ]
+    await _serve(routes, port, None)
+
+
+async def serve_bare(port: int, upstream: str) -> None:
+    """The bare relay: forward every POST to ``upstream`` + the same path."""
+    import aiohttp
+    from aiohttp import web
+
+    # One shared session, no connection limit, no total timeout (as a gateway would).
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0),
+        timeout=aiohttp.ClientTimeout(total=None),
+        auto_decompress=False,
+    )
+    forwarded = ("Content-Type", "Authorization", "x-api-key", "anthropic-version")
+
+    async def relay(request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        headers = {k: v for k in forwarded if (v := request.headers.get(k)) is not None}
+        async with session.post(upstream + request.path, data=body, headers=headers) as up:
+            ctype = up.headers.get("Content-Type", "application/json")
+            if not ctype.startswith("text/event-stream"):
+                data = await up.read()
+                return web.Response(body=data, status=up.status, headers={"Content-Type": ctype})
+            out = web.StreamResponse(status=up.status, headers={"Content-Type": ctype})
+            await out.prepare(request)
+            async for chunk in up.content.iter_any():
+                await out.write(chunk)
+            await out.write_eof()
+            return out
+
+    async def close_session(_app: web.Application) -> None:
+        await session.close()
+
+    await _serve([("/{tail:.*}", relay)], port, close_session)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Dispatch to one role."""
+    parser = argparse.ArgumentParser(prog="python -m bench.roles")
+    sub = parser.add_subparsers(dest="role", required=True)
+    up = sub.add_parser("upstream", help="fast fake upstream (both APIs)")
+    up.add_argument("--port", type=int, default=0)
+    bare = sub.add_parser("bare", help="bare aiohttp relay")
+    bare.add_argument("--port", type=int, default=0)
+    bare.add_argument("--upstream", required=True, help="http://127.0.0.1:PORT")
+    load = sub.add_parser("load", help="Python load generator (prints one JSON line)")
+    load.add_argument("--url", required=True)
+    load.add_argument("--headers", required=True, help="JSON object")
+    load.add_argument("--api", required=True, choices=sorted(APIS))
+    load.add_argument("--mode", required=True, choices=("blocking", "stream"))
+    load.add_argument("--concurrency", type=int, required=True)
+    load.add_argument("--duration", type=float, required=True)
+    load.add_argument("--max-requests", type=int, default=1_000_000)
+    ns = parser.parse_args(argv)
+
+    if ns.role == "upstream":
+        run_async(serve_upstream(ns.port))
+    elif ns.role == "bare":
+        if not ns.upstream.startswith(f"http://{HOST}:"):
+            raise SystemExit("the bare relay only talks to loopback")
+        run_async(serve_bare(ns.port, ns.upstream))
+    else:
+        if not ns.url.startswith(f"http://{HOST}:"):
+            raise SystemExit("the load generator only talks to loopback")
+        from bench.load import python_cell
+
+        result = run_async(
+            python_cell(
+                ns.url,
+                json.loads(ns.headers),
+                APIS[ns.api],
+                ns.mode == "stream",
+                ns.concurrency,
+                ns.duration,
+                ns.max_requests,
+            )
+        )
+        print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
