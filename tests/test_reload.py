@@ -58,6 +58,8 @@ class ScriptedPubSub(InProcessPubSub):
         super().__init__()
         self.subscribe_error = subscribe_error
         self.after_subscribe = after_subscribe
+        # The reloader subscribes to several channels; the hook runs after this one's.
+        self.after_subscribe_to = PROVIDERS_CHANGED
         self.subscribe_calls = 0
 
     async def subscribe(self, channel: str, callback: Callback) -> Unsubscribe:
@@ -66,7 +68,7 @@ class ScriptedPubSub(InProcessPubSub):
         if self.subscribe_error is not None:
             raise self.subscribe_error
         unsubscribe = await super().subscribe(channel, callback)
-        if self.after_subscribe is not None:
+        if self.after_subscribe is not None and channel == self.after_subscribe_to:
             await self.after_subscribe()
         return unsubscribe
 
