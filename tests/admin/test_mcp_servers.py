@@ -170,6 +170,7 @@ INVALID_CREATES: list[tuple[dict[str, Any], str]] = [
     ({"name": "s", "url": "http://h/mcp", "tool_allow": "a" * 1025}, "tool_allow"),
     ({"name": "s", "url": "http://h/mcp", "tool_allow": 5}, "tool_allow"),
     ({"name": "s", "url": "http://h/mcp", "tool_deny": "[z-a]"}, "tool_deny"),
+    ({"name": "s", "url": "http://h/mcp", "tool_deny": "a{99999999999}"}, "tool_deny"),
     ({"name": "s", "url": "http://h/mcp", "enabled": "yes"}, "enabled"),
     ({"name": "s", "url": "http://h/mcp", "auth": "none"}, "auth"),
     ({"name": "s", "url": "http://h/mcp", "auth": {"type": "oauth"}}, "auth.type"),

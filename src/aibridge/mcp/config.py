@@ -154,8 +154,13 @@ def url_error(value: object) -> str | None:
 
 
 def compile_regex(value: str) -> re.Pattern[str]:
-    """Compile a stored tool filter (raises :class:`re.error` when invalid)."""
-    return re.compile(value)
+    """Compile a tool filter; :class:`ValueError` saying why when it cannot be compiled
+    (``re.error`` is not a ``ValueError``, and a huge repeat count raises
+    ``OverflowError``)."""
+    try:
+        return re.compile(value)
+    except (re.error, OverflowError, RecursionError) as exc:
+        raise ValueError(f"not a valid regular expression: {exc}") from exc
 
 
 def _regex(errors: list[FieldError], body: Mapping[str, object], key: str) -> str | None:
@@ -171,8 +176,8 @@ def _regex(errors: list[FieldError], body: Mapping[str, object], key: str) -> st
         return None
     try:
         compile_regex(value)
-    except re.error as exc:
-        errors.append(FieldError(key, f"{key} is not a valid regular expression: {exc}"))
+    except ValueError as exc:
+        errors.append(FieldError(key, f"{key} is {exc}"))
         return None
     return value
 
@@ -362,8 +367,8 @@ def parse_id_or_name(value: str) -> uuid.UUID | str:
 
 def server_settings(record: MCPServerRecord) -> MCPServerSettings:
     """The runtime settings of a stored server (regexes compiled). Raises
-    :class:`ValueError` (:class:`re.error` is one) for a row written around the
-    validation: a regex that does not compile, an unknown auth type."""
+    :class:`ValueError` for a row written around the validation: a regex that does not
+    compile, an unknown auth type."""
     auth = record.auth
     if auth.type not in AUTH_TYPES:
         raise ValueError(f'unknown auth type "{auth.type}"')
