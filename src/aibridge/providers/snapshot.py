@@ -1,4 +1,4 @@
-"""The provider runtimes (and enabled MCP servers) one reload built, as an immutable snapshot."""
+"""The provider runtimes one reload built, as an immutable snapshot."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from aibridge.providers.routes import BridgedRoute, PassthroughRoute, RoutingErr
 @dataclass(frozen=True)
 class ProviderSnapshot:
     """An immutable set of provider runtimes with the generation it was built at, and the
-    enabled MCP servers (by name) whose tools bridges built over it inject."""
+    enabled MCP servers whose tools bridges built over it inject."""
 
     generation: int
     providers: Mapping[str, Provider | DisabledProvider] = field(default_factory=dict)
