@@ -27,6 +27,8 @@ from aibridge.bridge import RequestBridge
 from aibridge.providers.snapshot import ProviderSnapshot
 from aibridge.server import Services
 from aibridge.server.startup import on_mcp_credentials_changed
+from aibridge.store import mcp_servers as store
+from aibridge.store.pubsub import MCP_SERVERS_CHANGED
 from aibridge.testing.gateway import add_member, admin_gateway, gateway
 
 URL = "/api/v1/mcp-servers"
@@ -250,3 +252,26 @@ def test_a_malformed_credential_notification_retires_nobody(payload: bytes) -> N
     assert pool.retired == []
     on_message(str(user).encode(), None)
     assert pool.retired == [user]
+
+
+async def test_readyz_counts_the_loaded_mcp_servers_and_names_a_skipped_row(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    async with admin_gateway(sqlite_url, tmp_path) as (client, services, admin):
+        body = {"name": "good", "url": "http://127.0.0.1:9/mcp"}
+        assert (await call(client, "POST", URL, admin, body))[0] == 201
+        # A row written around the API's validation (as an older version or a manual edit
+        # might): the reload skips it and says so.
+        await wait_snapshot(services, lambda s: "good" in names(s))
+        generation = services.pool.snapshot.generation
+        async with services.sessions() as s, s.begin():
+            bad = store.MCPServerSpec("bad", "http://127.0.0.1:9/mcp", tool_deny="(")
+            await store.create_server(s, None, bad)
+        await services.pubsub.publish(MCP_SERVERS_CHANGED)
+        snapshot = await wait_snapshot(services, lambda s: s.generation > generation)
+        assert names(snapshot) == {"good": "none"}
+        status, ready = await call(client, "GET", "/readyz", admin)
+        assert status == 200, ready
+        assert ready["mcp_servers"] == 1
+        assert set(ready["mcp_server_errors"]) == {"bad"}
+        assert "regular expression" in ready["mcp_server_errors"]["bad"]
