@@ -25,10 +25,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from aibridge.providers.base import DisabledProvider, Provider
 from aibridge.providers.snapshot import ProviderSnapshot
 from aibridge.reload import ProviderReloader, ReloadMetrics
+from aibridge.store import mcp_servers as mcp_store
 from aibridge.store import providers as store
 from aibridge.store.db import session_factory
+from aibridge.store.mcp_servers import MCPAuth, MCPServerRecord, MCPServerSpec
 from aibridge.store.providers import KeyMutation, ProviderPatch, ProviderRecord, ProviderSpec
 from aibridge.store.pubsub import (
+    MCP_SERVERS_CHANGED,
     PROVIDERS_CHANGED,
     Callback,
     InProcessPubSub,
@@ -58,6 +61,8 @@ class ScriptedPubSub(InProcessPubSub):
         super().__init__()
         self.subscribe_error = subscribe_error
         self.after_subscribe = after_subscribe
+        # The reloader subscribes to several channels; the hook runs after this one's.
+        self.after_subscribe_to = PROVIDERS_CHANGED
         self.subscribe_calls = 0
 
     async def subscribe(self, channel: str, callback: Callback) -> Unsubscribe:
@@ -66,7 +71,7 @@ class ScriptedPubSub(InProcessPubSub):
         if self.subscribe_error is not None:
             raise self.subscribe_error
         unsubscribe = await super().subscribe(channel, callback)
-        if self.after_subscribe is not None:
+        if self.after_subscribe is not None and channel == self.after_subscribe_to:
             await self.after_subscribe()
         return unsubscribe
 
@@ -575,3 +580,77 @@ async def test_reloads_report_provider_info_and_timestamps_in_metrics(h: Harness
     assert later is not None and later >= success
     assert h.sample("aibridge_provider_reloads_total", {"result": "success"}) == 2.0
     assert "gamma" not in reloader.status.provider_status
+
+
+# ---------------------------------------------------------------------- MCP servers
+
+
+async def add_mcp_row(
+    sessions: async_sessionmaker[AsyncSession],
+    name: str,
+    *,
+    enabled: bool = True,
+    allow: str | None = None,
+    auth: MCPAuth | None = None,
+) -> MCPServerRecord:
+    """Insert and commit an MCP server row (store layer: no API validation)."""
+    spec = MCPServerSpec(
+        name=name,
+        url=f"http://127.0.0.1:9/{name}/mcp",
+        enabled=enabled,
+        tool_allow=allow,
+        auth=auth or MCPAuth(),
+    )
+    async with asyncio.timeout(WAIT), sessions() as s, s.begin():
+        return await mcp_store.create_server(s, None, spec)
+
+
+def mcp_names(snapshot: ProviderSnapshot) -> list[str]:
+    return [s.name for s in snapshot.mcp_servers]
+
+
+async def test_mcp_server_changes_are_reloaded_on_their_own_channel(h: Harness) -> None:
+    await add_row(h.sessions, "alpha")
+    await add_mcp_row(h.sessions, "off", enabled=False)
+    reloader = await h.start()
+    assert mcp_names(h.installed[-1]) == []
+    assert h.pubsub.subscribers(MCP_SERVERS_CHANGED) == 1
+
+    header = MCPAuth("header", "X-Api-Key", "hdr-value-0001")
+    created = await add_mcp_row(h.sessions, "tools", allow="^read_", auth=header)
+    await h.pubsub.publish(MCP_SERVERS_CHANGED)
+    snapshot = await h.until(lambda s: mcp_names(s) == ["tools"])
+    (server,) = snapshot.mcp_servers
+    assert (server.id, server.url) == (created.id, "http://127.0.0.1:9/tools/mcp")
+    assert server.tool_allow is not None and server.tool_allow.search("read_file")
+    assert server.tool_deny is None
+    assert (server.auth, server.header_name, server.header_value) == (
+        "header",
+        "X-Api-Key",
+        "hdr-value-0001",
+    )
+    assert isinstance(snapshot.get("alpha"), Provider), "providers must survive an MCP reload"
+    assert reloader.status.mcp_servers == 1 and reloader.status.mcp_errors == {}
+
+    async with asyncio.timeout(WAIT), h.sessions() as s, s.begin():
+        assert await mcp_store.delete_server(s, created.id)
+    await h.pubsub.publish(MCP_SERVERS_CHANGED)
+    await h.until(lambda s: mcp_names(s) == [])
+    await reloader.stop()
+    assert h.pubsub.subscribers(MCP_SERVERS_CHANGED) == 0
+    assert h.pubsub.subscribers(PROVIDERS_CHANGED) == 0
+
+
+async def test_a_mcp_row_written_around_validation_is_skipped_and_reported(h: Harness) -> None:
+    await add_mcp_row(h.sessions, "good")
+    await add_mcp_row(h.sessions, "bad-regex", allow="(")
+    reloader = await h.start()
+    assert mcp_names(h.installed[-1]) == ["good"]
+    assert set(reloader.status.mcp_errors) == {"bad-regex"}
+    assert reloader.status.last_error is None, "one bad row failed the whole reload"
+
+
+async def test_reconcile_loop_heals_a_missed_mcp_notification(h: Harness) -> None:
+    await h.start(interval=0.01)
+    await add_mcp_row(h.sessions, "tools")  # committed, never announced
+    await h.until(lambda s: mcp_names(s) == ["tools"])

@@ -1,5 +1,9 @@
 """Provider hot reload: database rows → provider runtimes → an atomic snapshot swap.
 
+The snapshot also carries the enabled MCP servers, read in the same transaction, so a
+change to either reaches new bridges the same way (``ai_providers_changed`` and
+``mcp_servers_changed`` both trigger a reload; both bump the one config version).
+
 Subscribe first, then reload once synchronously, then reload on every notification
 (including a "messages may be lost" signal) and whenever the cheap config-version
 poll sees a change a notification did not deliver. A failed database read keeps the
@@ -12,21 +16,24 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aibridge.clock import Clock, SystemClock
+from aibridge.mcp.config import server_settings
+from aibridge.mcp.settings import MCPServerSettings
 from aibridge.providers.base import DisabledProvider, Provider, ProviderBuildError, build_provider
 from aibridge.providers.breaker_metrics import CircuitBreakerMetrics
 from aibridge.providers.keyring import KeyRingMetrics
 from aibridge.providers.snapshot import ProviderSnapshot
 from aibridge.store import config_version
 from aibridge.store.crypto import Encryptor
+from aibridge.store.mcp_servers import MCPServerRecord, load_enabled_servers
 from aibridge.store.providers import ProviderRecord, load_live_providers
-from aibridge.store.pubsub import PROVIDERS_CHANGED, PubSub, Unsubscribe
+from aibridge.store.pubsub import MCP_SERVERS_CHANGED, PROVIDERS_CHANGED, PubSub, Unsubscribe
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +87,29 @@ class ReloadStatus:
     last_error: str | None = None
     reloads: int = 0
     provider_status: dict[str, tuple[str, str]] = field(default_factory=dict)
+    mcp_servers: int = 0
+    mcp_errors: dict[str, str] = field(default_factory=dict)
+
+
+def build_mcp_servers(
+    records: Sequence[MCPServerRecord],
+) -> tuple[tuple[MCPServerSettings, ...], dict[str, str]]:
+    """The runtime settings of each enabled server; a row that cannot be used (written
+    around the validation) is skipped and reported by name, the others are kept."""
+    servers: list[MCPServerSettings] = []
+    errors: dict[str, str] = {}
+    for record in records:
+        if not record.enabled:
+            continue
+        try:
+            servers.append(server_settings(record))
+        except ValueError as exc:
+            errors[record.name] = str(exc)
+            log.error(
+                "MCP server skipped: misconfigured",
+                extra={"mcp_server": record.name, "error": str(exc)},
+            )
+    return tuple(servers), errors
 
 
 def build_snapshot(
@@ -89,8 +119,10 @@ def build_snapshot(
     previous: ProviderSnapshot | None = None,
     clock: Clock | None = None,
     metrics: ReloadMetrics | None = None,
+    mcp_servers: tuple[MCPServerSettings, ...] = (),
 ) -> ProviderSnapshot:
     """Build every row independently; a row that fails is skipped and reported.
+    ``mcp_servers`` (see :func:`build_mcp_servers`) go into the snapshot as they are.
 
     A row identical to the one behind the previous snapshot's runtime keeps that
     runtime, so key cooldowns and breaker state survive unrelated reloads.
@@ -115,7 +147,7 @@ def build_snapshot(
                 "provider skipped: misconfigured",
                 extra={"provider": record.name, "error": str(exc)},
             )
-    return ProviderSnapshot(generation, providers, errors)
+    return ProviderSnapshot(generation, providers, errors, mcp_servers)
 
 
 class ProviderReloader:
@@ -142,7 +174,7 @@ class ProviderReloader:
         self._lock = asyncio.Lock()
         self._pending = asyncio.Event()
         self._generation = 0
-        self._unsubscribe: Unsubscribe | None = None
+        self._unsubscribe: list[Unsubscribe] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.status = ReloadStatus()
         self._changed = asyncio.Condition()
@@ -150,11 +182,15 @@ class ProviderReloader:
 
     async def start(self) -> None:
         """Subscribe, then load once (raising if either fails), then watch."""
-        self._unsubscribe = await self._pubsub.subscribe(PROVIDERS_CHANGED, self._notified)
+        try:
+            for channel in (PROVIDERS_CHANGED, MCP_SERVERS_CHANGED):
+                self._unsubscribe.append(await self._pubsub.subscribe(channel, self._notified))
+        except BaseException:
+            await self._unsubscribe_all()
+            raise
         if not await self.reload():
             # Leave nothing behind: a failed start must not keep a live subscription.
-            await self._unsubscribe()
-            self._unsubscribe = None
+            await self._unsubscribe_all()
             raise RuntimeError(f"initial provider load failed: {self.status.last_error}")
         self._tasks = [
             asyncio.create_task(self._reload_loop(), name="provider-reload"),
@@ -163,15 +199,18 @@ class ProviderReloader:
 
     async def stop(self) -> None:
         """Unsubscribe and stop background work."""
-        if self._unsubscribe is not None:
-            await self._unsubscribe()
-            self._unsubscribe = None
+        await self._unsubscribe_all()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+
+    async def _unsubscribe_all(self) -> None:
+        unsubscribes, self._unsubscribe = self._unsubscribe, []
+        for unsubscribe in unsubscribes:
+            await unsubscribe()
 
     async def wait_for(self, predicate: Callable[[ProviderSnapshot], bool]) -> ProviderSnapshot:
         """Wait until a snapshot satisfying ``predicate`` is installed (wrap in a timeout)."""
@@ -208,13 +247,15 @@ class ProviderReloader:
                 self._pending.set()
 
     async def reload(self) -> bool:
-        """Read all live providers in one read and swap the snapshot; False on failure."""
+        """Read all live providers and enabled MCP servers in one transaction and swap the
+        snapshot; False on failure."""
         async with self._lock:
             self.status.last_attempt = time.time()
             try:
                 async with self._sessions() as session, session.begin():
                     version = await config_version.read(session)
                     records = await load_live_providers(session, self._encryptor)
+                    mcp_records = await load_enabled_servers(session, self._encryptor)
             except Exception as exc:
                 self.status.last_error = f"{type(exc).__name__}: {exc}"
                 if self._metrics is not None:
@@ -226,12 +267,14 @@ class ProviderReloader:
                 )
                 return False
             self._generation += 1
+            mcp_servers, mcp_errors = build_mcp_servers(mcp_records)
             snapshot = build_snapshot(
                 records,
                 self._generation,
                 previous=self._latest,
                 clock=self._clock,
                 metrics=self._metrics,
+                mcp_servers=mcp_servers,
             )
             self._on_snapshot(snapshot)
             self._latest = snapshot
@@ -246,6 +289,8 @@ class ProviderReloader:
                 name: (p.type, "enabled" if p.enabled else "disabled")
                 for name, p in snapshot.providers.items()
             } | {r.name: (r.type, "error") for r in records if r.name in snapshot.errors}
+            self.status.mcp_servers = len(mcp_servers)
+            self.status.mcp_errors = mcp_errors
             self._export_metrics()
             log.info(
                 "providers reloaded",
@@ -253,6 +298,7 @@ class ProviderReloader:
                     "generation": self._generation,
                     "providers": len(snapshot.providers),
                     "errors": len(snapshot.errors),
+                    "mcp_servers": len(mcp_servers),
                 },
             )
             return True

@@ -100,6 +100,50 @@ def build_document() -> dict[str, Any]:
                 {"204": {"description": "Deleted"}, **_errors("400", "401", "403", "404")},
             ),
         },
+        "/api/v1/mcp-servers": {
+            "get": _op(
+                "List MCP servers (enabled and disabled)",
+                {**_ok(_array("MCPServer")), **auth_err},
+            ),
+            "post": _op(
+                "Register an MCP server",
+                {**_ok("MCPServer", "201", "Created"), **_errors("400", "401", "403", "409")},
+                requestBody=_body("CreateMCPServer"),
+            ),
+        },
+        "/api/v1/mcp-servers/{id_or_name}": {
+            "parameters": [PATH_PARAM["id_or_name"]],
+            "get": _op(
+                "Get an MCP server", {**_ok("MCPServer"), **_errors("400", "401", "403", "404")}
+            ),
+            "patch": _op(
+                "Update an MCP server (absent fields unchanged; leaving per_user auth deletes "
+                "the users' tokens)",
+                {**_ok("MCPServer"), **_errors("400", "401", "403", "404", "409")},
+                requestBody=_body("UpdateMCPServer"),
+            ),
+            "delete": _op(
+                "Delete an MCP server and its users' tokens",
+                {"204": {"description": "Deleted"}, **_errors("400", "401", "403", "404")},
+            ),
+        },
+        "/api/v1/mcp-servers/{id_or_name}/credentials": {
+            "parameters": [PATH_PARAM["id_or_name"]],
+            "get": _op(
+                "Whether the calling user has a token for this per_user server (never the token)",
+                {**_ok("MCPCredentialStatus"), **_errors("400", "401", "404")},
+            ),
+            "put": _op(
+                "Set the calling user's own token for a per_user server (any role); sent as "
+                "Authorization: Bearer. 409 when the server is not per_user",
+                {**_ok("MCPCredentialStatus"), **_errors("400", "401", "404", "409")},
+                requestBody=_body("MCPCredential"),
+            ),
+            "delete": _op(
+                "Remove the calling user's token",
+                {"204": {"description": "Removed"}, **_errors("400", "401", "404")},
+            ),
+        },
         "/api/v1/users": {
             "get": _op("List users", {**_ok(_array("User")), **auth_err}),
             "post": _op(
@@ -248,6 +292,95 @@ def build_document() -> dict[str, Any]:
                     "items": {"type": "object", "properties": {"id": string, "api_key": string}},
                 },
                 "settings": _ref("ProviderSettings"),
+            },
+        },
+        "MCPAuth": {
+            "oneOf": [
+                {
+                    "type": "object",
+                    "required": ["type"],
+                    "properties": {"type": {"const": "none"}},
+                },
+                {
+                    "type": "object",
+                    "required": ["type", "name"],
+                    "description": "A static header sent on every MCP request; value is "
+                    "write-only (encrypted at rest, answered as a masked hint). In a PATCH "
+                    "of a server that already uses header auth, value may be left out.",
+                    "properties": {
+                        "type": {"const": "header"},
+                        "name": {"type": "string", "pattern": "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"},
+                        "value": {"type": "string", "writeOnly": True, "maxLength": 8192},
+                        "masked": {"type": "string", "readOnly": True},
+                    },
+                },
+                {
+                    "type": "object",
+                    "required": ["type"],
+                    "description": "Each user sets their own token (PUT …/credentials).",
+                    "properties": {"type": {"const": "per_user"}},
+                },
+            ]
+        },
+        "MCPServer": {
+            "type": "object",
+            "properties": {
+                "id": string,
+                "name": string,
+                "url": string,
+                "enabled": {"type": "boolean"},
+                "tool_allow": {"type": ["string", "null"]},
+                "tool_deny": {"type": ["string", "null"]},
+                "auth": _ref("MCPAuth"),
+                "has_credential": {
+                    "type": "boolean",
+                    "description": "per_user servers: whether the calling user set a token",
+                },
+                "created_at": string,
+                "updated_at": string,
+            },
+        },
+        "CreateMCPServer": {
+            "type": "object",
+            "required": ["name", "url"],
+            "properties": {
+                "name": {"type": "string", "pattern": "^[a-z0-9]+(-[a-z0-9]+)*$"},
+                "url": {"type": "string", "description": "Streamable HTTP endpoint, http(s)"},
+                "enabled": {"type": "boolean"},
+                "tool_allow": {
+                    "type": ["string", "null"],
+                    "description": "Regex searched in each tool name; a tool must match",
+                },
+                "tool_deny": {
+                    "type": ["string", "null"],
+                    "description": "Regex searched in each tool name; wins over tool_allow",
+                },
+                "auth": _ref("MCPAuth"),
+            },
+        },
+        "UpdateMCPServer": {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string", "pattern": "^[a-z0-9]+(-[a-z0-9]+)*$"},
+                "url": string,
+                "enabled": {"type": "boolean"},
+                "tool_allow": {"type": ["string", "null"]},
+                "tool_deny": {"type": ["string", "null"]},
+                "auth": _ref("MCPAuth"),
+            },
+        },
+        "MCPCredential": {
+            "type": "object",
+            "required": ["token"],
+            "properties": {"token": {"type": "string", "writeOnly": True, "maxLength": 8192}},
+        },
+        "MCPCredentialStatus": {
+            "type": "object",
+            "properties": {
+                "server_id": string,
+                "server": string,
+                "has_credential": {"type": "boolean"},
+                "updated_at": string,
             },
         },
         "User": {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from aibridge.admin import interceptions, openapi, providers, users
+from aibridge.admin import interceptions, mcp_servers, openapi, providers, users
 from aibridge.admin.context import ADMIN, AdminContext
 
 
@@ -12,6 +12,7 @@ def add_admin_routes(app: web.Application, context: AdminContext) -> None:
     """Register the admin API on ``app``, serving from ``context``."""
     app[ADMIN] = context
     providers.add_routes(app)
+    mcp_servers.add_routes(app)
     users.add_routes(app)
     interceptions.add_routes(app)
     openapi.add_routes(app)

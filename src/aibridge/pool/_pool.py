@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry
@@ -133,6 +134,10 @@ class CachedBridgePool(Generic[B]):
         self._closing = False
         self._shutdown_task: asyncio.Task[bool] | None = None
         self._last_uncached_warning: float | None = None
+        # Bumped by retire_user: a build that started before the bump must not be cached
+        # or served (it may hold the user's old MCP token). One small int per user who
+        # ever changed a credential while this process ran.
+        self._user_epochs: dict[uuid.UUID, int] = {}
 
     # -- introspection -------------------------------------------------------------
 
@@ -255,11 +260,12 @@ class CachedBridgePool(Generic[B]):
         self, build: Build[Entry[B]], generation: Generation[B], key: BridgeKey, actor: Actor
     ) -> None:
         entry: Entry[B] | None = None
+        epoch = self._user_epochs.get(key.user_id, 0)
         try:
             entry = await self._construct(build.ck, generation, key, actor)
             if self._hooks.after_build_before_store is not None:
                 await self._hooks.after_build_before_store(key, generation.id)
-            self._publish(entry, build)
+            self._publish(entry, build, epoch)
             build.resolve(entry)
         except GenerationRetired as exc:
             # _publish already retired the stale bridge.
@@ -291,12 +297,14 @@ class CachedBridgePool(Generic[B]):
             raise BridgeBuildError(exc) from exc
         return Entry(ck, key, generation, bridge)
 
-    def _publish(self, entry: Entry[B], build: Build[Entry[B]]) -> None:
+    def _publish(self, entry: Entry[B], build: Build[Entry[B]], epoch: int) -> None:
         """Register the built entry with its generation and cache it (synchronous)."""
         generation = entry.generation
-        if generation.retired:
+        if generation.retired or self._user_epochs.get(entry.key.user_id, 0) != epoch:
             # A replacement (or shutdown) happened while this build ran: the bridge was
-            # built from replaced providers and must serve nobody.
+            # built from replaced providers and must serve nobody. Likewise after
+            # retire_user: it may hold the user's replaced credentials. Its callers retry
+            # and build afresh.
             self._retire(entry, "stale")
             raise GenerationRetired()
         generation.entries.add(entry)
@@ -362,6 +370,24 @@ class CachedBridgePool(Generic[B]):
         generation.retired = True
         for entry in list(generation.entries):
             self._retire(entry, reason)
+
+    def retire_user(self, user_id: uuid.UUID) -> int:
+        """Retire every bridge of ``user_id`` (all their gateway keys) now, e.g. after they
+        changed an MCP token; returns how many. Builds of theirs already running finish
+        but serve nobody (their callers retry), so the next request builds a bridge that
+        reads the user's current credentials. Other users' bridges are untouched.
+
+        Synchronous like :meth:`replace_providers`; requests already admitted finish on
+        the bridge they hold. A no-op once shutdown started.
+        """
+        if self._closing:
+            return 0
+        self._user_epochs[user_id] = self._user_epochs.get(user_id, 0) + 1
+        mine = [e for e in self._generation.entries if e.key.user_id == user_id]
+        for entry in mine:
+            self._retire(entry, "user")
+        log.debug("user's request bridges retired", extra={"count": len(mine)})
+        return len(mine)
 
     # -- reload and shutdown -------------------------------------------------------------
 

@@ -48,6 +48,10 @@ async def readyz(request: web.Request) -> web.Response:
         name: {"type": ptype, "status": pstatus}
         for name, (ptype, pstatus) in sorted(reload_status.provider_status.items())
     }
+    body["mcp_servers"] = reload_status.mcp_servers
+    if reload_status.mcp_errors:
+        # Rows written around the validation, skipped by the reload (the others load).
+        body["mcp_server_errors"] = dict(sorted(reload_status.mcp_errors.items()))
     if reload_status.last_error:
         body["last_reload_error"] = reload_status.last_error
     if not reload_status.loaded:

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from aibridge.auth import Authenticator
 from aibridge.bridge import RequestBridge
 from aibridge.config import Settings
+from aibridge.mcp.settings import UserTokens
 from aibridge.pool import CachedBridgePool
 from aibridge.providers.upstream import UpstreamClients
 from aibridge.recording import Recorder
@@ -36,6 +37,8 @@ class Services:
     recorder: Recorder
     pool: CachedBridgePool[RequestBridge]
     reloader: ProviderReloader
+    mcp_user_tokens: UserTokens
+    """Each user's tokens for the per_user MCP servers (what a bridge build reads)."""
 
 
 SERVICES = web.AppKey("services", Services)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
@@ -15,6 +16,7 @@ from aibridge.clock import Clock
 from aibridge.config import Settings
 from aibridge.files import private_dir
 from aibridge.intercept.hooks import Addons
+from aibridge.mcp.credentials import user_tokens_loader
 from aibridge.pool import CachedBridgePool, request_bridge_builder
 from aibridge.providers.keyring import KeyRingStateCollector
 from aibridge.providers.seed import seed_providers_from_env
@@ -28,7 +30,13 @@ from aibridge.server.services import Services
 from aibridge.store import users
 from aibridge.store.crypto import Encryptor
 from aibridge.store.db import create_engine, migrate, session_factory
-from aibridge.store.pubsub import API_KEYS_CHANGED, InProcessPubSub, PubSub
+from aibridge.store.pubsub import (
+    API_KEYS_CHANGED,
+    MCP_CREDENTIALS_CHANGED,
+    Callback,
+    InProcessPubSub,
+    PubSub,
+)
 from aibridge.store.seed import check_encryption
 from aibridge.telemetry import GatewayMetrics, MetricsAddon
 
@@ -44,6 +52,28 @@ async def make_pubsub(database_url: str) -> PubSub:
         await ps.start()
         return ps
     return InProcessPubSub()
+
+
+def on_mcp_credentials_changed(pool: CachedBridgePool[Any]) -> Callback:
+    """The ``mcp_credentials_changed`` subscriber: retire the bridges of the user named by
+    the payload, so their next request builds a bridge with their current MCP tokens.
+
+    A "messages may be lost" delivery needs nothing here: the provider reloader gets the
+    same signal and its reload replaces every bridge. A malformed payload is logged and
+    ignored (it cannot name a user).
+    """
+
+    def on_message(payload: bytes, error: Exception | None) -> None:
+        if error is not None:
+            return
+        try:
+            user_id = uuid.UUID(payload.decode("ascii"))
+        except (UnicodeDecodeError, ValueError):
+            log.warning("ignored an MCP credential notification without a user id")
+            return
+        pool.retire_user(user_id)
+
+    return on_message
 
 
 @asynccontextmanager
@@ -131,6 +161,8 @@ async def running_services(
         env = os.environ if environ is None else environ
         await seed_providers_from_env(sessions, encryptor, pubsub, env)
 
+        # Read once per bridge build (bridges are cached per user and key), never per request.
+        mcp_user_tokens = user_tokens_loader(sessions, encryptor)
         pool: CachedBridgePool[RequestBridge] = CachedBridgePool(
             request_bridge_builder(
                 upstream,
@@ -155,6 +187,15 @@ async def running_services(
                 stop=partial(pool.shutdown, timeout=settings.bridge_retirement_timeout),
                 stop_timeout=None,
             )
+        )
+
+        # After the pool (it retires into it), before the reloader: a credential change
+        # made while the first snapshot loads still reaches the bridges built from it.
+        unsubscribe_credentials = await pubsub.subscribe(
+            MCP_CREDENTIALS_CHANGED, on_mcp_credentials_changed(pool)
+        )
+        await components.start(
+            Component("MCP credential subscription", stop=unsubscribe_credentials)
         )
 
         reloader = ProviderReloader(
@@ -183,4 +224,5 @@ async def running_services(
             recorder=recorder,
             pool=pool,
             reloader=reloader,
+            mcp_user_tokens=mcp_user_tokens,
         )

@@ -169,7 +169,8 @@ class MCPServer(Base):
     url: Mapped[str] = mapped_column(Text, nullable=False)
     tool_allow_regex: Mapped[str] = mapped_column(Text, nullable=False, default="")
     tool_deny_regex: Mapped[str] = mapped_column(Text, nullable=False, default="")
-    # "none", "static" (a shared header in auth) or "per_user" (mcp_user_credentials).
+    # "none", "header" (a shared static header: sealed JSON {"name", "value"} in auth) or
+    # "per_user" (each user's token in mcp_user_credentials, sent as a bearer token).
     auth_type: Mapped[str] = mapped_column(Text, nullable=False, default="none")
     auth: Mapped[str | None] = mapped_column(Text, nullable=True)
     auth_key_id: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -10,7 +10,7 @@ import anything of aibridge, and nothing else imports it.
 Modules:
 
 * :mod:`~aibridge.testing.gateway` — the gateway app on a loopback port (with its first
-  admin's key), query counting;
+  admin's key), members with a key, query counting;
 * :mod:`~aibridge.testing.stack` — gateway + fake upstream + admin and member tokens;
 * :mod:`~aibridge.testing.recorded` — reading back what the recorder wrote;
 * :mod:`~aibridge.testing.databases` — throwaway PostgreSQL databases, migrated engines;

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -17,7 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from aibridge.clock import Clock
 from aibridge.config import Settings
 from aibridge.server import Services, create_app, create_runner, running_services
-from aibridge.tokens import TOKEN_PREFIX
+from aibridge.store.models import ApiKey, User
+from aibridge.tokens import TOKEN_PREFIX, mint_token
 
 TOKEN_RE = re.compile(rf"{TOKEN_PREFIX}-[0-9a-f]+-\S+")
 """A gateway API key as start-up and the CLI print it."""
@@ -82,6 +84,19 @@ async def admin_gateway(
     announced: list[str] = []
     async with gateway(db_url, tmp_path, announced=announced, **kwargs) as (client, services):
         yield client, services, announced_admin_token(announced)
+
+
+async def add_member(services: Services, username: str = "bob") -> str:
+    """A member user with one gateway key, written straight to the database; returns the
+    key. The gateway is told the key exists, as the admin API would."""
+    new = mint_token()
+    async with services.sessions() as s, s.begin():
+        user = User(id=uuid.uuid4(), username=username, role="member", status="active")
+        s.add(user)
+        await s.flush()
+        s.add(ApiKey(id=new.key_id, user_id=user.id, name="t", secret_hash=new.secret_hash))
+    services.authenticator.invalidate(new.key_id)
+    return new.token
 
 
 @contextmanager
