@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from aibridge.mcp.settings import MCPServerSettings
 from aibridge.providers import routes
 from aibridge.providers.base import DisabledProvider, Provider
 from aibridge.providers.routes import BridgedRoute, PassthroughRoute, RoutingError
@@ -12,11 +13,13 @@ from aibridge.providers.routes import BridgedRoute, PassthroughRoute, RoutingErr
 
 @dataclass(frozen=True)
 class ProviderSnapshot:
-    """An immutable set of provider runtimes with the generation it was built at."""
+    """An immutable set of provider runtimes with the generation it was built at, and the
+    enabled MCP servers whose tools bridges built over it inject."""
 
     generation: int
     providers: Mapping[str, Provider | DisabledProvider] = field(default_factory=dict)
     errors: Mapping[str, str] = field(default_factory=dict)
+    mcp_servers: tuple[MCPServerSettings, ...] = ()
 
     def get(self, name: str) -> Provider | DisabledProvider | None:
         """The runtime named ``name``."""

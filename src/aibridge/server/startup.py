@@ -15,6 +15,7 @@ from aibridge.clock import Clock
 from aibridge.config import Settings
 from aibridge.files import private_dir
 from aibridge.intercept.hooks import Addons
+from aibridge.mcp.proxy import MCPOptions
 from aibridge.pool import CachedBridgePool, request_bridge_builder
 from aibridge.providers.keyring import KeyRingStateCollector
 from aibridge.providers.seed import seed_providers_from_env
@@ -137,6 +138,12 @@ async def running_services(
                 max_body_bytes=settings.max_body_bytes,
                 # Metrics first: the recorder's start write is the one that waits.
                 hooks=Addons(MetricsAddon(metrics), RecordingAddon(recorder)),
+                mcp=MCPOptions(
+                    max_iterations=settings.mcp_max_iterations,
+                    init_timeout=settings.mcp_init_timeout,
+                    call_timeout=settings.mcp_call_timeout,
+                    tools_ttl=settings.mcp_tools_ttl,
+                ),
             ),
             None,
             max_items=settings.pool_max_items,
