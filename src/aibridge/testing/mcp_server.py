@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import uvicorn
@@ -23,7 +25,10 @@ from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp.shared.subscriptions import ToolsListChanged
 from mcp.types import ListToolsResult
 
-__all__ = ["MCPCall", "MCPTestServer", "mcp_server"]
+from aibridge.mcp.settings import MCPServerSettings
+from aibridge.server import Services
+
+__all__ = ["MCPCall", "MCPTestServer", "install_mcp_servers", "mcp_server", "server_settings"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,3 +209,35 @@ async def mcp_server(name: str = "test") -> AsyncIterator[MCPTestServer]:
         except TimeoutError:
             task.cancel()
         sock.close()
+
+
+def server_settings(
+    url: str,
+    name: str = "test",
+    *,
+    tool_allow: str | None = None,
+    tool_deny: str | None = None,
+    auth: str = "none",
+    header_name: str | None = None,
+    header_value: str | None = None,
+    server_id: uuid.UUID | None = None,
+) -> MCPServerSettings:
+    """An MCP server as the gateway is configured with it (regexes compiled)."""
+    return MCPServerSettings(
+        id=server_id or uuid.uuid4(),
+        name=name,
+        url=url,
+        tool_allow=re.compile(tool_allow) if tool_allow is not None else None,
+        tool_deny=re.compile(tool_deny) if tool_deny is not None else None,
+        auth=auth,  # type: ignore[arg-type]
+        header_name=header_name,
+        header_value=header_value,
+    )
+
+
+def install_mcp_servers(services: Services, *servers: MCPServerSettings) -> None:
+    """Make the gateway's pool build bridges with ``servers`` (until the next provider
+    reload), as the reloader does once MCP servers are configured."""
+    pool = services.pool
+    assert pool is not None
+    pool.replace_providers(replace(pool.snapshot, mcp_servers=tuple(servers)))

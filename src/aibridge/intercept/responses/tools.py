@@ -129,10 +129,33 @@ class ResponsesConversation:
         if body is None:
             return TurnEnd(), data
         turn, hidden = self._turn(body, can_continue)
-        if turn.continues or not hidden:
+        if turn.continues or not self._clean(body, hidden):
             return turn, data
-        body["output"] = [i for i in as_list(body.get("output")) if not _is_hidden(i, hidden)]
         return turn, orjson.dumps(body)
+
+    def _clean(self, response: dict[str, Any], hidden: set[str]) -> bool:
+        """Remove the hidden items and the injected tool definitions (which a response
+        echoes) from ``response``; True when something was removed."""
+        changed = False
+        output = response.get("output")
+        if isinstance(output, list) and hidden:
+            kept = [i for i in output if not _is_hidden(i, hidden)]
+            changed = len(kept) != len(output)
+            response["output"] = kept
+        tools = response.get("tools")
+        if isinstance(tools, list):
+            get = self.toolset.get
+            kept_tools = [
+                t
+                for t in tools
+                if not (
+                    isinstance(t, dict) and t.get("type") == "function" and get(str(t.get("name")))
+                )
+            ]
+            if len(kept_tools) != len(tools):
+                response["tools"] = kept_tools
+                changed = True
+        return changed
 
     def extend(self, results: Sequence[tuple[PendingCall, ToolResult]]) -> None:
         """Append the model's output items and one ``function_call_output`` per result."""
@@ -184,26 +207,23 @@ class _StreamRelay:
         turn, hidden = self.conv._turn(self.response, self.can_continue)
         if turn.continues:
             return turn, None
-        if not hidden:
-            return turn, b"".join(e.raw for e in self.events)
-        return turn, b"".join(_without(e, hidden) for e in self.events)
+        return turn, b"".join(self._client_bytes(e, hidden) for e in self.events)
 
-
-def _without(event: SSEEvent, hidden: set[str]) -> bytes:
-    """``event`` without the hidden items (the event dropped when it is about one)."""
-    data = loads_object(event.data) if event.has_data else None
-    if data is None:
-        return event.raw
-    item = data.get("item")
-    if data.get("item_id") in hidden or (isinstance(item, dict) and item.get("id") in hidden):
-        return b""
-    response = data.get("response")
-    if isinstance(response, dict) and isinstance(response.get("output"), list):
-        kept = [i for i in response["output"] if not _is_hidden(i, hidden)]
-        if len(kept) != len(response["output"]):
-            response["output"] = kept
+    def _client_bytes(self, event: SSEEvent, hidden: set[str]) -> bytes:
+        """``event`` as the client gets it: dropped when it is about a hidden item; its
+        response object without hidden items and injected tool definitions."""
+        if not hidden and b'"response":' not in event.data:
+            return event.raw
+        data = loads_object(event.data) if event.has_data else None
+        if data is None:
+            return event.raw
+        item = data.get("item")
+        if data.get("item_id") in hidden or (isinstance(item, dict) and item.get("id") in hidden):
+            return b""
+        response = data.get("response")
+        if isinstance(response, dict) and self.conv._clean(response, hidden):
             return encode_event(event.event, data)
-    return event.raw
+        return event.raw
 
 
 def _str(value: object) -> str | None:
