@@ -17,7 +17,6 @@ import pytest
 from aibridge.fakellm import Scenario, ToolCall, Usage
 from aibridge.fakellm.tooluse import tool_caller
 from aibridge.intercept.sse import SSEParser
-from aibridge.testing import recorded
 from aibridge.testing.mcp_server import (
     MCPTestServer,
     install_mcp_servers,
@@ -196,3 +195,168 @@ def client_output_tokens(api: str, seen: Seen) -> int | None:
         if isinstance(data, dict) and api == "chat" and data.get("usage"):
             return int(data["usage"]["completion_tokens"])
     return None
+
+
+async def test_denied_tools_are_not_offered_and_allowed_ones_are(
+    db_url: str, tmp_path: Path, mcp: MCPTestServer
+) -> None:
+    async with stack(db_url, tmp_path) as s:
+        await setup(
+            s,
+            "chat",
+            server_settings(mcp.url, tool_allow="^(add|lookup|fail)$", tool_deny="^fail$"),
+        )
+        s.fake.enqueue(Scenario.text_reply("hi"))
+        seen = await send(s, "chat", request_body("chat", False))
+        assert seen.status == 200
+        (req,) = s.fake.generation_requests()
+        assert req.json is not None
+        names = [t["function"]["name"] for t in req.json["tools"]]
+        assert names == ["bmcp_test_add", "bmcp_test_lookup"]
+        assert req.json["parallel_tool_calls"] is False
+
+
+async def test_a_server_down_at_bridge_build_leaves_the_bridge_serving_without_its_tools(
+    db_url: str, tmp_path: Path, mcp: MCPTestServer
+) -> None:
+    async with mcp_server("down") as gone:
+        down = server_settings(gone.url, name="down")
+    async with stack(db_url, tmp_path) as s:
+        await setup(s, "messages", down, server_settings(mcp.url))
+        s.fake.enqueue(Scenario.text_reply("still here"))
+        seen = await send(s, "messages", request_body("messages", False))
+        assert seen.status == 200 and visible_text("messages", seen) == "still here"
+        (req,) = s.fake.generation_requests()
+        assert req.json is not None
+        names = {t["name"] for t in req.json["tools"]}
+        assert "bmcp_test_add" in names and not any(n.startswith("bmcp_down_") for n in names)
+
+
+async def test_only_down_servers_leave_the_request_untouched(db_url: str, tmp_path: Path) -> None:
+    async with mcp_server("down") as gone:
+        down = server_settings(gone.url, name="down")
+    async with stack(db_url, tmp_path) as s:
+        await setup(s, "chat", down)
+        s.fake.enqueue(Scenario.text_reply("plain"))
+        body = request_body("chat", False)
+        seen = await send(s, "chat", body)
+        assert seen.status == 200
+        (req,) = s.fake.generation_requests()
+        assert req.json == body
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "blocking"])
+async def test_a_failing_tool_is_an_error_result_the_model_sees_and_is_recorded(
+    db_url: str, tmp_path: Path, mcp: MCPTestServer, stream: bool
+) -> None:
+    async with stack(db_url, tmp_path) as s:
+        await setup(s, "messages", server_settings(mcp.url))
+        s.fake.responder = tool_caller(
+            [ToolCall("bmcp_test_fail", {"message": "disk on fire"})], answer="Saw: {results}"
+        )
+        seen = await send(s, "messages", request_body("messages", stream))
+        assert seen.status == 200
+        answer = visible_text("messages", seen)
+        assert "Saw: " in answer and answer.endswith("disk on fire")
+        second = s.fake.generation_requests()[1].json
+        assert second is not None
+        result = second["messages"][-1]["content"][0]
+        assert result["type"] == "tool_result" and result["is_error"] is True
+        assert [c.name for c in mcp.calls] == ["fail"]
+        rec = await s.only_recording()
+        (usage,) = [t for t in rec.tool_usages if t.injected]
+        # The server answered (with isError): no invocation error, the model saw the error.
+        assert (usage.tool, usage.invocation_error) == ("fail", None)
+
+
+@pytest.mark.parametrize("api", APIS)
+async def test_the_iteration_cap_returns_the_last_response_and_records_the_uninvoked_call(
+    db_url: str, tmp_path: Path, mcp: MCPTestServer, api: str
+) -> None:
+    async with stack(db_url, tmp_path, settings_overrides={"mcp_max_iterations": 2}) as s:
+        await setup(s, api, server_settings(mcp.url))
+        # The model calls the tool forever.
+        s.fake.responder = tool_caller([ADD] * 10)
+        seen = await send(s, api, request_body(api, True))
+        assert seen.status == 200
+        assert len(s.fake.generation_requests()) == 2
+        assert len(mcp.calls) == 1
+        assert b"bmcp_" not in seen.body
+        rec = await s.only_recording()
+        injected = [t for t in rec.tool_usages if t.injected]
+        assert len(injected) == 2
+        assert injected[0].invocation_error is None
+        assert "cap of 2" in (injected[1].invocation_error or "")
+        assert rec.interception.error_type is None
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "blocking"])
+async def test_a_turn_with_a_client_tool_goes_to_the_client_without_the_injected_call(
+    db_url: str, tmp_path: Path, mcp: MCPTestServer, stream: bool
+) -> None:
+    async with stack(db_url, tmp_path) as s:
+        await setup(s, "chat", server_settings(mcp.url))
+        s.fake.enqueue(Scenario.parallel_tools([ADD, ToolCall("get_weather", {"city": "Paris"})]))
+        body = request_body("chat", stream)
+        body["tools"] = [
+            {"type": "function", "function": {"name": "get_weather", "parameters": {}}}
+        ]
+        seen = await send(s, "chat", body)
+        assert seen.status == 200
+        assert len(s.fake.generation_requests()) == 1
+        assert mcp.calls == []
+        assert b"bmcp_" not in seen.body and b"get_weather" in seen.body
+        rec = await s.only_recording()
+        assert [t.tool for t in rec.tool_usages if not t.injected] == ["get_weather"]
+        (skipped,) = [t for t in rec.tool_usages if t.injected]
+        assert "client tool" in (skipped.invocation_error or "")
+
+
+async def test_bridge_sessions_close_after_eviction_and_after_a_provider_reload(
+    db_url: str, tmp_path: Path, mcp: MCPTestServer
+) -> None:
+    async with stack(db_url, tmp_path, settings_overrides={"pool_max_items": 1}) as s:
+        await setup(s, "chat", server_settings(mcp.url))
+        s.fake.default = Scenario.text_reply("ok")
+        pool = s.services.pool
+        async with asyncio.timeout(TIMEOUT):
+            resp = await s.client.post(
+                "/api/v1/users/dev/keys", json={"name": "second"}, headers=s.admin_headers()
+            )
+            assert resp.status == 201
+            second_key = (await resp.json())["token"]
+
+        async def bridge_toolset(token: str) -> Any:
+            assert (await send(s, "chat", request_body("chat", False), token)).status == 200
+            (entry,) = list(pool._cache._items.values())  # the one cached bridge
+            toolset = entry.bridge.toolset
+            assert toolset is not None and not any(p.closed for p in toolset.proxies)
+            return toolset
+
+        first = await bridge_toolset(s.user_token)
+        # The second key's bridge evicts the first (max one cached): its sessions close.
+        second = await bridge_toolset(second_key)
+        async with asyncio.timeout(TIMEOUT):
+            await pool.settle()
+        assert all(p.closed for p in first.proxies)
+        assert not any(p.closed for p in second.proxies)
+        # A provider reload (a new generation) retires the second one too.
+        await s.add_provider("another", "openai")
+        async with asyncio.timeout(TIMEOUT):
+            await pool.settle()
+        assert all(p.closed for p in second.proxies)
+
+
+async def test_injected_calls_are_counted_by_provider_model_server_and_tool(
+    db_url: str, tmp_path: Path, mcp: MCPTestServer
+) -> None:
+    async with stack(db_url, tmp_path) as s:
+        await setup(s, "chat", server_settings(mcp.url))
+        s.fake.responder = tool_caller([ADD, ADD])
+        assert (await send(s, "chat", request_body("chat", False))).status == 200
+        metrics = s.services.metrics.render().decode()
+        line = (
+            'aibridge_injected_tool_invocations_total{model="gpt-4.1",name="add",'
+            'provider="mcp-chat",server="test"} 2.0'
+        )
+        assert line in metrics
