@@ -204,8 +204,10 @@ class MetricsAddon:
         _child(metrics.interceptions, (*labels, outcome.error_type or "completed")).inc()
 
     def tool_invoked(self, ix: Interception, invocation: Invocation) -> None:
-        """One injected tool call (the server by its configured name: URLs may carry
-        credentials)."""
+        """One injected tool call the gateway made (the server by its configured name: URLs
+        may carry credentials)."""
+        if not invocation.invoked:
+            return
         metrics = self.metrics
         labels = (
             ix.provider.name,

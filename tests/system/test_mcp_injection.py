@@ -288,6 +288,8 @@ async def test_the_iteration_cap_returns_the_last_response_and_records_the_uninv
         assert injected[0].invocation_error is None
         assert "cap of 2" in (injected[1].invocation_error or "")
         assert rec.interception.error_type is None
+        # Only the call that was made is counted.
+        assert ',server="test"} 1.0' in s.services.metrics.render().decode()
 
 
 @pytest.mark.parametrize("stream", [True, False], ids=["stream", "blocking"])

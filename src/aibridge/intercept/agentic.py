@@ -342,10 +342,14 @@ class ToolLoop:
         else:
             reason = "not invoked: the call was incomplete (the response was cut)"
         for call in turn.calls:
-            self._invoked(call, turn.response_id, reason)
+            self._invoked(call, turn.response_id, reason, invoked=False)
 
-    def _invoked(self, call: PendingCall, response_id: str | None, error: str | None) -> None:
-        invocation = Invocation(call.call_id, call.tool, call.arguments_raw, response_id, error)
+    def _invoked(
+        self, call: PendingCall, response_id: str | None, error: str | None, *, invoked: bool = True
+    ) -> None:
+        invocation = Invocation(
+            call.call_id, call.tool, call.arguments_raw, response_id, error, invoked
+        )
         tool_invoked = getattr(self.hooks, "tool_invoked", None)
         if tool_invoked is not None:
             tool_invoked(self.ix, invocation)

@@ -44,7 +44,9 @@ class Invocation:
     """One injected call as the hooks see it (recorded as a tool usage, counted).
 
     ``error`` is the invocation error (the call failed or was not made), None when the
-    MCP server answered (even with an error result the model then sees).
+    MCP server answered (even with an error result the model then sees); ``invoked`` is
+    False for a call the gateway decided not to make (cap reached, client tool in the
+    same turn, cut arguments).
     """
 
     call_id: str
@@ -52,6 +54,7 @@ class Invocation:
     arguments_raw: str
     response_id: str | None
     error: str | None
+    invoked: bool = True
 
     @property
     def name(self) -> str:
