@@ -13,9 +13,11 @@ from __future__ import annotations
 from aiohttp import web
 
 from aibridge.actor import Actor
+from aibridge.intercept.agentic import DEFAULT_MAX_ITERATIONS
 from aibridge.intercept.hooks import NO_ADDONS, Addons
 from aibridge.intercept.passthrough import passthrough
 from aibridge.intercept.pipeline import Interceptor
+from aibridge.mcp.toolset import Toolset
 from aibridge.providers.routes import BridgedRoute, PassthroughRoute
 from aibridge.providers.snapshot import ProviderSnapshot
 from aibridge.providers.upstream import UpstreamClients
@@ -25,7 +27,9 @@ class RequestBridge:
     """Serves data-plane requests for one actor over one provider snapshot.
 
     ``hooks`` are the addons (metrics, recording) that observe its interceptions and
-    passthrough requests.
+    passthrough requests. ``toolset`` holds the actor's MCP sessions: their tools are
+    injected into every bridged request (at most ``max_iterations`` upstream turns each);
+    :meth:`aclose` closes the sessions when the pool retires the bridge.
     """
 
     def __init__(
@@ -36,13 +40,28 @@ class RequestBridge:
         *,
         max_body_bytes: int,
         hooks: Addons = NO_ADDONS,
+        toolset: Toolset | None = None,
+        max_iterations: int = DEFAULT_MAX_ITERATIONS,
     ) -> None:
         self.snapshot = snapshot
         self.actor = actor
         self.upstream = upstream
         self.max_body_bytes = max_body_bytes
         self.hooks = hooks
-        self._interceptor = Interceptor(actor, upstream, hooks, max_body_bytes=max_body_bytes)
+        self.toolset = toolset
+        self._interceptor = Interceptor(
+            actor,
+            upstream,
+            hooks,
+            max_body_bytes=max_body_bytes,
+            toolset=toolset,
+            max_iterations=max_iterations,
+        )
+
+    async def aclose(self) -> None:
+        """Close the bridge's MCP sessions (after its requests have drained)."""
+        if self.toolset is not None:
+            await self.toolset.close()
 
     async def handle(
         self,

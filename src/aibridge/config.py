@@ -60,6 +60,14 @@ class Settings(BaseSettings):
     header_read_timeout: float = Field(default=10.0, gt=0)
     body_read_timeout: float = Field(default=30.0, gt=0)
     keepalive_timeout: float = Field(default=75.0, gt=0)
+    # MCP tools: upstream turns one request may run with injected tools (the last turn's
+    # answer goes to the client past it), seconds to connect to a server and list its
+    # tools at bridge build, seconds one tool call may take, seconds a tool list is used
+    # before it is fetched again (a server's list-changed notice refreshes it at once).
+    mcp_max_iterations: int = Field(default=10, ge=1, le=100)
+    mcp_init_timeout: float = Field(default=10.0, gt=0)
+    mcp_call_timeout: float = Field(default=120.0, gt=0)
+    mcp_tools_ttl: float = Field(default=300.0, gt=0)
     # aiohttp's own 400s for malformed requests: at most one log line per this many seconds.
     bad_request_log_interval: float = Field(default=60.0, ge=0)
 

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from aibridge.intercept.injection import Invocation
 from aibridge.intercept.interception import Interception, Outcome
 from aibridge.intercept.observations import Observation
 from aibridge.logthrottle import throttle_bad_request_logs
@@ -19,6 +20,9 @@ from aibridge.metric_labels import DEFAULT_MAX_MODELS, BoundedLabel, method_labe
 from aibridge.providers.breaker_metrics import CircuitBreakerMetrics
 from aibridge.providers.keyring import KeyRingMetrics
 from aibridge.providers.routes import PassthroughRoute
+
+DEFAULT_MAX_TOOLS = 500
+"""Distinct injected tool names with their own metric series (later ones: "other")."""
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
@@ -124,6 +128,15 @@ class GatewayMetrics:
             ["provider", "model", "type"],
             registry=reg,
         )
+        self.injected_tools = Counter(
+            "aibridge_injected_tool_invocations_total",
+            "Calls of injected MCP tools the gateway made, by provider, model (bounded), "
+            "MCP server name and the tool's own name (bounded).",
+            ["provider", "model", "server", "name"],
+            registry=reg,
+        )
+        # Tool names come from MCP servers, not from the admin: bounded like models.
+        self.tool_label = BoundedLabel(DEFAULT_MAX_TOOLS)
         self.keypool = KeyRingMetrics(reg)
         self.breakers = CircuitBreakerMetrics(reg, self.model_label)
 
@@ -189,6 +202,20 @@ class MetricsAddon:
         _child(metrics.inflight, labels).dec()
         _child(metrics.duration, labels).observe(time.perf_counter() - ix.began)
         _child(metrics.interceptions, (*labels, outcome.error_type or "completed")).inc()
+
+    def tool_invoked(self, ix: Interception, invocation: Invocation) -> None:
+        """One injected tool call the gateway made (the server by its configured name: URLs
+        may carry credentials)."""
+        if not invocation.invoked:
+            return
+        metrics = self.metrics
+        labels = (
+            ix.provider.name,
+            metrics.model_label(ix.model),
+            invocation.server_name,
+            metrics.tool_label(invocation.name),
+        )
+        _child(metrics.injected_tools, labels).inc()
 
     def passed_through(self, route: PassthroughRoute, method: str) -> None:
         """One passthrough request (non-standard methods as ``other``)."""

@@ -19,6 +19,7 @@ from aibridge.fakellm import anthropic, openai_chat, openai_responses
 from aibridge.fakellm.replay import replay
 from aibridge.fakellm.request_log import Api, RecordedRequest, bearer
 from aibridge.fakellm.scenario import Kind, Scenario, new_id, scenario_from_keyword
+from aibridge.fakellm.tooluse import Responder
 from aibridge.fakellm.wire import SSEEvent, cut_index, dumps, last_user_text
 
 log = logging.getLogger("aibridge.fakellm")
@@ -39,9 +40,11 @@ class FakeLLM:
 
     1. ``key_scenarios[<api key>]`` (persistent, e.g. make one key answer 429);
     2. the FIFO queue filled by :meth:`enqueue` (one scenario per request);
-    3. :attr:`default`;
-    4. a ``scenario:<keyword>`` in the last user message (see ``scenario.KEYWORDS``);
-    5. :attr:`fallback` (a plain text reply unless changed).
+    3. :attr:`responder` (a function of the request body, e.g.
+       :func:`aibridge.fakellm.tooluse.tool_caller`), when it returns a scenario;
+    4. :attr:`default`;
+    5. a ``scenario:<keyword>`` in the last user message (see ``scenario.KEYWORDS``);
+    6. :attr:`fallback` (a plain text reply unless changed).
 
     ``key_scenarios`` of kind HTTP_ERROR also apply to the models and count_tokens routes.
     With ``valid_keys`` set, a request whose key is not in the set gets a 401 in the
@@ -68,6 +71,8 @@ class FakeLLM:
         """The scenario when nothing else chose one."""
         self.key_scenarios: dict[str, Scenario] = {}
         self.queue: deque[Scenario] = deque()
+        self.responder: Responder | None = None
+        """Chooses a scenario from the request body (None from it: the next rule)."""
         self.requests: list[RecordedRequest] = []
         self.responses: dict[str, dict[str, Any]] = {}
         """Stored Responses API objects, served by ``GET /v1/responses/{id}``."""
@@ -249,6 +254,8 @@ class FakeLLM:
         chosen = self._key_scenario(rec)
         if chosen is None and self.queue:
             chosen = self.queue.popleft()
+        if chosen is None and self.responder is not None and isinstance(rec.json, dict):
+            chosen = self.responder(rec.json)
         if chosen is None:
             chosen = self.default
         if chosen is None and self.keywords and isinstance(rec.json, dict):

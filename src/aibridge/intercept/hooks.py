@@ -4,7 +4,8 @@ The pipeline calls, per interception: ``started(ix)`` once the request is accept
 before the upstream call (the recording addon journals and queues the start record here);
 ``observed(ix, observation)`` with what a response said (usage, tool calls, …), also when
 the client left mid-stream; ``ended(ix, outcome)`` exactly once at the end, before the
-client sees the response end. The bridge calls
+client sees the response end; ``tool_invoked(ix, invocation)`` for every injected MCP tool
+call (:mod:`aibridge.intercept.agentic`). The bridge calls
 ``passed_through(route, method)`` for every passthrough request.
 
 :class:`Addons` is the composite the pipeline holds: a tuple of addons called in order,
@@ -16,6 +17,7 @@ from __future__ import annotations
 import logging
 from typing import Protocol, runtime_checkable
 
+from aibridge.intercept.injection import Invocation
 from aibridge.intercept.interception import Interception, Outcome
 from aibridge.intercept.observations import Observation
 from aibridge.providers.routes import PassthroughRoute
@@ -38,6 +40,15 @@ class InterceptionHooks(Protocol):
 
 
 @runtime_checkable
+class InjectionHooks(Protocol):
+    """What an addon that observes injected MCP tool calls provides."""
+
+    def tool_invoked(self, ix: Interception, invocation: Invocation) -> None:
+        """The gateway called an injected tool for ``ix`` (or decided not to: then
+        ``invocation.error`` says why)."""
+
+
+@runtime_checkable
 class PassthroughHooks(Protocol):
     """What an addon that counts passthrough requests provides."""
 
@@ -54,11 +65,12 @@ class Addons:
     (they fail the request before anything was sent upstream).
     """
 
-    __slots__ = ("_interception", "_passthrough")
+    __slots__ = ("_injection", "_interception", "_passthrough")
 
-    def __init__(self, *addons: InterceptionHooks | PassthroughHooks) -> None:
+    def __init__(self, *addons: InterceptionHooks | PassthroughHooks | InjectionHooks) -> None:
         self._interception = tuple(a for a in addons if isinstance(a, InterceptionHooks))
         self._passthrough = tuple(a for a in addons if isinstance(a, PassthroughHooks))
+        self._injection = tuple(a for a in addons if isinstance(a, InjectionHooks))
 
     def started(self, ix: Interception) -> None:
         """Every addon's ``started``, in order."""
@@ -80,6 +92,14 @@ class Addons:
                 addon.ended(ix, outcome)
             except Exception:
                 log.exception("addon %s failed to end an interception", type(addon).__name__)
+
+    def tool_invoked(self, ix: Interception, invocation: Invocation) -> None:
+        """Every injection addon's ``tool_invoked``, in order."""
+        for addon in self._injection:
+            try:
+                addon.tool_invoked(ix, invocation)
+            except Exception:
+                log.exception("addon %s failed to observe a tool call", type(addon).__name__)
 
     def passed_through(self, route: PassthroughRoute, method: str) -> None:
         """Every passthrough addon's ``passed_through``, in order."""

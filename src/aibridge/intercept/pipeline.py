@@ -13,6 +13,9 @@
    the response and the outcome;
 6. **end**: the ``ended`` hook with the outcome, before the client sees the response end.
 
+A bridge with injected MCP tools runs steps 4 and 5 as a loop instead
+(:mod:`aibridge.intercept.agentic`): one branch, taken only when the bridge has tools.
+
 Every rejection in steps 1 and 2 is one exception type
 (:class:`~aibridge.intercept.errors.Rejection`) answered in the provider's error shape;
 everything an API does differently comes from its :class:`~aibridge.intercept.api.API`;
@@ -30,6 +33,7 @@ from aiohttp import web
 
 from aibridge.actor import Actor
 from aibridge.ids import new_uuid4
+from aibridge.intercept.agentic import DEFAULT_MAX_ITERATIONS, ToolLoop, start_conversation
 from aibridge.intercept.api import API, api_for
 from aibridge.intercept.byok import credential_hint
 from aibridge.intercept.clientinfo import detect_client, session_id
@@ -46,6 +50,7 @@ from aibridge.intercept.interception import CLIENT_GONE, Interception, Outcome
 from aibridge.intercept.relay import relay_blocking, relay_error, relay_stream, upstream_failure
 from aibridge.intercept.request import read_body
 from aibridge.intercept.upstream_headers import client_headers_for_upstream
+from aibridge.mcp.toolset import Toolset
 from aibridge.providers.circuitbreaker import CIRCUIT_OPEN_MESSAGE, CircuitOpen
 from aibridge.providers.keyring import KeysExhausted
 from aibridge.providers.routes import BridgedRoute
@@ -59,7 +64,7 @@ CIRCUIT_OPENED = Outcome("overloaded", CIRCUIT_OPEN_MESSAGE)
 class Interceptor:
     """Runs the pipeline for one actor's bridged requests (one per request bridge)."""
 
-    __slots__ = ("actor", "hooks", "max_body_bytes", "upstream")
+    __slots__ = ("actor", "hooks", "max_body_bytes", "max_iterations", "toolset", "upstream")
 
     def __init__(
         self,
@@ -68,11 +73,16 @@ class Interceptor:
         hooks: InterceptionHooks,
         *,
         max_body_bytes: int,
+        toolset: Toolset | None = None,
+        max_iterations: int = DEFAULT_MAX_ITERATIONS,
     ) -> None:
         self.actor = actor
         self.upstream = upstream
         self.hooks = hooks
         self.max_body_bytes = max_body_bytes
+        self.toolset = toolset
+        """The bridge's injected MCP tools (None: the plain relay only)."""
+        self.max_iterations = max_iterations
 
     async def handle(
         self, request: web.Request, route: BridgedRoute, *, byok: bool
@@ -90,6 +100,12 @@ class Interceptor:
             api.reject(info)
             byok_hint = credential_hint(provider, request.headers, byok=byok)
             upstream_body, hide_usage = api.prepare_body(body, info)
+            toolset = self.toolset
+            conversation = (
+                None
+                if toolset is None or not toolset.tools
+                else start_conversation(route.api, upstream_body, toolset, hide_usage=hide_usage)
+            )
         except Rejection as exc:
             return exc.response(provider.family)
 
@@ -114,9 +130,16 @@ class Interceptor:
             # Inside the try: whatever happens after the start was recorded, the finally
             # below records its end, so no interception is left open forever.
             hooks.started(ix)
-            response, outcome = await self._exchange(
-                ix, request, route, api, upstream_body, hide_usage
-            )
+            if conversation is None:
+                response, outcome = await self._exchange(
+                    ix, request, route, api, upstream_body, hide_usage
+                )
+            else:
+                assert toolset is not None
+                loop = ToolLoop(
+                    self, ix, request, route, api, conversation, toolset, self.max_iterations
+                )
+                response, outcome = await loop.run()
             return response
         except asyncio.CancelledError:
             # aiohttp cancels the handler when the client disconnects; the upstream request

@@ -10,7 +10,11 @@ from typing import Protocol, TypeVar
 
 from aibridge.actor import Actor
 from aibridge.bridge import RequestBridge
+from aibridge.intercept.agentic import DEFAULT_MAX_ITERATIONS
 from aibridge.intercept.hooks import NO_ADDONS, Addons
+from aibridge.mcp.proxy import MCPOptions
+from aibridge.mcp.settings import UserTokens
+from aibridge.mcp.toolset import build_toolset
 from aibridge.providers.snapshot import ProviderSnapshot
 from aibridge.providers.upstream import UpstreamClients
 
@@ -36,8 +40,8 @@ class BridgeKey:
 class BridgeBuilder(Protocol[B_co]):
     """Builds a bridge for ``key``/``actor`` over ``snapshot``.
 
-    A bridge only serves requests: the pool admits requests onto it, retires and drains
-    it, so it needs no lifecycle methods of its own.
+    The pool admits requests onto a bridge, retires and drains it; a bridge with an
+    ``aclose()`` coroutine method (its MCP sessions) has it awaited after the drain.
     """
 
     def __call__(self, key: BridgeKey, actor: Actor, snapshot: ProviderSnapshot) -> Awaitable[B_co]:
@@ -50,11 +54,32 @@ def request_bridge_builder(
     *,
     max_body_bytes: int,
     hooks: Addons = NO_ADDONS,
+    user_tokens: UserTokens | None = None,
+    mcp: MCPOptions | None = None,
 ) -> BridgeBuilder[RequestBridge]:
     """The production builder: a :class:`RequestBridge` over the generation's snapshot;
-    ``hooks`` (metrics, recording) observe every request it serves."""
+    ``hooks`` (metrics, recording) observe every request it serves.
+
+    With ``mcp`` (the engine's limits) and MCP servers in the snapshot, the bridge gets
+    the actor's toolset: a session with every server the user may use (``user_tokens``
+    loads the user's tokens for per-user servers), opened concurrently. A server that
+    fails is left out; the bridge is built all the same.
+    """
 
     async def build(key: BridgeKey, actor: Actor, snapshot: ProviderSnapshot) -> RequestBridge:
-        return RequestBridge(snapshot, actor, upstream, max_body_bytes=max_body_bytes, hooks=hooks)
+        toolset = None
+        if mcp is not None and snapshot.mcp_servers:
+            toolset = await build_toolset(
+                snapshot.mcp_servers, actor.user_id, user_tokens=user_tokens, options=mcp
+            )
+        return RequestBridge(
+            snapshot,
+            actor,
+            upstream,
+            max_body_bytes=max_body_bytes,
+            hooks=hooks,
+            toolset=toolset,
+            max_iterations=mcp.max_iterations if mcp is not None else DEFAULT_MAX_ITERATIONS,
+        )
 
     return build

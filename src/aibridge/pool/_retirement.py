@@ -18,6 +18,8 @@ log = logging.getLogger("aibridge.pool")
 
 CANCEL_GRACE_SECONDS = 1.0
 """How long a forced shutdown waits for cancelled tasks to unwind."""
+CLOSE_TIMEOUT_SECONDS = 10.0
+"""How long a drained bridge's ``aclose()`` (its MCP sessions) may take."""
 
 
 class Retirements:
@@ -34,12 +36,16 @@ class Retirements:
         self._spawn(self._drain(gate, bridge), name=name)
 
     async def _drain(self, gate: AdmissionGate, bridge: object) -> None:
-        """Let the admitted requests finish, cancelling them past the retirement timeout.
-        The bridge holds nothing else to release."""
+        """Let the admitted requests finish, cancelling them past the retirement timeout;
+        then close what the bridge holds (``aclose()``: its MCP sessions), bounded."""
         try:
             if self._hooks.before_bridge_shutdown is not None:
                 await self._hooks.before_bridge_shutdown(bridge)
             await gate.drain(self._timeout)
+            close = getattr(bridge, "aclose", None)
+            if close is not None:
+                async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
+                    await close()
         except Exception:
             # Reference: evicted-bridge shutdown errors are ignored (logged here).
             log.warning("request bridge shutdown failed", exc_info=True)

@@ -12,9 +12,11 @@ from typing import Protocol
 
 from aibridge.recording.mapping import (
     InterceptionView,
+    InvocationView,
     ObservationView,
     OutcomeView,
     end_record,
+    injected_tool_record,
     observation_records,
     start_record,
 )
@@ -45,6 +47,10 @@ class RecordingAddon:
         record = self.recorder.record
         for rec in observation_records(ix, observation):
             record(rec)
+
+    def tool_invoked(self, ix: InterceptionView, invocation: InvocationView) -> None:
+        """Queue the tool usage of an injected MCP call (``injected`` true)."""
+        self.recorder.record(injected_tool_record(ix, invocation))
 
     def ended(self, ix: InterceptionView, outcome: OutcomeView) -> None:
         """Queue the end record (journaled before the client sees the response end)."""

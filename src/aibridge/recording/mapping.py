@@ -205,6 +205,34 @@ class ObservationView(Protocol):
         """The first upstream response id seen."""
 
 
+class InvocationView(Protocol):
+    """A call of an injected MCP tool the gateway made (or decided not to make)."""
+
+    @property
+    def call_id(self) -> str:
+        """The model's id for the call."""
+
+    @property
+    def name(self) -> str:
+        """The tool's own name on its MCP server."""
+
+    @property
+    def server_url(self) -> str:
+        """The MCP server's URL."""
+
+    @property
+    def arguments_raw(self) -> str:
+        """The arguments as the model produced them."""
+
+    @property
+    def response_id(self) -> str | None:
+        """The upstream response that made the call."""
+
+    @property
+    def error(self) -> str | None:
+        """The invocation error (None: the server answered)."""
+
+
 # --- the records --------------------------------------------------------------------------
 
 
@@ -290,6 +318,24 @@ def observation_records(ix: InterceptionView, obs: ObservationView) -> list[Reco
             )
         )
     return out
+
+
+def injected_tool_record(ix: InterceptionView, call: InvocationView) -> ToolUsageRecord:
+    """An injected tool call: its original MCP name, server URL, arguments and the
+    invocation error if any."""
+    return ToolUsageRecord(
+        id=new_uuid4(),
+        interception_id=ix.id,
+        provider_response_id=call.response_id or "",
+        tool=call.name,
+        tool_call_id=call.call_id,
+        server_url=call.server_url,
+        input=call.arguments_raw,
+        injected=True,
+        invocation_error=call.error,
+        metadata={},
+        created_at=utcnow(),
+    )
 
 
 def end_record(ix: InterceptionView, outcome: OutcomeView) -> InterceptionEnded:

@@ -17,6 +17,7 @@ from aibridge.config import Settings
 from aibridge.files import private_dir
 from aibridge.intercept.hooks import Addons
 from aibridge.mcp.credentials import user_tokens_loader
+from aibridge.mcp.proxy import MCPOptions
 from aibridge.pool import CachedBridgePool, request_bridge_builder
 from aibridge.providers.keyring import KeyRingStateCollector
 from aibridge.providers.seed import seed_providers_from_env
@@ -167,8 +168,16 @@ async def running_services(
             request_bridge_builder(
                 upstream,
                 max_body_bytes=settings.max_body_bytes,
-                # Metrics first: the recorder's start write is the one that waits.
-                hooks=Addons(MetricsAddon(metrics), RecordingAddon(recorder)),
+                # Recording first: a start is queued before anything else can fail, so
+                # every end record has its start.
+                hooks=Addons(RecordingAddon(recorder), MetricsAddon(metrics)),
+                user_tokens=mcp_user_tokens,
+                mcp=MCPOptions(
+                    max_iterations=settings.mcp_max_iterations,
+                    init_timeout=settings.mcp_init_timeout,
+                    call_timeout=settings.mcp_call_timeout,
+                    tools_ttl=settings.mcp_tools_ttl,
+                ),
             ),
             None,
             max_items=settings.pool_max_items,

@@ -1,0 +1,146 @@
+"""A bridge's injected tools: one :class:`~aibridge.mcp.proxy.ServerProxy` per MCP server
+the bridge's user may use, built concurrently, closed together."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from aibridge.mcp.naming import assign_ids
+from aibridge.mcp.proxy import MCPOptions, ServerProxy
+from aibridge.mcp.settings import MCPServerSettings, UserTokens
+from aibridge.mcp.tools import MCPTool, ToolResult
+
+log = logging.getLogger(__name__)
+
+
+class Toolset:
+    """The tools of several MCP servers under their injected names.
+
+    :attr:`tools` is sorted by injected name (a stable order keeps the provider's prompt
+    cache valid between requests) and recomputed only when a server's list changed;
+    :attr:`version` changes with it, so callers can cache what they derive from it (the
+    encoded tool definitions per API).
+    """
+
+    def __init__(self, proxies: Sequence[ServerProxy]) -> None:
+        self._proxies = {p.name: p for p in proxies}
+        self.version = 0
+        self._tools: tuple[MCPTool, ...] = ()
+        self._by_id: dict[str, MCPTool] = {}
+        self.derived: dict[Any, Any] = {}
+        """Per-version cache for what callers derive from :attr:`tools` (cleared on change)."""
+        for proxy in proxies:
+            proxy.set_on_change(self._rebuild)
+        self._rebuild()
+
+    @property
+    def proxies(self) -> tuple[ServerProxy, ...]:
+        """The server sessions, by server name order."""
+        return tuple(self._proxies[n] for n in sorted(self._proxies))
+
+    @property
+    def tools(self) -> tuple[MCPTool, ...]:
+        """Every tool, sorted by injected name."""
+        return self._tools
+
+    def get(self, tool_id: str) -> MCPTool | None:
+        """The tool injected as ``tool_id``."""
+        return self._by_id.get(tool_id)
+
+    def _rebuild(self) -> None:
+        pairs = [(p.name, t.name) for p in self._proxies.values() for t in p.tools]
+        ids = assign_ids(pairs)
+        tools = [
+            MCPTool(
+                id=ids[(p.name, t.name)],
+                name=t.name,
+                server_name=p.name,
+                server_url=p.server.url,
+                description=t.description,
+                input_schema=t.input_schema,
+            )
+            for p in self._proxies.values()
+            for t in p.tools
+        ]
+        tools.sort(key=lambda t: t.id)
+        self._tools = tuple(tools)
+        self._by_id = {t.id: t for t in tools}
+        self.derived = {}
+        self.version += 1
+
+    async def call(self, tool: MCPTool, arguments: dict[str, Any]) -> ToolResult:
+        """Call ``tool`` on its server (never raises for a failed call)."""
+        proxy = self._proxies.get(tool.server_name)
+        if proxy is None:  # pragma: no cover - tools only come from these proxies
+            message = f"MCP server {tool.server_name!r} is not known"
+            return ToolResult(f"Error: {message}", is_error=True, error=message)
+        return await proxy.call(tool.name, arguments)
+
+    async def close(self) -> None:
+        """Close every session concurrently (each bounded by its close timeout)."""
+        if self._proxies:
+            await asyncio.gather(*(p.close() for p in self._proxies.values()))
+
+
+def _headers(server: MCPServerSettings, tokens: Mapping[uuid.UUID, str]) -> dict[str, str] | None:
+    """The headers a user's session with ``server`` sends; None when the user cannot use it."""
+    if server.auth == "per_user":
+        token = tokens.get(server.id)
+        return {"Authorization": f"Bearer {token}"} if token else None
+    if server.auth == "header" and server.header_name and server.header_value is not None:
+        return {server.header_name: server.header_value}
+    return {}
+
+
+async def build_toolset(
+    servers: Sequence[MCPServerSettings],
+    user_id: uuid.UUID,
+    *,
+    user_tokens: UserTokens | None,
+    options: MCPOptions,
+) -> Toolset | None:
+    """Open a session with every server ``user_id`` may use, concurrently, and gather
+    their tools; None when no server is left. A server that fails is logged and left
+    out: the others' tools are still offered. A per-user server the user has no token
+    for is skipped (debug log)."""
+    tokens: Mapping[uuid.UUID, str] = {}
+    if user_tokens is not None and any(s.auth == "per_user" for s in servers):
+        try:
+            tokens = await user_tokens(user_id)
+        except Exception as exc:
+            log.warning(
+                "could not load the user's MCP tokens; per-user MCP servers skipped",
+                extra={"user_id": str(user_id), "error": f"{type(exc).__name__}: {exc}"},
+            )
+    proxies: list[ServerProxy] = []
+    for server in servers:
+        headers = _headers(server, tokens)
+        if headers is None:
+            log.debug(
+                "no MCP token for this user; server skipped",
+                extra={"mcp_server": server.name, "user_id": str(user_id)},
+            )
+            continue
+        proxies.append(ServerProxy(server, headers, options))
+    if not proxies:
+        return None
+    try:
+        results = await asyncio.gather(*(p.start() for p in proxies), return_exceptions=True)
+    except asyncio.CancelledError:
+        # The build was cancelled (shutdown): never leave a session task behind.
+        await asyncio.shield(asyncio.gather(*(p.close() for p in proxies)))
+        raise
+    started: list[ServerProxy] = []
+    for proxy, result in zip(proxies, results, strict=True):
+        if isinstance(result, BaseException):
+            log.warning(
+                "MCP server unavailable; its tools are not offered",
+                extra={"mcp_server": proxy.name, "user_id": str(user_id), "error": str(result)},
+            )
+            continue
+        started.append(proxy)
+    return Toolset(started) if started else None
