@@ -179,17 +179,25 @@ async def test_injected_tools_run_in_the_gateway_and_the_client_sees_only_the_an
         # Every upstream turn's usage is recorded, and the client sees the sum.
         outputs = 2 * Scenario.tool_call().usage.output_tokens + Usage().output_tokens
         assert sum(u.output_tokens for u in rec.token_usages) == outputs
-        assert client_output_tokens(api, seen) == (None if api == "responses" else outputs)
+        assert client_output_tokens(api, seen) == outputs
 
 
 def client_output_tokens(api: str, seen: Seen) -> int | None:
-    """The output tokens the client was told about (None: not rewritten / not shown)."""
-    if api == "responses":
-        return None
+    """The output tokens the client was told about (None: not shown)."""
     if not seen.events:
         usage = orjson.loads(seen.body)["usage"]
-        return int(usage["output_tokens"] if api == "messages" else usage["completion_tokens"])
+        return int(usage["completion_tokens"] if api == "chat" else usage["output_tokens"])
     for _name, data in reversed(seen.events):
+        if (
+            isinstance(data, dict)
+            and api == "responses"
+            and data.get("type")
+            in (
+                "response.completed",
+                "response.incomplete",
+            )
+        ):
+            return int(data["response"]["usage"]["output_tokens"])
         if isinstance(data, dict) and api == "messages" and data.get("type") == "message_delta":
             return int(data["usage"]["output_tokens"])
         if isinstance(data, dict) and api == "chat" and data.get("usage"):

@@ -8,10 +8,11 @@ message so turns can be appended; every other member keeps its bytes and positio
 
 Answer: a turn's events are buffered, since whether the turn is the last is only known at
 its ``response.completed``; the last turn is sent as it came (its own ``id``, which the
-client may use as ``previous_response_id``, and its own usage; earlier turns are recorded
-but not shown). When that turn holds calls of injected tools that were not run (the
-client's own tool was called too, or the cap was reached), their items and events are
-removed from what the client gets. A blocking answer is the last turn's body.
+client may use as ``previous_response_id``), with its ``usage`` replaced by the sum over
+every turn (earlier turns are recorded but not shown). When that turn holds calls of
+injected tools that were not run (the client's own tool was called too, or the cap was
+reached), their items and events are removed from what the client gets. A blocking
+answer is the last turn's body.
 """
 
 from __future__ import annotations
@@ -81,6 +82,8 @@ class ResponsesConversation:
         self._body: bytes | None = ENCODER.encode(top)
         self.toolset = toolset
         self._output: list[Any] = []
+        # The usage objects of the turns that continued (the client sees their sum).
+        self._usages: list[dict[str, Any]] = []
 
     def body(self) -> bytes:
         """The next upstream body."""
@@ -121,6 +124,9 @@ class ResponsesConversation:
         )
         if turn.continues:
             self._output = output
+            usage = response.get("usage")
+            if isinstance(usage, dict):
+                self._usages.append(usage)
         return turn, injected_items
 
     def blocking_turn(self, data: bytes, can_continue: bool) -> tuple[TurnEnd, bytes]:
@@ -135,8 +141,13 @@ class ResponsesConversation:
 
     def _clean(self, response: dict[str, Any], hidden: set[str]) -> bool:
         """Remove the hidden items and the injected tool definitions (which a response
-        echoes) from ``response``; True when something was removed."""
+        echoes) from ``response``, and sum the earlier turns' usage into its own; True when
+        something was changed."""
         changed = False
+        usage = response.get("usage")
+        if self._usages and isinstance(usage, dict):
+            response["usage"] = _summed([*self._usages, usage])
+            changed = True
         output = response.get("output")
         if isinstance(output, list) and hidden:
             kept = [i for i in output if not _is_hidden(i, hidden)]
@@ -171,6 +182,23 @@ class ResponsesConversation:
                 )
             )
         self._body = None
+
+
+def _summed(usages: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The last usage object with every integer (nested details too) summed over all."""
+    total = dict(usages[-1])
+    for key, value in total.items():
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int):
+            total[key] = sum(
+                u[key]
+                for u in usages
+                if isinstance(u.get(key), int) and not isinstance(u.get(key), bool)
+            )
+        elif isinstance(value, dict):
+            total[key] = _summed([u[key] for u in usages if isinstance(u.get(key), dict)])
+    return total
 
 
 def _is_hidden(item: Any, hidden: set[str]) -> bool:
