@@ -370,3 +370,78 @@ async def test_injected_calls_are_counted_by_provider_model_server_and_tool(
             'provider="mcp-chat",server="test"} 2.0'
         )
         assert line in metrics
+
+
+# Hand-written: key order, an unknown member and the bytes of every member's value (odd
+# spacing inside) must reach the upstream as sent; only the tool members change.
+RAW_BODIES = {
+    "messages": b'{"zz_custom" : {"b":1, "a" :2},"model":"claude-sonnet-4-5","max_tokens":256,'
+    b'"messages":[{"role":"user","content":"What is 2+40?"}],"metadata" : {"user_id":"u1"}}',
+    "chat": b'{"zz_custom" : {"b":1, "a" :2},"model":"gpt-4.1","messages":'
+    b'[{"role":"user","content":"What is 2+40?"}],"user" : "u1"}',
+    "responses": b'{"zz_custom" : {"b":1, "a" :2},"model":"gpt-4.1","input":"What is 2+40?",'
+    b'"store" : false}',
+}
+
+
+@pytest.mark.parametrize("api", APIS)
+async def test_injection_edits_only_the_tool_members_and_disables_parallel_calls(
+    sqlite_url: str, tmp_path: Path, mcp: MCPTestServer, api: str
+) -> None:
+    async with stack(sqlite_url, tmp_path) as s:
+        await setup(s, api, server_settings(mcp.url))
+        s.fake.responder = tool_caller([ADD], answer="Final: {results}")
+        headers = {"Authorization": f"Bearer {s.user_token}", "Content-Type": "application/json"}
+        if api == "messages":
+            headers = {
+                "x-api-key": s.user_token,
+                "anthropic-version": "2023-06-01",
+                "Content-Type": "application/json",
+            }
+        async with asyncio.timeout(TIMEOUT * 2):
+            resp = await s.client.post(
+                f"/mcp-{api}/{PATH[api]}", data=RAW_BODIES[api], headers=headers
+            )
+            assert resp.status == 200, await resp.text()
+        first = s.fake.generation_requests()[0]
+        sent = orjson.loads(RAW_BODIES[api])
+        upstream = orjson.loads(first.body)
+        # Every member the client sent keeps its place (the new ones come after), and the
+        # unknown one its value's bytes.
+        assert list(upstream)[: len(sent)] == list(sent)
+        assert b'"zz_custom":{"b":1, "a" :2}' in first.body
+        names = [t.get("name") or t["function"]["name"] for t in upstream["tools"]]
+        assert "bmcp_test_add" in names and names == sorted(names)
+        assert all(n.startswith("bmcp_test_") for n in names)
+        if api == "messages":
+            assert upstream["tool_choice"] == {"type": "auto", "disable_parallel_tool_use": True}
+            assert b'"metadata":{"user_id":"u1"}' in first.body
+        else:
+            assert upstream["parallel_tool_calls"] is False
+        if api == "responses":
+            # A string input becomes one user message once turns are appended to it.
+            last = orjson.loads(s.fake.generation_requests()[-1].body)
+            assert last["input"][0] == {"role": "user", "content": "What is 2+40?"}
+            assert [i.get("type") for i in last["input"][1:]][-1] == "function_call_output"
+
+
+@pytest.mark.parametrize("api", APIS)
+async def test_without_mcp_servers_the_body_reaches_the_upstream_byte_for_byte(
+    sqlite_url: str, tmp_path: Path, api: str
+) -> None:
+    async with stack(sqlite_url, tmp_path) as s:
+        await s.add_provider(f"mcp-{api}", PROVIDER[api])
+        headers = {"Authorization": f"Bearer {s.user_token}", "Content-Type": "application/json"}
+        if api == "messages":
+            headers = {
+                "x-api-key": s.user_token,
+                "anthropic-version": "2023-06-01",
+                "Content-Type": "application/json",
+            }
+        async with asyncio.timeout(TIMEOUT):
+            resp = await s.client.post(
+                f"/mcp-{api}/{PATH[api]}", data=RAW_BODIES[api], headers=headers
+            )
+            assert resp.status == 200, await resp.text()
+        [first] = s.fake.generation_requests()
+        assert first.body == RAW_BODIES[api]
