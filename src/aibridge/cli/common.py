@@ -6,15 +6,18 @@ import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from functools import wraps
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
 
 import click
 import orjson
 from pydantic import ValidationError
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aibridge.config import Settings
+from aibridge.inputcheck import EMPTY_PATCH, InputError
 from aibridge.server.runner import run
 from aibridge.store.crypto import EncryptionKeyError, Encryptor
 from aibridge.store.db import create_engine, migrate, session_factory
@@ -51,10 +54,91 @@ def load_settings(**overrides: Any) -> Settings:
         sys.exit(2)
 
 
-def fail(message: str, code: int = 1) -> None:
+def fail(message: str, code: int = 1) -> NoReturn:
     """Print ``error: message`` to stderr and exit."""
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+
+class CLIFailure(Exception):
+    """A user-facing error raised inside the event loop and reported outside it as
+    ``error: …`` with exit status ``code``."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def settings_from_flags(database_url: str, data_dir: str) -> Settings:
+    """Settings for a command that uses the database: the flags over the environment; exits
+    with the reason when the database URL cannot be used."""
+    settings = load_settings(database_url=database_url, data_dir=Path(data_dir) if data_dir else "")
+    try:
+        settings.resolved_database_url()
+    except ValueError as exc:
+        fail(str(exc))
+    return settings
+
+
+def input_failure(err: InputError, command: str) -> CLIFailure:
+    """Invalid input as the lines a user reads (exit status 2); ``command`` (``providers
+    update``) is named when nothing was given to change."""
+    lines = [err.message]
+    lines += [f"  {e.field}: {e.detail}" for e in err.errors]
+    if err.message == EMPTY_PATCH:
+        lines.append(f"  pass at least one option; see `aibridge {command} --help`")
+    return CLIFailure("\n".join(lines), code=2)
+
+
+def validated(check: Callable[[Any], T], body: Any, command: str) -> T:
+    """``check(body)`` (a validation function), or exit 2 saying what to fix."""
+    try:
+        return check(body)
+    except InputError as exc:
+        failure = input_failure(exc, command)
+        fail(str(failure), failure.code)
+
+
+def run_command(
+    coro: Coroutine[Any, Any, T],
+    command: str = "",
+    reported: tuple[type[Exception], ...] = (),
+) -> T:
+    """Run a command's coroutine, turning the errors a user can fix into ``error: …`` and
+    a non-zero exit (2 for invalid input, 1 otherwise). ``reported``: more exception types
+    whose message is the whole story."""
+    try:
+        return run(coro)
+    except CLIFailure as exc:
+        fail(str(exc), exc.code)
+    except reported as exc:
+        fail(str(exc))
+    except InputError as exc:
+        failure = input_failure(exc, command)
+        fail(str(failure), failure.code)
+    except EncryptionKeyError as exc:
+        fail(str(exc))
+    except (OSError, DBAPIError) as exc:
+        reason = getattr(exc, "orig", None) or exc
+        fail(
+            f"cannot use the database: {reason}; check --database-url / AIBRIDGE_DATABASE_URL "
+            "(or --data-dir)"
+        )
+
+
+def tell_running_gateways(url: str, settings: Settings) -> None:
+    """Say when running gateways see a configuration change written to ``url``."""
+    if url.startswith("postgresql"):
+        click.echo("Running gateways were notified and reload now.", err=True)
+    else:
+        click.echo(
+            "Running gateways pick the change up within their reconcile interval "
+            f"({settings.reconcile_interval:g}s, AIBRIDGE_RECONCILE_INTERVAL).",
+            err=True,
+        )
 
 
 @asynccontextmanager

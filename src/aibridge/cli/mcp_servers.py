@@ -11,9 +11,7 @@ each user's own business: they set them through the admin API
 from __future__ import annotations
 
 import uuid
-from collections.abc import Coroutine
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import click
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,32 +20,33 @@ from aibridge.admin.mcp_servers import server_json
 from aibridge.cli import main
 from aibridge.cli.common import (
     CLI_ACTOR,
+    CLIFailure,
     data_dir_option,
     database_option,
     echo_json,
     echo_table,
     fail,
-    load_settings,
+    json_option,
     notify_at_commit,
     open_store,
-    run,
+    run_command,
+    settings_from_flags,
+    tell_running_gateways,
+    validated,
 )
-from aibridge.config import Settings
 from aibridge.mcp.config import (
-    EMPTY_PATCH,
     MCPInputError,
     parse_id_or_name,
     validate_create,
     validate_patch,
 )
 from aibridge.store import mcp_servers as store
-from aibridge.store.crypto import EncryptionKeyError, Encryptor
+from aibridge.store.crypto import Encryptor
 from aibridge.store.pubsub import MCP_SERVERS_CHANGED
 from aibridge.store.seed import check_encryption
 
 T = TypeVar("T")
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 allow_option = click.option(
     "--allow",
     default=None,
@@ -80,61 +79,6 @@ per_user_option = click.option(
     help="Each user sends their own token (they set it with PUT "
     "/api/v1/mcp-servers/NAME/credentials).",
 )
-
-
-class _Failure(Exception):
-    """A user-facing error raised inside the event loop and reported outside it."""
-
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def _settings(database_url: str, data_dir: str) -> Settings:
-    return load_settings(database_url=database_url, data_dir=Path(data_dir) if data_dir else "")
-
-
-def _input_failure(err: MCPInputError) -> _Failure:
-    lines = [err.message]
-    lines += [f"  {e.field}: {e.detail}" for e in err.errors]
-    if err.message == EMPTY_PATCH:
-        lines.append("  pass at least one option; see `aibridge mcp-servers update --help`")
-    return _Failure("\n".join(lines), code=2)
-
-
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro``, turning expected errors into ``error: …`` and a non-zero exit."""
-    try:
-        return run(coro)
-    except _Failure as exc:
-        fail(str(exc), exc.code)
-    except MCPInputError as exc:
-        failure = _input_failure(exc)
-        fail(str(failure), failure.code)
-    except EncryptionKeyError as exc:
-        fail(str(exc))
-    except OSError as exc:
-        fail(f"cannot reach the database: {exc}; check --database-url / AIBRIDGE_DATABASE_URL")
-    raise AssertionError("unreachable")  # pragma: no cover - fail() exits
-
-
-def _validated(check: Any, body: dict[str, object]) -> Any:
-    try:
-        return check(body)
-    except MCPInputError as exc:
-        failure = _input_failure(exc)
-        fail(str(failure), failure.code)
-
-
-def _after_write(url: str, settings: Settings) -> None:
-    if url.startswith("postgresql"):
-        click.echo("Running gateways were notified and reload now.", err=True)
-    else:
-        click.echo(
-            "Running gateways pick the change up within their reconcile interval "
-            f"({settings.reconcile_interval:g}s, AIBRIDGE_RECONCILE_INTERVAL).",
-            err=True,
-        )
 
 
 def _auth_body(
@@ -174,7 +118,7 @@ async def _resolve(
     else:
         record = await store.get_server_by_name(session, encryptor, parsed)
     if record is None:
-        raise _Failure(f'no MCP server "{ref}"; list them with `aibridge mcp-servers list`')
+        raise CLIFailure(f'no MCP server "{ref}"; list them with `aibridge mcp-servers list`')
     return record
 
 
@@ -221,7 +165,7 @@ def mcp_servers() -> None:
 @data_dir_option
 def list_cmd(as_json: bool, database_url: str, data_dir: str) -> None:
     """List MCP servers (enabled and disabled), ordered by name."""
-    settings = _settings(database_url, data_dir)
+    settings = settings_from_flags(database_url, data_dir)
 
     async def go() -> list[store.MCPServerRecord]:
         async with open_store(settings) as (sessions, encryptor, _url):
@@ -229,7 +173,7 @@ def list_cmd(as_json: bool, database_url: str, data_dir: str) -> None:
             async with sessions() as session:
                 return await store.list_servers(session, encryptor)
 
-    records = _run(go())
+    records = run_command(go())
     if not records and not as_json:
         click.echo("No MCP servers. Add one with `aibridge mcp-servers create --help`.", err=True)
         return
@@ -265,7 +209,7 @@ def create_cmd(
 ) -> None:
     """Register an MCP server. Without --header/--header-file/--per-user the gateway
     connects without credentials."""
-    settings = _settings(database_url, data_dir)
+    settings = settings_from_flags(database_url, data_dir)
     body: dict[str, object] = {"name": name, "url": url, "enabled": not disabled}
     if allow is not None:
         body["tool_allow"] = allow
@@ -274,7 +218,7 @@ def create_cmd(
     auth = _auth_body(header, header_file, per_user)
     if auth is not None:
         body["auth"] = auth
-    spec: store.MCPServerSpec = _validated(validate_create, body)
+    spec: store.MCPServerSpec = validated(validate_create, body, "mcp-servers create")
 
     async def go() -> tuple[store.MCPServerRecord, str]:
         async with open_store(settings) as (sessions, encryptor, db_url):
@@ -292,15 +236,15 @@ def create_cmd(
                     )
                     await notify_at_commit(session, MCP_SERVERS_CHANGED)
             except store.MCPServerExistsError as exc:
-                raise _Failure(
+                raise CLIFailure(
                     f'MCP server "{name}" already exists; choose another name, or change it '
                     f"with `aibridge mcp-servers update {name}`"
                 ) from exc
             return record, db_url
 
-    record, db_url = _run(go())
+    record, db_url = run_command(go())
     _print([record], as_json, single=True)
-    _after_write(db_url, settings)
+    tell_running_gateways(db_url, settings)
 
 
 @mcp_servers.command("update")
@@ -334,7 +278,7 @@ def update_cmd(
 ) -> None:
     """Change MCP server ID_OR_NAME; options not given stay unchanged. Switching away from
     --per-user deletes the users' tokens for it."""
-    settings = _settings(database_url, data_dir)
+    settings = settings_from_flags(database_url, data_dir)
     try:
         parse_id_or_name(id_or_name)
     except MCPInputError as exc:
@@ -354,7 +298,7 @@ def update_cmd(
         auth = {"type": "none"}
     if auth is not None:
         body["auth"] = auth
-    patch: store.MCPServerPatch = _validated(validate_patch, body)
+    patch: store.MCPServerPatch = validated(validate_patch, body, "mcp-servers update")
 
     async def go() -> tuple[store.MCPServerRecord, str]:
         async with open_store(settings) as (sessions, encryptor, db_url):
@@ -364,9 +308,9 @@ def update_cmd(
                 try:
                     change = await store.update_server(session, encryptor, record.id, patch)
                 except store.MCPServerExistsError as exc:
-                    raise _Failure(f"{exc} Choose another name.") from exc
+                    raise CLIFailure(f"{exc} Choose another name.") from exc
                 except store.MCPServerNotFoundError as exc:
-                    raise _Failure(f'MCP server "{id_or_name}" was deleted concurrently') from exc
+                    raise CLIFailure(f'MCP server "{id_or_name}" was deleted concurrently') from exc
                 store.audit_server_updated(session, change, actor_id=None, actor_username=CLI_ACTOR)
                 await notify_at_commit(session, MCP_SERVERS_CHANGED)
             if change.credentials_dropped:
@@ -377,9 +321,9 @@ def update_cmd(
                 )
             return change.after, db_url
 
-    record, db_url = _run(go())
+    record, db_url = run_command(go())
     _print([record], as_json, single=True)
-    _after_write(db_url, settings)
+    tell_running_gateways(db_url, settings)
 
 
 @mcp_servers.command("delete")
@@ -389,7 +333,7 @@ def update_cmd(
 @data_dir_option
 def delete_cmd(id_or_name: str, as_json: bool, database_url: str, data_dir: str) -> None:
     """Delete MCP server ID_OR_NAME and the users' tokens for it."""
-    settings = _settings(database_url, data_dir)
+    settings = settings_from_flags(database_url, data_dir)
     try:
         parse_id_or_name(id_or_name)
     except MCPInputError as exc:
@@ -401,7 +345,7 @@ def delete_cmd(id_or_name: str, as_json: bool, database_url: str, data_dir: str)
             async with sessions() as session, session.begin():
                 record = await _resolve(session, encryptor, id_or_name)
                 if not await store.delete_server(session, record.id):
-                    raise _Failure(f'MCP server "{id_or_name}" was deleted concurrently')
+                    raise CLIFailure(f'MCP server "{id_or_name}" was deleted concurrently')
                 store.audit_server(
                     session,
                     "delete",
@@ -413,9 +357,9 @@ def delete_cmd(id_or_name: str, as_json: bool, database_url: str, data_dir: str)
                 await notify_at_commit(session, MCP_SERVERS_CHANGED)
             return record, db_url
 
-    record, db_url = _run(go())
+    record, db_url = run_command(go())
     if as_json:
         echo_json({"id": str(record.id), "name": record.name, "deleted": True})
     else:
         click.echo(f'Deleted MCP server "{record.name}" ({record.id}).')
-    _after_write(db_url, settings)
+    tell_running_gateways(db_url, settings)

@@ -9,9 +9,8 @@ SQLite running gateways notice the change at their next reconcile poll.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, TypeVar
 
 import click
 import orjson
@@ -21,26 +20,28 @@ from aibridge.admin.providers import provider_json
 from aibridge.cli import main
 from aibridge.cli.common import (
     CLI_ACTOR,
+    CLIFailure,
     data_dir_option,
     database_option,
     echo_json,
     echo_table,
     fail,
-    load_settings,
+    json_option,
     notify_at_commit,
     open_store,
-    run,
+    run_command,
+    settings_from_flags,
+    tell_running_gateways,
+    validated,
 )
-from aibridge.config import Settings
 from aibridge.providers.validation import (
-    EMPTY_PATCH,
     ProviderInputError,
     parse_id_or_name,
     validate_create,
     validate_patch,
 )
 from aibridge.store import providers as store
-from aibridge.store.crypto import EncryptionKeyError, Encryptor
+from aibridge.store.crypto import Encryptor
 from aibridge.store.models import PROVIDER_TYPES
 from aibridge.store.pubsub import PROVIDERS_CHANGED
 from aibridge.store.seed import check_encryption
@@ -48,58 +49,9 @@ from aibridge.store.seed import check_encryption
 T = TypeVar("T")
 TYPES_HELP = ", ".join(PROVIDER_TYPES)
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-
-
-class _Failure(Exception):
-    """A user-facing error raised inside the event loop and reported outside it."""
-
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def _settings(database_url: str, data_dir: str) -> Settings:
-    return load_settings(database_url=database_url, data_dir=Path(data_dir) if data_dir else "")
-
-
-def _input_failure(err: ProviderInputError) -> _Failure:
-    lines = [err.message]
-    lines += [f"  {e.field}: {e.detail}" for e in err.errors]
-    if err.message == EMPTY_PATCH:
-        lines.append("  pass at least one option; see `aibridge providers update --help`")
-    return _Failure("\n".join(lines), code=2)
-
-
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro``, turning expected errors into ``error: …`` and a non-zero exit."""
-    try:
-        return run(coro)
-    except _Failure as exc:
-        fail(str(exc), exc.code)
-    except ProviderInputError as exc:
-        failure = _input_failure(exc)
-        fail(str(failure), failure.code)
-    except EncryptionKeyError as exc:
-        fail(str(exc))
-    except OSError as exc:
-        fail(f"cannot reach the database: {exc}; check --database-url / AIBRIDGE_DATABASE_URL")
-    raise AssertionError("unreachable")  # pragma: no cover - fail() exits
-
 
 async def _notify(session: AsyncSession) -> None:
     await notify_at_commit(session, PROVIDERS_CHANGED)
-
-
-def _after_write(url: str, settings: Settings) -> None:
-    if url.startswith("postgresql"):
-        click.echo("Running gateways were notified and reload now.", err=True)
-    else:
-        click.echo(
-            "Running gateways pick the change up within their reconcile interval "
-            f"({settings.reconcile_interval:g}s, AIBRIDGE_RECONCILE_INTERVAL).",
-            err=True,
-        )
 
 
 async def _resolve(
@@ -111,7 +63,7 @@ async def _resolve(
     else:
         record = await store.get_provider_by_name(session, encryptor, parsed)
     if record is None:
-        raise _Failure(f'no provider "{ref}"; list them with `aibridge providers list`')
+        raise CLIFailure(f'no provider "{ref}"; list them with `aibridge providers list`')
     return record
 
 
@@ -177,7 +129,7 @@ def providers() -> None:
 @data_dir_option
 def list_cmd(include_deleted: bool, as_json: bool, database_url: str, data_dir: str) -> None:
     """List providers (enabled and disabled), ordered by name."""
-    settings = _settings(database_url, data_dir)
+    settings = settings_from_flags(database_url, data_dir)
 
     async def go() -> list[store.ProviderRecord]:
         async with open_store(settings) as (sessions, encryptor, _url):
@@ -187,7 +139,7 @@ def list_cmd(include_deleted: bool, as_json: bool, database_url: str, data_dir: 
                     session, encryptor, include_deleted=include_deleted
                 )
 
-    records = _run(go())
+    records = run_command(go())
     if not records and not as_json:
         click.echo("No providers. Create one with `aibridge providers create --help`.", err=True)
         return
@@ -246,7 +198,7 @@ def create_cmd(
     if name is not None and name_opt is not None and name != name_opt:
         fail(f"the NAME argument ({name!r}) and --name ({name_opt!r}) disagree; give one", 2)
     name = name if name is not None else name_opt or ""
-    settings = _settings(database_url, data_dir)
+    settings = settings_from_flags(database_url, data_dir)
     body: dict[str, object] = {
         "type": ptype,
         "name": name,
@@ -260,12 +212,7 @@ def create_cmd(
         body["icon"] = icon
     if settings_arg is not None:
         body["settings"] = _load_settings_arg(settings_arg)
-    try:
-        spec = validate_create(body)
-    except ProviderInputError as exc:
-        failure = _input_failure(exc)
-        fail(str(failure), failure.code)
-        return
+    spec = validated(validate_create, body, "providers create")
 
     async def go() -> tuple[store.ProviderRecord, str]:
         async with open_store(settings) as (sessions, encryptor, url):
@@ -276,15 +223,15 @@ def create_cmd(
                     store.audit_created(session, record, actor_id=None, actor_username=CLI_ACTOR)
                     await _notify(session)
             except store.ProviderExistsError as exc:
-                raise _Failure(
+                raise CLIFailure(
                     f'provider "{name}" already exists; choose another name, or change it '
                     f"with `aibridge providers update {name}`"
                 ) from exc
             return record, url
 
-    record, url = _run(go())
+    record, url = run_command(go())
     _print([record], as_json, single=True)
-    _after_write(url, settings)
+    tell_running_gateways(url, settings)
 
 
 @providers.command("update")
@@ -335,7 +282,7 @@ def update_cmd(
 
     Keys are kept in age order (the oldest is the primary); added keys go last.
     """
-    settings = _settings(database_url, data_dir)
+    settings = settings_from_flags(database_url, data_dir)
     try:
         parse_id_or_name(id_or_name)
     except ProviderInputError as exc:
@@ -354,11 +301,9 @@ def update_cmd(
     new_keys = [*add_keys, *_read_key_file(add_key_file)]
     touches_keys = bool(new_keys or remove_keys or clear_keys)
     # Validate everything but the key set before touching the database.
-    try:
-        validate_patch(body if body or not touches_keys else {"api_keys": []})
-    except ProviderInputError as exc:
-        failure = _input_failure(exc)
-        fail(str(failure), failure.code)
+    validated(
+        validate_patch, body if body or not touches_keys else {"api_keys": []}, "providers update"
+    )
 
     async def go() -> tuple[store.ProviderRecord, str]:
         async with open_store(settings) as (sessions, encryptor, url):
@@ -371,14 +316,14 @@ def update_cmd(
                 try:
                     change = await store.update_provider(session, encryptor, record.id, patch)
                 except store.UnknownProviderKeyError as exc:
-                    raise _Failure(f"{exc}; it was removed concurrently, try again") from exc
+                    raise CLIFailure(f"{exc}; it was removed concurrently, try again") from exc
                 store.audit_updated(session, change, actor_id=None, actor_username=CLI_ACTOR)
                 await _notify(session)
             return change.after, url
 
-    record, url = _run(go())
+    record, url = run_command(go())
     _print([record], as_json, single=True)
-    _after_write(url, settings)
+    tell_running_gateways(url, settings)
 
 
 def _key_set(
@@ -394,7 +339,7 @@ def _key_set(
         matches = [k.id for k in record.keys if wanted and str(k.id).startswith(wanted)]
         if len(matches) != 1:
             problem = "no key" if not matches else "more than one key"
-            raise _Failure(
+            raise CLIFailure(
                 f'provider "{record.name}" has {problem} matching id "{ref}"; see the key ids '
                 f"with `aibridge providers list` (or --json for full ids)"
             )
@@ -411,7 +356,7 @@ def _key_set(
 def delete_cmd(id_or_name: str, as_json: bool, database_url: str, data_dir: str) -> None:
     """Delete provider ID_OR_NAME (soft delete: it disappears from routing and lists, its
     name becomes free again, and history is kept for the audit log)."""
-    settings = _settings(database_url, data_dir)
+    settings = settings_from_flags(database_url, data_dir)
     try:
         parse_id_or_name(id_or_name)
     except ProviderInputError as exc:
@@ -423,14 +368,14 @@ def delete_cmd(id_or_name: str, as_json: bool, database_url: str, data_dir: str)
             async with sessions() as session, session.begin():
                 record = await _resolve(session, encryptor, id_or_name)
                 if not await store.delete_provider(session, record.id):
-                    raise _Failure(f'provider "{id_or_name}" was deleted concurrently')
+                    raise CLIFailure(f'provider "{id_or_name}" was deleted concurrently')
                 store.audit_deleted(session, record, actor_id=None, actor_username=CLI_ACTOR)
                 await _notify(session)
             return record, url
 
-    record, url = _run(go())
+    record, url = run_command(go())
     if as_json:
         echo_json({"id": str(record.id), "name": record.name, "deleted": True})
     else:
         click.echo(f'Deleted provider "{record.name}" ({record.id}).')
-    _after_write(url, settings)
+    tell_running_gateways(url, settings)

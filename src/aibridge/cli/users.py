@@ -9,29 +9,25 @@ so the change reaches them when it commits.
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aibridge.cli import main
 from aibridge.cli.common import (
     CLI_ACTOR,
+    CLIFailure,
     data_dir_option,
     database_option,
     echo_json,
     echo_table,
-    fail,
-    load_settings,
     notify_at_commit,
     open_store,
-    run,
+    run_command,
+    settings_from_flags,
 )
-from aibridge.config import Settings
 from aibridge.store import users as repo
 from aibridge.store.audit import add_audit
 from aibridge.store.models import User
@@ -41,38 +37,10 @@ from aibridge.store.types import utcnow
 T = TypeVar("T")
 
 
-class _Failure(Exception):
-    """A user-facing CLI error raised inside the event loop, reported outside it."""
-
-
-def _settings(database_url: str, data_dir: str) -> Settings:
-    settings = load_settings(database_url=database_url, data_dir=Path(data_dir) if data_dir else "")
-    try:
-        settings.resolved_database_url()
-    except ValueError as exc:
-        fail(str(exc))
-    return settings
-
-
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro``; turn repository and connection errors into ``error: …`` + exit 1."""
-    try:
-        return run(coro)
-    except (_Failure, repo.UserStoreError) as exc:
-        fail(str(exc))
-    except (OSError, DBAPIError) as exc:
-        reason = getattr(exc, "orig", None) or exc
-        fail(
-            f"cannot use the database: {reason}; check --database-url / AIBRIDGE_DATABASE_URL "
-            "(or --data-dir)"
-        )
-    raise AssertionError("unreachable")  # pragma: no cover - fail() exits
-
-
 async def _require_user(session: AsyncSession, name: str) -> User:
     user = await repo.get_user(session, name)
     if user is None:
-        raise _Failure(
+        raise CLIFailure(
             f"no user {name!r}; list users with `aibridge users list` "
             f"or create one with `aibridge users create {name}`"
         )
@@ -127,7 +95,7 @@ def users_create(
     NAME: 1-63 characters of lowercase letters, digits, '.', '_' or '-', starting with a
     letter or digit.
     """
-    settings = _settings(database_url, data_dir)
+    settings = settings_from_flags(database_url, data_dir)
 
     async def go() -> tuple[User, repo.KeyInfo, str]:
         async with open_store(settings) as (sessions, _enc, _url):
@@ -136,7 +104,7 @@ def users_create(
                 try:
                     user = await repo.create_user(session, name, email, role)
                 except repo.UserExists as exc:
-                    raise _Failure(
+                    raise CLIFailure(
                         f"{exc}; pick another name, or create a key for it with "
                         f"`aibridge keys create --user {name}`"
                     ) from exc
@@ -162,7 +130,7 @@ def users_create(
                 )
             return user, repo.KeyInfo.from_row(key), token
 
-    user, info, token = _run(go())
+    user, info, token = run_command(go(), reported=(repo.UserStoreError,))
     click.echo(f"Created user {user.username!r} (role {user.role}, id {user.id}).")
     _print_new_key(info, user.username, token)
 
@@ -173,13 +141,13 @@ def users_create(
 @data_dir_option
 def users_list(as_json: bool, database_url: str, data_dir: str) -> None:
     """List every user."""
-    settings = _settings(database_url, data_dir)
+    settings = settings_from_flags(database_url, data_dir)
 
     async def go() -> list[dict[str, Any]]:
         async with open_store(settings) as (sessions, _enc, _url), sessions() as session:
             return [repo.user_as_dict(u) for u in await repo.list_users(session)]
 
-    rows = _run(go())
+    rows = run_command(go(), reported=(repo.UserStoreError,))
     if as_json:
         echo_json(rows)
         return
@@ -193,7 +161,7 @@ def users_list(as_json: bool, database_url: str, data_dir: str) -> None:
 
 
 def _set_status(name: str, status: str, database_url: str, data_dir: str) -> None:
-    settings = _settings(database_url, data_dir)
+    settings = settings_from_flags(database_url, data_dir)
 
     async def go() -> tuple[str, bool]:
         async with open_store(settings) as (sessions, _enc, _url):
@@ -202,13 +170,13 @@ def _set_status(name: str, status: str, database_url: str, data_dir: str) -> Non
                 try:
                     changes = await repo.update_user(session, user, status=status)
                 except repo.LastAdminError as exc:
-                    raise _Failure(f"{exc} (e.g. `aibridge users create NAME --admin`)") from exc
+                    raise CLIFailure(f"{exc} (e.g. `aibridge users create NAME --admin`)") from exc
                 if changes:
                     _audit(session, **repo.user_updated_audit(user, changes))
                     await _notify(session, f"user:{user.id}")
             return user.username, bool(changes)
 
-    username, changed = _run(go())
+    username, changed = run_command(go(), reported=(repo.UserStoreError,))
     verb = "Suspended" if status == "suspended" else "Activated"
     if changed:
         click.echo(f"{verb} user {username!r}.")
@@ -257,7 +225,7 @@ def keys_create(
     username: str, key_name: str, expires_in_days: int | None, database_url: str, data_dir: str
 ) -> None:
     """Create an API key for a user; prints the token on the last line."""
-    settings = _settings(database_url, data_dir)
+    settings = settings_from_flags(database_url, data_dir)
     expires_at: datetime | None = (
         utcnow() + timedelta(days=expires_in_days) if expires_in_days else None
     )
@@ -278,7 +246,7 @@ def keys_create(
                 )
             return user.username, repo.KeyInfo.from_row(key), token
 
-    owner, info, token = _run(go())
+    owner, info, token = run_command(go(), reported=(repo.UserStoreError,))
     _print_new_key(info, owner, token)
 
 
@@ -289,14 +257,14 @@ def keys_create(
 @data_dir_option
 def keys_list(username: str, as_json: bool, database_url: str, data_dir: str) -> None:
     """List a user's API keys (never the secrets)."""
-    settings = _settings(database_url, data_dir)
+    settings = settings_from_flags(database_url, data_dir)
 
     async def go() -> list[dict[str, Any]]:
         async with open_store(settings) as (sessions, _enc, _url), sessions() as session:
             user = await _require_user(session, username)
             return [k.as_dict() for k in await repo.list_keys(session, user)]
 
-    rows = _run(go())
+    rows = run_command(go(), reported=(repo.UserStoreError,))
     if as_json:
         echo_json(rows)
         return
@@ -323,7 +291,7 @@ def keys_list(username: str, as_json: bool, database_url: str, data_dir: str) ->
 def keys_revoke(key_id: str, database_url: str, data_dir: str) -> None:
     """Revoke API key KEY_ID (the id column of `keys list`, or the middle part of the
     token aib-<id>-<secret>). Repeating it is harmless."""
-    settings = _settings(database_url, data_dir)
+    settings = settings_from_flags(database_url, data_dir)
 
     async def go() -> tuple[repo.KeyInfo, bool, str]:
         async with open_store(settings) as (sessions, _enc, _url):
@@ -331,7 +299,7 @@ def keys_revoke(key_id: str, database_url: str, data_dir: str) -> None:
                 try:
                     info, changed = await repo.revoke_key(session, key_id)
                 except repo.KeyNotFound as exc:
-                    raise _Failure(
+                    raise CLIFailure(
                         f"{exc}; find key ids with `aibridge keys list --user NAME`"
                     ) from exc
                 owner = await repo.get_user(session, info.user_id)
@@ -341,7 +309,7 @@ def keys_revoke(key_id: str, database_url: str, data_dir: str) -> None:
                     await _notify(session, info.id)
             return info, changed, owner_name
 
-    info, changed, owner_name = _run(go())
+    info, changed, owner_name = run_command(go(), reported=(repo.UserStoreError,))
     if changed:
         click.echo(f"Revoked API key {info.id} of user {owner_name!r}.")
     else:

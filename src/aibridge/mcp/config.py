@@ -17,10 +17,18 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Literal, cast
-from urllib.parse import urlsplit
 
+from aibridge import inputcheck
+from aibridge.inputcheck import (
+    CONTROL_CHARACTERS,
+    EMPTY_PATCH,
+    HEADER_NAME,
+    FieldError,
+    InputError,
+    URLRules,
+    http_url_error,
+)
 from aibridge.mcp.settings import MCPServerSettings
 from aibridge.store.mcp_servers import (
     AUTH_HEADER,
@@ -36,12 +44,8 @@ from aibridge.store.models import PROVIDER_NAME_PATTERN
 
 INVALID_REQUEST = "Invalid MCP server request."
 INVALID_CREDENTIAL = "Invalid MCP credential request."
-EMPTY_PATCH = "At least one field must be provided."
 INVALID_ID_OR_NAME = (
     f"Invalid MCP server id or name: must be a UUID or match {PROVIDER_NAME_PATTERN}."
-)
-NAME_PATTERN_DETAIL = (
-    f"name must match {PROVIDER_NAME_PATTERN} (lowercase alphanumeric, hyphens between words)"
 )
 
 CREATE_FIELDS = frozenset({"name", "url", "enabled", "tool_allow", "tool_deny", "auth"})
@@ -57,10 +61,7 @@ MAX_HEADER_NAME_LENGTH = 256
 MAX_SECRET_LENGTH = 8192
 """Longest static header value or per-user token (long JWTs fit)."""
 
-_NAME = re.compile(PROVIDER_NAME_PATTERN)
 # RFC 9110 token.
-_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # Headers the MCP client itself sets on every request: a static header must not replace them.
 MANAGED_HEADERS = frozenset(
     {
@@ -77,26 +78,8 @@ MANAGED_HEADERS = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class FieldError:
-    """One invalid field: its path in the body and what to fix."""
-
-    field: str
-    detail: str
-
-
-class MCPInputError(Exception):
+class MCPInputError(InputError):
     """Invalid MCP server input: ``message`` plus zero or more field errors."""
-
-    def __init__(self, message: str, errors: list[FieldError] | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.errors = errors or []
-
-    def __str__(self) -> str:
-        if not self.errors:
-            return self.message
-        return f"{self.message} " + "; ".join(f"{e.field}: {e.detail}" for e in self.errors)
 
 
 # --- single fields --------------------------------------------------------------------
@@ -104,15 +87,16 @@ class MCPInputError(Exception):
 
 def name_error(value: object) -> str | None:
     """Why ``value`` is not an acceptable server name (the provider name rules), or None."""
-    if value is None or value == "":
-        return "name is required"
-    if not isinstance(value, str):
-        return "name must be a string"
-    if len(value) > MAX_NAME_LENGTH:
-        return f"name must be at most {MAX_NAME_LENGTH} characters"
-    if not _NAME.fullmatch(value):
-        return NAME_PATTERN_DETAIL
-    return None
+    return inputcheck.name_error(value, PROVIDER_NAME_PATTERN, MAX_NAME_LENGTH)
+
+
+_URL = URLRules(
+    field="url",
+    max_length=MAX_URL_LENGTH,
+    not_absolute="url must be an absolute http(s) URL (e.g. https://mcp.example.com/mcp)",
+    credentials_hint='use auth {"type": "header", …} or {"type": "per_user"}',
+    query_hint="put secrets in a header (auth)",
+)
 
 
 def url_error(value: object) -> str | None:
@@ -122,35 +106,7 @@ def url_error(value: object) -> str | None:
     with every injected tool call, so a secret in it would leak; static header auth is the
     place for one.
     """
-    if value is None or value == "":
-        return "url is required"
-    if not isinstance(value, str):
-        return "url must be a string"
-    if len(value) > MAX_URL_LENGTH:
-        return f"url must be at most {MAX_URL_LENGTH} characters"
-    absolute = "url must be an absolute http(s) URL (e.g. https://mcp.example.com/mcp)"
-    if _CONTROL.search(value) or " " in value:
-        return absolute
-    try:
-        parts = urlsplit(value)
-        host = parts.hostname
-        _ = parts.port  # raises ValueError for a non-numeric or out-of-range port
-    except ValueError:
-        return absolute
-    if not parts.scheme or not parts.netloc or not host:
-        return absolute
-    if parts.scheme.lower() not in ("http", "https"):
-        return f'url scheme must be http or https, got "{parts.scheme}"'
-    if "@" in parts.netloc:
-        return (
-            "url must not contain credentials (user:password@host); use "
-            'auth {"type": "header", …} or {"type": "per_user"}'
-        )
-    if "?" in value:
-        return "url must not have a query string (?…); put secrets in a header (auth)"
-    if "#" in value:
-        return "url must not have a fragment (#…); remove it"
-    return None
+    return http_url_error(value, _URL)
 
 
 def compile_regex(value: str) -> re.Pattern[str]:
@@ -193,7 +149,7 @@ def secret_error(value: object, noun: str) -> str | None:
         return f"{noun} must be at most {MAX_SECRET_LENGTH} characters"
     if value != value.strip():
         return f"{noun} must not contain leading or trailing whitespace"
-    if _CONTROL.search(value):
+    if CONTROL_CHARACTERS.search(value):
         return f"{noun} must not contain control characters (line breaks, tabs, …)"
     if not value.isascii():
         return f"{noun} must be ASCII (it is sent as an HTTP header value)"
@@ -233,7 +189,7 @@ def _auth(errors: list[FieldError], value: object, *, patch: bool) -> MCPAuth | 
                 "auth.name", f"auth.name must be a string of at most {MAX_HEADER_NAME_LENGTH}"
             )
         )
-    elif not _HEADER_NAME.fullmatch(name):
+    elif not HEADER_NAME.fullmatch(name):
         errors.append(FieldError("auth.name", "auth.name is not a valid HTTP header name"))
     elif name.lower() in MANAGED_HEADERS:
         errors.append(FieldError("auth.name", f'header "{name}" is set by the MCP client'))
@@ -352,14 +308,10 @@ def validate_credential(body: Mapping[str, object]) -> str:
 def parse_id_or_name(value: str) -> uuid.UUID | str:
     """A server reference from a URL or command line: a UUID (canonical 36-character form)
     or a name. Raises :class:`MCPInputError`."""
-    if len(value) == 36:
-        try:
-            return uuid.UUID(value)
-        except ValueError:
-            pass
-    if _NAME.fullmatch(value) and len(value) <= MAX_NAME_LENGTH:
-        return value
-    raise MCPInputError(INVALID_ID_OR_NAME)
+    parsed = inputcheck.id_or_name(value, PROVIDER_NAME_PATTERN, MAX_NAME_LENGTH)
+    if parsed is None:
+        raise MCPInputError(INVALID_ID_OR_NAME)
+    return parsed
 
 
 # --- runtime settings -----------------------------------------------------------------

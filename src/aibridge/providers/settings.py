@@ -10,11 +10,11 @@ to build the provider). The rules and messages follow the reference
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from aibridge.inputcheck import CONTROL_CHARACTERS, HEADER_NAME, FieldError
 from aibridge.providers.circuitbreaker import CircuitBreakerConfig
 
 DEFAULT_BLOCKING_TIMEOUT = 600.0
@@ -32,17 +32,6 @@ MANAGED_HEADERS = frozenset(
 # interval or open timeout longer than a day is a typo.
 MAX_BREAKER_COUNT = 2**32 - 1
 MAX_BREAKER_SECONDS = 86400
-
-_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
-
-
-@dataclass(frozen=True, slots=True)
-class FieldError:
-    """One problem with one input field; ``field`` is its path (``settings.extra_headers.X``)."""
-
-    field: str
-    detail: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +108,7 @@ def _check_headers(errors: list[FieldError], value: object) -> None:
     for name, header_value in value.items():
         where = f"{path}.{name}"
         lowered = name.lower()
-        if not _HEADER_NAME.fullmatch(name):
+        if not HEADER_NAME.fullmatch(name):
             errors.append(FieldError(where, f'"{name}" is not a valid HTTP header name'))
         elif lowered in CREDENTIAL_HEADERS:
             errors.append(

@@ -9,23 +9,26 @@ detail strings follow the reference (coder-aibridged §4.8) so clients can match
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
-from aibridge.providers.settings import CONTROL_CHARACTERS, FieldError, parse_settings
+from aibridge import inputcheck
+from aibridge.inputcheck import (
+    CONTROL_CHARACTERS,
+    EMPTY_PATCH,
+    FieldError,
+    InputError,
+    URLRules,
+    http_url_error,
+)
+from aibridge.providers.settings import parse_settings
 from aibridge.store.models import PROVIDER_NAME_PATTERN, PROVIDER_TYPES, RESERVED_PROVIDER_NAMES
 from aibridge.store.providers import KeyMutation, ProviderPatch, ProviderSpec
 
 INVALID_REQUEST = "Invalid AI provider request."
-EMPTY_PATCH = "At least one field must be provided."
 INVALID_ID_OR_NAME = (
     f"Invalid provider id or name: must be a UUID or match {PROVIDER_NAME_PATTERN}."
-)
-NAME_PATTERN_DETAIL = (
-    f"name must match {PROVIDER_NAME_PATTERN} (lowercase alphanumeric, hyphens between words)"
 )
 
 CREATE_FIELDS = frozenset(
@@ -39,22 +42,10 @@ MAX_NAME_LENGTH = 63
 MAX_DISPLAY_NAME_LENGTH = 200
 MAX_ICON_LENGTH = 2048
 MAX_BASE_URL_LENGTH = 2048
-_NAME = re.compile(PROVIDER_NAME_PATTERN)
 
 
-class ProviderInputError(Exception):
+class ProviderInputError(InputError):
     """Invalid provider input: ``message`` plus zero or more field errors."""
-
-    def __init__(self, message: str, errors: list[FieldError] | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.errors = errors or []
-
-    def __str__(self) -> str:
-        if not self.errors:
-            return self.message
-        parts = "; ".join(f"{e.field}: {e.detail}" for e in self.errors)
-        return f"{self.message} {parts}"
 
 
 # --- small checks ---------------------------------------------------------------------
@@ -62,17 +53,21 @@ class ProviderInputError(Exception):
 
 def name_error(value: object) -> str | None:
     """Why ``value`` is not an acceptable new provider name, or None."""
-    if value is None or value == "":
-        return "name is required"
-    if not isinstance(value, str):
-        return "name must be a string"
-    if len(value) > MAX_NAME_LENGTH:
-        return f"name must be at most {MAX_NAME_LENGTH} characters"
-    if not _NAME.fullmatch(value):
-        return NAME_PATTERN_DETAIL
-    if value in RESERVED_PROVIDER_NAMES:
-        return f'name "{value}" is reserved by the gateway'
-    return None
+    return inputcheck.name_error(
+        value, PROVIDER_NAME_PATTERN, MAX_NAME_LENGTH, RESERVED_PROVIDER_NAMES
+    )
+
+
+_BASE_URL = URLRules(
+    field="base_url",
+    max_length=MAX_BASE_URL_LENGTH,
+    not_absolute="base_url must be an absolute URL (e.g. https://api.example.com/)",
+    credentials_hint="put upstream keys in api_keys",
+    query_hint=(
+        "the client's query is sent as is; use settings.api_version (azure) or "
+        "settings.extra_headers instead"
+    ),
+)
 
 
 def base_url_error(value: object) -> str | None:
@@ -83,38 +78,7 @@ def base_url_error(value: object) -> str | None:
     the gateway would send the credentials as Basic auth on every request and drop the
     rest. The messages never repeat the URL (it may hold a secret).
     """
-    if value is None or value == "":
-        return "base_url is required"
-    if not isinstance(value, str):
-        return "base_url must be a string"
-    if len(value) > MAX_BASE_URL_LENGTH:
-        return f"base_url must be at most {MAX_BASE_URL_LENGTH} characters"
-    absolute = "base_url must be an absolute URL (e.g. https://api.example.com/)"
-    if CONTROL_CHARACTERS.search(value) or " " in value:
-        return absolute
-    try:
-        parts = urlsplit(value)
-        host = parts.hostname
-        _ = parts.port  # raises ValueError for a non-numeric or out-of-range port
-    except ValueError:
-        return absolute
-    if not parts.scheme or not parts.netloc or not host:
-        return absolute
-    if parts.scheme.lower() not in ("http", "https"):
-        return f'base_url scheme must be http or https, got "{parts.scheme}"'
-    if "@" in parts.netloc:
-        return (
-            "base_url must not contain credentials (user:password@host); put upstream keys "
-            "in api_keys"
-        )
-    if "?" in value:
-        return (
-            "base_url must not have a query string (?…): the client's query is sent as is; "
-            "use settings.api_version (azure) or settings.extra_headers instead"
-        )
-    if "#" in value:
-        return "base_url must not have a fragment (#…); remove it"
-    return None
+    return http_url_error(value, _BASE_URL)
 
 
 def _secret_error(value: str, noun: str) -> str | None:
@@ -130,14 +94,10 @@ def _secret_error(value: str, noun: str) -> str | None:
 def parse_id_or_name(value: str) -> uuid.UUID | str:
     """A provider reference from a URL or command line: a UUID (canonical 36-character
     form) or a name. Raises :class:`ProviderInputError` with the reference's message."""
-    if len(value) == 36:
-        try:
-            return uuid.UUID(value)
-        except ValueError:
-            pass
-    if _NAME.fullmatch(value):
-        return value
-    raise ProviderInputError(INVALID_ID_OR_NAME)
+    parsed = inputcheck.id_or_name(value, PROVIDER_NAME_PATTERN, MAX_NAME_LENGTH)
+    if parsed is None:
+        raise ProviderInputError(INVALID_ID_OR_NAME)
+    return parsed
 
 
 # --- settings -------------------------------------------------------------------------
@@ -347,7 +307,6 @@ __all__ = [
     "EMPTY_PATCH",
     "INVALID_ID_OR_NAME",
     "INVALID_REQUEST",
-    "NAME_PATTERN_DETAIL",
     "ProviderInputError",
     "base_url_error",
     "name_error",
