@@ -5,12 +5,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 import orjson
 from aiohttp import web
 
 from aibridge.httputil import json_response
+from aibridge.inputcheck import FieldError, InputError
 from aibridge.store.outage import is_database_unavailable
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +66,24 @@ def database_unavailable(detail: str) -> APIError:
     return APIError(
         503, "Database unavailable.", detail, headers={"Retry-After": DATABASE_RETRY_AFTER}
     )
+
+
+def validations(errors: list[FieldError]) -> list[Validation]:
+    """The envelope's ``validations`` for field errors."""
+    return [Validation(e.field, e.detail) for e in errors]
+
+
+def input_error(err: InputError) -> APIError:
+    """A validation failure as a 400 envelope with one entry per field."""
+    return APIError(400, err.message, validations=validations(err.errors))
+
+
+def path_reference(request: web.Request, parse: Callable[[str], T]) -> T:
+    """``parse`` applied to the ``{id_or_name}`` of the path, or a 400 saying why not."""
+    try:
+        return parse(request.match_info["id_or_name"])
+    except InputError as err:
+        raise input_error(err) from err
 
 
 def not_found(what: str = "Resource") -> APIError:

@@ -25,7 +25,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from aibridge.actor import Actor
 from aibridge.admin.context import admin_context
 from aibridge.admin.deps import current_actor, require_admin
-from aibridge.admin.errors import APIError, Validation, not_found, read_json_object
+from aibridge.admin.errors import (
+    APIError,
+    Validation,
+    input_error,
+    not_found,
+    path_reference,
+    read_json_object,
+)
 from aibridge.httputil import json_response
 from aibridge.mcp.config import (
     INVALID_REQUEST,
@@ -68,20 +75,6 @@ def server_json(
         body["has_credential"] = bool(has_credential)
     body |= {"created_at": _rfc3339(record.created_at), "updated_at": _rfc3339(record.updated_at)}
     return body
-
-
-def input_error(err: MCPInputError) -> APIError:
-    """A validation failure as a 400 envelope with one entry per field."""
-    return APIError(
-        400, err.message, validations=[Validation(e.field, e.detail) for e in err.errors]
-    )
-
-
-def _reference(request: web.Request) -> uuid.UUID | str:
-    try:
-        return parse_id_or_name(request.match_info["id_or_name"])
-    except MCPInputError as err:
-        raise input_error(err) from err
 
 
 async def resolve(
@@ -148,7 +141,7 @@ async def create_server(request: web.Request) -> web.Response:
 async def get_server(request: web.Request) -> web.Response:
     """GET /api/v1/mcp-servers/{id_or_name}."""
     actor = await require_admin(request)
-    ref = _reference(request)
+    ref = path_reference(request, parse_id_or_name)
     admin = admin_context(request)
     async with admin.sessions() as session:
         record = await resolve(session, admin.encryptor, ref)
@@ -161,7 +154,7 @@ async def update_server(request: web.Request) -> web.Response:
     ``tool_deny`` null clears; ``auth`` replaces (a header without ``value`` keeps the
     current value); leaving ``per_user`` deletes the users' tokens for the server."""
     actor = await require_admin(request)
-    ref = _reference(request)
+    ref = path_reference(request, parse_id_or_name)
     admin = admin_context(request)
     body = await read_json_object(request)
     try:
@@ -193,7 +186,7 @@ async def update_server(request: web.Request) -> web.Response:
 async def delete_server(request: web.Request) -> web.Response:
     """DELETE /api/v1/mcp-servers/{id_or_name}: the server and its users' tokens; 204."""
     actor = await require_admin(request)
-    ref = _reference(request)
+    ref = path_reference(request, parse_id_or_name)
     admin = admin_context(request)
     async with admin.sessions() as session, session.begin():
         record = await resolve(session, admin.encryptor, ref)
@@ -231,7 +224,7 @@ def _credential_json(
 async def get_credential(request: web.Request) -> web.Response:
     """GET …/credentials: whether the caller has a token for the server (never the token)."""
     actor = await current_actor(request)
-    ref = _reference(request)
+    ref = path_reference(request, parse_id_or_name)
     admin = admin_context(request)
     async with admin.sessions() as session:
         server = await resolve(session, admin.encryptor, ref)
@@ -243,7 +236,7 @@ async def put_credential(request: web.Request) -> web.Response:
     """PUT …/credentials ``{"token": "…"}``: set the caller's own token (sent to the server
     as ``Authorization: Bearer <token>``). 404 unknown server, 409 not a per_user server."""
     actor = await current_actor(request)
-    ref = _reference(request)
+    ref = path_reference(request, parse_id_or_name)
     admin = admin_context(request)
     body = await read_json_object(request)
     try:
@@ -279,7 +272,7 @@ async def put_credential(request: web.Request) -> web.Response:
 async def delete_credential(request: web.Request) -> web.Response:
     """DELETE …/credentials: remove the caller's token; 204, or 404 when there was none."""
     actor = await current_actor(request)
-    ref = _reference(request)
+    ref = path_reference(request, parse_id_or_name)
     admin = admin_context(request)
     async with admin.sessions() as session, session.begin():
         server = await resolve(session, admin.encryptor, ref)

@@ -17,9 +17,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from aibridge.admin.context import admin_context
 from aibridge.admin.deps import require_admin
-from aibridge.admin.errors import APIError, Validation, not_found, read_json_object
+from aibridge.admin.errors import (
+    APIError,
+    input_error,
+    not_found,
+    path_reference,
+    read_json_object,
+    validations,
+)
 from aibridge.httputil import json_response
-from aibridge.providers.settings import FieldError, settings_type_errors
+from aibridge.providers.settings import settings_type_errors
 from aibridge.providers.validation import (
     INVALID_REQUEST,
     ProviderInputError,
@@ -58,23 +65,6 @@ def provider_json(record: store.ProviderRecord) -> dict[str, Any]:
         "created_at": rfc3339(record.created_at),
         "updated_at": rfc3339(record.updated_at),
     }
-
-
-def validations(errors: list[FieldError]) -> list[Validation]:
-    """The envelope's ``validations`` for field errors."""
-    return [Validation(e.field, e.detail) for e in errors]
-
-
-def input_error(err: ProviderInputError) -> APIError:
-    """Map a validation failure to a 400 envelope."""
-    return APIError(400, err.message, validations=validations(err.errors))
-
-
-def _reference(request: web.Request) -> uuid.UUID | str:
-    try:
-        return parse_id_or_name(request.match_info["id_or_name"])
-    except ProviderInputError as err:
-        raise input_error(err) from err
 
 
 async def resolve(
@@ -125,7 +115,7 @@ async def create_provider(request: web.Request) -> web.Response:
 async def get_provider(request: web.Request) -> web.Response:
     """GET /api/v1/providers/{id_or_name}."""
     await require_admin(request)
-    ref = _reference(request)
+    ref = path_reference(request, parse_id_or_name)
     admin = admin_context(request)
     async with admin.sessions() as session:
         record = await resolve(session, admin.encryptor, ref)
@@ -136,7 +126,7 @@ async def update_provider(request: web.Request) -> web.Response:
     """PATCH /api/v1/providers/{id_or_name}: absent fields unchanged; ``api_keys`` is the
     complete post-patch key set; ``settings`` replaces (null clears)."""
     actor = await require_admin(request)
-    ref = _reference(request)
+    ref = path_reference(request, parse_id_or_name)
     admin = admin_context(request)
     body = await read_json_object(request)
     try:
@@ -165,7 +155,7 @@ async def update_provider(request: web.Request) -> web.Response:
 async def delete_provider(request: web.Request) -> web.Response:
     """DELETE /api/v1/providers/{id_or_name}: soft delete, 204 with an empty body."""
     actor = await require_admin(request)
-    ref = _reference(request)
+    ref = path_reference(request, parse_id_or_name)
     admin = admin_context(request)
     async with admin.sessions() as session, session.begin():
         record = await resolve(session, admin.encryptor, ref)
