@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from aibridge.proxy.ca import CertificateAuthority
 from aibridge.proxy.daemon import ProxyOptions
-from aibridge.proxy.runtime import RunningProxy
 from aibridge.testing.clients import close_clients
-from aibridge.testing.proxy import TLSUpstream, gateway_trusts, proxy_for, tls_upstream
-from aibridge.testing.stack import Stack, stack
+from aibridge.testing.proxy import (
+    ProxyStack,
+    TLSUpstream,
+    gateway_trusts,
+    proxy_for,
+    tls_upstream,
+)
+from aibridge.testing.stack import stack
 
 
 @pytest.fixture(autouse=True)
@@ -42,23 +46,6 @@ async def upstream(ca: CertificateAuthority, tmp_path: Path) -> AsyncIterator[TL
     with gateway_trusts(ca):
         async with tls_upstream(ca, tmp_path) as up:
             yield up
-
-
-@dataclass
-class ProxyStack:
-    """A gateway stack, the TLS upstream and a proxy in front of the gateway."""
-
-    s: Stack
-    up: TLSUpstream
-    proxy: RunningProxy
-    ca: CertificateAuthority
-
-    def mitm_requests(self, provider: str) -> float:
-        """``aibridge_proxy_mitm_requests_total{provider}``."""
-        value = self.proxy.metrics.registry.get_sample_value(
-            "aibridge_proxy_mitm_requests_total", {"provider": provider}
-        )
-        return value or 0.0
 
 
 @pytest.fixture

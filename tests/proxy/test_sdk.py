@@ -16,9 +16,9 @@ import openai
 import pytest
 
 from aibridge.testing.clients import closed_after_test
+from aibridge.testing.proxy import ProxyStack
 from aibridge.testing.recorded import interceptions
 from aibridge.testing.stack import PROVIDER_KEY, TIMEOUT
-from tests.proxy.conftest import ProxyStack
 
 CLIENT_OWN_KEY = "sk-client-own-key-should-not-travel"
 
@@ -26,9 +26,7 @@ CLIENT_OWN_KEY = "sk-client-own-key-should-not-travel"
 def _proxy_env(monkeypatch: pytest.MonkeyPatch, ps: ProxyStack, bundle: Path) -> None:
     for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "HTTP_PROXY", "http_proxy"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv(
-        "HTTPS_PROXY", f"http://dev:{ps.s.user_token}@127.0.0.1:{ps.proxy.port}"
-    )
+    monkeypatch.setenv("HTTPS_PROXY", f"http://dev:{ps.s.user_token}@127.0.0.1:{ps.proxy.port}")
     monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
 
 
@@ -45,9 +43,7 @@ async def test_openai_sdk_through_the_proxy_is_governed_and_recorded_under_the_m
     with monkeypatch.context() as m:
         _proxy_env(m, ps, ca_bundle)
         client = closed_after_test(
-            openai.AsyncOpenAI(
-                base_url=ps.up.url() + "/v1", api_key=CLIENT_OWN_KEY, max_retries=0
-            )
+            openai.AsyncOpenAI(base_url=ps.up.url() + "/v1", api_key=CLIENT_OWN_KEY, max_retries=0)
         )
     async with asyncio.timeout(TIMEOUT):
         reply = await client.chat.completions.create(

@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 REALM = 'Basic realm="aibridge proxy"'
 DEFAULT_ALLOWED_PORTS = frozenset({80, 443})
+CLOSE_TIMEOUT = 2.0
+"""Seconds a connection's orderly close may take before it is aborted."""
 
 
 @dataclass(frozen=True)
@@ -136,15 +138,25 @@ class ProxyServer:
         task = asyncio.current_task()
         assert task is not None
         self._handlers.add(task)
+        graceful = False
         try:
             await self._handle(reader, writer)
+            graceful = True
         except (ConnectionError, ssl.SSLError, OSError, TimeoutError) as exc:
             log.debug("proxy connection ended", extra={"error": f"{type(exc).__name__}: {exc}"})
         finally:
             self._handlers.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+            if graceful:
+                writer.close()
+                try:
+                    # A TLS close waits for the peer's close_notify; never for long.
+                    async with asyncio.timeout(CLOSE_TIMEOUT):
+                        await writer.wait_closed()
+                except (Exception, TimeoutError):
+                    writer.transport.abort()
+            else:
+                # Shutdown or a broken connection: nothing left to say to the client.
+                writer.transport.abort()
 
     async def _reply(self, writer: asyncio.StreamWriter, response: bytes) -> None:
         writer.write(response)

@@ -50,7 +50,9 @@ async def tls_upstream(
 ) -> AsyncIterator[TLSUpstream]:
     """A fake upstream on 127.0.0.1 over TLS, its certificate naming ``host``."""
     fake = FakeLLM()
-    runner = web.AppRunner(fake.app, handler_cancellation=True, access_log=None)
+    runner = web.AppRunner(
+        fake.app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0
+    )
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=_server_ctx(ca, (host,), tmp))
     await site.start()
@@ -95,6 +97,23 @@ async def proxy_for(
         scratch_dir=tmp,
     ) as proxy:
         yield proxy
+
+
+@dataclass
+class ProxyStack:
+    """A gateway stack, the TLS upstream and a proxy in front of the gateway."""
+
+    s: Stack
+    up: TLSUpstream
+    proxy: RunningProxy
+    ca: CertificateAuthority
+
+    def mitm_requests(self, provider: str) -> float:
+        """``aibridge_proxy_mitm_requests_total{provider}``."""
+        value = self.proxy.metrics.registry.get_sample_value(
+            "aibridge_proxy_mitm_requests_total", {"provider": provider}
+        )
+        return value or 0.0
 
 
 def basic(token: str, user: str = "dev") -> str:

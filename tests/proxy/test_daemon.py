@@ -1,0 +1,169 @@
+"""The listener: authentication, allowed ports, blind tunnels and their egress check, the
+CA endpoint, keep-alive on a MITM tunnel."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from aibridge.proxy.daemon import ProxyOptions
+from aibridge.proxy.tunnel import parse_cidrs
+from aibridge.testing.proxy import (
+    ProxyStack,
+    basic,
+    client_ctx,
+    connect,
+    proxy_for,
+    read_response,
+    tls_request,
+)
+from aibridge.testing.stack import TIMEOUT
+
+
+@asynccontextmanager
+async def echo_server() -> AsyncIterator[int]:
+    """A TCP server on 127.0.0.1 that echoes every byte; yields its port."""
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(echo, "127.0.0.1", 0)
+    try:
+        yield int(server.sockets[0].getsockname()[1])
+    finally:
+        server.close()
+
+
+async def _add_openai(ps: ProxyStack) -> None:
+    await ps.s.add_provider("openai", "openai", base_url=ps.up.url() + "/v1")
+    async with asyncio.timeout(TIMEOUT):
+        await ps.proxy.routing.wait_for(lambda r: r.lookup("localhost") is not None)
+
+
+async def test_connect_to_a_provider_host_without_credentials_gets_407_with_a_challenge(
+    ps: ProxyStack,
+) -> None:
+    await _add_openai(ps)
+    target = f"localhost:{ps.up.port}"
+    async with connect(ps.proxy.port, target) as (resp, _r, _w):
+        assert resp.status == 407
+        assert resp.headers["proxy-authenticate"].startswith("Basic realm=")
+        assert b"HTTPS_PROXY" in resp.body
+    async with connect(ps.proxy.port, target, auth=basic("aib-0000-not-a-real-key")) as (
+        resp,
+        _r,
+        _w,
+    ):
+        assert resp.status == 407
+    async with connect(ps.proxy.port, target, auth="Bearer " + ps.s.user_token) as (resp, _r, _w):
+        assert resp.status == 407
+    assert ps.mitm_requests("openai") == 0
+
+
+async def test_connect_to_a_port_not_allowed_is_refused(ps: ProxyStack) -> None:
+    await _add_openai(ps)
+    for target in ("localhost:22", "example.com:25"):
+        async with connect(ps.proxy.port, target, auth=basic(ps.s.user_token)) as (resp, _r, _w):
+            assert resp.status == 403
+            assert b"is not allowed" in resp.body
+
+
+async def test_a_tunnel_to_a_private_address_is_refused_unless_allow_listed(
+    ps: ProxyStack, tmp_path: Path
+) -> None:
+    payload = os.urandom(200_000) + b"\r\n\r\nGET / HTTP/1.1\r\n\r\n"
+    async with echo_server() as port:
+        # The stack's proxy allows only 443 and the upstream's port; this one allows the
+        # echo server's port but refuses private destinations.
+        refusing = ProxyOptions(allowed_ports=frozenset({port}))
+        async with (
+            proxy_for(ps.s, ps.ca, tmp_path, refusing) as proxy,
+            connect(proxy.port, f"127.0.0.1:{port}") as (resp, _r, _w),
+        ):
+            assert resp.status == 403
+            assert resp.body == b"Forbidden"
+        allowing = ProxyOptions(
+            allowed_ports=frozenset({port}), allowed_private=parse_cidrs(["127.0.0.0/8"])
+        )
+        async with (
+            proxy_for(ps.s, ps.ca, tmp_path, allowing) as proxy,
+            connect(proxy.port, f"127.0.0.1:{port}") as (resp, reader, writer),
+        ):
+            # No credentials needed for a tunnel; bytes come back exactly as sent.
+            assert resp.status == 200
+            writer.write(payload)
+            await writer.drain()
+            async with asyncio.timeout(TIMEOUT):
+                echoed = await reader.readexactly(len(payload))
+            assert echoed == payload
+            sessions = proxy.metrics.registry.get_sample_value(
+                "aibridge_proxy_connect_sessions_total", {"type": "tunneled"}
+            )
+            assert sessions == 1
+
+
+async def test_a_tunnel_to_a_closed_port_is_a_502(ps: ProxyStack, tmp_path: Path) -> None:
+    async with echo_server() as port:
+        pass  # closed again: nothing listens there any more
+    options = ProxyOptions(
+        allowed_ports=frozenset({port}), allowed_private=parse_cidrs(["127.0.0.1/32"])
+    )
+    async with (
+        proxy_for(ps.s, ps.ca, tmp_path, options) as proxy,
+        connect(proxy.port, f"127.0.0.1:{port}") as (resp, _r, _w),
+    ):
+        assert resp.status == 502
+
+
+async def test_the_ca_certificate_is_served_and_never_the_key(ps: ProxyStack) -> None:
+    async with asyncio.timeout(TIMEOUT):
+        reader, writer = await asyncio.open_connection("127.0.0.1", ps.proxy.port)
+        writer.write(b"GET /ca-cert.pem HTTP/1.1\r\nHost: proxy\r\n\r\n")
+        resp = await read_response(reader)
+        writer.close()
+    assert resp.status == 200
+    assert resp.headers["content-type"] == "application/x-pem-file"
+    assert resp.body == ps.ca.cert_pem()
+    assert b"PRIVATE KEY" not in resp.body
+
+
+async def test_keep_alive_requests_on_one_tunnel_reach_the_gateway_as_the_provider(
+    ps: ProxyStack,
+) -> None:
+    await _add_openai(ps)
+    target = f"localhost:{ps.up.port}"
+    async with connect(ps.proxy.port, target, auth=basic(ps.s.user_token)) as (resp, r, w):
+        assert resp.status == 200
+        async with asyncio.timeout(TIMEOUT):
+            await w.start_tls(client_ctx(ps.ca), server_hostname="localhost")
+        for _ in range(3):
+            models = await tls_request(
+                r,
+                w,
+                "GET",
+                "/v1/models?limit=5",
+                host=target,
+                headers={"Authorization": "Bearer x"},
+            )
+            assert models.status == 200, models.body
+    assert ps.mitm_requests("openai") == 3
+    assert (
+        ps.proxy.metrics.registry.get_sample_value(
+            "aibridge_proxy_connect_sessions_total", {"type": "mitm"}
+        )
+        == 1
+    )
+    assert (
+        ps.proxy.metrics.registry.get_sample_value(
+            "aibridge_proxy_mitm_responses_total", {"code": "200", "provider": "openai"}
+        )
+        == 3
+    )
+    upstream_paths = [r.path for r in ps.up.fake.requests]
+    assert upstream_paths == ["/v1/models"] * 3
