@@ -21,6 +21,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
 from aibridge.auth import AuthError, AuthUnavailable
 from aibridge.proxy.ca import CertificateAuthority, LeafCache
 from aibridge.proxy.http1 import BadRequest, RequestHead, read_head, simple_response
@@ -47,6 +49,8 @@ class ProxyOptions:
     connect_timeout: float = 10.0
     tls_handshake_timeout: float = 10.0
     max_head_bytes: int = 64 * 1024
+    serve_metrics: bool = False
+    """Answer ``GET /metrics`` with the proxy's series (the standalone proxy)."""
 
 
 def proxy_token(head: RequestHead) -> str | None:
@@ -181,6 +185,16 @@ class ProxyServer:
                     self.ca.cert_pem().decode(),
                     content_type="application/x-pem-file",
                     headers=(("Content-Disposition", "attachment; filename=ca-cert.pem"),),
+                ),
+            )
+        elif head.method == "GET" and head.target == "/metrics" and self.options.serve_metrics:
+            await self._reply(
+                writer,
+                simple_response(
+                    200,
+                    "OK",
+                    generate_latest(self.metrics.registry).decode(),
+                    content_type=CONTENT_TYPE_LATEST,
                 ),
             )
         else:
