@@ -15,6 +15,7 @@ import anthropic
 import openai
 import pytest
 
+from aibridge.fakellm import Scenario
 from aibridge.testing.clients import closed_after_test
 from aibridge.testing.proxy import ProxyStack
 from aibridge.testing.recorded import interceptions
@@ -106,3 +107,34 @@ async def test_anthropic_sdk_through_the_proxy_is_governed_and_recorded_under_th
         ("claude", "claude-sonnet-4-5"),
         ("claude", "claude-sonnet-4-5"),
     ]
+
+
+async def test_a_stream_through_the_proxy_reaches_the_sdk_live(
+    ps: ProxyStack, ca_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await ps.s.add_provider("openai", "openai", base_url=ps.up.url() + "/v1")
+    await _routed(ps)
+    with monkeypatch.context() as m:
+        _proxy_env(m, ps, ca_bundle)
+        client = closed_after_test(
+            openai.AsyncOpenAI(base_url=ps.up.url() + "/v1", api_key=CLIENT_OWN_KEY, max_retries=0)
+        )
+    release = asyncio.Event()
+    # The upstream sends some deltas, then holds the stream open until released: the SDK
+    # can only see them if every hop (gateway, proxy) relays them as they arrive.
+    ps.up.fake.enqueue(Scenario.stall(release=release))
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            stream = await client.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=True
+            )
+            first = ""
+            async for chunk in stream:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    first = chunk.choices[0].delta.content
+                    break
+            assert first
+            assert not release.is_set()
+            await stream.close()
+    finally:
+        release.set()
