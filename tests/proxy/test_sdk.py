@@ -136,5 +136,8 @@ async def test_a_stream_through_the_proxy_reaches_the_sdk_live(
             assert first
             assert not release.is_set()
             await stream.close()
+            # The client left: the proxy drops the gateway request, which drops upstream's.
+            await ps.up.fake.disconnected.wait()
+        assert not release.is_set()
     finally:
         release.set()

@@ -5,6 +5,7 @@ response streamed back as it arrives (SSE included)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Callable
@@ -186,8 +187,7 @@ async def _forward(
             allow_redirects=False,
         ) as resp:
             code = str(resp.status)
-            await _relay(writer, head, resp)
-            return True
+            return await _relay_unless_client_leaves(writer, head, resp)
     except aiohttp.ClientError as exc:
         log.warning(
             "gateway request failed",
@@ -200,6 +200,32 @@ async def _forward(
     finally:
         inflight.dec()
         metrics.mitm_responses.labels(code, provider).inc()
+
+
+async def _relay_unless_client_leaves(
+    writer: asyncio.StreamWriter, head: RequestHead, resp: aiohttp.ClientResponse
+) -> bool:
+    """Relay the response; stop at once when the client's connection closes (a stream
+    that is quiet upstream would otherwise keep the gateway request, and the upstream
+    one, running for nobody). False when the client left."""
+    relay = asyncio.ensure_future(_relay(writer, head, resp))
+    closed = asyncio.ensure_future(writer.wait_closed())
+    try:
+        done, _ = await asyncio.wait({relay, closed}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        relay.cancel()
+        raise
+    finally:
+        closed.cancel()
+    if relay in done:
+        relay.result()
+        return True
+    relay.cancel()
+    with contextlib.suppress(asyncio.CancelledError, ConnectionError, OSError):
+        await relay
+    # Leaving the response's context closes it: the gateway sees the client leave.
+    resp.close()
+    return False
 
 
 async def _relay(
