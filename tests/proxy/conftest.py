@@ -49,13 +49,19 @@ async def upstream(ca: CertificateAuthority, tmp_path: Path) -> AsyncIterator[TL
 
 
 @pytest.fixture
+def ps_db(sqlite_url: str) -> str:
+    """The database of :func:`ps` (SQLite; a module overrides it to add PostgreSQL)."""
+    return sqlite_url
+
+
+@pytest.fixture
 async def ps(
-    sqlite_url: str, tmp_path: Path, upstream: TLSUpstream, ca: CertificateAuthority
+    ps_db: str, tmp_path: Path, upstream: TLSUpstream, ca: CertificateAuthority
 ) -> AsyncIterator[ProxyStack]:
     """The proxy stack with the upstream's port allowed, private tunnels refused."""
     options = ProxyOptions(allowed_ports=frozenset({443, upstream.port}))
     async with (
-        stack(sqlite_url, tmp_path / "gw") as s,
+        stack(ps_db, tmp_path / "gw") as s,
         proxy_for(s, ca, tmp_path, options) as proxy,
     ):
         yield ProxyStack(s, upstream, proxy, ca)

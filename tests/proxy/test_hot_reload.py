@@ -12,9 +12,17 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from aibridge.proxy.routing import Router
 from aibridge.testing.proxy import ProxyStack, basic, client_ctx, connect, tls_request
 from aibridge.testing.stack import TIMEOUT
+
+
+@pytest.fixture
+def ps_db(db_url: str) -> str:
+    """Both databases: on PostgreSQL the changes arrive by LISTEN/NOTIFY."""
+    return db_url
 
 
 def _mitm_counts(ps: ProxyStack) -> dict[str, float]:
