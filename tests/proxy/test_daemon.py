@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from aibridge.proxy.daemon import ProxyOptions
+from aibridge.proxy.mitm import Limits
 from aibridge.proxy.tunnel import parse_cidrs
 from aibridge.testing.proxy import (
     ProxyStack,
@@ -167,3 +168,51 @@ async def test_keep_alive_requests_on_one_tunnel_reach_the_gateway_as_the_provid
     )
     upstream_paths = [r.path for r in ps.up.fake.requests]
     assert upstream_paths == ["/v1/models"] * 3
+
+
+async def test_every_read_is_bounded_before_and_after_decryption(
+    ps: ProxyStack, tmp_path: Path
+) -> None:
+    await _add_openai(ps)
+    options = ProxyOptions(
+        allowed_ports=frozenset({ps.up.port}),
+        max_head_bytes=4096,
+        limits=Limits(head_timeout=0.3, body_timeout=0.3, max_body_bytes=1000),
+    )
+    target = f"localhost:{ps.up.port}"
+    async with proxy_for(ps.s, ps.ca, tmp_path, options) as proxy, asyncio.timeout(TIMEOUT):
+        # An oversized head before CONNECT.
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        writer.write(b"CONNECT " + target.encode() + b" HTTP/1.1\r\nX: " + b"a" * 8000)
+        assert (await read_response(reader)).status == 431
+        writer.close()
+        # A head that never ends.
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        writer.write(b"CONNECT " + target.encode() + b" HTTP/1.1\r\n")
+        assert (await read_response(reader)).status == 408
+        writer.close()
+        async with connect(proxy.port, target, auth=basic(ps.s.user_token)) as (resp, r, w):
+            assert resp.status == 200
+            await w.start_tls(client_ctx(ps.ca), server_hostname="localhost")
+            # A body above the limit, then one that stalls.
+            too_big = await tls_request(
+                r, w, "POST", "/v1/chat/completions", host=target, body=b"x" * 1001
+            )
+            assert too_big.status == 413
+        async with connect(proxy.port, target, auth=basic(ps.s.user_token)) as (resp, r, w):
+            await w.start_tls(client_ctx(ps.ca), server_hostname="localhost")
+            w.write(
+                f"POST /v1/chat/completions HTTP/1.1\r\nHost: {target}\r\n"
+                "Content-Length: 100\r\n\r\n{".encode()
+            )
+            assert (await read_response(r)).status == 408
+            # An idle kept-alive tunnel is closed after the head timeout.
+        async with connect(proxy.port, target, auth=basic(ps.s.user_token)) as (resp, r, w):
+            await w.start_tls(client_ctx(ps.ca), server_hostname="localhost")
+            assert await r.read() == b""
+    assert (
+        proxy.metrics.registry.get_sample_value(
+            "aibridge_proxy_mitm_requests_total", {"provider": "openai"}
+        )
+        is None
+    )

@@ -55,9 +55,17 @@ class RequestHead:
         return "close" not in tokens
 
 
-async def read_head(reader: asyncio.StreamReader, timeout: float) -> RequestHead | None:  # noqa: ASYNC109
+async def read_head(
+    reader: asyncio.StreamReader,
+    timeout: float,  # noqa: ASYNC109
+    *,
+    idle_close: bool = False,
+) -> RequestHead | None:
     """Read one request head within ``timeout`` seconds; None when the client closed the
-    connection between requests. The reader's buffer limit bounds the head's size."""
+    connection between requests, or (``idle_close``: between keep-alive requests) let it
+    sit idle past ``timeout``, which ends it without a response that a client reusing the
+    connection could take for its next request's. The reader's buffer limit bounds the
+    head's size."""
     try:
         async with asyncio.timeout(timeout):
             raw = await reader.readuntil(b"\r\n\r\n")
@@ -68,6 +76,8 @@ async def read_head(reader: asyncio.StreamReader, timeout: float) -> RequestHead
     except asyncio.LimitOverrunError:
         raise BadRequest("request head too large", 431) from None
     except TimeoutError:
+        if idle_close:
+            return None
         raise BadRequest("timed out reading the request head", 408) from None
     return parse_head(raw)
 

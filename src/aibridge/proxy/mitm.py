@@ -110,7 +110,7 @@ async def serve_decrypted(
     request can no longer be routed to the tunnel's provider."""
     while True:
         try:
-            head = await read_head(reader, limits.head_timeout)
+            head = await read_head(reader, limits.head_timeout, idle_close=True)
             if head is None:
                 return
             body = await read_body(
