@@ -187,4 +187,23 @@ async def test_a_failed_subscription_fails_start() -> None:
     reloader = RoutingReloader(Rows(), pubsub)
     with pytest.raises(RuntimeError, match="closed"):
         await reloader.start()
-    assert reloader._task is None
+    assert reloader._tasks == []
+
+
+async def test_a_lost_notification_is_healed_by_the_config_version_poll() -> None:
+    rows = Rows(row("a", "https://a.example"))
+    version = 1
+
+    async def read_version() -> int:
+        return version
+
+    # No pub/sub at all: only the poll can notice the change.
+    reloader = RoutingReloader(rows, None, version=read_version, reconcile_interval=0.01)
+    await reloader.start()
+    try:
+        rows.rows.append(row("b", "https://b.example"))
+        version = 2
+        async with asyncio.timeout(TIMEOUT):
+            await reloader.wait_for(lambda r: r.lookup("b.example") is not None)
+    finally:
+        await reloader.stop()

@@ -118,6 +118,8 @@ def build_router(rows: Sequence[ProviderRoute]) -> Router:
 
 Refresh = Callable[[], Awaitable[Sequence[ProviderRoute]]]
 """Reads the live provider rows (a database read in production)."""
+Version = Callable[[], Awaitable[int]]
+"""Reads the providers' config version (bumped by every provider write)."""
 
 
 class RoutingReloader:
@@ -129,8 +131,14 @@ class RoutingReloader:
         pubsub: PubSub | None,
         *,
         metrics: ProxyMetrics | None = None,
+        version: Version | None = None,
+        reconcile_interval: float = 30.0,
     ) -> None:
         self._refresh = refresh
+        # The cheap poll that heals a lost notification, as the provider reloader's.
+        self._version = version
+        self._interval = reconcile_interval
+        self._seen_version: int | None = None
         self._pubsub = pubsub
         self._metrics = metrics
         # Fail closed until the first successful read.
@@ -140,28 +148,34 @@ class RoutingReloader:
         self._pending = asyncio.Event()
         self._changed = asyncio.Condition()
         self._unsubscribe: Unsubscribe | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         """Subscribe (raising on failure), load once (a failure is logged and the map
         stays empty), then reload on every notification."""
         if self._pubsub is not None:
             self._unsubscribe = await self._pubsub.subscribe(PROVIDERS_CHANGED, self._notified)
+        await self._read_version()
         if not await self.reload():
             log.error(
                 "proxy routing could not be loaded; nothing is intercepted until it is",
                 extra={"error": self.last_error},
             )
-        self._task = asyncio.create_task(self._loop(), name="proxy-routing-reload")
+        self._tasks = [asyncio.create_task(self._loop(), name="proxy-routing-reload")]
+        if self._version is not None:
+            self._tasks.append(
+                asyncio.create_task(self._reconcile_loop(), name="proxy-routing-reconcile")
+            )
 
     async def stop(self) -> None:
         """Unsubscribe and stop the reload task."""
         unsubscribe, self._unsubscribe = self._unsubscribe, None
         if unsubscribe is not None:
             await unsubscribe()
-        task, self._task = self._task, None
-        if task is not None:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
             task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
@@ -175,6 +189,26 @@ class RoutingReloader:
             await self._pending.wait()
             self._pending.clear()
             await self.reload()
+
+    async def _read_version(self) -> bool:
+        """Read the config version; True when it changed since the last read."""
+        if self._version is None:
+            return False
+        try:
+            version = await self._version()
+        except Exception as exc:
+            log.warning("proxy routing: config version check failed", extra={"error": str(exc)})
+            return False
+        changed = self._seen_version is not None and version != self._seen_version
+        self._seen_version = version
+        return changed
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            if await self._read_version():
+                log.info("provider config changed without a notification; reloading routing")
+                self._pending.set()
 
     async def wait_for(self, predicate: Callable[[Router], bool]) -> Router:
         """Wait until the installed router satisfies ``predicate`` (wrap in a timeout)."""

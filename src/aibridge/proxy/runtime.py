@@ -13,7 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from aibridge.proxy.ca import CertificateAuthority
 from aibridge.proxy.daemon import ProxyOptions, ProxyServer
 from aibridge.proxy.metrics import ProxyMetrics
-from aibridge.proxy.routing import Refresh, RoutingReloader
+from aibridge.proxy.routing import Refresh, RoutingReloader, Version
+from aibridge.store import config_version
 from aibridge.store.providers import ProviderRoute, load_provider_routes
 from aibridge.store.pubsub import PubSub
 
@@ -26,6 +27,16 @@ def database_refresh(sessions: async_sessionmaker[AsyncSession]) -> Refresh:
             return await load_provider_routes(session)
 
     return refresh
+
+
+def database_version(sessions: async_sessionmaker[AsyncSession]) -> Version:
+    """The providers' config version, read from the database."""
+
+    async def version() -> int:
+        async with sessions() as session:
+            return await config_version.read(session)
+
+    return version
 
 
 @dataclass(frozen=True)
@@ -55,10 +66,15 @@ async def running_proxy(
     options: ProxyOptions | None = None,
     registry: CollectorRegistry | None = None,
     scratch_dir: Path | None = None,
+    version: Version | None = None,
+    reconcile_interval: float = 30.0,
 ) -> AsyncIterator[RunningProxy]:
-    """Start routing (subscribe, first load) then the listener; stop both on exit."""
+    """Start routing (subscribe, first load) then the listener; stop both on exit.
+    ``version`` (with ``reconcile_interval``) polls for changes a notification missed."""
     metrics = ProxyMetrics(registry)
-    routing = RoutingReloader(refresh, pubsub, metrics=metrics)
+    routing = RoutingReloader(
+        refresh, pubsub, metrics=metrics, version=version, reconcile_interval=reconcile_interval
+    )
     await routing.start()
     try:
         server = ProxyServer(

@@ -16,7 +16,12 @@ from aibridge.config import Settings, parse_listen, parse_ports
 from aibridge.files import private_dir
 from aibridge.proxy.ca import CAError, CertificateAuthority, load_or_create_ca
 from aibridge.proxy.daemon import ProxyOptions
-from aibridge.proxy.runtime import RunningProxy, database_refresh, running_proxy
+from aibridge.proxy.runtime import (
+    RunningProxy,
+    database_refresh,
+    database_version,
+    running_proxy,
+)
 from aibridge.proxy.tunnel import parse_cidrs
 from aibridge.server.startup import make_pubsub
 from aibridge.store.db import create_engine, session_factory
@@ -78,6 +83,8 @@ async def running_settings_proxy(
     ca = proxy_ca(settings, announce)
     async with running_proxy(
         refresh=database_refresh(sessions),
+        version=database_version(sessions),
+        reconcile_interval=settings.reconcile_interval,
         pubsub=pubsub,
         authenticate=authenticator.authenticate,
         gateway_url=gateway_url,
