@@ -82,6 +82,8 @@ class Settings(BaseSettings):
     proxy_allowed_ports: str = "80,443"
     proxy_allowed_private_cidrs: str = ""
     proxy_gateway_url: str = ""
+    # An HTTP proxy the tunnels (not the decrypted requests) go through.
+    proxy_upstream_proxy: str = ""
 
     @field_validator("proxy_listen")
     @classmethod

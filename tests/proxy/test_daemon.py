@@ -9,9 +9,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import pytest
+
 from aibridge.proxy.daemon import ProxyOptions
 from aibridge.proxy.mitm import Limits
-from aibridge.proxy.tunnel import parse_cidrs
+from aibridge.proxy.tunnel import UpstreamProxy, parse_cidrs, pipe
 from aibridge.testing.proxy import (
     ProxyStack,
     basic,
@@ -216,3 +218,61 @@ async def test_every_read_is_bounded_before_and_after_decryption(
         )
         is None
     )
+
+
+@asynccontextmanager
+async def upstream_proxy(seen: list[str]) -> AsyncIterator[int]:
+    """A minimal HTTP CONNECT proxy that records each Proxy-Authorization and tunnels."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode()
+        target = head.split(" ")[1]
+        auth = [line for line in head.split("\r\n") if line.startswith("Proxy-Authorization:")]
+        seen.append(auth[0].split(":", 1)[1].strip() if auth else "")
+        host, _, port = target.rpartition(":")
+        up_reader, up_writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        await pipe(reader, writer, up_reader, up_writer)
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield int(server.sockets[0].getsockname()[1])
+    finally:
+        server.close()
+
+
+async def test_tunnels_go_through_the_upstream_proxy_after_the_egress_check(
+    ps: ProxyStack, tmp_path: Path
+) -> None:
+    seen: list[str] = []
+    async with echo_server() as port, upstream_proxy(seen) as up_port:
+        via = UpstreamProxy.parse(f"http://corp:s%40cret@127.0.0.1:{up_port}")
+        refusing = ProxyOptions(allowed_ports=frozenset({port}), upstream_proxy=via)
+        async with (
+            proxy_for(ps.s, ps.ca, tmp_path, refusing) as proxy,
+            connect(proxy.port, f"127.0.0.1:{port}") as (resp, _r, _w),
+        ):
+            # Refused here: the upstream proxy never sees the private destination.
+            assert resp.status == 403
+        assert seen == []
+        allowing = ProxyOptions(
+            allowed_ports=frozenset({port}),
+            allowed_private=parse_cidrs(["127.0.0.0/8"]),
+            upstream_proxy=via,
+        )
+        async with (
+            proxy_for(ps.s, ps.ca, tmp_path, allowing) as proxy,
+            connect(proxy.port, f"localhost:{port}") as (resp, reader, writer),
+        ):
+            assert resp.status == 200
+            writer.write(b"ping through two proxies")
+            async with asyncio.timeout(TIMEOUT):
+                assert await reader.readexactly(24) == b"ping through two proxies"
+    assert seen == [basic("s@cret", user="corp")]
+
+
+def test_upstream_proxy_urls_are_checked() -> None:
+    assert UpstreamProxy.parse("http://proxy.corp:3128") == UpstreamProxy("proxy.corp", 3128)
+    for bad in ("https://proxy.corp:3128", "socks5://p:1080", "http://:@proxy:1", "http://"):
+        with pytest.raises(ValueError, match="upstream proxy URL"):
+            UpstreamProxy.parse(bad)

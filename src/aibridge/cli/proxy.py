@@ -40,6 +40,12 @@ from aibridge.telemetry import setup_logging
     default="",
     help="Private ranges tunnels may reach anyway, comma-separated (default none).",
 )
+@click.option(
+    "--upstream-proxy",
+    envvar="AIBRIDGE_PROXY_UPSTREAM_PROXY",
+    default="",
+    help="http://[user:password@]host:port that tunnels go through (default: direct).",
+)
 @database_option
 @click.option("--data-dir", envvar="AIBRIDGE_DATA_DIR", default="", help="Data directory.")
 @click.pass_context
@@ -51,6 +57,7 @@ def proxy(
     ca_key: str,
     allowed_ports: str,
     allowed_private_cidrs: str,
+    upstream_proxy: str,
     database_url: str,
     data_dir: str,
 ) -> None:
@@ -67,6 +74,7 @@ def proxy(
         proxy_ca_key=ca_key,
         proxy_allowed_ports=allowed_ports,
         proxy_allowed_private_cidrs=allowed_private_cidrs,
+        proxy_upstream_proxy=upstream_proxy,
         database_url=database_url,
         data_dir=data_dir,
     )

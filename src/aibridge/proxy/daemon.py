@@ -29,7 +29,15 @@ from aibridge.proxy.http1 import BadRequest, RequestHead, read_head, simple_resp
 from aibridge.proxy.metrics import ProxyMetrics
 from aibridge.proxy.mitm import GatewayClient, Limits, Tunnel, serve_decrypted
 from aibridge.proxy.routing import Router
-from aibridge.proxy.tunnel import BlockedDestination, DialError, IPNetwork, dial, pipe
+from aibridge.proxy.tunnel import (
+    BlockedDestination,
+    DialError,
+    IPNetwork,
+    UpstreamProxy,
+    dial,
+    dial_via,
+    pipe,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +59,8 @@ class ProxyOptions:
     max_head_bytes: int = 64 * 1024
     serve_metrics: bool = False
     """Answer ``GET /metrics`` with the proxy's series (the standalone proxy)."""
+    upstream_proxy: UpstreamProxy | None = None
+    """Where tunnels go through (decrypted requests never do)."""
 
 
 def proxy_token(head: RequestHead) -> str | None:
@@ -279,12 +289,21 @@ class ProxyServer:
         writer: asyncio.StreamWriter,
     ) -> None:
         try:
-            up_reader, up_writer = await dial(
-                hostname,
-                port,
-                allowed=self.options.allowed_private,
-                timeout=self.options.connect_timeout,
-            )
+            if self.options.upstream_proxy is not None:
+                up_reader, up_writer = await dial_via(
+                    self.options.upstream_proxy,
+                    hostname,
+                    port,
+                    allowed=self.options.allowed_private,
+                    timeout=self.options.connect_timeout,
+                )
+            else:
+                up_reader, up_writer = await dial(
+                    hostname,
+                    port,
+                    allowed=self.options.allowed_private,
+                    timeout=self.options.connect_timeout,
+                )
         except BlockedDestination as exc:
             log.warning(
                 "blocking connection to private/reserved IP",

@@ -9,10 +9,13 @@ the check and the connection.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import ipaddress
 import socket
 from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -107,6 +110,78 @@ async def dial(
         except (OSError, TimeoutError) as exc:
             last = exc
     raise DialError(f"cannot connect to {host}:{port}: {last}")
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamProxy:
+    """An HTTP proxy tunnels go through (never decrypted requests: those go to the
+    gateway directly)."""
+
+    host: str
+    port: int
+    authorization: str | None = None
+
+    @classmethod
+    def parse(cls, url: str) -> UpstreamProxy:
+        """``http://[user:pass@]host:port``; ValueError saying what is wrong."""
+        try:
+            parts = urlsplit(url)
+            port = parts.port or 80
+        except ValueError as exc:
+            raise ValueError(f'invalid upstream proxy URL "{url}": {exc}') from None
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(
+                f'invalid upstream proxy URL "{url}": use http://[user:password@]host:port'
+            )
+        auth = None
+        if parts.username is not None or parts.password is not None:
+            user, password = unquote(parts.username or ""), unquote(parts.password or "")
+            if not user and not password:
+                raise ValueError(
+                    f'upstream proxy URL "{url}" has invalid credentials: '
+                    "both username and password are empty"
+                )
+            auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        return cls(parts.hostname, port, auth)
+
+
+async def dial_via(
+    proxy: UpstreamProxy,
+    host: str,
+    port: int,
+    *,
+    allowed: Sequence[IPNetwork] = (),
+    timeout: float = 10.0,  # noqa: ASYNC109
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A tunnel to ``host:port`` through ``proxy``. The upstream proxy resolves the name
+    itself, so the egress check resolves it here first and refuses when any answer is
+    private (:class:`BlockedDestination`); other failures are :class:`DialError`."""
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(timeout):
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, TimeoutError) as exc:
+        raise DialError(f"cannot resolve {host}: {exc}") from None
+    for *_, sockaddr in infos:
+        ip = str(sockaddr[0]).split("%", 1)[0]
+        if is_blocked(ipaddress.ip_address(ip), allowed):
+            raise BlockedDestination(f"{host} resolves to {ip}")
+    authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    lines = [f"CONNECT {authority} HTTP/1.1", f"Host: {authority}"]
+    if proxy.authorization:
+        lines.append(f"Proxy-Authorization: {proxy.authorization}")
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(proxy.host, proxy.port)
+            writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+            head = await reader.readuntil(b"\r\n\r\n")
+    except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+        raise DialError(f"upstream proxy {proxy.host}:{proxy.port}: {exc!r}") from None
+    status = head.split(b" ", 2)[1:2]
+    if status != [b"200"]:
+        writer.close()
+        raise DialError(f"upstream proxy refused CONNECT {authority}: {head.splitlines()[0]!r}")
+    return reader, writer
 
 
 async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -22,7 +22,7 @@ from aibridge.proxy.runtime import (
     database_version,
     running_proxy,
 )
-from aibridge.proxy.tunnel import parse_cidrs
+from aibridge.proxy.tunnel import UpstreamProxy, parse_cidrs
 from aibridge.server.startup import make_pubsub
 from aibridge.store.db import create_engine, session_factory
 from aibridge.store.pubsub import API_KEYS_CHANGED, PubSub
@@ -42,6 +42,11 @@ def proxy_options(settings: Settings, *, serve_metrics: bool = False) -> ProxyOp
             allowed_ports=parse_ports(settings.proxy_allowed_ports),
             allowed_private=parse_cidrs(cidrs),
             serve_metrics=serve_metrics,
+            upstream_proxy=(
+                UpstreamProxy.parse(settings.proxy_upstream_proxy)
+                if settings.proxy_upstream_proxy
+                else None
+            ),
         )
     except ValueError as exc:
         raise ProxyConfigError(str(exc)) from None
