@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     proxy_gateway_url: str = ""
     # An HTTP proxy the tunnels (not the decrypted requests) go through.
     proxy_upstream_proxy: str = ""
+    # TLS on the proxy's own listener (both or neither).
+    proxy_tls_cert: str = ""
+    proxy_tls_key: str = ""
 
     @field_validator("proxy_listen")
     @classmethod

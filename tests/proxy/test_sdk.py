@@ -16,8 +16,9 @@ import openai
 import pytest
 
 from aibridge.fakellm import Scenario
+from aibridge.proxy.daemon import ProxyOptions, listener_tls
 from aibridge.testing.clients import closed_after_test
-from aibridge.testing.proxy import ProxyStack
+from aibridge.testing.proxy import ProxyStack, proxy_for
 from aibridge.testing.recorded import interceptions
 from aibridge.testing.stack import PROVIDER_KEY, TIMEOUT
 
@@ -141,3 +142,43 @@ async def test_a_stream_through_the_proxy_reaches_the_sdk_live(
         assert not release.is_set()
     finally:
         release.set()
+
+
+async def test_a_tls_listener_serves_an_sdk_with_an_https_proxy_url(
+    ps: ProxyStack, ca_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chain, key = ps.ca.mint_leaf("127.0.0.1")
+    (tmp_path / "listener.pem").write_bytes(chain)
+    (tmp_path / "listener-key.pem").write_bytes(key)
+    options = ProxyOptions(
+        allowed_ports=frozenset({ps.up.port}),
+        listen_tls=listener_tls(str(tmp_path / "listener.pem"), str(tmp_path / "listener-key.pem")),
+    )
+    await ps.s.add_provider("openai", "openai", base_url=ps.up.url() + "/v1")
+    async with proxy_for(ps.s, ps.ca, tmp_path, options) as proxy:
+        async with asyncio.timeout(TIMEOUT):
+            await proxy.routing.wait_for(lambda r: r.lookup("localhost") is not None)
+        with monkeypatch.context() as m:
+            _proxy_env(m, ps, ca_bundle)
+            # TLS to the proxy, then TLS to the provider host inside it.
+            m.setenv("HTTPS_PROXY", f"https://dev:{ps.s.user_token}@127.0.0.1:{proxy.port}")
+            client = closed_after_test(
+                openai.AsyncOpenAI(
+                    base_url=ps.up.url() + "/v1", api_key=CLIENT_OWN_KEY, max_retries=0
+                )
+            )
+        # httpx builds the context for an https proxy when it connects (not with the
+        # client), from SSL_CERT_FILE as well: as in a shell where it stays exported.
+        monkeypatch.setenv("SSL_CERT_FILE", str(ca_bundle))
+        async with asyncio.timeout(TIMEOUT):
+            reply = await client.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "hello"}]
+            )
+            await client.close()
+        assert reply.choices[0].message.content
+        assert (
+            proxy.metrics.registry.get_sample_value(
+                "aibridge_proxy_mitm_requests_total", {"provider": "openai"}
+            )
+            == 1
+        )

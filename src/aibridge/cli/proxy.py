@@ -46,6 +46,8 @@ from aibridge.telemetry import setup_logging
     default="",
     help="http://[user:password@]host:port that tunnels go through (default: direct).",
 )
+@click.option("--tls-cert", envvar="AIBRIDGE_PROXY_TLS_CERT", default="", help="Listener TLS cert.")
+@click.option("--tls-key", envvar="AIBRIDGE_PROXY_TLS_KEY", default="", help="Listener TLS key.")
 @database_option
 @click.option("--data-dir", envvar="AIBRIDGE_DATA_DIR", default="", help="Data directory.")
 @click.pass_context
@@ -58,6 +60,8 @@ def proxy(
     allowed_ports: str,
     allowed_private_cidrs: str,
     upstream_proxy: str,
+    tls_cert: str,
+    tls_key: str,
     database_url: str,
     data_dir: str,
 ) -> None:
@@ -75,6 +79,8 @@ def proxy(
         proxy_allowed_ports=allowed_ports,
         proxy_allowed_private_cidrs=allowed_private_cidrs,
         proxy_upstream_proxy=upstream_proxy,
+        proxy_tls_cert=tls_cert,
+        proxy_tls_key=tls_key,
         database_url=database_url,
         data_dir=data_dir,
     )

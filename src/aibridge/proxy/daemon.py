@@ -61,6 +61,8 @@ class ProxyOptions:
     """Answer ``GET /metrics`` with the proxy's series (the standalone proxy)."""
     upstream_proxy: UpstreamProxy | None = None
     """Where tunnels go through (decrypted requests never do)."""
+    listen_tls: ssl.SSLContext | None = None
+    """TLS on the listener itself (clients then use ``HTTPS_PROXY=https://…``)."""
 
 
 def proxy_token(head: RequestHead) -> str | None:
@@ -77,6 +79,18 @@ def proxy_token(head: RequestHead) -> str | None:
         return None
     _, sep, password = decoded.partition(":")
     return password if sep and password else None
+
+
+def listener_tls(cert_file: str, key_file: str) -> ssl.SSLContext:
+    """The server context of a TLS listener (TLS 1.2 or later); ValueError saying what
+    to fix."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(cert_file, key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"load listener TLS certificate: {exc}") from None
+    return ctx
 
 
 def split_authority(target: str) -> tuple[str, int]:
@@ -128,7 +142,14 @@ class ProxyServer:
     async def start(self, host: str, port: int) -> None:
         """Listen on ``host:port`` (port 0: ephemeral)."""
         self._server = await asyncio.start_server(
-            self._on_connection, host, port, limit=self.options.max_head_bytes
+            self._on_connection,
+            host,
+            port,
+            limit=self.options.max_head_bytes,
+            ssl=self.options.listen_tls,
+            ssl_handshake_timeout=(
+                self.options.tls_handshake_timeout if self.options.listen_tls else None
+            ),
         )
 
     async def close(self) -> None:

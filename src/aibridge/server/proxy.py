@@ -15,7 +15,7 @@ from aibridge.auth import Authenticator
 from aibridge.config import Settings, parse_listen, parse_ports
 from aibridge.files import private_dir
 from aibridge.proxy.ca import CAError, CertificateAuthority, load_or_create_ca
-from aibridge.proxy.daemon import ProxyOptions
+from aibridge.proxy.daemon import ProxyOptions, listener_tls
 from aibridge.proxy.runtime import (
     RunningProxy,
     database_refresh,
@@ -36,6 +36,8 @@ class ProxyConfigError(Exception):
 
 def proxy_options(settings: Settings, *, serve_metrics: bool = False) -> ProxyOptions:
     """The listener options from settings."""
+    if bool(settings.proxy_tls_cert) != bool(settings.proxy_tls_key):
+        raise ProxyConfigError("tls cert file and tls key file must both be set")
     try:
         cidrs = [c for c in settings.proxy_allowed_private_cidrs.split(",") if c.strip()]
         return ProxyOptions(
@@ -45,6 +47,11 @@ def proxy_options(settings: Settings, *, serve_metrics: bool = False) -> ProxyOp
             upstream_proxy=(
                 UpstreamProxy.parse(settings.proxy_upstream_proxy)
                 if settings.proxy_upstream_proxy
+                else None
+            ),
+            listen_tls=(
+                listener_tls(settings.proxy_tls_cert, settings.proxy_tls_key)
+                if settings.proxy_tls_cert
                 else None
             ),
         )
@@ -103,7 +110,7 @@ async def running_settings_proxy(
         log.info(
             "aibridge proxy listening",
             extra={
-                "listen": f"http://{host}:{proxy.port}",
+                "listen": f"{'https' if options.listen_tls else 'http'}://{host}:{proxy.port}",
                 "gateway": gateway_url,
                 "allowed_ports": sorted(options.allowed_ports),
             },
