@@ -276,3 +276,26 @@ def test_upstream_proxy_urls_are_checked() -> None:
     for bad in ("https://proxy.corp:3128", "socks5://p:1080", "http://:@proxy:1", "http://"):
         with pytest.raises(ValueError, match="upstream proxy URL"):
             UpstreamProxy.parse(bad)
+
+
+async def test_a_body_announced_with_expect_100_continue_is_asked_for_and_forwarded(
+    ps: ProxyStack,
+) -> None:
+    await _add_openai(ps)
+    target = f"localhost:{ps.up.port}"
+    body = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}'
+    async with connect(ps.proxy.port, target, auth=basic(ps.s.user_token)) as (resp, r, w):
+        assert resp.status == 200
+        async with asyncio.timeout(TIMEOUT):
+            await w.start_tls(client_ctx(ps.ca), server_hostname="localhost")
+            w.write(
+                f"POST /v1/chat/completions HTTP/1.1\r\nHost: {target}\r\n"
+                "Content-Type: application/json\r\nExpect: 100-continue\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n".encode()
+            )
+            assert await r.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+            w.write(body)
+            answer = await read_response(r)
+    assert answer.status == 200, answer.body
+    assert b"chat.completion" in answer.body
+    assert ps.mitm_requests("openai") == 1

@@ -281,7 +281,7 @@ class ProxyServer:
                     "Proxy Authentication Required",
                     f"Proxy Authentication Required: {exc}; set "
                     "HTTPS_PROXY=http://user:<gateway key>@host:port",
-                    headers=(("Proxy-Authenticate", REALM),),
+                    headers=(("Proxy-Authenticate", REALM), ("Proxy-Connection", "close")),
                 ),
             )
             return

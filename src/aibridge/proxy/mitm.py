@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 # The client's provider credentials: replaced by its gateway key (never sent on).
 _CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "api-key"})
 # Set by the proxy or by aiohttp from the new target.
-_RECOMPUTED = frozenset({"host", "content-length"})
+_RECOMPUTED = frozenset({"host", "content-length", "expect"})
 _NO_BODY_STATUS = frozenset({204, 304})
 
 
@@ -113,6 +113,9 @@ async def serve_decrypted(
             head = await read_head(reader, limits.head_timeout, idle_close=True)
             if head is None:
                 return
+            if (head.get("Expect") or "").lower() == "100-continue":
+                # curl asks before sending a larger body; the proxy reads it itself.
+                writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             body = await read_body(
                 reader, head, max_bytes=limits.max_body_bytes, timeout=limits.body_timeout
             )
