@@ -19,7 +19,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from aibridge.files import open_private, private_dir
@@ -42,7 +42,11 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+CAKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+"""The key types a CA may have (the leaves are always P-256)."""
+
+
+def _key_pem(key: CAKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -55,7 +59,7 @@ class CertificateAuthority:
     """A CA certificate and its private key."""
 
     cert: x509.Certificate
-    key: ec.EllipticCurvePrivateKey
+    key: CAKey
 
     @classmethod
     def generate(cls, common_name: str = "aibridge proxy CA") -> CertificateAuthority:
@@ -103,9 +107,11 @@ class CertificateAuthority:
             raise CAError(
                 f"cannot load the proxy CA from {cert_path} and {key_path}: {exc}"
             ) from None
-        if not isinstance(key, ec.EllipticCurvePrivateKey):
-            raise CAError(f"the proxy CA key {key_path} must be an EC (P-256) key")
-        if key.public_key().public_numbers() != cert.public_key().public_numbers():  # type: ignore[union-attr]
+        if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+            raise CAError(f"the proxy CA key {key_path} must be an EC or RSA key")
+        spki = serialization.PublicFormat.SubjectPublicKeyInfo
+        der = serialization.Encoding.DER
+        if key.public_key().public_bytes(der, spki) != cert.public_key().public_bytes(der, spki):
             raise CAError(f"the proxy CA key {key_path} does not match {cert_path}")
         return cls(cert, key)
 
