@@ -5,21 +5,6 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
-"""Headers that describe one connection and are never forwarded."""
-
 
 class BadRequest(Exception):
     """The client sent something that is not acceptable HTTP/1.1 (``status`` to answer)."""

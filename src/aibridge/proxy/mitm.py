@@ -15,7 +15,8 @@ from urllib.parse import urlsplit
 import aiohttp
 from yarl import URL
 
-from aibridge.proxy.http1 import HOP_BY_HOP, BadRequest, RequestHead, read_body, read_head
+from aibridge.httputil import HOP_BY_HOP
+from aibridge.proxy.http1 import BadRequest, RequestHead, read_body, read_head
 from aibridge.proxy.metrics import ProxyMetrics
 from aibridge.proxy.routing import RoutedProvider, Router
 
