@@ -66,6 +66,11 @@ async def check_recorded(
     assert i.initiator_id == await s.member_id()
     assert (i.error_type, i.error_message) == (None, None) and i.ended_at is not None
     assert (i.credential_kind, i.credential_hint) == ("byok", mask_secret(token))
+    # Copilot Chat in VS Code is recognised, and its interaction id is the session.
+    assert (i.client, i.client_session_id) == (
+        "GitHub Copilot (VS Code)",
+        COPILOT_HEADERS["X-Interaction-Id"],
+    )
     assert token not in orjson.dumps({k: str(v) for k, v in vars(i).items()}).decode()
     assert usage_rows(rec) == [usage_row(USAGE, response_id)]
 
