@@ -16,6 +16,7 @@ import aiohttp
 from yarl import URL
 
 from aibridge.httputil import HOP_BY_HOP
+from aibridge.providers.copilot import is_copilot
 from aibridge.proxy.http1 import BadRequest, RequestHead, read_body, read_head
 from aibridge.proxy.metrics import ProxyMetrics
 from aibridge.proxy.routing import RoutedProvider, Router
@@ -85,15 +86,28 @@ def _path_of(target: str) -> str:
     raise BadRequest("request target must be a path")
 
 
-def _forward_headers(head: RequestHead, token: str) -> list[tuple[str, str]]:
+def _forward_headers(head: RequestHead, tunnel: Tunnel) -> list[tuple[str, str]]:
+    """The request's headers for the gateway, identified by the tunnel's gateway key.
+
+    Usually the client's provider credentials are replaced by that key. A provider that
+    always takes the user's own credential (Copilot: VS Code honours only HTTPS_PROXY and
+    sends its Copilot token in ``Authorization``) keeps the client's ``Authorization``, and
+    the key goes in ``X-AIBridge-Token``. A client's own ``X-AIBridge-Token`` never passes:
+    the proxy's credentials alone say who is calling.
+    """
+    own = is_copilot(tunnel.provider.type)
     out = [
         (k, v)
         for k, v in head.headers
         if (lk := k.lower()) not in HOP_BY_HOP
-        and lk not in _CREDENTIAL_HEADERS
+        and (lk not in _CREDENTIAL_HEADERS or (own and lk == "authorization"))
         and lk not in _RECOMPUTED
+        and lk != "x-aibridge-token"
     ]
-    out.append(("Authorization", f"Bearer {token}"))
+    if own:
+        out.append(("X-AIBridge-Token", tunnel.token))
+    else:
+        out.append(("Authorization", f"Bearer {tunnel.token}"))
     return out
 
 
@@ -186,7 +200,7 @@ async def _forward(
         async with gateway.session().request(
             head.method,
             url,
-            headers=_forward_headers(head, tunnel.token),
+            headers=_forward_headers(head, tunnel),
             data=body if body else None,
             allow_redirects=False,
         ) as resp:

@@ -46,10 +46,11 @@ def _server_ctx(ca: CertificateAuthority, hosts: tuple[str, ...], tmp: Path) -> 
 
 @asynccontextmanager
 async def tls_upstream(
-    ca: CertificateAuthority, tmp: Path, host: str = "localhost"
+    ca: CertificateAuthority, tmp: Path, host: str = "localhost", fake: FakeLLM | None = None
 ) -> AsyncIterator[TLSUpstream]:
-    """A fake upstream on 127.0.0.1 over TLS, its certificate naming ``host``."""
-    fake = FakeLLM()
+    """A fake upstream (``fake``, by default a new :class:`FakeLLM`) on 127.0.0.1 over TLS,
+    its certificate naming ``host``."""
+    fake = fake if fake is not None else FakeLLM()
     runner = web.AppRunner(
         fake.app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0
     )
