@@ -6,11 +6,15 @@ from __future__ import annotations
 import logging
 import sys
 import time
-import weakref
-from typing import Any
+from bisect import bisect_left
+from typing import Any, ClassVar
 
 import orjson
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import metrics as prometheus_metrics
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import INF, floatToGoString
 
 from aibridge.intercept.injection import Invocation
 from aibridge.intercept.interception import Interception, Outcome
@@ -80,6 +84,179 @@ def setup_logging(
     throttle_bad_request_logs(bad_request_log_interval)
 
 
+class _CounterChild:
+    """One labelled series of a :class:`LoopCounter`."""
+
+    __slots__ = ("created", "value")
+
+    def __init__(self) -> None:
+        self.value = 0.0
+        self.created = time.time()
+
+    def inc(self, amount: float = 1) -> None:
+        """Add ``amount`` (non-negative, as for ``prometheus_client.Counter``)."""
+        if amount < 0:
+            raise ValueError("Counters can only be incremented by non-negative amounts.")
+        self.value += amount
+
+
+class _GaugeChild:
+    """One labelled series of a :class:`LoopGauge`."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1) -> None:
+        """Add ``amount``."""
+        self.value += amount
+
+    def dec(self, amount: float = 1) -> None:
+        """Subtract ``amount``."""
+        self.value -= amount
+
+
+class _HistogramChild:
+    """One labelled series of a :class:`LoopHistogram`: a count per bucket (not cumulative)."""
+
+    __slots__ = ("bounds", "counts", "created", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * len(bounds)
+        self.sum = 0.0
+        self.created = time.time()
+
+    def observe(self, amount: float) -> None:
+        """Count ``amount`` in the first bucket whose bound is at least ``amount``."""
+        self.sum += amount
+        if amount == amount:  # NaN lands in no bucket, as in prometheus_client
+            self.counts[bisect_left(self.bounds, amount)] += 1
+
+
+class _LoopMetric(Collector):
+    """A labelled metric updated only from the event loop thread, exported on scrape.
+
+    ``prometheus_client``'s metrics take a ``threading.Lock`` per update (and validate the
+    labels on every ``labels()`` call); these series are only ever updated by the pipeline's
+    hooks on the event loop, so plain attributes do, and the collector builds the samples
+    ``prometheus_client`` would (same names, labels, order, values and ``_created``
+    series) when ``/metrics`` is read. Children are created on first use and never removed.
+    """
+
+    kind: ClassVar[str]
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: tuple[str, ...],
+        registry: CollectorRegistry,
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = labelnames
+        self.children: dict[tuple[str, ...], Any] = {}
+        registry.register(self)
+
+    def describe(self) -> list[Metric]:
+        """The metric without samples (the registry checks names with it)."""
+        return [Metric(self.name, self.documentation, self.kind)]
+
+    def _series(self, labels: tuple[str, ...]) -> dict[str, str]:
+        return dict(zip(self.labelnames, labels, strict=True))
+
+
+class LoopCounter(_LoopMetric):
+    """A counter (see :class:`_LoopMetric`); ``name`` without the ``_total`` suffix."""
+
+    kind = "counter"
+
+    def labels(self, *values: str) -> _CounterChild:
+        """The child of these label values (created on first use)."""
+        child: _CounterChild | None = self.children.get(values)
+        if child is None:
+            child = self.children[values] = _CounterChild()
+        return child
+
+    def collect(self) -> list[Metric]:
+        """``<name>_total`` (and ``<name>_created``) per child."""
+        metric = Metric(self.name, self.documentation, self.kind)
+        created = prometheus_metrics._use_created
+        for labels, child in list(self.children.items()):
+            series = self._series(labels)
+            metric.add_sample(self.name + "_total", series, float(child.value))
+            if created:
+                metric.add_sample(self.name + "_created", dict(series), child.created)
+        return [metric]
+
+
+class LoopGauge(_LoopMetric):
+    """A gauge (see :class:`_LoopMetric`)."""
+
+    kind = "gauge"
+
+    def labels(self, *values: str) -> _GaugeChild:
+        """The child of these label values (created on first use)."""
+        child: _GaugeChild | None = self.children.get(values)
+        if child is None:
+            child = self.children[values] = _GaugeChild()
+        return child
+
+    def collect(self) -> list[Metric]:
+        """One sample per child."""
+        metric = Metric(self.name, self.documentation, self.kind)
+        for labels, child in list(self.children.items()):
+            metric.add_sample(self.name, self._series(labels), float(child.value))
+        return [metric]
+
+
+class LoopHistogram(_LoopMetric):
+    """A histogram with fixed buckets (see :class:`_LoopMetric`)."""
+
+    kind = "histogram"
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: tuple[str, ...],
+        registry: CollectorRegistry,
+        *,
+        buckets: tuple[float, ...],
+    ) -> None:
+        bounds = tuple(float(b) for b in buckets)
+        self.bounds = bounds if bounds[-1] == INF else (*bounds, INF)
+        self._le = [floatToGoString(b) for b in self.bounds]
+        super().__init__(name, documentation, labelnames, registry)
+
+    def labels(self, *values: str) -> _HistogramChild:
+        """The child of these label values (created on first use)."""
+        child: _HistogramChild | None = self.children.get(values)
+        if child is None:
+            child = self.children[values] = _HistogramChild(self.bounds)
+        return child
+
+    def collect(self) -> list[Metric]:
+        """Cumulative ``_bucket`` samples, ``_count``, ``_sum`` (and ``_created``) per child."""
+        metric = Metric(self.name, self.documentation, self.kind)
+        created = prometheus_metrics._use_created
+        name = self.name
+        for labels, child in list(self.children.items()):
+            series = self._series(labels)
+            counts = list(child.counts)
+            acc = 0.0
+            for le, count in zip(self._le, counts, strict=True):
+                acc += count
+                metric.add_sample(name + "_bucket", {**series, "le": le}, acc)
+            metric.add_sample(name + "_count", dict(series), acc)
+            metric.add_sample(name + "_sum", dict(series), child.sum)
+            if created:
+                metric.add_sample(name + "_created", dict(series), child.created)
+        return [metric]
+
+
 class GatewayMetrics:
     """The Prometheus series of one gateway process, on one registry (the provider
     reloader registers its own there: :class:`aibridge.reload.ReloadMetrics`).
@@ -96,44 +273,45 @@ class GatewayMetrics:
         # Model names come from requests: the token and breaker series of models past
         # the first ``max_models`` are counted under model="other".
         self.model_label = BoundedLabel(max_models)
-        self.interceptions = Counter(
-            "aibridge_interceptions_total",
+        # Updated on every request from the event loop: lock-free (see _LoopMetric).
+        self.interceptions = LoopCounter(
+            "aibridge_interceptions",
             "Bridged requests by outcome (completed, or the recorded error type).",
-            ["provider", "api", "outcome"],
-            registry=reg,
+            ("provider", "api", "outcome"),
+            reg,
         )
-        self.duration = Histogram(
+        self.duration = LoopHistogram(
             "aibridge_interception_duration_seconds",
             "Time from request to the end of the relayed response.",
-            ["provider", "api"],
+            ("provider", "api"),
+            reg,
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
-            registry=reg,
         )
-        self.inflight = Gauge(
+        self.inflight = LoopGauge(
             "aibridge_interceptions_inflight",
             "Bridged requests in progress.",
-            ["provider", "api"],
-            registry=reg,
+            ("provider", "api"),
+            reg,
         )
-        self.passthrough = Counter(
-            "aibridge_passthrough_total",
+        self.passthrough = LoopCounter(
+            "aibridge_passthrough",
             "Passthrough requests by provider and method (non-standard methods as other).",
-            ["provider", "method"],
-            registry=reg,
+            ("provider", "method"),
+            reg,
         )
-        self.tokens = Counter(
-            "aibridge_tokens_total",
+        self.tokens = LoopCounter(
+            "aibridge_tokens",
             "Tokens by provider, model and type (input is uncached input; models past "
             'AIBRIDGE_METRICS_MAX_MODELS as "other").',
-            ["provider", "model", "type"],
-            registry=reg,
+            ("provider", "model", "type"),
+            reg,
         )
-        self.injected_tools = Counter(
-            "aibridge_injected_tool_invocations_total",
+        self.injected_tools = LoopCounter(
+            "aibridge_injected_tool_invocations",
             "Calls of injected MCP tools the gateway made, by provider, model (bounded), "
             "MCP server name and the tool's own name (bounded).",
-            ["provider", "model", "server", "name"],
-            registry=reg,
+            ("provider", "model", "server", "name"),
+            reg,
         )
         # Tool names come from MCP servers, not from the admin: bounded like models.
         self.tool_label = BoundedLabel(DEFAULT_MAX_TOOLS)
@@ -143,22 +321,6 @@ class GatewayMetrics:
     def render(self) -> bytes:
         """The registry in the Prometheus text format."""
         return bytes(generate_latest(self.registry))
-
-
-# Labelled children per metric: ``labels()`` validates and looks up on every call (about
-# 2 µs each, four per request); the children of these metrics are never removed.
-_CHILDREN: weakref.WeakKeyDictionary[Any, dict[tuple[str, ...], Any]] = weakref.WeakKeyDictionary()
-
-
-def _child(metric: Any, labels: tuple[str, ...]) -> Any:
-    """``metric.labels(*labels)``, cached."""
-    cache = _CHILDREN.get(metric)
-    if cache is None:
-        cache = _CHILDREN[metric] = {}
-    child = cache.get(labels)
-    if child is None:
-        child = cache[labels] = metric.labels(*labels)
-    return child
 
 
 class MetricsAddon:
@@ -173,13 +335,13 @@ class MetricsAddon:
 
     def started(self, ix: Interception) -> None:
         """One more interception in flight."""
-        _child(self.metrics.inflight, (ix.provider.name, ix.api)).inc()
+        self.metrics.inflight.labels(ix.provider.name, ix.api).inc()
 
     def observed(self, ix: Interception, observation: Observation) -> None:
         """Count the tokens of every upstream call the response reported."""
         if not observation.usages:
             return
-        counter = self.metrics.tokens
+        labels = self.metrics.tokens.labels
         name = ix.provider.name
         for usage in observation.usages:
             # Bounded: the model comes from the client (or the upstream).
@@ -192,16 +354,16 @@ class MetricsAddon:
                 ("reasoning", usage.reasoning),
             ):
                 if value:
-                    _child(counter, (name, model, kind)).inc(value)
+                    labels(name, model, kind).inc(value)
 
     def ended(self, ix: Interception, outcome: Outcome) -> None:
         """One fewer in flight; its duration, and its outcome (the recorded error type, or
         ``completed``)."""
         metrics = self.metrics
-        labels = (ix.provider.name, ix.api)
-        _child(metrics.inflight, labels).dec()
-        _child(metrics.duration, labels).observe(time.perf_counter() - ix.began)
-        _child(metrics.interceptions, (*labels, outcome.error_type or "completed")).inc()
+        name, api = ix.provider.name, ix.api
+        metrics.inflight.labels(name, api).dec()
+        metrics.duration.labels(name, api).observe(time.perf_counter() - ix.began)
+        metrics.interceptions.labels(name, api, outcome.error_type or "completed").inc()
 
     def tool_invoked(self, ix: Interception, invocation: Invocation) -> None:
         """One injected tool call the gateway made (the server by its configured name: URLs
@@ -209,14 +371,13 @@ class MetricsAddon:
         if not invocation.invoked:
             return
         metrics = self.metrics
-        labels = (
+        metrics.injected_tools.labels(
             ix.provider.name,
             metrics.model_label(ix.model),
             invocation.server_name,
             metrics.tool_label(invocation.name),
-        )
-        _child(metrics.injected_tools, labels).inc()
+        ).inc()
 
     def passed_through(self, route: PassthroughRoute, method: str) -> None:
         """One passthrough request (non-standard methods as ``other``)."""
-        _child(self.metrics.passthrough, (route.provider.name, method_label(method))).inc()
+        self.metrics.passthrough.labels(route.provider.name, method_label(method)).inc()
