@@ -8,7 +8,9 @@ import time
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from aibridge.telemetry import GatewayMetrics, LoopCounter
+from aibridge.loop_metrics import LoopCounter, LoopHistogram
+from aibridge.providers.keyring import FAILOVER_ATTEMPT_BUCKETS
+from aibridge.telemetry import GatewayMetrics
 
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
@@ -122,3 +124,32 @@ def test_a_counter_refuses_a_negative_amount_and_nan_lands_in_no_bucket() -> Non
     child = metrics.duration.labels("p", "chat")
     child.observe(math.nan)
     assert sum(child.counts) == 0
+
+
+def test_the_recorder_and_key_ring_series_read_as_before(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(time, "time", lambda: 1_765_000_000.25)
+    theirs = CollectorRegistry()
+    enqueued = Counter("aibridge_recorder_records_enqueued", "e", ["kind"], registry=theirs)
+    attempts = Histogram(
+        "aibridge_key_pool_failover_attempts",
+        "a",
+        ["provider"],
+        buckets=FAILOVER_ATTEMPT_BUCKETS,
+        registry=theirs,
+    )
+    ours = CollectorRegistry()
+    our_enqueued = LoopCounter("aibridge_recorder_records_enqueued", "e", ("kind",), ours)
+    our_attempts = LoopHistogram(
+        "aibridge_key_pool_failover_attempts",
+        "a",
+        ("provider",),
+        ours,
+        buckets=FAILOVER_ATTEMPT_BUCKETS,
+    )
+    for counter, histogram in ((enqueued, attempts), (our_enqueued, our_attempts)):
+        counter.labels("token_usage").inc()
+        counter.labels("interception_start").inc()
+        for n in (1, 1, 2, 5, 7, 30):
+            histogram.labels("openai").observe(n)
+    assert generate_latest(ours) == generate_latest(theirs)
+    assert b'le="25.0"' in generate_latest(ours)
