@@ -816,18 +816,24 @@ async def test_client_chosen_http_methods_share_one_passthrough_series(
 class RawClient:
     """One raw TCP connection to the gateway, for clients no HTTP library would mimic."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, opened: float
+    ) -> None:
         self.reader = reader
         self.writer = writer
-        self.opened = asyncio.get_running_loop().time()
+        # Taken before connecting: the server cannot have accepted the connection earlier,
+        # so age() never understates how long the server has held it (on a loaded machine
+        # this test's coroutine may resume well after the handshake).
+        self.opened = opened
         self.closed_at: float | None = None  # age() when the server closed it
 
     @classmethod
     async def connect(cls, port: int) -> RawClient:
         """Open a connection to 127.0.0.1:``port``."""
+        opened = asyncio.get_running_loop().time()
         async with asyncio.timeout(TIMEOUT):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        return cls(reader, writer)
+        return cls(reader, writer, opened)
 
     async def send(self, data: bytes) -> bool:
         """Send ``data``; False when the server has closed the connection."""
