@@ -113,12 +113,12 @@ async def _answer(
         if "model" not in body:
             rec.status = 400
             refused = wrapped_error(400, Scenario.http_error(400, message="model is required"))
-            await ws.send_str(dumps(refused).decode())
+            await _send(fake, ws, refused)
             continue
         scenario = fake._choose(rec)
         if scenario.kind is Kind.HTTP_ERROR:
             rec.status = scenario.status
-            await ws.send_str(dumps(wrapped_error(scenario.status, scenario)).decode())
+            await _send(fake, ws, wrapped_error(scenario.status, scenario))
             continue
         await _respond(fake, ws, rec, body, scenario)
 
@@ -141,7 +141,7 @@ async def _respond(
         if i == cut:
             if scenario.kind is Kind.STREAM_ERROR:
                 for err in openai_responses.stream_error_event(scenario, body, model, ids, i):
-                    await ws.send_str(dumps(err.data).decode())
+                    await _send(fake, ws, err.data)
                 rec.status = 200
                 return
             if scenario.kind is Kind.DROP:
@@ -152,9 +152,16 @@ async def _respond(
             await fake._stall(scenario)
         if scenario.delay:
             await asyncio.sleep(scenario.delay)
-        await ws.send_str(dumps(event.data).decode())
+        await _send(fake, ws, event.data)
     rec.status = 200
     if body.get("store", True) is not False:
         fake.responses[ids.response_id] = openai_responses.stored(
             openai_responses.completed_response(scenario, body, model, ids)
         )
+
+
+async def _send(fake: FakeLLM, ws: web.WebSocketResponse, event: dict[str, Any] | str) -> None:
+    """Send one event as a JSON text message, and log it."""
+    text = event if isinstance(event, str) else dumps(event).decode()
+    fake.websocket_sent.append(text)
+    await ws.send_str(text)

@@ -84,6 +84,8 @@ class FakeLLM:
         """How many Responses WebSockets were accepted (``GET /v1/responses`` upgrades)."""
         self.websocket_close_codes: list[int | None] = []
         """The close code of every Responses WebSocket that ended, in order."""
+        self.websocket_sent: list[str] = []
+        """Every text message the fake sent on a Responses WebSocket, in order."""
         self.websocket_closed = asyncio.Event()
         """Set when a Responses WebSocket ends (clear it to wait for the next one)."""
         self.url = ""

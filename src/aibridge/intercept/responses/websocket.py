@@ -54,6 +54,7 @@ from aibridge.intercept.errors import (
     UPSTREAM_UNREACHABLE,
     Rejection,
     error_response,
+    error_type_for_status,
 )
 from aibridge.intercept.failover import FAILOVER_STATUSES
 from aibridge.intercept.hooks import InterceptionHooks
@@ -104,13 +105,32 @@ _CREATE = b"response.create"
 
 _Upstream = aiohttp.ClientWebSocketResponse[Literal[False]]
 """The upstream socket (text messages as bytes: relayed without decoding)."""
+_Close = tuple[int, str]
+"""How to close the client's socket: code and reason."""
+
+SHUT_DOWN = Outcome("server_error", "gateway shut down before the response completed")
+"""The outcome of a response still in flight when the shutdown's drain deadline passed."""
 
 
 class _Kind(msgspec.Struct):
     type: Any = None
+    status: Any = None
 
 
 _KIND = msgspec.json.Decoder(_Kind)
+
+
+def _error_status(data: bytes) -> int | None:
+    """The HTTP status a wrapped ``error`` event carries (``{"type":"error","status":429,
+    …}``, how a Responses WebSocket reports a refused ``response.create``), if any."""
+    try:
+        event = _KIND.decode(data)
+    except (msgspec.DecodeError, RecursionError):
+        return None
+    status = event.status
+    if event.type != "error" or not isinstance(status, int) or isinstance(status, bool):
+        return None
+    return status if 400 <= status < 600 else None
 
 
 def _message_type(data: bytes) -> str | None:
@@ -142,12 +162,22 @@ class ResponsesSockets:
 
     ``per_user`` is how many sockets one user may hold at once (across their keys and
     providers); ``drain_timeout`` how long :meth:`shutdown` lets responses in flight
-    finish.
+    finish; ``max_client_message`` / ``max_upstream_message`` the largest message each
+    side may send (bytes).
     """
 
-    def __init__(self, *, per_user: int, drain_timeout: float) -> None:
+    def __init__(
+        self,
+        *,
+        per_user: int,
+        drain_timeout: float,
+        max_client_message: int = MAX_CLIENT_MESSAGE,
+        max_upstream_message: int = MAX_UPSTREAM_MESSAGE,
+    ) -> None:
         self.per_user = per_user
         self.drain_timeout = drain_timeout
+        self.max_client_message = max_client_message
+        self.max_upstream_message = max_upstream_message
         self.closing = False
         self._counts: dict[uuid.UUID, int] = {}
         self._open: set[ResponsesSocket] = set()
@@ -239,7 +269,10 @@ async def open_socket(
     if sockets.closing:
         return error_response(family, 503, SHUTTING_DOWN)
     client = web.WebSocketResponse(
-        max_msg_size=MAX_CLIENT_MESSAGE, compress=True, decode_text=False, timeout=CLOSE_TIMEOUT
+        max_msg_size=sockets.max_client_message,
+        compress=True,
+        decode_text=False,
+        timeout=CLOSE_TIMEOUT,
     )
     if not client.can_prepare(request).ok:
         return error_response(
@@ -260,7 +293,9 @@ async def open_socket(
             f"{sockets.per_user}); close one, or use HTTP",
         )
     try:
-        dialled = await _dial(request, route, upstream, byok=byok)
+        dialled = await _dial(
+            request, route, upstream, byok=byok, max_message=sockets.max_upstream_message
+        )
     except BaseException:
         sockets.release(actor.user_id)
         raise
@@ -297,7 +332,12 @@ def _upstream_headers(request: web.Request, provider: Provider, *, byok: bool) -
 
 
 async def _dial(
-    request: web.Request, route: WebSocketRoute, upstream: UpstreamClients, *, byok: bool
+    request: web.Request,
+    route: WebSocketRoute,
+    upstream: UpstreamClients,
+    *,
+    byok: bool,
+    max_message: int,
 ) -> tuple[_Upstream, PoolKey | None] | web.Response:
     """Open the upstream socket, failing over to the next pooled key on a refused (401/429)
     handshake; or the answer the client gets instead."""
@@ -321,7 +361,7 @@ async def _dial(
                     url,
                     headers=headers,
                     protocols=protocols,
-                    max_msg_size=MAX_UPSTREAM_MESSAGE,
+                    max_msg_size=max_message,
                     compress=15,
                     decode_text=False,
                     heartbeat=HEARTBEAT,
@@ -412,6 +452,8 @@ class ResponsesSocket:
         self._idle = asyncio.Event()
         self._idle.set()
         self._going_away = False
+        self._leave = asyncio.Event()
+        self._done = asyncio.Event()
         self._released = False
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -422,32 +464,37 @@ class ResponsesSocket:
         client = self.client
         client.headers.extend(_handshake_headers_for_client(self.upstream))
         self.sockets._add(self)
+        closing: _Close | None = None
         try:
             await client.prepare(self.request)
             tasks = (
                 asyncio.create_task(self._upstream_to_client()),
                 asyncio.create_task(self._client_to_upstream()),
+                asyncio.create_task(self._leave_when_told()),
             )
             try:
-                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 for task in tasks:
                     task.cancel()
                 results = await asyncio.gather(*tasks, return_exceptions=True)
-            for result in results:
+            for task, result in zip(tasks, results, strict=True):
                 if isinstance(result, Exception):
                     log.error(
                         "Responses WebSocket relay failed",
                         exc_info=result,
                         extra={"provider": self.provider.name},
                     )
+                elif task in done and closing is None and isinstance(result, tuple):
+                    closing = result
         finally:
             # Whichever side ended first (or aiohttp cancelled the handler because the
             # client's connection dropped), what is still in flight was never answered.
-            self._end_turns(CLIENT_GONE)
-            await self._close_both()
+            self._end_turns(SHUT_DOWN if self._leave.is_set() else CLIENT_GONE)
+            await self._close_both(closing)
             self.sockets._discard(self)
             self._release()
+            self._done.set()
         return client
 
     def _release(self) -> None:
@@ -455,39 +502,46 @@ class ResponsesSocket:
             self._released = True
             self.sockets.release(self.actor.user_id)
 
-    async def _close_both(self) -> None:
-        """Close whatever is still open (bounded: a peer that does not answer our close
-        frame is dropped)."""
-        code = WSCloseCode.GOING_AWAY if self._going_away else WSCloseCode.OK
+    async def _close_both(self, closing: _Close | None) -> None:
+        """Close both sockets: the client with ``closing`` (code, reason) unless it is
+        closed already, the upstream with 1000 (1001 on shutdown). Bounded: a peer that
+        does not answer our close frame is dropped."""
+        leaving = self._leave.is_set()
         with contextlib.suppress(Exception):
             async with asyncio.timeout(CLOSE_TIMEOUT):
-                await self.upstream.close(code=code)
-        if not self.client.closed:
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(CLOSE_TIMEOUT):
-                    await self.client.close(code=code)
+                await self.upstream.close(
+                    code=WSCloseCode.GOING_AWAY if leaving else WSCloseCode.OK
+                )
+        if self.client.closed:
+            return
+        code, reason = closing or (WSCloseCode.OK, "")
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await self.client.close(code=code, message=reason.encode()[:120])
+
+    async def _leave_when_told(self) -> _Close:
+        await self._leave.wait()
+        return WSCloseCode.GOING_AWAY, "aibridge is shutting down; reconnect"
 
     async def go_away(self, deadline: float) -> None:
         """Shutdown: close with 1001 once the responses in flight are done (at most
-        ``deadline`` seconds from now; what is still in flight then is ended unfinished)."""
+        ``deadline`` seconds from now; what is still in flight then is ended unfinished),
+        and wait (bounded) until the socket has closed."""
         self._going_away = True
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(deadline):
                 await self._idle.wait()
-        self._end_turns(Outcome("server_error", "gateway shut down before the response completed"))
-        message = b"aibridge is shutting down; reconnect"
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(CLOSE_TIMEOUT):
-                await self.client.close(code=WSCloseCode.GOING_AWAY, message=message)
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(CLOSE_TIMEOUT):
-                await self.upstream.close(code=WSCloseCode.GOING_AWAY, message=message)
+        self._leave.set()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(2 * CLOSE_TIMEOUT):
+                await self._done.wait()
 
     # -- client -> upstream ------------------------------------------------------------
 
-    async def _client_to_upstream(self) -> None:
+    async def _client_to_upstream(self) -> _Close | None:
         """Relay the client's messages; each ``response.create`` starts an interception
-        first. Returns when the client closes (or breaks a rule: binary, oversize)."""
+        first. Returns when the client closes (or breaks a rule: binary, oversize), with
+        how to close the client when it is still open."""
         client, upstream = self.client, self.upstream
         while True:
             msg = await client.receive()
@@ -499,22 +553,21 @@ class ResponsesSocket:
                 try:
                     await upstream.send_frame(data, WSMsgType.TEXT)
                 except ConnectionError:
-                    return
+                    return WSCloseCode.INTERNAL_ERROR, "upstream connection lost"
             elif kind is WSMsgType.BINARY:
-                await client.close(
-                    code=WSCloseCode.UNSUPPORTED_DATA,
-                    message=b"binary frames are not supported; send JSON text messages",
+                return (
+                    WSCloseCode.UNSUPPORTED_DATA,
+                    "binary frames are not supported; send JSON text messages",
                 )
-                return
             elif kind is WSMsgType.ERROR:
                 # aiohttp has closed the socket already (1009 for an oversize message).
                 log.info(
                     "Responses WebSocket client error",
                     extra={"error": str(client.exception() or msg.data)},
                 )
-                return
+                return None
             else:  # CLOSE, CLOSING, CLOSED
-                return
+                return None
 
     async def _admit(self, data: bytes) -> bool:
         """Start the interception of a ``response.create``; False (after answering the
@@ -556,9 +609,10 @@ class ResponsesSocket:
 
     # -- upstream -> client ------------------------------------------------------------
 
-    async def _upstream_to_client(self) -> None:
+    async def _upstream_to_client(self) -> _Close | None:
         """Relay the upstream's messages, observing each for the response in flight and
-        ending its interception (before the client sees the terminal event)."""
+        ending its interception (before the client sees the terminal event). Returns when
+        either side is gone, with how to close the client when it is still open."""
         client, upstream = self.client, self.upstream
         while True:
             msg = await upstream.receive()
@@ -570,25 +624,28 @@ class ResponsesSocket:
                 try:
                     await client.send_frame(data, WSMsgType.TEXT)
                 except ConnectionError:
-                    return
+                    return None
             elif kind is WSMsgType.BINARY:
                 try:
                     await client.send_frame(msg.data, WSMsgType.BINARY)
                 except ConnectionError:
-                    return
+                    return None
             elif kind is WSMsgType.ERROR:
-                exc = upstream.exception()
+                # aiohttp hands protocol errors (1009 for an oversize message) over as the
+                # message's data, and keeps exception() for the others.
+                exc = msg.data if isinstance(msg.data, BaseException) else upstream.exception()
                 too_big = isinstance(exc, aiohttp.WebSocketError) and exc.code == 1009
                 reason = (
-                    f"upstream sent a message larger than {size_text(MAX_UPSTREAM_MESSAGE)}"
+                    "upstream sent a message larger than "
+                    f"{size_text(self.sockets.max_upstream_message)}"
                     if too_big
                     else f"upstream WebSocket failed: {type(exc).__name__}"
                 )
                 self._end_turns(Outcome("server_error", reason))
-                await self._close_client(
-                    WSCloseCode.MESSAGE_TOO_BIG if too_big else WSCloseCode.INTERNAL_ERROR, reason
+                return (
+                    WSCloseCode.MESSAGE_TOO_BIG if too_big else WSCloseCode.INTERNAL_ERROR,
+                    reason,
                 )
-                return
             else:  # CLOSE, CLOSING, CLOSED
                 closed = upstream.close_code
                 self._end_turns(
@@ -598,8 +655,7 @@ class ResponsesSocket:
                         "completed",
                     )
                 )
-                await self._close_client(_relayable(closed), "upstream closed the connection")
-                return
+                return _relayable(closed), "upstream closed the connection"
 
     def _observe(self, data: bytes) -> None:
         turn = self._turns[0]
@@ -608,8 +664,12 @@ class ResponsesSocket:
         if observer.ended:
             self._turns.popleft()
             result = observer.result()
+            outcome = stream_outcome(result)
+            if result.error is not None and (status := _error_status(data)) is not None:
+                # The status says more than the error's type (OpenAI's 429 is "requests").
+                outcome = Outcome(error_type_for_status(status), result.error.message)
             self.hooks.observed(turn.ix, result)
-            self.hooks.ended(turn.ix, stream_outcome(result))
+            self.hooks.ended(turn.ix, outcome)
             if not self._turns:
                 self._idle.set()
 
@@ -622,11 +682,6 @@ class ResponsesSocket:
             self.hooks.observed(turn.ix, turn.observer.result())
             self.hooks.ended(turn.ix, outcome)
         self._idle.set()
-
-    async def _close_client(self, code: int, reason: str) -> None:
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(CLOSE_TIMEOUT):
-                await self.client.close(code=code, message=reason.encode()[:120])
 
 
 def _relayable(code: int | None) -> int:
