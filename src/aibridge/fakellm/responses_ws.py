@@ -5,7 +5,8 @@ carrying the API key in ``Authorization``; then the client sends JSON text messa
 ``{"type":"response.create", …a Responses request body…}`` (or ``response.processed``),
 and the server answers each ``response.create`` with the same events a Responses SSE
 stream carries (``response.created`` … ``response.completed``), one JSON text message per
-event, one response at a time. A refused create is answered with a wrapped error event
+event, one response at a time; ``"generate": false`` (a warm-up) is answered with an empty
+completed response. A refused create is answered with a wrapped error event
 ``{"type":"error","status":N,"error":{"type","code","message"}}`` and the socket stays
 open. A handshake the server refuses gets a plain HTTP error (401, 429 …).
 
@@ -26,7 +27,7 @@ from multidict import CIMultiDict, MultiDict
 
 from aibridge.fakellm import openai_chat, openai_responses
 from aibridge.fakellm.request_log import RecordedRequest
-from aibridge.fakellm.scenario import Kind, Scenario
+from aibridge.fakellm.scenario import Kind, Scenario, Usage
 from aibridge.fakellm.wire import cut_index, dumps
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 
 MAX_MESSAGE = 64 * 1024 * 1024
 """The largest message the fake accepts (larger than any gateway limit under test)."""
+_NOTHING = Usage(input_tokens=0, output_tokens=0)
 
 
 def wrapped_error(status: int, scenario: Scenario) -> dict[str, Any]:
@@ -114,6 +116,12 @@ async def _answer(
             rec.status = 400
             refused = wrapped_error(400, Scenario.http_error(400, message="model is required"))
             await _send(fake, ws, refused)
+            continue
+        if body.get("generate") is False:
+            # A warm-up (Codex sends one per session): the response is created and
+            # completed at once, with no output and no tokens generated.
+            rec.status = 200
+            await _respond(fake, ws, rec, body, Scenario.text_reply("", usage=_NOTHING))
             continue
         scenario = fake._choose(rec)
         if scenario.kind is Kind.HTTP_ERROR:
