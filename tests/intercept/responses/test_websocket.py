@@ -379,3 +379,38 @@ async def test_shutdown_drain_deadline_closes_a_stalled_socket_with_1001(
         (row,) = await rows(s)
         assert row.interception.error_type == "server_error"
         assert row.interception.error_message == "gateway shut down before the response completed"
+
+
+async def test_byok_socket_goes_upstream_with_the_clients_own_key(
+    db_url: str, tmp_path: Path
+) -> None:
+    own = "sk-my-own-openai-key-9876"
+    async with stack(db_url, tmp_path) as s:
+        await s.add_provider("openai", "openai", settings={"allow_byok": True})
+        async with aiohttp.ClientSession() as session:
+            async with asyncio.timeout(TIMEOUT):
+                ws = await session.ws_connect(
+                    f"{s.base}/openai/v1/responses",
+                    headers={"X-AIBridge-Token": s.user_token, "Authorization": f"Bearer {own}"},
+                )
+            await turn(ws, create("mine"))
+            await ws.close()
+        (handshake,) = [r for r in s.fake.requests if r.method == "GET"]
+        assert handshake.headers["Authorization"] == f"Bearer {own}"
+        assert "X-AIBridge-Token" not in handshake.headers
+        (row,) = await rows(s)
+        assert (row.interception.credential_kind, row.interception.credential_hint) == (
+            "byok",
+            mask_secret(own),
+        )
+
+
+async def test_stopping_the_server_closes_open_sockets_with_1001(s: Stack) -> None:
+    async with connect(s) as ws:
+        await turn(ws, create("hi"))
+        # The production runner's cleanup: listener stopped, then aiohttp's shutdown
+        # signal, then the handlers still running are awaited.
+        (code, _), _ = await asyncio.gather(closed(ws), s.client.server.close())
+    assert code == 1001
+    await wait_closed_upstream(s)
+    assert s.fake.websocket_close_codes == [1001]

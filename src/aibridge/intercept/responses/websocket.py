@@ -92,7 +92,8 @@ MAX_UPSTREAM_MESSAGE: Final = 16 * 1024 * 1024
 HANDSHAKE_TIMEOUT: Final = 30.0
 """Seconds the upstream may take to accept the upgrade."""
 HEARTBEAT: Final = 30.0
-"""Seconds between pings to the upstream, so a dead upstream connection is noticed."""
+"""Seconds between pings on both sockets, so a peer that vanished without closing its
+connection is noticed (and its socket, with the user's lease, freed)."""
 CLOSE_TIMEOUT: Final = 5.0
 """Seconds a peer may take to answer our close frame before the connection is dropped."""
 
@@ -271,6 +272,7 @@ async def open_socket(
     client = web.WebSocketResponse(
         max_msg_size=sockets.max_client_message,
         compress=True,
+        heartbeat=HEARTBEAT,
         decode_text=False,
         timeout=CLOSE_TIMEOUT,
     )
