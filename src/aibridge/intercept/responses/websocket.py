@@ -466,6 +466,10 @@ class ResponsesSocket:
         client = self.client
         client.headers.extend(_handshake_headers_for_client(self.upstream))
         self.sockets._add(self)
+        if self.sockets.closing:
+            # The shutdown began after this handshake was judged: it did not see this
+            # socket, so it goes away at once (the client reconnects elsewhere).
+            self._leave.set()
         closing: _Close | None = None
         try:
             await client.prepare(self.request)
