@@ -414,3 +414,16 @@ async def test_stopping_the_server_closes_open_sockets_with_1001(s: Stack) -> No
     assert code == 1001
     await wait_closed_upstream(s)
     assert s.fake.websocket_close_codes == [1001]
+
+
+async def test_upstream_closing_mid_response_ends_it_as_an_upstream_failure(s: Stack) -> None:
+    s.fake.enqueue(Scenario.drop())
+    async with connect(s) as ws:
+        await ws.send_str(create("cut short").decode())
+        code, _ = await closed(ws)
+    assert code == 1011
+    (row,) = await rows(s)
+    assert row.interception.error_type == "server_error"
+    assert row.interception.error_message == (
+        "upstream closed the WebSocket (code 1011) before the response completed"
+    )
