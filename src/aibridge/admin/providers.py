@@ -26,11 +26,11 @@ from aibridge.admin.errors import (
     validations,
 )
 from aibridge.httputil import json_response
-from aibridge.providers.settings import settings_type_errors
 from aibridge.providers.validation import (
     INVALID_REQUEST,
     ProviderInputError,
     parse_id_or_name,
+    patch_type_errors,
     validate_create,
     validate_patch,
 )
@@ -136,10 +136,9 @@ async def update_provider(request: web.Request) -> web.Response:
     try:
         async with admin.sessions() as session, session.begin():
             record = await resolve(session, admin.encryptor, ref)
-            if patch.settings_set:
-                problems = settings_type_errors(patch.settings, record.type)
-                if problems:
-                    raise APIError(400, INVALID_REQUEST, validations=validations(problems))
+            problems = patch_type_errors(patch, record.type)
+            if problems:
+                raise APIError(400, INVALID_REQUEST, validations=validations(problems))
             change = await store.update_provider(session, admin.encryptor, record.id, patch)
             store.audit_updated(
                 session, change, actor_id=actor.user_id, actor_username=actor.username

@@ -13,7 +13,7 @@ import logging
 import aiohttp
 from aiohttp import web
 
-from aibridge.intercept.byok import byok_credential
+from aibridge.intercept.byok import byok_credential, uses_own_credential
 from aibridge.intercept.errors import UPSTREAM_UNREACHABLE, Rejection, error_response
 from aibridge.intercept.failover import client_timeout, send_with_failover
 from aibridge.intercept.request import read_body
@@ -39,6 +39,7 @@ async def passthrough(
     """Relay ``request`` to the provider's upstream and stream the answer back."""
     provider = route.provider
     family = provider.family
+    byok = uses_own_credential(provider, byok=byok)
     try:
         body = await read_body(request, max_body_bytes)
         if byok:

@@ -22,7 +22,8 @@ from aibridge.inputcheck import (
     URLRules,
     http_url_error,
 )
-from aibridge.providers.settings import parse_settings
+from aibridge.providers.defaults import default_base_url
+from aibridge.providers.settings import parse_settings, settings_type_errors
 from aibridge.store.models import PROVIDER_NAME_PATTERN, PROVIDER_TYPES, RESERVED_PROVIDER_NAMES
 from aibridge.store.providers import KeyMutation, ProviderPatch, ProviderSpec
 
@@ -42,6 +43,12 @@ MAX_NAME_LENGTH = 63
 MAX_DISPLAY_NAME_LENGTH = 200
 MAX_ICON_LENGTH = 2048
 MAX_BASE_URL_LENGTH = 2048
+
+COPILOT_KEYS_REFUSED = (
+    "Copilot providers do not accept api_keys; they authenticate with each user's own "
+    "GitHub Copilot token, sent in Authorization: Bearer … on every request"
+)
+"""Why a ``copilot`` provider refuses ``api_keys`` (on create and on update)."""
 
 
 class ProviderInputError(InputError):
@@ -167,6 +174,9 @@ def validate_create(body: Mapping[str, object]) -> ProviderSpec:
         errors.append(FieldError("name", problem))
 
     base_url = body.get("base_url")
+    if base_url is None or base_url == "":
+        # The type's default is stored on the row, so listings show where traffic goes.
+        base_url = default_base_url(ptype) or base_url
     problem = base_url_error(base_url)
     if problem:
         errors.append(FieldError("base_url", problem))
@@ -191,6 +201,8 @@ def validate_create(body: Mapping[str, object]) -> ProviderSpec:
                     errors.append(FieldError(field, problem))
                 else:
                     keys.append(item)
+            if ptype == "copilot" and raw_keys:
+                errors.append(FieldError("api_keys", COPILOT_KEYS_REFUSED))
 
     known_type = ptype if isinstance(ptype, str) and ptype in PROVIDER_TYPES else None
     settings = _settings(errors, body.get("settings"), known_type)
@@ -290,6 +302,8 @@ def validate_patch(body: Mapping[str, object], provider_type: str | None = None)
     enabled = _optional_bool(errors, body, "enabled")
     mutations = _key_mutations(errors, body["api_keys"]) if "api_keys" in body else None
     settings = _settings(errors, body["settings"], provider_type) if "settings" in body else None
+    if provider_type == "copilot" and mutations:
+        errors.append(FieldError("api_keys", COPILOT_KEYS_REFUSED))
     if errors:
         raise ProviderInputError(INVALID_REQUEST, errors)
     return ProviderPatch(
@@ -303,7 +317,19 @@ def validate_patch(body: Mapping[str, object], provider_type: str | None = None)
     )
 
 
+def patch_type_errors(patch: ProviderPatch, provider_type: str) -> list[FieldError]:
+    """The checks of a patch that need the provider's type, for callers that validated it
+    (with :func:`validate_patch`) before looking the provider up."""
+    errors: list[FieldError] = []
+    if patch.settings_set:
+        errors.extend(settings_type_errors(patch.settings, provider_type))
+    if provider_type == "copilot" and patch.api_keys:
+        errors.append(FieldError("api_keys", COPILOT_KEYS_REFUSED))
+    return errors
+
+
 __all__ = [
+    "COPILOT_KEYS_REFUSED",
     "EMPTY_PATCH",
     "INVALID_ID_OR_NAME",
     "INVALID_REQUEST",
@@ -311,6 +337,7 @@ __all__ = [
     "base_url_error",
     "name_error",
     "parse_id_or_name",
+    "patch_type_errors",
     "validate_create",
     "validate_patch",
 ]

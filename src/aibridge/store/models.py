@@ -36,7 +36,16 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
-PROVIDER_TYPES = ("openai", "anthropic", "azure", "openai-compat", "openrouter")
+PROVIDER_TYPES = (
+    "openai",
+    "anthropic",
+    "azure",
+    "openai-compat",
+    "openrouter",
+    "copilot",
+    "google",
+    "vercel",
+)
 """Accepted ``ai_providers.type`` values. All but ``anthropic`` speak the OpenAI protocol."""
 
 PROVIDER_NAME_PATTERN = r"^[a-z0-9]+(-[a-z0-9]+)*$"
