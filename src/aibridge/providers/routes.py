@@ -186,7 +186,13 @@ def _websocket_route(
     """An upgrade request: the Responses route of a provider that serves it over WebSocket,
     else the 501 that tells clients (Codex) to use HTTP."""
     unsupported = RoutingError(501, WEBSOCKET_UNSUPPORTED, provider.family)
-    if method != "GET" or provider.family != "openai" or not provider.options.responses_websocket:
+    if (
+        method != "GET"
+        or provider.family != "openai"
+        # The Copilot API has no Responses WebSocket: its clients go straight to HTTP.
+        or provider.type == "copilot"
+        or not provider.options.responses_websocket
+    ):
         return unsupported
     try:
         route = match_route(provider, raw_path)
