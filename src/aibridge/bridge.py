@@ -17,8 +17,9 @@ from aibridge.intercept.agentic import DEFAULT_MAX_ITERATIONS
 from aibridge.intercept.hooks import NO_ADDONS, Addons
 from aibridge.intercept.passthrough import passthrough
 from aibridge.intercept.pipeline import Interceptor
+from aibridge.intercept.responses.websocket import ResponsesSocket, ResponsesSockets, open_socket
 from aibridge.mcp.toolset import Toolset
-from aibridge.providers.routes import BridgedRoute, PassthroughRoute
+from aibridge.providers.routes import BridgedRoute, PassthroughRoute, WebSocketRoute
 from aibridge.providers.snapshot import ProviderSnapshot
 from aibridge.providers.upstream import UpstreamClients
 
@@ -76,4 +77,23 @@ class RequestBridge:
         self.hooks.passed_through(route, request.method)
         return await passthrough(
             request, route, self.upstream, byok=byok, max_body_bytes=self.max_body_bytes
+        )
+
+    async def open_websocket(
+        self,
+        request: web.Request,
+        route: WebSocketRoute,
+        sockets: ResponsesSockets,
+        *,
+        byok: bool = False,
+    ) -> ResponsesSocket | web.StreamResponse:
+        """The handshake of a Responses WebSocket on ``route``: the socket, dialled upstream
+        and ready to :meth:`~ResponsesSocket.run`, or the HTTP answer that refuses it.
+
+        The socket then needs nothing of this bridge (it keeps the provider and the
+        hooks), so the caller runs it after releasing the bridge: a socket lives as long
+        as the client's session, and must not hold a bridge the pool wants to retire.
+        """
+        return await open_socket(
+            request, route, self.actor, self.upstream, self.hooks, sockets, byok=byok
         )

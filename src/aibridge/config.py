@@ -68,6 +68,11 @@ class Settings(BaseSettings):
     mcp_init_timeout: float = Field(default=10.0, gt=0)
     mcp_call_timeout: float = Field(default=120.0, gt=0)
     mcp_tools_ttl: float = Field(default=300.0, gt=0)
+    # OpenAI Responses over WebSocket: open sockets one user may hold in this process
+    # (beyond it the handshake is a 429), and seconds a shutdown lets responses in flight
+    # finish before every socket is closed with 1001 ("going away").
+    responses_websocket_per_user: int = Field(default=8, ge=1)
+    responses_websocket_drain_timeout: float = Field(default=30.0, ge=0)
     # aiohttp's own 400s for malformed requests: at most one log line per this many seconds.
     bad_request_log_interval: float = Field(default=60.0, ge=0)
 

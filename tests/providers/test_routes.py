@@ -14,6 +14,7 @@ from aibridge.providers.routes import (
     BridgedRoute,
     PassthroughRoute,
     RoutingError,
+    WebSocketRoute,
 )
 from aibridge.providers.snapshot import ProviderSnapshot
 from aibridge.store.providers import ProviderRecord
@@ -120,3 +121,15 @@ def test_resolution_uses_only_the_snapshot_it_is_called_on() -> None:
     assert new_route.provider is later.get("ant")
     assert old_route.provider is not new_route.provider
     assert later.resolve("oai", "/v1/chat/completions", "POST") is NOT_FOUND
+
+
+def test_websocket_upgrades_are_served_only_on_the_responses_route_of_openai_types() -> None:
+    copilot = build_provider(provider_record("cop", "copilot", "https://api.githubcopilot.com"))
+    snap = ProviderSnapshot(9, {"oai": SNAPSHOT.providers["oai"], "cop": copilot})
+    route = snap.resolve("oai", "/v1/responses", "GET", websocket=True)
+    assert route == WebSocketRoute(SNAPSHOT.providers["oai"], "/responses", "/v1/responses")
+    unsupported = RoutingError(501, "WebSocket transport is not supported, use HTTP", "openai")
+    assert snap.resolve("oai", "/v1/responses", "POST", websocket=True) == unsupported
+    assert snap.resolve("oai", "/v1/chat/completions", "GET", websocket=True) == unsupported
+    assert snap.resolve("oai", "/v1/responses/resp_1", "GET", websocket=True) == unsupported
+    assert snap.resolve("cop", "/responses", "GET", websocket=True) == unsupported

@@ -171,3 +171,19 @@ def test_the_runtime_refuses_settings_the_admin_api_refuses(
     with pytest.raises(ProviderBuildError, match="invalid settings") as failed:
         build_provider(record(settings))
     assert problem in str(failed.value)
+
+
+def test_responses_websocket_is_on_by_default_and_only_for_openai_protocol_types() -> None:
+    on = parse_settings({}, "openai")
+    off = parse_settings({"responses_websocket": False}, "openai-compat")
+    assert isinstance(on, ProviderSettings) and on.responses_websocket is True
+    assert isinstance(off, ProviderSettings) and off.responses_websocket is False
+    assert parse_settings({"responses_websocket": "yes"}, "openai") == [
+        FieldError("settings.responses_websocket", "responses_websocket must be a boolean")
+    ]
+    assert parse_settings({"responses_websocket": True}, "anthropic") == [
+        FieldError(
+            "settings.responses_websocket",
+            "responses_websocket is only valid for OpenAI-protocol types",
+        )
+    ]

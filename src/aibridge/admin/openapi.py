@@ -238,6 +238,7 @@ def build_document() -> dict[str, Any]:
                 "upstream_timeout_seconds": {"type": "number", "exclusiveMinimum": 0},
                 "api_version": string,
                 "extra_headers": {"type": "object", "additionalProperties": string},
+                "responses_websocket": {"type": "boolean"},
                 "circuit_breaker": {
                     "type": "object",
                     "properties": {

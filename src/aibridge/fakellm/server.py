@@ -15,7 +15,7 @@ import orjson
 from aiohttp import web
 from multidict import CIMultiDict, MultiDict
 
-from aibridge.fakellm import anthropic, openai_chat, openai_responses
+from aibridge.fakellm import anthropic, openai_chat, openai_responses, responses_ws
 from aibridge.fakellm.replay import replay
 from aibridge.fakellm.request_log import Api, RecordedRequest, bearer
 from aibridge.fakellm.scenario import Kind, Scenario, new_id, scenario_from_keyword
@@ -80,6 +80,14 @@ class FakeLLM:
         """How many responses the client abandoned before they were complete."""
         self.disconnected = asyncio.Event()
         """Set at the first client disconnect (clear it to wait for the next one)."""
+        self.websockets_opened = 0
+        """How many Responses WebSockets were accepted (``GET /v1/responses`` upgrades)."""
+        self.websocket_close_codes: list[int | None] = []
+        """The close code of every Responses WebSocket that ended, in order."""
+        self.websocket_sent: list[str] = []
+        """Every text message the fake sent on a Responses WebSocket, in order."""
+        self.websocket_closed = asyncio.Event()
+        """Set when a Responses WebSocket ends (clear it to wait for the next one)."""
         self.url = ""
         """``http://host:port`` once :meth:`serve` is running (no ``/v1``)."""
         self._app: web.Application | None = None
@@ -143,6 +151,7 @@ class FakeLLM:
         app.router.add_get("/v1/models/{model_id}", self._model)
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/responses", self._responses)
+        app.router.add_get("/v1/responses", self._responses_ws)
         app.router.add_get("/v1/responses/{response_id}", self._get_response)
         # Last: anything else is logged too, so a test can see every path that reached us.
         app.router.add_route("*", "/{tail:.*}", self._unrouted)
@@ -163,10 +172,14 @@ class FakeLLM:
             json=parsed,
             target=request.raw_path,
         )
+        self._log(rec)
+        return rec
+
+    def _log(self, rec: RecordedRequest) -> None:
+        """Add ``rec`` to the request log and wake :meth:`wait_for_requests`."""
         self.requests.append(rec)
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
-        return rec
 
     # ------------------------------------------------------------------ responses
     @staticmethod
@@ -542,6 +555,10 @@ class FakeLLM:
         if scenario.kind not in _INTERRUPTING and body.get("store", True) is not False:
             self.responses[ids.response_id] = openai_responses.stored(completed)
         return await self._blocking(request, rec, "openai", scenario, completed, 500)
+
+    async def _responses_ws(self, request: web.Request) -> web.StreamResponse:
+        """Responses over WebSocket (:mod:`aibridge.fakellm.responses_ws`)."""
+        return await responses_ws.serve(self, request)
 
     async def _get_response(self, request: web.Request) -> web.StreamResponse:
         rec = await self._record(request)

@@ -4,11 +4,14 @@ A request under ``/<name>`` resolves against one provider snapshot to exactly on
 
 * :class:`BridgedRoute`: an API the gateway intercepts and records (provider + API);
 * :class:`PassthroughRoute`: a provider path relayed as it is (models, count_tokens, …);
+* :class:`WebSocketRoute`: OpenAI Responses over WebSocket (a ``GET`` upgrade on the
+  Responses route of an OpenAI-protocol provider with ``settings.responses_websocket``);
 * :class:`RoutingError`: why neither — status, message, and the provider's error shape.
 
 The checks run in a fixed order, so every edge keeps its answer: unknown provider 404,
-disabled provider 503, WebSocket upgrade 501, unsafe path 400, unknown route 404, a
-bridged route with another method than POST 405.
+disabled provider 503, WebSocket upgrade on any other route (or with it switched off)
+501, unsafe path 400, unknown route 404, a bridged route with another method than POST
+405.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ __all__ = [
     "BridgedRoute",
     "PassthroughRoute",
     "RoutingError",
+    "WebSocketRoute",
     "match_route",
     "resolve",
 ]
@@ -53,6 +57,15 @@ class PassthroughRoute:
 
 
 @dataclass(frozen=True, slots=True)
+class WebSocketRoute:
+    """OpenAI Responses over WebSocket on ``provider`` (fields as :class:`BridgedRoute`)."""
+
+    provider: Provider
+    upstream_suffix: str
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
 class RoutingError:
     """Why a request has no route.
 
@@ -67,6 +80,8 @@ class RoutingError:
 
 NOT_FOUND = RoutingError(404, "route not supported")
 """No provider of that name, or no route under it (the gateway's own 404)."""
+
+WEBSOCKET_UNSUPPORTED = "WebSocket transport is not supported, use HTTP"
 
 Route = BridgedRoute | PassthroughRoute
 
@@ -138,7 +153,7 @@ def resolve(
     method: str,
     *,
     websocket: bool = False,
-) -> Route | RoutingError:
+) -> Route | WebSocketRoute | RoutingError:
     """Route a request for provider ``name`` (``provider`` is what the snapshot holds under
     that name) and ``raw_path``; see the module docstring for the order of the checks.
 
@@ -150,7 +165,7 @@ def resolve(
     if isinstance(provider, DisabledProvider):
         return RoutingError(503, f'provider_disabled: AI provider "{name}" is disabled', family)
     if websocket:
-        return RoutingError(501, "WebSocket transport is not supported, use HTTP", family)
+        return _websocket_route(provider, raw_path, method)
     try:
         route = match_route(provider, raw_path)
     except UnsafePath as exc:
@@ -163,3 +178,27 @@ def resolve(
             405, f"{method} is not allowed on /{name}{route.label}; use POST", family
         )
     return route
+
+
+def _websocket_route(
+    provider: Provider, raw_path: str, method: str
+) -> WebSocketRoute | RoutingError:
+    """An upgrade request: the Responses route of a provider that serves it over WebSocket,
+    else the 501 that tells clients (Codex) to use HTTP."""
+    unsupported = RoutingError(501, WEBSOCKET_UNSUPPORTED, provider.family)
+    if (
+        method != "GET"
+        or provider.family != "openai"
+        # The Copilot API has no Responses WebSocket: its clients go straight to HTTP.
+        or provider.type == "copilot"
+        or not provider.options.responses_websocket
+    ):
+        return unsupported
+    try:
+        route = match_route(provider, raw_path)
+    except UnsafePath:
+        # Not the Responses route either: the upgrade's answer comes before the path's.
+        return unsupported
+    if not isinstance(route, BridgedRoute) or route.api != "responses":
+        return unsupported
+    return WebSocketRoute(provider, route.upstream_suffix, route.label)

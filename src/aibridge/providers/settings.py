@@ -46,6 +46,8 @@ class ProviderSettings:
     extra_headers: Mapping[str, str] = field(default_factory=dict)
     # None: no breaker configured (an empty object too).
     circuit_breaker: CircuitBreakerConfig | None = None
+    # OpenAI Responses over WebSocket on ``/v1/responses`` (OpenAI-protocol types only).
+    responses_websocket: bool = True
 
 
 def _is_number(value: object) -> bool:
@@ -166,6 +168,13 @@ def settings_type_errors(
         return []
     if "api_version" in settings and provider_type != "azure":
         return [FieldError("settings.api_version", "api_version is only valid for type=azure")]
+    if "responses_websocket" in settings and provider_type == "anthropic":
+        return [
+            FieldError(
+                "settings.responses_websocket",
+                "responses_websocket is only valid for OpenAI-protocol types",
+            )
+        ]
     return []
 
 
@@ -197,6 +206,8 @@ def parse_settings(value: object, provider_type: str | None) -> ProviderSettings
             _check_headers(errors, item)
         elif key == "circuit_breaker":
             _check_breaker(errors, item)
+        elif key == "responses_websocket":
+            _check_bool(errors, where, item)
         else:
             errors.append(FieldError(where, "unknown setting"))
     errors.extend(settings_type_errors(value, provider_type))
@@ -214,6 +225,7 @@ def parse_settings(value: object, provider_type: str | None) -> ProviderSettings
         api_version=api_version,
         extra_headers=dict(value.get("extra_headers") or {}),
         circuit_breaker=_breaker(value.get("circuit_breaker") or {}),
+        responses_websocket=value.get("responses_websocket", True),
     )
 
 

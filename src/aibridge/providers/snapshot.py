@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from aibridge.mcp.settings import MCPServerSettings
 from aibridge.providers import routes
 from aibridge.providers.base import DisabledProvider, Provider
-from aibridge.providers.routes import BridgedRoute, PassthroughRoute, RoutingError
+from aibridge.providers.routes import BridgedRoute, PassthroughRoute, RoutingError, WebSocketRoute
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class ProviderSnapshot:
 
     def resolve(
         self, name: str, raw_path: str, method: str, *, websocket: bool = False
-    ) -> BridgedRoute | PassthroughRoute | RoutingError:
+    ) -> BridgedRoute | PassthroughRoute | WebSocketRoute | RoutingError:
         """Route a request for provider ``name`` against this snapshot (and only this one):
         ``raw_path`` is the path after ``/<name>`` exactly as sent, ``websocket`` whether
         the client asked for an upgrade. See :func:`aibridge.providers.routes.resolve`."""

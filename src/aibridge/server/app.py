@@ -7,9 +7,10 @@ from aiohttp import web
 from aibridge.admin.context import AdminContext
 from aibridge.admin.errors import error_middleware
 from aibridge.admin.routes import add_admin_routes
+from aibridge.intercept.responses.websocket import ResponsesSockets
 from aibridge.server.dataplane import data_plane
 from aibridge.server.health import healthz, metrics_endpoint, readyz
-from aibridge.server.services import SERVICES, Services
+from aibridge.server.services import RESPONSES_SOCKETS, SERVICES, Services
 
 
 def create_app(services: Services) -> web.Application:
@@ -18,6 +19,15 @@ def create_app(services: Services) -> web.Application:
         middlewares=[error_middleware], client_max_size=services.settings.max_body_bytes
     )
     app[SERVICES] = services
+    settings = services.settings
+    sockets = ResponsesSockets(
+        per_user=settings.responses_websocket_per_user,
+        drain_timeout=settings.responses_websocket_drain_timeout,
+    )
+    app[RESPONSES_SOCKETS] = sockets
+    # aiohttp's shutdown signal runs after the listener stopped and before it waits for
+    # (then cancels) the handlers still running: sockets close with 1001 there.
+    app.on_shutdown.append(lambda _app: sockets.shutdown())
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)

@@ -11,8 +11,8 @@ from aibridge.auth import AuthError, AuthUnavailable, extract_token
 from aibridge.httputil import route_not_supported
 from aibridge.intercept.errors import error_response, family_for_request, routing_error_response
 from aibridge.pool import BridgeBuildError, PoolShuttingDown, RetryLimitExceeded
-from aibridge.providers.routes import RoutingError
-from aibridge.server.services import SERVICES
+from aibridge.providers.routes import RoutingError, WebSocketRoute
+from aibridge.server.services import RESPONSES_SOCKETS, SERVICES
 from aibridge.store.models import RESERVED_PROVIDER_NAMES
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,11 @@ async def data_plane(request: web.Request) -> web.StreamResponse:
             )
             if isinstance(route, RoutingError):
                 return routing_error_response(request, route)
-            return await bridge.handle(request, route, byok=bool(byok_token))
+            if not isinstance(route, WebSocketRoute):
+                return await bridge.handle(request, route, byok=bool(byok_token))
+            opened = await bridge.open_websocket(
+                request, route, request.app[RESPONSES_SOCKETS], byok=bool(byok_token)
+            )
     except PoolShuttingDown:
         # No bridge, so no snapshot: the error shape is judged from the request alone.
         return error_response(
@@ -67,6 +71,10 @@ async def data_plane(request: web.Request) -> web.StreamResponse:
             503,
             "aibridge could not prepare this request; retry",
         )
+    # A Responses WebSocket runs after its bridge was released (see open_websocket).
+    if isinstance(opened, web.StreamResponse):
+        return opened
+    return await opened.run()
 
 
 def split_path(request: web.Request) -> tuple[str, str]:

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from aibridge.auth import Authenticator
 from aibridge.bridge import RequestBridge
 from aibridge.config import Settings
+from aibridge.intercept.responses.websocket import ResponsesSockets
 from aibridge.mcp.settings import UserTokens
 from aibridge.pool import CachedBridgePool
 from aibridge.providers.upstream import UpstreamClients
@@ -43,3 +44,6 @@ class Services:
 
 SERVICES = web.AppKey("services", Services)
 """The app key of the gateway's :class:`Services`."""
+
+RESPONSES_SOCKETS = web.AppKey("responses_sockets", ResponsesSockets)
+"""The app key of the process's open Responses WebSockets (limits and shutdown)."""

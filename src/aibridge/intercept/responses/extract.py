@@ -244,6 +244,12 @@ class ResponsesStreamObserver:
         self._items = {}
         self._current_id = None
 
+    @property
+    def ended(self) -> bool:
+        """Whether a terminal event or an ``error`` event has been seen: over WebSocket,
+        either one ends the ``response.create`` it answers."""
+        return self._obs.completed or self._obs.error is not None
+
     def result(self) -> Observation:
         """Everything observed so far (items of an unfinished response included)."""
         obs = self._obs
