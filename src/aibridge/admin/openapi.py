@@ -254,7 +254,16 @@ def build_document() -> dict[str, Any]:
             "type": "object",
             "properties": {
                 "id": string,
-                "type": {"enum": ["openai", "anthropic", "azure", "openai-compat", "openrouter"]},
+                "type": {
+                    "enum": [
+                        "openai",
+                        "anthropic",
+                        "azure",
+                        "openai-compat",
+                        "openrouter",
+                        "bedrock",
+                    ]
+                },
                 "name": string,
                 "display_name": string,
                 "icon": string,

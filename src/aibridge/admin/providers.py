@@ -26,6 +26,7 @@ from aibridge.admin.errors import (
     validations,
 )
 from aibridge.httputil import json_response
+from aibridge.providers.bedrock.settings import API_KEYS_REFUSED, merge_write_only
 from aibridge.providers.settings import settings_type_errors
 from aibridge.providers.validation import (
     INVALID_REQUEST,
@@ -34,6 +35,7 @@ from aibridge.providers.validation import (
     validate_create,
     validate_patch,
 )
+from aibridge.secrets_mask import public_settings
 from aibridge.store import providers as store
 from aibridge.store.crypto import Encryptor
 from aibridge.store.pubsub import PROVIDERS_CHANGED, publish_quietly
@@ -61,7 +63,8 @@ def provider_json(record: store.ProviderRecord) -> dict[str, Any]:
             {"id": str(k.id), "masked": k.masked, "created_at": rfc3339(k.created_at)}
             for k in record.keys
         ],
-        "settings": record.settings,
+        # Write-only members (the Bedrock secret) masked like API keys.
+        "settings": public_settings(record.settings),
         "created_at": rfc3339(record.created_at),
         "updated_at": rfc3339(record.updated_at),
     }
@@ -129,6 +132,12 @@ async def update_provider(request: web.Request) -> web.Response:
     ref = path_reference(request, parse_id_or_name)
     admin = admin_context(request)
     body = await read_json_object(request)
+    settings = body.get("settings")
+    if isinstance(settings, dict) and "bedrock" in settings:
+        # Write-only secrets are never shown, so a block sent back without them keeps them.
+        async with admin.sessions() as session:
+            stored = await resolve(session, admin.encryptor, ref)
+        body = {**body, "settings": merge_write_only(settings, stored.settings)}
     try:
         patch = validate_patch(body)
     except ProviderInputError as err:
@@ -136,6 +145,8 @@ async def update_provider(request: web.Request) -> web.Response:
     try:
         async with admin.sessions() as session, session.begin():
             record = await resolve(session, admin.encryptor, ref)
+            if record.type == "bedrock" and patch.api_keys:
+                raise APIError(400, INVALID_REQUEST, API_KEYS_REFUSED)
             if patch.settings_set:
                 problems = settings_type_errors(patch.settings, record.type)
                 if problems:

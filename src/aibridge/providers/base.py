@@ -32,7 +32,7 @@ class ProviderBuildError(ValueError):
 
 def family_of(ptype: str) -> Family:
     """Protocol family of a provider type."""
-    return "anthropic" if ptype == "anthropic" else "openai"
+    return "anthropic" if ptype in ("anthropic", "bedrock") else "openai"
 
 
 class Provider:

@@ -22,6 +22,7 @@ from aibridge.inputcheck import (
     URLRules,
     http_url_error,
 )
+from aibridge.providers.bedrock.settings import bedrock_create_base_url
 from aibridge.providers.settings import parse_settings
 from aibridge.store.models import PROVIDER_NAME_PATTERN, PROVIDER_TYPES, RESERVED_PROVIDER_NAMES
 from aibridge.store.providers import KeyMutation, ProviderPatch, ProviderSpec
@@ -167,7 +168,10 @@ def validate_create(body: Mapping[str, object]) -> ProviderSpec:
         errors.append(FieldError("name", problem))
 
     base_url = body.get("base_url")
-    problem = base_url_error(base_url)
+    if ptype == "bedrock":
+        base_url, bedrock_errors = bedrock_create_base_url(body)
+        errors.extend(bedrock_errors)
+    problem = base_url_error(base_url) if base_url is not None or ptype != "bedrock" else None
     if problem:
         errors.append(FieldError("base_url", problem))
 
@@ -197,7 +201,10 @@ def validate_create(body: Mapping[str, object]) -> ProviderSpec:
 
     if errors:
         raise ProviderInputError(INVALID_REQUEST, errors)
-    assert isinstance(ptype, str) and isinstance(name, str) and isinstance(base_url, str)
+    assert isinstance(ptype, str) and isinstance(name, str)
+    if not isinstance(base_url, str):
+        # Only a bedrock provider may lack one here, and then its settings said why.
+        raise ProviderInputError(INVALID_REQUEST, [FieldError("base_url", "base_url is required")])
     return ProviderSpec(
         type=ptype,
         name=name,

@@ -36,8 +36,9 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
-PROVIDER_TYPES = ("openai", "anthropic", "azure", "openai-compat", "openrouter")
-"""Accepted ``ai_providers.type`` values. All but ``anthropic`` speak the OpenAI protocol."""
+PROVIDER_TYPES = ("openai", "anthropic", "azure", "openai-compat", "openrouter", "bedrock")
+"""Accepted ``ai_providers.type`` values. ``anthropic`` and ``bedrock`` speak Anthropic
+Messages; the others the OpenAI protocol."""
 
 PROVIDER_NAME_PATTERN = r"^[a-z0-9]+(-[a-z0-9]+)*$"
 # First path segments owned by the gateway itself; provider names may not use them.
