@@ -12,6 +12,7 @@ from typing import Literal
 from yarl import URL
 
 from aibridge.clock import Clock, SystemClock
+from aibridge.providers.bedrock import BedrockRuntime
 from aibridge.providers.breaker_metrics import CircuitBreakerMetrics
 from aibridge.providers.circuitbreaker import CircuitBreakerRegistry, failure_statuses_for
 from aibridge.providers.keyring import KeyRing, KeyRingMetrics
@@ -65,9 +66,18 @@ class Provider:
         self.base_url = base
         self._base_path = base.raw_path.rstrip("/")
         self._clock = clock or SystemClock()
+        self.bedrock: BedrockRuntime | None = None
+        keys = [(str(k.id), k.secret) for k in record.keys]
+        if record.type == "bedrock":
+            if self.options.bedrock is None:
+                raise ProviderBuildError("type=bedrock requires bedrock settings")
+            self.bedrock = BedrockRuntime(self.options.bedrock, base)
+            # The AWS credentials are the provider's one "key": a throttled Bedrock call
+            # cools it like a 429 cools an API key (settings.key_cooldown_seconds).
+            keys = [("aws", "aws-credentials")]
         try:
             self.keys = KeyRing(
-                [(str(k.id), k.secret) for k in record.keys],
+                keys,
                 provider=self.name,
                 cooldown=self.options.key_cooldown_seconds,
                 clock=self._clock,
