@@ -301,6 +301,9 @@ async def relay_event_stream(
                     writing = False
                 if failure is not None:
                     break
+                if decoder.error is not None:
+                    # The frames before the bad one went out; now the stream ends.
+                    raise decoder.error
             if failure is None and decoder.pending:
                 failure = Outcome("server_error", "Bedrock stream ended inside a frame")
         except EventStreamError as exc:

@@ -122,11 +122,18 @@ class EventStreamDecoder:
     ``max_frame_bytes`` caps one message's total length. Not thread-safe; one per stream.
     """
 
-    __slots__ = ("_buf", "_max")
+    __slots__ = ("_buf", "_error", "_max")
 
     def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
         self._buf = bytearray()
         self._max = max_frame_bytes
+        self._error: EventStreamError | None = None
+
+    @property
+    def error(self) -> EventStreamError | None:
+        """The error found after the last frames :meth:`feed` returned (those frames were
+        good and should be relayed first); the next :meth:`feed` raises it."""
+        return self._error
 
     @property
     def pending(self) -> int:
@@ -139,9 +146,22 @@ class EventStreamDecoder:
         Raises :class:`EventStreamError` for a CRC mismatch, impossible lengths or a message
         longer than the cap (detected from the prelude, before its body is buffered).
         """
+        if self._error is not None:
+            raise self._error
         buf = self._buf
         buf += chunk
         frames: list[Frame] = []
+        try:
+            self._decode(frames)
+        except EventStreamError as exc:
+            if not frames:
+                raise
+            # Hand out the good frames that came before the bad one; report it next.
+            self._error = exc
+        return frames
+
+    def _decode(self, frames: list[Frame]) -> None:
+        buf = self._buf
         pos = 0
         size = len(buf)
         while size - pos >= _PRELUDE_LEN:
@@ -173,4 +193,3 @@ class EventStreamDecoder:
             pos += total
         if pos:
             del buf[:pos]
-        return frames
