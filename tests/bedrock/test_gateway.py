@@ -370,8 +370,45 @@ async def test_assumed_role_credentials_from_a_fake_sts_are_cached(
         assert call["RoleSessionName"] == "aibridge"
 
 
+def no_aws_chain(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """An environment where the AWS credential chain finds nothing (and asks no IMDS)."""
+    for name in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+
+
+async def test_the_aws_credential_chain_signs_when_no_keys_are_set(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    no_aws_chain(monkeypatch, tmp_path)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+    fake = FakeBedrock()
+    async with fake.serve(), stack(sqlite_url, tmp_path) as s, asyncio.timeout(TIMEOUT):
+        settings = {"bedrock": {"region": "us-east-1", "model": SONNET}}
+        await s.add_provider("bedrock", "bedrock", keys=(), base_url=fake.url, settings=settings)
+        sdk = anthropic.AsyncAnthropic(
+            base_url=s.base + "/bedrock", api_key=s.user_token, max_retries=0
+        )
+        await sdk.messages.create(model="claude-sonnet-4-5", max_tokens=5, messages=HI)
+        assert fake.rejected == [] and len(fake.requests) == 1
+        row = (await s.only_recording()).interception
+        assert (row.credential_kind, row.credential_hint) == ("centralized", "<aws chain>")
+        assert row.meta == {"aws_bedrock": True, "bedrock_protocol": "invoke"}
+
+
 async def test_admin_api_hides_the_secret_and_refuses_api_keys(
-    sqlite_url: str, tmp_path: Path
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fake = FakeBedrock()
     async with bedrock_stack(sqlite_url, tmp_path, fake) as (s, sdk), asyncio.timeout(TIMEOUT):
@@ -405,15 +442,18 @@ async def test_admin_api_hides_the_secret_and_refuses_api_keys(
         )
         assert resp.status == 400
         assert "region or base_url required" in await resp.text()
-        resp = await s.client.post(
-            "/api/v1/providers",
-            json={
-                "type": "bedrock",
-                "name": "b3",
-                "settings": {"bedrock": {"region": "eu-west-1", "model": SONNET}},
-            },
-            headers=headers,
-        )
+        chain_only = {
+            "type": "bedrock",
+            "name": "b3",
+            "settings": {"bedrock": {"region": "eu-west-1", "model": SONNET}},
+        }
+        no_aws_chain(monkeypatch, tmp_path)
+        resp = await s.client.post("/api/v1/providers", json=chain_only, headers=headers)
+        assert resp.status == 400
+        assert "bedrock provider has no credentials" in await resp.text()
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        resp = await s.client.post("/api/v1/providers", json=chain_only, headers=headers)
         assert resp.status == 201, await resp.text()
         created = await resp.json()
         assert created["base_url"] == "https://bedrock-runtime.eu-west-1.amazonaws.com"

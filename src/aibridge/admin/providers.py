@@ -26,8 +26,10 @@ from aibridge.admin.errors import (
     validations,
 )
 from aibridge.httputil import json_response
+from aibridge.inputcheck import FieldError
+from aibridge.providers.bedrock.credentials import missing_credentials
 from aibridge.providers.bedrock.settings import API_KEYS_REFUSED, merge_write_only
-from aibridge.providers.settings import settings_type_errors
+from aibridge.providers.settings import parse_settings, settings_type_errors
 from aibridge.providers.validation import (
     INVALID_REQUEST,
     ProviderInputError,
@@ -70,6 +72,18 @@ def provider_json(record: store.ProviderRecord) -> dict[str, Any]:
     }
 
 
+async def check_bedrock_credentials(settings: dict[str, Any] | None) -> None:
+    """A 400 when a new ``bedrock`` provider would have no credentials to sign with."""
+    parsed = parse_settings(settings, "bedrock")
+    if isinstance(parsed, list) or parsed.bedrock is None:
+        return
+    problem = await missing_credentials(parsed.bedrock)
+    if problem is not None:
+        raise APIError(
+            400, INVALID_REQUEST, validations=validations([FieldError("settings.bedrock", problem)])
+        )
+
+
 async def resolve(
     session: AsyncSession, encryptor: Encryptor | None, ref: uuid.UUID | str
 ) -> store.ProviderRecord:
@@ -101,6 +115,8 @@ async def create_provider(request: web.Request) -> web.Response:
         spec = validate_create(body)
     except ProviderInputError as err:
         raise input_error(err) from err
+    if spec.type == "bedrock":
+        await check_bedrock_credentials(spec.settings)
     try:
         async with admin.sessions() as session, session.begin():
             record = await store.create_provider(session, admin.encryptor, spec)

@@ -147,6 +147,17 @@ async def send(
     headers.update(
         sign_headers(creds, runtime.service, runtime.region, "POST", str(url), headers, payload)
     )
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug(
+            "bedrock request",
+            extra={
+                "provider": provider.name,
+                "interception_id": str(ix.id),
+                "aws_bedrock": True,
+                "bedrock_protocol": runtime.protocol,
+                "model": model,
+            },
+        )
     try:
         upstream = await session_for(url).request(
             "POST",

@@ -7,7 +7,8 @@ Responses; also ``azure``, ``openai-compat`` and ``openrouter``).
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from yarl import URL
 
@@ -67,11 +68,17 @@ class Provider:
         self._base_path = base.raw_path.rstrip("/")
         self._clock = clock or SystemClock()
         self.bedrock: BedrockRuntime | None = None
+        self.record_metadata: Mapping[str, Any] = {}
+        """Attributes recorded on every interception (the start record's metadata)."""
         keys = [(str(k.id), k.secret) for k in record.keys]
         if record.type == "bedrock":
             if self.options.bedrock is None:
                 raise ProviderBuildError("type=bedrock requires bedrock settings")
             self.bedrock = BedrockRuntime(self.options.bedrock, base)
+            self.record_metadata = {
+                "aws_bedrock": True,
+                "bedrock_protocol": self.options.bedrock.protocol,
+            }
             # The AWS credentials are the provider's one "key": a throttled Bedrock call
             # cools it like a 429 cools an API key (settings.key_cooldown_seconds).
             keys = [("aws", "aws-credentials")]

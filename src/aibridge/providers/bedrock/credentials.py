@@ -289,3 +289,21 @@ def sign_headers(
     if token:
         out["X-Amz-Security-Token"] = token
     return out
+
+
+NO_CREDENTIALS = (
+    "bedrock provider has no credentials: set access_key_id and secret_access_key, or make AWS "
+    "credentials available to the gateway (environment, shared profile, container or "
+    "instance role); the AWS credential chain found none"
+)
+
+
+async def missing_credentials(settings: BedrockSettings) -> str | None:
+    """Why a new provider could not sign requests (no static keys and an AWS credential
+    chain that finds nothing here), or None. The chain may read files or call the instance
+    metadata service, so it runs in a worker thread."""
+    if settings.static_keys:
+        return None
+    if await asyncio.to_thread(chain_available):
+        return None
+    return NO_CREDENTIALS
