@@ -14,7 +14,6 @@ binary event stream into Anthropic SSE event by event, as frames arrive.
 from __future__ import annotations
 
 import asyncio
-import base64
 import binascii
 import logging
 import re
@@ -259,7 +258,7 @@ def _frame_event(frame: Frame) -> SSEEvent | tuple[str, str]:
         return "api_error", f"unexpected Bedrock event {frame.header(':event-type')!r}"
     try:
         obj = orjson.loads(frame.payload)
-        data = base64.b64decode(obj["bytes"], validate=True)
+        data = binascii.a2b_base64(obj["bytes"], strict_mode=True)
     except (orjson.JSONDecodeError, KeyError, TypeError, binascii.Error):
         return "api_error", "Bedrock sent an unreadable chunk"
     match = _EVENT_TYPE.match(data)

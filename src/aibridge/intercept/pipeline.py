@@ -108,7 +108,9 @@ class Interceptor:
             toolset = self.toolset
             conversation = (
                 None
-                if toolset is None or not toolset.tools
+                # The tool loop reads SSE answers; Bedrock's event stream is relayed by its
+                # own path, so injected tools are not offered on bedrock providers (yet).
+                if toolset is None or not toolset.tools or provider.bedrock is not None
                 else start_conversation(route.api, upstream_body, toolset, hide_usage=hide_usage)
             )
         except Rejection as exc:

@@ -46,13 +46,21 @@ HeaderValue = bool | int | bytes | str | uuid.UUID
 """A decoded header value (timestamps are milliseconds since the epoch, as ints)."""
 
 
+# Decoded header blocks by their bytes: Bedrock sends the same few blocks (``chunk`` event
+# headers) on every frame, so each is parsed once. Bounded, since the bytes come from
+# upstream; the cached dicts are shared, hence Frame.headers is read-only by contract.
+_HEADER_CACHE: dict[bytes, dict[str, HeaderValue]] = {}
+_HEADER_CACHE_MAX = 64
+
+
 class EventStreamError(Exception):
     """The stream is not a valid event stream (bad CRC, bad lengths, bad header, too large)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """One decoded message: its headers by name and its raw payload."""
+    """One decoded message: its headers by name (shared between frames with the same
+    header block: never mutate) and its raw payload."""
 
     headers: dict[str, HeaderValue]
     payload: bytes
@@ -185,7 +193,12 @@ class EventStreamDecoder:
                 if zlib.crc32(view[pos : pos + total - 4]) != message_crc:
                     raise EventStreamError("event stream message CRC mismatch")
                 start = pos + _PRELUDE_LEN
-                headers = _decode_headers(bytes(view[start : start + headers_len]))
+                block = bytes(view[start : start + headers_len])
+                headers = _HEADER_CACHE.get(block)
+                if headers is None:
+                    headers = _decode_headers(block)
+                    if len(_HEADER_CACHE) < _HEADER_CACHE_MAX:
+                        _HEADER_CACHE[block] = headers
                 payload = bytes(view[start + headers_len : pos + total - 4])
             finally:
                 view.release()
