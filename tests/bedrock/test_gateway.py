@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 import anthropic
+import openai
 import pytest
 
 from aibridge.testing.fake_bedrock import ACCESS_KEY, SECRET_KEY, FakeBedrock, FakeSTS
@@ -336,8 +337,17 @@ async def test_mantle_sends_the_body_unchanged_signed_for_bedrock_mantle(
             "messages": HI,
         }
         assert {r.service for r in fake.requests} == {"bedrock-mantle"}
+        # The OpenAI chat API is served over mantle too, at the host's /v1.
+        oai = openai.AsyncOpenAI(
+            base_url=s.base + "/mantle/v1", api_key=s.user_token, max_retries=0
+        )
+        chat = await oai.chat.completions.create(model="openai.gpt-oss-120b", messages=HI)
+        assert chat.choices[0].message.content == "Hello from mantle chat"
+        assert fake.requests[-1].path == "/v1/chat/completions"
+        assert fake.requests[-1].body["model"] == "openai.gpt-oss-120b"
+        assert fake.rejected == []
         await s.flush_records()
-        assert await s.error_types() == [None, None]
+        assert await s.error_types() == [None, None, None]
 
 
 async def test_assumed_role_credentials_from_a_fake_sts_are_cached(

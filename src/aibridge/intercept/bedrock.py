@@ -112,6 +112,11 @@ async def send(
         # Mantle speaks the Messages API itself: the body and model go as they are.
         payload = body
         url = provider.upstream_url(suffix)
+        if ix.api != "messages":
+            # Mantle's OpenAI APIs live at the host's root (/v1/chat/completions), its
+            # Anthropic API under /anthropic, which is what base_url names.
+            base_path = provider.base_url.raw_path.rstrip("/").removesuffix("/anthropic")
+            url = url.with_path(base_path + suffix, encoded=True)
         accept = "text/event-stream" if stream else "application/json"
     walker = provider.keys.walker()
     ix.credential_hint = runtime.credentials.hint

@@ -286,7 +286,30 @@ class FakeBedrock:
         app.router.add_post("/model/{model}/invoke", self._invoke)
         app.router.add_post("/model/{model}/invoke-with-response-stream", self._invoke)
         app.router.add_post("/{prefix:.*}v1/messages", self._mantle)
+        app.router.add_post("/v1/chat/completions", self._mantle_chat)
         return app
+
+    async def _mantle_chat(self, request: web.Request) -> web.StreamResponse:
+        seen, refused = await self._accept(request)
+        if refused is not None:
+            return refused
+        assert seen is not None
+        return web.json_response(
+            {
+                "id": "chatcmpl-mantle",
+                "object": "chat.completion",
+                "created": 1,
+                "model": seen.body.get("model", ""),
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": "Hello from mantle chat"},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13},
+            }
+        )
 
     @asynccontextmanager
     async def serve(self) -> AsyncIterator[FakeBedrock]:
