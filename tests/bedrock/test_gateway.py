@@ -481,3 +481,35 @@ async def test_a_request_without_a_gateway_key_never_reaches_bedrock(
             )
             assert resp.status == 401
         assert fake.requests == []
+
+
+async def test_claude_code_works_unchanged_against_a_bedrock_provider(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    from tests.system.test_mcp_agents import agent, base_env, run
+
+    claude = agent("claude")
+    fake = FakeBedrock()
+    async with bedrock_stack(sqlite_url, tmp_path / "gw", fake) as (s, _sdk):
+        home = tmp_path / "home"
+        home.mkdir()
+        env = base_env(home) | {
+            "ANTHROPIC_BASE_URL": f"{s.base}/bedrock",
+            "ANTHROPIC_API_KEY": s.user_token,
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+            "DISABLE_AUTOUPDATER": "1",
+            "DISABLE_TELEMETRY": "1",
+        }
+        code, out, err = await run(
+            [claude, "-p", "Say hello.", "--model", "claude-sonnet-4-5"], env, home
+        )
+        assert code == 0, f"claude failed ({code}): {err[-2000:]}"
+        assert "Hello from fake Bedrock" in out
+        assert fake.rejected == []
+        assert fake.requests, "Claude Code's request never reached Bedrock"
+        await s.flush_records()
+        from aibridge.testing.recorded import interceptions
+
+        rows = await interceptions(s.services)
+        assert rows and all(r.provider == "bedrock" and r.error_type is None for r in rows)
+        assert {r.model for r in rows} <= {SONNET, HAIKU}
