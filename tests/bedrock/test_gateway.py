@@ -14,6 +14,7 @@ import anthropic
 import openai
 import pytest
 
+from aibridge.providers.base import Provider
 from aibridge.testing.fake_bedrock import ACCESS_KEY, SECRET_KEY, FakeBedrock, FakeSTS
 from aibridge.testing.stack import TIMEOUT, Stack, stack
 
@@ -259,6 +260,7 @@ async def test_throttling_cools_the_credentials_for_key_cooldown_seconds(
         ("validation", 400, "invalid_request_error"),
         ("access_denied", 403, "permission_error"),
         ("not_ready", 503, "overloaded_error"),
+        ("throttle", 429, "rate_limit_error"),
         ("unavailable", 503, "api_error"),
     ],
 )
@@ -266,7 +268,10 @@ async def test_bedrock_http_errors_become_anthropic_errors(
     sqlite_url: str, tmp_path: Path, behaviour: str, status: int, kind: str
 ) -> None:
     fake = FakeBedrock(behaviours=[behaviour])
-    async with bedrock_stack(sqlite_url, tmp_path, fake) as (s, _sdk), asyncio.timeout(TIMEOUT):
+    async with fake.serve(), stack(sqlite_url, tmp_path) as s, asyncio.timeout(TIMEOUT):
+        settings = bedrock_settings()
+        settings["key_cooldown_seconds"] = 300
+        await s.add_provider("bedrock", "bedrock", keys=(), base_url=fake.url, settings=settings)
         resp = await s.client.post(
             "/bedrock/v1/messages",
             json={"model": "claude-sonnet-4-5", "max_tokens": 5, "messages": HI},
@@ -275,6 +280,13 @@ async def test_bedrock_http_errors_become_anthropic_errors(
         assert resp.status == status
         body = await resp.json()
         assert body["type"] == "error" and body["error"]["type"] == kind
+        # Only throttling cools the credentials (a model still loading does not).
+        assert s.services.reloader is not None
+        snap = await s.services.reloader.wait_for(lambda _snap: True)
+        provider = snap.get("bedrock")
+        assert isinstance(provider, Provider)
+        cooling = provider.keys.state_counts()["temporary"]
+        assert cooling == (1 if behaviour == "throttle" else 0)
 
 
 async def test_a_stream_of_1000_events_is_relayed_without_buffering(

@@ -186,7 +186,9 @@ async def send(
             "upstream unreachable",
             f"Bedrock unreachable: {type(exc).__name__}: {exc}",
         )
-    if upstream.status == 429:
+    error_name = upstream.headers.get("x-amzn-ErrorType", "").split(":", 1)[0].lower()
+    if upstream.status == 429 and error_name != "modelnotreadyexception":
+        # Throttling is about these credentials; a model still loading is not.
         walker.mark_failed(key, 429, upstream.headers)
     elif upstream.status < 400:
         walker.mark_ok(key)
