@@ -71,6 +71,36 @@ class Settings(BaseSettings):
     # aiohttp's own 400s for malformed requests: at most one log line per this many seconds.
     bad_request_log_interval: float = Field(default=60.0, ge=0)
 
+    # HTTPS proxy mode (``serve --proxy-listen`` / ``aibridge proxy``): its listen address
+    # (empty: off), the CA's PEM files (empty: proxy-ca.pem/proxy-ca-key.pem in the data
+    # dir, created on first start), the ports CONNECT may reach, the private CIDRs tunnels
+    # may reach anyway (comma-separated), and the gateway the decrypted requests go to
+    # (empty with ``serve``: the gateway's own listener).
+    proxy_listen: str = ""
+    proxy_ca_cert: str = ""
+    proxy_ca_key: str = ""
+    proxy_allowed_ports: str = "80,443"
+    proxy_allowed_private_cidrs: str = ""
+    proxy_gateway_url: str = ""
+    # An HTTP proxy the tunnels (not the decrypted requests) go through.
+    proxy_upstream_proxy: str = ""
+    # TLS on the proxy's own listener (both or neither).
+    proxy_tls_cert: str = ""
+    proxy_tls_key: str = ""
+
+    @field_validator("proxy_listen")
+    @classmethod
+    def _check_proxy_listen(cls, value: str) -> str:
+        if value:
+            parse_listen(value)
+        return value
+
+    @field_validator("proxy_allowed_ports")
+    @classmethod
+    def _check_ports(cls, value: str) -> str:
+        parse_ports(value)
+        return value
+
     @field_validator("log_level", "metrics_auth", mode="before")
     @classmethod
     def _lower_level(cls, value: object) -> object:
@@ -115,3 +145,18 @@ def parse_listen(value: str) -> tuple[str, int]:
         raise ValueError(f"listen address {value!r} must look like HOST:PORT, e.g. 127.0.0.1:8080")
     host = host.strip("[]") or "0.0.0.0"
     return host, int(port)
+
+
+def parse_ports(value: str) -> frozenset[int]:
+    """``"80,443"`` → {80, 443}; ValueError naming the bad entry."""
+    ports: set[int] = set()
+    for part in value.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if not part.isdigit() or not 0 < int(part) < 65536:
+            raise ValueError(f"proxy allowed port {part!r} must be a number from 1 to 65535")
+        ports.add(int(part))
+    if not ports:
+        raise ValueError("proxy allowed ports must name at least one port, e.g. 443")
+    return frozenset(ports)

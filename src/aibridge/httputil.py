@@ -5,6 +5,21 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+"""Headers (lower case) that describe one connection and are never forwarded."""
+
 
 def json_response(data: object, status: int = 200) -> web.Response:
     """Serialise ``data`` with orjson (UUIDs and datetimes handled)."""

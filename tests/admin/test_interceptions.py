@@ -82,6 +82,10 @@ async def seed(sessions: async_sessionmaker[AsyncSession]) -> Seeded:
                 client_session_id=session,
                 error_type="rate_limited" if n == 4 else None,
                 error_message="429" if n == 4 else None,
+                # bob brings his own key; alice's requests use the pool (one without a
+                # hint: it ended before a key was picked).
+                credential_kind="byok" if name == "bob" else "centralized",
+                credential_hint=f"{name[:2]}-...{n:04d}" if n != 5 else None,
             )
             s.add(i)
             data.interceptions.append(i)
@@ -232,6 +236,8 @@ async def check_listing(client: TestClient, data: Seeded) -> None:
         "ended_at": (with_tools.started_at + timedelta(seconds=5)).isoformat(),
         "error_type": None,
         "error_message": None,
+        "credential_kind": "centralized",
+        "credential_hint": "al-...0001",
         "tokens": data.sums[with_tools.id],
         "prompt": None,
         "tool_calls": [
@@ -262,6 +268,12 @@ async def check_listing(client: TestClient, data: Seeded) -> None:
     )
     failed = by_id[str(data.interceptions[4].id)]
     assert (failed["error_type"], failed["error_message"]) == ("rate_limited", "429")
+    # Every interception shows the credential it went upstream with, whatever its type.
+    assert {
+        i["id"]: (i["credential_kind"], i["credential_hint"]) for i in body["interceptions"]
+    } == {str(i.id): (i.credential_kind, i.credential_hint) for i in data.interceptions}
+    assert {i["credential_kind"] for i in body["interceptions"]} == {"centralized", "byok"}
+    assert by_id[str(data.interceptions[5].id)]["credential_hint"] is None
 
 
 async def check_filters(client: TestClient, data: Seeded) -> None:

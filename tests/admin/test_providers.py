@@ -178,7 +178,7 @@ CREATE_CASES: list[tuple[dict[str, Any], set[tuple[str, str]]]] = [
         },
     ),
     (openai_body(type="vertex"), {("type", 'unsupported provider type "vertex"')}),
-    (openai_body(type="copilot"), {("type", 'unsupported provider type "copilot"')}),
+    (openai_body(type="gemini"), {("type", 'unsupported provider type "gemini"')}),
     (openai_body(type=5), {("type", "type must be a string")}),
     (
         openai_body(name="Bad_Name"),

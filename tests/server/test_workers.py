@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+import sys
 from pathlib import Path
 
 import aiohttp
@@ -60,3 +63,50 @@ async def test_two_workers_share_the_port_and_converge(tmp_path: Path) -> None:
     finally:
         await gw.stop()
     assert code == 0, gw.tail()
+
+
+# The supervisor with no grace at all: every worker exit looks like a crash after start-up,
+# as a slow start-up on a loaded machine did.
+_NO_GRACE_SUPERVISOR = """
+import sys
+from aibridge.config import Settings
+from aibridge.server import workers
+workers.STARTUP_GRACE = 0.0
+sys.exit(workers.run_workers(Settings()))
+"""
+
+
+async def test_a_worker_that_cannot_listen_stops_the_server_however_long_it_took(
+    tmp_path: Path,
+) -> None:
+    """A worker whose start-up fails says so by its exit status, so the supervisor stops
+    with 1 instead of restarting it forever when the start-up outlasted the grace."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("AIBRIDGE_")},
+            "AIBRIDGE_DATA_DIR": str(tmp_path),
+            "AIBRIDGE_LISTEN": f"127.0.0.1:{port}",
+            "AIBRIDGE_WORKERS": "2",
+        }
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _NO_GRACE_SUPERVISOR,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            async with asyncio.timeout(45):
+                _, stderr = await proc.communicate()
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    text = stderr.decode(errors="replace")
+    assert proc.returncode == 1, text
+    assert f"cannot listen on 127.0.0.1:{port}" in text
+    assert "restarting" not in text

@@ -261,6 +261,9 @@ def build_document() -> dict[str, Any]:
                         "azure",
                         "openai-compat",
                         "openrouter",
+                        "copilot",
+                        "google",
+                        "vercel",
                         "bedrock",
                     ]
                 },
@@ -277,14 +280,18 @@ def build_document() -> dict[str, Any]:
         },
         "CreateProvider": {
             "type": "object",
-            "required": ["type", "name", "base_url"],
+            "required": ["type", "name"],
             "properties": {
                 "type": string,
                 "name": {"type": "string", "pattern": "^[a-z0-9]+(-[a-z0-9]+)*$"},
                 "display_name": string,
                 "icon": string,
                 "enabled": {"type": "boolean"},
-                "base_url": string,
+                "base_url": {
+                    "type": "string",
+                    "description": "Required for azure and openai-compat; other types store "
+                    "their default when it is omitted.",
+                },
                 "api_keys": {"type": "array", "items": string},
                 "settings": _ref("ProviderSettings"),
             },

@@ -28,12 +28,13 @@ from aibridge.admin.errors import (
 from aibridge.httputil import json_response
 from aibridge.inputcheck import FieldError
 from aibridge.providers.bedrock.credentials import missing_credentials
-from aibridge.providers.bedrock.settings import API_KEYS_REFUSED, merge_write_only
-from aibridge.providers.settings import parse_settings, settings_type_errors
+from aibridge.providers.bedrock.settings import merge_write_only
+from aibridge.providers.settings import parse_settings
 from aibridge.providers.validation import (
     INVALID_REQUEST,
     ProviderInputError,
     parse_id_or_name,
+    patch_type_errors,
     validate_create,
     validate_patch,
 )
@@ -161,12 +162,9 @@ async def update_provider(request: web.Request) -> web.Response:
     try:
         async with admin.sessions() as session, session.begin():
             record = await resolve(session, admin.encryptor, ref)
-            if record.type == "bedrock" and patch.api_keys:
-                raise APIError(400, INVALID_REQUEST, API_KEYS_REFUSED)
-            if patch.settings_set:
-                problems = settings_type_errors(patch.settings, record.type)
-                if problems:
-                    raise APIError(400, INVALID_REQUEST, validations=validations(problems))
+            problems = patch_type_errors(patch, record.type)
+            if problems:
+                raise APIError(400, INVALID_REQUEST, validations=validations(problems))
             change = await store.update_provider(session, admin.encryptor, record.id, patch)
             store.audit_updated(
                 session, change, actor_id=actor.user_id, actor_username=actor.username

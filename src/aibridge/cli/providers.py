@@ -150,7 +150,12 @@ def list_cmd(include_deleted: bool, as_json: bool, database_url: str, data_dir: 
 @click.argument("name", required=False)
 @click.option("--name", "name_opt", default=None, help="Same as the NAME argument.")
 @click.option("--type", "ptype", required=True, help=f"Provider type: {TYPES_HELP}.")
-@click.option("--base-url", required=True, help="Upstream URL, e.g. https://api.openai.com/v1.")
+@click.option(
+    "--base-url",
+    default=None,
+    help="Upstream URL, e.g. https://api.openai.com/v1 (default: the type's own, for every "
+    "type but azure and openai-compat; it is stored on the provider).",
+)
 @click.option(
     "--api-key",
     "api_keys",
@@ -180,7 +185,7 @@ def create_cmd(
     name: str | None,
     name_opt: str | None,
     ptype: str,
-    base_url: str,
+    base_url: str | None,
     api_keys: tuple[str, ...],
     api_key_file: IO[str] | None,
     display_name: str | None,
@@ -202,10 +207,11 @@ def create_cmd(
     body: dict[str, object] = {
         "type": ptype,
         "name": name,
-        "base_url": base_url,
         "enabled": not disabled,
         "api_keys": [*api_keys, *_read_key_file(api_key_file)],
     }
+    if base_url is not None:
+        body["base_url"] = base_url
     if display_name is not None:
         body["display_name"] = display_name
     if icon is not None:

@@ -49,6 +49,12 @@ from aibridge.telemetry import setup_logging
     type=click.IntRange(1, 64),
     help="Worker processes sharing the port (default 1).",
 )
+@click.option(
+    "--proxy-listen",
+    envvar="AIBRIDGE_PROXY_LISTEN",
+    default="",
+    help="Also run the HTTPS proxy on HOST:PORT in this process (see `aibridge proxy`).",
+)
 def serve(
     listen: str,
     database_url: str,
@@ -56,9 +62,11 @@ def serve(
     log_level: str | None,
     log_format: str | None,
     workers: int | None,
+    proxy_listen: str,
 ) -> None:
     """Run the gateway (migrates the database first)."""
     settings = load_settings(
+        proxy_listen=proxy_listen,
         listen=listen,
         database_url=database_url,
         data_dir=data_dir,
@@ -73,6 +81,11 @@ def serve(
     )
     try:
         if settings.workers > 1:
+            if settings.proxy_listen:
+                fail(
+                    "--proxy-listen runs in one process; with --workers, run "
+                    "`aibridge proxy --listen HOST:PORT --gateway-url URL` beside the gateway"
+                )
             # Migrate, bootstrap and seed once, before the workers race for it.
             run(prepare(settings))
             sys.exit(run_workers(settings))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -51,7 +52,7 @@ class RecordedRequest:
         return key if key else bearer(self.headers)
 
 
-def bearer(headers: CIMultiDict[str]) -> str | None:
+def bearer(headers: Mapping[str, str]) -> str | None:
     """The token of an ``Authorization: Bearer …`` header, if there is one."""
     auth = headers.get("Authorization", "")
     return auth[7:].strip() if auth.lower().startswith("bearer ") else None

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 
 from aibridge.intercept.errors import Rejection
 from aibridge.intercept.upstream_headers import credential_secret, is_gateway_key
+from aibridge.providers import copilot
 from aibridge.providers.base import Provider
 from aibridge.secrets_mask import mask_secret
 
@@ -25,6 +26,8 @@ def byok_credential(provider: Provider, headers: Mapping[str, str]) -> str:
     allow BYOK (never a silent fall-back to the pooled key); 401 when no provider key, or
     only a gateway key, was sent where it belongs.
     """
+    if provider.always_byok:
+        return _own_token(headers)
     if not provider.options.allow_byok:
         raise Rejection(
             403,
@@ -55,6 +58,25 @@ def byok_credential(provider: Provider, headers: Mapping[str, str]) -> str:
     )
 
 
+def _own_token(headers: Mapping[str, str]) -> str:
+    """The masked hint of the user's own token on an always-BYOK provider (Copilot), which
+    is only ever in ``Authorization``; 401 in its absence."""
+    # The reference's bearer rule: exactly "Bearer <token>" (any case), else no token; a
+    # bare "Bearer" is no token, not a token spelled "Bearer".
+    fields = headers.get("Authorization", "").split()
+    if len(fields) != 2 or fields[0].lower() != "bearer":
+        raise Rejection(401, copilot.TOKEN_REQUIRED)
+    if is_gateway_key(fields[1]):
+        raise Rejection(401, copilot.GATEWAY_KEY_AS_TOKEN)
+    return mask_secret(fields[1])
+
+
+def uses_own_credential(provider: Provider, *, byok: bool) -> bool:
+    """Whether a request goes upstream with the client's own credential: it asked for BYOK,
+    or the provider has no other (Copilot)."""
+    return byok or provider.always_byok
+
+
 def credential_hint(provider: Provider, headers: Mapping[str, str], *, byok: bool) -> str | None:
     """Which credential a bridged request goes upstream with, as a value: the masked hint of
     the client's own key (BYOK), or None for the provider's key ring.
@@ -62,7 +84,7 @@ def credential_hint(provider: Provider, headers: Mapping[str, str], *, byok: boo
     Raises :class:`~aibridge.intercept.errors.Rejection` when BYOK is refused (see
     :func:`byok_credential`) or when the pool has no key at all (502).
     """
-    if byok:
+    if uses_own_credential(provider, byok=byok):
         return byok_credential(provider, headers)
     if not provider.keys.has_keys:
         raise Rejection(

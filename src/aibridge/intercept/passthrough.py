@@ -14,7 +14,7 @@ import aiohttp
 from aiohttp import web
 
 from aibridge.intercept.bedrock import models_response
-from aibridge.intercept.byok import byok_credential
+from aibridge.intercept.byok import byok_credential, uses_own_credential
 from aibridge.intercept.errors import UPSTREAM_UNREACHABLE, Rejection, error_response
 from aibridge.intercept.failover import client_timeout, send_with_failover
 from aibridge.intercept.request import read_body
@@ -43,6 +43,7 @@ async def passthrough(
     if provider.bedrock is not None:
         # Bedrock's only passthrough routes are the models list, answered from the settings.
         return models_response(provider.bedrock, route.label)
+    byok = uses_own_credential(provider, byok=byok)
     try:
         body = await read_body(request, max_body_bytes)
         if byok:

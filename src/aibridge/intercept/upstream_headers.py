@@ -7,22 +7,14 @@ from collections.abc import Mapping
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from aibridge.httputil import HOP_BY_HOP
 from aibridge.tokens import TOKEN_PREFIX
 
 # Never forwarded. Credentials are removed so the gateway key can't leak upstream;
 # hop-by-hop and framing headers are recomputed by the HTTP client.
-_DROP = frozenset(
+_DROP = HOP_BY_HOP | frozenset(
     h.lower()
     for h in (
-        "Connection",
-        "Keep-Alive",
-        "Proxy-Authenticate",
-        "Proxy-Authorization",
-        "Proxy-Connection",
-        "Te",
-        "Trailer",
-        "Transfer-Encoding",
-        "Upgrade",
         "Host",
         "Content-Length",
         "Accept-Encoding",
@@ -110,17 +102,8 @@ def client_headers_for_upstream(
 
 # Response headers not copied back to the client: hop-by-hop ones (they describe the
 # upstream connection, not the message) and framing the server recomputes.
-_RESPONSE_DROP = frozenset(
+_RESPONSE_DROP = HOP_BY_HOP | frozenset(
     (
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
         "content-length",
         "server",
         "date",

@@ -16,6 +16,7 @@ from aibridge.clock import Clock, SystemClock
 from aibridge.providers.bedrock import BedrockRuntime
 from aibridge.providers.breaker_metrics import CircuitBreakerMetrics
 from aibridge.providers.circuitbreaker import CircuitBreakerRegistry, failure_statuses_for
+from aibridge.providers.copilot import is_copilot
 from aibridge.providers.keyring import KeyRing, KeyRingMetrics
 from aibridge.providers.paths import UnsafePath, has_dot_segment
 from aibridge.providers.settings import ProviderSettings, parse_settings
@@ -55,6 +56,9 @@ class Provider:
         self.name = record.name
         self.type = record.type
         self.family: Family = family_of(record.type)
+        self.always_byok = is_copilot(record.type)
+        """Every request must carry the user's own credential (Copilot): there is no key
+        pool, and ``settings.allow_byok`` is not needed."""
         self.options = _settings(record)
         # The admin API's rule, for rows written before it (or by hand).
         problem = base_url_error(record.base_url)

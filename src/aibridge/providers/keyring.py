@@ -44,11 +44,12 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from aibridge.clock import SYSTEM_CLOCK, Clock
+from aibridge.loop_metrics import LoopHistogram
 from aibridge.secrets_mask import mask_secret
 
 logger = logging.getLogger(__name__)
@@ -235,12 +236,13 @@ class KeyRingMetrics:
             ["provider", "outcome"],
             registry=registry,
         )
-        self.failover_attempts = Histogram(
+        # Observed on every upstream call, on the event loop: lock-free.
+        self.failover_attempts = LoopHistogram(
             "aibridge_key_pool_failover_attempts",
             "Keys tried per upstream call that used the key ring.",
-            ["provider"],
+            ("provider",),
+            registry,
             buckets=FAILOVER_ATTEMPT_BUCKETS,
-            registry=registry,
         )
         self.failovers = Counter(
             "aibridge_key_pool_failovers_total",

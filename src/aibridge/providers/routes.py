@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from aibridge.providers import copilot
 from aibridge.providers.base import APIName, DisabledProvider, Family, Provider
 from aibridge.providers.paths import UnsafePath, check_path
 
@@ -111,7 +112,11 @@ def match_route(provider: Provider, raw_path: str) -> Route | None:
     """
     path = check_path(raw_path)
     decoded, raw = path.decoded, path.raw
-    if provider.family == "openai":
+    if copilot.is_copilot(provider.type):
+        # Copilot: its API has no /v1 segment, and neither do its routes here.
+        sub, raw_sub = decoded, raw
+        table = copilot.ROUTES
+    elif provider.family == "openai":
         if not decoded.startswith("/v1/") and decoded != "/v1":
             return None
         # Cut the first segment ("v1", maybe percent-encoded) from the raw path by

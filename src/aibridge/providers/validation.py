@@ -22,8 +22,9 @@ from aibridge.inputcheck import (
     URLRules,
     http_url_error,
 )
-from aibridge.providers.bedrock.settings import bedrock_create_base_url
-from aibridge.providers.settings import parse_settings
+from aibridge.providers.bedrock.settings import API_KEYS_REFUSED, bedrock_create_base_url
+from aibridge.providers.defaults import default_base_url
+from aibridge.providers.settings import parse_settings, settings_type_errors
 from aibridge.store.models import PROVIDER_NAME_PATTERN, PROVIDER_TYPES, RESERVED_PROVIDER_NAMES
 from aibridge.store.providers import KeyMutation, ProviderPatch, ProviderSpec
 
@@ -43,6 +44,12 @@ MAX_NAME_LENGTH = 63
 MAX_DISPLAY_NAME_LENGTH = 200
 MAX_ICON_LENGTH = 2048
 MAX_BASE_URL_LENGTH = 2048
+
+COPILOT_KEYS_REFUSED = (
+    "Copilot providers do not accept api_keys; they authenticate with each user's own "
+    "GitHub Copilot token, sent in Authorization: Bearer … on every request"
+)
+"""Why a ``copilot`` provider refuses ``api_keys`` (on create and on update)."""
 
 
 class ProviderInputError(InputError):
@@ -169,8 +176,12 @@ def validate_create(body: Mapping[str, object]) -> ProviderSpec:
 
     base_url = body.get("base_url")
     if ptype == "bedrock":
+        # The region's runtime endpoint when none is given (needs the settings).
         base_url, bedrock_errors = bedrock_create_base_url(body)
         errors.extend(bedrock_errors)
+    elif base_url is None or base_url == "":
+        # The type's default is stored on the row, so listings show where traffic goes.
+        base_url = default_base_url(ptype) or base_url
     problem = base_url_error(base_url) if base_url is not None or ptype != "bedrock" else None
     if problem:
         errors.append(FieldError("base_url", problem))
@@ -195,6 +206,8 @@ def validate_create(body: Mapping[str, object]) -> ProviderSpec:
                     errors.append(FieldError(field, problem))
                 else:
                     keys.append(item)
+            if ptype == "copilot" and raw_keys:
+                errors.append(FieldError("api_keys", COPILOT_KEYS_REFUSED))
 
     known_type = ptype if isinstance(ptype, str) and ptype in PROVIDER_TYPES else None
     settings = _settings(errors, body.get("settings"), known_type)
@@ -297,6 +310,8 @@ def validate_patch(body: Mapping[str, object], provider_type: str | None = None)
     enabled = _optional_bool(errors, body, "enabled")
     mutations = _key_mutations(errors, body["api_keys"]) if "api_keys" in body else None
     settings = _settings(errors, body["settings"], provider_type) if "settings" in body else None
+    if provider_type == "copilot" and mutations:
+        errors.append(FieldError("api_keys", COPILOT_KEYS_REFUSED))
     if errors:
         raise ProviderInputError(INVALID_REQUEST, errors)
     return ProviderPatch(
@@ -310,7 +325,21 @@ def validate_patch(body: Mapping[str, object], provider_type: str | None = None)
     )
 
 
+def patch_type_errors(patch: ProviderPatch, provider_type: str) -> list[FieldError]:
+    """The checks of a patch that need the provider's type, for callers that validated it
+    (with :func:`validate_patch`) before looking the provider up."""
+    errors: list[FieldError] = []
+    if patch.settings_set:
+        errors.extend(settings_type_errors(patch.settings, provider_type))
+    if provider_type == "copilot" and patch.api_keys:
+        errors.append(FieldError("api_keys", COPILOT_KEYS_REFUSED))
+    if provider_type == "bedrock" and patch.api_keys:
+        errors.append(FieldError("api_keys", API_KEYS_REFUSED))
+    return errors
+
+
 __all__ = [
+    "COPILOT_KEYS_REFUSED",
     "EMPTY_PATCH",
     "INVALID_ID_OR_NAME",
     "INVALID_REQUEST",
@@ -318,6 +347,7 @@ __all__ = [
     "base_url_error",
     "name_error",
     "parse_id_or_name",
+    "patch_type_errors",
     "validate_create",
     "validate_patch",
 ]

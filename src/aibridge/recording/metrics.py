@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
+from aibridge.loop_metrics import LoopCounter
 from aibridge.recording.records import RECORD_TYPES
 
 _lock = threading.Lock()
@@ -30,17 +31,18 @@ class RecorderMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         ns = "aibridge_recorder"
-        self.enqueued = Counter(
+        # Counted for every record on the event loop: lock-free (aibridge.loop_metrics).
+        self.enqueued = LoopCounter(
             f"{ns}_records_enqueued",
             "Records accepted into the in-memory queue.",
-            ["kind"],
-            registry=registry,
+            ("kind",),
+            registry,
         )
-        self.written = Counter(
+        self.written = LoopCounter(
             f"{ns}_records_written",
             "Records written to the database by the batch writer (not counting replays).",
-            ["kind"],
-            registry=registry,
+            ("kind",),
+            registry,
         )
         self.spilled = Counter(
             f"{ns}_records_spilled",

@@ -51,6 +51,8 @@ class Sink(Protocol):
 def _json_safe(value: dict[str, Any]) -> dict[str, Any]:
     # A metadata value the JSON column cannot encode must not fail a whole batch:
     # stringify it (the reference does the same for metadata it cannot convert).
+    if not value:
+        return {}  # what almost every record holds: no round trip through orjson
     result: dict[str, Any] = orjson.loads(orjson.dumps(value, default=str))
     return result
 

@@ -7,6 +7,7 @@ import gc
 import logging
 import signal
 from collections.abc import Coroutine
+from contextlib import AsyncExitStack
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -15,6 +16,7 @@ from aibridge.config import Settings
 from aibridge.secrets_mask import mask_url
 from aibridge.server.app import create_app
 from aibridge.server.connection_guard import ConnectionLimits, GatewayRunner
+from aibridge.server.services import Services
 from aibridge.server.startup import running_services
 
 T = TypeVar("T")
@@ -104,6 +106,48 @@ async def serve_forever(
                 "database": mask_url(settings.resolved_database_url()),
             },
         )
-        await stop.wait()
-        log.info("shutting down")
-        await runner.cleanup()
+        try:
+            async with AsyncExitStack() as extras:
+                if settings.proxy_listen:
+                    await _start_gateway_proxy(extras, settings, services, site_port(runner, port))
+                await stop.wait()
+                log.info("shutting down")
+        finally:
+            await runner.cleanup()
+
+
+def site_port(runner: web.AppRunner, configured: int) -> int:
+    """The port the gateway listens on (the bound one when ``configured`` is 0)."""
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            return int(address[1])
+    return configured
+
+
+async def _start_gateway_proxy(
+    extras: AsyncExitStack, settings: Settings, services: Services, port: int
+) -> None:
+    """Start the proxy beside this gateway: decrypted requests go to its own listener on
+    loopback (or ``proxy_gateway_url``), its series to the gateway's registry."""
+    # Imported here: a gateway without the proxy never loads it (nor cryptography's x509).
+    from aibridge.server.proxy import ProxyConfigError, running_settings_proxy
+
+    gateway_url = settings.proxy_gateway_url or f"http://127.0.0.1:{port}"
+    try:
+        await extras.enter_async_context(
+            running_settings_proxy(
+                settings,
+                pubsub=services.pubsub,
+                authenticator=services.authenticator,
+                sessions=services.sessions,
+                gateway_url=gateway_url,
+                registry=services.metrics.registry,
+            )
+        )
+    except ProxyConfigError as exc:
+        raise StartupError(str(exc)) from None
+    except OSError as exc:
+        raise StartupError(
+            f"cannot listen on {settings.proxy_listen}: {exc.strerror}; "
+            "choose another --proxy-listen"
+        ) from None

@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 # A worker that exits sooner than this after starting is treated as a start-up failure
 # (bad port, bad database) rather than a crash worth restarting.
 STARTUP_GRACE = 5.0
+# The exit status of a worker whose start-up failed (sysexits' EX_CONFIG): it says so
+# however long the start-up took (spawning and importing can take longer than the
+# grace on a loaded machine), so such a worker is never restarted in a loop.
+EXIT_STARTUP_FAILED = 78
 
 
 def _worker_main(settings_json: str, index: int) -> None:
@@ -43,7 +47,7 @@ def _worker_main(settings_json: str, index: int) -> None:
     except StartupError as exc:
         # As ``aibridge serve`` reports it; the exit code stops the supervisor.
         print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(EXIT_STARTUP_FAILED)
 
 
 def run_workers(settings: Settings) -> int:
@@ -86,12 +90,12 @@ def run_workers(settings: Settings) -> int:
                 code = proc.exitcode or 0
                 if stopping:
                     continue
-                if time.monotonic() - started < STARTUP_GRACE:
+                if code == EXIT_STARTUP_FAILED or time.monotonic() - started < STARTUP_GRACE:
                     log.error(
                         "worker failed during start-up; stopping",
                         extra={"worker": index, "exit_code": code},
                     )
-                    exit_code = code or 1
+                    exit_code = 1 if code in (0, EXIT_STARTUP_FAILED) else code
                     request_stop(signal.SIGTERM, None)
                     continue
                 log.warning("worker exited; restarting", extra={"worker": index, "exit_code": code})

@@ -219,6 +219,11 @@ async def list_interceptions(
             "ended_at": i.ended_at,
             "error_type": i.error_type,
             "error_message": i.error_message,
+            # Which credential went upstream: "centralized" (the provider's key pool, the
+            # hint is the masked key used) or "byok" (the user's own key or token, e.g.
+            # Copilot's, masked). Never the secret itself: only masked hints are stored.
+            "credential_kind": i.credential_kind,
+            "credential_hint": i.credential_hint,
             "tokens": tokens.get(i.id, zero),
             "prompt": prompts.get(i.id),
             "tool_calls": tools.get(i.id, []),

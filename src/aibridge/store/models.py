@@ -36,7 +36,17 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
-PROVIDER_TYPES = ("openai", "anthropic", "azure", "openai-compat", "openrouter", "bedrock")
+PROVIDER_TYPES = (
+    "openai",
+    "anthropic",
+    "azure",
+    "openai-compat",
+    "openrouter",
+    "copilot",
+    "google",
+    "vercel",
+    "bedrock",
+)
 """Accepted ``ai_providers.type`` values. ``anthropic`` and ``bedrock`` speak Anthropic
 Messages; the others the OpenAI protocol."""
 

@@ -588,3 +588,29 @@ __all__ = [
     "provider_summary",
     "update_provider",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderRoute:
+    """The routing facts of one live provider (what the HTTPS proxy needs, no secrets)."""
+
+    name: str
+    type: str
+    base_url: str
+    enabled: bool
+
+
+async def load_provider_routes(session: AsyncSession) -> list[ProviderRoute]:
+    """Every non-deleted provider's name, type, base URL and enabled flag, oldest first
+    (ties by name), in one read without keys or settings: the proxy's routing map is
+    built from these, and reading them needs no encryption key."""
+    stmt = (
+        select(AIProvider.name, AIProvider.type, AIProvider.base_url, AIProvider.enabled)
+        .where(AIProvider.deleted.is_(False))
+        .order_by(AIProvider.created_at, AIProvider.name)
+    )
+    rows = (await session.execute(stmt)).all()
+    return [
+        ProviderRoute(name, ptype, base_url, bool(enabled))
+        for name, ptype, base_url, enabled in rows
+    ]
