@@ -103,6 +103,13 @@ async def test_blocking_and_streaming_text_with_exact_usage_records(
                 u.cache_read_input_tokens,
                 u.cache_write_input_tokens,
             ) == (11, 7, 5, 3)
+        # The interceptions API shows the credential kind and the masked key id.
+        resp = await s.client.get("/api/v1/interceptions", headers=s.admin_headers())
+        listed = (await resp.json())["interceptions"]
+        assert [(i["provider"], i["credential_kind"], i["credential_hint"]) for i in listed] == [
+            ("bedrock", "centralized", "AKI…0001")
+        ] * 2
+        assert SECRET_KEY not in await resp.text()
 
 
 async def test_model_map_haiku_rule_beta_filter_and_stripped_fields(
