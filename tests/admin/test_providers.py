@@ -177,7 +177,7 @@ CREATE_CASES: list[tuple[dict[str, Any], set[tuple[str, str]]]] = [
             ("base_url", "base_url is required"),
         },
     ),
-    (openai_body(type="bedrock"), {("type", 'unsupported provider type "bedrock"')}),
+    (openai_body(type="vertex"), {("type", 'unsupported provider type "vertex"')}),
     (openai_body(type="gemini"), {("type", 'unsupported provider type "gemini"')}),
     (openai_body(type=5), {("type", "type must be a string")}),
     (

@@ -153,7 +153,7 @@ def test_bad_provider_commands_exit_non_zero_saying_what_to_fix(sqlite_url: str)
         "create",
         "Bad_Name",
         "--type",
-        "bedrock",
+        "vertex",
         "--base-url",
         "ftp://x",
         "--api-key",
@@ -161,7 +161,7 @@ def test_bad_provider_commands_exit_non_zero_saying_what_to_fix(sqlite_url: str)
     )
     assert result.exit_code == 2
     assert "Invalid AI provider request." in result.stderr
-    assert 'type: unsupported provider type "bedrock"' in result.stderr
+    assert 'type: unsupported provider type "vertex"' in result.stderr
     assert "name: name must match ^[a-z0-9]+(-[a-z0-9]+)*$" in result.stderr
     assert 'base_url: base_url scheme must be http or https, got "ftp"' in result.stderr
     assert (

@@ -265,6 +265,7 @@ def build_document() -> dict[str, Any]:
                         "copilot",
                         "google",
                         "vercel",
+                        "bedrock",
                     ]
                 },
                 "name": string,

@@ -26,6 +26,10 @@ from aibridge.admin.errors import (
     validations,
 )
 from aibridge.httputil import json_response
+from aibridge.inputcheck import FieldError
+from aibridge.providers.bedrock.credentials import missing_credentials
+from aibridge.providers.bedrock.settings import merge_write_only
+from aibridge.providers.settings import parse_settings
 from aibridge.providers.validation import (
     INVALID_REQUEST,
     ProviderInputError,
@@ -34,6 +38,7 @@ from aibridge.providers.validation import (
     validate_create,
     validate_patch,
 )
+from aibridge.secrets_mask import public_settings
 from aibridge.store import providers as store
 from aibridge.store.crypto import Encryptor
 from aibridge.store.pubsub import PROVIDERS_CHANGED, publish_quietly
@@ -61,10 +66,23 @@ def provider_json(record: store.ProviderRecord) -> dict[str, Any]:
             {"id": str(k.id), "masked": k.masked, "created_at": rfc3339(k.created_at)}
             for k in record.keys
         ],
-        "settings": record.settings,
+        # Write-only members (the Bedrock secret) masked like API keys.
+        "settings": public_settings(record.settings),
         "created_at": rfc3339(record.created_at),
         "updated_at": rfc3339(record.updated_at),
     }
+
+
+async def check_bedrock_credentials(settings: dict[str, Any] | None) -> None:
+    """A 400 when a new ``bedrock`` provider would have no credentials to sign with."""
+    parsed = parse_settings(settings, "bedrock")
+    if isinstance(parsed, list) or parsed.bedrock is None:
+        return
+    problem = await missing_credentials(parsed.bedrock)
+    if problem is not None:
+        raise APIError(
+            400, INVALID_REQUEST, validations=validations([FieldError("settings.bedrock", problem)])
+        )
 
 
 async def resolve(
@@ -98,6 +116,8 @@ async def create_provider(request: web.Request) -> web.Response:
         spec = validate_create(body)
     except ProviderInputError as err:
         raise input_error(err) from err
+    if spec.type == "bedrock":
+        await check_bedrock_credentials(spec.settings)
     try:
         async with admin.sessions() as session, session.begin():
             record = await store.create_provider(session, admin.encryptor, spec)
@@ -129,6 +149,12 @@ async def update_provider(request: web.Request) -> web.Response:
     ref = path_reference(request, parse_id_or_name)
     admin = admin_context(request)
     body = await read_json_object(request)
+    settings = body.get("settings")
+    if isinstance(settings, dict) and "bedrock" in settings:
+        # Write-only secrets are never shown, so a block sent back without them keeps them.
+        async with admin.sessions() as session:
+            stored = await resolve(session, admin.encryptor, ref)
+        body = {**body, "settings": merge_write_only(settings, stored.settings)}
     try:
         patch = validate_patch(body)
     except ProviderInputError as err:

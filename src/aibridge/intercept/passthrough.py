@@ -13,6 +13,7 @@ import logging
 import aiohttp
 from aiohttp import web
 
+from aibridge.intercept.bedrock import models_response
 from aibridge.intercept.byok import byok_credential, uses_own_credential
 from aibridge.intercept.errors import UPSTREAM_UNREACHABLE, Rejection, error_response
 from aibridge.intercept.failover import client_timeout, send_with_failover
@@ -39,6 +40,9 @@ async def passthrough(
     """Relay ``request`` to the provider's upstream and stream the answer back."""
     provider = route.provider
     family = provider.family
+    if provider.bedrock is not None:
+        # Bedrock's only passthrough routes are the models list, answered from the settings.
+        return models_response(provider.bedrock, route.label)
     byok = uses_own_credential(provider, byok=byok)
     try:
         body = await read_body(request, max_body_bytes)

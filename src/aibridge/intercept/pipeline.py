@@ -26,6 +26,7 @@ metrics and recording are addons behind
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 
 import aiohttp
@@ -33,6 +34,7 @@ from aiohttp import web
 
 from aibridge.actor import Actor
 from aibridge.ids import new_uuid4
+from aibridge.intercept import bedrock
 from aibridge.intercept.agentic import DEFAULT_MAX_ITERATIONS, ToolLoop, start_conversation
 from aibridge.intercept.api import API, api_for
 from aibridge.intercept.byok import credential_hint
@@ -98,12 +100,17 @@ class Interceptor:
             body = await read_body(request, self.max_body_bytes)
             info = api.decode(body)
             api.reject(info)
+            if provider.bedrock is not None and info.model:
+                # Recorded and sent: the Bedrock model the client's name maps to.
+                info = dataclasses.replace(info, model=provider.bedrock.map_model(info.model))
             byok_hint = credential_hint(provider, request.headers, byok=byok)
             upstream_body, hide_usage = api.prepare_body(body, info)
             toolset = self.toolset
             conversation = (
                 None
-                if toolset is None or not toolset.tools
+                # The tool loop reads SSE answers; Bedrock's event stream is relayed by its
+                # own path, so injected tools are not offered on bedrock providers (yet).
+                if toolset is None or not toolset.tools or provider.bedrock is not None
                 else start_conversation(route.api, upstream_body, toolset, hide_usage=hide_usage)
             )
         except Rejection as exc:
@@ -191,6 +198,10 @@ class Interceptor:
         """Send the request upstream with failover across the key ring: the upstream
         response, or the answer and outcome when no response came."""
         provider = ix.provider
+        if provider.bedrock is not None:
+            return await bedrock.send(
+                self.upstream, provider.bedrock, ix, request, route.upstream_suffix, body
+            )
         byok = ix.byok_hint is not None
         url = provider.upstream_url(route.upstream_suffix, request.rel_url.raw_query_string)
         headers = client_headers_for_upstream(request.headers, keep_credentials=byok)
@@ -248,6 +259,16 @@ class Interceptor:
     ) -> tuple[web.StreamResponse, Outcome]:
         """The relay for what came back: an error, a stream, or a blocking body."""
         limits = self.upstream
+        runtime = ix.provider.bedrock
+        if runtime is not None and ix.api == "messages":
+            if upstream.status >= 400:
+                return await bedrock.relay_error(ix, upstream, limits.max_error_bytes)
+            if ix.request.stream and upstream.headers.get("Content-Type", "").startswith(
+                bedrock.EVENT_STREAM
+            ):
+                return await bedrock.relay_event_stream(
+                    ix, request, upstream, api, self.hooks, runtime.settings.max_frame_bytes
+                )
         if upstream.status >= 400:
             return await relay_error(ix, upstream, limits.max_error_bytes)
         if ix.request.stream and upstream.headers.get("Content-Type", "").startswith(

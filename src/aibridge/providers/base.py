@@ -7,11 +7,13 @@ Responses; also ``azure``, ``openai-compat`` and ``openrouter``).
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from yarl import URL
 
 from aibridge.clock import Clock, SystemClock
+from aibridge.providers.bedrock import BedrockRuntime
 from aibridge.providers.breaker_metrics import CircuitBreakerMetrics
 from aibridge.providers.circuitbreaker import CircuitBreakerRegistry, failure_statuses_for
 from aibridge.providers.copilot import is_copilot
@@ -33,7 +35,7 @@ class ProviderBuildError(ValueError):
 
 def family_of(ptype: str) -> Family:
     """Protocol family of a provider type."""
-    return "anthropic" if ptype == "anthropic" else "openai"
+    return "anthropic" if ptype in ("anthropic", "bedrock") else "openai"
 
 
 class Provider:
@@ -69,9 +71,24 @@ class Provider:
         self.base_url = base
         self._base_path = base.raw_path.rstrip("/")
         self._clock = clock or SystemClock()
+        self.bedrock: BedrockRuntime | None = None
+        self.record_metadata: Mapping[str, Any] = {}
+        """Attributes recorded on every interception (the start record's metadata)."""
+        keys = [(str(k.id), k.secret) for k in record.keys]
+        if record.type == "bedrock":
+            if self.options.bedrock is None:
+                raise ProviderBuildError("type=bedrock requires bedrock settings")
+            self.bedrock = BedrockRuntime(self.options.bedrock, base)
+            self.record_metadata = {
+                "aws_bedrock": True,
+                "bedrock_protocol": self.options.bedrock.protocol,
+            }
+            # The AWS credentials are the provider's one "key": a throttled Bedrock call
+            # cools it like a 429 cools an API key (settings.key_cooldown_seconds).
+            keys = [("aws", "aws-credentials")]
         try:
             self.keys = KeyRing(
-                [(str(k.id), k.secret) for k in record.keys],
+                keys,
                 provider=self.name,
                 cooldown=self.options.key_cooldown_seconds,
                 clock=self._clock,

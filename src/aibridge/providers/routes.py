@@ -94,6 +94,18 @@ _ANTHROPIC_ROUTES: tuple[tuple[str, bool, APIName | None], ...] = (
     ("/v1/models/", False, None),
     ("/api/event_logging/", False, None),
 )
+# Bedrock: Messages is bridged; the models list is answered by the gateway from the
+# settings (Bedrock has no Anthropic models endpoint). Mantle serves the OpenAI APIs too.
+_BEDROCK_ROUTES: tuple[tuple[str, bool, APIName | None], ...] = (
+    ("/v1/messages", True, "messages"),
+    ("/v1/models", True, None),
+    ("/v1/models/", False, None),
+)
+_MANTLE_ROUTES = (
+    *_BEDROCK_ROUTES,
+    ("/v1/chat/completions", True, "chat"),
+    ("/v1/responses", True, "responses"),
+)
 # OpenAI routes live under ``/<name>/v1``; the base URL already carries the version.
 _OPENAI_ROUTES: tuple[tuple[str, bool, APIName | None], ...] = (
     ("/chat/completions", True, "chat"),
@@ -132,6 +144,8 @@ def match_route(provider: Provider, raw_path: str) -> Route | None:
     else:
         sub, raw_sub = decoded, raw
         table = _ANTHROPIC_ROUTES
+        if provider.bedrock is not None:
+            table = _MANTLE_ROUTES if provider.bedrock.protocol == "mantle" else _BEDROCK_ROUTES
     best: tuple[str, bool, APIName | None] | None = None
     for entry in table:
         pattern, exact, _api = entry

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aibridge.inputcheck import CONTROL_CHARACTERS, HEADER_NAME, FieldError
+from aibridge.providers.bedrock.settings import BedrockSettings, parse_bedrock
 from aibridge.providers.circuitbreaker import CircuitBreakerConfig
 
 DEFAULT_BLOCKING_TIMEOUT = 600.0
@@ -48,6 +49,8 @@ class ProviderSettings:
     circuit_breaker: CircuitBreakerConfig | None = None
     # OpenAI Responses over WebSocket on ``/v1/responses`` (OpenAI-protocol types only).
     responses_websocket: bool = True
+    # type=bedrock only (required there): region, credentials, protocol, model map.
+    bedrock: BedrockSettings | None = None
 
 
 def _is_number(value: object) -> bool:
@@ -164,7 +167,11 @@ def settings_type_errors(
     settings: Mapping[str, Any] | None, provider_type: str | None
 ) -> list[FieldError]:
     """Checks that depend on the provider type (none when the type is not known yet)."""
-    if not settings or provider_type is None:
+    if provider_type is None:
+        return []
+    if provider_type == "bedrock":
+        return _bedrock_type_errors(settings or {})
+    if not settings:
         return []
     if "api_version" in settings and provider_type != "azure":
         return [FieldError("settings.api_version", "api_version is only valid for type=azure")]
@@ -175,7 +182,35 @@ def settings_type_errors(
                 "responses_websocket is only valid for OpenAI-protocol types",
             )
         ]
+    if "bedrock" in settings:
+        return [FieldError("settings.bedrock", "bedrock settings are only valid for type=bedrock")]
     return []
+
+
+def _bedrock_type_errors(settings: Mapping[str, Any]) -> list[FieldError]:
+    """A ``bedrock`` provider needs its block and has no use for the key-ring knobs."""
+    errors: list[FieldError] = []
+    if "bedrock" not in settings:
+        errors.append(
+            FieldError(
+                "settings.bedrock",
+                "type=bedrock requires bedrock settings (region, model, and optionally "
+                "access_key_id/secret_access_key or role_arn)",
+            )
+        )
+    if settings.get("allow_byok"):
+        errors.append(
+            FieldError(
+                "settings.allow_byok",
+                "bring-your-own-key is not available for type=bedrock (requests are signed "
+                "with the provider's AWS credentials)",
+            )
+        )
+    if "api_version" in settings:
+        errors.append(
+            FieldError("settings.api_version", "api_version is only valid for type=azure")
+        )
+    return errors
 
 
 def parse_settings(value: object, provider_type: str | None) -> ProviderSettings | list[FieldError]:
@@ -208,6 +243,10 @@ def parse_settings(value: object, provider_type: str | None) -> ProviderSettings
             _check_breaker(errors, item)
         elif key == "responses_websocket":
             _check_bool(errors, where, item)
+        elif key == "bedrock":
+            parsed_bedrock = parse_bedrock(item)
+            if isinstance(parsed_bedrock, list):
+                errors.extend(parsed_bedrock)
         else:
             errors.append(FieldError(where, "unknown setting"))
     errors.extend(settings_type_errors(value, provider_type))
@@ -226,7 +265,17 @@ def parse_settings(value: object, provider_type: str | None) -> ProviderSettings
         extra_headers=dict(value.get("extra_headers") or {}),
         circuit_breaker=_breaker(value.get("circuit_breaker") or {}),
         responses_websocket=value.get("responses_websocket", True),
+        bedrock=_bedrock_block(value.get("bedrock")),
     )
+
+
+def _bedrock_block(value: object) -> BedrockSettings | None:
+    """The parsed block of an already checked ``settings.bedrock`` (None when absent)."""
+    if value is None:
+        return None
+    parsed = parse_bedrock(value)
+    assert not isinstance(parsed, list)
+    return parsed
 
 
 __all__ = [

@@ -22,6 +22,7 @@ from aibridge.inputcheck import (
     URLRules,
     http_url_error,
 )
+from aibridge.providers.bedrock.settings import API_KEYS_REFUSED, bedrock_create_base_url
 from aibridge.providers.defaults import default_base_url
 from aibridge.providers.settings import parse_settings, settings_type_errors
 from aibridge.store.models import PROVIDER_NAME_PATTERN, PROVIDER_TYPES, RESERVED_PROVIDER_NAMES
@@ -174,10 +175,14 @@ def validate_create(body: Mapping[str, object]) -> ProviderSpec:
         errors.append(FieldError("name", problem))
 
     base_url = body.get("base_url")
-    if base_url is None or base_url == "":
+    if ptype == "bedrock":
+        # The region's runtime endpoint when none is given (needs the settings).
+        base_url, bedrock_errors = bedrock_create_base_url(body)
+        errors.extend(bedrock_errors)
+    elif base_url is None or base_url == "":
         # The type's default is stored on the row, so listings show where traffic goes.
         base_url = default_base_url(ptype) or base_url
-    problem = base_url_error(base_url)
+    problem = base_url_error(base_url) if base_url is not None or ptype != "bedrock" else None
     if problem:
         errors.append(FieldError("base_url", problem))
 
@@ -209,7 +214,10 @@ def validate_create(body: Mapping[str, object]) -> ProviderSpec:
 
     if errors:
         raise ProviderInputError(INVALID_REQUEST, errors)
-    assert isinstance(ptype, str) and isinstance(name, str) and isinstance(base_url, str)
+    assert isinstance(ptype, str) and isinstance(name, str)
+    if not isinstance(base_url, str):
+        # Only a bedrock provider may lack one here, and then its settings said why.
+        raise ProviderInputError(INVALID_REQUEST, [FieldError("base_url", "base_url is required")])
     return ProviderSpec(
         type=ptype,
         name=name,
@@ -325,6 +333,8 @@ def patch_type_errors(patch: ProviderPatch, provider_type: str) -> list[FieldErr
         errors.extend(settings_type_errors(patch.settings, provider_type))
     if provider_type == "copilot" and patch.api_keys:
         errors.append(FieldError("api_keys", COPILOT_KEYS_REFUSED))
+    if provider_type == "bedrock" and patch.api_keys:
+        errors.append(FieldError("api_keys", API_KEYS_REFUSED))
     return errors
 
 

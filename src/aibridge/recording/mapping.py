@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from aibridge.actor import Actor
 from aibridge.ids import new_uuid4
@@ -39,6 +39,10 @@ class ProviderView(Protocol):
     @property
     def type(self) -> str:
         """Its type (``anthropic``, ``openai``, …)."""
+
+    @property
+    def record_metadata(self) -> Mapping[str, Any]:
+        """Attributes every interception of this provider carries (e.g. ``aws_bedrock``)."""
 
 
 class RequestView(Protocol):
@@ -252,7 +256,7 @@ def start_record(ix: InterceptionView) -> InterceptionStarted:
         correlating_tool_call_id=ix.request.correlating_tool_call_id,
         credential_kind="centralized" if ix.byok_hint is None else "byok",
         credential_hint=ix.byok_hint,
-        metadata={},
+        metadata=dict(ix.provider.record_metadata),
     )
 
 

@@ -45,8 +45,10 @@ PROVIDER_TYPES = (
     "copilot",
     "google",
     "vercel",
+    "bedrock",
 )
-"""Accepted ``ai_providers.type`` values. All but ``anthropic`` speak the OpenAI protocol."""
+"""Accepted ``ai_providers.type`` values. ``anthropic`` and ``bedrock`` speak Anthropic
+Messages; the others the OpenAI protocol."""
 
 PROVIDER_NAME_PATTERN = r"^[a-z0-9]+(-[a-z0-9]+)*$"
 # First path segments owned by the gateway itself; provider names may not use them.

@@ -23,7 +23,7 @@ from sqlalchemy import Select, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from aibridge.secrets_mask import mask_secret
+from aibridge.secrets_mask import mask_secret, public_settings
 from aibridge.store import config_version
 from aibridge.store.audit import add_audit
 from aibridge.store.crypto import Encryptor, seal, unseal
@@ -458,7 +458,7 @@ def provider_summary(record: ProviderRecord) -> dict[str, Any]:
         "icon": record.icon,
         "enabled": record.enabled,
         "base_url": record.base_url,
-        "settings": record.settings,
+        "settings": public_settings(record.settings),
         "api_keys": _masked_keys(record.keys),
     }
 
