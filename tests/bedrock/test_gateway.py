@@ -15,6 +15,7 @@ import openai
 import pytest
 
 from aibridge.providers.base import Provider
+from aibridge.testing.agents import agent_env, find_agent, install_hint, run_agent
 from aibridge.testing.fake_bedrock import ACCESS_KEY, SECRET_KEY, FakeBedrock, FakeSTS
 from aibridge.testing.stack import TIMEOUT, Stack, stack
 
@@ -505,21 +506,21 @@ async def test_a_request_without_a_gateway_key_never_reaches_bedrock(
 async def test_claude_code_works_unchanged_against_a_bedrock_provider(
     sqlite_url: str, tmp_path: Path
 ) -> None:
-    from tests.system.test_mcp_agents import agent, base_env, run
-
-    claude = agent("claude")
+    claude = find_agent("claude")
+    if claude is None:
+        pytest.skip("claude is not installed: " + install_hint("@anthropic-ai/claude-code"))
     fake = FakeBedrock()
     async with bedrock_stack(sqlite_url, tmp_path / "gw", fake) as (s, _sdk):
         home = tmp_path / "home"
         home.mkdir()
-        env = base_env(home) | {
+        env = agent_env(home) | {
             "ANTHROPIC_BASE_URL": f"{s.base}/bedrock",
             "ANTHROPIC_API_KEY": s.user_token,
             "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
             "DISABLE_AUTOUPDATER": "1",
             "DISABLE_TELEMETRY": "1",
         }
-        code, out, err = await run(
+        code, out, err = await run_agent(
             [claude, "-p", "Say hello.", "--model", "claude-sonnet-4-5"], env, home
         )
         assert code == 0, f"claude failed ({code}): {err[-2000:]}"

@@ -12,51 +12,26 @@ on PATH, or point ``AIBRIDGE_AGENTS_BIN`` at its ``bin`` folder); the test skips
 
 from __future__ import annotations
 
-import asyncio
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
 from aibridge.fakellm import Scenario, Usage
+from aibridge.testing.agents import find_agent, install_hint, run_agent
 from aibridge.testing.recorded import interceptions, recorded
 from aibridge.testing.stack import stack
 
-AGENT_TIMEOUT = 120.0
 ANSWER = "The build is green: 42 tests passed."
 TURN_USAGE = Usage(input_tokens=321, output_tokens=17, cache_read_tokens=2048)
 
 
 def codex_binary() -> str:
     """The Codex binary's path, or a skip saying how to install it."""
-    folder = os.environ.get("AIBRIDGE_AGENTS_BIN", "/tmp/agents/bin")
-    found = shutil.which("codex", path=folder) or shutil.which("codex")
+    found = find_agent("codex")
     if found is None:
-        pytest.skip(
-            "codex is not installed (npm install -g --prefix /tmp/agents "
-            "@openai/codex@0.171.0, or set AIBRIDGE_AGENTS_BIN)"
-        )
+        pytest.skip("codex is not installed: " + install_hint("@openai/codex@0.171.0"))
     return found
-
-
-async def run(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        env=env,
-        cwd=cwd,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        async with asyncio.timeout(AGENT_TIMEOUT):
-            out, err = await proc.communicate()
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    return proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace")
 
 
 async def test_codex_completes_a_task_over_the_websocket_without_http_fallback(
@@ -81,7 +56,7 @@ async def test_codex_completes_a_task_over_the_websocket_without_http_fallback(
             f'{s.base}/openai/v1",env_key="GATEWAY_KEY",wire_api="responses",'
             "supports_websockets=true}"
         )
-        code, out, err = await run(
+        code, out, err = await run_agent(
             [
                 codex,
                 "exec",

@@ -10,9 +10,6 @@ tests skip when a binary is absent.
 
 from __future__ import annotations
 
-import asyncio
-import os
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,6 +17,7 @@ import pytest
 
 from aibridge.fakellm import ToolCall
 from aibridge.fakellm.tooluse import tool_caller
+from aibridge.testing.agents import agent_env, find_agent, install_hint, run_agent
 from aibridge.testing.mcp_server import (
     MCPTestServer,
     install_mcp_servers,
@@ -29,48 +27,16 @@ from aibridge.testing.mcp_server import (
 from aibridge.testing.recorded import interceptions, recorded
 from aibridge.testing.stack import stack
 
-AGENT_TIMEOUT = 120.0
 ADD = ToolCall("bmcp_test_add", {"a": 2, "b": 40})
 
 
 def agent(name: str) -> str:
     """The agent binary's path, or a skip saying how to install it."""
-    folder = os.environ.get("AIBRIDGE_AGENTS_BIN", "/tmp/agents/bin")
-    found = shutil.which(name, path=folder) or shutil.which(name)
+    found = find_agent(name)
     if found is None:
-        pytest.skip(
-            f"{name} is not installed (npm install -g --prefix /tmp/agents "
-            "@anthropic-ai/claude-code @openai/codex, or set AIBRIDGE_AGENTS_BIN)"
-        )
+        package = "@anthropic-ai/claude-code" if name == "claude" else "@openai/codex"
+        pytest.skip(f"{name} is not installed: " + install_hint(package))
     return found
-
-
-async def run(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        env=env,
-        cwd=cwd,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        async with asyncio.timeout(AGENT_TIMEOUT):
-            out, err = await proc.communicate()
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    return proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace")
-
-
-def base_env(home: Path) -> dict[str, str]:
-    return {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(home),
-        "TERM": "dumb",
-        "NO_COLOR": "1",
-    }
 
 
 @pytest.fixture
@@ -89,14 +55,14 @@ async def test_claude_code_sees_only_the_final_answer(
         s.fake.responder = tool_caller([ADD], answer="The answer is {results}.")
         home = tmp_path / "home"
         home.mkdir()
-        env = base_env(home) | {
+        env = agent_env(home) | {
             "ANTHROPIC_BASE_URL": f"{s.base}/anthropic",
             "ANTHROPIC_API_KEY": s.user_token,
             "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
             "DISABLE_AUTOUPDATER": "1",
             "DISABLE_TELEMETRY": "1",
         }
-        code, out, err = await run(
+        code, out, err = await run_agent(
             [claude, "-p", "What is 2+40? Use the add tool.", "--model", "claude-sonnet-4-5"],
             env,
             home,
@@ -121,12 +87,12 @@ async def test_codex_sees_only_the_final_answer(
         s.fake.responder = tool_caller([ADD], answer="The answer is {results}.")
         home = tmp_path / "home"
         (home / ".codex").mkdir(parents=True)
-        env = base_env(home) | {"CODEX_HOME": str(home / ".codex"), "GATEWAY_KEY": s.user_token}
+        env = agent_env(home) | {"CODEX_HOME": str(home / ".codex"), "GATEWAY_KEY": s.user_token}
         provider = (
             'model_providers.gw={name="gateway",base_url="'
             f'{s.base}/openai/v1",env_key="GATEWAY_KEY",wire_api="responses"}}'
         )
-        code, out, err = await run(
+        code, out, err = await run_agent(
             [
                 codex,
                 "exec",

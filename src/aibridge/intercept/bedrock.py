@@ -27,7 +27,12 @@ from aibridge.intercept.errors import anthropic_error, error_response, error_typ
 from aibridge.intercept.failover import client_timeout
 from aibridge.intercept.hooks import InterceptionHooks
 from aibridge.intercept.interception import CLIENT_GONE, Interception, Outcome
-from aibridge.intercept.relay import stream_outcome, upstream_failure
+from aibridge.intercept.relay import (
+    STREAM_TRANSPORT_ERRORS,
+    stream_outcome,
+    stream_transport_failure,
+    upstream_failure,
+)
 from aibridge.intercept.sse import SSEEvent
 from aibridge.intercept.upstream_headers import response_headers_for_client
 from aibridge.providers.bedrock import BedrockRuntime
@@ -325,15 +330,8 @@ async def relay_event_stream(
                 failure = Outcome("server_error", "Bedrock stream ended inside a frame")
         except EventStreamError as exc:
             failure = Outcome("server_error", f"Bedrock event stream broken: {exc}")
-        except (TimeoutError, aiohttp.ServerTimeoutError):
-            failure = Outcome("timeout", "upstream stream stalled (no data before the timeout)")
-        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
-            if isinstance(exc, aiohttp.ClientConnectionResetError) and request.transport is None:
-                failure = CLIENT_GONE
-            else:
-                failure = Outcome("server_error", f"upstream stream broke: {type(exc).__name__}")
-        except ConnectionResetError:
-            failure = CLIENT_GONE
+        except STREAM_TRANSPORT_ERRORS as exc:
+            failure = stream_transport_failure(exc, request)
         if failure is not None and failure is not CLIENT_GONE:
             failure = await _fail(ix, out, api, failure, kind)
     except asyncio.CancelledError:

@@ -42,6 +42,29 @@ class _EventTooLarge(Exception):
     """An upstream stream event outgrew the buffer the relay allows for one event."""
 
 
+STREAM_TRANSPORT_ERRORS = (
+    TimeoutError,
+    aiohttp.ServerTimeoutError,
+    aiohttp.ClientPayloadError,
+    aiohttp.ClientConnectionError,
+    ConnectionResetError,
+)
+"""What a stream relay's reads and writes raise when a connection stalls or breaks."""
+
+
+def stream_transport_failure(exc: BaseException, request: web.Request) -> Outcome:
+    """The outcome of a stream that ``exc`` (one of :data:`STREAM_TRANSPORT_ERRORS`) ended:
+    the upstream stalled, the upstream broke, or the client went away (its transport is
+    gone, or writing to it was reset)."""
+    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+        return Outcome("timeout", "upstream stream stalled (no data before the timeout)")
+    if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ClientConnectionError):
+        if isinstance(exc, aiohttp.ClientConnectionResetError) and request.transport is None:
+            return CLIENT_GONE
+        return Outcome("server_error", f"upstream stream broke: {type(exc).__name__}")
+    return CLIENT_GONE
+
+
 def upstream_failure(
     ix: Interception, status: int, error_type: ErrorType, message: str, detail: str | None = None
 ) -> tuple[web.Response, Outcome]:
@@ -197,15 +220,8 @@ async def relay_stream(
                 f"upstream sent a stream event larger than the {size_text(max_event)} "
                 "limit (AIBRIDGE_MAX_UPSTREAM_BODY_BYTES); stream ended",
             )
-        except (TimeoutError, aiohttp.ServerTimeoutError):
-            failure = Outcome("timeout", "upstream stream stalled (no data before the timeout)")
-        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
-            if isinstance(exc, aiohttp.ClientConnectionResetError) and request.transport is None:
-                failure = CLIENT_GONE
-            else:
-                failure = Outcome("server_error", f"upstream stream broke: {type(exc).__name__}")
-        except ConnectionResetError:
-            failure = CLIENT_GONE
+        except STREAM_TRANSPORT_ERRORS as exc:
+            failure = stream_transport_failure(exc, request)
         if failure is not None and failure is not CLIENT_GONE:
             failure = await _fail_stream(ix, out, api, failure)
     except asyncio.CancelledError:
