@@ -18,10 +18,8 @@ Prints one Markdown table (medians of the cells) for docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
 import json
-import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -29,7 +27,7 @@ from typing import Any
 
 from bench.common import APIS, CLIENT_CPU, HOST, RELAY_CPU, START_TIMEOUT, child_env, free_port
 from bench.procs import Processes, read_line, wait_http
-from bench.roles import anthropic_payloads
+from bench.roles import anthropic_payloads, serve_app
 from bench.stack import PORT_LINE, _aibridge, _cli
 
 ACCESS_KEY = "AKIABENCHBEDROCK0001"
@@ -47,24 +45,6 @@ def _frames() -> tuple[bytes, bytes]:
         data = next(line[6:] for line in raw.split(b"\n") if line.startswith(b"data: "))
         frames.append(chunk_frame(json.loads(data)))
     return blocking, b"".join(frames)
-
-
-async def _serve(app: Any, port: int) -> None:
-    from aiohttp import web
-
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, HOST, port, backlog=1024)
-    await site.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    print(f"PORT {runner.addresses[0][1]}", flush=True)
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
 
 
 async def serve_upstream(port: int) -> None:
@@ -88,7 +68,7 @@ async def serve_upstream(port: int) -> None:
 
     app = web.Application()
     app.router.add_post("/model/{model}/{op}", invoke)
-    await _serve(app, port)
+    await serve_app(app, port)
 
 
 async def serve_bare(port: int, upstream: str) -> None:
@@ -137,7 +117,7 @@ async def serve_bare(port: int, upstream: str) -> None:
     app = web.Application()
     app.router.add_post("/{tail:.*}", relay)
     app.on_cleanup.append(close)
-    await _serve(app, port)
+    await serve_app(app, port)
 
 
 def _load(procs: Processes, url: str, headers: dict[str, str], c: int, duration: float) -> Any:

@@ -73,6 +73,14 @@ async def _serve(routes: list[tuple[str, Handler]], port: int, on_cleanup: Handl
         app.router.add_post(path, handler)
     if on_cleanup is not None:
         app.on_cleanup.append(on_cleanup)
+    await serve_app(app, port)
+
+
+async def serve_app(app: Any, port: int) -> None:
+    """Serve the aiohttp ``app`` on loopback until SIGTERM/SIGINT; print ``PORT <n>`` once
+    listening (what the benchmark's process runner waits for)."""
+    from aiohttp import web
+
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, HOST, port, backlog=1024)
