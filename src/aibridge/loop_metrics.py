@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_left
-from typing import Any, ClassVar
+from typing import ClassVar, Generic, TypeVar
 
 from prometheus_client import CollectorRegistry
 from prometheus_client import metrics as prometheus_metrics
@@ -74,9 +74,12 @@ class _HistogramChild:
             self.counts[bisect_left(self.bounds, amount)] += 1
 
 
-class _LoopMetric(Collector):
+C = TypeVar("C")
+
+
+class _LoopMetric(Collector, Generic[C]):
     """A labelled metric updated only from the event loop thread, exported on scrape
-    (see the module docstring)."""
+    (see the module docstring); ``C`` is its child type."""
 
     kind: ClassVar[str]
 
@@ -90,7 +93,7 @@ class _LoopMetric(Collector):
         self.name = name
         self.documentation = documentation
         self.labelnames = labelnames
-        self.children: dict[tuple[str, ...], Any] = {}
+        self.children: dict[tuple[str, ...], C] = {}
         if registry is not None:  # None: not exported (as with prometheus_client)
             registry.register(self)
 
@@ -98,21 +101,27 @@ class _LoopMetric(Collector):
         """The metric without samples (the registry checks names with it)."""
         return [Metric(self.name, self.documentation, self.kind)]
 
+    def labels(self, *values: str) -> C:
+        """The child of these label values (created on first use)."""
+        child = self.children.get(values)
+        if child is None:
+            child = self.children[values] = self._new_child()
+        return child
+
+    def _new_child(self) -> C:
+        raise NotImplementedError
+
     def _series(self, labels: tuple[str, ...]) -> dict[str, str]:
         return dict(zip(self.labelnames, labels, strict=True))
 
 
-class LoopCounter(_LoopMetric):
+class LoopCounter(_LoopMetric[_CounterChild]):
     """A counter (see :class:`_LoopMetric`); ``name`` without the ``_total`` suffix."""
 
     kind = "counter"
 
-    def labels(self, *values: str) -> _CounterChild:
-        """The child of these label values (created on first use)."""
-        child: _CounterChild | None = self.children.get(values)
-        if child is None:
-            child = self.children[values] = _CounterChild()
-        return child
+    def _new_child(self) -> _CounterChild:
+        return _CounterChild()
 
     def collect(self) -> list[Metric]:
         """``<name>_total`` (and ``<name>_created``) per child."""
@@ -126,17 +135,13 @@ class LoopCounter(_LoopMetric):
         return [metric]
 
 
-class LoopGauge(_LoopMetric):
+class LoopGauge(_LoopMetric[_GaugeChild]):
     """A gauge (see :class:`_LoopMetric`)."""
 
     kind = "gauge"
 
-    def labels(self, *values: str) -> _GaugeChild:
-        """The child of these label values (created on first use)."""
-        child: _GaugeChild | None = self.children.get(values)
-        if child is None:
-            child = self.children[values] = _GaugeChild()
-        return child
+    def _new_child(self) -> _GaugeChild:
+        return _GaugeChild()
 
     def collect(self) -> list[Metric]:
         """One sample per child."""
@@ -146,7 +151,7 @@ class LoopGauge(_LoopMetric):
         return [metric]
 
 
-class LoopHistogram(_LoopMetric):
+class LoopHistogram(_LoopMetric[_HistogramChild]):
     """A histogram with fixed buckets (see :class:`_LoopMetric`)."""
 
     kind = "histogram"
@@ -165,12 +170,8 @@ class LoopHistogram(_LoopMetric):
         self._le = [floatToGoString(b) for b in self.bounds]
         super().__init__(name, documentation, labelnames, registry)
 
-    def labels(self, *values: str) -> _HistogramChild:
-        """The child of these label values (created on first use)."""
-        child: _HistogramChild | None = self.children.get(values)
-        if child is None:
-            child = self.children[values] = _HistogramChild(self.bounds)
-        return child
+    def _new_child(self) -> _HistogramChild:
+        return _HistogramChild(self.bounds)
 
     def collect(self) -> list[Metric]:
         """Cumulative ``_bucket`` samples, ``_count``, ``_sum`` (and ``_created``) per child."""
