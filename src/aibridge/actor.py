@@ -5,6 +5,8 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
+from aibridge.limits import NO_LIMITS, Limits
+
 
 @dataclass(frozen=True, slots=True)
 class Actor:
@@ -14,6 +16,10 @@ class Actor:
     username: str
     role: str
     key_id: str
+    user_limits: Limits = NO_LIMITS
+    """The user's own limits as stored (unset fields inherit the configured defaults)."""
+    key_limits: Limits = NO_LIMITS
+    """The presented key's own limits as stored (the stricter of user and key wins)."""
 
     @property
     def is_admin(self) -> bool:

@@ -83,6 +83,8 @@ class User(Base):
     email: Mapped[str] = mapped_column(Text, nullable=False, default="")
     role: Mapped[str] = mapped_column(Text, nullable=False, default="member")
     status: Mapped[str] = mapped_column(Text, nullable=False, default="active")
+    # aibridge.limits.Limits.to_json(); NULL = no limits of its own.
+    limits: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _created()
 
@@ -103,6 +105,8 @@ class ApiKey(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # aibridge.limits.Limits.to_json(); NULL = no limits of its own.
+    limits: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
 
 
 class AIProvider(Base):
@@ -260,6 +264,9 @@ class TokenUsage(Base):
     extra_token_types: Mapped[dict[str, int]] = mapped_column(
         JSONType, nullable=False, default=dict
     )
+    # What the call cost in pico-USD (10^-12 USD, exact integer arithmetic: prices are
+    # micro-USD per million tokens); NULL when the model had no price ("unpriced").
+    cost_pusd: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSONType, nullable=False, default=dict)
     created_at: Mapped[datetime] = _created()
 
@@ -309,6 +316,26 @@ class ModelThought(Base):
     content: Mapped[str] = mapped_column(Text, nullable=False)
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSONType, nullable=False, default=dict)
     created_at: Mapped[datetime] = _created()
+
+
+class ModelPrice(Base):
+    """What one model of one provider type costs, in micro-USD per million tokens
+    (= pico-USD per token), so every cost is an exact integer."""
+
+    __tablename__ = "model_prices"
+    __table_args__ = (UniqueConstraint("provider_type", "model"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid(), primary_key=True, default=uuid.uuid4)
+    provider_type: Mapped[str] = mapped_column(Text, nullable=False)
+    model: Mapped[str] = mapped_column(Text, nullable=False)
+    input_micros: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    output_micros: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    cache_read_micros: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    cache_write_micros: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    # ISO date (YYYY-MM-DD) from which the price is known to apply.
+    effective_date: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _created()
 
 
 class AuditLog(Base):
