@@ -10,6 +10,8 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from aibridge.governance.periods import time_zone
+from aibridge.limits import Budget, Limits, parse_budget_text, parse_limits
 from aibridge.metric_labels import DEFAULT_MAX_MODELS
 from aibridge.store.urls import normalize_database_url
 
@@ -76,6 +78,36 @@ class Settings(BaseSettings):
     # aiohttp's own 400s for malformed requests: at most one log line per this many seconds.
     bad_request_log_interval: float = Field(default=60.0, ge=0)
 
+    # Governance (limits, budgets; see the README's "Limits, cost and budgets").
+    # Redis shared by every replica for counters, reservations and key cooldowns (empty:
+    # an in-process store, right for one replica); every key lives under the prefix.
+    redis_url: str = ""
+    redis_prefix: str = "aibridge:"
+    # In-flight bridged requests (and open WebSockets) this replica serves at once; 0 = no
+    # limit. Beyond it: 429, so one replica protects itself whatever the per-user limits.
+    max_concurrency: int = Field(default=0, ge=0)
+    # Defaults for every user's unset limits (0 / empty = none): requests and tokens per
+    # minute, concurrent requests, comma-separated allowed model patterns, a budget as
+    # AMOUNT/PERIOD ("50/month"); and one budget for the whole gateway.
+    default_requests_per_minute: int = Field(default=0, ge=0)
+    default_tokens_per_minute: int = Field(default=0, ge=0)
+    default_max_concurrent: int = Field(default=0, ge=0)
+    default_allowed_models: str = ""
+    default_budget: str = ""
+    global_budget: str = ""
+    # Budget periods are calendar periods of this IANA time zone; past this fraction of a
+    # budget a warning is logged once per period and the API and metrics show it.
+    budget_timezone: str = "UTC"
+    budget_soft_fraction: float = Field(default=0.8, gt=0, le=1)
+    # Seconds between rebuilding each period's spend from the recorded costs.
+    budget_reconcile_interval: float = Field(default=60.0, gt=0)
+    # Output tokens reserved for a request that sets no max_tokens / max_output_tokens
+    # (and the cap on what one that does may reserve).
+    limit_default_max_tokens: int = Field(default=4096, ge=1)
+    # Seconds a reservation or concurrency slot outlives its replica: held ones are
+    # refreshed well before, so a killed replica's leak ends after at most this long.
+    limit_lease_seconds: float = Field(default=30.0, ge=1)
+
     # HTTPS proxy mode (``serve --proxy-listen`` / ``aibridge proxy``): its listen address
     # (empty: off), the CA's PEM files (empty: proxy-ca.pem/proxy-ca-key.pem in the data
     # dir, created on first start), the ports CONNECT may reach, the private CIDRs tunnels
@@ -92,6 +124,41 @@ class Settings(BaseSettings):
     # TLS on the proxy's own listener (both or neither).
     proxy_tls_cert: str = ""
     proxy_tls_key: str = ""
+
+    @field_validator("default_budget", "global_budget")
+    @classmethod
+    def _check_budget(cls, value: str) -> str:
+        if value.strip():
+            parse_budget_text(value)
+        return value.strip()
+
+    @field_validator("default_allowed_models")
+    @classmethod
+    def _check_models(cls, value: str) -> str:
+        parse_limits({"allowed_models": _patterns(value)})
+        return value
+
+    @field_validator("budget_timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        time_zone(value)
+        return value
+
+    @property
+    def default_limits(self) -> Limits:
+        """Every user's unset limits default to these."""
+        return Limits(
+            requests_per_minute=self.default_requests_per_minute or None,
+            tokens_per_minute=self.default_tokens_per_minute or None,
+            max_concurrent=self.default_max_concurrent or None,
+            allowed_models=tuple(_patterns(self.default_allowed_models)) or None,
+            budget=parse_budget_text(self.default_budget) if self.default_budget else None,
+        )
+
+    @property
+    def global_budget_limit(self) -> Budget | None:
+        """The budget of the whole gateway, if one is set."""
+        return parse_budget_text(self.global_budget) if self.global_budget else None
 
     @field_validator("proxy_listen")
     @classmethod
@@ -165,3 +232,7 @@ def parse_ports(value: str) -> frozenset[int]:
     if not ports:
         raise ValueError("proxy allowed ports must name at least one port, e.g. 443")
     return frozenset(ports)
+
+
+def _patterns(value: str) -> list[str]:
+    return [p.strip() for p in value.split(",") if p.strip()]

@@ -85,6 +85,46 @@ class PriceTable:
     def __len__(self) -> int:
         return len(self._exact) + len(self._prefixes)
 
+    def cost_pusd(
+        self,
+        provider_type: str,
+        models: tuple[str | None, ...],
+        *,
+        input: int,
+        output: int,
+        cache_read: int,
+        cache_write: int,
+    ) -> int | None:
+        """The cost of one upstream call in pico-USD, priced by the first of ``models``
+        that has a price (the model the response names, then the one the request named),
+        or None when none has (the call is "unpriced" and counts zero against budgets).
+
+        The recorder and the limiter both price through here, so a budget settles to
+        exactly what the records say.
+        """
+        for model in models:
+            if model:
+                price = self.lookup(provider_type, model)
+                if price is not None:
+                    return price.cost_pusd(
+                        input=input, output=output, cache_read=cache_read, cache_write=cache_write
+                    )
+        return None
+
 
 EMPTY_PRICES = PriceTable()
 """A table that prices nothing."""
+
+
+class PriceBook:
+    """The price table this process uses now; replaced whole when prices change (the
+    reload path), read without a lock (one attribute load)."""
+
+    __slots__ = ("table",)
+
+    def __init__(self, table: PriceTable = EMPTY_PRICES) -> None:
+        self.table = table
+
+    def replace(self, table: PriceTable) -> None:
+        """Use ``table`` from now on."""
+        self.table = table
