@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from aibridge.auth import Authenticator
 from aibridge.bridge import RequestBridge
+from aibridge.clock import SYSTEM_CLOCK, Clock
 from aibridge.config import Settings
 from aibridge.intercept.responses.websocket import ResponsesSockets
 from aibridge.mcp.settings import UserTokens
@@ -40,6 +41,8 @@ class Services:
     reloader: ProviderReloader
     mcp_user_tokens: UserTokens
     """Each user's tokens for the per_user MCP servers (what a bridge build reads)."""
+    clock: Clock = SYSTEM_CLOCK
+    """The clock the gateway was started with (tests pass a ``FakeClock``)."""
 
 
 SERVICES = web.AppKey("services", Services)

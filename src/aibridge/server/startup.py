@@ -12,7 +12,7 @@ from typing import Any
 
 from aibridge.auth import Authenticator
 from aibridge.bridge import RequestBridge
-from aibridge.clock import Clock
+from aibridge.clock import SYSTEM_CLOCK, Clock
 from aibridge.config import Settings
 from aibridge.files import private_dir
 from aibridge.intercept.hooks import Addons
@@ -234,4 +234,5 @@ async def running_services(
             pool=pool,
             reloader=reloader,
             mcp_user_tokens=mcp_user_tokens,
+            clock=clock or SYSTEM_CLOCK,
         )
