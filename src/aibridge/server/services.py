@@ -10,6 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from aibridge.auth import Authenticator
 from aibridge.bridge import RequestBridge
 from aibridge.config import Settings
+from aibridge.governance.price_reload import PriceReloader
+from aibridge.governance.prices import PriceBook
 from aibridge.intercept.responses.websocket import ResponsesSockets
 from aibridge.mcp.settings import UserTokens
 from aibridge.pool import CachedBridgePool
@@ -40,6 +42,10 @@ class Services:
     reloader: ProviderReloader
     mcp_user_tokens: UserTokens
     """Each user's tokens for the per_user MCP servers (what a bridge build reads)."""
+    prices: PriceBook
+    """The live price table every recorded upstream call is priced with."""
+    price_reloader: PriceReloader
+    """Keeps ``prices`` in step with the database on every replica."""
 
 
 SERVICES = web.AppKey("services", Services)
