@@ -8,6 +8,7 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aibridge.cli import main
 from aibridge.cli.usage import usage as usage_command
+from aibridge.limits import usd_number
 from aibridge.store.db import create_engine, migrate, session_factory
 from aibridge.store.models import (
     ApiKey,
@@ -43,8 +45,25 @@ class Seeded:
 
     users: dict[str, User] = field(default_factory=dict)
     tokens: dict[str, str] = field(default_factory=dict)
+    key_ids: dict[str, str] = field(default_factory=dict)
     interceptions: list[Interception] = field(default_factory=list)
     sums: dict[uuid.UUID, dict[str, int]] = field(default_factory=dict)
+    costs: dict[uuid.UUID, tuple[int, bool]] = field(default_factory=dict)
+    """Pico-USD of the priced token rows, and whether some row had no price."""
+
+
+def row_cost(n: int, k: int) -> int | None:
+    """The recorded cost of token row ``k`` of interception ``n``: None (unpriced) for
+    one of alice's rows and both of bob's last interception's; sub-micro-dollar digits
+    elsewhere, so a float anywhere on the way would show."""
+    if (n, k) == (5, 1) or n == 10:
+        return None
+    return (n * 10 + k) * 3_000_000 + (n + 1) * 15_000_000 + 123
+
+
+def usd(pusd: int) -> int | float:
+    """What the API shows for ``pusd`` pico-USD."""
+    return usd_number(Decimal(pusd).scaleb(-12))
 
 
 async def seed(sessions: async_sessionmaker[AsyncSession]) -> Seeded:
@@ -59,6 +78,7 @@ async def seed(sessions: async_sessionmaker[AsyncSession]) -> Seeded:
             s.add(ApiKey(id=minted.key_id, user_id=user.id, secret_hash=minted.secret_hash))
             data.users[name] = user
             data.tokens[name] = minted.token
+            data.key_ids[name] = minted.key_id
         specs: list[tuple[str, str, str, str, str, datetime]] = []
         for n in range(7):
             # Two of alice's interceptions share a start time: paging must break the tie.
@@ -73,6 +93,7 @@ async def seed(sessions: async_sessionmaker[AsyncSession]) -> Seeded:
             i = Interception(
                 id=uuid.uuid4(),
                 initiator_id=data.users[name].id,
+                api_key_id=data.key_ids[name],
                 provider=provider,
                 provider_name=provider,
                 model=model,
@@ -90,6 +111,7 @@ async def seed(sessions: async_sessionmaker[AsyncSession]) -> Seeded:
             s.add(i)
             data.interceptions.append(i)
             total = dict.fromkeys(TOKENS, 0)
+            cost, unpriced = 0, False
             for k in range(2):
                 values = [n * 10 + k, n + 1, 100 * k, 7 * n, k]
                 s.add(
@@ -102,12 +124,17 @@ async def seed(sessions: async_sessionmaker[AsyncSession]) -> Seeded:
                         cache_read_input_tokens=values[2],
                         cache_write_input_tokens=values[3],
                         reasoning_tokens=values[4],
+                        cost_pusd=row_cost(n, k),
                         created_at=started,
                     )
                 )
                 for key, v in zip(TOKENS, values, strict=True):
                     total[key] += v
+                recorded = row_cost(n, k)
+                cost += recorded or 0
+                unpriced = unpriced or recorded is None
             data.sums[i.id] = total
+            data.costs[i.id] = (cost, unpriced)
             if n % 3 == 0:
                 s.add(UserPrompt(id=uuid.uuid4(), interception_id=i.id, prompt=f"prompt {n}"))
             if n == 1:
@@ -171,18 +198,34 @@ def newest_first(interceptions: list[Interception]) -> list[str]:
     return [str(i.id) for i in reversed(ordered)]
 
 
-def expected_usage(data: Seeded, key: Any, only: set[str] | None = None) -> list[dict[str, Any]]:
+def expected_usage(
+    data: Seeded,
+    key: Any,
+    only: set[str] | None = None,
+    named: Any = None,
+) -> list[dict[str, Any]]:
+    """The usage rows of ``data`` grouped by ``key(interception)``; ``named`` adds the
+    fields it returns for an interception (the key's name and user)."""
     rows: dict[str, dict[str, Any]] = defaultdict(
-        lambda: dict.fromkeys(("interceptions", *TOKENS), 0)
+        lambda: dict.fromkeys(("interceptions", *TOKENS, "cost", "unpriced"), 0)
     )
     for i in data.interceptions:
         if only is not None and str(i.initiator_id) not in only:
             continue
         row = rows[key(i)]
+        if named is not None:
+            row.update(named(i))
         row["interceptions"] += 1
         for t in TOKENS:
             row[t] += data.sums[i.id][t]
-    return [{"key": k, **v} for k, v in sorted(rows.items())]
+        row["cost"] += data.costs[i.id][0]
+        row["unpriced"] = bool(row["unpriced"] or data.costs[i.id][1])
+    out = []
+    for k, v in sorted(rows.items()):
+        cost = v.pop("cost")
+        unpriced = v.pop("unpriced")
+        out.append({"key": k, **v, "cost_usd": usd(cost), "unpriced": unpriced})
+    return out
 
 
 async def test_interceptions_are_listed_filtered_paged_and_summed_for_the_caller_only(
@@ -239,6 +282,8 @@ async def check_listing(client: TestClient, data: Seeded) -> None:
         "credential_kind": "centralized",
         "credential_hint": "al-...0001",
         "tokens": data.sums[with_tools.id],
+        "cost_usd": usd(data.costs[with_tools.id][0]),
+        "unpriced": False,
         "prompt": None,
         "tool_calls": [
             {
@@ -274,6 +319,12 @@ async def check_listing(client: TestClient, data: Seeded) -> None:
     } == {str(i.id): (i.credential_kind, i.credential_hint) for i in data.interceptions}
     assert {i["credential_kind"] for i in body["interceptions"]} == {"centralized", "byok"}
     assert by_id[str(data.interceptions[5].id)]["credential_hint"] is None
+    # Cost: the priced rows' sum, flagged when a row had no price (never guessed).
+    assert {i["id"]: (i["cost_usd"], i["unpriced"]) for i in body["interceptions"]} == {
+        str(i.id): (usd(data.costs[i.id][0]), data.costs[i.id][1]) for i in data.interceptions
+    }
+    assert by_id[str(data.interceptions[5].id)]["unpriced"] is True
+    assert by_id[str(data.interceptions[10].id)]["cost_usd"] == 0
 
 
 async def check_filters(client: TestClient, data: Seeded) -> None:
@@ -347,6 +398,18 @@ async def check_usage(client: TestClient, data: Seeded) -> None:
         status, body = await get(client, "/api/v1/usage", root, group_by=group_by)
         assert status == 200, body
         assert body == {"group_by": group_by, "rows": expected_usage(data, key)}, group_by
+    status, body = await get(client, "/api/v1/usage", root, group_by="key")
+    assert status == 200, body
+    key_ids = data.key_ids
+    by_key = expected_usage(
+        data,
+        lambda i: i.api_key_id,
+        named=lambda i: {"name": "", "user": names[i.initiator_id]},
+    )
+    assert body == {"group_by": "key", "rows": by_key}
+    assert {r["key"] for r in by_key} == {key_ids["alice"], key_ids["bob"]}
+    # Both groupings flag the unpriced calls: alice's one row, bob's last interception.
+    assert [(r["user"], r["unpriced"]) for r in by_key if r["user"] == "alice"] == [("alice", True)]
     assert len(expected_usage(data, keys["day"])) == 4
     status, body = await get(
         client, "/api/v1/usage", root, group_by="model", provider="anthropic", since="2025-03-02"
@@ -355,7 +418,9 @@ async def check_usage(client: TestClient, data: Seeded) -> None:
     kept = [
         i for i in data.interceptions if i.provider_name == "anthropic" and i.started_at.day >= 2
     ]
-    filtered = expected_usage(Seeded(data.users, data.tokens, kept, data.sums), keys["model"])
+    filtered = expected_usage(
+        Seeded(data.users, data.tokens, data.key_ids, kept, data.sums, data.costs), keys["model"]
+    )
     assert body["rows"] == filtered
     assert filtered != expected_usage(data, keys["model"])  # the filters removed something
 
@@ -406,7 +471,10 @@ def test_aibridge_usage_prints_totals_per_model_or_user_and_rejects_a_bad_since(
     out = orjson.loads(result.output)
     rows = expected_usage(data, lambda i: i.model)
     assert out["rows"] == rows
-    assert out["totals"] == {k: sum(r[k] for r in rows) for k in ("interceptions", *TOKENS)}
+    assert out["totals"] == {k: sum(r[k] for r in rows) for k in ("interceptions", *TOKENS)} | {
+        "cost_usd": usd(sum(c for c, _ in data.costs.values())),
+        "unpriced": True,
+    }
     result = runner.invoke(
         main, ["usage", "--database-url", sqlite_url, "--group-by", "user", "--user", "bob"]
     )
@@ -421,9 +489,18 @@ def test_aibridge_usage_prints_totals_per_model_or_user_and_rejects_a_bad_since(
         "CACHE_READ",
         "CACHE_WRITE",
         "REASONING",
+        "COST_USD",
     ]
-    assert lines[1].split() == ["bob", *(str(bob_row[k]) for k in ("interceptions", *TOKENS))]
-    assert lines[2].split() == ["TOTAL", *(str(bob_row[k]) for k in ("interceptions", *TOKENS))]
+    # Bob's last interception had no price: his cost is flagged, exactly the priced sum.
+    bob_cost = f"{Decimal(str(bob_row['cost_usd'])):f}*"
+    assert (
+        bob_cost
+        == f"{Decimal(sum(row_cost(n, k) or 0 for n in (7, 8, 9) for k in (0, 1))).scaleb(-12):f}*"
+    )
+    counts = [str(bob_row[k]) for k in ("interceptions", *TOKENS)]
+    assert lines[1].split() == ["bob", *counts, bob_cost]
+    assert lines[2].split() == ["TOTAL", *counts, bob_cost]
+    assert "without a price" in result.stderr
     result = runner.invoke(main, ["usage", "--database-url", sqlite_url, "--since", "soon"])
     assert result.exit_code == 2
     assert "--since" in result.output

@@ -81,7 +81,7 @@ async def list_interceptions(request: web.Request) -> web.Response:
 
 
 async def get_usage(request: web.Request) -> web.Response:
-    """Interception counts and token sums grouped by user, model, provider or day."""
+    """Interception counts, token sums and cost grouped by user, key, model, provider or day."""
     actor = await current_actor(request)
     query = request.query
     errors: list[Validation] = []

@@ -14,6 +14,12 @@ from aibridge import __version__
 from aibridge.httputil import json_response
 
 JSON = "application/json"
+_PRICE_FIELDS = (
+    "input_per_mtok",
+    "output_per_mtok",
+    "cache_read_per_mtok",
+    "cache_write_per_mtok",
+)
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -61,6 +67,22 @@ PATH_PARAM = {
     },
     "user": {"name": "user", "in": "path", "required": True, "schema": {"type": "string"}},
     "key_id": {"name": "key_id", "in": "path", "required": True, "schema": {"type": "string"}},
+    "provider_type": {
+        "name": "provider_type",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": "openai, anthropic, azure, openai-compat, openrouter, copilot, google, "
+        "vercel or bedrock",
+    },
+    "model": {
+        "name": "model",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "maxLength": 200},
+        "description": "The model name, or a prefix pattern ending in '*' "
+        "(claude-sonnet-4-5*); the rest of the path, so it may contain '/'",
+    },
 }
 
 
@@ -215,15 +237,49 @@ def build_document() -> dict[str, Any]:
         },
         "/api/v1/usage": {
             "get": _op(
-                "Token sums grouped by user, model, provider or day",
-                {**_ok(_array("UsageRow")), **_errors("400", "401")},
+                "Token and cost sums grouped by user, key, model, provider or day "
+                "(members see their own)",
+                {**_ok("UsageReport"), **_errors("400", "401")},
                 parameters=_query("group_by", "user", "provider", "since", "until"),
             )
+        },
+        "/api/v1/prices": {
+            "get": _op(
+                "List model prices (any authenticated user)",
+                {**_ok("PriceList"), **_errors("400", "401")},
+                parameters=_query("provider_type"),
+            )
+        },
+        "/api/v1/prices/{provider_type}/{model}": {
+            "parameters": [PATH_PARAM["provider_type"], PATH_PARAM["model"]],
+            "get": _op("Get one price", {**_ok("Price"), **_errors("400", "401", "404")}),
+            "put": _op(
+                "Create (201) or replace (200) a price",
+                {
+                    **_ok("Price"),
+                    **_ok("Price", "201", "Created"),
+                    **_errors("400", "401", "403", "409"),
+                },
+                requestBody=_body("PriceInput"),
+            ),
+            "delete": _op(
+                "Delete a price (the model's calls are recorded unpriced from then on)",
+                {"204": {"description": "Deleted"}, **_errors("400", "401", "403", "404")},
+            ),
         },
         "/api/v1/openapi.json": {"get": _op("This document", {"200": {"description": "OpenAPI"}})},
     }
     obj = {"type": "object"}
     string = {"type": "string"}
+    cost = {
+        "type": "number",
+        "description": "USD: the sum of the recorded cost of every priced upstream call",
+    }
+    unpriced = {
+        "type": "boolean",
+        "description": "true when some call's model had no price (counted as 0, never guessed)",
+    }
+    per_mtok = {"type": "number", "minimum": 0, "description": "USD per million tokens"}
     schemas: dict[str, Any] = {
         "Error": {
             "type": "object",
@@ -535,20 +591,73 @@ def build_document() -> dict[str, Any]:
         "InterceptionPage": {
             "type": "object",
             "properties": {
-                "items": {"type": "array", "items": obj},
+                "interceptions": {"type": "array", "items": _ref("Interception")},
                 "next_cursor": {"type": ["string", "null"]},
+            },
+        },
+        "Interception": {
+            "type": "object",
+            "description": "One interception with its children summarised (more members "
+            "than listed here: user, client, session_id, times, errors, credential, prompt, "
+            "tool_calls, thought_count).",
+            "properties": {
+                "id": string,
+                "provider": string,
+                "provider_name": string,
+                "model": string,
+                "tokens": obj,
+                "cost_usd": cost,
+                "unpriced": unpriced,
+            },
+        },
+        "UsageReport": {
+            "type": "object",
+            "properties": {
+                "group_by": {"enum": ["user", "key", "model", "provider", "day"]},
+                "rows": _array("UsageRow"),
             },
         },
         "UsageRow": {
             "type": "object",
             "properties": {
                 "key": string,
+                "name": {
+                    "type": ["string", "null"],
+                    "description": "group_by=key: the key's name",
+                },
+                "user": {"type": "string", "description": "group_by=key: the key's user"},
                 "interceptions": {"type": "integer"},
-                "input": {"type": "integer"},
-                "output": {"type": "integer"},
+                "input": {"type": "integer", "description": "uncached input tokens"},
+                "output": {"type": "integer", "description": "output tokens (reasoning included)"},
                 "cache_read": {"type": "integer"},
                 "cache_write": {"type": "integer"},
                 "reasoning": {"type": "integer"},
+                "cost_usd": cost,
+                "unpriced": unpriced,
+            },
+        },
+        "Price": {
+            "type": "object",
+            "description": "USD per million tokens of one model (or '*' prefix pattern) of "
+            "one provider type, by kind of token.",
+            "properties": {
+                "provider_type": string,
+                "model": string,
+                **{name: per_mtok for name in _PRICE_FIELDS},
+                "effective_date": {"type": "string", "format": "date"},
+            },
+        },
+        "PriceList": {"type": "object", "properties": {"prices": _array("Price")}},
+        "PriceInput": {
+            "type": "object",
+            "required": list(_PRICE_FIELDS),
+            "properties": {
+                **{name: per_mtok for name in _PRICE_FIELDS},
+                "effective_date": {
+                    "type": "string",
+                    "format": "date",
+                    "description": "YYYY-MM-DD; default today (UTC)",
+                },
             },
         },
     }

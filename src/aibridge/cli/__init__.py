@@ -21,6 +21,7 @@ def _register() -> None:
     from aibridge.cli import (  # noqa: F401
         fake,
         mcp_servers,
+        prices,
         providers,
         proxy,
         serve,

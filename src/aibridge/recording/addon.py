@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from aibridge.governance.prices import PriceBook
 from aibridge.recording.mapping import (
     InterceptionView,
     InvocationView,
@@ -31,12 +32,15 @@ class RecordQueue(Protocol):
 
 
 class RecordingAddon:
-    """Maps every hook call to records (:mod:`aibridge.recording.mapping`) for the recorder."""
+    """Maps every hook call to records (:mod:`aibridge.recording.mapping`) for the recorder,
+    pricing each upstream call with the process's live price table (``prices``; a
+    book of no prices when not given, so every call is recorded unpriced)."""
 
-    __slots__ = ("recorder",)
+    __slots__ = ("prices", "recorder")
 
-    def __init__(self, recorder: RecordQueue) -> None:
+    def __init__(self, recorder: RecordQueue, prices: PriceBook | None = None) -> None:
         self.recorder = recorder
+        self.prices = prices if prices is not None else PriceBook()
 
     def started(self, ix: InterceptionView) -> None:
         """Queue the start record (journaled at once, before the upstream call)."""
@@ -45,7 +49,8 @@ class RecordingAddon:
     def observed(self, ix: InterceptionView, observation: ObservationView) -> None:
         """Queue usage, prompt, tool-call and thought records."""
         record = self.recorder.record
-        for rec in observation_records(ix, observation):
+        # One attribute read: a reload swaps the whole table, never edits it in place.
+        for rec in observation_records(ix, observation, self.prices.table):
             record(rec)
 
     def tool_invoked(self, ix: InterceptionView, invocation: InvocationView) -> None:

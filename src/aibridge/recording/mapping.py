@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from aibridge.actor import Actor
+from aibridge.governance.prices import EMPTY_PRICES, PriceTable
 from aibridge.ids import new_uuid4
 from aibridge.recording.records import (
     ErrorType,
@@ -260,28 +261,14 @@ def start_record(ix: InterceptionView) -> InterceptionStarted:
     )
 
 
-def observation_records(ix: InterceptionView, obs: ObservationView) -> list[Record]:
-    """Token usage (one per upstream call), the prompt, tool calls and thoughts, in that
-    order."""
+def observation_records(
+    ix: InterceptionView, obs: ObservationView, prices: PriceTable = EMPTY_PRICES
+) -> list[Record]:
+    """Token usage (one per upstream call, each with its cost from ``prices``), the prompt,
+    tool calls and thoughts, in that order."""
     now = utcnow()
     interception_id = ix.id
-    out: list[Record] = [
-        TokenUsageRecord(
-            id=new_uuid4(),
-            interception_id=interception_id,
-            provider_response_id=usage.response_id or "",
-            provider_model=usage.model,
-            input=usage.input,
-            output=usage.output,
-            cache_read=usage.cache_read,
-            cache_write=usage.cache_write,
-            reasoning=usage.reasoning,
-            extra=dict(usage.extra),
-            metadata={},
-            created_at=now,
-        )
-        for usage in obs.usages
-    ]
+    out: list[Record] = [usage_record(ix, usage, prices, now) for usage in obs.usages]
     prompt = ix.request.prompt
     if prompt:
         out.append(
@@ -322,6 +309,37 @@ def observation_records(ix: InterceptionView, obs: ObservationView) -> list[Reco
             )
         )
     return out
+
+
+def usage_record(
+    ix: InterceptionView, usage: UsageView, prices: PriceTable, now: datetime
+) -> TokenUsageRecord:
+    """The token usage of one upstream call, priced by the model the upstream says
+    answered, else the one the client asked for (exact pico-USD; None when neither has a
+    price). ``reasoning`` is not charged: it is already part of ``output``."""
+    cost = prices.cost_pusd(
+        ix.provider.type,
+        (usage.model, ix.model),
+        input=usage.input,
+        output=usage.output,
+        cache_read=usage.cache_read,
+        cache_write=usage.cache_write,
+    )
+    return TokenUsageRecord(
+        id=new_uuid4(),
+        interception_id=ix.id,
+        provider_response_id=usage.response_id or "",
+        provider_model=usage.model,
+        input=usage.input,
+        output=usage.output,
+        cache_read=usage.cache_read,
+        cache_write=usage.cache_write,
+        reasoning=usage.reasoning,
+        extra=dict(usage.extra),
+        metadata={},
+        created_at=now,
+        cost_pusd=cost,
+    )
 
 
 def injected_tool_record(ix: InterceptionView, call: InvocationView) -> ToolUsageRecord:

@@ -114,6 +114,10 @@ class TokenUsageRecord:
     extra: dict[str, int] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
     created_at: datetime = field(default_factory=utcnow)
+    # Pico-USD (exact, see aibridge.governance.prices), priced when the record is made;
+    # None when the model has no price ("unpriced", never guessed). Last, so journal
+    # lines written before the field existed still load (as unpriced).
+    cost_pusd: int | None = None
 
 
 @dataclass(slots=True, kw_only=True)

@@ -93,6 +93,7 @@ def _token_row(r: TokenUsageRecord) -> dict[str, Any]:
         "cache_write_input_tokens": r.cache_write,
         "reasoning_tokens": r.reasoning,
         "extra_token_types": _json_safe(r.extra),
+        "cost_pusd": r.cost_pusd,
         "metadata": _json_safe(r.metadata),
         "created_at": r.created_at,
     }

@@ -11,6 +11,8 @@ from aibridge.auth import Authenticator
 from aibridge.bridge import RequestBridge
 from aibridge.clock import SYSTEM_CLOCK, Clock
 from aibridge.config import Settings
+from aibridge.governance.price_reload import PriceReloader
+from aibridge.governance.prices import PriceBook
 from aibridge.intercept.responses.websocket import ResponsesSockets
 from aibridge.mcp.settings import UserTokens
 from aibridge.pool import CachedBridgePool
@@ -41,6 +43,10 @@ class Services:
     reloader: ProviderReloader
     mcp_user_tokens: UserTokens
     """Each user's tokens for the per_user MCP servers (what a bridge build reads)."""
+    prices: PriceBook
+    """The live price table every recorded upstream call is priced with."""
+    price_reloader: PriceReloader
+    """Keeps ``prices`` in step with the database on every replica."""
     clock: Clock = SYSTEM_CLOCK
     """The clock the gateway was started with (tests pass a ``FakeClock``)."""
 

@@ -15,6 +15,8 @@ from aibridge.bridge import RequestBridge
 from aibridge.clock import SYSTEM_CLOCK, Clock
 from aibridge.config import Settings
 from aibridge.files import private_dir
+from aibridge.governance.price_reload import PriceReloader
+from aibridge.governance.prices import PriceBook
 from aibridge.intercept.hooks import Addons
 from aibridge.mcp.credentials import user_tokens_loader
 from aibridge.mcp.proxy import MCPOptions
@@ -162,6 +164,16 @@ async def running_services(
         env = os.environ if environ is None else environ
         await seed_providers_from_env(sessions, encryptor, pubsub, env)
 
+        # Before the pool: the recording addon prices every upstream call from this book,
+        # so it holds the stored prices before the first request can arrive.
+        prices = PriceBook()
+        price_reloader = PriceReloader(
+            sessions, pubsub, prices, reconcile_interval=settings.reconcile_interval
+        )
+        await components.start(
+            Component("price reloader", start=price_reloader.start, stop=price_reloader.stop)
+        )
+
         # Read once per bridge build (bridges are cached per user and key), never per request.
         mcp_user_tokens = user_tokens_loader(sessions, encryptor)
         pool: CachedBridgePool[RequestBridge] = CachedBridgePool(
@@ -170,7 +182,7 @@ async def running_services(
                 max_body_bytes=settings.max_body_bytes,
                 # Recording first: a start is queued before anything else can fail, so
                 # every end record has its start.
-                hooks=Addons(RecordingAddon(recorder), MetricsAddon(metrics)),
+                hooks=Addons(RecordingAddon(recorder, prices), MetricsAddon(metrics)),
                 user_tokens=mcp_user_tokens,
                 mcp=MCPOptions(
                     max_iterations=settings.mcp_max_iterations,
@@ -234,5 +246,7 @@ async def running_services(
             pool=pool,
             reloader=reloader,
             mcp_user_tokens=mcp_user_tokens,
+            prices=prices,
+            price_reloader=price_reloader,
             clock=clock or SYSTEM_CLOCK,
         )

@@ -1,4 +1,5 @@
-"""The config version counter: bumped with every provider write, polled by replicas."""
+"""Config version counters, bumped with every configuration write and polled by replicas:
+``providers`` (providers and MCP servers) and ``prices`` (model prices)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from aibridge.store.models import ConfigVersion
 from aibridge.store.types import utcnow
 
 PROVIDERS = "providers"
+PRICES = "prices"
+"""The counter of model price writes (:mod:`aibridge.store.prices`)."""
 
 
 async def bump(session: AsyncSession, name: str = PROVIDERS) -> None:
@@ -31,4 +34,4 @@ async def read(session: AsyncSession, name: str = PROVIDERS) -> int:
     return int(value or 0)
 
 
-__all__ = ["PROVIDERS", "bump", "read"]
+__all__ = ["PRICES", "PROVIDERS", "bump", "read"]

@@ -12,13 +12,16 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, and_, func, literal_column, or_, select
+from sqlalchemy import ColumnElement, and_, case, func, literal_column, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from aibridge.limits import usd_number
 from aibridge.store.models import (
+    ApiKey,
     Interception,
     ModelThought,
     TokenUsage,
@@ -28,12 +31,34 @@ from aibridge.store.models import (
 )
 from aibridge.store.types import as_utc
 
-GROUP_BY = ("user", "model", "provider", "day")
+GROUP_BY = ("user", "key", "model", "provider", "day")
 """Accepted ``group_by`` values of :func:`usage`."""
 
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 50
 TOKEN_FIELDS = ("input", "output", "cache_read", "cache_write", "reasoning")
+NO_KEY = "-"
+"""The ``key`` of usage rows of interceptions made without a gateway key."""
+
+
+def cost_usd(pusd: int) -> int | float:
+    """Pico-USD as a JSON number of USD (exact to the pico-dollar while the amount has at
+    most 15 significant digits, i.e. below $1000; the records keep the exact integer)."""
+    return usd_number(Decimal(pusd).scaleb(-12))
+
+
+# Token rows of the joined interception that have no price. A usage row with no token
+# rows at all (the call failed before usage arrived) is not "unpriced": it cost nothing.
+_UNPRICED_ROWS = func.coalesce(
+    func.sum(
+        case(
+            (and_(TokenUsage.id.is_not(None), TokenUsage.cost_pusd.is_(None)), 1),
+            else_=0,
+        )
+    ),
+    0,
+)
+_COST_SUM = func.coalesce(func.sum(TokenUsage.cost_pusd), 0)
 
 
 @dataclass(slots=True)
@@ -157,6 +182,8 @@ async def list_interceptions(
     rows = rows[:limit]
     ids = [row[0].id for row in rows]
     tokens: dict[uuid.UUID, dict[str, int]] = {}
+    # Pico-USD of the priced calls, and whether any call had no price.
+    costs: dict[uuid.UUID, tuple[int, bool]] = {}
     prompts: dict[uuid.UUID, str] = {}
     tools: dict[uuid.UUID, list[dict[str, Any]]] = defaultdict(list)
     thoughts: dict[uuid.UUID, int] = {}
@@ -169,12 +196,15 @@ async def list_interceptions(
                 func.sum(TokenUsage.cache_read_input_tokens),
                 func.sum(TokenUsage.cache_write_input_tokens),
                 func.sum(TokenUsage.reasoning_tokens),
+                _COST_SUM,
+                _UNPRICED_ROWS,
             )
             .where(TokenUsage.interception_id.in_(ids))
             .group_by(TokenUsage.interception_id)
         )
-        for iid, *sums in token_rows:
+        for iid, *sums, cost, unpriced_rows in token_rows:
             tokens[iid] = {k: int(v or 0) for k, v in zip(TOKEN_FIELDS, sums, strict=True)}
+            costs[iid] = (int(cost or 0), int(unpriced_rows or 0) > 0)
         prompt_rows = await session.execute(
             select(UserPrompt.interception_id, UserPrompt.prompt)
             .where(UserPrompt.interception_id.in_(ids))
@@ -225,6 +255,10 @@ async def list_interceptions(
             "credential_kind": i.credential_kind,
             "credential_hint": i.credential_hint,
             "tokens": tokens.get(i.id, zero),
+            # The sum of the priced calls; "unpriced" says some call's model had no
+            # price, so the cost is a lower bound (unknown models are never guessed).
+            "cost_usd": cost_usd(costs.get(i.id, (0, False))[0]),
+            "unpriced": costs.get(i.id, (0, False))[1],
             "prompt": prompts.get(i.id),
             "tool_calls": tools.get(i.id, []),
             "thought_count": thoughts.get(i.id, 0),
@@ -238,14 +272,18 @@ async def list_interceptions(
 async def usage(
     session: AsyncSession, group_by: str, f: InterceptionFilter
 ) -> list[dict[str, Any]]:
-    """Interception counts and token sums per ``group_by`` key (see :data:`GROUP_BY`),
-    sorted by key. Keys: username (user id if the user is gone), model, provider name, or
-    ``YYYY-MM-DD`` (UTC) of the start time."""
+    """Interception counts, token sums and cost per ``group_by`` key (see
+    :data:`GROUP_BY`), sorted by key. Keys: username (user id if the user is gone), gateway
+    key id (:data:`NO_KEY` for none; the row also names the key and its user), model,
+    provider name, or ``YYYY-MM-DD`` (UTC) of the start time. ``cost_usd`` sums the priced
+    calls; ``unpriced`` is true when some call in the group had no price."""
     if group_by not in GROUP_BY:
         raise ValueError(f"group_by must be one of {', '.join(GROUP_BY)}")
     keys: list[Any]
     if group_by == "user":
         keys = [Interception.initiator_id, User.username]
+    elif group_by == "key":
+        keys = [Interception.api_key_id, ApiKey.name, Interception.initiator_id, User.username]
     elif group_by == "model":
         keys = [Interception.model]
     elif group_by == "provider":
@@ -270,27 +308,37 @@ async def usage(
         )
     ]
     stmt = (
-        select(*keys, func.count(func.distinct(Interception.id)), *sums)
+        select(*keys, func.count(func.distinct(Interception.id)), *sums, _COST_SUM, _UNPRICED_ROWS)
         .select_from(Interception)
         .outerjoin(TokenUsage, TokenUsage.interception_id == Interception.id)
         .where(*_conditions(f))
         .group_by(*keys)
     )
-    if group_by == "user":
+    if group_by in ("user", "key"):
         stmt = stmt.outerjoin(User, User.id == Interception.initiator_id)
+    if group_by == "key":
+        stmt = stmt.outerjoin(ApiKey, ApiKey.id == Interception.api_key_id)
     result: list[dict[str, Any]] = []
     for row in await session.execute(stmt):
         values = list(row)
+        named: dict[str, Any] = {}
         if group_by == "user":
             user_id, username = values[0], values[1]
             key: str = username or str(user_id)
             values = values[2:]
+        elif group_by == "key":
+            key_id, key_name, user_id, username = values[:4]
+            key = key_id or NO_KEY
+            named = {"name": key_name, "user": username or str(user_id)}
+            values = values[4:]
         else:
             key = str(values[0])
             values = values[1:]
-        count, *token_sums = values
-        entry: dict[str, Any] = {"key": key, "interceptions": int(count)}
+        count, *token_sums, cost, unpriced_rows = values
+        entry: dict[str, Any] = {"key": key, **named, "interceptions": int(count)}
         entry.update({k: int(v) for k, v in zip(TOKEN_FIELDS, token_sums, strict=True)})
+        entry["cost_usd"] = cost_usd(int(cost))
+        entry["unpriced"] = int(unpriced_rows) > 0
         result.append(entry)
     # Sorted here, not in SQL: collation differs between the backends.
     result.sort(key=lambda e: e["key"])

@@ -19,6 +19,8 @@ PROVIDERS_CHANGED = "ai_providers_changed"
 API_KEYS_CHANGED = "api_keys_changed"
 MCP_SERVERS_CHANGED = "mcp_servers_changed"
 """An MCP server was created, changed or deleted: replicas reload their snapshot."""
+PRICES_CHANGED = "model_prices_changed"
+"""A model price was set or deleted: replicas reload their price table."""
 MCP_CREDENTIALS_CHANGED = "mcp_credentials_changed"
 """A user set or removed their own MCP token; the payload is the user id (ASCII UUID):
 replicas retire that user's bridges so the next request builds one with the new token."""

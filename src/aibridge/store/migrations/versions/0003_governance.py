@@ -7,9 +7,14 @@ Create Date: 2026-12-06 11:00:00.000000
 
 from __future__ import annotations
 
+import uuid
+
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
+
+from aibridge.store.prices import default_prices
+from aibridge.store.types import UTCDateTime, utcnow
 
 revision = "0003"
 down_revision = "0002"
@@ -42,6 +47,45 @@ def upgrade() -> None:
         sa.UniqueConstraint(
             "provider_type", "model", name=op.f("uq_model_prices_provider_type_model")
         ),
+    )
+    _seed_default_prices()
+
+
+def _seed_default_prices() -> None:
+    """The shipped prices, once: here and never at start-up, so a price an admin deletes
+    stays deleted and an edited one keeps the admin's value."""
+    # A table of this revision's columns (not the ORM model, which may grow later).
+    prices = sa.table(
+        "model_prices",
+        sa.column("id", sa.Uuid()),
+        sa.column("provider_type", sa.Text()),
+        sa.column("model", sa.Text()),
+        sa.column("input_micros", sa.BigInteger()),
+        sa.column("output_micros", sa.BigInteger()),
+        sa.column("cache_read_micros", sa.BigInteger()),
+        sa.column("cache_write_micros", sa.BigInteger()),
+        sa.column("effective_date", sa.Text()),
+        sa.column("created_at", UTCDateTime()),
+        sa.column("updated_at", UTCDateTime()),
+    )
+    now = utcnow()
+    op.bulk_insert(
+        prices,
+        [
+            {
+                "id": uuid.uuid4(),
+                "provider_type": p.provider_type,
+                "model": p.model,
+                "input_micros": p.input_micros,
+                "output_micros": p.output_micros,
+                "cache_read_micros": p.cache_read_micros,
+                "cache_write_micros": p.cache_write_micros,
+                "effective_date": p.effective_date,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for p in default_prices()
+        ],
     )
 
 
