@@ -960,7 +960,10 @@ def build_limiter(
     """The limiter of ``settings``: over Redis when ``redis_url`` is set, else in-process."""
     store: LimitStore | None = None
     if settings.redis_url:
-        raise NotImplementedError("the Redis store comes next")
+        # Imported here: a gateway without Redis never loads the client.
+        from aibridge.governance.redis_store import RedisStore
+
+        store = RedisStore.from_url(settings.redis_url, settings.redis_prefix)
     return Limiter(
         LimiterConfig.from_settings(settings),
         prices=prices,

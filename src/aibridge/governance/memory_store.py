@@ -196,12 +196,8 @@ class MemoryStore:
                     key = (check.subject, check.period_start)
                     entry = self._spend.get(key)
                     if entry is None:
-                        self._spend[key] = [
-                            spend_at_least(None, check.seed) + settlement.actual,
-                            check.expire_at,
-                        ]
-                    else:
-                        entry[0] += settlement.actual
+                        entry = self._spend[key] = [0, check.expire_at]
+                    entry[0] = spend_at_least(entry[0], check.seed) + settlement.actual
 
     async def settle(self, ticket: str, now: float, settlements: Sequence[Settlement]) -> None:
         """Replace the ticket's reservations by what it used."""
