@@ -576,6 +576,21 @@ class Limiter:
             self._held[ticket_id] = ticket
         return ticket
 
+    async def open_slot(self, actor: Actor) -> Ticket | Refusal:
+        """A concurrency slot for something other than one request (an open Responses
+        WebSocket holds one for its lifetime): the replica's ``max_concurrency`` and the
+        user's and the key's ``max_concurrent`` only; no model check, no request counted,
+        nothing reserved (each ``response.create`` on the socket is admitted on its own,
+        with ``hold_slot=False``). Settle the ticket when the socket closes."""
+        user_limits = actor.user_limits
+        if self._has_defaults:
+            user_limits = _inherit(user_limits, self.config.defaults)
+        own = Limits(max_concurrent=user_limits.max_concurrent)
+        key = Limits(max_concurrent=actor.key_limits.max_concurrent)
+        if self.config.max_concurrency == 0 and own.empty and key.empty:
+            return NO_LIMIT_TICKET
+        return await self._admit(Demand(actor, "", "", "", 0, None), own, key)
+
     def _model_refusal(
         self, demand: Demand, user_limits: Limits, key_limits: Limits
     ) -> Refusal | None:

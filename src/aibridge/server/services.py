@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from aibridge.auth import Authenticator
 from aibridge.bridge import RequestBridge
 from aibridge.config import Settings
+from aibridge.governance.limiter import Limiter
 from aibridge.intercept.responses.websocket import ResponsesSockets
 from aibridge.mcp.settings import UserTokens
 from aibridge.pool import CachedBridgePool
@@ -40,6 +41,8 @@ class Services:
     reloader: ProviderReloader
     mcp_user_tokens: UserTokens
     """Each user's tokens for the per_user MCP servers (what a bridge build reads)."""
+    limiter: Limiter
+    """Admits every bridged request and WebSocket (limits, budgets, max_concurrency)."""
 
 
 SERVICES = web.AppKey("services", Services)
