@@ -8,6 +8,7 @@ Redis flush or restart, or a replica restart, cannot reset anyone's budget.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Iterable
 from datetime import datetime
@@ -22,11 +23,13 @@ from aibridge.store.spend import spend_by_key, spend_by_user, spend_pusd
 GLOBAL_SUBJECT = "g"
 
 
+@functools.lru_cache(maxsize=65536)
 def user_subject(user_id: uuid.UUID) -> str:
-    """The counters' name for a user."""
+    """The counters' name for a user (cached: formatting a UUID costs a microsecond)."""
     return f"u:{user_id}"
 
 
+@functools.lru_cache(maxsize=65536)
 def key_subject(key_id: str) -> str:
     """The counters' name for a gateway key."""
     return f"k:{key_id}"

@@ -40,7 +40,7 @@ from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -276,15 +276,21 @@ class BudgetStatus:
 # --------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _BudgetInfo:
+class _BudgetInfo(NamedTuple):
     """What a budget check means, for messages and the soft threshold."""
 
     scope: str
-    who: str
     budget: Budget
-    amount_pusd: int
     period_end: datetime
+
+
+def _who(scope: str, actor: Actor) -> str:
+    """The subject of a limit as messages name it (built only when needed)."""
+    if scope == "user":
+        return f"user {actor.username}"
+    if scope == "key":
+        return f"key {actor.key_id}"
+    return "the gateway (global budget)"
 
 
 @functools.lru_cache(maxsize=1024)
@@ -355,6 +361,7 @@ class _Held(Ticket):
         checks: tuple[Check, ...],
         local_slot: bool,
         headers: Mapping[str, str],
+        wants_cost: bool = False,
     ) -> None:
         super().__init__(headers)
         self._limiter = limiter
@@ -364,7 +371,7 @@ class _Held(Ticket):
         self._local_slot = local_slot
         self._tokens = 0
         self._cost = 0
-        self._wants_cost = any(c.kind == BUDGET for c in checks)
+        self._wants_cost = wants_cost
         self.done = False
 
     def add_usage(
@@ -537,7 +544,7 @@ class Limiter:
             self._inflight += 1
             local_slot = True
         try:
-            checks, whos, budgets = self._checks(demand, user_limits, key_limits, now_dt)
+            checks, scopes, budgets = self._checks(demand, user_limits, key_limits, now_dt)
         except BaseException:
             self._inflight -= local_slot
             raise
@@ -550,12 +557,18 @@ class Limiter:
         ticket_id = f"{self._replica}:{next(self._ids)}"
         lease_until = now + self.config.lease_seconds
         store, result = await self._store_admit(ticket_id, now, lease_until, checks)
-        self._note_spend(checks, result.states, budgets)
+        if budgets:
+            self._note_spend(checks, result.states, budgets, demand.actor)
         if not result.admitted:
             self._inflight -= local_slot
             index = len(result.states) - 1
             return self._check_refusal(
-                checks, result.states, index, whos[index], budgets.get(index), now
+                checks,
+                result.states,
+                index,
+                _who(scopes[index], demand.actor),
+                budgets.get(index),
+                now,
             )
         headers: dict[str, str] = {}
         has_requests = has_tokens = leased = False
@@ -571,7 +584,7 @@ class Limiter:
         if has_tokens:
             amount = next(c.amount for c in checks if c.kind == TOKENS)
             headers.update(_trio(TOKENS, checks, result.states, now, amount))
-        ticket = _Held(self, ticket_id, store, checks, local_slot, headers)
+        ticket = _Held(self, ticket_id, store, checks, local_slot, headers, bool(budgets))
         if leased:
             self._held[ticket_id] = ticket
         return ticket
@@ -618,62 +631,67 @@ class Limiter:
     def _checks(
         self, demand: Demand, user_limits: Limits, key_limits: Limits, now_dt: datetime
     ) -> tuple[tuple[Check, ...], list[str], dict[int, _BudgetInfo]]:
-        """The ordered checks of the demand, who each is about, the budget checks' info."""
+        """The ordered checks of the demand, the scope of each (``user``, ``key``,
+        ``global``), and the budget checks' meaning by index."""
         actor = demand.actor
-        subjects = (
-            (user_subject(actor.user_id), user_limits, f"user {actor.username}", "user"),
-            (key_subject(actor.key_id), key_limits, f"key {actor.key_id}", "key"),
-        )
+        user = user_subject(actor.user_id)
+        key = key_subject(actor.key_id)
         checks: list[Check] = []
-        whos: list[str] = []
+        scopes: list[str] = []
         if demand.hold_slot:
-            for subject, limits, who, _ in subjects:
-                if limits.max_concurrent:
-                    checks.append(Check(CONCURRENCY, subject, limits.max_concurrent))
-                    whos.append(who)
-        for subject, limits, who, _ in subjects:
-            if limits.requests_per_minute:
-                checks.append(Check(REQUESTS, subject, limits.requests_per_minute))
-                whos.append(who)
+            if user_limits.max_concurrent:
+                checks.append(Check(CONCURRENCY, user, user_limits.max_concurrent))
+                scopes.append("user")
+            if key_limits.max_concurrent:
+                checks.append(Check(CONCURRENCY, key, key_limits.max_concurrent))
+                scopes.append("key")
+        if user_limits.requests_per_minute:
+            checks.append(Check(REQUESTS, user, user_limits.requests_per_minute))
+            scopes.append("user")
+        if key_limits.requests_per_minute:
+            checks.append(Check(REQUESTS, key, key_limits.requests_per_minute))
+            scopes.append("key")
         estimate: Estimate | None = None
-        for subject, limits, who, _ in subjects:
-            if limits.tokens_per_minute:
-                if estimate is None:
-                    estimate = self._estimate(demand)
-                checks.append(Check(TOKENS, subject, limits.tokens_per_minute, estimate.tokens))
-                whos.append(who)
+        if user_limits.tokens_per_minute or key_limits.tokens_per_minute:
+            estimate = self._estimate(demand)
+            if user_limits.tokens_per_minute:
+                checks.append(Check(TOKENS, user, user_limits.tokens_per_minute, estimate.tokens))
+                scopes.append("user")
+            if key_limits.tokens_per_minute:
+                checks.append(Check(TOKENS, key, key_limits.tokens_per_minute, estimate.tokens))
+                scopes.append("key")
         budgets: dict[int, _BudgetInfo] = {}
-        cost: int | None = None
-        scoped = [(s, lim.budget, who, scope) for s, lim, who, scope in subjects]
-        if self.config.global_budget is not None:
-            scoped.append(
-                (GLOBAL_SUBJECT, self.config.global_budget, "the gateway (global budget)", "global")
-            )
-        for subject, budget, who, scope in scoped:
+        global_budget = self.config.global_budget
+        if user_limits.budget is None and key_limits.budget is None and global_budget is None:
+            return tuple(checks), scopes, budgets
+        if estimate is None:
+            estimate = self._estimate(demand)
+        cost = estimate_cost_pusd(self.prices.table, demand.provider_type, demand.model, estimate)
+        for subject, budget, scope in (
+            (user, user_limits.budget, "user"),
+            (key, key_limits.budget, "key"),
+            (GLOBAL_SUBJECT, global_budget, "global"),
+        ):
             if budget is None:
                 continue
-            if cost is None:
-                if estimate is None:
-                    estimate = self._estimate(demand)
-                cost = estimate_cost_pusd(
-                    self.prices.table, demand.provider_type, demand.model, estimate
-                )
-            start, _end, expire_at, end_dt = self._period(budget.period, now_dt)
+            start, _, expire_at, end_dt = self._period(budget.period, now_dt)
+            period_start = int(start)
             budget_subject = f"{subject}|{budget.period}"
             seed = max(
-                self._db_spend.get((subject, budget.period, int(start)), 0),
-                self._known_spend.get((budget_subject, int(start)), 0),
+                self._db_spend.get((subject, budget.period, period_start), 0),
+                self._known_spend.get((budget_subject, period_start), 0),
             )
             amount = _pusd(budget.amount_usd)
-            budgets[len(checks)] = _BudgetInfo(scope, who, budget, amount, end_dt)
-            checks.append(Check(BUDGET, budget_subject, amount, cost, int(start), expire_at, seed))
-            whos.append(who)
-            self._budgets[budget_subject] = (
-                who.replace("the gateway (global budget)", "global"),
-                amount,
-                budget.period,
+            budgets[len(checks)] = _BudgetInfo(scope, budget, end_dt)
+            checks.append(
+                Check(BUDGET, budget_subject, amount, cost, period_start, expire_at, seed)
             )
-        return tuple(checks), whos, budgets
+            scopes.append(scope)
+            known = self._budgets.get(budget_subject)
+            if known is None or known[1] != amount:
+                label = "global" if scope == "global" else _who(scope, actor)
+                self._budgets[budget_subject] = (label, amount, budget.period)
+        return tuple(checks), scopes, budgets
 
     def _estimate(self, demand: Demand) -> Estimate:
         return estimate_tokens(
@@ -766,7 +784,7 @@ class Limiter:
         in_flight = f" plus {_usd(reserved)} reserved by requests in flight" if reserved else ""
         return self._refusal(
             BUDGET_EXCEEDED,
-            f"Budget exceeded: {budget.who} has spent {_usd(state.spend)}{in_flight} of its "
+            f"Budget exceeded: {who} has spent {_usd(state.spend)}{in_flight} of its "
             f"${usd_number(budget.budget.amount_usd)} {_ADVERB[budget.budget.period]} budget; "
             f"it resets at {budget.period_end.isoformat(timespec='seconds')}.",
             retry,
@@ -780,6 +798,7 @@ class Limiter:
         checks: Sequence[Check],
         states: Sequence[CheckState],
         budgets: Mapping[int, _BudgetInfo],
+        actor: Actor,
     ) -> None:
         """Remember the spend the store reported (the fallback's floor) and warn once per
         subject and period past the soft threshold."""
@@ -791,7 +810,8 @@ class Limiter:
             spend = states[index].spend
             if spend > self._known_spend.get(key, 0):
                 self._known_spend[key] = spend
-            self._soft_check(key, spend, check.limit, info.scope, info.who)
+            if key not in self._soft_warned:
+                self._soft_check(key, spend, check.limit, info.scope, _who(info.scope, actor))
 
     def _soft_check(
         self, key: tuple[str, int], spend: int, amount: int, scope: str, who: str

@@ -5,6 +5,9 @@ them all at once, atomically: either every check passes and everything is taken 
 concurrency slot, a request in the window, a token reservation, a cost reservation), or
 the first failing check is reported and nothing at all is left behind.
 
+The values passed are named tuples: the limiter builds several per request and tuples
+are the cheapest objects to make.
+
 Times are wall-clock epoch seconds passed in by the caller (the limiter's injectable
 clock), never read by the store, so tests move windows and leases without sleeping and
 replicas sharing Redis agree on time as far as their clocks do.
@@ -25,8 +28,7 @@ Kinds of check and what the store keeps per subject (``u:<user id>``, ``k:<key i
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 CONCURRENCY = "c"
 REQUESTS = "r"
@@ -41,8 +43,7 @@ class StoreUnavailable(Exception):
     """The shared store cannot be reached; the limiter falls back to its own counters."""
 
 
-@dataclass(frozen=True, slots=True)
-class Check:
+class Check(NamedTuple):
     """One limit to check and take for one subject."""
 
     kind: str
@@ -59,8 +60,7 @@ class Check:
     so a flushed or restarted store never forgets what was spent."""
 
 
-@dataclass(frozen=True, slots=True)
-class CheckState:
+class CheckState(NamedTuple):
     """A check's counter as the admission found it (before taking anything)."""
 
     used: int
@@ -73,8 +73,7 @@ class CheckState:
     """``BUDGET``: the period's settled spend alone."""
 
 
-@dataclass(frozen=True, slots=True)
-class AdmitResult:
+class AdmitResult(NamedTuple):
     """What an admission found: one state per check evaluated, in order; when refused,
     the last state is the failing check's and nothing was taken."""
 
@@ -82,8 +81,7 @@ class AdmitResult:
     states: tuple[CheckState, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Settlement:
+class Settlement(NamedTuple):
     """The end of one admitted check: the exact tokens or pico-USD used (slots are
     released, requests stay counted in their window)."""
 
