@@ -13,6 +13,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from aibridge.auth import Actor, Authenticator, AuthError, extract_token
+from aibridge.limits import Limits
 from aibridge.store import users as repo
 from aibridge.store.db import session_factory
 from aibridge.store.models import ApiKey, User
@@ -281,6 +282,28 @@ async def test_cache_entry_expires_after_ttl(
     clock.now += 2
     with pytest.raises(AuthError, match="revoked"):
         await auth(authn, token)
+
+
+async def test_the_actor_carries_the_stored_limits_of_user_and_key_in_one_query(
+    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    user, key, token = await make_key(sessions)
+    async with sessions() as s, s.begin():
+        await repo.update_user_limits(s, await repo.require_user(s, user.id), {"max_concurrent": 2})
+        await repo.update_key_limits(s, key.id, {"allowed_models": ["claude-*"]})
+    authn = Authenticator(sessions)
+    with count_queries(engine) as statements:
+        actor = await auth(authn, token)
+    assert actor.user_limits == Limits(max_concurrent=2)
+    assert actor.key_limits == Limits(allowed_models=("claude-*",))
+    # The known-id set and the key with its user: limits add no round trip.
+    assert len(statements) == 2, statements
+    # Cached, then a user change announced: the new limits are read.
+    async with sessions() as s, s.begin():
+        await repo.update_user_limits(s, await repo.require_user(s, user.id), None)
+    assert (await auth(authn, token)).user_limits == Limits(max_concurrent=2)
+    await authn.on_keys_changed(f"user:{user.id}".encode(), None)
+    assert (await auth(authn, token)).user_limits == Limits()
 
 
 async def test_invalidate_after_revoke(sessions: async_sessionmaker[AsyncSession]) -> None:

@@ -4,8 +4,8 @@ The key format (``aib-<id>-<secret>``, the stored SHA-256 hash of the secret) is
 :mod:`aibridge.tokens`; comparison is constant-time.
 
 :class:`Authenticator` caches successful lookups in memory so the data plane pays no
-database round trip per request; revocation and suspension invalidate the cache
-(locally at once, on other replicas through the ``api_keys_changed`` channel), and
+database round trip per request; revocation, suspension and changed limits invalidate
+the cache (locally at once, on other replicas through the ``api_keys_changed`` channel), and
 entries also expire after ``ttl`` seconds as a safety net.
 
 Nothing about a key (revoked, expired, its user suspended, the username) is told before
@@ -34,6 +34,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aibridge.actor import Actor
+from aibridge.limits import limits_from_json
 from aibridge.store.models import ApiKey, User
 from aibridge.tokens import MalformedToken, hash_secret, parse_token
 
@@ -215,8 +216,19 @@ class Authenticator:
             refusal = "gateway API key has been revoked"
         elif user.status != "active":
             refusal = f"user {user.username!r} is suspended"
+        # The limits ride on the actor (read here, with the key, once per cache fill):
+        # the limiter never queries them per request. A limits change invalidates the
+        # entry like a suspension does.
+        actor = Actor(
+            user.id,
+            user.username,
+            user.role,
+            key.id,
+            user_limits=limits_from_json(user.limits),
+            key_limits=limits_from_json(key.limits),
+        )
         entry = _Entry(
-            Actor(user.id, user.username, user.role, key.id),
+            actor,
             key.secret_hash,
             key.expires_at,
             self._clock() + self._ttl,
@@ -239,7 +251,7 @@ class Authenticator:
             self._cache.pop(key_id, None)
 
     def invalidate_user(self, user_id: uuid.UUID) -> None:
-        """Forget every cached key of a user (after suspension or role change)."""
+        """Forget every cached key of a user (after suspension, a role or limits change)."""
         self._generation += 1
         for kid in [k for k, e in self._cache.items() if e.actor.user_id == user_id]:
             self._cache.pop(kid, None)

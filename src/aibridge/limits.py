@@ -248,6 +248,37 @@ def parse_limits(value: object, field: str = "limits") -> Limits:
     return limits
 
 
+def patch_limits(current: Limits, value: object, field: str = "limits") -> Limits:
+    """``current`` changed by an admin's ``"limits"`` patch (PATCH semantics per field).
+
+    ``None`` clears every limit; in an object, a field present is set (``null`` clears
+    it) and a field absent keeps its current value, so ``{"max_concurrent": 4}`` changes
+    nothing else. Raises :class:`~aibridge.inputcheck.InputError` like
+    :func:`parse_limits`.
+    """
+    given = parse_limits(value, field)
+    if not isinstance(value, Mapping):
+        return given  # None: every limit cleared
+    kept = {name: getattr(given if name in value else current, name) for name in LIMIT_FIELDS}
+    return Limits(**kept)
+
+
+def limits_diff(old: Limits, new: Limits) -> dict[str, dict[str, Any]]:
+    """``{field: {"old", "new"}}`` (JSON values) for every field that differs (for audit
+    rows)."""
+    before, after = old.to_json(), new.to_json()
+    return {
+        name: {"old": before[name], "new": after[name]}
+        for name in LIMIT_FIELDS
+        if before[name] != after[name]
+    }
+
+
+def stored_limits(limits: Limits) -> dict[str, Any] | None:
+    """What a ``limits`` column holds for ``limits`` (NULL when nothing is set)."""
+    return None if limits.empty else limits.to_json()
+
+
 def limits_from_json(stored: object) -> Limits:
     """The limits stored in a ``limits`` column (None or JSON written by
     :meth:`Limits.to_json`). Writes are validated, so a value that no longer validates

@@ -219,7 +219,8 @@ async def test_key_listings_never_show_secrets(db_url: str, tmp_path: Path) -> N
             assert secret not in raw
             assert "sha256" not in raw
             assert "hash" not in raw
-            assert "token" not in raw
+            # As a key ("tokens_per_minute" is a limit, not a token).
+            assert '"token"' not in raw
             keys = await resp.json()
             assert [k["name"] for k in keys] == ["laptop"]
             assert keys[0]["status"] == "active"

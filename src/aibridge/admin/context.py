@@ -7,12 +7,15 @@ bridge pool, the reloader or the server that assembles them).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
 
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aibridge.auth import Authenticator
+from aibridge.clock import SYSTEM_CLOCK, Clock
+from aibridge.limits import NO_LIMITS, Limits
 from aibridge.store.crypto import Encryptor
 from aibridge.store.pubsub import PubSub
 
@@ -20,12 +23,17 @@ from aibridge.store.pubsub import PubSub
 @dataclass(frozen=True, slots=True)
 class AdminContext:
     """Database sessions, pub/sub (change hints), the encryptor of stored secrets (None:
-    stored in plain text) and the authenticator (callers, and cache invalidation)."""
+    stored in plain text) and the authenticator (callers, and cache invalidation); what
+    ``/api/v1/me`` needs to show limits and budgets: the configured default limits, the
+    time zone of budget periods and the clock (tests move it across a period)."""
 
     sessions: async_sessionmaker[AsyncSession]
     pubsub: PubSub
     encryptor: Encryptor | None
     authenticator: Authenticator
+    default_limits: Limits = NO_LIMITS
+    budget_zone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
+    clock: Clock = SYSTEM_CLOCK
 
 
 ADMIN = web.AppKey("admin", AdminContext)

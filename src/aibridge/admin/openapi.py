@@ -156,7 +156,7 @@ def build_document() -> dict[str, Any]:
             "parameters": [PATH_PARAM["user"]],
             "get": _op("Get a user", {**_ok("User"), **_errors("401", "403", "404")}),
             "patch": _op(
-                "Update a user's email, role or status",
+                "Update a user's email, role, status or limits (limits: per field; null clears)",
                 {**_ok("User"), **_errors("400", "401", "403", "404")},
                 requestBody=_body("UpdateUser"),
             ),
@@ -175,12 +175,24 @@ def build_document() -> dict[str, Any]:
         },
         "/api/v1/users/{user}/keys/{key_id}": {
             "parameters": [PATH_PARAM["user"], PATH_PARAM["key_id"]],
+            "get": _op("Get a gateway key", {**_ok("ApiKey"), **_errors("401", "403", "404")}),
+            "patch": _op(
+                "Set a gateway key's own limits (per field; null clears; the stricter of "
+                "user and key wins)",
+                {**_ok("ApiKey"), **_errors("400", "401", "403", "404")},
+                requestBody=_body("UpdateApiKey"),
+            ),
             "delete": _op(
                 "Revoke a gateway key",
                 {"204": {"description": "Revoked"}, **_errors("401", "403", "404")},
             ),
         },
-        "/api/v1/me": {"get": _op("The calling user", {**_ok("User"), **_errors("401")})},
+        "/api/v1/me": {
+            "get": _op(
+                "The calling user, its limits and budget status",
+                {**_ok("Me"), **_errors("401")},
+            )
+        },
         "/api/v1/me/keys": {
             "get": _op("The calling user's keys", {**_ok(_array("ApiKey")), **_errors("401")})
         },
@@ -410,7 +422,69 @@ def build_document() -> dict[str, Any]:
                 "status": {"enum": ["active", "suspended"]},
                 "created_at": string,
                 "updated_at": string,
+                "limits": _ref("Limits"),
             },
+        },
+        "Limits": {
+            "type": "object",
+            "description": "Each null = no limit of its own (a user's inherits the configured "
+            "default; a key's leaves the user's). A PATCH sets the fields it names and keeps "
+            "the others; limits: null clears them all.",
+            "additionalProperties": False,
+            "properties": {
+                "requests_per_minute": {"type": ["integer", "null"], "minimum": 1},
+                "tokens_per_minute": {"type": ["integer", "null"], "minimum": 1},
+                "max_concurrent": {"type": ["integer", "null"], "minimum": 1},
+                "allowed_models": {
+                    "type": ["array", "null"],
+                    "maxItems": 64,
+                    "items": {
+                        "type": "string",
+                        "description": "MODEL-GLOB or PROVIDER/MODEL-GLOB (* and ?), "
+                        "e.g. claude-* or openai/gpt-5*",
+                    },
+                },
+                "budget": {"oneOf": [_ref("Budget"), {"type": "null"}]},
+            },
+        },
+        "Budget": {
+            "type": "object",
+            "required": ["amount_usd", "period"],
+            "additionalProperties": False,
+            "properties": {
+                "amount_usd": {"type": "number", "minimum": 0},
+                "period": {"enum": ["day", "week", "month"]},
+            },
+        },
+        "BudgetStatus": {
+            "type": "object",
+            "description": "Of the user's budget (own or default) and the key's, the one "
+            "with less left this period.",
+            "properties": {
+                "amount_usd": {"type": "number"},
+                "period": {"enum": ["day", "week", "month"]},
+                "spent_usd": {"type": "number"},
+                "remaining_usd": {"type": "number"},
+                "resets_at": {"type": "string", "format": "date-time"},
+                "scope": {"enum": ["user", "key"]},
+            },
+        },
+        "Me": {
+            "allOf": [
+                _ref("User"),
+                {
+                    "type": "object",
+                    "properties": {
+                        "key_id": string,
+                        "limits": _ref("Limits"),
+                        "key_limits": _ref("Limits"),
+                        "budget": _ref("BudgetStatus"),
+                    },
+                },
+            ],
+            "description": "limits: the user's own over the configured defaults; key_limits: "
+            "the presented key's own (a request must pass both); budget: present when one "
+            "applies.",
         },
         "CreateUser": {
             "type": "object",
@@ -427,7 +501,13 @@ def build_document() -> dict[str, Any]:
                 "email": string,
                 "role": {"enum": ["admin", "member"]},
                 "status": {"enum": ["active", "suspended"]},
+                "limits": {"oneOf": [_ref("Limits"), {"type": "null"}]},
             },
+        },
+        "UpdateApiKey": {
+            "type": "object",
+            "required": ["limits"],
+            "properties": {"limits": {"oneOf": [_ref("Limits"), {"type": "null"}]}},
         },
         "ApiKey": {
             "type": "object",
@@ -438,6 +518,7 @@ def build_document() -> dict[str, Any]:
                 "expires_at": {"type": ["string", "null"]},
                 "last_used_at": {"type": ["string", "null"]},
                 "revoked_at": {"type": ["string", "null"]},
+                "limits": _ref("Limits"),
             },
         },
         "CreateApiKey": {

@@ -3,15 +3,21 @@
 Routes (admin role unless noted):
 
 * ``GET/POST /api/v1/users``
-* ``GET/PATCH /api/v1/users/{id_or_username}`` (PATCH: ``email``, ``role``, ``status``)
+* ``GET/PATCH /api/v1/users/{id_or_username}`` (PATCH: ``email``, ``role``, ``status``,
+  ``limits``)
 * ``GET/POST /api/v1/users/{id_or_username}/keys`` (POST shows the token once)
+* ``GET/PATCH /api/v1/users/{id_or_username}/keys/{key_id}`` (PATCH: ``limits``)
 * ``DELETE /api/v1/users/{id_or_username}/keys/{key_id}`` (revoke, 204, idempotent)
 * ``GET /api/v1/me`` and ``GET /api/v1/me/keys`` (any authenticated user)
 
+``"limits"`` (:mod:`aibridge.limits`) is patched per field: ``null`` clears every limit;
+in an object, a field present is set (``null`` clears it) and an absent one is kept.
+
 Every write adds an audit row in the same transaction. After the commit, changes that
-must lock a key out (revocation, suspension, role change) or add one (authenticators
-remember which key ids exist) invalidate this replica's authenticator cache at once and
-publish ``api_keys_changed`` for the other replicas.
+must lock a key out (revocation, suspension, role change), change what it may do
+(limits) or add one (authenticators remember which key ids exist) invalidate this
+replica's authenticator cache at once and publish ``api_keys_changed`` for the other
+replicas (payload ``user:<id>`` for a user, the key id for a key).
 """
 
 from __future__ import annotations
@@ -24,10 +30,19 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aibridge.actor import Actor
+from aibridge.admin.budget_status import budget_status
 from aibridge.admin.context import AdminContext, admin_context
 from aibridge.admin.deps import current_actor, require_admin
-from aibridge.admin.errors import APIError, Validation, read_json_object
+from aibridge.admin.errors import (
+    APIError,
+    Validation,
+    input_error,
+    read_json_object,
+)
+from aibridge.admin.errors import validations as validations_of
 from aibridge.httputil import json_response
+from aibridge.inputcheck import InputError
+from aibridge.limits import parse_limits
 from aibridge.store import users as repo
 from aibridge.store.audit import add_audit
 from aibridge.store.models import User
@@ -60,6 +75,24 @@ def _collect(
     except repo.InvalidValue as err:
         validations.append(Validation(field, str(err)))
         return None
+
+
+def _check_limits(body: dict[str, object], validations: list[Validation]) -> None:
+    """Validate ``body["limits"]`` (when present) before any transaction starts, so its
+    errors are reported together with those of the other fields."""
+    if "limits" not in body:
+        return
+    try:
+        parse_limits(body["limits"])
+    except InputError as err:
+        validations.extend(validations_of(err.errors))
+
+
+async def _announce_user_change(admin: AdminContext, user: User) -> None:
+    """Cached actors carry role, status and limits: drop them here now, elsewhere via
+    pub/sub."""
+    admin.authenticator.invalidate_user(user.id)
+    await publish_quietly(admin.pubsub, API_KEYS_CHANGED, f"user:{user.id}".encode())
 
 
 def _invalid(message: str, validations: list[Validation]) -> APIError:
@@ -132,13 +165,14 @@ async def get_user(request: web.Request) -> web.Response:
 
 
 async def update_user(request: web.Request) -> web.Response:
-    """``PATCH /api/v1/users/{id_or_username}`` with any of ``email``, ``role``, ``status``.
+    """``PATCH /api/v1/users/{id_or_username}`` with any of ``email``, ``role``,
+    ``status``, ``limits``.
 
-    Suspension and role changes take effect at once on every replica.
+    Suspension, role and limits changes take effect at once on every replica.
     """
     actor = await require_admin(request)
     body = await read_json_object(request)
-    allowed = ("email", "role", "status")
+    allowed = ("email", "role", "status", "limits")
     validations = _check_fields(body, allowed)
     if "username" in body:
         validations = [v for v in validations if v.field != "username"]
@@ -146,6 +180,7 @@ async def update_user(request: web.Request) -> web.Response:
     email = _collect(body, "email", repo.validate_email, validations)
     role = _collect(body, "role", repo.validate_role, validations)
     status = _collect(body, "status", repo.validate_status, validations)
+    _check_limits(body, validations)
     if validations:
         raise _invalid("Invalid user request.", validations)
     if not any(f in body for f in allowed):
@@ -155,15 +190,21 @@ async def update_user(request: web.Request) -> web.Response:
     try:
         async with admin.sessions() as session, session.begin():
             user = await _require_user(session, ref)
-            changes = await repo.update_user(session, user, email=email, role=role, status=status)
+            changes: dict[str, Any] = await repo.update_user(
+                session, user, email=email, role=role, status=status
+            )
+            if "limits" in body:
+                limits = await repo.update_user_limits(session, user, body["limits"])
+                if limits:
+                    changes["limits"] = limits
             if changes:
                 _audit(session, actor, **repo.user_updated_audit(user, changes))
     except repo.LastAdminError as err:
         raise APIError(400, "Cannot remove the last active admin.", str(err)) from err
-    if "role" in changes or "status" in changes:
-        # Cached actors carry role and status: drop them here now, elsewhere via pub/sub.
-        admin.authenticator.invalidate_user(user.id)
-        await publish_quietly(admin.pubsub, API_KEYS_CHANGED, f"user:{user.id}".encode())
+    except InputError as err:  # checked above; only a race with a rule change lands here
+        raise input_error(err) from err
+    if changes.keys() & {"role", "status", "limits"}:
+        await _announce_user_change(admin, user)
     return json_response(repo.user_as_dict(user))
 
 
@@ -249,6 +290,50 @@ async def create_user_key(request: web.Request) -> web.Response:
     return json_response(info, status=201)
 
 
+async def get_user_key(request: web.Request) -> web.Response:
+    """``GET /api/v1/users/{id_or_username}/keys/{key_id}``: one key, without secrets."""
+    await require_admin(request)
+    admin = admin_context(request)
+    ref, key_id = request.match_info["user"], request.match_info["key_id"]
+    async with admin.sessions() as session:
+        user = await _require_user(session, ref)
+        info = await repo.get_key(session, key_id, user)
+    if info is None:
+        raise APIError(
+            404, "API key not found.", f"no API key {key_id!r} of user {user.username!r}"
+        )
+    return json_response(info.as_dict())
+
+
+async def update_user_key(request: web.Request) -> web.Response:
+    """``PATCH /api/v1/users/{id_or_username}/keys/{key_id}`` with ``limits``: the key's
+    own limits (the user's apply too; the stricter wins), at once on every replica."""
+    actor = await require_admin(request)
+    body = await read_json_object(request)
+    validations = _check_fields(body, ("limits",))
+    _check_limits(body, validations)
+    if validations:
+        raise _invalid("Invalid API key request.", validations)
+    if "limits" not in body:
+        raise APIError(400, "At least one field must be provided.", "send limits")
+    admin = admin_context(request)
+    ref, key_id = request.match_info["user"], request.match_info["key_id"]
+    try:
+        async with admin.sessions() as session, session.begin():
+            user = await _require_user(session, ref)
+            info, changes = await repo.update_key_limits(session, key_id, body["limits"], user)
+            if changes:
+                _audit(session, actor, **repo.key_limits_audit(info, user.username, changes))
+    except repo.KeyNotFound as err:
+        raise APIError(404, "API key not found.", str(err)) from err
+    except InputError as err:  # checked above; only a race with a rule change lands here
+        raise input_error(err) from err
+    if changes:
+        admin.authenticator.invalidate(key_id)
+        await publish_quietly(admin.pubsub, API_KEYS_CHANGED, key_id.encode())
+    return json_response(info.as_dict())
+
+
 async def revoke_user_key(request: web.Request) -> web.Response:
     """``DELETE /api/v1/users/{id_or_username}/keys/{key_id}`` → 204 (also when already
     revoked); the key stops working at once on every replica."""
@@ -284,11 +369,27 @@ async def _me(request: web.Request) -> tuple[AdminContext, User]:
 
 
 async def get_me(request: web.Request) -> web.Response:
-    """``GET /api/v1/me``: the caller's own user (any role)."""
-    _, user = await _me(request)
+    """``GET /api/v1/me``: the caller's own user (any role), the limits that apply to
+    this key, and the budget status when a budget applies.
+
+    ``limits`` are the user's own over the configured defaults and ``key_limits`` the
+    presented key's own, both as the authenticator holds them (what is enforced now); a
+    request must pass both. ``budget`` (absent when none applies) is described in
+    :mod:`aibridge.admin.budget_status`.
+    """
+    admin, user = await _me(request)
+    actor = await current_actor(request)
     body = repo.user_as_dict(user)
     # Which of the caller's keys authenticated this request (handy for `whoami`).
-    body["key_id"] = (await current_actor(request)).key_id
+    body["key_id"] = actor.key_id
+    body["limits"] = actor.user_limits.inherit(admin.default_limits).to_json()
+    body["key_limits"] = actor.key_limits.to_json()
+    async with admin.sessions() as session:
+        status = await budget_status(
+            session, actor, admin.default_limits, admin.budget_zone, admin.clock.now()
+        )
+    if status is not None:
+        body["budget"] = status.to_json()
     return json_response(body)
 
 
@@ -309,6 +410,8 @@ def add_routes(app: web.Application) -> None:
     r.add_patch("/api/v1/users/{user}", update_user)
     r.add_get("/api/v1/users/{user}/keys", list_user_keys)
     r.add_post("/api/v1/users/{user}/keys", create_user_key)
+    r.add_get("/api/v1/users/{user}/keys/{key_id}", get_user_key)
+    r.add_patch("/api/v1/users/{user}/keys/{key_id}", update_user_key)
     r.add_delete("/api/v1/users/{user}/keys/{key_id}", revoke_user_key)
     r.add_get("/api/v1/me", get_me)
     r.add_get("/api/v1/me/keys", list_my_keys)

@@ -18,7 +18,16 @@ def main() -> None:
 
 def _register() -> None:
     # Imported for their side effect of attaching commands to ``main``.
-    from aibridge.cli import fake, mcp_servers, providers, proxy, serve, usage, users  # noqa: F401
+    from aibridge.cli import (  # noqa: F401
+        fake,
+        mcp_servers,
+        providers,
+        proxy,
+        serve,
+        usage,
+        user_limits,
+        users,
+    )
 
 
 _register()

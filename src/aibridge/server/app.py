@@ -7,6 +7,7 @@ from aiohttp import web
 from aibridge.admin.context import AdminContext
 from aibridge.admin.errors import error_middleware
 from aibridge.admin.routes import add_admin_routes
+from aibridge.governance.periods import time_zone
 from aibridge.intercept.admission import add_ratelimit_headers
 from aibridge.intercept.responses.websocket import ResponsesSockets
 from aibridge.server.dataplane import data_plane
@@ -41,6 +42,9 @@ def create_app(services: Services) -> web.Application:
             pubsub=services.pubsub,
             encryptor=services.encryptor,
             authenticator=services.authenticator,
+            default_limits=settings.default_limits,
+            budget_zone=time_zone(settings.budget_timezone),
+            clock=services.clock,
         ),
     )
     # Registered last: admin and health routes above take precedence.

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from aibridge.auth import Authenticator
 from aibridge.bridge import RequestBridge
+from aibridge.clock import SYSTEM_CLOCK, Clock
 from aibridge.config import Settings
 from aibridge.governance.limiter import Limiter
 from aibridge.intercept.responses.websocket import ResponsesSockets
@@ -43,6 +44,8 @@ class Services:
     """Each user's tokens for the per_user MCP servers (what a bridge build reads)."""
     limiter: Limiter
     """Admits every bridged request and WebSocket (limits, budgets, max_concurrency)."""
+    clock: Clock = SYSTEM_CLOCK
+    """The clock the gateway was started with (tests pass a ``FakeClock``)."""
 
 
 SERVICES = web.AppKey("services", Services)

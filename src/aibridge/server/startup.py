@@ -252,4 +252,5 @@ async def running_services(
             reloader=reloader,
             mcp_user_tokens=mcp_user_tokens,
             limiter=limiter,
+            clock=clock or SYSTEM_CLOCK,
         )

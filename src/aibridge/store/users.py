@@ -22,6 +22,14 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from aibridge.limits import (
+    NO_LIMITS,
+    Limits,
+    limits_diff,
+    limits_from_json,
+    patch_limits,
+    stored_limits,
+)
 from aibridge.store.audit import add_audit
 from aibridge.store.locks import take_write_lock
 from aibridge.store.models import USER_ROLES, USER_STATUSES, ApiKey, User
@@ -90,6 +98,8 @@ class KeyInfo:
     expires_at: datetime | None
     last_used_at: datetime | None
     revoked_at: datetime | None
+    limits: Limits = NO_LIMITS
+    """The key's own limits (the user's apply too: the stricter wins)."""
 
     @classmethod
     def from_row(cls, key: ApiKey) -> KeyInfo:
@@ -102,6 +112,7 @@ class KeyInfo:
             expires_at=key.expires_at,
             last_used_at=key.last_used_at,
             revoked_at=key.revoked_at,
+            limits=limits_from_json(key.limits),
         )
 
     @property
@@ -124,6 +135,7 @@ class KeyInfo:
             "expires_at": _iso(self.expires_at),
             "last_used_at": _iso(self.last_used_at),
             "revoked_at": _iso(self.revoked_at),
+            "limits": self.limits.to_json(),
         }
 
 
@@ -141,6 +153,7 @@ def user_as_dict(user: User) -> dict[str, Any]:
         "status": user.status,
         "created_at": _iso(user.created_at),
         "updated_at": _iso(user.updated_at),
+        "limits": limits_from_json(user.limits).to_json(),
     }
 
 
@@ -344,6 +357,24 @@ async def update_user(
     return changes
 
 
+async def update_user_limits(
+    session: AsyncSession, user: User, patch: object
+) -> dict[str, dict[str, Any]]:
+    """Apply an admin's ``"limits"`` patch (:func:`~aibridge.limits.patch_limits`) to
+    ``user``; return ``{field: {"old", "new"}}`` for the limits that changed.
+
+    Raises :class:`~aibridge.inputcheck.InputError` naming every bad field.
+    """
+    old = limits_from_json(user.limits)
+    new = patch_limits(old, patch)
+    changes = limits_diff(old, new)
+    if changes:
+        user.limits = stored_limits(new)
+        user.updated_at = utcnow()
+        await session.flush([user])
+    return changes
+
+
 # --- keys -------------------------------------------------------------------------
 
 
@@ -382,6 +413,33 @@ async def get_key(session: AsyncSession, key_id: str, user: User | None = None) 
         stmt = stmt.where(ApiKey.user_id == user.id)
     key = (await session.execute(stmt)).scalar_one_or_none()
     return KeyInfo.from_row(key) if key is not None else None
+
+
+async def update_key_limits(
+    session: AsyncSession, key_id: str, patch: object, user: User | None = None
+) -> tuple[KeyInfo, dict[str, dict[str, Any]]]:
+    """Apply an admin's ``"limits"`` patch to key ``key_id`` (of ``user`` when given);
+    return its view and ``{field: {"old", "new"}}`` for the limits that changed.
+
+    Raises :class:`KeyNotFound` (also for a key of another ``user``) or
+    :class:`~aibridge.inputcheck.InputError`. A revoked key's limits may still be set:
+    they are only data until it works again, which it never does.
+    """
+    stmt = select(ApiKey).where(ApiKey.id == key_id)
+    if user is not None:
+        stmt = stmt.where(ApiKey.user_id == user.id)
+    key = (await session.execute(stmt)).scalar_one_or_none()
+    if key is None:
+        raise KeyNotFound(
+            f"no API key {key_id!r}" + (f" of user {user.username!r}" if user else "")
+        )
+    old = limits_from_json(key.limits)
+    new = patch_limits(old, patch)
+    changes = limits_diff(old, new)
+    if changes:
+        key.limits = stored_limits(new)
+        await session.flush([key])
+    return KeyInfo.from_row(key), changes
 
 
 async def revoke_key(
@@ -477,6 +535,18 @@ def key_created_audit(user: User, key: ApiKey) -> dict[str, Any]:
             "expires_at": key.expires_at.isoformat() if key.expires_at else None,
         },
         "status_code": 201,
+    }
+
+
+def key_limits_audit(info: KeyInfo, owner_name: str, changes: dict[str, Any]) -> dict[str, Any]:
+    """:func:`~aibridge.store.audit.add_audit` arguments (all but the actor) for new
+    limits on the key ``info`` of the user named ``owner_name``."""
+    return {
+        "action": "update",
+        "resource_type": "api_key",
+        "resource_id": info.id,
+        "resource_name": info.name,
+        "diff": {"username": owner_name, "limits": changes},
     }
 
 
