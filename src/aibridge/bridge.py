@@ -13,6 +13,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from aibridge.actor import Actor
+from aibridge.governance.limiter import Limiter
+from aibridge.intercept.admission import SETTLEMENT
 from aibridge.intercept.agentic import DEFAULT_MAX_ITERATIONS
 from aibridge.intercept.hooks import NO_ADDONS, Addons
 from aibridge.intercept.passthrough import passthrough
@@ -28,9 +30,11 @@ class RequestBridge:
     """Serves data-plane requests for one actor over one provider snapshot.
 
     ``hooks`` are the addons (metrics, recording) that observe its interceptions and
-    passthrough requests. ``toolset`` holds the actor's MCP sessions: their tools are
-    injected into every bridged request (at most ``max_iterations`` upstream turns each);
-    :meth:`aclose` closes the sessions when the pool retires the bridge.
+    passthrough requests; ``limiter`` admits every bridged request (and WebSocket) and
+    settles what it used (the bridge adds the settlement addon to the hooks).
+    ``toolset`` holds the actor's MCP sessions: their tools are injected into every
+    bridged request (at most ``max_iterations`` upstream turns each); :meth:`aclose`
+    closes the sessions when the pool retires the bridge.
     """
 
     def __init__(
@@ -39,6 +43,7 @@ class RequestBridge:
         actor: Actor,
         upstream: UpstreamClients,
         *,
+        limiter: Limiter,
         max_body_bytes: int,
         hooks: Addons = NO_ADDONS,
         toolset: Toolset | None = None,
@@ -48,12 +53,15 @@ class RequestBridge:
         self.actor = actor
         self.upstream = upstream
         self.max_body_bytes = max_body_bytes
-        self.hooks = hooks
+        # Last: the ticket gets the usage after the recorder and the metrics saw it.
+        self.hooks = Addons(hooks, SETTLEMENT)
+        self.limiter = limiter
         self.toolset = toolset
         self._interceptor = Interceptor(
             actor,
             upstream,
-            hooks,
+            self.hooks,
+            limiter=limiter,
             max_body_bytes=max_body_bytes,
             toolset=toolset,
             max_iterations=max_iterations,
@@ -70,10 +78,17 @@ class RequestBridge:
         route: BridgedRoute | PassthroughRoute,
         *,
         byok: bool = False,
+        actor: Actor | None = None,
     ) -> web.StreamResponse:
-        """Serve ``request`` on ``route`` (resolved against :attr:`snapshot`)."""
+        """Serve ``request`` on ``route`` (resolved against :attr:`snapshot`).
+
+        ``actor`` is the request's own (its limits as just authenticated; default: the
+        bridge's). Passthrough routes (model lists, token counts, event logging) are not
+        limited: they cost no tokens, are cheap and short, and clients call them at start
+        (refusing them would break the client rather than slow it down).
+        """
         if isinstance(route, BridgedRoute):
-            return await self._interceptor.handle(request, route, byok=byok)
+            return await self._interceptor.handle(request, route, byok=byok, actor=actor)
         self.hooks.passed_through(route, request.method)
         return await passthrough(
             request, route, self.upstream, byok=byok, max_body_bytes=self.max_body_bytes
@@ -86,6 +101,7 @@ class RequestBridge:
         sockets: ResponsesSockets,
         *,
         byok: bool = False,
+        actor: Actor | None = None,
     ) -> ResponsesSocket | web.StreamResponse:
         """The handshake of a Responses WebSocket on ``route``: the socket, dialled upstream
         and ready to :meth:`~ResponsesSocket.run`, or the HTTP answer that refuses it.
@@ -95,5 +111,12 @@ class RequestBridge:
         as the client's session, and must not hold a bridge the pool wants to retire.
         """
         return await open_socket(
-            request, route, self.actor, self.upstream, self.hooks, sockets, byok=byok
+            request,
+            route,
+            self.actor if actor is None else actor,
+            self.upstream,
+            self.hooks,
+            sockets,
+            self.limiter,
+            byok=byok,
         )

@@ -22,7 +22,12 @@ from aibridge.intercept.api import api_for
 from aibridge.intercept.errors import circuit_open_body, error_body, error_type_for_event
 from aibridge.intercept.sse import CHAT_DONE
 from aibridge.providers.base import APIName, Family
-from aibridge.recording.records import ERROR_TYPES, UPSTREAM_ERROR_TYPES, ErrorType
+from aibridge.recording.records import (
+    ERROR_TYPES,
+    REFUSAL_ERROR_TYPES,
+    UPSTREAM_ERROR_TYPES,
+    ErrorType,
+)
 from aibridge.testing.stack import TIMEOUT, Stack, stack
 
 # --------------------------------------------------------------------------- the renderers
@@ -467,9 +472,11 @@ async def test_a_stalled_stream_ends_with_exactly_its_apis_error_event(
 def test_recorded_error_types_have_one_definition() -> None:
     assert get_args(ErrorType) == ERROR_TYPES
     assert set(ERROR_TYPES) > UPSTREAM_ERROR_TYPES
-    assert {"unknown", "client_disconnected", "gateway_restart"} == (
+    assert {"unknown", "client_disconnected", "gateway_restart", *REFUSAL_ERROR_TYPES} == (
         set(ERROR_TYPES) - UPSTREAM_ERROR_TYPES
     )
+    # Documentation order: the refusals last, in the order the limits are checked.
+    assert ERROR_TYPES[-len(REFUSAL_ERROR_TYPES) :] == REFUSAL_ERROR_TYPES
 
 
 def test_upstream_error_event_types_map_onto_recorded_types() -> None:

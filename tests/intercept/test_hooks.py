@@ -20,6 +20,7 @@ from aiohttp.test_utils import TestServer
 from aibridge.actor import Actor
 from aibridge.bridge import RequestBridge
 from aibridge.fakellm import FakeLLM, Scenario
+from aibridge.governance.limiter import Limiter, LimiterConfig
 from aibridge.intercept.errors import routing_error_response
 from aibridge.intercept.hooks import Addons
 from aibridge.intercept.interception import CLIENT_GONE, COMPLETED, Interception, Outcome
@@ -77,6 +78,7 @@ async def gateway() -> AsyncIterator[Gateway]:
             ProviderSnapshot(1, {"ant": provider}),
             ACTOR,
             upstream,
+            limiter=Limiter(LimiterConfig()),
             max_body_bytes=1 << 20,
             hooks=Addons(addon),
         )

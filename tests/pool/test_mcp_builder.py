@@ -6,6 +6,7 @@ import asyncio
 import uuid
 
 from aibridge.actor import Actor
+from aibridge.governance.limiter import Limiter, LimiterConfig
 from aibridge.mcp.proxy import MCPOptions
 from aibridge.pool import CachedBridgePool, request_bridge_builder
 from aibridge.providers.snapshot import ProviderSnapshot
@@ -30,7 +31,11 @@ async def test_each_user_gets_sessions_with_their_own_token_and_none_without_one
         upstream = UpstreamClients()
         pool = CachedBridgePool(
             request_bridge_builder(
-                upstream, max_body_bytes=1 << 20, user_tokens=user_tokens, mcp=MCPOptions()
+                upstream,
+                limiter=Limiter(LimiterConfig()),
+                max_body_bytes=1 << 20,
+                user_tokens=user_tokens,
+                mcp=MCPOptions(),
             ),
             ProviderSnapshot(1, mcp_servers=(personal, shared)),
             sweep_interval=None,
@@ -65,7 +70,9 @@ async def test_without_mcp_options_bridges_have_no_toolset() -> None:
     async with mcp_server() as srv, asyncio.timeout(30):
         upstream = UpstreamClients()
         pool = CachedBridgePool(
-            request_bridge_builder(upstream, max_body_bytes=1 << 20),
+            request_bridge_builder(
+                upstream, limiter=Limiter(LimiterConfig()), max_body_bytes=1 << 20
+            ),
             ProviderSnapshot(1, mcp_servers=(server_settings(srv.url),)),
             sweep_interval=None,
         )

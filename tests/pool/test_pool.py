@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from aibridge.bridge import RequestBridge
 from aibridge.clock import FakeClock
+from aibridge.governance.limiter import Limiter, LimiterConfig
 from aibridge.intercept.errors import routing_error_response
 from aibridge.pool import (
     BridgeKey,
@@ -128,7 +129,9 @@ async def test_pool_replace_providers_clears_cache_and_uses_new_providers() -> N
         retired.append(bridge)
 
     # Passthrough routes never record, so no addons are needed behind the bridge.
-    builder = request_bridge_builder(upstream, max_body_bytes=1 << 20)
+    builder = request_bridge_builder(
+        upstream, limiter=Limiter(LimiterConfig()), max_body_bytes=1 << 20
+    )
     pool: CachedBridgePool[RequestBridge] = CachedBridgePool(
         builder,
         real_snapshot(1, old),

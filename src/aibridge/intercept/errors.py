@@ -119,6 +119,38 @@ def error_response(
     )
 
 
+def refusal_body(family: Family, status: int, error_type: str, message: str) -> bytes:
+    """The body of a request the gateway's limits refused (403 model access, 429 the
+    rates, concurrency and budgets), in the provider's shape: Anthropic's
+    ``permission_error`` / ``rate_limit_error``; OpenAI's object with the refusal's error
+    type as ``code`` (``budget_exceeded`` typed ``insufficient_quota``, as OpenAI types an
+    exhausted quota), so a client can tell which limit it hit."""
+    if family == "anthropic":
+        return anthropic_error(_ANTHROPIC_TYPES.get(status, "api_error"), message)
+    if status == 429:
+        kind = "insufficient_quota" if error_type == "budget_exceeded" else "rate_limit_exceeded"
+    else:
+        kind = "invalid_request_error"
+    return openai_error(message, kind, error_type)
+
+
+def refusal_response(
+    family: Family,
+    status: int,
+    error_type: str,
+    message: str,
+    headers: Mapping[str, str],
+) -> web.Response:
+    """A complete refusal response: :func:`refusal_body` with ``headers`` (Retry-After and
+    the ``x-ratelimit-*`` that apply)."""
+    return web.Response(
+        status=status,
+        body=refusal_body(family, status, error_type, message),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
 def circuit_open_response(family: Family, retry_after: int) -> web.Response:
     """503 with ``Retry-After`` (whole seconds) and :func:`circuit_open_body`."""
     return web.Response(

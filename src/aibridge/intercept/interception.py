@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from aibridge.actor import Actor
+from aibridge.governance.limiter import Ticket
 from aibridge.intercept.request import RequestInfo
 from aibridge.providers.base import APIName, Provider
 from aibridge.recording.records import CLIENT_DISCONNECTED, ErrorType
@@ -43,7 +44,8 @@ class Interception:
     ``started_at`` is the wall-clock start (records), ``began`` the ``perf_counter()``
     start (durations). ``interrupted`` is the outcome a relay settled on before the task
     was cancelled (the client left mid-stream), which the pipeline reports instead of
-    :data:`CLIENT_GONE`.
+    :data:`CLIENT_GONE`. ``ticket`` is the limiter's admission (None until admitted):
+    the settlement addon adds the usage of every upstream call to it.
     """
 
     id: uuid.UUID
@@ -59,6 +61,7 @@ class Interception:
     began: float
     credential_hint: str | None = None
     interrupted: Outcome | None = None
+    ticket: Ticket | None = None
 
     @property
     def model(self) -> str:

@@ -5,15 +5,21 @@
 1. **body**: read it (bounded, 413), decode the fields the gateway needs (400), let the
    API refuse what it does not support (e.g. Responses ``background``, 501);
 2. **credentials**: the key ring, or the client's own key for BYOK (403/401/502);
-3. **start**: the ``started`` hook (the recording addon journals the start record and
+3. **admission**: the limiter admits the request for the request's actor (model access,
+   concurrency, request and token rates, budgets) or refuses it: a refusal is recorded
+   as an interception of its own error type and answered in the provider's shape with
+   ``Retry-After`` and ``x-ratelimit-*``, and nothing goes upstream;
+4. **start**: the ``started`` hook (the recording addon journals the start record and
    queues it; nothing on the request path waits for the database);
-4. **upstream call**: through the circuit breaker, failing over to the next pooled key on
+5. **upstream call**: through the circuit breaker, failing over to the next pooled key on
    401/429 while nothing has been sent to the client yet;
-5. **relay**: error, blocking or stream (:mod:`aibridge.intercept.relay`), each returning
+6. **relay**: error, blocking or stream (:mod:`aibridge.intercept.relay`), each returning
    the response and the outcome;
-6. **end**: the ``ended`` hook with the outcome, before the client sees the response end.
+7. **end**: the ``ended`` hook with the outcome, before the client sees the response end;
+   then the admission's ticket is settled with the usage of every upstream call (the
+   settlement addon fed it from the ``observed`` hook), whatever the outcome.
 
-A bridge with injected MCP tools runs steps 4 and 5 as a loop instead
+A bridge with injected MCP tools runs steps 5 and 6 as a loop instead
 (:mod:`aibridge.intercept.agentic`): one branch, taken only when the bridge has tools.
 
 Every rejection in steps 1 and 2 is one exception type
@@ -33,8 +39,10 @@ import aiohttp
 from aiohttp import web
 
 from aibridge.actor import Actor
+from aibridge.governance.limiter import Demand, Limiter, Refusal
 from aibridge.ids import new_uuid4
 from aibridge.intercept import bedrock
+from aibridge.intercept.admission import RATELIMIT_HEADERS, refusal_outcome, refused
 from aibridge.intercept.agentic import DEFAULT_MAX_ITERATIONS, ToolLoop, start_conversation
 from aibridge.intercept.api import API, api_for
 from aibridge.intercept.byok import credential_hint
@@ -66,7 +74,15 @@ CIRCUIT_OPENED = Outcome("overloaded", CIRCUIT_OPEN_MESSAGE)
 class Interceptor:
     """Runs the pipeline for one actor's bridged requests (one per request bridge)."""
 
-    __slots__ = ("actor", "hooks", "max_body_bytes", "max_iterations", "toolset", "upstream")
+    __slots__ = (
+        "actor",
+        "hooks",
+        "limiter",
+        "max_body_bytes",
+        "max_iterations",
+        "toolset",
+        "upstream",
+    )
 
     def __init__(
         self,
@@ -74,6 +90,7 @@ class Interceptor:
         upstream: UpstreamClients,
         hooks: InterceptionHooks,
         *,
+        limiter: Limiter,
         max_body_bytes: int,
         toolset: Toolset | None = None,
         max_iterations: int = DEFAULT_MAX_ITERATIONS,
@@ -81,19 +98,30 @@ class Interceptor:
         self.actor = actor
         self.upstream = upstream
         self.hooks = hooks
+        self.limiter = limiter
+        """Admits every request before it goes upstream (and settles what it used)."""
         self.max_body_bytes = max_body_bytes
         self.toolset = toolset
         """The bridge's injected MCP tools (None: the plain relay only)."""
         self.max_iterations = max_iterations
 
     async def handle(
-        self, request: web.Request, route: BridgedRoute, *, byok: bool
+        self,
+        request: web.Request,
+        route: BridgedRoute,
+        *,
+        byok: bool,
+        actor: Actor | None = None,
     ) -> web.StreamResponse:
         """Serve ``request`` on ``route``; never raises for upstream or client-side failures.
 
         ``byok``: the client sent its gateway key in ``X-AIBridge-Token`` and its own
-        provider key where the provider expects one.
+        provider key where the provider expects one. ``actor`` is the request's own
+        (just authenticated, so its limits are current; the bridge's cached actor is the
+        default): it is admitted, limited and recorded.
         """
+        if actor is None:
+            actor = self.actor
         provider = route.provider
         api = api_for(route.api)
         try:
@@ -122,7 +150,7 @@ class Interceptor:
             id=new_uuid4(),
             provider=provider,
             api=route.api,
-            actor=self.actor,
+            actor=actor,
             request=info,
             client=client,
             user_agent=headers.get("User-Agent"),
@@ -132,10 +160,32 @@ class Interceptor:
             began=time.perf_counter(),
         )
         hooks = self.hooks
+        admitted = await self.limiter.admit(
+            Demand(
+                actor=actor,
+                provider_name=provider.name,
+                provider_type=provider.type,
+                model=info.model or "",
+                body_bytes=len(body),
+                max_output_tokens=info.max_output_tokens,
+            )
+        )
+        if isinstance(admitted, Refusal):
+            # Recorded like any interception (who hit which limit), answered at once.
+            hooks.started(ix)
+            hooks.ended(ix, refusal_outcome(admitted))
+            return refused(provider.family, admitted)
+        ix.ticket = admitted
+        if admitted.headers:
+            # Added as the response is prepared (see admission.add_ratelimit_headers):
+            # the relays build the response, a stream's before its first byte.
+            request[RATELIMIT_HEADERS] = admitted.headers
         outcome = CLIENT_GONE
+        cancelled = False
         try:
             # Inside the try: whatever happens after the start was recorded, the finally
-            # below records its end, so no interception is left open forever.
+            # below records its end (and settles the ticket), so no interception is left
+            # open and no reservation or slot held forever.
             hooks.started(ix)
             if conversation is None:
                 response, outcome = await self._exchange(
@@ -152,6 +202,7 @@ class Interceptor:
             # aiohttp cancels the handler when the client disconnects; the upstream request
             # is torn down by the context managers on the way out.
             outcome = ix.interrupted or CLIENT_GONE
+            cancelled = True
             raise
         except Exception as exc:
             # A bug, not an upstream failure (those are answered above): aiohttp answers
@@ -160,6 +211,12 @@ class Interceptor:
             raise
         finally:
             hooks.ended(ix, outcome)
+            if cancelled:
+                # No await on a cancelled task's way out: the settlement runs in the
+                # background with the usage observed so far.
+                admitted.release_nowait()
+            else:
+                await admitted.settle()
 
     async def _exchange(
         self,

@@ -65,6 +65,9 @@ class RequestInfo:
     ``correlating_tool_call_id`` is the id of the tool call whose result the last message
     carries, linking this request to the interception that produced the call.
     ``background`` is Responses ``background`` (not supported by the gateway).
+    ``max_output_tokens`` is the output cap the client set (Messages ``max_tokens``, Chat
+    ``max_completion_tokens`` or ``max_tokens``, Responses ``max_output_tokens``; None when
+    absent or not a positive whole number): the limiter reserves it.
     """
 
     api: APIName
@@ -75,6 +78,16 @@ class RequestInfo:
     user_id: str | None = None
     correlating_tool_call_id: str | None = None
     background: bool = False
+    max_output_tokens: int | None = None
+
+
+def output_cap(*values: object) -> int | None:
+    """The first of ``values`` that is a positive whole number (an output-token cap), or
+    None. Decoded loosely: a malformed cap is the upstream's to refuse, not the gateway's."""
+    for value in values:
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
 
 
 # --- reading ---------------------------------------------------------------------------

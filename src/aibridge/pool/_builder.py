@@ -10,6 +10,7 @@ from typing import Protocol, TypeVar
 
 from aibridge.actor import Actor
 from aibridge.bridge import RequestBridge
+from aibridge.governance.limiter import Limiter
 from aibridge.intercept.agentic import DEFAULT_MAX_ITERATIONS
 from aibridge.intercept.hooks import NO_ADDONS, Addons
 from aibridge.mcp.proxy import MCPOptions
@@ -52,13 +53,15 @@ class BridgeBuilder(Protocol[B_co]):
 def request_bridge_builder(
     upstream: UpstreamClients,
     *,
+    limiter: Limiter,
     max_body_bytes: int,
     hooks: Addons = NO_ADDONS,
     user_tokens: UserTokens | None = None,
     mcp: MCPOptions | None = None,
 ) -> BridgeBuilder[RequestBridge]:
     """The production builder: a :class:`RequestBridge` over the generation's snapshot;
-    ``hooks`` (metrics, recording) observe every request it serves.
+    ``hooks`` (metrics, recording) observe every request it serves, ``limiter`` admits
+    each one.
 
     With ``mcp`` (the engine's limits) and MCP servers in the snapshot, the bridge gets
     the actor's toolset: a session with every server the user may use (``user_tokens``
@@ -76,6 +79,7 @@ def request_bridge_builder(
             snapshot,
             actor,
             upstream,
+            limiter=limiter,
             max_body_bytes=max_body_bytes,
             hooks=hooks,
             toolset=toolset,

@@ -36,10 +36,16 @@ ErrorType = Literal[
     "unknown",
     "client_disconnected",
     "gateway_restart",
+    "model_not_allowed",
+    "concurrency_limited",
+    "request_rate_limited",
+    "token_rate_limited",
+    "budget_exceeded",
 ]
 """``InterceptionEnded.error_type`` values: the documented ones (reference §5.2 [N]), plus
-ours: ``client_disconnected`` (the client went away first) and ``gateway_restart`` (the
-gateway process stopped before the interception ended; set at its next start)."""
+ours: ``client_disconnected`` (the client went away first), ``gateway_restart`` (the
+gateway process stopped before the interception ended; set at its next start), and the
+gateway's own refusals (:data:`REFUSAL_ERROR_TYPES`; nothing went upstream)."""
 
 ERROR_TYPES: tuple[ErrorType, ...] = typing.get_args(ErrorType)
 """Every :data:`ErrorType`, in documentation order."""
@@ -49,6 +55,16 @@ UPSTREAM_ERROR_TYPES: frozenset[ErrorType] = frozenset(
 )
 """The error types an exchange with the upstream can end in (an upstream error event whose
 ``type`` is one of these is recorded under it as it is)."""
+
+REFUSAL_ERROR_TYPES: tuple[ErrorType, ...] = (
+    "model_not_allowed",
+    "concurrency_limited",
+    "request_rate_limited",
+    "token_rate_limited",
+    "budget_exceeded",
+)
+"""The error types of requests the gateway's limits refused before anything went upstream
+(in the order the limits are checked)."""
 
 CLIENT_DISCONNECTED: ErrorType = "client_disconnected"
 """``error_type`` of an interception whose client went away before its response was complete."""

@@ -8,6 +8,7 @@ from aibridge.admin.context import AdminContext
 from aibridge.admin.errors import error_middleware
 from aibridge.admin.routes import add_admin_routes
 from aibridge.governance.periods import time_zone
+from aibridge.intercept.admission import add_ratelimit_headers
 from aibridge.intercept.responses.websocket import ResponsesSockets
 from aibridge.server.dataplane import data_plane
 from aibridge.server.health import healthz, metrics_endpoint, readyz
@@ -29,6 +30,8 @@ def create_app(services: Services) -> web.Application:
     # aiohttp's shutdown signal runs after the listener stopped and before it waits for
     # (then cancels) the handlers still running: sockets close with 1001 there.
     app.on_shutdown.append(lambda _app: sockets.shutdown())
+    # The gateway's own x-ratelimit-* on admitted responses (the relays prepare them).
+    app.on_response_prepare.append(add_ratelimit_headers)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)

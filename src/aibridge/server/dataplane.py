@@ -53,9 +53,10 @@ async def data_plane(request: web.Request) -> web.StreamResponse:
             if isinstance(route, RoutingError):
                 return routing_error_response(request, route)
             if not isinstance(route, WebSocketRoute):
-                return await bridge.handle(request, route, byok=bool(byok_token))
+                # The request's actor, not the bridge's: its limits are the current ones.
+                return await bridge.handle(request, route, byok=bool(byok_token), actor=actor)
             opened = await bridge.open_websocket(
-                request, route, request.app[RESPONSES_SOCKETS], byok=bool(byok_token)
+                request, route, request.app[RESPONSES_SOCKETS], byok=bool(byok_token), actor=actor
             )
     except PoolShuttingDown:
         # No bridge, so no snapshot: the error shape is judged from the request alone.

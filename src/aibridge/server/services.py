@@ -11,6 +11,7 @@ from aibridge.auth import Authenticator
 from aibridge.bridge import RequestBridge
 from aibridge.clock import SYSTEM_CLOCK, Clock
 from aibridge.config import Settings
+from aibridge.governance.limiter import Limiter
 from aibridge.governance.price_reload import PriceReloader
 from aibridge.governance.prices import PriceBook
 from aibridge.intercept.responses.websocket import ResponsesSockets
@@ -47,6 +48,8 @@ class Services:
     """The live price table every recorded upstream call is priced with."""
     price_reloader: PriceReloader
     """Keeps ``prices`` in step with the database on every replica."""
+    limiter: Limiter
+    """Admits every bridged request and WebSocket (limits, budgets, max_concurrency)."""
     clock: Clock = SYSTEM_CLOCK
     """The clock the gateway was started with (tests pass a ``FakeClock``)."""
 

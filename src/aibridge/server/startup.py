@@ -15,6 +15,8 @@ from aibridge.bridge import RequestBridge
 from aibridge.clock import SYSTEM_CLOCK, Clock
 from aibridge.config import Settings
 from aibridge.files import private_dir
+from aibridge.governance.limiter import build_limiter
+from aibridge.governance.metrics import LimiterMetrics
 from aibridge.governance.price_reload import PriceReloader
 from aibridge.governance.prices import PriceBook
 from aibridge.intercept.hooks import Addons
@@ -94,14 +96,16 @@ async def running_services(
 
     Every component is started through :class:`~aibridge.server.components.Components`;
     shutdown stops them in reverse order of their start: the provider reloader, the
-    bridge pool (draining requests in flight), the authenticator (last-used times), the
-    recorder (its queue goes to the database or the spill file), pub/sub, upstream
-    sessions, the engine. Each stop is its own guarded, time-bounded step, so one that
-    fails or hangs (the database is down) never keeps the others, the recorder above
-    all, from running.
+    bridge pool (draining requests in flight), the limiter (after the drained requests
+    settled: its maintenance task, then its Redis connections), the authenticator
+    (last-used times), the recorder (its queue goes to the database or the spill file),
+    pub/sub, upstream sessions, the engine. Each stop is its own guarded, time-bounded
+    step, so one that fails or hangs (the database is down) never keeps the others, the
+    recorder above all, from running.
 
-    ``clock`` drives provider key cooldowns and circuit breakers (tests pass a
-    ``FakeClock``); ``recorder_options`` are :class:`Recorder` knobs (queue size, timeouts).
+    ``clock`` drives provider key cooldowns, circuit breakers and the limiter's windows
+    and budget periods (tests pass a ``FakeClock``); ``recorder_options`` are
+    :class:`Recorder` knobs (queue size, timeouts).
     ``worker`` is the worker index under ``serve --workers N``: the recorder's preferred
     journal slot, part of the replica identity stamped on interceptions.
     """
@@ -173,12 +177,25 @@ async def running_services(
         await components.start(
             Component("price reloader", start=price_reloader.start, stop=price_reloader.stop)
         )
+        # After the recorder and the engine (its start rebuilds the budgets' spend from
+        # the records), before the pool (every bridge admits through it); stopped after
+        # the pool drained, so the last requests settle first. Its stop closes the Redis
+        # client even when another component's stop failed (each stop is guarded).
+        limiter = build_limiter(
+            settings,
+            prices=prices,
+            sessions=sessions,
+            metrics=LimiterMetrics(metrics.registry),
+            clock=clock or SYSTEM_CLOCK,
+        )
+        await components.start(Component("limiter", start=limiter.start, stop=limiter.aclose))
 
         # Read once per bridge build (bridges are cached per user and key), never per request.
         mcp_user_tokens = user_tokens_loader(sessions, encryptor)
         pool: CachedBridgePool[RequestBridge] = CachedBridgePool(
             request_bridge_builder(
                 upstream,
+                limiter=limiter,
                 max_body_bytes=settings.max_body_bytes,
                 # Recording first: a start is queued before anything else can fail, so
                 # every end record has its start.
@@ -248,5 +265,6 @@ async def running_services(
             mcp_user_tokens=mcp_user_tokens,
             prices=prices,
             price_reloader=price_reloader,
+            limiter=limiter,
             clock=clock or SYSTEM_CLOCK,
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 from aibridge.intercept.request import (
@@ -10,6 +12,7 @@ from aibridge.intercept.request import (
     decode_object,
     decode_top,
     last_text,
+    output_cap,
 )
 
 
@@ -22,6 +25,8 @@ class _ChatBody(msgspec.Struct):
     stream: bool | None = None
     stream_options: _StreamOptions | None = None
     messages: list[msgspec.Raw] | None = None
+    max_completion_tokens: Any = None
+    max_tokens: Any = None
 
 
 _DECODER = msgspec.json.Decoder(_ChatBody)
@@ -53,6 +58,7 @@ def decode_chat_request(body: bytes) -> RequestInfo:
         prompt=prompt,
         include_usage=top.stream_options.include_usage if top.stream_options else None,
         correlating_tool_call_id=correlating,
+        max_output_tokens=output_cap(top.max_completion_tokens, top.max_tokens),
     )
 
 

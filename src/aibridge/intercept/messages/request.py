@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
-from aibridge.intercept.request import RequestInfo, decode_last, decode_top, last_text
+from aibridge.intercept.request import (
+    RequestInfo,
+    decode_last,
+    decode_top,
+    last_text,
+    output_cap,
+)
 
 
 class _Metadata(msgspec.Struct):
@@ -16,6 +24,7 @@ class _MessagesBody(msgspec.Struct):
     stream: bool | None = None
     metadata: _Metadata | None = None
     messages: list[msgspec.Raw] | None = None
+    max_tokens: Any = None
 
 
 _DECODER = msgspec.json.Decoder(_MessagesBody)
@@ -51,4 +60,5 @@ def decode_messages_request(body: bytes) -> RequestInfo:
         prompt=prompt,
         user_id=top.metadata.user_id if top.metadata else None,
         correlating_tool_call_id=correlating,
+        max_output_tokens=output_cap(top.max_tokens),
     )

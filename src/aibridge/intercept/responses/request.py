@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
-from aibridge.intercept.request import RequestInfo, decode_last, decode_top
+from aibridge.intercept.request import RequestInfo, decode_last, decode_top, output_cap
 
 
 class _ResponsesBody(msgspec.Struct):
@@ -12,6 +14,7 @@ class _ResponsesBody(msgspec.Struct):
     stream: bool | None = None
     background: bool | None = None
     input: str | list[msgspec.Raw] | None = None
+    max_output_tokens: Any = None
 
 
 _DECODER = msgspec.json.Decoder(_ResponsesBody)
@@ -51,4 +54,5 @@ def decode_responses_request(body: bytes) -> RequestInfo:
         prompt=prompt,
         correlating_tool_call_id=correlating,
         background=bool(top.background),
+        max_output_tokens=output_cap(top.max_output_tokens),
     )

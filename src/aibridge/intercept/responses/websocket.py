@@ -5,21 +5,27 @@ Codex CLI opens one socket per session and sends each turn as a text message
 ``{"type":"response.create", …a Responses body…}``; the server answers with the events a
 Responses SSE stream carries, one JSON text message each, one response at a time.
 
-The handshake (:func:`open_socket`) is judged like an HTTP request to the Responses route,
-so a client gets the same answer on both transports: a cross-origin ``Origin`` is a 403,
-the user's socket limit a 429, the credentials come from the key ring (failing over to the
-next key when the upstream handshake is refused with 401/429) or the client's own key
-(BYOK); an exhausted pool, an unreachable upstream or a refused upgrade is answered with
-the HTTP status the Responses route would give, and nothing is recorded. Only then is the
-client's upgrade accepted.
+The handshake (:func:`open_socket`) is judged like an HTTP request to the Responses
+route, so a client gets the same answer on both transports: a cross-origin ``Origin`` is
+a 403, the user's socket limit a 429, the limiter's concurrency (the socket holds one of
+the user's and key's ``max_concurrent`` slots and one of the replica's
+``max_concurrency`` for its lifetime) a 429 with ``Retry-After``, the credentials come
+from the key ring (failing over to the next key when the upstream handshake is refused
+with 401/429) or the client's own key (BYOK); an exhausted pool, an unreachable upstream
+or a refused upgrade is answered with the HTTP status the Responses route would give,
+and nothing is recorded. Only then is the client's upgrade accepted.
 
-The relay (:meth:`ResponsesSocket.run`) forwards every frame unchanged in both directions.
-Each client ``response.create`` starts one interception, observed with the Responses
-stream observer; the upstream's terminal event (``response.completed`` / ``incomplete`` /
-``failed``) or ``error`` event ends it, recorded before the client sees that event. A
-socket that closes with responses in flight ends them: ``client_disconnected`` when the
-client left (the upstream socket is closed at once: the gateway pays for every token it
-keeps reading), an upstream failure when the upstream did.
+The relay (:meth:`ResponsesSocket.run`) forwards every frame unchanged in both
+directions. Each client ``response.create`` is admitted by the limiter without a slot of
+its own (model access, request and token rates, budgets): a refusal is answered with an
+error event (``{"type":"error","status":429,…}``, the limit's error type as ``code``)
+and recorded, and nothing goes upstream. An admitted one starts one interception,
+observed with the Responses stream observer, and settled when it ends; the upstream's
+terminal event (``response.completed`` / ``incomplete`` / ``failed``) or ``error`` event
+ends it, recorded before the client sees that event. A socket that closes with responses
+in flight ends them: ``client_disconnected`` when the client left (the upstream socket
+is closed at once: the gateway pays for every token it keeps reading), an upstream
+failure when the upstream did.
 
 Limits: 32 MiB per client message and 16 MiB per upstream message (close 1009), binary
 client frames close with 1003. A shutdown (:meth:`ResponsesSockets.shutdown`) refuses new
@@ -46,7 +52,9 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from aibridge.actor import Actor
+from aibridge.governance.limiter import Demand, Limiter, Refusal, Ticket
 from aibridge.ids import new_uuid4
+from aibridge.intercept.admission import refusal_outcome, refused
 from aibridge.intercept.byok import credential_hint
 from aibridge.intercept.clientinfo import detect_client, session_id
 from aibridge.intercept.errors import (
@@ -143,16 +151,32 @@ def _message_type(data: bytes) -> str | None:
     return kind if isinstance(kind, str) else None
 
 
-def error_event(status: int, message: str, kind: str = "invalid_request_error") -> bytes:
+def error_event(
+    status: int, message: str, kind: str = "invalid_request_error", code: str | None = None
+) -> bytes:
     """The error event a Responses WebSocket sends for a refused ``response.create``
     (``{"type":"error","status",…}``; Codex reads ``status`` like an HTTP status)."""
     return orjson.dumps(
         {
             "type": "error",
             "status": status,
-            "error": {"type": kind, "code": None, "message": message, "param": None},
+            "error": {"type": kind, "code": code, "message": message, "param": None},
         }
     )
+
+
+def refusal_event(refusal: Refusal) -> bytes:
+    """The error event of a ``response.create`` the limiter refused: the HTTP refusal's
+    status, type and code (the limit's error type), so a client reads it the same way."""
+    if refusal.status == 429:
+        kind = (
+            "insufficient_quota"
+            if refusal.error_type == "budget_exceeded"
+            else "rate_limit_exceeded"
+        )
+    else:
+        kind = "invalid_request_error"
+    return error_event(refusal.status, refusal.message, kind, refusal.error_type)
 
 
 # --- the process's sockets --------------------------------------------------------------
@@ -253,6 +277,7 @@ async def open_socket(
     upstream: UpstreamClients,
     hooks: InterceptionHooks,
     sockets: ResponsesSockets,
+    limiter: Limiter,
     *,
     byok: bool,
 ) -> ResponsesSocket | web.StreamResponse:
@@ -295,14 +320,24 @@ async def open_socket(
             f"{sockets.per_user}); close one, or use HTTP",
         )
     try:
+        slot = await limiter.open_slot(actor)
+    except BaseException:
+        sockets.release(actor.user_id)
+        raise
+    if isinstance(slot, Refusal):
+        sockets.release(actor.user_id)
+        return refused(family, slot)
+    try:
         dialled = await _dial(
             request, route, upstream, byok=byok, max_message=sockets.max_upstream_message
         )
     except BaseException:
         sockets.release(actor.user_id)
+        slot.release_nowait()
         raise
     if isinstance(dialled, web.StreamResponse):
         sockets.release(actor.user_id)
+        await slot.settle()
         return dialled
     upstream_ws, key = dialled
     return ResponsesSocket(
@@ -313,6 +348,8 @@ async def open_socket(
         actor=actor,
         hooks=hooks,
         sockets=sockets,
+        limiter=limiter,
+        slot=slot,
         byok_hint=byok_hint,
         credential_hint=key.hint if key is not None else None,
     )
@@ -435,6 +472,8 @@ class ResponsesSocket:
         actor: Actor,
         hooks: InterceptionHooks,
         sockets: ResponsesSockets,
+        limiter: Limiter,
+        slot: Ticket,
         byok_hint: str | None,
         credential_hint: str | None,
     ) -> None:
@@ -445,6 +484,9 @@ class ResponsesSocket:
         self.actor = actor
         self.hooks = hooks
         self.sockets = sockets
+        self.limiter = limiter
+        self.slot = slot
+        """The socket's concurrency slot, settled (freed) when the socket closes."""
         self.byok_hint = byok_hint
         self.credential_hint = credential_hint
         headers = request.headers
@@ -507,6 +549,8 @@ class ResponsesSocket:
         if not self._released:
             self._released = True
             self.sockets.release(self.actor.user_id)
+            # In the handler's finally, possibly cancelled: freed in the background.
+            self.slot.release_nowait()
 
     async def _close_both(self, closing: _Close | None) -> None:
         """Close both sockets: the client with ``closing`` (code, reason) unless it is
@@ -590,12 +634,34 @@ class ResponsesSocket:
         except Rejection as exc:
             await self.client.send_frame(error_event(exc.status, exc.message), WSMsgType.TEXT)
             return False
-        self._start(info)
+        provider = self.provider
+        admitted = await self.limiter.admit(
+            Demand(
+                actor=self.actor,
+                provider_name=provider.name,
+                provider_type=provider.type,
+                model=info.model or "",
+                body_bytes=len(data),
+                max_output_tokens=info.max_output_tokens,
+                hold_slot=False,
+            )
+        )
+        ix = self._interception(info)
+        if isinstance(admitted, Refusal):
+            # Recorded like a refused HTTP request; the socket stays open for the next turn.
+            self.hooks.started(ix)
+            self.hooks.ended(ix, refusal_outcome(admitted))
+            await self.client.send_frame(refusal_event(admitted), WSMsgType.TEXT)
+            return False
+        ix.ticket = admitted
+        self.hooks.started(ix)
+        self._turns.append(_Turn(ix, ResponsesStreamObserver()))
+        self._idle.clear()
         return True
 
-    def _start(self, info: RequestInfo) -> None:
+    def _interception(self, info: RequestInfo) -> Interception:
         headers = self.request.headers
-        ix = Interception(
+        return Interception(
             id=new_uuid4(),
             provider=self.provider,
             api="responses",
@@ -609,9 +675,6 @@ class ResponsesSocket:
             began=time.perf_counter(),
             credential_hint=self.credential_hint,
         )
-        self.hooks.started(ix)
-        self._turns.append(_Turn(ix, ResponsesStreamObserver()))
-        self._idle.clear()
 
     # -- upstream -> client ------------------------------------------------------------
 
@@ -625,8 +688,11 @@ class ResponsesSocket:
             kind = msg.type
             if kind is WSMsgType.TEXT:
                 data: bytes = msg.data
-                if self._turns:
-                    self._observe(data)
+                ended = self._observe(data) if self._turns else None
+                if ended is not None:
+                    # Before the client sees the end, so its next response.create is
+                    # admitted against the exact usage of this one.
+                    await ended.settle()
                 try:
                     await client.send_frame(data, WSMsgType.TEXT)
                 except ConnectionError:
@@ -663,21 +729,25 @@ class ResponsesSocket:
                 )
                 return _relayable(closed), "upstream closed the connection"
 
-    def _observe(self, data: bytes) -> None:
+    def _observe(self, data: bytes) -> Ticket | None:
+        """Observe one upstream message for the response in flight; when it ends that
+        response, end its interception and return its ticket to settle."""
         turn = self._turns[0]
         observer = turn.observer
         observer.observe(SSEEvent(None, data, b""))
-        if observer.ended:
-            self._turns.popleft()
-            result = observer.result()
-            outcome = stream_outcome(result)
-            if result.error is not None and (status := _error_status(data)) is not None:
-                # The status says more than the error's type (OpenAI's 429 is "requests").
-                outcome = Outcome(error_type_for_status(status), result.error.message)
-            self.hooks.observed(turn.ix, result)
-            self.hooks.ended(turn.ix, outcome)
-            if not self._turns:
-                self._idle.set()
+        if not observer.ended:
+            return None
+        self._turns.popleft()
+        result = observer.result()
+        outcome = stream_outcome(result)
+        if result.error is not None and (status := _error_status(data)) is not None:
+            # The status says more than the error's type (OpenAI's 429 is "requests").
+            outcome = Outcome(error_type_for_status(status), result.error.message)
+        self.hooks.observed(turn.ix, result)
+        self.hooks.ended(turn.ix, outcome)
+        if not self._turns:
+            self._idle.set()
+        return turn.ix.ticket
 
     def _end_turns(self, outcome: Outcome) -> None:
         """End every interception still in flight with ``outcome`` (what was observed of
@@ -687,6 +757,9 @@ class ResponsesSocket:
             turn = turns.popleft()
             self.hooks.observed(turn.ix, turn.observer.result())
             self.hooks.ended(turn.ix, outcome)
+            if turn.ix.ticket is not None:
+                # Possibly on a cancelled task's way out: settled in the background.
+                turn.ix.ticket.release_nowait()
         self._idle.set()
 
 

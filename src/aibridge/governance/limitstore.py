@@ -1,0 +1,123 @@
+"""The contract between the limiter and its counter stores (in-process and Redis).
+
+The limiter turns a request into an ordered list of :class:`Check` s; a store evaluates
+them all at once, atomically: either every check passes and everything is taken (a
+concurrency slot, a request in the window, a token reservation, a cost reservation), or
+the first failing check is reported and nothing at all is left behind.
+
+The values passed are named tuples: the limiter builds several per request and tuples
+are the cheapest objects to make.
+
+Times are wall-clock epoch seconds passed in by the caller (the limiter's injectable
+clock), never read by the store, so tests move windows and leases without sleeping and
+replicas sharing Redis agree on time as far as their clocks do.
+
+Kinds of check and what the store keeps per subject (``u:<user id>``, ``k:<key id>``,
+``g`` for the whole gateway):
+
+- ``CONCURRENCY``: slots held by tickets, each with a lease expiry;
+- ``REQUESTS``: a sliding window log of admitted requests over :data:`WINDOW` seconds
+  (exact: a limit of 10 admits exactly 10 of 30 concurrent requests);
+- ``TOKENS``: tokens settled per whole second over the window (a bucket counts until
+  its last instant has left the window, so usage is never under-counted) plus the
+  reservations of requests in flight, each with a lease expiry;
+- ``BUDGET``: the period's spend in pico-USD (one counter per period, so a new period
+  starts at zero by itself) plus in-flight cost reservations with lease expiries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple, Protocol
+
+CONCURRENCY = "c"
+REQUESTS = "r"
+TOKENS = "t"
+BUDGET = "b"
+
+WINDOW = 60
+"""Seconds of the request and token rate windows (the limits are per minute)."""
+
+
+class StoreUnavailable(Exception):
+    """The shared store cannot be reached; the limiter falls back to its own counters."""
+
+
+class Check(NamedTuple):
+    """One limit to check and take for one subject."""
+
+    kind: str
+    subject: str
+    limit: int
+    amount: int = 0
+    """Reserved by the admission: estimated tokens (``TOKENS``) or pico-USD (``BUDGET``)."""
+    period_start: int = 0
+    """``BUDGET``: the period's start (epoch seconds); part of the counter's identity."""
+    expire_at: int = 0
+    """``BUDGET``: when the period's counter may be forgotten (epoch seconds)."""
+    seed: int = 0
+    """``BUDGET``: spend the counter holds at least (the recorded spend, the last seen),
+    so a flushed or restarted store never forgets what was spent."""
+
+
+class CheckState(NamedTuple):
+    """A check's counter as the admission found it (before taking anything)."""
+
+    used: int
+    """Slots held, requests in the window, tokens settled in the window plus reserved, or
+    pico-USD spent in the period plus reserved."""
+    reset_at: float = 0.0
+    """Rates: when capacity comes back (refused: enough for one more; admitted: the next
+    time anything leaves the window). Others: 0 (unknown to the store)."""
+    spend: int = 0
+    """``BUDGET``: the period's settled spend alone."""
+
+
+class AdmitResult(NamedTuple):
+    """What an admission found: one state per check evaluated, in order; when refused,
+    the last state is the failing check's and nothing was taken."""
+
+    admitted: bool
+    states: tuple[CheckState, ...]
+
+
+class Settlement(NamedTuple):
+    """The end of one admitted check: the exact tokens or pico-USD used (slots are
+    released, requests stay counted in their window)."""
+
+    check: Check
+    actual: int = 0
+
+
+class LimitStore(Protocol):
+    """Counters shared by the requests of one replica (in-process) or of all (Redis)."""
+
+    async def admit(
+        self, ticket: str, now: float, lease_until: float, checks: Sequence[Check]
+    ) -> AdmitResult:
+        """Evaluate ``checks`` in order and take all of them, or none (see module doc)."""
+        ...
+
+    async def settle(self, ticket: str, now: float, settlements: Sequence[Settlement]) -> None:
+        """Replace the ticket's reservations by what it used, timestamped ``now``."""
+        ...
+
+    async def refresh(
+        self, now: float, leases: Sequence[tuple[str, Check]], lease_until: float
+    ) -> None:
+        """Extend the leases of held slots and reservations to ``lease_until`` (those that
+        expired already stay gone) and drop what expired."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise :class:`StoreUnavailable` when the store cannot be reached."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections."""
+        ...
+
+
+def spend_at_least(current: int | None, seed: int) -> int:
+    """The budget counter after seeding: never lower than what it holds."""
+    return seed if current is None or current < seed else current
