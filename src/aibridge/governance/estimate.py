@@ -9,16 +9,15 @@ The reservation is replaced by the exact usage when the request settles.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from aibridge.governance.prices import PriceTable
 
 BYTES_PER_TOKEN = 4
 
 
-@dataclass(frozen=True, slots=True)
-class Estimate:
-    """The tokens a request is assumed to use."""
+class Estimate(NamedTuple):
+    """The tokens a request is assumed to use (a tuple: one is made per request)."""
 
     prompt_tokens: int
     output_tokens: int

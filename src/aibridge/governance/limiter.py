@@ -40,6 +40,7 @@ from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Any, NamedTuple, Protocol
 from zoneinfo import ZoneInfo
 
@@ -54,7 +55,7 @@ from aibridge.governance.budgets import (
     recorded_spend,
     user_subject,
 )
-from aibridge.governance.estimate import Estimate, estimate_cost_pusd, estimate_tokens
+from aibridge.governance.estimate import estimate_cost_pusd, estimate_tokens
 from aibridge.governance.limitstore import (
     BUDGET,
     CONCURRENCY,
@@ -64,7 +65,6 @@ from aibridge.governance.limitstore import (
     Check,
     CheckState,
     LimitStore,
-    Settlement,
     StoreUnavailable,
 )
 from aibridge.governance.memory_store import MemoryStore
@@ -276,12 +276,24 @@ class BudgetStatus:
 # --------------------------------------------------------------------------------------
 
 
-class _BudgetInfo(NamedTuple):
-    """What a budget check means, for messages and the soft threshold."""
+class _BudgetSpec(NamedTuple):
+    """One budget of a plan (its counter's identity changes with the period)."""
 
+    subject: str
+    """``u:<id>``, ``k:<id>`` or ``g`` (the recorded spend's subject)."""
+    budget_subject: str
+    """The counter's subject: ``<subject>|<period>``."""
+    period: BudgetPeriod
+    amount: int
+    """Pico-USD."""
     scope: str
     budget: Budget
-    period_end: datetime
+
+
+MAX_PLANS = 4096
+"""Plans kept at most (see :meth:`Limiter._plan`)."""
+MAX_MODEL_DECISIONS = 64
+"""Model-access decisions kept per plan (a client uses a handful of models)."""
 
 
 def _who(scope: str, actor: Actor) -> str:
@@ -298,16 +310,150 @@ def _pusd(amount_usd: Decimal) -> int:
     return int(amount_usd * PICO_PER_USD)
 
 
+class _Plan:
+    """What one actor's limits mean for its requests, worked out once per actor object:
+    the static checks (concurrency, request rate) ready to pass to the store as they are,
+    the token rates and budgets to size per request, where each kind sits in the checks,
+    and the model-access decisions taken so far. Built by :meth:`Limiter._plan`; never
+    mutated afterwards except for the decision cache."""
+
+    __slots__ = (
+        "_decisions",
+        "actor",
+        "budget_at",
+        "budgets",
+        "hold_slot",
+        "leased",
+        "models",
+        "nothing",
+        "requests_at",
+        "scopes",
+        "static",
+        "tokens",
+        "tokens_at",
+    )
+
+    def __init__(
+        self,
+        actor: Actor,
+        user_limits: Limits,
+        key_limits: Limits,
+        *,
+        hold_slot: bool,
+        nothing: bool,
+        global_budget: Budget | None,
+    ) -> None:
+        self.actor = actor
+        self.hold_slot = hold_slot
+        self.nothing = nothing
+        user = user_subject(actor.user_id)
+        key = key_subject(actor.key_id)
+        subjects = (("user", user, user_limits), ("key", key, key_limits))
+        static: list[Check] = []
+        scopes: list[str] = []
+        if hold_slot:
+            for scope, subject, limits in subjects:
+                if limits.max_concurrent:
+                    static.append(Check(CONCURRENCY, subject, limits.max_concurrent))
+                    scopes.append(scope)
+        requests_from = len(static)
+        for scope, subject, limits in subjects:
+            if limits.requests_per_minute:
+                static.append(Check(REQUESTS, subject, limits.requests_per_minute))
+                scopes.append(scope)
+        self.requests_at = tuple(range(requests_from, len(static)))
+        self.static = tuple(static)
+        tokens: list[tuple[str, int]] = []
+        for scope, subject, limits in subjects:
+            if limits.tokens_per_minute:
+                tokens.append((subject, limits.tokens_per_minute))
+                scopes.append(scope)
+        self.tokens = tuple(tokens)
+        self.tokens_at = tuple(range(len(static), len(static) + len(tokens)))
+        self.budget_at = len(scopes)
+        budgets: list[_BudgetSpec] = []
+        for scope, subject, budget in (
+            ("user", user, user_limits.budget),
+            ("key", key, key_limits.budget),
+            ("global", GLOBAL_SUBJECT, global_budget),
+        ):
+            if budget is not None:
+                budgets.append(
+                    _BudgetSpec(
+                        subject,
+                        f"{subject}|{budget.period}",
+                        budget.period,
+                        _pusd(budget.amount_usd),
+                        scope,
+                        budget,
+                    )
+                )
+                scopes.append(scope)
+        self.budgets = tuple(budgets)
+        self.scopes = tuple(scopes)
+        self.leased = len(scopes) > len(self.requests_at)
+        """Holds anything with a lease (everything but request counts)."""
+        self.models: tuple[tuple[str, ...] | None, tuple[str, ...] | None] | None = None
+        if user_limits.allowed_models is not None or key_limits.allowed_models is not None:
+            self.models = (user_limits.allowed_models, key_limits.allowed_models)
+        self._decisions: dict[tuple[str, str], Refusal | None] = {}
+
+    def model_refusal(self, provider_name: str, model: str) -> Refusal | None:
+        """Why ``model`` on ``provider_name`` is refused (None: allowed), decided once."""
+        decisions = self._decisions
+        try:
+            return decisions[(provider_name, model)]
+        except KeyError:
+            pass
+        if len(decisions) >= MAX_MODEL_DECISIONS:
+            decisions.clear()
+        refusal = decisions[(provider_name, model)] = self._decide(provider_name, model)
+        return refusal
+
+    def _decide(self, provider_name: str, model: str) -> Refusal | None:
+        assert self.models is not None
+        for patterns, scope in zip(self.models, ("user", "key"), strict=True):
+            if model_allowed(patterns, provider_name, model):
+                continue
+            who = _who(scope, self.actor)
+            allowed = ", ".join(patterns or ()) or "none"
+            if not model:
+                message = (
+                    f"The request names no model, but {who} may only use these models: "
+                    f"{allowed}. Name one of them in the request."
+                )
+            else:
+                message = (
+                    f"Model {model!r} on provider {provider_name!r} is not "
+                    f"allowed for {who}; allowed models: {allowed}."
+                )
+            return Refusal(MODEL_NOT_ALLOWED, 403, message, None, _NO_HEADERS)
+        return None
+
+
+_NO_HEADERS: Mapping[str, str] = MappingProxyType({})
+_REQUEST_HEADERS = (
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-reset-requests",
+)
+_TOKEN_HEADERS = (
+    "x-ratelimit-limit-tokens",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-tokens",
+)
+
+
 def _duration(seconds: float) -> str:
     """Whole seconds rounded up, as OpenAI's ``x-ratelimit-reset-*`` (``1m30s``)."""
-    total = max(0, math.ceil(seconds))
+    total = math.ceil(seconds) if seconds > 0 else 0
+    if total < 60:
+        return f"{total}s"
     hours, rest = divmod(total, 3600)
     minutes, secs = divmod(rest, 60)
     if hours:
         return f"{hours}h{minutes}m{secs}s"
-    if minutes:
-        return f"{minutes}m{secs}s"
-    return f"{secs}s"
+    return f"{minutes}m{secs}s"
 
 
 def _usd(pusd: int) -> str:
@@ -317,24 +463,30 @@ def _usd(pusd: int) -> str:
 
 
 def _trio(
-    kind: str, checks: Sequence[Check], states: Sequence[CheckState], now: float, extra: int
-) -> dict[str, str]:
-    """The ``x-ratelimit-*-{requests,tokens}`` trio of the stricter subject of ``kind``."""
-    best: tuple[int, int, float] | None = None
-    for check, state in zip(checks, states, strict=False):
-        if check.kind != kind:
-            continue
-        remaining = max(0, check.limit - state.used - (1 if kind == REQUESTS else extra))
-        if best is None or remaining < best[1]:
-            best = (check.limit, remaining, state.reset_at)
-    if best is None:
-        return {}
-    name = "requests" if kind == REQUESTS else "tokens"
-    return {
-        f"x-ratelimit-limit-{name}": str(best[0]),
-        f"x-ratelimit-remaining-{name}": str(best[1]),
-        f"x-ratelimit-reset-{name}": _duration(best[2] - now),
-    }
+    headers: dict[str, str],
+    names: tuple[str, str, str],
+    indexes: tuple[int, ...],
+    checks: Sequence[Check],
+    states: Sequence[CheckState],
+    now: float,
+    taken: int,
+) -> None:
+    """Add the ``x-ratelimit-*`` trio ``names`` of the stricter of the checks at
+    ``indexes`` (those evaluated), counting ``taken`` as used by this request."""
+    best = -1
+    remaining = 0
+    evaluated = len(states)
+    for index in indexes:
+        if index >= evaluated:
+            break
+        left = checks[index].limit - states[index].used - taken
+        if best < 0 or left < remaining:
+            best, remaining = index, left
+    if best < 0:
+        return
+    headers[names[0]] = str(checks[best].limit)
+    headers[names[1]] = str(remaining if remaining > 0 else 0)
+    headers[names[2]] = _duration(states[best].reset_at - now)
 
 
 class _Held(Ticket):
@@ -346,10 +498,9 @@ class _Held(Ticket):
         "_id",
         "_limiter",
         "_local_slot",
-        "_period_keys",
+        "_plan",
         "_store",
         "_tokens",
-        "_wants_cost",
         "done",
     )
 
@@ -358,20 +509,20 @@ class _Held(Ticket):
         limiter: Limiter,
         ticket_id: str,
         store: LimitStore | None,
+        plan: _Plan,
         checks: tuple[Check, ...],
         local_slot: bool,
         headers: Mapping[str, str],
-        wants_cost: bool = False,
     ) -> None:
-        super().__init__(headers)
+        self.headers = headers
         self._limiter = limiter
         self._id = ticket_id
         self._store = store
+        self._plan = plan
         self._checks = checks
         self._local_slot = local_slot
         self._tokens = 0
         self._cost = 0
-        self._wants_cost = wants_cost
         self.done = False
 
     def add_usage(
@@ -386,7 +537,7 @@ class _Held(Ticket):
         """Count one upstream call's usage (see :meth:`Ticket.add_usage`)."""
         # Cache reads are deliberately left out of the token rate (module docstring).
         self._tokens += input + cache_write + output
-        if self._wants_cost:
+        if self._plan.budgets:
             cost = self._limiter.prices.table.cost_pusd(
                 provider_type,
                 models,
@@ -447,7 +598,11 @@ class Limiter:
         self._budgets: dict[str, tuple[str, int, BudgetPeriod]] = {}
         """Budget subject → (metric label, amount, period), for the remaining-ratio gauge."""
         self._soft_warned: set[tuple[str, int]] = set()
-        self._periods: dict[BudgetPeriod, tuple[float, float, int, datetime]] = {}
+        self._periods: dict[BudgetPeriod, tuple[int, float, int, datetime]] = {}
+        self._plans: dict[tuple[int, int], _Plan] = {}
+        """(id of an actor, mode) → its plan (see :meth:`_plan`)."""
+        # The histogram's one child, looked up once: observing is all the hot path does.
+        self._observe = self.metrics.duration.labels().observe
         self._has_defaults = not config.defaults.empty
         self._nothing_global = config.global_budget is None and config.max_concurrency == 0
         self.metrics.watch_budgets(self._budget_ratios)
@@ -504,88 +659,103 @@ class Limiter:
     async def admit(self, demand: Demand) -> Ticket | Refusal:
         """A ticket for ``demand``, or why it is refused (never raises for store outages)."""
         actor = demand.actor
-        user_limits = actor.user_limits
-        key_limits = actor.key_limits
-        if self._has_defaults:
-            user_limits = _inherit(user_limits, self.config.defaults)
-        if (
-            self._nothing_global
-            and (user_limits is NO_LIMITS or user_limits.empty)
-            and (key_limits is NO_LIMITS or key_limits.empty)
-        ):
+        mode = 0 if demand.hold_slot else 1
+        plan = self._plans.get((id(actor), mode))
+        if plan is None or plan.actor is not actor:
+            plan = self._plan(actor, mode)
+        if plan.nothing:
             return NO_LIMIT_TICKET
         started = time.perf_counter()
         try:
-            result = await self._admit(demand, user_limits, key_limits)
+            result = await self._admit(demand, plan)
         finally:
-            self.metrics.duration.labels().observe(time.perf_counter() - started)
-        if isinstance(result, Refusal):
+            self._observe(time.perf_counter() - started)
+        if result.__class__ is Refusal:
             self.metrics.refusals.labels(result.error_type).inc()
         return result
 
-    async def _admit(
-        self, demand: Demand, user_limits: Limits, key_limits: Limits
-    ) -> Ticket | Refusal:
-        refusal = self._model_refusal(demand, user_limits, key_limits)
-        if refusal is not None:
-            return refusal
-        now_dt = self.clock.now()
-        now = now_dt.timestamp()
+    def _plan(self, actor: Actor, mode: int) -> _Plan:
+        """The plan of ``actor``'s requests (``mode`` 0: holding a slot, 1: inside an open
+        WebSocket, 2: the WebSocket's own slot), cached for the actor object (the auth
+        cache hands the same one to every request of a key until its limits change)."""
+        user_limits = actor.user_limits
+        if self._has_defaults:
+            user_limits = _inherit(user_limits, self.config.defaults)
+        key_limits = actor.key_limits
+        if mode == 2:
+            user_limits = Limits(max_concurrent=user_limits.max_concurrent)
+            key_limits = Limits(max_concurrent=key_limits.max_concurrent)
+        plan = _Plan(
+            actor,
+            user_limits,
+            key_limits,
+            hold_slot=mode != 1,
+            nothing=self._nothing_global
+            and (user_limits is NO_LIMITS or user_limits.empty)
+            and (key_limits is NO_LIMITS or key_limits.empty),
+            global_budget=None if mode == 2 else self.config.global_budget,
+        )
+        for spec in plan.budgets:
+            known = self._budgets.get(spec.budget_subject)
+            if known is None or known[1] != spec.amount:
+                label = "global" if spec.scope == "global" else _who(spec.scope, actor)
+                self._budgets[spec.budget_subject] = (label, spec.amount, spec.period)
+        if len(self._plans) >= MAX_PLANS:
+            # Few actors are active at once: dropping every plan now and then is cheaper
+            # than an LRU's bookkeeping per request.
+            self._plans.clear()
+        self._plans[(id(actor), mode)] = plan
+        return plan
+
+    async def _admit(self, demand: Demand, plan: _Plan) -> Ticket | Refusal:
+        if plan.models is not None:
+            refusal = plan.model_refusal(demand.provider_name, demand.model)
+            if refusal is not None:
+                return refusal
+        now = self.clock.now().timestamp()
         local_slot = False
-        if demand.hold_slot and self.config.max_concurrency:
-            if self._inflight >= self.config.max_concurrency:
+        max_concurrency = self.config.max_concurrency
+        if max_concurrency and plan.hold_slot:
+            if self._inflight >= max_concurrency:
                 return self._refusal(
                     CONCURRENCY_LIMITED,
-                    f"This gateway replica is serving its maximum of "
-                    f"{self.config.max_concurrency} concurrent requests "
-                    f"(max_concurrency); retry shortly.",
+                    f"This gateway replica is serving its maximum of {max_concurrency} "
+                    f"concurrent requests (max_concurrency); retry shortly.",
                     1,
                 )
             self._inflight += 1
             local_slot = True
         try:
-            checks, scopes, budgets = self._checks(demand, user_limits, key_limits, now_dt)
+            checks, tokens = self._checks(demand, plan, now)
         except BaseException:
             self._inflight -= local_slot
             raise
+        ticket_id = f"{self._replica}:{next(self._ids)}"
         if not checks:
             if not local_slot:
                 return NO_LIMIT_TICKET
-            ticket_id = f"{self._replica}:{next(self._ids)}"
-            ticket = _Held(self, ticket_id, None, (), True, {})
-            return ticket
-        ticket_id = f"{self._replica}:{next(self._ids)}"
+            return _Held(self, ticket_id, None, plan, (), True, _NO_HEADERS)
         lease_until = now + self.config.lease_seconds
-        store, result = await self._store_admit(ticket_id, now, lease_until, checks)
-        if budgets:
-            self._note_spend(checks, result.states, budgets, demand.actor)
+        store = self.store
+        if store is self.local or self.fallback:
+            store = self.local
+            result = self.local.admit_now(ticket_id, now, lease_until, checks)
+        else:
+            store, result = await self._shared_admit(ticket_id, now, lease_until, checks)
+        states = result.states
+        if plan.budget_at:
+            self._note_spend(plan, checks, states)
         if not result.admitted:
             self._inflight -= local_slot
-            index = len(result.states) - 1
-            return self._check_refusal(
-                checks,
-                result.states,
-                index,
-                _who(scopes[index], demand.actor),
-                budgets.get(index),
-                now,
-            )
+            index = len(states) - 1
+            return self._check_refusal(checks, states, index, plan, now)
         headers: dict[str, str] = {}
-        has_requests = has_tokens = leased = False
-        for check in checks:
-            if check.kind == REQUESTS:
-                has_requests = True
-            elif check.kind == TOKENS:
-                has_tokens = leased = True
-            else:
-                leased = True
-        if has_requests:
-            headers.update(_trio(REQUESTS, checks, result.states, now, 0))
-        if has_tokens:
-            amount = next(c.amount for c in checks if c.kind == TOKENS)
-            headers.update(_trio(TOKENS, checks, result.states, now, amount))
-        ticket = _Held(self, ticket_id, store, checks, local_slot, headers, bool(budgets))
-        if leased:
+        if plan.requests_at:
+            _trio(headers, _REQUEST_HEADERS, plan.requests_at, checks, states, now, 1)
+        if plan.tokens_at:
+            _trio(headers, _TOKEN_HEADERS, plan.tokens_at, checks, states, now, tokens)
+        ticket = _Held(self, ticket_id, store, plan, checks, local_slot, headers)
+        if plan.leased:
             self._held[ticket_id] = ticket
         return ticket
 
@@ -595,130 +765,65 @@ class Limiter:
         user's and the key's ``max_concurrent`` only; no model check, no request counted,
         nothing reserved (each ``response.create`` on the socket is admitted on its own,
         with ``hold_slot=False``). Settle the ticket when the socket closes."""
-        user_limits = actor.user_limits
-        if self._has_defaults:
-            user_limits = _inherit(user_limits, self.config.defaults)
-        own = Limits(max_concurrent=user_limits.max_concurrent)
-        key = Limits(max_concurrent=actor.key_limits.max_concurrent)
-        if self.config.max_concurrency == 0 and own.empty and key.empty:
+        plan = self._plans.get((id(actor), 2))
+        if plan is None or plan.actor is not actor:
+            plan = self._plan(actor, 2)
+        if self.config.max_concurrency == 0 and not plan.static:
             return NO_LIMIT_TICKET
-        return await self._admit(Demand(actor, "", "", "", 0, None), own, key)
+        return await self._admit(Demand(actor, "", "", "", 0, None), plan)
 
-    def _model_refusal(
-        self, demand: Demand, user_limits: Limits, key_limits: Limits
-    ) -> Refusal | None:
-        for limits, who in (
-            (user_limits, f"user {demand.actor.username}"),
-            (key_limits, f"key {demand.actor.key_id}"),
-        ):
-            patterns = limits.allowed_models
-            if model_allowed(patterns, demand.provider_name, demand.model):
-                continue
-            allowed = ", ".join(patterns or ()) or "none"
-            if not demand.model:
-                message = (
-                    f"The request names no model, but {who} may only use these models: "
-                    f"{allowed}. Name one of them in the request."
-                )
-            else:
-                message = (
-                    f"Model {demand.model!r} on provider {demand.provider_name!r} is not "
-                    f"allowed for {who}; allowed models: {allowed}."
-                )
-            return Refusal(MODEL_NOT_ALLOWED, 403, message, None, {})
-        return None
-
-    def _checks(
-        self, demand: Demand, user_limits: Limits, key_limits: Limits, now_dt: datetime
-    ) -> tuple[tuple[Check, ...], list[str], dict[int, _BudgetInfo]]:
-        """The ordered checks of the demand, the scope of each (``user``, ``key``,
-        ``global``), and the budget checks' meaning by index."""
-        actor = demand.actor
-        user = user_subject(actor.user_id)
-        key = key_subject(actor.key_id)
-        checks: list[Check] = []
-        scopes: list[str] = []
-        if demand.hold_slot:
-            if user_limits.max_concurrent:
-                checks.append(Check(CONCURRENCY, user, user_limits.max_concurrent))
-                scopes.append("user")
-            if key_limits.max_concurrent:
-                checks.append(Check(CONCURRENCY, key, key_limits.max_concurrent))
-                scopes.append("key")
-        if user_limits.requests_per_minute:
-            checks.append(Check(REQUESTS, user, user_limits.requests_per_minute))
-            scopes.append("user")
-        if key_limits.requests_per_minute:
-            checks.append(Check(REQUESTS, key, key_limits.requests_per_minute))
-            scopes.append("key")
-        estimate: Estimate | None = None
-        if user_limits.tokens_per_minute or key_limits.tokens_per_minute:
-            estimate = self._estimate(demand)
-            if user_limits.tokens_per_minute:
-                checks.append(Check(TOKENS, user, user_limits.tokens_per_minute, estimate.tokens))
-                scopes.append("user")
-            if key_limits.tokens_per_minute:
-                checks.append(Check(TOKENS, key, key_limits.tokens_per_minute, estimate.tokens))
-                scopes.append("key")
-        budgets: dict[int, _BudgetInfo] = {}
-        global_budget = self.config.global_budget
-        if user_limits.budget is None and key_limits.budget is None and global_budget is None:
-            return tuple(checks), scopes, budgets
-        if estimate is None:
-            estimate = self._estimate(demand)
-        cost = estimate_cost_pusd(self.prices.table, demand.provider_type, demand.model, estimate)
-        for subject, budget, scope in (
-            (user, user_limits.budget, "user"),
-            (key, key_limits.budget, "key"),
-            (GLOBAL_SUBJECT, global_budget, "global"),
-        ):
-            if budget is None:
-                continue
-            start, _, expire_at, end_dt = self._period(budget.period, now_dt)
-            period_start = int(start)
-            budget_subject = f"{subject}|{budget.period}"
-            seed = max(
-                self._db_spend.get((subject, budget.period, period_start), 0),
-                self._known_spend.get((budget_subject, period_start), 0),
-            )
-            amount = _pusd(budget.amount_usd)
-            budgets[len(checks)] = _BudgetInfo(scope, budget, end_dt)
-            checks.append(
-                Check(BUDGET, budget_subject, amount, cost, period_start, expire_at, seed)
-            )
-            scopes.append(scope)
-            known = self._budgets.get(budget_subject)
-            if known is None or known[1] != amount:
-                label = "global" if scope == "global" else _who(scope, actor)
-                self._budgets[budget_subject] = (label, amount, budget.period)
-        return tuple(checks), scopes, budgets
-
-    def _estimate(self, demand: Demand) -> Estimate:
-        return estimate_tokens(
+    def _checks(self, demand: Demand, plan: _Plan, now: float) -> tuple[tuple[Check, ...], int]:
+        """The ordered checks of the demand (the plan's static ones, then the token and
+        budget reservations sized for this request) and the tokens it reserves."""
+        if not plan.tokens and not plan.budgets:
+            return plan.static, 0
+        estimate = estimate_tokens(
             demand.body_bytes, demand.max_output_tokens, self.config.default_max_tokens
         )
+        tokens = estimate.prompt_tokens + estimate.output_tokens
+        checks = list(plan.static)
+        for subject, limit in plan.tokens:
+            checks.append(Check(TOKENS, subject, limit, tokens))
+        if plan.budgets:
+            cost = estimate_cost_pusd(
+                self.prices.table, demand.provider_type, demand.model, estimate
+            )
+            db_spend = self._db_spend
+            known_spend = self._known_spend
+            for spec in plan.budgets:
+                start, _, expire_at, _ = self._period(spec.period, now)
+                seed = known_spend.get((spec.budget_subject, start), 0)
+                recorded = db_spend.get((spec.subject, spec.period, start), 0)
+                checks.append(
+                    Check(
+                        BUDGET,
+                        spec.budget_subject,
+                        spec.amount,
+                        cost,
+                        start,
+                        expire_at,
+                        recorded if recorded > seed else seed,
+                    )
+                )
+        return tuple(checks), tokens
 
-    def _period(self, period: BudgetPeriod, now_dt: datetime) -> tuple[float, float, int, datetime]:
+    def _period(self, period: BudgetPeriod, now: float) -> tuple[int, float, int, datetime]:
         """(start, end, counter expiry) in epoch seconds and the end as a datetime,
         cached until the period ends (computing it takes time zone arithmetic)."""
         cached = self._periods.get(period)
-        now = now_dt.timestamp()
         if cached is not None and cached[0] <= now < cached[1]:
             return cached
-        start_dt, end_dt = period_bounds(period, now_dt, self.config.tz)
+        start_dt, end_dt = period_bounds(period, datetime.fromtimestamp(now, UTC), self.config.tz)
         end = end_dt.timestamp()
-        entry = (start_dt.timestamp(), end, int(end) + SPEND_KEY_GRACE, end_dt)
+        entry = (int(start_dt.timestamp()), end, int(end) + SPEND_KEY_GRACE, end_dt)
         self._periods[period] = entry
         return entry
 
-    async def _store_admit(
+    async def _shared_admit(
         self, ticket_id: str, now: float, lease_until: float, checks: Sequence[Check]
     ) -> tuple[LimitStore, AdmitResult]:
-        store = self.store
-        if store is self.local or self.fallback:
-            return self.local, self.local.admit_now(ticket_id, now, lease_until, checks)
         try:
-            return store, await store.admit(ticket_id, now, lease_until, checks)
+            return self.store, await self.store.admit(ticket_id, now, lease_until, checks)
         except StoreUnavailable as exc:
             self._enter_fallback(exc)
             return self.local, self.local.admit_now(ticket_id, now, lease_until, checks)
@@ -740,16 +845,17 @@ class Limiter:
         checks: Sequence[Check],
         states: Sequence[CheckState],
         index: int,
-        who: str,
-        budget: _BudgetInfo | None,
+        plan: _Plan,
         now: float,
     ) -> Refusal:
         check = checks[index]
         state = states[index]
+        who = _who(plan.scopes[index], plan.actor)
         trios: dict[str, str] = {}
-        trios.update(_trio(REQUESTS, checks, states, now, 0))
-        tokens = [c.amount for c in checks[: index + 1] if c.kind == TOKENS]
-        trios.update(_trio(TOKENS, checks, states, now, tokens[0] if tokens else 0))
+        _trio(trios, _REQUEST_HEADERS, plan.requests_at, checks, states, now, 1)
+        tokens = [checks[i].amount for i in plan.tokens_at if i <= index]
+        taken = tokens[0] if tokens else 0
+        _trio(trios, _TOKEN_HEADERS, plan.tokens_at, checks, states, now, taken)
         if check.kind == CONCURRENCY:
             return self._refusal(
                 CONCURRENCY_LIMITED,
@@ -778,15 +884,16 @@ class Limiter:
                 retry,
                 trios,
             )
-        assert budget is not None
-        retry = max(1, math.ceil(budget.period_end.timestamp() - now))
+        spec = plan.budgets[index - plan.budget_at]
+        period_end = self._period(spec.period, now)[3]
+        retry = max(1, math.ceil(period_end.timestamp() - now))
         reserved = state.used - state.spend
         in_flight = f" plus {_usd(reserved)} reserved by requests in flight" if reserved else ""
         return self._refusal(
             BUDGET_EXCEEDED,
             f"Budget exceeded: {who} has spent {_usd(state.spend)}{in_flight} of its "
-            f"${usd_number(budget.budget.amount_usd)} {_ADVERB[budget.budget.period]} budget; "
-            f"it resets at {budget.period_end.isoformat(timespec='seconds')}.",
+            f"${usd_number(spec.budget.amount_usd)} {_ADVERB[spec.period]} budget; "
+            f"it resets at {period_end.isoformat(timespec='seconds')}.",
             retry,
             trios,
         )
@@ -794,35 +901,33 @@ class Limiter:
     # -- budgets ---------------------------------------------------------------------------
 
     def _note_spend(
-        self,
-        checks: Sequence[Check],
-        states: Sequence[CheckState],
-        budgets: Mapping[int, _BudgetInfo],
-        actor: Actor,
+        self, plan: _Plan, checks: Sequence[Check], states: Sequence[CheckState]
     ) -> None:
         """Remember the spend the store reported (the fallback's floor) and warn once per
         subject and period past the soft threshold."""
-        for index, info in budgets.items():
-            if index >= len(states):
-                break
+        known = self._known_spend
+        soft = self.config.soft_fraction
+        for index in range(plan.budget_at, len(states)):
             check = checks[index]
             key = (check.subject, check.period_start)
             spend = states[index].spend
-            if spend > self._known_spend.get(key, 0):
-                self._known_spend[key] = spend
-            if key not in self._soft_warned:
-                self._soft_check(key, spend, check.limit, info.scope, _who(info.scope, actor))
+            if spend > known.get(key, 0):
+                known[key] = spend
+            if spend >= check.limit * soft and key not in self._soft_warned:
+                spec = plan.budgets[index - plan.budget_at]
+                self._soft_warn(key, spend, check.limit, spec.scope, plan.actor)
 
-    def _soft_check(
-        self, key: tuple[str, int], spend: int, amount: int, scope: str, who: str
+    def _soft_warn(
+        self, key: tuple[str, int], spend: int, amount: int, scope: str, actor: Actor
     ) -> None:
-        if key in self._soft_warned or spend < amount * self.config.soft_fraction:
+        """Warn once per subject and period that ``spend`` crossed the soft threshold."""
+        if key in self._soft_warned:
             return
         self._soft_warned.add(key)
         self.metrics.soft_exceeded.labels(scope).inc()
         log.warning(
             "budget soft threshold crossed: %s has spent %s of %s this period (%.0f%%)",
-            who,
+            _who(scope, actor),
             _usd(spend),
             _usd(amount),
             100 * spend / amount if amount else 100.0,
@@ -839,7 +944,8 @@ class Limiter:
             # Budgets keep enforcing from the last values; the next round retries.
             log.warning("could not rebuild budget spend from the database: %s", exc)
             return
-        current = {int(self._period(p, self.clock.now())[0]) for p in ("day", "week", "month")}
+        now = self.clock.now().timestamp()
+        current = {self._period(p, now)[0] for p in ("day", "week", "month")}
         self._known_spend = {k: v for k, v in self._known_spend.items() if k[1] in current}
         self._soft_warned = {k for k in self._soft_warned if k[1] in current}
 
@@ -852,7 +958,7 @@ class Limiter:
     def budget_status(self, actor: Actor) -> list[BudgetStatus]:
         """The budgets that apply to ``actor`` with the spend this replica knows (the
         recorded spend or what the store last reported, whichever is higher)."""
-        now_dt = self.clock.now()
+        now = self.clock.now().timestamp()
         user_limits = _inherit(actor.user_limits, self.config.defaults)
         scoped: list[tuple[str, str, Budget | None]] = [
             ("user", user_subject(actor.user_id), user_limits.budget),
@@ -863,9 +969,9 @@ class Limiter:
         for scope, subject, budget in scoped:
             if budget is None:
                 continue
-            start, _, _, end_dt = self._period(budget.period, now_dt)
+            start, _, _, end_dt = self._period(budget.period, now)
             budget_subject = f"{subject}|{budget.period}"
-            spent = self._spent(budget_subject, subject, budget.period, int(start))
+            spent = self._spent(budget_subject, subject, budget.period, start)
             out.append(
                 BudgetStatus(
                     scope=scope,
@@ -879,10 +985,10 @@ class Limiter:
         return out
 
     def _budget_ratios(self) -> Iterable[tuple[str, float]]:
-        now_dt = self.clock.now()
+        now = self.clock.now().timestamp()
         for budget_subject, (label, amount, period) in list(self._budgets.items()):
             subject = budget_subject.rpartition("|")[0]
-            start = int(self._period(period, now_dt)[0])
+            start = self._period(period, now)[0]
             spent = self._spent(budget_subject, subject, period, start)
             yield label, max(0.0, 1 - spent / amount) if amount else 0.0
 
@@ -891,35 +997,32 @@ class Limiter:
     async def _settle(self, ticket: _Held) -> None:
         if ticket._local_slot:
             self._inflight -= 1
+        checks = ticket._checks
+        if not checks:
+            return
         self._held.pop(ticket._id, None)
         store = ticket._store
-        if store is None or not ticket._checks:
-            return
-        settlements: list[Settlement] = []
-        for check in ticket._checks:
-            if check.kind == CONCURRENCY:
-                settlements.append(Settlement(check))
-            elif check.kind == TOKENS:
-                settlements.append(Settlement(check, ticket._tokens))
-            elif check.kind == BUDGET:
-                settlements.append(Settlement(check, ticket._cost))
+        cost = ticket._cost
+        plan = ticket._plan
+        if cost and plan.budgets:
+            # This replica's floor of each budget (the fallback's and the status's).
+            known = self._known_spend
+            soft = self.config.soft_fraction
+            for index in range(plan.budget_at, len(checks)):
+                check = checks[index]
                 key = (check.subject, check.period_start)
-                spent = max(self._known_spend.get(key, 0), check.seed) + ticket._cost
-                self._known_spend[key] = spent
-                scope, _, _ = check.subject.partition(":")
-                self._soft_check(
-                    key,
-                    spent,
-                    check.limit,
-                    {"u": "user", "k": "key"}.get(scope, "global"),
-                    self._budgets.get(check.subject, (check.subject,))[0],
-                )
+                spent = known.get(key, 0)
+                spent = (spent if spent > check.seed else check.seed) + cost
+                known[key] = spent
+                if spent >= check.limit * soft and key not in self._soft_warned:
+                    spec = plan.budgets[index - plan.budget_at]
+                    self._soft_warn(key, spent, check.limit, spec.scope, plan.actor)
         now = self.clock.now().timestamp()
         try:
             if store is self.local:
-                self.local.settle_now(ticket._id, now, settlements)
-            elif not self.fallback:
-                await store.settle(ticket._id, now, settlements)
+                self.local.settle_now(ticket._id, now, checks, ticket._tokens, cost)
+            elif store is not None and not self.fallback:
+                await store.settle(ticket._id, now, checks, ticket._tokens, cost)
             # In fallback a shared-store ticket is left to its lease; its spend comes back
             # from the records at the next rebuild.
         except StoreUnavailable as exc:

@@ -6,7 +6,8 @@ concurrency slot, a request in the window, a token reservation, a cost reservati
 the first failing check is reported and nothing at all is left behind.
 
 The values passed are named tuples: the limiter builds several per request and tuples
-are the cheapest objects to make.
+are the cheapest objects to make (the static ones, concurrency and request checks, are
+built once per actor and reused).
 
 Times are wall-clock epoch seconds passed in by the caller (the limiter's injectable
 clock), never read by the store, so tests move windows and leases without sleeping and
@@ -81,14 +82,6 @@ class AdmitResult(NamedTuple):
     states: tuple[CheckState, ...]
 
 
-class Settlement(NamedTuple):
-    """The end of one admitted check: the exact tokens or pico-USD used (slots are
-    released, requests stay counted in their window)."""
-
-    check: Check
-    actual: int = 0
-
-
 class LimitStore(Protocol):
     """Counters shared by the requests of one replica (in-process) or of all (Redis)."""
 
@@ -98,8 +91,12 @@ class LimitStore(Protocol):
         """Evaluate ``checks`` in order and take all of them, or none (see module doc)."""
         ...
 
-    async def settle(self, ticket: str, now: float, settlements: Sequence[Settlement]) -> None:
-        """Replace the ticket's reservations by what it used, timestamped ``now``."""
+    async def settle(
+        self, ticket: str, now: float, checks: Sequence[Check], tokens: int, cost: int
+    ) -> None:
+        """End the ticket's ``checks``: free its slots and replace its reservations by
+        what it used, timestamped ``now``: ``tokens`` for every ``TOKENS`` check, ``cost``
+        pico-USD for every ``BUDGET`` check (requests stay counted in their window)."""
         ...
 
     async def refresh(

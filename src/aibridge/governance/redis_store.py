@@ -44,7 +44,6 @@ from aibridge.governance.limitstore import (
     AdmitResult,
     Check,
     CheckState,
-    Settlement,
     StoreUnavailable,
 )
 
@@ -284,16 +283,19 @@ class RedisStore:
         )
         return AdmitResult(bool(admitted), states)
 
-    async def settle(self, ticket: str, now: float, settlements: Sequence[Settlement]) -> None:
+    async def settle(
+        self, ticket: str, now: float, checks: Sequence[Check], tokens: int, cost: int
+    ) -> None:
         """Replace the ticket's reservations by what it used (one round trip)."""
         keys: list[str] = []
         args: list[Any] = [ticket, repr(now), WINDOW, 0]
-        for settlement in settlements:
-            check = settlement.check
-            if check.kind == REQUESTS:
+        for check in checks:
+            kind = check.kind
+            if kind == REQUESTS:
                 continue
+            actual = tokens if kind == TOKENS else cost if kind == BUDGET else 0
             keys.extend(self._keys(check))
-            args.extend((check.kind, check.amount, settlement.actual, check.expire_at, check.seed))
+            args.extend((kind, check.amount, actual, check.expire_at, check.seed))
         args[3] = len(keys) // 2
         if keys:
             await self._call(self._settle, keys, args)
