@@ -61,25 +61,21 @@ class Check(NamedTuple):
     so a flushed or restarted store never forgets what was spent."""
 
 
-class CheckState(NamedTuple):
-    """A check's counter as the admission found it (before taking anything)."""
-
-    used: int
-    """Slots held, requests in the window, tokens settled in the window plus reserved, or
-    pico-USD spent in the period plus reserved."""
-    reset_at: float = 0.0
-    """Rates: when capacity comes back (refused: enough for one more; admitted: the next
-    time anything leaves the window). Others: 0 (unknown to the store)."""
-    spend: int = 0
-    """``BUDGET``: the period's settled spend alone."""
-
-
 class AdmitResult(NamedTuple):
-    """What an admission found: one state per check evaluated, in order; when refused,
-    the last state is the failing check's and nothing was taken."""
+    """What an admission found, one entry per check evaluated, in order, in three parallel
+    lists (cheaper to fill than one small object per check); when refused, the last entry
+    is the failing check's and nothing was taken. Values are from before the admission
+    took anything."""
 
     admitted: bool
-    states: tuple[CheckState, ...]
+    used: list[int]
+    """Slots held, requests in the window, tokens settled in the window plus reserved, or
+    pico-USD spent in the period plus reserved."""
+    reset_at: list[float]
+    """Rates: when capacity comes back (refused: enough for one more; admitted: the next
+    time anything leaves the window). Others: 0 (unknown to the store)."""
+    spend: list[int]
+    """``BUDGET``: the period's settled spend alone (others: 0)."""
 
 
 class LimitStore(Protocol):

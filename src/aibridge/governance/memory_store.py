@@ -3,11 +3,17 @@ Redis store (:mod:`aibridge.governance.limitstore`), and the limiter's fallback 
 Redis is down.
 
 Everything runs on the event loop thread without awaiting, so each admission is atomic
-without a lock. Every operation of an admission or a settlement is O(1) amortised: lease
-tables keep a running total and a lower bound of their earliest expiry (they are only
-scanned once that bound has passed), request windows are deques trimmed from the left,
-and settled tokens are per-second buckets in a deque with a running sum. Subjects with
-nothing live are forgotten by :meth:`MemoryStore.refresh` (every few seconds).
+without a lock. It runs per request, so every operation is O(1) amortised:
+
+- slots and reservations are per-subject running totals; what a ticket holds is one
+  lease record (its expiry and the amounts it added to which totals), so settling pops
+  one record, and expiry scans the records only once the earliest expiry has passed
+  (leases are only ever extended, so a lower bound of it stays valid);
+- request windows are deques of admission times trimmed from the left;
+- settled tokens are per-second buckets in a deque with a running sum.
+
+Subjects with nothing live are forgotten by :meth:`MemoryStore.refresh` (every few
+seconds).
 """
 
 from __future__ import annotations
@@ -24,64 +30,19 @@ from aibridge.governance.limitstore import (
     WINDOW,
     AdmitResult,
     Check,
-    CheckState,
     spend_at_least,
 )
 
-_NO_STATES: tuple[CheckState, ...] = ()
 _NEVER = math.inf
 
 
-class _Leases:
-    """Amounts held by tickets, each until its lease expiry, with their live sum.
+class _Total:
+    """What the live leases of one subject hold (slots, tokens or pico-USD)."""
 
-    Invariants: ``total`` is the sum of ``held``'s amounts and ``next_expiry`` is at most
-    the earliest expiry in ``held``, so while ``now < next_expiry`` every entry is live and
-    the total is read without a scan (leases are only ever extended, which keeps the bound
-    valid)."""
-
-    __slots__ = ("held", "next_expiry", "total")
+    __slots__ = ("value",)
 
     def __init__(self) -> None:
-        self.held: dict[str, tuple[int, float]] = {}
-        self.total = 0
-        self.next_expiry = _NEVER
-
-    def live(self, now: float) -> int:
-        """The live amounts' sum (expired ones are dropped first)."""
-        if now >= self.next_expiry:
-            self._sweep(now)
-        return self.total
-
-    def _sweep(self, now: float) -> None:
-        held = self.held
-        expired = [ticket for ticket, (_, until) in held.items() if until <= now]
-        for ticket in expired:
-            del held[ticket]
-        self.total = sum(amount for amount, _ in held.values())
-        self.next_expiry = min((until for _, until in held.values()), default=_NEVER)
-
-    def put(self, ticket: str, amount: int, until: float) -> None:
-        """Hold ``amount`` for ``ticket`` until ``until``."""
-        previous = self.held.get(ticket)
-        if previous is not None:
-            self.total -= previous[0]
-        self.held[ticket] = (amount, until)
-        self.total += amount
-        if until < self.next_expiry:
-            self.next_expiry = until
-
-    def drop(self, ticket: str) -> None:
-        """Release ``ticket``'s amount (nothing when it expired or was never held)."""
-        entry = self.held.pop(ticket, None)
-        if entry is not None:
-            self.total -= entry[0]
-
-    def extend(self, ticket: str, now: float, until: float) -> None:
-        """Move a live lease's expiry to ``until`` (an expired one stays gone)."""
-        entry = self.held.get(ticket)
-        if entry is not None and entry[1] > now:
-            self.held[ticket] = (entry[0], until)
+        self.value = 0
 
 
 class _Tokens:
@@ -114,102 +75,132 @@ class _Tokens:
         self.total += tokens
 
 
-def _leases(table: dict[str, _Leases], subject: str) -> _Leases:
-    leases = table.get(subject)
-    if leases is None:
-        leases = table[subject] = _Leases()
-    return leases
+def _tokens_reset(settled: _Tokens, reserved: int, limit: int, now: float) -> float:
+    """When enough settled tokens leave the window to admit again (refusals only; the
+    reservations' part comes back when they settle, unknown here: a full window)."""
+    remaining = settled.total
+    for second, tokens in settled.buckets:
+        remaining -= tokens
+        if remaining + reserved < limit:
+            return second + WINDOW + 1
+    return now + WINDOW
 
 
 class MemoryStore:
     """Counters of one process (see the module docstring)."""
 
     def __init__(self) -> None:
-        self._slots: dict[str, _Leases] = {}
+        self._slots: dict[str, _Total] = {}
         self._requests: dict[str, deque[float]] = {}
         self._tokens: dict[str, _Tokens] = {}
-        self._token_reserved: dict[str, _Leases] = {}
+        self._token_reserved: dict[str, _Total] = {}
         self._spend: dict[tuple[str, int], list[int]] = {}
         """(subject, period start) → [pico-USD, expire_at]."""
-        self._cost_reserved: dict[str, _Leases] = {}
-
-    # -- evaluation --------------------------------------------------------------------
-
-    def _state(self, check: Check, now: float) -> tuple[bool, CheckState]:
-        kind = check.kind
-        if kind == CONCURRENCY:
-            slots = self._slots.get(check.subject)
-            used = slots.live(now) if slots is not None else 0
-            return used < check.limit, CheckState(used)
-        if kind == REQUESTS:
-            log = self._requests.get(check.subject)
-            if not log:
-                return check.limit > 0, CheckState(0, now + WINDOW)
-            edge = now - WINDOW
-            while log and log[0] <= edge:
-                log.popleft()
-            used = len(log)
-            if used < check.limit:
-                return True, CheckState(used, (log[0] if log else now) + WINDOW)
-            return False, CheckState(used, log[used - check.limit] + WINDOW)
-        if kind == TOKENS:
-            reservations = self._token_reserved.get(check.subject)
-            reserved = reservations.live(now) if reservations is not None else 0
-            settled = self._tokens.get(check.subject)
-            if settled is None or not settled.buckets:
-                return reserved < check.limit, CheckState(reserved, now + WINDOW)
-            settled.trim(now)
-            used = settled.total + reserved
-            buckets = settled.buckets
-            if used < check.limit:
-                oldest = buckets[0][0] + WINDOW + 1 if buckets else now + WINDOW
-                return True, CheckState(used, oldest)
-            return False, CheckState(used, _tokens_reset(settled, reserved, check.limit, now))
-        # BUDGET
-        key = (check.subject, check.period_start)
-        entry = self._spend.get(key)
-        if entry is None:
-            spend = check.seed
-            if spend:
-                self._spend[key] = [spend, check.expire_at]
-        else:
-            spend = entry[0]
-            if spend < check.seed:
-                spend = entry[0] = check.seed
-        reservations = self._cost_reserved.get(check.subject)
-        used = spend + (reservations.live(now) if reservations is not None else 0)
-        return used < check.limit, CheckState(used, 0.0, spend)
+        self._cost_reserved: dict[str, _Total] = {}
+        self._leases: dict[str, tuple[list[float], list[tuple[_Total, int]]]] = {}
+        """Ticket → ([expiry], [(total, amount it added), ...])."""
+        self._next_expiry = _NEVER
+        """At most the earliest lease expiry (see the module docstring)."""
 
     # -- the store protocol ------------------------------------------------------------
 
     def admit_now(
         self, ticket: str, now: float, lease_until: float, checks: Sequence[Check]
     ) -> AdmitResult:
-        """:meth:`admit` without the coroutine (the limiter's fast in-process path)."""
-        if not checks:
-            return AdmitResult(True, _NO_STATES)
-        states = []
-        state = self._state
-        for check in checks:
-            ok, found = state(check, now)
-            states.append(found)
-            if not ok:
-                return AdmitResult(False, tuple(states))
-        # Everything passed: take it all (no await in between, so nothing changed).
-        for check in checks:
-            kind = check.kind
+        """:meth:`admit` without the coroutine (the limiter's fast in-process path).
+
+        One pass that takes each check as soon as it passes and gives back what it took
+        when a later one fails: admissions are far more common than refusals, and nothing
+        else runs in between (no await), so nobody sees the partial take."""
+        if now >= self._next_expiry:
+            self._expire(now)
+        used_at: list[int] = []
+        reset_at: list[float] = []
+        spend_at: list[int] = []
+        held: list[tuple[_Total, int]] = []
+        logs: list[deque[float]] = []
+        total: _Total
+        for kind, subject, limit, amount, period_start, expire_at, seed in checks:
+            spend = 0
+            reset = 0.0
             if kind == REQUESTS:
-                log = self._requests.get(check.subject)
+                log = self._requests.get(subject)
                 if log is None:
-                    log = self._requests[check.subject] = deque()
-                log.append(now)
+                    log = self._requests[subject] = deque()
+                edge = now - WINDOW
+                while log and log[0] <= edge:
+                    log.popleft()
+                used = len(log)
+                if used < limit:
+                    reset = (log[0] if log else now) + WINDOW
+                    log.append(now)
+                    logs.append(log)
+                else:
+                    reset = log[used - limit] + WINDOW if limit > 0 else now + WINDOW
             elif kind == CONCURRENCY:
-                _leases(self._slots, check.subject).put(ticket, 1, lease_until)
+                totals = self._slots
+                known = totals.get(subject)
+                total = known if known is not None else totals.setdefault(subject, _Total())
+                used = total.value
+                amount = 1
             elif kind == TOKENS:
-                _leases(self._token_reserved, check.subject).put(ticket, check.amount, lease_until)
+                totals = self._token_reserved
+                known = totals.get(subject)
+                total = known if known is not None else totals.setdefault(subject, _Total())
+                used = total.value
+                settled = self._tokens.get(subject)
+                if settled is None or not settled.buckets:
+                    reset = now + WINDOW
+                else:
+                    settled.trim(now)
+                    used += settled.total
+                    if used >= limit:
+                        reset = _tokens_reset(settled, total.value, limit, now)
+                    elif settled.buckets:
+                        reset = settled.buckets[0][0] + WINDOW + 1
+                    else:
+                        reset = now + WINDOW
             else:
-                _leases(self._cost_reserved, check.subject).put(ticket, check.amount, lease_until)
-        return AdmitResult(True, tuple(states))
+                key = (subject, period_start)
+                entry = self._spend.get(key)
+                if entry is None:
+                    spend = seed
+                    if spend:
+                        self._spend[key] = [spend, expire_at]
+                else:
+                    spend = entry[0]
+                    if spend < seed:
+                        spend = entry[0] = seed
+                totals = self._cost_reserved
+                known = totals.get(subject)
+                total = known if known is not None else totals.setdefault(subject, _Total())
+                used = spend + total.value
+            used_at.append(used)
+            reset_at.append(reset)
+            spend_at.append(spend)
+            if used >= limit:
+                # Give back what the checks before this one took.
+                for log in logs:
+                    log.pop()  # this admission's entry: the last, nothing ran since
+                for total, taken in held:
+                    total.value -= taken
+                return AdmitResult(False, used_at, reset_at, spend_at)
+            if kind != REQUESTS:
+                total.value += amount
+                held.append((total, amount))
+        if held:
+            self._leases[ticket] = ([lease_until], held)
+            if lease_until < self._next_expiry:
+                self._next_expiry = lease_until
+        return AdmitResult(True, used_at, reset_at, spend_at)
+
+    def _expire(self, now: float) -> None:
+        """Give back what expired leases hold; find the next expiry."""
+        expired = [ticket for ticket, (until, _) in self._leases.items() if until[0] <= now]
+        for ticket in expired:
+            for total, amount in self._leases.pop(ticket)[1]:
+                total.value -= amount
+        self._next_expiry = min((until[0] for until, _ in self._leases.values()), default=_NEVER)
 
     async def admit(
         self, ticket: str, now: float, lease_until: float, checks: Sequence[Check]
@@ -221,31 +212,25 @@ class MemoryStore:
         self, ticket: str, now: float, checks: Sequence[Check], tokens: int, cost: int
     ) -> None:
         """:meth:`settle` without the coroutine."""
+        lease = self._leases.pop(ticket, None)
+        if lease is not None:
+            for total, amount in lease[1]:
+                total.value -= amount
+        if tokens <= 0 and cost <= 0:
+            return
         for check in checks:
             kind = check.kind
-            if kind == CONCURRENCY:
-                slots = self._slots.get(check.subject)
-                if slots is not None:
-                    slots.drop(ticket)
-            elif kind == TOKENS:
-                reserved = self._token_reserved.get(check.subject)
-                if reserved is not None:
-                    reserved.drop(ticket)
-                if tokens > 0:
-                    settled = self._tokens.get(check.subject)
-                    if settled is None:
-                        settled = self._tokens[check.subject] = _Tokens()
-                    settled.add(now, tokens)
-            elif kind == BUDGET:
-                reserved = self._cost_reserved.get(check.subject)
-                if reserved is not None:
-                    reserved.drop(ticket)
-                if cost > 0:
-                    key = (check.subject, check.period_start)
-                    entry = self._spend.get(key)
-                    if entry is None:
-                        entry = self._spend[key] = [0, check.expire_at]
-                    entry[0] = spend_at_least(entry[0], check.seed) + cost
+            if kind == TOKENS and tokens > 0:
+                settled = self._tokens.get(check.subject)
+                if settled is None:
+                    settled = self._tokens[check.subject] = _Tokens()
+                settled.add(now, tokens)
+            elif kind == BUDGET and cost > 0:
+                key = (check.subject, check.period_start)
+                spent = self._spend.get(key)
+                if spent is None:
+                    spent = self._spend[key] = [0, check.expire_at]
+                spent[0] = spend_at_least(spent[0], check.seed) + cost
 
     async def settle(
         self, ticket: str, now: float, checks: Sequence[Check], tokens: int, cost: int
@@ -257,22 +242,21 @@ class MemoryStore:
         self, now: float, leases: Sequence[tuple[str, Check]], lease_until: float
     ) -> None:
         """Extend held leases and forget what expired or left its window."""
-        tables = {
-            CONCURRENCY: self._slots,
-            TOKENS: self._token_reserved,
-            BUDGET: self._cost_reserved,
-        }
-        for ticket, check in leases:
-            table = tables.get(check.kind)
-            reservations = table.get(check.subject) if table is not None else None
-            if reservations is not None:
-                reservations.extend(ticket, now, lease_until)
+        if now >= self._next_expiry:
+            self._expire(now)
+        for ticket, _ in leases:
+            lease = self._leases.get(ticket)
+            if lease is not None:
+                # Still held, so not expired (expired ones were dropped just above).
+                lease[0][0] = lease_until
         self._sweep(now)
 
     def _sweep(self, now: float) -> None:
         """Drop subjects with nothing live, so idle users cost no memory."""
         for table in (self._slots, self._token_reserved, self._cost_reserved):
-            for subject in [s for s, r in table.items() if r.live(now) == 0 and not r.held]:
+            for subject in [s for s, total in table.items() if not total.value]:
+                # A lease of 0 (an unpriced model's cost) may still point at the
+                # dropped total: giving 0 back to it later changes nothing.
                 del table[subject]
         edge = now - WINDOW
         for subject in [s for s, log in self._requests.items() if not log or log[-1] <= edge]:
@@ -294,14 +278,3 @@ class MemoryStore:
 
     async def aclose(self) -> None:
         """Nothing to release."""
-
-
-def _tokens_reset(settled: _Tokens, reserved: int, limit: int, now: float) -> float:
-    """When enough settled tokens leave the window to admit again (refusals only; the
-    reservations' part comes back when they settle, unknown here: a full window)."""
-    remaining = settled.total
-    for second, tokens in settled.buckets:
-        remaining -= tokens
-        if remaining + reserved < limit:
-            return second + WINDOW + 1
-    return now + WINDOW

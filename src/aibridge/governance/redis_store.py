@@ -43,7 +43,6 @@ from aibridge.governance.limitstore import (
     WINDOW,
     AdmitResult,
     Check,
-    CheckState,
     StoreUnavailable,
 )
 
@@ -277,11 +276,12 @@ class RedisStore:
             keys.extend(self._keys(check))
             args.extend((check.kind, check.limit, check.amount, check.expire_at, check.seed))
         admitted, flat = await self._call(self._admit, keys, args)
-        states = tuple(
-            CheckState(int(flat[i]), float(flat[i + 1]), int(flat[i + 2]))
-            for i in range(0, len(flat), 3)
+        return AdmitResult(
+            bool(admitted),
+            [int(value) for value in flat[0::3]],
+            [float(value) for value in flat[1::3]],
+            [int(value) for value in flat[2::3]],
         )
-        return AdmitResult(bool(admitted), states)
 
     async def settle(
         self, ticket: str, now: float, checks: Sequence[Check], tokens: int, cost: int
