@@ -289,6 +289,19 @@ class _BudgetSpec(NamedTuple):
     budget: Budget
 
 
+class _Pending(NamedTuple):
+    """An admission waiting for the shared store's answer."""
+
+    plan: _Plan
+    ticket_id: str
+    now: float
+    lease_until: float
+    checks: tuple[Check, ...]
+    tokens: int
+    cost: int
+    local_slot: bool
+
+
 MAX_PLANS = 4096
 """Plans kept at most (see :meth:`Limiter._plan`)."""
 MAX_MODEL_DECISIONS = 64
@@ -321,8 +334,12 @@ class _Plan:
         "actor",
         "budget_at",
         "budgets",
+        "built",
+        "built_until",
+        "built_version",
         "hold_slot",
         "leased",
+        "limits",
         "models",
         "nothing",
         "requests_at",
@@ -390,12 +407,22 @@ class _Plan:
                 scopes.append(scope)
         self.budgets = tuple(budgets)
         self.scopes = tuple(scopes)
+        self.limits = (
+            *(check.limit for check in static),
+            *(limit for _, limit in tokens),
+            *(spec.amount for spec in budgets),
+        )
+        """Every check's limit, by index."""
         self.leased = len(scopes) > len(self.requests_at)
         """Holds anything with a lease (everything but request counts)."""
         self.models: tuple[tuple[str, ...] | None, tuple[str, ...] | None] | None = None
         if user_limits.allowed_models is not None or key_limits.allowed_models is not None:
             self.models = (user_limits.allowed_models, key_limits.allowed_models)
         self._decisions: dict[tuple[str, str], Refusal | None] = {}
+        self.built: tuple[Check, ...] = ()
+        """The checks for the in-process store (see :meth:`Limiter._checks`)."""
+        self.built_version = -1
+        self.built_until = -math.inf
 
     def model_refusal(self, provider_name: str, model: str) -> Refusal | None:
         """Why ``model`` on ``provider_name`` is refused (None: allowed), decided once."""
@@ -469,28 +496,30 @@ def _trio(
     headers: dict[str, str],
     names: tuple[str, str, str],
     indexes: tuple[int, ...],
-    checks: Sequence[Check],
+    limits: tuple[int, ...],
     found: AdmitResult,
     now: float,
     taken: int,
 ) -> None:
     """Add the ``x-ratelimit-*`` trio ``names`` of the stricter of the checks at
-    ``indexes`` (those evaluated), counting ``taken`` as used by this request."""
-    best = -1
-    remaining = 0
+    ``indexes`` (those evaluated; ``limits`` by index), counting ``taken`` as used by this
+    request. Runs twice per admitted request: kept to plain indexing."""
     used = found.used
     evaluated = len(used)
-    for index in indexes:
+    best = indexes[0]
+    if best >= evaluated:
+        return
+    remaining = limits[best] - used[best] - taken
+    for index in indexes[1:]:
         if index >= evaluated:
             break
-        left = checks[index].limit - used[index] - taken
-        if best < 0 or left < remaining:
+        left = limits[index] - used[index] - taken
+        if left < remaining:
             best, remaining = index, left
-    if best < 0:
-        return
-    headers[names[0]] = str(checks[best].limit)
-    headers[names[1]] = str(remaining if remaining > 0 else 0)
-    headers[names[2]] = _duration(found.reset_at[best] - now)
+    headers[names[0]] = str(limits[best])
+    headers[names[1]] = str(remaining) if remaining > 0 else "0"
+    reset = found.reset_at[best] - now
+    headers[names[2]] = _SECONDS[math.ceil(reset)] if 0 < reset <= 59 else _duration(reset)
 
 
 class _Held(Ticket):
@@ -612,6 +641,8 @@ class Limiter:
         self._soft_warned: set[tuple[str, int]] = set()
         self._periods: dict[BudgetPeriod, tuple[int, float, int, datetime]] = {}
         self._plans: dict[tuple[int, int], _Plan] = {}
+        self._spend_version = 0
+        """Counts rebuilds of the recorded spend (the seeds of the plans' checks)."""
         """(id of an actor, mode) → its plan (see :meth:`_plan`)."""
         # The histogram's one child, looked up once: observing is all the hot path does.
         self._observe = self.metrics.duration.labels().observe
@@ -679,7 +710,9 @@ class Limiter:
             return NO_LIMIT_TICKET
         started = time.perf_counter()
         try:
-            result = await self._admit(demand, plan)
+            result = self._admit(demand, plan)
+            if isinstance(result, _Pending):
+                result = await self._admit_shared(result)
         finally:
             self._observe(time.perf_counter() - started)
         if result.__class__ is Refusal:
@@ -719,7 +752,9 @@ class Limiter:
         self._plans[(id(actor), mode)] = plan
         return plan
 
-    async def _admit(self, demand: Demand, plan: _Plan) -> Ticket | Refusal:
+    def _admit(self, demand: Demand, plan: _Plan) -> Ticket | Refusal | _Pending:
+        """Admit on the in-process store without a coroutine, or return what the shared
+        store must be asked (:meth:`_admit_shared`)."""
         if plan.models is not None:
             refusal = plan.model_refusal(demand.provider_name, demand.model)
             if refusal is not None:
@@ -738,7 +773,7 @@ class Limiter:
             self._inflight += 1
             local_slot = True
         try:
-            checks, tokens = self._checks(demand, plan, now)
+            checks, tokens, cost = self._checks(demand, plan, now)
         except BaseException:
             self._inflight -= local_slot
             raise
@@ -748,22 +783,48 @@ class Limiter:
                 return NO_LIMIT_TICKET
             return _Held(self, ticket_id, None, plan, (), True, _NO_HEADERS)
         lease_until = now + self.config.lease_seconds
-        store = self.store
-        if store is self.local or self.fallback:
+        if self.store is not self.local and not self.fallback:
+            return _Pending(plan, ticket_id, now, lease_until, checks, tokens, cost, local_slot)
+        result = self.local.admit_now(ticket_id, now, lease_until, checks, tokens, cost)
+        return self._admitted(plan, ticket_id, now, checks, tokens, local_slot, self.local, result)
+
+    async def _admit_shared(self, pending: _Pending) -> Ticket | Refusal:
+        """Admit ``pending`` on the shared store (this replica's own when it fails)."""
+        plan, ticket_id, now, lease_until, checks, tokens, cost, local_slot = pending
+        store: LimitStore = self.store
+        try:
+            result = await store.admit(ticket_id, now, lease_until, checks)
+        except StoreUnavailable as exc:
+            self._enter_fallback(exc)
             store = self.local
-            result = self.local.admit_now(ticket_id, now, lease_until, checks)
-        else:
-            store, result = await self._shared_admit(ticket_id, now, lease_until, checks)
-        if plan.budgets:
+            result = self.local.admit_now(ticket_id, now, lease_until, checks, tokens, cost)
+        return self._admitted(plan, ticket_id, now, checks, tokens, local_slot, store, result)
+
+    def _admitted(
+        self,
+        plan: _Plan,
+        ticket_id: str,
+        now: float,
+        checks: tuple[Check, ...],
+        tokens: int,
+        local_slot: bool,
+        store: LimitStore,
+        result: AdmitResult,
+    ) -> Ticket | Refusal:
+        """The ticket or the refusal of what ``store`` found."""
+        if plan.budgets and self.store is not self.local:
+            # The spend a shared store reported: the floor should it fail. (The
+            # in-process store needs no floor; its spend is noted as tickets settle.)
             self._note_spend(plan, checks, result)
         if not result.admitted:
             self._inflight -= local_slot
-            return self._check_refusal(checks, result, len(result.used) - 1, plan, now)
+            index = len(result.used) - 1
+            return self._check_refusal(checks, result, index, plan, now, tokens)
         headers: dict[str, str] = {}
         if plan.requests_at:
-            _trio(headers, _REQUEST_HEADERS, plan.requests_at, checks, result, now, 1)
+            _trio(headers, _REQUEST_HEADERS, plan.requests_at, plan.limits, result, now, 1)
         if plan.tokens_at:
-            _trio(headers, _TOKEN_HEADERS, plan.tokens_at, checks, result, now, tokens)
+            _trio(headers, _TOKEN_HEADERS, plan.tokens_at, plan.limits, result, now, tokens)
         ticket = _Held(self, ticket_id, store, plan, checks, local_slot, headers)
         if plan.leased:
             self._held[ticket_id] = ticket
@@ -780,41 +841,72 @@ class Limiter:
             plan = self._plan(actor, 2)
         if self.config.max_concurrency == 0 and not plan.static:
             return NO_LIMIT_TICKET
-        return await self._admit(Demand(actor, "", "", "", 0, None), plan)
+        result = self._admit(Demand(actor, "", "", "", 0, None), plan)
+        if isinstance(result, _Pending):
+            return await self._admit_shared(result)
+        return result
 
-    def _checks(self, demand: Demand, plan: _Plan, now: float) -> tuple[tuple[Check, ...], int]:
+    def _checks(
+        self, demand: Demand, plan: _Plan, now: float
+    ) -> tuple[tuple[Check, ...], int, int]:
         """The ordered checks of the demand (the plan's static ones, then the token and
-        budget reservations sized for this request) and the tokens it reserves."""
+        budget reservations) and the tokens and pico-USD it reserves."""
         if not plan.tokens and not plan.budgets:
-            return plan.static, 0
+            return plan.static, 0, 0
         estimate = estimate_tokens(
             demand.body_bytes, demand.max_output_tokens, self.config.default_max_tokens
         )
         tokens = estimate.prompt_tokens + estimate.output_tokens
-        checks = list(plan.static)
-        # tuple.__new__ skips the named tuple's Python-level __new__ (0.2 µs instead of
-        # 0.33 per check; up to five are made per request).
-        for subject, limit in plan.tokens:
-            checks.append(_new_tuple(Check, (TOKENS, subject, limit, tokens, 0, 0, 0)))
+        cost = 0
         if plan.budgets:
             cost = estimate_cost_pusd(
                 self.prices.table, demand.provider_type, demand.model, estimate
             )
-            db_spend = self._db_spend
-            known_spend = self._known_spend
-            for spec in plan.budgets:
-                start, _, expire_at, _ = self._period(spec.period, now)
-                seed = known_spend.get((spec.budget_subject, start), 0)
-                recorded = db_spend.get((spec.subject, spec.period, start), 0)
-                if recorded > seed:
-                    seed = recorded
-                checks.append(
-                    _new_tuple(
-                        Check,
-                        (BUDGET, spec.budget_subject, spec.amount, cost, start, expire_at, seed),
-                    )
+        if self.store is self.local:
+            # The in-process store takes the amounts apart and holds every spend counted
+            # here itself, so its checks need only the recorded spend as the seed: one
+            # tuple per actor, rebuilt when a period ends or the spend is rebuilt.
+            if plan.built_version == self._spend_version and now < plan.built_until:
+                return plan.built, tokens, cost
+            plan.built = self._build(plan, now, 0, 0, with_known=False)
+            plan.built_version = self._spend_version
+            plan.built_until = min(
+                (self._period(spec.period, now)[1] for spec in plan.budgets), default=math.inf
+            )
+            return plan.built, tokens, cost
+        return self._build(plan, now, tokens, cost, with_known=True), tokens, cost
+
+    def _build(
+        self, plan: _Plan, now: float, tokens: int, cost: int, *, with_known: bool
+    ) -> tuple[Check, ...]:
+        """The checks of ``plan`` reserving ``tokens`` and ``cost``, each budget seeded
+        with the recorded spend (and, ``with_known``, the spend last seen here: a shared
+        store may have lost it)."""
+        checks = list(plan.static)
+        # tuple.__new__ skips the named tuple's Python-level __new__ (0.2 µs instead of
+        # 0.33 per check; up to five are made per request on the shared store).
+        for subject, limit in plan.tokens:
+            checks.append(_new_tuple(Check, (TOKENS, subject, limit, tokens, 0, 0, 0)))
+        db_spend = self._db_spend
+        known_spend = self._known_spend
+        periods = self._periods
+        for spec in plan.budgets:
+            period = periods.get(spec.period)
+            if period is None or not period[0] <= now < period[1]:
+                period = self._period(spec.period, now)
+            start = period[0]
+            seed = db_spend.get((spec.subject, spec.period, start), 0)
+            if with_known:
+                known = known_spend.get((spec.budget_subject, start), 0)
+                if known > seed:
+                    seed = known
+            checks.append(
+                _new_tuple(
+                    Check,
+                    (BUDGET, spec.budget_subject, spec.amount, cost, start, period[2], seed),
                 )
-        return tuple(checks), tokens
+            )
+        return tuple(checks)
 
     def _period(self, period: BudgetPeriod, now: float) -> tuple[int, float, int, datetime]:
         """(start, end, counter expiry) in epoch seconds and the end as a datetime,
@@ -827,15 +919,6 @@ class Limiter:
         entry = (int(start_dt.timestamp()), end, int(end) + SPEND_KEY_GRACE, end_dt)
         self._periods[period] = entry
         return entry
-
-    async def _shared_admit(
-        self, ticket_id: str, now: float, lease_until: float, checks: Sequence[Check]
-    ) -> tuple[LimitStore, AdmitResult]:
-        try:
-            return self.store, await self.store.admit(ticket_id, now, lease_until, checks)
-        except StoreUnavailable as exc:
-            self._enter_fallback(exc)
-            return self.local, self.local.admit_now(ticket_id, now, lease_until, checks)
 
     def _refusal(
         self,
@@ -856,6 +939,7 @@ class Limiter:
         index: int,
         plan: _Plan,
         now: float,
+        tokens: int,
     ) -> Refusal:
         check = checks[index]
         used = found.used[index]
@@ -863,10 +947,11 @@ class Limiter:
         spend = found.spend[index]
         who = _who(plan.scopes[index], plan.actor)
         trios: dict[str, str] = {}
-        _trio(trios, _REQUEST_HEADERS, plan.requests_at, checks, found, now, 1)
-        tokens = [checks[i].amount for i in plan.tokens_at if i <= index]
-        taken = tokens[0] if tokens else 0
-        _trio(trios, _TOKEN_HEADERS, plan.tokens_at, checks, found, now, taken)
+        if plan.requests_at:
+            _trio(trios, _REQUEST_HEADERS, plan.requests_at, plan.limits, found, now, 1)
+        if plan.tokens_at:
+            taken = tokens if plan.tokens_at[0] <= index else 0
+            _trio(trios, _TOKEN_HEADERS, plan.tokens_at, plan.limits, found, now, taken)
         if check.kind == CONCURRENCY:
             return self._refusal(
                 CONCURRENCY_LIMITED,
@@ -954,6 +1039,7 @@ class Limiter:
             # Budgets keep enforcing from the last values; the next round retries.
             log.warning("could not rebuild budget spend from the database: %s", exc)
             return
+        self._spend_version += 1
         now = self.clock.now().timestamp()
         current = {self._period(p, now)[0] for p in ("day", "week", "month")}
         self._known_spend = {k: v for k, v in self._known_spend.items() if k[1] in current}
@@ -1032,7 +1118,10 @@ class Limiter:
         now = self._epoch()
         if store is self.local:
             try:
-                self.local.settle_now(ticket._id, now, checks, ticket._tokens, cost)
+                # Only the reservations' checks: the store frees the slots and
+                # reservations from the ticket's lease record.
+                reserved = checks[len(plan.static) :]
+                self.local.settle_now(ticket._id, now, reserved, ticket._tokens, cost)
             except Exception:
                 log.exception("settling a limiter ticket failed; its lease will expire")
             return None

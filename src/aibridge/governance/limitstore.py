@@ -109,8 +109,3 @@ class LimitStore(Protocol):
     async def aclose(self) -> None:
         """Release connections."""
         ...
-
-
-def spend_at_least(current: int | None, seed: int) -> int:
-    """The budget counter after seeding: never lower than what it holds."""
-    return seed if current is None or current < seed else current

@@ -30,10 +30,11 @@ from aibridge.governance.limitstore import (
     WINDOW,
     AdmitResult,
     Check,
-    spend_at_least,
 )
 
 _NEVER = math.inf
+_new_tuple = tuple.__new__
+"""Named tuples made without their Python-level ``__new__`` (a third cheaper)."""
 
 
 class _Total:
@@ -105,9 +106,18 @@ class MemoryStore:
     # -- the store protocol ------------------------------------------------------------
 
     def admit_now(
-        self, ticket: str, now: float, lease_until: float, checks: Sequence[Check]
+        self,
+        ticket: str,
+        now: float,
+        lease_until: float,
+        checks: Sequence[Check],
+        tokens: int,
+        cost: int,
     ) -> AdmitResult:
-        """:meth:`admit` without the coroutine (the limiter's fast in-process path).
+        """:meth:`admit` without the coroutine (the limiter's fast in-process path), with
+        the amounts to reserve given apart: ``tokens`` for every ``TOKENS`` check,
+        ``cost`` for every ``BUDGET`` check (the checks' own ``amount`` is not read, so
+        the limiter reuses one tuple of checks for every request of an actor).
 
         One pass that takes each check as soon as it passes and gives back what it took
         when a later one fails: admissions are far more common than refusals, and nothing
@@ -138,12 +148,13 @@ class MemoryStore:
                 else:
                     reset = log[used - limit] + WINDOW if limit > 0 else now + WINDOW
             elif kind == CONCURRENCY:
+                amount = 1
                 totals = self._slots
                 known = totals.get(subject)
                 total = known if known is not None else totals.setdefault(subject, _Total())
                 used = total.value
-                amount = 1
             elif kind == TOKENS:
+                amount = tokens
                 totals = self._token_reserved
                 known = totals.get(subject)
                 total = known if known is not None else totals.setdefault(subject, _Total())
@@ -161,6 +172,7 @@ class MemoryStore:
                     else:
                         reset = now + WINDOW
             else:
+                amount = cost
                 key = (subject, period_start)
                 entry = self._spend.get(key)
                 if entry is None:
@@ -184,7 +196,7 @@ class MemoryStore:
                     log.pop()  # this admission's entry: the last, nothing ran since
                 for total, taken in held:
                     total.value -= taken
-                return AdmitResult(False, used_at, reset_at, spend_at)
+                return _new_tuple(AdmitResult, (False, used_at, reset_at, spend_at))
             if kind != REQUESTS:
                 total.value += amount
                 held.append((total, amount))
@@ -192,7 +204,7 @@ class MemoryStore:
             self._leases[ticket] = ([lease_until], held)
             if lease_until < self._next_expiry:
                 self._next_expiry = lease_until
-        return AdmitResult(True, used_at, reset_at, spend_at)
+        return _new_tuple(AdmitResult, (True, used_at, reset_at, spend_at))
 
     def _expire(self, now: float) -> None:
         """Give back what expired leases hold; find the next expiry."""
@@ -206,12 +218,15 @@ class MemoryStore:
         self, ticket: str, now: float, lease_until: float, checks: Sequence[Check]
     ) -> AdmitResult:
         """Evaluate ``checks`` in order and take all of them, or none."""
-        return self.admit_now(ticket, now, lease_until, checks)
+        tokens = next((c.amount for c in checks if c.kind == TOKENS), 0)
+        cost = next((c.amount for c in checks if c.kind == BUDGET), 0)
+        return self.admit_now(ticket, now, lease_until, checks, tokens, cost)
 
     def settle_now(
         self, ticket: str, now: float, checks: Sequence[Check], tokens: int, cost: int
     ) -> None:
-        """:meth:`settle` without the coroutine."""
+        """:meth:`settle` without the coroutine (slots and reservations are freed from the
+        ticket's lease record: only the ``TOKENS`` and ``BUDGET`` checks matter here)."""
         lease = self._leases.pop(ticket, None)
         if lease is not None:
             for total, amount in lease[1]:
@@ -229,8 +244,9 @@ class MemoryStore:
                 key = (check.subject, check.period_start)
                 spent = self._spend.get(key)
                 if spent is None:
-                    spent = self._spend[key] = [0, check.expire_at]
-                spent[0] = spend_at_least(spent[0], check.seed) + cost
+                    self._spend[key] = [check.seed + cost, check.expire_at]
+                else:
+                    spent[0] = (spent[0] if spent[0] > check.seed else check.seed) + cost
 
     async def settle(
         self, ticket: str, now: float, checks: Sequence[Check], tokens: int, cost: int
