@@ -70,6 +70,8 @@ class Plan:
     workers: int
     ref: str | None
     max_requests: int
+    limits: bool = False
+    limits_redis: str | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -209,6 +211,32 @@ def started_stack(plan: Plan, tmp: Path) -> Iterator[tuple[Stack, list[Target]]]
                 postgres_url=pg,
             )
         )
+        if plan.limits:
+            # The same tree with every limit set (none reached): the limiter's cost.
+            targets.append(
+                stack.start_aibridge(
+                    "aibridge+limits",
+                    python=sys.executable,
+                    source=f"this tree @ {_tree_revision()}, every limit set, in-process",
+                    upstream=up,
+                    cpu=relay_cpu,
+                    postgres_url=pg,
+                    limits=True,
+                )
+            )
+        if plan.limits_redis:
+            targets.append(
+                stack.start_aibridge(
+                    "aibridge+limits+redis",
+                    python=sys.executable,
+                    source=f"this tree @ {_tree_revision()}, every limit set, on Redis",
+                    upstream=up,
+                    cpu=relay_cpu,
+                    postgres_url=pg,
+                    limits=True,
+                    redis_url=plan.limits_redis,
+                )
+            )
         if plan.ref:
             python, sha = stack.prepare_ref(plan.ref)
             targets.append(
@@ -445,6 +473,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--workers", type=int, default=1, help="also run `aibridge serve --workers N`")
     p.add_argument("--ref", help="also run aibridge from this git ref (A/B, interleaved)")
+    p.add_argument(
+        "--limits",
+        action="store_true",
+        help="also run aibridge with every limit set (none reached): the limiter's cost",
+    )
+    p.add_argument(
+        "--limits-redis",
+        metavar="URL",
+        help="also run aibridge with every limit set, shared in this Redis",
+    )
     p.add_argument("--max-requests", type=int, default=500_000, help="Python client cap")
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     p.add_argument("--json", type=Path, help="write every number here")
@@ -483,6 +521,8 @@ def plan_from_args(ns: argparse.Namespace) -> Plan:
         workers=max(1, ns.workers),
         ref=ns.ref,
         max_requests=ns.max_requests,
+        limits=ns.limits,
+        limits_redis=ns.limits_redis,
     )
     add_notes(plan)
     return plan

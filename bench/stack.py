@@ -20,6 +20,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from aibridge.testing.redis import delete_prefix
 from bench.common import (
     APIS,
     HOST,
@@ -33,6 +34,21 @@ from bench.common import (
 from bench.procs import Processes, process_tree, read_line, wait_http
 
 PORT_LINE = re.compile(rb"^PORT (\d+)")
+
+
+GENEROUS_LIMITS = (
+    "--rpm",
+    "1000000000",
+    "--tpm",
+    "1000000000000",
+    "--concurrent",
+    "100000",
+    "--models",
+    f"{','.join(api.model.split('-')[0] + '-*' for api in APIS.values())}",
+    "--budget",
+    "1000000/month",
+)
+"""Every per-user (and per-key) limit, none of which a benchmark run reaches."""
 
 
 @dataclass
@@ -95,6 +111,7 @@ class Stack:
         self.client_cpu = client_cpu
         self._pg_databases: list[tuple[str, str]] = []
         self._worktrees: list[Path] = []
+        self._redis_prefixes: list[tuple[str, str]] = []
 
     # -------------------------------------------------------------- upstream and bare
 
@@ -124,8 +141,15 @@ class Stack:
         cpu: int | None,
         workers: int = 1,
         postgres_url: str | None = None,
+        limits: bool = False,
+        redis_url: str | None = None,
     ) -> Target:
-        """``aibridge serve`` (after creating both providers and a user with its CLI)."""
+        """``aibridge serve`` (after creating both providers and a user with its CLI).
+
+        ``limits``: every limit set, generously enough that nothing is refused (see
+        :data:`GENEROUS_LIMITS`): on the user, on its key, a global budget and the
+        replica's ``max_concurrency``; ``redis_url`` shares them in Redis (under a
+        prefix of this run)."""
         data_dir = self.tmp / f"data-{name}"
         data_dir.mkdir()
         port = free_port()
@@ -138,6 +162,14 @@ class Stack:
         )
         if postgres_url:
             env["AIBRIDGE_DATABASE_URL"] = self._temp_database(postgres_url)
+        if limits:
+            env["AIBRIDGE_GLOBAL_BUDGET"] = "1000000000/month"
+            env["AIBRIDGE_MAX_CONCURRENCY"] = "100000"
+        if redis_url:
+            env["AIBRIDGE_REDIS_URL"] = redis_url
+            prefix = f"aibridge-bench:{secrets.token_hex(6)}:"
+            env["AIBRIDGE_REDIS_PREFIX"] = prefix
+            self._redis_prefixes.append((redis_url, prefix))
         for api in APIS.values():
             _cli(
                 python,
@@ -157,6 +189,14 @@ class Stack:
         token = _cli(python, ["users", "create", "benchuser"], env).strip().splitlines()[-1]
         if not token.strip().startswith("aib-"):
             raise RuntimeError(f"unexpected `users create` output: {token!r}")
+        if limits:
+            key_id = token.strip().split("-")[1]
+            _cli(python, ["users", "limits", "set", "benchuser", *GENEROUS_LIMITS], env)
+            _cli(
+                python,
+                ["users", "limits", "set", "benchuser", "--key", key_id, *GENEROUS_LIMITS],
+                env,
+            )
         argv = _aibridge(python, "serve")
         if workers > 1:
             argv += ["--workers", str(workers)]
@@ -228,6 +268,11 @@ class Stack:
                 check=False,
             )
             shutil.rmtree(tree, ignore_errors=True)
+        for url, prefix in self._redis_prefixes:
+            try:
+                asyncio.run(delete_prefix(url, prefix))
+            except Exception as exc:
+                print(f"warning: could not delete Redis keys {prefix}*: {exc}", file=sys.stderr)
         if self._worktrees:
             subprocess.run(
                 ["git", "-C", str(REPO_ROOT), "worktree", "prune"],
