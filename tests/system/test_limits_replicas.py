@@ -213,7 +213,11 @@ async def test_two_concurrent_streams_at_a_time_across_replicas_then_redis_goes_
         c.fake.enqueue(Scenario.stall(release), Scenario.stall(release))
         streams = [asyncio.create_task(c.chat(a if i % 2 else b, stream=True)) for i in range(6)]
         try:
-            await asyncio.wait_for(c.fake.wait_for_requests(2), TIMEOUT)
+            # Generation requests: the replicas' start-up model listings are requests too.
+            async def two_upstream() -> bool:
+                return len(c.fake.generation_requests()) == 2
+
+            await poll(two_upstream, TIMEOUT, "two streams to reach the upstream")
 
             async def four_refused() -> bool:
                 return sum(t.done() for t in streams) == 4
