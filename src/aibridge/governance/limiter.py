@@ -486,6 +486,10 @@ def _duration(seconds: float) -> str:
     return f"{minutes}m{secs}s"
 
 
+_RESETS = (*_SECONDS, _duration(60))
+"""``_duration`` of 0 to 60 s (a rate window is a minute long)."""
+
+
 def _usd(pusd: int) -> str:
     """Pico-USD as a short dollar amount for messages (cent precision, more when tiny)."""
     usd = Decimal(pusd).scaleb(-12)
@@ -519,7 +523,7 @@ def _trio(
     headers[names[0]] = str(limits[best])
     headers[names[1]] = str(remaining) if remaining > 0 else "0"
     reset = found.reset_at[best] - now
-    headers[names[2]] = _SECONDS[math.ceil(reset)] if 0 < reset <= 59 else _duration(reset)
+    headers[names[2]] = _RESETS[math.ceil(reset)] if 0 < reset <= 60 else _duration(reset)
 
 
 class _Held(Ticket):
@@ -1046,10 +1050,30 @@ class Limiter:
         self._soft_warned = {k for k in self._soft_warned if k[1] in current}
 
     def _spent(self, budget_subject: str, subject: str, period: BudgetPeriod, start: int) -> int:
-        return max(
+        spent = max(
             self._db_spend.get((subject, period, start), 0),
             self._known_spend.get((budget_subject, start), 0),
         )
+        if self.store is self.local:
+            # The in-process store counts every settlement itself.
+            spent = max(spent, self.local.spend(budget_subject, start))
+        return spent
+
+    def _soft_after_settle(
+        self, plan: _Plan, checks: Sequence[Check], spends: Sequence[int]
+    ) -> None:
+        """Warn about the budgets ``spends`` (the in-process counters after a settlement,
+        one per budget check) took past the soft threshold."""
+        soft = self.config.soft_fraction
+        index = plan.budget_at
+        for spent in spends:
+            check = checks[index]
+            if spent >= check.limit * soft:
+                key = (check.subject, check.period_start)
+                if key not in self._soft_warned:
+                    spec = plan.budgets[index - plan.budget_at]
+                    self._soft_warn(key, spent, check.limit, spec.scope, plan.actor)
+            index += 1
 
     def budget_status(self, actor: Actor) -> list[BudgetStatus]:
         """The budgets that apply to ``actor`` with the spend this replica knows (the
@@ -1102,8 +1126,10 @@ class Limiter:
         store = ticket._store
         cost = ticket._cost
         plan = ticket._plan
-        if cost and plan.budgets:
-            # This replica's floor of each budget (the fallback's and the status's).
+        primary = self.store is self.local
+        if cost and plan.budgets and not primary:
+            # This replica's floor of each budget (the fallback's and the status's; the
+            # in-process store is its own floor, read by _spent).
             known = self._known_spend
             soft = self.config.soft_fraction
             for index in range(plan.budget_at, len(checks)):
@@ -1121,9 +1147,12 @@ class Limiter:
                 # Only the reservations' checks: the store frees the slots and
                 # reservations from the ticket's lease record.
                 reserved = checks[len(plan.static) :]
-                self.local.settle_now(ticket._id, now, reserved, ticket._tokens, cost)
+                spends = self.local.settle_now(ticket._id, now, reserved, ticket._tokens, cost)
             except Exception:
                 log.exception("settling a limiter ticket failed; its lease will expire")
+                return None
+            if primary and spends:
+                self._soft_after_settle(plan, checks, spends)
             return None
         if store is None or self.fallback:
             # In fallback a shared-store ticket is left to its lease; its spend comes back

@@ -224,15 +224,18 @@ class MemoryStore:
 
     def settle_now(
         self, ticket: str, now: float, checks: Sequence[Check], tokens: int, cost: int
-    ) -> None:
+    ) -> Sequence[int]:
         """:meth:`settle` without the coroutine (slots and reservations are freed from the
-        ticket's lease record: only the ``TOKENS`` and ``BUDGET`` checks matter here)."""
+        ticket's lease record: only the ``TOKENS`` and ``BUDGET`` checks matter here).
+        Returns each ``BUDGET`` check's spend after adding ``cost`` (nothing when the cost
+        is 0), for the limiter's soft threshold."""
         lease = self._leases.pop(ticket, None)
         if lease is not None:
             for total, amount in lease[1]:
                 total.value -= amount
+        spends: list[int] = []
         if tokens <= 0 and cost <= 0:
-            return
+            return spends
         for check in checks:
             kind = check.kind
             if kind == TOKENS and tokens > 0:
@@ -242,11 +245,14 @@ class MemoryStore:
                 settled.add(now, tokens)
             elif kind == BUDGET and cost > 0:
                 key = (check.subject, check.period_start)
-                spent = self._spend.get(key)
-                if spent is None:
-                    self._spend[key] = [check.seed + cost, check.expire_at]
+                entry = self._spend.get(key)
+                if entry is None:
+                    spent = check.seed + cost
+                    self._spend[key] = [spent, check.expire_at]
                 else:
-                    spent[0] = (spent[0] if spent[0] > check.seed else check.seed) + cost
+                    spent = entry[0] = (entry[0] if entry[0] > check.seed else check.seed) + cost
+                spends.append(spent)
+        return spends
 
     async def settle(
         self, ticket: str, now: float, checks: Sequence[Check], tokens: int, cost: int
