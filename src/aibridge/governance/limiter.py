@@ -344,6 +344,7 @@ class _Plan:
         "nothing",
         "requests_at",
         "scopes",
+        "soft_floor",
         "static",
         "tokens",
         "tokens_at",
@@ -423,6 +424,8 @@ class _Plan:
         """The checks for the in-process store (see :meth:`Limiter._checks`)."""
         self.built_version = -1
         self.built_until = -math.inf
+        self.soft_floor = 0.0
+        """The lowest soft threshold of the budgets (pico-USD): below it none is crossed."""
 
     def model_refusal(self, provider_name: str, model: str) -> Refusal | None:
         """Why ``model`` on ``provider_name`` is refused (None: allowed), decided once."""
@@ -873,6 +876,9 @@ class Limiter:
             if plan.built_version == self._spend_version and now < plan.built_until:
                 return plan.built, tokens, cost
             plan.built = self._build(plan, now, 0, 0, with_known=False)
+            plan.soft_floor = self.config.soft_fraction * min(
+                (spec.amount for spec in plan.budgets), default=0
+            )
             plan.built_version = self._spend_version
             plan.built_until = min(
                 (self._period(spec.period, now)[1] for spec in plan.budgets), default=math.inf
@@ -1151,7 +1157,7 @@ class Limiter:
             except Exception:
                 log.exception("settling a limiter ticket failed; its lease will expire")
                 return None
-            if primary and spends:
+            if primary and spends and max(spends) >= plan.soft_floor:
                 self._soft_after_settle(plan, checks, spends)
             return None
         if store is None or self.fallback:

@@ -163,12 +163,14 @@ class MemoryStore:
                 if settled is None or not settled.buckets:
                     reset = now + WINDOW
                 else:
-                    settled.trim(now)
+                    buckets = settled.buckets
+                    if buckets[0][0] <= now - WINDOW - 1:
+                        settled.trim(now)
                     used += settled.total
                     if used >= limit:
                         reset = _tokens_reset(settled, total.value, limit, now)
-                    elif settled.buckets:
-                        reset = settled.buckets[0][0] + WINDOW + 1
+                    elif buckets:
+                        reset = buckets[0][0] + WINDOW + 1
                     else:
                         reset = now + WINDOW
             else:
@@ -236,6 +238,31 @@ class MemoryStore:
         spends: list[int] = []
         if tokens <= 0 and cost <= 0:
             return spends
+        second = math.floor(now)
+        for kind, subject, _, _, period_start, expire_at, seed in checks:
+            if kind == TOKENS:
+                if tokens > 0:
+                    settled = self._tokens.get(subject)
+                    if settled is None:
+                        settled = self._tokens[subject] = _Tokens()
+                    buckets = settled.buckets
+                    if buckets and buckets[-1][0] >= second:
+                        # Same second (or a clock that stepped back): the latest bucket
+                        # (see _Tokens.add).
+                        buckets[-1][1] += tokens
+                        settled.total += tokens
+                    else:
+                        settled.add(now, tokens)
+            elif kind == BUDGET and cost > 0:
+                key = (subject, period_start)
+                entry = self._spend.get(key)
+                if entry is None:
+                    spent = seed + cost
+                    self._spend[key] = [spent, expire_at]
+                else:
+                    spent = entry[0] = (entry[0] if entry[0] > seed else seed) + cost
+                spends.append(spent)
+        return spends
         for check in checks:
             kind = check.kind
             if kind == TOKENS and tokens > 0:
