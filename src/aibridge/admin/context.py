@@ -34,6 +34,8 @@ class AdminContext:
     default_limits: Limits = NO_LIMITS
     budget_zone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
     clock: Clock = SYSTEM_CLOCK
+    budget_soft_fraction: float = 0.8
+    """Past this fraction of a budget ``/api/v1/me`` says the soft threshold was crossed."""
 
 
 ADMIN = web.AppKey("admin", AdminContext)

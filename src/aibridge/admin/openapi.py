@@ -523,6 +523,14 @@ def build_document() -> dict[str, Any]:
                 "remaining_usd": {"type": "number"},
                 "resets_at": {"type": "string", "format": "date-time"},
                 "scope": {"enum": ["user", "key"]},
+                "soft_exceeded": {
+                    "type": "boolean",
+                    "description": "spent at least AIBRIDGE_BUDGET_SOFT_FRACTION of the amount",
+                },
+                "exceeded": {
+                    "type": "boolean",
+                    "description": "spent the amount: new requests are refused until resets_at",
+                },
             },
         },
         "Me": {

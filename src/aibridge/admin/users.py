@@ -392,7 +392,7 @@ async def get_me(request: web.Request) -> web.Response:
             session, actor, admin.default_limits, admin.budget_zone, admin.clock.now()
         )
     if status is not None:
-        body["budget"] = status.to_json()
+        body["budget"] = status.to_json(admin.budget_soft_fraction)
     return json_response(body)
 
 

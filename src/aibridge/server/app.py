@@ -45,6 +45,7 @@ def create_app(services: Services) -> web.Application:
             default_limits=settings.default_limits,
             budget_zone=time_zone(settings.budget_timezone),
             clock=services.clock,
+            budget_soft_fraction=settings.budget_soft_fraction,
         ),
     )
     # Registered last: admin and health routes above take precedence.
