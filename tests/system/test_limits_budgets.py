@@ -371,3 +371,114 @@ async def test_restart_of_both_replicas_and_redis_flushall_keep_the_periods_spen
                 assert (await d.chat(0)).status == 200
         finally:
             await flusher.aclose()
+
+
+# ---------------------------------------------------------------------------------------
+# Token rate
+# ---------------------------------------------------------------------------------------
+
+
+def estimate(body: bytes, max_tokens: int) -> int:
+    """What an admission reserves: a token per 4 bytes of body plus ``max_tokens``."""
+    return math.ceil(len(body) / 4) + max_tokens
+
+
+async def test_a_token_rate_across_two_replicas_refuses_with_the_tokens_trio_until_a_minute_passed(
+    pg_url: str, tmp_path: Path, prefix: str
+) -> None:
+    url = shared_redis_url()
+    settings = redis_settings(url, prefix, default_tokens_per_minute=4000)
+    body = chat_body()
+    reserve = estimate(body, 16)
+    try:
+        async with (
+            fake_upstream() as fake,
+            replicas(pg_url, tmp_path, fake, settings, real_now()) as d,
+        ):
+            # Each call settles 1500 tokens (its 7000 cache reads are not counted):
+            # the admitted responses tell how many are left after this one's estimate.
+            remaining = []
+            for replica in (0, 1, 0):
+                answer = await d.chat(replica, body)
+                assert answer.status == 200, answer.body
+                assert answer.headers["x-ratelimit-limit-tokens"] == "4000"
+                remaining.append(int(answer.headers["x-ratelimit-remaining-tokens"]))
+            assert remaining == [4000 - reserve, 2500 - reserve, 1000 - reserve]
+
+            # 4500 settled in this second: refused on both replicas until that second
+            # has left the 60 s window. Retry-After says at most the window (the SDKs
+            # honour up to 60 s), so a retry then lands in that second's last instant.
+            for replica in (1, 0):
+                refused = await d.chat(replica, body)
+                assert (refused.status, refused.code) == (429, "token_rate_limited")
+                assert refused.body["error"]["type"] == "rate_limit_exceeded"
+                assert refused.headers["Retry-After"] == "60"
+                assert refused.headers["x-ratelimit-limit-tokens"] == "4000"
+                assert refused.headers["x-ratelimit-remaining-tokens"] == "0"
+                assert refused.headers["x-ratelimit-reset-tokens"] == "1m0s"
+                assert "x-should-retry" not in refused.headers
+                assert refused.message.startswith(
+                    "Token rate limit exceeded: user dev may use 4000 tokens per minute "
+                    "(tokens_per_minute) and has 4500 used or reserved in the last minute; "
+                    "it resets in 60s"
+                )
+            d.advance(60)
+            refused = await d.chat(1, body)
+            assert (refused.code, refused.headers["Retry-After"]) == ("token_rate_limited", "1")
+            assert len(fake.generation_requests()) == 3
+            d.advance(1)
+            for replica in (1, 0):
+                answer = await d.chat(replica, body)
+                assert answer.status == 200, answer.body
+            assert len(fake.generation_requests()) == 5
+            text = await d.metrics(0) + await d.metrics(1)
+            assert 'aibridge_limit_refusals_total{reason="token_rate_limited"} 1.0' in text
+            assert 'aibridge_limit_refusals_total{reason="token_rate_limited"} 2.0' in text
+    finally:
+        await delete_prefix(url, prefix)
+
+
+async def test_concurrent_requests_whose_reservations_exceed_the_token_rate_are_not_all_admitted(
+    pg_url: str, tmp_path: Path, prefix: str
+) -> None:
+    url = shared_redis_url()
+    limit = 1000
+    settings = redis_settings(url, prefix, default_tokens_per_minute=limit)
+    body = chat_body(max_tokens=300)
+    reserve = estimate(body, 300)
+    # Admitted while what is reserved stays under the limit: 0, r, 2r, … < limit.
+    admitted = math.ceil(limit / reserve)
+    assert 1 < admitted < 8
+    try:
+        async with (
+            fake_upstream() as fake,
+            replicas(pg_url, tmp_path, fake, settings, real_now()) as d,
+        ):
+            release = asyncio.Event()
+            # The admitted calls stall upstream: nothing settles while the rest arrive.
+            fake.enqueue(*(Scenario.stall(release, usage=USAGE) for _ in range(8)))
+            calls = [asyncio.create_task(d.chat(i % 2, body)) for i in range(8)]
+            try:
+                await asyncio.wait_for(fake.wait_for_requests(admitted), TIMEOUT)
+
+                async def rest_refused() -> bool:
+                    return sum(t.done() for t in calls) == 8 - admitted
+
+                await poll(rest_refused, TIMEOUT, "the requests beyond the reservations")
+                refused = [t.result() for t in calls if t.done()]
+                assert [(a.status, a.code) for a in refused] == [(429, "token_rate_limited")] * (
+                    8 - admitted
+                )
+                assert len(fake.generation_requests()) == admitted
+            finally:
+                release.set()
+            answers = await asyncio.wait_for(asyncio.gather(*calls), TIMEOUT)
+            assert sorted(a.status for a in answers) == [200] * admitted + [429] * (8 - admitted)
+            # Settled: each admitted call counts its 1500 tokens, not its estimate.
+            refused_after = await d.chat(0, body)
+            assert refused_after.message.startswith(
+                f"Token rate limit exceeded: user dev may use {limit} tokens per minute "
+                f"(tokens_per_minute) and has {admitted * CALL_TOKENS} used or reserved"
+            )
+    finally:
+        await delete_prefix(url, prefix)
