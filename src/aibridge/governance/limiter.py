@@ -60,6 +60,7 @@ from aibridge.governance.limitstore import (
     CONCURRENCY,
     REQUESTS,
     TOKENS,
+    WINDOW,
     AdmitResult,
     Check,
     CheckState,
@@ -333,7 +334,7 @@ def _trio(
     return {
         f"x-ratelimit-limit-{name}": str(best[0]),
         f"x-ratelimit-remaining-{name}": str(best[1]),
-        f"x-ratelimit-reset-{name}": _duration(best[2] - now),
+        f"x-ratelimit-reset-{name}": _duration(min(best[2] - now, WINDOW)),
     }
 
 
@@ -760,7 +761,12 @@ class Limiter:
                 trios,
             )
         if check.kind in (REQUESTS, TOKENS):
-            retry = max(1, math.ceil(state.reset_at - now))
+            # At most the window: tokens settled in the current second count until that
+            # whole second has left it (up to 61 s from now), but the official SDKs
+            # honour a Retry-After of at most 60 s and beyond it are told not to retry
+            # at all (x-should-retry). A retry landing in that last second is refused
+            # again with Retry-After: 1.
+            retry = max(1, min(WINDOW, math.ceil(state.reset_at - now)))
             resets = datetime.fromtimestamp(now + retry, UTC).isoformat(timespec="seconds")
             if check.kind == REQUESTS:
                 return self._refusal(
