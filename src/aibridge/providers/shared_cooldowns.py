@@ -82,8 +82,8 @@ _REASONS: frozenset[str] = frozenset((RATE_LIMITED, UNAUTHORIZED))
 PUBLISH = """
 local current = redis.call('GET', KEYS[1])
 if current then
-  local until = tonumber(string.match(current, '^(%d+)'))
-  if until and until >= tonumber(ARGV[1]) then return 0 end
+  local ends = tonumber(string.match(current, '^(%d+)'))
+  if ends and ends >= tonumber(ARGV[1]) then return 0 end
 end
 redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[1])
 redis.call('PUBLISH', ARGV[3], ARGV[4])
@@ -115,6 +115,7 @@ class SharedCooldownMetrics:
     """The sharing's series: whether it is live, and how many cooldowns crossed Redis."""
 
     def __init__(self, registry: CollectorRegistry | None) -> None:
+        self.registry = registry
         self.shared = Gauge(
             "aibridge_key_pool_cooldowns_shared",
             "1 while provider-key cooldowns are shared through Redis; 0 while Redis is "
