@@ -42,6 +42,7 @@ def _errors(*codes: str) -> dict[str, Any]:
         "403": "Admin role required",
         "404": "Not found",
         "409": "Conflict",
+        "415": "Not JSON",
     }
     return {
         c: {"description": names[c], "content": {JSON: {"schema": _ref("Error")}}} for c in codes
@@ -217,6 +218,21 @@ def build_document() -> dict[str, Any]:
         },
         "/api/v1/me/keys": {
             "get": _op("The calling user's keys", {**_ok(_array("ApiKey")), **_errors("401")})
+        },
+        "/api/v1/session": {
+            "post": _op(
+                "Sign the dashboard in: check the key, set the HttpOnly aibridge_session "
+                "cookie and the aibridge_csrf cookie (echo it in X-CSRF-Token on unsafe "
+                "cookie-authenticated requests); answers like /api/v1/me",
+                {**_ok("Me"), **_errors("400", "401", "415")},
+                requestBody=_body("SignIn"),
+                security=[],
+            ),
+            "delete": _op(
+                "Sign out: clear both cookies (needs no valid key)",
+                {"204": {"description": "Signed out"}},
+                security=[],
+            ),
         },
         "/api/v1/interceptions": {
             "get": _op(
@@ -550,6 +566,12 @@ def build_document() -> dict[str, Any]:
             "the presented key's own (a request must pass both); budget: present when one "
             "applies.",
         },
+        "SignIn": {
+            "type": "object",
+            "required": ["key"],
+            "additionalProperties": False,
+            "properties": {"key": {"type": "string", "writeOnly": True}},
+        },
         "CreateUser": {
             "type": "object",
             "required": ["username"],
@@ -674,9 +696,14 @@ def build_document() -> dict[str, Any]:
         "info": {"title": "aibridge admin API", "version": __version__},
         "components": {
             "schemas": schemas,
-            "securitySchemes": {"gatewayKey": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "gatewayKey": {"type": "http", "scheme": "bearer"},
+                # The dashboard's sign-in (POST /api/v1/session); unsafe methods also
+                # need X-CSRF-Token equal to the aibridge_csrf cookie.
+                "sessionCookie": {"type": "apiKey", "in": "cookie", "name": "aibridge_session"},
+            },
         },
-        "security": [{"gatewayKey": []}],
+        "security": [{"gatewayKey": []}, {"sessionCookie": []}],
         "paths": paths,
     }
 

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from aibridge.admin import interceptions, mcp_servers, openapi, prices, providers, users
+from aibridge.admin import (
+    interceptions,
+    mcp_servers,
+    openapi,
+    prices,
+    providers,
+    session,
+    users,
+)
 from aibridge.admin.context import ADMIN, AdminContext
 
 
@@ -16,4 +24,5 @@ def add_admin_routes(app: web.Application, context: AdminContext) -> None:
     users.add_routes(app)
     interceptions.add_routes(app)
     prices.add_routes(app)
+    session.add_routes(app)
     openapi.add_routes(app)
