@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from aibridge.admin import interceptions, mcp_servers, openapi, prices, providers, users
+from aibridge.admin import (
+    interceptions,
+    mcp_servers,
+    openapi,
+    prices,
+    providers,
+    sessions,
+    users,
+)
 from aibridge.admin.context import ADMIN, AdminContext
 
 
@@ -15,5 +23,6 @@ def add_admin_routes(app: web.Application, context: AdminContext) -> None:
     mcp_servers.add_routes(app)
     users.add_routes(app)
     interceptions.add_routes(app)
+    sessions.add_routes(app)
     prices.add_routes(app)
     openapi.add_routes(app)
