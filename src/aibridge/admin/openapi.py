@@ -67,6 +67,21 @@ PATH_PARAM = {
         "schema": {"type": "string"},
     },
     "user": {"name": "user", "in": "path", "required": True, "schema": {"type": "string"}},
+    "interception_id": {
+        "name": "interception_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "format": "uuid"},
+    },
+    "session_id": {
+        "name": "session_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": "The opaque id of a GET /api/v1/sessions entry (unpadded base64url "
+        'of [user id, client session id], or ["i", interception id] for an interception '
+        "without a session id)",
+    },
     "key_id": {"name": "key_id", "in": "path", "required": True, "schema": {"type": "string"}},
     "provider_type": {
         "name": "provider_type",
@@ -251,12 +266,53 @@ def build_document() -> dict[str, Any]:
                 ),
             )
         },
+        "/api/v1/interceptions/{interception_id}": {
+            "parameters": [PATH_PARAM["interception_id"]],
+            "get": _op(
+                "One interception's full record (members: their own only)",
+                {**_ok("InterceptionRecord"), **_errors("400", "401", "404")},
+            ),
+        },
+        "/api/v1/sessions": {
+            "get": _op(
+                "Agent sessions, newest activity first (members see their own); filters "
+                "pick interceptions and each session sums its matching ones",
+                {**_ok("SessionPage"), **_errors("400", "401")},
+                parameters=_query(
+                    "user",
+                    "client",
+                    "model",
+                    "provider",
+                    "since",
+                    "until",
+                    "has_errors",
+                    "limit",
+                    "cursor",
+                ),
+            )
+        },
+        "/api/v1/sessions/{session_id}": {
+            "parameters": [PATH_PARAM["session_id"]],
+            "get": _op(
+                "One session with its interceptions oldest first (members: their own only)",
+                {**_ok("SessionDetail"), **_errors("400", "401", "404")},
+            ),
+        },
         "/api/v1/usage": {
             "get": _op(
-                "Token and cost sums grouped by user, key, model, provider or day "
-                "(members see their own)",
+                "Token and cost sums grouped by user, key, model, provider, client or day, "
+                "optionally per day (interval=day) (members see their own)",
                 {**_ok("UsageReport"), **_errors("400", "401")},
-                parameters=_query("group_by", "user", "provider", "since", "until"),
+                parameters=_query(
+                    "group_by",
+                    "interval",
+                    "user",
+                    "provider",
+                    "model",
+                    "client",
+                    "since",
+                    "until",
+                ),
             )
         },
         "/api/v1/prices": {
@@ -640,16 +696,92 @@ def build_document() -> dict[str, Any]:
                 "unpriced": unpriced,
             },
         },
+        "InterceptionRecord": {
+            "allOf": [
+                _ref("Interception"),
+                {
+                    "type": "object",
+                    "properties": {
+                        "thoughts": {"type": "array", "items": string},
+                        "duration_ms": {"type": ["integer", "null"]},
+                    },
+                },
+            ]
+        },
+        "Tokens": {
+            "type": "object",
+            "properties": {
+                k: {"type": "integer"}
+                for k in ("input", "output", "cache_read", "cache_write", "reasoning")
+            },
+        },
+        "Session": {
+            "type": "object",
+            "properties": {
+                "id": string,
+                "client_session_id": {"type": ["string", "null"]},
+                "user": {
+                    "type": "object",
+                    "properties": {"id": string, "username": {"type": ["string", "null"]}},
+                },
+                "client": {"type": ["string", "null"]},
+                "first_at": string,
+                "last_at": string,
+                "interception_count": {"type": "integer"},
+                "tokens": _ref("Tokens"),
+                "cost_usd": cost,
+                "unpriced": unpriced,
+                "error_count": {"type": "integer"},
+            },
+        },
+        "SessionPage": {
+            "type": "object",
+            "properties": {
+                "sessions": _array("Session"),
+                "next_cursor": {"type": ["string", "null"]},
+            },
+        },
+        "SessionTurn": {
+            "allOf": [
+                _ref("InterceptionRecord"),
+                {
+                    "type": "object",
+                    "properties": {
+                        "cache_read_share": {
+                            "type": ["number", "null"],
+                            "description": "cache_read / (input + cache_read + cache_write)",
+                        },
+                        "cache_break": {
+                            "type": "boolean",
+                            "description": "the share collapsed against the previous turn "
+                            "with input: from >= 0.5 to < 0.2, or down >= 0.5 on a turn of "
+                            ">= 1024 input tokens",
+                        },
+                    },
+                },
+            ]
+        },
+        "SessionDetail": {
+            "allOf": [
+                _ref("Session"),
+                {
+                    "type": "object",
+                    "properties": {"interceptions": _array("SessionTurn")},
+                },
+            ]
+        },
         "UsageReport": {
             "type": "object",
             "properties": {
-                "group_by": {"enum": ["user", "key", "model", "provider", "day"]},
+                "group_by": {"enum": ["user", "key", "model", "provider", "client", "day"]},
+                "interval": {"enum": ["day"]},
                 "rows": _array("UsageRow"),
             },
         },
         "UsageRow": {
             "type": "object",
             "properties": {
+                "day": {"type": "string", "description": "interval=day: YYYY-MM-DD (UTC)"},
                 "key": string,
                 "name": {
                     "type": ["string", "null"],
