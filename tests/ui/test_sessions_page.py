@@ -4,6 +4,7 @@ order with its tokens, cost, cache share and the turn where the prompt cache bro
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from playwright.async_api import Page, expect
@@ -21,6 +22,13 @@ from tests.ui.pages_support import (
 
 def _int(n: int) -> str:
     return f"{n:,}"
+
+
+def _usd(n: float) -> str:
+    """USD as the page formats it: every significant decimal, at least two."""
+    whole, frac = f"{n:.12f}".split(".")
+    frac = frac.rstrip("0").ljust(2, "0")
+    return f"${int(whole):,}.{frac}"
 
 
 async def test_a_claude_code_session_is_listed_and_replayed_turn_by_turn(
@@ -45,6 +53,10 @@ async def test_a_claude_code_session_is_listed_and_replayed_turn_by_turn(
     await expect(row.locator('td[data-col="interceptions"]')).to_have_text("3")
     await expect(row.locator('td[data-col="errors"]')).to_have_text("0")
     await expect(row.locator('td[data-col="user"]')).to_have_text("dev")
+    await expect(row.locator('td[data-col="cost"]')).to_have_text(_usd(entry["cost_usd"]))
+    await expect(row.locator('td[data-col="tokens"]')).to_contain_text(
+        f"in {_int(entry['tokens']['input'])} · out {_int(entry['tokens']['output'])}"
+    )
     await save_screenshot(page, "sessions", tmp_path)
 
     await row.get_by_role("link").click()
@@ -56,13 +68,21 @@ async def test_a_claude_code_session_is_listed_and_replayed_turn_by_turn(
         await expect(item.get_by_role("heading", level=2)).to_have_text(f"Turn {i + 1}")
         # In order, prompt as the user typed it — markup included, as text.
         await expect(item.locator("pre.prompt")).to_have_text(turn.prompt)
-        await expect(item.locator("code.tool-name")).to_have_text([c.name for c in turn.calls])
-        for call, args in zip(turn.calls, item.locator("pre.args").all(), strict=False):
-            await expect(args).to_contain_text(f'"{next(iter(call.arguments))}"')
+        # The tool calls the API returns for the turn (the scripted ones), each with its
+        # arguments pretty-printed in full, as text. Within a turn the page keeps the API's
+        # order (the store does not yet keep parallel calls in the model's order).
+        api_calls = api_turn["tool_calls"]
+        scripted = {c.name: c.arguments for c in turn.calls}
+        assert {c["name"]: c["arguments"] for c in api_calls} == scripted
+        await expect(item.locator("code.tool-name")).to_have_text([c["name"] for c in api_calls])
+        await expect(item.locator("pre.args")).to_have_text(
+            [json.dumps(c["arguments"], indent=2) for c in api_calls]
+        )
         t = api_turn["tokens"]
         await expect(item.locator("p.turn-tokens")).to_contain_text(
             f"input {_int(t['input'])} · output {_int(t['output'])} · "
             f"cache read {_int(t['cache_read'])} · cache write {_int(t['cache_write'])}"
+            f" — cost {_usd(api_turn['cost_usd'])}"
         )
         share = api_turn["cache_read_share"]
         await expect(item.locator("strong.share")).to_have_text(f"{share * 100:.1f}%")
