@@ -55,7 +55,10 @@ export async function render(root, ctx) {
     state.status = status;
     setRows(providers);
     statusNote.textContent = status?.unavailable
-      ? `Live status unavailable: ${status.unavailable.message}`
+      ? (status.unavailable.status === 404
+        ? 'Live status (key pool, circuit breakers, replicas) is not served by this gateway ' +
+          'version: GET /api/v1/providers/status answered 404.'
+        : `Live status unavailable: ${status.unavailable.message}`)
       : `Live status refreshed ${formatTime(new Date().toISOString())}; refreshes every ` +
         `${STATUS_POLL_MS / 1000} s.`;
     renderReplicas(replicasBox, status);
