@@ -228,6 +228,14 @@ class Interception(Base):
         # The listings' keyset order (newest first, ties broken by id).
         Index("ix_interceptions_started_at_id", "started_at", "id"),
         Index("ix_interceptions_client_session_id", "client_session_id"),
+        # The sessions listing's has_errors probe.
+        Index(
+            "ix_interceptions_failed_sessions",
+            "initiator_id",
+            "client_session_id",
+            sqlite_where=text("error_type IS NOT NULL"),
+            postgresql_where=text("error_type IS NOT NULL"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid(), primary_key=True)
@@ -362,18 +370,3 @@ class AuditLog(Base):
     resource_name: Mapped[str] = mapped_column(Text, nullable=False, default="")
     diff: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False, default=dict)
     status_code: Mapped[int] = mapped_column(Integer, nullable=False, default=200)
-
-
-class Replica(Base):
-    """A gateway process (replica id and journal slot) and the configuration version it
-    last applied; upserted at start and on every reload and reconcile tick, never per
-    request."""
-
-    __tablename__ = "replicas"
-
-    id: Mapped[str] = mapped_column(Text, primary_key=True)
-    host: Mapped[str] = mapped_column(Text, nullable=False)
-    pid: Mapped[int] = mapped_column(Integer, nullable=False)
-    config_version: Mapped[int] = mapped_column(BigInteger, nullable=False)
-    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
-    last_seen: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)

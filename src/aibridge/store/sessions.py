@@ -26,7 +26,8 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, and_, case, exists, func, not_, or_, select
+from sqlalchemy import ColumnElement, Uuid, and_, bindparam, exists, func, not_, or_, select
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -51,6 +52,8 @@ CACHE_BREAK_DROP = 0.5
 """or when the share fell by at least this much (absolute) on a turn whose input is at
 least :data:`CACHE_BREAK_MIN_INPUT` tokens (small turns fluctuate harmlessly)."""
 CACHE_BREAK_MIN_INPUT = 1024
+_CHUNK = 5000
+"""Interception ids per token-sum query (bind parameters are limited)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,11 +175,6 @@ async def list_sessions(
     return SessionPage(items, next_cursor)
 
 
-def _group_key(t: Any) -> Any:
-    """Per-session grouping: a NULL session id groups by the interception itself."""
-    return case((t.client_session_id.is_(None), t.id), else_=None)
-
-
 async def summarise(
     session: AsyncSession, keys: list[SessionKey], f: InterceptionFilter
 ) -> dict[SessionKey, dict[str, Any]]:
@@ -199,80 +197,98 @@ async def summarise(
         )
     if singles:
         which.append(and_(Interception.id.in_(singles), Interception.client_session_id.is_(None)))
-    group = (Interception.initiator_id, Interception.client_session_id, _group_key(Interception))
-    base = (
+    # One row per matching interception, summed here: the token sums are then looked up
+    # by interception id (an index probe each) — joining on the session sets instead
+    # makes PostgreSQL scan all of token_usages.
+    stmt = (
         select(
-            *group,
-            func.min(Interception.started_at),
-            func.max(Interception.started_at),
-            func.count(),
-            func.coalesce(func.sum(case((Interception.error_type.is_not(None), 1), else_=0)), 0),
-            func.max(Interception.client),
+            Interception.id,
+            Interception.initiator_id,
+            Interception.client_session_id,
+            Interception.started_at,
+            Interception.error_type,
+            Interception.client,
             User.username,
         )
         .outerjoin(User, User.id == Interception.initiator_id)
         .where(or_(*which), *conditions(f))
-        .group_by(*group, User.username)
-    )
-    token_stmt = (
-        select(
-            *group,
-            *(
-                func.coalesce(func.sum(col), 0)
-                for col in (
-                    TokenUsage.input_tokens,
-                    TokenUsage.output_tokens,
-                    TokenUsage.cache_read_input_tokens,
-                    TokenUsage.cache_write_input_tokens,
-                    TokenUsage.reasoning_tokens,
-                )
-            ),
-            COST_SUM,
-            UNPRICED_ROWS,
-        )
-        .select_from(Interception)
-        .join(TokenUsage, TokenUsage.interception_id == Interception.id)
-        .where(or_(*which), *conditions(f))
-        .group_by(*group)
     )
     wanted = set(keys)
     out: dict[SessionKey, dict[str, Any]] = {}
-    for (
-        user_id,
-        csid,
-        single,
-        first,
-        last,
-        count,
-        errors,
-        client,
-        username,
-    ) in await session.execute(base):
-        key = SessionKey(_uuid(user_id), csid, None if single is None else _uuid(single))
+    owner: dict[uuid.UUID, SessionKey] = {}
+    for iid, user_id, csid, started, error, client, username in await session.execute(stmt):
+        iid = _uuid(iid)
+        key = SessionKey(_uuid(user_id), csid, None if csid is not None else iid)
         if key not in wanted:
             continue
-        out[key] = {
-            "id": encode_session_id(key),
-            "client_session_id": csid,
-            "user": {"id": str(user_id), "username": username},
-            "client": client,
-            "first_at": first,
-            "last_at": last,
-            "interception_count": int(count),
-            "tokens": dict.fromkeys(TOKEN_FIELDS, 0),
-            "cost_usd": 0,
-            "unpriced": False,
-            "error_count": int(errors),
-        }
-    for user_id, csid, single, *sums, cost, unpriced_rows in await session.execute(token_stmt):
-        key = SessionKey(_uuid(user_id), csid, None if single is None else _uuid(single))
+        owner[iid] = key
         entry = out.get(key)
         if entry is None:
-            continue
-        entry["tokens"] = {k: int(v) for k, v in zip(TOKEN_FIELDS, sums, strict=True)}
-        entry["cost_usd"] = cost_usd(int(cost))
-        entry["unpriced"] = int(unpriced_rows) > 0
+            out[key] = entry = {
+                "id": encode_session_id(key),
+                "client_session_id": csid,
+                "user": {"id": str(user_id), "username": username},
+                "client": client,
+                "first_at": started,
+                "last_at": started,
+                "interception_count": 0,
+                "tokens": dict.fromkeys(TOKEN_FIELDS, 0),
+                "cost_usd": 0,
+                "unpriced": False,
+                "error_count": 0,
+                "_pusd": 0,
+            }
+        entry["first_at"] = min(entry["first_at"], started)
+        entry["last_at"] = max(entry["last_at"], started)
+        entry["interception_count"] += 1
+        entry["error_count"] += error is not None
+        if client is not None and (entry["client"] is None or client > entry["client"]):
+            entry["client"] = client
+    ids = list(owner)
+    for chunk in range(0, len(ids), _CHUNK):
+        token_stmt = (
+            select(
+                TokenUsage.interception_id,
+                *(
+                    func.coalesce(func.sum(col), 0)
+                    for col in (
+                        TokenUsage.input_tokens,
+                        TokenUsage.output_tokens,
+                        TokenUsage.cache_read_input_tokens,
+                        TokenUsage.cache_write_input_tokens,
+                        TokenUsage.reasoning_tokens,
+                    )
+                ),
+                COST_SUM,
+                UNPRICED_ROWS,
+            )
+            .select_from(TokenUsage)
+            .group_by(TokenUsage.interception_id)
+        )
+        token_rows = await session.execute(
+            _among(session, token_stmt, TokenUsage.interception_id, ids[chunk : chunk + _CHUNK])
+        )
+        for iid, *sums, cost, unpriced_rows in token_rows:
+            entry = out[owner[_uuid(iid)]]
+            for name, value in zip(TOKEN_FIELDS, sums, strict=True):
+                entry["tokens"][name] += int(value)
+            entry["_pusd"] += int(cost)
+            entry["unpriced"] = entry["unpriced"] or int(unpriced_rows) > 0
+    for entry in out.values():
+        entry["cost_usd"] = cost_usd(entry.pop("_pusd"))
     return out
+
+
+def _among(session: AsyncSession, stmt: Any, column: Any, ids: list[uuid.UUID]) -> Any:
+    """``stmt`` restricted to ``column IN ids``. On PostgreSQL a join with
+    ``unnest($1)``: one array parameter (prepared once, not once per list length) and
+    an index probe per id — with ``= ANY`` or a long IN list the planner scans the whole
+    table and tests every row against the list."""
+    if session.get_bind().dialect.name == "postgresql":
+        array = bindparam("ids", ids, type_=postgresql.ARRAY(Uuid()))
+        wanted = func.unnest(array).table_valued("id").render_derived(name="wanted")
+        return stmt.join(wanted, column == wanted.c.id)
+    return stmt.where(column.in_(ids))
 
 
 def _uuid(value: Any) -> uuid.UUID:

@@ -1,4 +1,4 @@
-"""sessions API indexes; the replicas table (the configuration each replica applied)
+"""sessions API indexes
 
 Revision ID: 0004
 Revises: 0003
@@ -30,20 +30,18 @@ def upgrade() -> None:
     op.create_index("ix_interceptions_client_session_id", "interceptions", ["client_session_id"])
     op.drop_index("ix_interceptions_initiator_id", table_name="interceptions")
     op.drop_index("ix_interceptions_started_at", table_name="interceptions")
-    op.create_table(
-        "replicas",
-        sa.Column("id", sa.Text(), nullable=False),
-        sa.Column("host", sa.Text(), nullable=False),
-        sa.Column("pid", sa.Integer(), nullable=False),
-        sa.Column("config_version", sa.BigInteger(), nullable=False),
-        sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("last_seen", sa.DateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_replicas")),
+    # The sessions listing's has_errors probe: only failed interceptions are indexed.
+    op.create_index(
+        "ix_interceptions_failed_sessions",
+        "interceptions",
+        ["initiator_id", "client_session_id"],
+        sqlite_where=sa.text("error_type IS NOT NULL"),
+        postgresql_where=sa.text("error_type IS NOT NULL"),
     )
 
 
 def downgrade() -> None:
-    op.drop_table("replicas")
+    op.drop_index("ix_interceptions_failed_sessions", table_name="interceptions")
     op.create_index("ix_interceptions_started_at", "interceptions", ["started_at"])
     op.create_index("ix_interceptions_initiator_id", "interceptions", ["initiator_id"])
     op.drop_index("ix_interceptions_client_session_id", table_name="interceptions")
