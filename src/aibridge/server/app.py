@@ -1,4 +1,5 @@
-"""The gateway's aiohttp application: health and metrics, the admin API, the data plane."""
+"""The gateway's aiohttp application: health and metrics, the admin API, the dashboard,
+the data plane."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from aibridge.intercept.responses.websocket import ResponsesSockets
 from aibridge.server.dataplane import data_plane
 from aibridge.server.health import healthz, metrics_endpoint, readyz
 from aibridge.server.services import RESPONSES_SOCKETS, SERVICES, Services
+from aibridge.ui import add_ui_routes
 
 
 def create_app(services: Services) -> web.Application:
@@ -48,6 +50,8 @@ def create_app(services: Services) -> web.Application:
             budget_soft_fraction=settings.budget_soft_fraction,
         ),
     )
+    # The dashboard (static files; it uses the admin API like any script would).
+    add_ui_routes(app)
     # Registered last: admin and health routes above take precedence.
     # ``[\s\S]``, not ``.``: a decoded "%0a" must reach the data plane (and its 400) too.
     app.router.add_route("*", r"/{name}/{tail:[\s\S]*}", data_plane)

@@ -218,8 +218,24 @@ class Interception(Base):
 
     __tablename__ = "interceptions"
     __table_args__ = (
-        Index("ix_interceptions_initiator_id", "initiator_id"),
-        Index("ix_interceptions_started_at", "started_at"),
+        # A session's turns, and the sessions listing's "later turn" probe.
+        Index(
+            "ix_interceptions_initiator_id_client_session_id_started_at",
+            "initiator_id",
+            "client_session_id",
+            "started_at",
+        ),
+        # The listings' keyset order (newest first, ties broken by id).
+        Index("ix_interceptions_started_at_id", "started_at", "id"),
+        Index("ix_interceptions_client_session_id", "client_session_id"),
+        # The sessions listing's has_errors probe.
+        Index(
+            "ix_interceptions_failed_sessions",
+            "initiator_id",
+            "client_session_id",
+            sqlite_where=text("error_type IS NOT NULL"),
+            postgresql_where=text("error_type IS NOT NULL"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid(), primary_key=True)
