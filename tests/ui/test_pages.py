@@ -8,6 +8,7 @@ from playwright.async_api import Page, expect
 
 from aibridge.testing.stack import Stack
 from aibridge.ui.routes import CONTENT_SECURITY_POLICY
+
 from .helpers import api_get, chat, fmt_int, fmt_usd, sign_in
 
 XSS = (

@@ -12,6 +12,7 @@ from pathlib import Path
 from playwright.async_api import Page, expect
 
 from aibridge.testing.stack import Stack
+
 from .helpers import chat, sign_in
 
 SCREENSHOTS_ENV = "AIBRIDGE_SCREENSHOTS"

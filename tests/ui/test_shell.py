@@ -6,6 +6,7 @@ from __future__ import annotations
 from playwright.async_api import BrowserContext, Page, expect
 
 from aibridge.testing.stack import Stack
+
 from .helpers import sign_in
 
 NAV_ALL = ["Usage", "Sessions", "Interceptions", "Providers", "Users"]
