@@ -8,7 +8,8 @@ from playwright.async_api import Page, expect
 
 from aibridge.testing.stack import Stack
 from aibridge.ui.routes import CONTENT_SECURITY_POLICY
-from tests.ui.helpers import api_get, chat, fmt_int, fmt_usd, sign_in
+
+from .helpers import api_get, chat, fmt_int, fmt_usd, sign_in
 
 XSS = (
     'explain <img src=x onerror="window.__pwned=1"> and '
@@ -26,6 +27,7 @@ async def test_member_sees_a_request_just_made_with_its_exact_tokens_and_cost(
     st = ui_stack
     await sign_in(page, st.user_token, "/ui/interceptions")
     await expect(page.get_by_text("No interceptions match.")).to_be_visible()
+    await page.evaluate("window.__sameDocument = true")
     await chat(st, st.user_token, "what is two plus two?")
     listed = (await api_get(st, st.user_token, "/api/v1/interceptions"))["interceptions"]
     assert len(listed) == 1
@@ -44,6 +46,7 @@ async def test_member_sees_a_request_just_made_with_its_exact_tokens_and_cost(
     await expect(row.locator('td[data-col="model"]')).to_have_text(item["model"])
     await expect(row.locator('td[data-col="status"]')).to_have_text("OK")
     await expect(row.locator('td[data-col="prompt"]')).to_have_text("what is two plus two?")
+    assert await page.evaluate("window.__sameDocument") is True  # no reload happened
 
     # Usage: the table's numbers are the usage API's, the budget /api/v1/me's.
     resp = await st.client.patch(
@@ -141,3 +144,17 @@ async def test_hostile_prompt_is_shown_as_text_and_runs_nothing(
         await expect(page.locator('pre[data-role="prompt"]')).to_have_text(XSS)
         await expect(page.locator("main img")).to_have_count(0)
         assert await page.evaluate("typeof window.__pwned") == "undefined"
+
+
+async def test_pages_fit_a_phone_width_screen(page: Page, ui_stack: Stack) -> None:
+    st = ui_stack
+    await chat(st, st.user_token, "a long prompt " * 40)
+    await page.set_viewport_size({"width": 390, "height": 844})
+    await sign_in(page, st.user_token)
+    for link in ("Usage", "Interceptions"):
+        await page.get_by_role("link", name=link).click()
+        await expect(page.locator("main table")).to_be_visible()
+        # Wide tables scroll inside their own box; the page itself never scrolls sideways.
+        width = await page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, (link, width)
+        await expect(page.get_by_role("button", name="Sign out")).to_be_in_viewport()

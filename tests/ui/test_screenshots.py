@@ -12,7 +12,8 @@ from pathlib import Path
 from playwright.async_api import Page, expect
 
 from aibridge.testing.stack import Stack
-from tests.ui.helpers import chat, sign_in
+
+from .helpers import chat, sign_in
 
 SCREENSHOTS_ENV = "AIBRIDGE_SCREENSHOTS"
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 from playwright.async_api import BrowserContext, Page, expect
 
 from aibridge.testing.stack import Stack
-from tests.ui.helpers import sign_in
+
+from .helpers import sign_in
 
 NAV_ALL = ["Usage", "Sessions", "Interceptions", "Providers", "Users"]
 
@@ -84,3 +85,20 @@ async def test_sign_out_ends_access(page: Page, context: BrowserContext, ui_stac
     await page.goto("/ui/interceptions")
     await expect(page.get_by_label("Gateway key")).to_be_visible()
     await expect(page.get_by_role("navigation", name="Main")).to_have_count(0)
+
+
+async def test_keyboard_only_sign_in_and_navigation(page: Page, ui_stack: Stack) -> None:
+    await page.goto("/ui/")
+    # The key field has focus: type and press Enter.
+    await expect(page.get_by_label("Gateway key")).to_be_focused()
+    await page.keyboard.type(ui_stack.user_token)
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+    link = page.get_by_role("link", name="Interceptions")
+    for _ in range(10):
+        await page.keyboard.press("Tab")
+        if await link.evaluate("el => el === document.activeElement"):
+            break
+    await expect(link).to_be_focused()
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Interceptions")
