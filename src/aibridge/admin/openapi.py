@@ -123,6 +123,13 @@ def build_document() -> dict[str, Any]:
                 requestBody=_body("CreateProvider"),
             ),
         },
+        "/api/v1/providers/status": {
+            "get": _op(
+                "This replica's live provider view (status and reason, key pool, circuit "
+                "breakers) and the provider config version every replica has applied",
+                {**_ok("ProvidersStatus"), **auth_err},
+            )
+        },
         "/api/v1/providers/{id_or_name}": {
             "parameters": [PATH_PARAM["id_or_name"]],
             "get": _op(
@@ -732,6 +739,73 @@ def build_document() -> dict[str, Any]:
                 "cost_usd": cost,
                 "unpriced": unpriced,
                 "error_count": {"type": "integer"},
+            },
+        },
+        "ProvidersStatus": {
+            "type": "object",
+            "properties": {
+                "replica": {"type": "string"},
+                "config_version": {"type": "integer"},
+                "current_config_version": {"type": "integer"},
+                "loaded": {"type": "boolean"},
+                "last_reload_at": {"type": ["string", "null"], "format": "date-time"},
+                "last_reload_error": {"type": ["string", "null"]},
+                "stale_after_seconds": {"type": "number"},
+                "providers": _array("ProviderLiveStatus"),
+                "replicas": _array("ReplicaStatus"),
+            },
+        },
+        "ProviderLiveStatus": {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string"},
+                "type": {"type": "string"},
+                "enabled": {"type": "boolean"},
+                "status": {"type": "string", "enum": ["ok", "disabled", "error"]},
+                "reason": {"type": ["string", "null"]},
+                "keys": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "id": {"type": "string"},
+                            "hint": {"type": "string"},
+                            "primary": {"type": "boolean"},
+                            "state": {"type": "string", "enum": ["valid", "cooling"]},
+                            "cooldown_seconds": {"type": "number"},
+                            "reason": {
+                                "type": ["string", "null"],
+                                "enum": ["rate_limited", "unauthorized", None],
+                            },
+                        },
+                    },
+                },
+                "breakers_enabled": {"type": "boolean"},
+                "breakers": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "endpoint": {"type": "string"},
+                            "model": {"type": "string"},
+                            "state": {"type": "string", "enum": ["closed", "open", "half-open"]},
+                            "retry_after_seconds": {"type": ["integer", "null"]},
+                        },
+                    },
+                },
+            },
+        },
+        "ReplicaStatus": {
+            "type": "object",
+            "properties": {
+                "id": {"type": "string"},
+                "pid": {"type": "integer"},
+                "host": {"type": "string"},
+                "config_version": {"type": "integer"},
+                "started_at": {"type": "string", "format": "date-time"},
+                "last_seen": {"type": "string", "format": "date-time"},
+                "stale": {"type": "boolean"},
+                "current": {"type": "boolean"},
             },
         },
         "SessionPage": {

@@ -369,6 +369,11 @@ class KeyRing:
         """Seconds until ``key`` is usable again (0 when it already is)."""
         return max(0.0, self._states[self._own(key).index].until - self._clock.monotonic())
 
+    def cooldown_reason(self, key: PoolKey) -> CooldownReason | None:
+        """Why ``key`` is cooling down (None when it is usable)."""
+        state = self._states[self._own(key).index]
+        return state.reason if self._clock.monotonic() < state.until else None
+
     def state_counts(self) -> dict[str, int]:
         """``{"valid": n, "temporary": m}`` right now (for the state collector and /readyz)."""
         now = self._clock.monotonic()

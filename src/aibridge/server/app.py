@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from aibridge.admin.context import AdminContext
+from aibridge.admin.context import AdminContext, LiveProviders
 from aibridge.admin.errors import error_middleware
 from aibridge.admin.routes import add_admin_routes
 from aibridge.governance.periods import time_zone
@@ -14,7 +14,24 @@ from aibridge.intercept.responses.websocket import ResponsesSockets
 from aibridge.server.dataplane import data_plane
 from aibridge.server.health import healthz, metrics_endpoint, readyz
 from aibridge.server.services import RESPONSES_SOCKETS, SERVICES, Services
+from aibridge.store.replicas import replica_id_for
 from aibridge.ui import add_ui_routes
+
+
+def live_providers(services: Services) -> LiveProviders:
+    """What ``/api/v1/providers/status`` shows of this replica (read at request time)."""
+    reloader = services.reloader
+    status = reloader.status
+    return LiveProviders(
+        replica=replica_id_for(services.recorder.replica),
+        snapshot=reloader.snapshot,
+        statuses=dict(status.provider_status),
+        config_version=status.config_version,
+        loaded=status.loaded,
+        last_success=status.last_success,
+        last_error=status.last_error,
+        reconcile_interval=reloader.reconcile_interval,
+    )
 
 
 def create_app(services: Services) -> web.Application:
@@ -48,6 +65,7 @@ def create_app(services: Services) -> web.Application:
             budget_zone=time_zone(settings.budget_timezone),
             clock=services.clock,
             budget_soft_fraction=settings.budget_soft_fraction,
+            live_providers=lambda: live_providers(services),
         ),
     )
     # The dashboard (static files; it uses the admin API like any script would).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -43,6 +44,7 @@ from aibridge.store.pubsub import (
     InProcessPubSub,
     PubSub,
 )
+from aibridge.store.replicas import ReplicaHeartbeat, replica_id_for
 from aibridge.store.seed import check_encryption
 from aibridge.telemetry import GatewayMetrics, MetricsAddon
 
@@ -247,6 +249,15 @@ async def running_services(
             clock=clock or SYSTEM_CLOCK,
             registry=metrics.registry,
         )
+        # The replicas table row: written at start, after reloads, on reconcile ticks.
+        heartbeat = ReplicaHeartbeat(
+            sessions,
+            replica_id_for(recorder.replica),
+            pid=os.getpid(),
+            host=socket.gethostname(),
+            started_at=(clock or SYSTEM_CLOCK).now(),
+            clock=clock or SYSTEM_CLOCK,
+        )
         reloader = ProviderReloader(
             sessions,
             encryptor,
@@ -261,6 +272,7 @@ async def running_services(
             metrics=ReloadMetrics(
                 metrics.registry, keypool=metrics.keypool, breakers=metrics.breakers
             ),
+            on_applied=heartbeat.beat,
         )
         await components.start(
             Component("provider reloader", start=reloader.start, stop=reloader.stop)

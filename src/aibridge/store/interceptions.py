@@ -17,7 +17,8 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, and_, case, func, literal_column, or_, select
+from sqlalchemy import ColumnElement, Uuid, and_, bindparam, case, func, literal_column, or_, select
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aibridge.limits import usd_number
@@ -216,6 +217,18 @@ def duration_ms(i: Interception) -> int | None:
     return int((i.ended_at - i.started_at).total_seconds() * 1000)
 
 
+def among(session: AsyncSession, stmt: Any, column: Any, ids: Sequence[uuid.UUID]) -> Any:
+    """``stmt`` restricted to ``column IN ids``. On PostgreSQL a join with
+    ``unnest($1)``: one array parameter (prepared once, not once per list length) and
+    an index probe per id — with ``= ANY`` or a long IN list the planner scans the whole
+    table and tests every row against the list."""
+    if session.get_bind().dialect.name == "postgresql":
+        array = bindparam("ids", list(ids), type_=postgresql.ARRAY(Uuid()))
+        wanted = func.unnest(array).table_valued("id").render_derived(name="wanted")
+        return stmt.join(wanted, column == wanted.c.id)
+    return stmt.where(column.in_(ids))
+
+
 async def describe(
     session: AsyncSession,
     rows: Sequence[tuple[Interception, str | None]],
@@ -235,33 +248,39 @@ async def describe(
     thought_counts: dict[uuid.UUID, int] = {}
     if ids:
         token_rows = await session.execute(
-            select(
+            among(
+                session,
+                select(
+                    TokenUsage.interception_id,
+                    func.sum(TokenUsage.input_tokens),
+                    func.sum(TokenUsage.output_tokens),
+                    func.sum(TokenUsage.cache_read_input_tokens),
+                    func.sum(TokenUsage.cache_write_input_tokens),
+                    func.sum(TokenUsage.reasoning_tokens),
+                    COST_SUM,
+                    UNPRICED_ROWS,
+                ).select_from(TokenUsage),
                 TokenUsage.interception_id,
-                func.sum(TokenUsage.input_tokens),
-                func.sum(TokenUsage.output_tokens),
-                func.sum(TokenUsage.cache_read_input_tokens),
-                func.sum(TokenUsage.cache_write_input_tokens),
-                func.sum(TokenUsage.reasoning_tokens),
-                COST_SUM,
-                UNPRICED_ROWS,
-            )
-            .where(TokenUsage.interception_id.in_(ids))
-            .group_by(TokenUsage.interception_id)
+                ids,
+            ).group_by(TokenUsage.interception_id)
         )
         for iid, *sums, cost, unpriced_rows in token_rows:
             tokens[iid] = {k: int(v or 0) for k, v in zip(TOKEN_FIELDS, sums, strict=True)}
             costs[iid] = (int(cost or 0), int(unpriced_rows or 0) > 0)
         prompt_rows = await session.execute(
-            select(UserPrompt.interception_id, UserPrompt.prompt)
-            .where(UserPrompt.interception_id.in_(ids))
-            .order_by(UserPrompt.created_at, UserPrompt.id)
+            among(
+                session,
+                select(UserPrompt.interception_id, UserPrompt.prompt),
+                UserPrompt.interception_id,
+                ids,
+            ).order_by(UserPrompt.created_at, UserPrompt.id)
         )
         for iid, prompt in prompt_rows:
             prompts.setdefault(iid, prompt)
         tool_rows = await session.execute(
-            select(ToolUsage)
-            .where(ToolUsage.interception_id.in_(ids))
-            .order_by(ToolUsage.created_at, ToolUsage.id)
+            among(session, select(ToolUsage), ToolUsage.interception_id, ids).order_by(
+                ToolUsage.created_at, ToolUsage.id
+            )
         )
         for tool in tool_rows.scalars():
             tools[tool.interception_id].append(
@@ -276,17 +295,23 @@ async def describe(
             )
         if full:
             thought_rows = await session.execute(
-                select(ModelThought.interception_id, ModelThought.content)
-                .where(ModelThought.interception_id.in_(ids))
-                .order_by(ModelThought.created_at, ModelThought.id)
+                among(
+                    session,
+                    select(ModelThought.interception_id, ModelThought.content),
+                    ModelThought.interception_id,
+                    ids,
+                ).order_by(ModelThought.created_at, ModelThought.id)
             )
             for iid, content in thought_rows:
                 thoughts[iid].append(content)
         else:
             counted = await session.execute(
-                select(ModelThought.interception_id, func.count())
-                .where(ModelThought.interception_id.in_(ids))
-                .group_by(ModelThought.interception_id)
+                among(
+                    session,
+                    select(ModelThought.interception_id, func.count()).select_from(ModelThought),
+                    ModelThought.interception_id,
+                    ids,
+                ).group_by(ModelThought.interception_id)
             )
             thought_counts = {iid: int(n) for iid, n in counted}
     zero = dict.fromkeys(TOKEN_FIELDS, 0)

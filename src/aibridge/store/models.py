@@ -370,3 +370,21 @@ class AuditLog(Base):
     resource_name: Mapped[str] = mapped_column(Text, nullable=False, default="")
     diff: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False, default=dict)
     status_code: Mapped[int] = mapped_column(Integer, nullable=False, default=200)
+
+
+class Replica(Base):
+    """One gateway process (replica slot) and the provider configuration it has applied.
+
+    Each replica upserts its own row at start, after every reload and on every reconcile
+    tick (never per request); the providers status API lists the rows.
+    """
+
+    __tablename__ = "replicas"
+    __table_args__ = (Index("ix_replicas_last_seen", "last_seen"),)
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    pid: Mapped[int] = mapped_column(Integer, nullable=False)
+    host: Mapped[str] = mapped_column(Text, nullable=False)
+    config_version: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    last_seen: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)

@@ -26,8 +26,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, Uuid, and_, bindparam, exists, func, not_, or_, select
-from sqlalchemy.dialects import postgresql
+from sqlalchemy import ColumnElement, and_, exists, func, not_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -36,6 +35,7 @@ from aibridge.store.interceptions import (
     TOKEN_FIELDS,
     UNPRICED_ROWS,
     InterceptionFilter,
+    among,
     conditions,
     cost_usd,
     describe,
@@ -266,7 +266,7 @@ async def summarise(
             .group_by(TokenUsage.interception_id)
         )
         token_rows = await session.execute(
-            _among(session, token_stmt, TokenUsage.interception_id, ids[chunk : chunk + _CHUNK])
+            among(session, token_stmt, TokenUsage.interception_id, ids[chunk : chunk + _CHUNK])
         )
         for iid, *sums, cost, unpriced_rows in token_rows:
             entry = out[owner[_uuid(iid)]]
@@ -277,18 +277,6 @@ async def summarise(
     for entry in out.values():
         entry["cost_usd"] = cost_usd(entry.pop("_pusd"))
     return out
-
-
-def _among(session: AsyncSession, stmt: Any, column: Any, ids: list[uuid.UUID]) -> Any:
-    """``stmt`` restricted to ``column IN ids``. On PostgreSQL a join with
-    ``unnest($1)``: one array parameter (prepared once, not once per list length) and
-    an index probe per id — with ``= ANY`` or a long IN list the planner scans the whole
-    table and tests every row against the list."""
-    if session.get_bind().dialect.name == "postgresql":
-        array = bindparam("ids", ids, type_=postgresql.ARRAY(Uuid()))
-        wanted = func.unnest(array).table_valued("id").render_derived(name="wanted")
-        return stmt.join(wanted, column == wanted.c.id)
-    return stmt.where(column.in_(ids))
 
 
 def _uuid(value: Any) -> uuid.UUID:
