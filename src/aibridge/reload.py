@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -163,7 +163,10 @@ class ProviderReloader:
         reconcile_interval: float = 30.0,
         clock: Clock | None = None,
         metrics: ReloadMetrics | None = None,
+        on_applied: Callable[[int], Awaitable[object]] | None = None,
     ) -> None:
+        """``on_applied`` gets the applied config version after every successful reload
+        and on every reconcile tick (the replica heartbeat); it must not raise."""
         self._sessions = sessions
         self._encryptor = encryptor
         self._pubsub = pubsub
@@ -171,6 +174,7 @@ class ProviderReloader:
         self._interval = reconcile_interval
         self._clock = clock or SystemClock()
         self._metrics = metrics
+        self._on_applied = on_applied
         self._lock = asyncio.Lock()
         self._pending = asyncio.Event()
         self._generation = 0
@@ -227,6 +231,25 @@ class ProviderReloader:
         # Coalesce bursts: many notifications while a reload runs cause one more reload.
         self._pending.set()
 
+    @property
+    def reconcile_interval(self) -> float:
+        """Seconds between config-version checks (and replica heartbeats)."""
+        return self._interval
+
+    @property
+    def snapshot(self) -> ProviderSnapshot | None:
+        """The snapshot the last successful reload installed (None before the first)."""
+        return self._latest
+
+    async def _report_applied(self) -> None:
+        if self._on_applied is None or not self.status.loaded:
+            return
+        try:
+            await self._on_applied(self.status.config_version)
+        except Exception as exc:
+            # Diagnostics only: a failing observer must not stop reloads.
+            log.warning("applied-version hook failed", extra={"error": str(exc)})
+
     async def _reload_loop(self) -> None:
         while True:
             await self._pending.wait()
@@ -245,10 +268,17 @@ class ProviderReloader:
             if version != self.status.config_version:
                 log.info("config version changed without a notification; reloading")
                 self._pending.set()
+            await self._report_applied()
 
     async def reload(self) -> bool:
         """Read all live providers and enabled MCP servers in one transaction and swap the
-        snapshot; False on failure."""
+        snapshot, then report the applied version (outside the lock); False on failure."""
+        ok = await self._reload_locked()
+        if ok:
+            await self._report_applied()
+        return ok
+
+    async def _reload_locked(self) -> bool:
         async with self._lock:
             self.status.last_attempt = time.time()
             try:

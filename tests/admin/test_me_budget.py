@@ -97,6 +97,8 @@ async def test_the_budget_with_less_left_is_shown_with_this_periods_spend(
             "remaining_usd": 8,
             "resets_at": "2025-04-01T00:00:00Z",
             "scope": "user",
+            "soft_exceeded": False,
+            "exceeded": False,
         }
 
         # The key's own day budget has less left than the user's month: it is shown.
@@ -114,9 +116,16 @@ async def test_the_budget_with_less_left_is_shown_with_this_periods_spend(
             "remaining_usd": 2.5,
             "resets_at": "2025-03-21T00:00:00Z",
             "scope": "key",
+            "soft_exceeded": False,
+            "exceeded": False,
         }
         # The other key has no budget of its own: the user's, with every key's spend.
         assert (await me(client, token2))["budget"]["spent_usd"] == 3.5
+        # Past the soft threshold (80 % of 3 = 2.4), not yet the hard limit.
+        await record_cost(sessions, bob, at("2025-03-20T03:00:00"), 2 * USD, key_id=key1)
+        body = await me(client, token1)
+        assert body["budget"]["spent_usd"] == 2.5
+        assert (body["budget"]["soft_exceeded"], body["budget"]["exceeded"]) == (True, False)
 
         # A new month: both budgets start over; the key's still has less left.
         clock.advance((at("2025-04-01T00:00:01") - clock.now()).total_seconds())
@@ -140,6 +149,8 @@ async def test_the_budget_with_less_left_is_shown_with_this_periods_spend(
             "remaining_usd": 0,
             "resets_at": "2025-04-07T00:00:00Z",
             "scope": "user",
+            "soft_exceeded": True,
+            "exceeded": True,
         }
 
 

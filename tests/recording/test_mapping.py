@@ -107,6 +107,8 @@ def test_an_observation_becomes_usage_prompt_tool_and_thought_records_in_order()
     assert (read.provider_response_id, write.provider_response_id) == ("resp_1", "resp_2")
     assert isinstance(thought, ThoughtRecord)
     assert (thought.content, thought.metadata) == ("hmm", {"source": "reasoning_summary"})
+    # Parallel tool calls keep their order for readers that sort by time (ids are random).
+    assert read.created_at < write.created_at
     for rec in records:
         assert isinstance(rec, TokenUsageRecord | PromptRecord | ToolUsageRecord | ThoughtRecord)
         assert rec.interception_id == ix.id

@@ -40,14 +40,19 @@ class BudgetStatus:
         """Pico-USD left this period (negative when over: calls in flight may overshoot)."""
         return int(self.budget.amount_usd * PICO_PER_USD) - self.spent_pusd
 
-    def to_json(self) -> dict[str, Any]:
-        """The ``"budget"`` object of ``/api/v1/me``."""
+    def to_json(self, soft_fraction: float) -> dict[str, Any]:
+        """The ``"budget"`` object of ``/api/v1/me``: ``soft_exceeded`` once the spend
+        passed ``soft_fraction`` of the amount (the warning threshold), ``exceeded`` once
+        it reached the amount (new requests are refused until ``resets_at``)."""
+        amount = int(self.budget.amount_usd * PICO_PER_USD)
         return {
             **self.budget.to_json(),
             "spent_usd": _usd(self.spent_pusd),
             "remaining_usd": _usd(max(0, self.left_pusd)),
             "resets_at": self.resets_at.isoformat().replace("+00:00", "Z"),
             "scope": self.scope,
+            "soft_exceeded": self.spent_pusd >= amount * soft_fraction,
+            "exceeded": self.spent_pusd >= amount,
         }
 
 

@@ -7,6 +7,7 @@ bridge pool, the reloader or the server that assembles them).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
@@ -16,8 +17,25 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from aibridge.auth import Authenticator
 from aibridge.clock import SYSTEM_CLOCK, Clock
 from aibridge.limits import NO_LIMITS, Limits
+from aibridge.providers.snapshot import ProviderSnapshot
 from aibridge.store.crypto import Encryptor
 from aibridge.store.pubsub import PubSub
+
+
+@dataclass(frozen=True, slots=True)
+class LiveProviders:
+    """This replica's provider state for ``/api/v1/providers/status``: the installed
+    snapshot and what the reloader reported (statuses by name: (type, enabled|disabled|
+    error), the applied config version, the last reload)."""
+
+    replica: str
+    snapshot: ProviderSnapshot | None
+    statuses: Mapping[str, tuple[str, str]]
+    config_version: int
+    loaded: bool
+    last_success: float | None
+    last_error: str | None
+    reconcile_interval: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +52,10 @@ class AdminContext:
     default_limits: Limits = NO_LIMITS
     budget_zone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
     clock: Clock = SYSTEM_CLOCK
+    budget_soft_fraction: float = 0.8
+    """Past this fraction of a budget ``/api/v1/me`` says the soft threshold was crossed."""
+    live_providers: Callable[[], LiveProviders] | None = None
+    """This replica's live provider view (None: the status route answers 503)."""
 
 
 ADMIN = web.AppKey("admin", AdminContext)

@@ -42,6 +42,7 @@ def _errors(*codes: str) -> dict[str, Any]:
         "403": "Admin role required",
         "404": "Not found",
         "409": "Conflict",
+        "415": "Not JSON",
     }
     return {
         c: {"description": names[c], "content": {JSON: {"schema": _ref("Error")}}} for c in codes
@@ -66,6 +67,21 @@ PATH_PARAM = {
         "schema": {"type": "string"},
     },
     "user": {"name": "user", "in": "path", "required": True, "schema": {"type": "string"}},
+    "interception_id": {
+        "name": "interception_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "format": "uuid"},
+    },
+    "session_id": {
+        "name": "session_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": "The opaque id of a GET /api/v1/sessions entry (unpadded base64url "
+        'of [user id, client session id], or ["i", interception id] for an interception '
+        "without a session id)",
+    },
     "key_id": {"name": "key_id", "in": "path", "required": True, "schema": {"type": "string"}},
     "provider_type": {
         "name": "provider_type",
@@ -106,6 +122,13 @@ def build_document() -> dict[str, Any]:
                 {**_ok("Provider", "201", "Created"), **_errors("400", "401", "403", "409")},
                 requestBody=_body("CreateProvider"),
             ),
+        },
+        "/api/v1/providers/status": {
+            "get": _op(
+                "This replica's live provider view (status and reason, key pool, circuit "
+                "breakers) and the provider config version every replica has applied",
+                {**_ok("ProvidersStatus"), **auth_err},
+            )
         },
         "/api/v1/providers/{id_or_name}": {
             "parameters": [PATH_PARAM["id_or_name"]],
@@ -218,6 +241,21 @@ def build_document() -> dict[str, Any]:
         "/api/v1/me/keys": {
             "get": _op("The calling user's keys", {**_ok(_array("ApiKey")), **_errors("401")})
         },
+        "/api/v1/session": {
+            "post": _op(
+                "Sign the dashboard in: check the key, set the HttpOnly aibridge_session "
+                "cookie and the aibridge_csrf cookie (echo it in X-CSRF-Token on unsafe "
+                "cookie-authenticated requests); answers like /api/v1/me",
+                {**_ok("Me"), **_errors("400", "401", "415")},
+                requestBody=_body("SignIn"),
+                security=[],
+            ),
+            "delete": _op(
+                "Sign out: clear both cookies (needs no valid key)",
+                {"204": {"description": "Signed out"}},
+                security=[],
+            ),
+        },
         "/api/v1/interceptions": {
             "get": _op(
                 "List interceptions (members see their own)",
@@ -235,12 +273,53 @@ def build_document() -> dict[str, Any]:
                 ),
             )
         },
+        "/api/v1/interceptions/{interception_id}": {
+            "parameters": [PATH_PARAM["interception_id"]],
+            "get": _op(
+                "One interception's full record (members: their own only)",
+                {**_ok("InterceptionRecord"), **_errors("400", "401", "404")},
+            ),
+        },
+        "/api/v1/sessions": {
+            "get": _op(
+                "Agent sessions, newest activity first (members see their own); filters "
+                "pick interceptions and each session sums its matching ones",
+                {**_ok("SessionPage"), **_errors("400", "401")},
+                parameters=_query(
+                    "user",
+                    "client",
+                    "model",
+                    "provider",
+                    "since",
+                    "until",
+                    "has_errors",
+                    "limit",
+                    "cursor",
+                ),
+            )
+        },
+        "/api/v1/sessions/{session_id}": {
+            "parameters": [PATH_PARAM["session_id"]],
+            "get": _op(
+                "One session with its interceptions oldest first (members: their own only)",
+                {**_ok("SessionDetail"), **_errors("400", "401", "404")},
+            ),
+        },
         "/api/v1/usage": {
             "get": _op(
-                "Token and cost sums grouped by user, key, model, provider or day "
-                "(members see their own)",
+                "Token and cost sums grouped by user, key, model, provider, client or day, "
+                "optionally per day (interval=day) (members see their own)",
                 {**_ok("UsageReport"), **_errors("400", "401")},
-                parameters=_query("group_by", "user", "provider", "since", "until"),
+                parameters=_query(
+                    "group_by",
+                    "interval",
+                    "user",
+                    "provider",
+                    "model",
+                    "client",
+                    "since",
+                    "until",
+                ),
             )
         },
         "/api/v1/prices": {
@@ -523,6 +602,14 @@ def build_document() -> dict[str, Any]:
                 "remaining_usd": {"type": "number"},
                 "resets_at": {"type": "string", "format": "date-time"},
                 "scope": {"enum": ["user", "key"]},
+                "soft_exceeded": {
+                    "type": "boolean",
+                    "description": "spent at least AIBRIDGE_BUDGET_SOFT_FRACTION of the amount",
+                },
+                "exceeded": {
+                    "type": "boolean",
+                    "description": "spent the amount: new requests are refused until resets_at",
+                },
             },
         },
         "Me": {
@@ -541,6 +628,12 @@ def build_document() -> dict[str, Any]:
             "description": "limits: the user's own over the configured defaults; key_limits: "
             "the presented key's own (a request must pass both); budget: present when one "
             "applies.",
+        },
+        "SignIn": {
+            "type": "object",
+            "required": ["key"],
+            "additionalProperties": False,
+            "properties": {"key": {"type": "string", "writeOnly": True}},
         },
         "CreateUser": {
             "type": "object",
@@ -610,16 +703,159 @@ def build_document() -> dict[str, Any]:
                 "unpriced": unpriced,
             },
         },
+        "InterceptionRecord": {
+            "allOf": [
+                _ref("Interception"),
+                {
+                    "type": "object",
+                    "properties": {
+                        "thoughts": {"type": "array", "items": string},
+                        "duration_ms": {"type": ["integer", "null"]},
+                    },
+                },
+            ]
+        },
+        "Tokens": {
+            "type": "object",
+            "properties": {
+                k: {"type": "integer"}
+                for k in ("input", "output", "cache_read", "cache_write", "reasoning")
+            },
+        },
+        "Session": {
+            "type": "object",
+            "properties": {
+                "id": string,
+                "client_session_id": {"type": ["string", "null"]},
+                "user": {
+                    "type": "object",
+                    "properties": {"id": string, "username": {"type": ["string", "null"]}},
+                },
+                "client": {"type": ["string", "null"]},
+                "first_at": string,
+                "last_at": string,
+                "interception_count": {"type": "integer"},
+                "tokens": _ref("Tokens"),
+                "cost_usd": cost,
+                "unpriced": unpriced,
+                "error_count": {"type": "integer"},
+            },
+        },
+        "ProvidersStatus": {
+            "type": "object",
+            "properties": {
+                "replica": {"type": "string"},
+                "config_version": {"type": "integer"},
+                "current_config_version": {"type": "integer"},
+                "loaded": {"type": "boolean"},
+                "last_reload_at": {"type": ["string", "null"], "format": "date-time"},
+                "last_reload_error": {"type": ["string", "null"]},
+                "stale_after_seconds": {"type": "number"},
+                "providers": _array("ProviderLiveStatus"),
+                "replicas": _array("ReplicaStatus"),
+            },
+        },
+        "ProviderLiveStatus": {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string"},
+                "type": {"type": "string"},
+                "enabled": {"type": "boolean"},
+                "status": {"type": "string", "enum": ["ok", "disabled", "error"]},
+                "reason": {"type": ["string", "null"]},
+                "keys": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "id": {"type": "string"},
+                            "hint": {"type": "string"},
+                            "primary": {"type": "boolean"},
+                            "state": {"type": "string", "enum": ["valid", "cooling"]},
+                            "cooldown_seconds": {"type": "number"},
+                            "reason": {
+                                "type": ["string", "null"],
+                                "enum": ["rate_limited", "unauthorized", None],
+                            },
+                        },
+                    },
+                },
+                "breakers_enabled": {"type": "boolean"},
+                "breakers": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "endpoint": {"type": "string"},
+                            "model": {"type": "string"},
+                            "state": {"type": "string", "enum": ["closed", "open", "half-open"]},
+                            "retry_after_seconds": {"type": ["integer", "null"]},
+                        },
+                    },
+                },
+            },
+        },
+        "ReplicaStatus": {
+            "type": "object",
+            "properties": {
+                "id": {"type": "string"},
+                "pid": {"type": "integer"},
+                "host": {"type": "string"},
+                "config_version": {"type": "integer"},
+                "started_at": {"type": "string", "format": "date-time"},
+                "last_seen": {"type": "string", "format": "date-time"},
+                "stale": {"type": "boolean"},
+                "current": {"type": "boolean"},
+            },
+        },
+        "SessionPage": {
+            "type": "object",
+            "properties": {
+                "sessions": _array("Session"),
+                "next_cursor": {"type": ["string", "null"]},
+            },
+        },
+        "SessionTurn": {
+            "allOf": [
+                _ref("InterceptionRecord"),
+                {
+                    "type": "object",
+                    "properties": {
+                        "cache_read_share": {
+                            "type": ["number", "null"],
+                            "description": "cache_read / (input + cache_read + cache_write)",
+                        },
+                        "cache_break": {
+                            "type": "boolean",
+                            "description": "the share collapsed against the previous turn "
+                            "with input: from >= 0.5 to < 0.2, or down >= 0.5 on a turn of "
+                            ">= 1024 input tokens",
+                        },
+                    },
+                },
+            ]
+        },
+        "SessionDetail": {
+            "allOf": [
+                _ref("Session"),
+                {
+                    "type": "object",
+                    "properties": {"interceptions": _array("SessionTurn")},
+                },
+            ]
+        },
         "UsageReport": {
             "type": "object",
             "properties": {
-                "group_by": {"enum": ["user", "key", "model", "provider", "day"]},
+                "group_by": {"enum": ["user", "key", "model", "provider", "client", "day"]},
+                "interval": {"enum": ["day"]},
                 "rows": _array("UsageRow"),
             },
         },
         "UsageRow": {
             "type": "object",
             "properties": {
+                "day": {"type": "string", "description": "interval=day: YYYY-MM-DD (UTC)"},
                 "key": string,
                 "name": {
                     "type": ["string", "null"],
@@ -666,9 +902,14 @@ def build_document() -> dict[str, Any]:
         "info": {"title": "aibridge admin API", "version": __version__},
         "components": {
             "schemas": schemas,
-            "securitySchemes": {"gatewayKey": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "gatewayKey": {"type": "http", "scheme": "bearer"},
+                # The dashboard's sign-in (POST /api/v1/session); unsafe methods also
+                # need X-CSRF-Token equal to the aibridge_csrf cookie.
+                "sessionCookie": {"type": "apiKey", "in": "cookie", "name": "aibridge_session"},
+            },
         },
-        "security": [{"gatewayKey": []}],
+        "security": [{"gatewayKey": []}, {"sessionCookie": []}],
         "paths": paths,
     }
 

@@ -25,6 +25,7 @@ from aibridge.admin.errors import (
     read_json_object,
     validations,
 )
+from aibridge.admin.provider_status import providers_status
 from aibridge.httputil import json_response
 from aibridge.inputcheck import FieldError
 from aibridge.providers.bedrock.credentials import missing_credentials
@@ -196,6 +197,9 @@ def add_routes(app: web.Application) -> None:
     """Register the provider routes on ``app``."""
     app.router.add_get(BASE, list_providers)
     app.router.add_post(BASE, create_provider)
+    # Before the item route: a GET of ".../status" is the status view, not a provider
+    # named "status" (that one stays reachable by id, and in the list).
+    app.router.add_get(BASE + "/status", providers_status)
     item = BASE + "/{id_or_name}"
     app.router.add_get(item, get_provider)
     app.router.add_patch(item, update_provider)

@@ -203,7 +203,10 @@ async def update_user(request: web.Request) -> web.Response:
         raise APIError(400, "Cannot remove the last active admin.", str(err)) from err
     except InputError as err:  # checked above; only a race with a rule change lands here
         raise input_error(err) from err
-    if changes.keys() & {"role", "status", "limits"}:
+    # Announced whenever these fields were sent, changed or not: the row may already hold
+    # the value (written by the CLI, which a SQLite gateway only sees when its cache
+    # entry expires), and re-sending it is how an operator says "apply this now".
+    if body.keys() & {"role", "status", "limits"}:
         await _announce_user_change(admin, user)
     return json_response(repo.user_as_dict(user))
 
@@ -328,9 +331,9 @@ async def update_user_key(request: web.Request) -> web.Response:
         raise APIError(404, "API key not found.", str(err)) from err
     except InputError as err:  # checked above; only a race with a rule change lands here
         raise input_error(err) from err
-    if changes:
-        admin.authenticator.invalidate(key_id)
-        await publish_quietly(admin.pubsub, API_KEYS_CHANGED, key_id.encode())
+    # Announced even when nothing changed (see update_user).
+    admin.authenticator.invalidate(key_id)
+    await publish_quietly(admin.pubsub, API_KEYS_CHANGED, key_id.encode())
     return json_response(info.as_dict())
 
 
@@ -389,7 +392,7 @@ async def get_me(request: web.Request) -> web.Response:
             session, actor, admin.default_limits, admin.budget_zone, admin.clock.now()
         )
     if status is not None:
-        body["budget"] = status.to_json()
+        body["budget"] = status.to_json(admin.budget_soft_fraction)
     return json_response(body)
 
 

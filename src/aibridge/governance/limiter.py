@@ -61,6 +61,7 @@ from aibridge.governance.limitstore import (
     CONCURRENCY,
     REQUESTS,
     TOKENS,
+    WINDOW,
     AdmitResult,
     Check,
     LimitStore,
@@ -525,7 +526,8 @@ def _trio(
             best, remaining = index, left
     headers[names[0]] = str(limits[best])
     headers[names[1]] = str(remaining) if remaining > 0 else "0"
-    reset = found.reset_at[best] - now
+    # At most the window (see _check_refusal: a settled second counts up to 61 s).
+    reset = min(found.reset_at[best] - now, WINDOW)
     headers[names[2]] = _RESETS[math.ceil(reset)] if 0 < reset <= 60 else _duration(reset)
 
 
@@ -972,7 +974,12 @@ class Limiter:
                 trios,
             )
         if check.kind in (REQUESTS, TOKENS):
-            retry = max(1, math.ceil(reset_at - now))
+            # At most the window: tokens settled in the current second count until that
+            # whole second has left it (up to 61 s from now), but the official SDKs
+            # honour a Retry-After of at most 60 s and beyond it are told not to retry
+            # at all (x-should-retry). A retry landing in that last second is refused
+            # again with Retry-After: 1.
+            retry = max(1, min(WINDOW, math.ceil(reset_at - now)))
             resets = datetime.fromtimestamp(now + retry, UTC).isoformat(timespec="seconds")
             if check.kind == REQUESTS:
                 return self._refusal(

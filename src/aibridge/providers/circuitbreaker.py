@@ -218,6 +218,15 @@ class CircuitBreaker:
         """The current state (applies any time-based transition first)."""
         return self._current(self._clock.monotonic())
 
+    @property
+    def retry_after_seconds(self) -> int | None:
+        """Open: whole seconds until it half-opens (what a rejected caller is told);
+        otherwise None. For the providers status API."""
+        now = self._clock.monotonic()
+        if self._current(now) is not State.OPEN:
+            return None
+        return max(1, math.ceil(self._expiry - now))
+
     def allow(self) -> Permit:
         """Admit a request or raise :class:`CircuitOpen`; call before the upstream call.
 
@@ -434,6 +443,10 @@ class CircuitBreakerRegistry:
 
     def __len__(self) -> int:
         return len(self._breakers)
+
+    def breakers(self) -> tuple[CircuitBreaker, ...]:
+        """The live breakers (for the providers status API)."""
+        return tuple(self._breakers.values())
 
     def snapshot(self) -> dict[BreakerKey, State]:
         """Current state of every live breaker (for diagnostics / readiness output)."""

@@ -18,6 +18,11 @@ Semantics follow the reference's newest key ring (``reference/coder-aibridged.md
   ``auth_failure_statuses={401, 403}`` to treat it as one.
 * Any other status, 5xx included, is not a key failure: the response goes to the client as-is.
 * A new cooldown never shortens a longer existing one.
+* Shared across replicas: every cooldown that this ring decides (or lengthens) is reported
+  to :attr:`KeyRing.on_cooldown` with its wall-clock end, and a cooldown another replica
+  decided comes in through :meth:`KeyRing.apply_cooldown`, which never reports back (no echo).
+  Both are synchronous and touch only local state, so key selection never waits on the
+  network (``aibridge.providers.shared_cooldowns`` does the Redis side in the background).
 * When no usable key is left the walk ends with :class:`KeysExhausted`: ``rate_limited``
   (HTTP 429 + ``Retry-After`` = soonest recovery) if any cooldown is a rate limit or a key
   recovered meanwhile (then Retry-After 0), otherwise ``unauthorized`` (HTTP 502 — the client's
@@ -69,6 +74,10 @@ UNAUTHORIZED: Literal["unauthorized"] = "unauthorized"
 CooldownReason = Literal["rate_limited", "unauthorized"]
 RetryAfter = float | Mapping[str, str] | None
 """Seconds, or upstream response headers to parse (``retry-after-ms`` / ``Retry-After``)."""
+CooldownListener = Callable[["PoolKey", float, CooldownReason], None]
+"""Told ``(key, until, reason)`` when a key's cooldown starts or lengthens; ``until`` is the
+wall-clock end (Unix seconds, from the ring's clock). Called synchronously on the request
+path: it must only note the event (e.g. queue it for a background task), never block."""
 
 MSG_RATE_LIMITED = "all configured keys are rate-limited (retry after {})"
 MSG_UNAUTHORIZED = "all configured keys failed authentication. Contact your Administrator"
@@ -301,8 +310,12 @@ class KeyRing:
         auth_failure_statuses: Collection[int] = (401,),
         clock: Clock = SYSTEM_CLOCK,
         metrics: KeyRingMetrics | None = None,
+        on_cooldown: CooldownListener | None = None,
     ) -> None:
         """Build a pool from ``(key_id, secret)`` pairs, primary first.
+
+        ``on_cooldown`` (also settable later as :attr:`on_cooldown`) hears of every cooldown
+        this ring decides; see :data:`CooldownListener`.
 
         An empty ``keys`` gives an empty pool (a BYOK-only provider): :attr:`has_keys` is False
         and every walk ends at once with :class:`KeysExhausted` (``no keys provided``), so the
@@ -332,6 +345,7 @@ class KeyRing:
         self._auth_statuses = frozenset(auth_failure_statuses)
         self._clock = clock
         self._metrics = metrics
+        self.on_cooldown: CooldownListener | None = on_cooldown
         # This pool's child of the attempts histogram, observed once per upstream call:
         # ``labels()`` validates and locks on every call.
         # Created on first use, so an idle pool exports no series.
@@ -354,6 +368,11 @@ class KeyRing:
     def cooldown_remaining(self, key: PoolKey) -> float:
         """Seconds until ``key`` is usable again (0 when it already is)."""
         return max(0.0, self._states[self._own(key).index].until - self._clock.monotonic())
+
+    def cooldown_reason(self, key: PoolKey) -> CooldownReason | None:
+        """Why ``key`` is cooling down (None when it is usable)."""
+        state = self._states[self._own(key).index]
+        return state.reason if self._clock.monotonic() < state.until else None
 
     def state_counts(self) -> dict[str, int]:
         """``{"valid": n, "temporary": m}`` right now (for the state collector and /readyz)."""
@@ -448,7 +467,8 @@ class KeyRing:
         # Never shorten a longer cooldown; the reason follows whichever deadline wins, so an
         # exhaustion answer reports why the key is *still* out. (For a valid key ``until <= now``,
         # so the new deadline always wins.)
-        if deadline > state.until:
+        extended = deadline > state.until
+        if extended:
             state.until = deadline
             state.reason = reason
         if was_valid and state.until > now:
@@ -466,6 +486,50 @@ class KeyRing:
             )
             if self._metrics is not None:
                 self._metrics.state_transitions.labels(self.provider, reason).inc()
+        if extended and self.on_cooldown is not None:
+            self._notify(key, seconds, reason)
+        return True
+
+    def _notify(self, key: PoolKey, seconds: float, reason: CooldownReason) -> None:
+        """Tell the listener; its failure is logged, never raised into the request."""
+        listener = self.on_cooldown
+        if listener is None:
+            return
+        try:
+            listener(key, self._clock.now().timestamp() + seconds, reason)
+        except Exception:
+            logger.exception("key cooldown listener failed", extra={"provider": self.provider})
+
+    def apply_cooldown(self, key: PoolKey, until: float, reason: CooldownReason) -> bool:
+        """Cool ``key`` down until ``until`` (wall-clock Unix seconds), as another replica
+        decided; True when that lengthened its cooldown here.
+
+        Never shortens a longer cooldown, never calls :attr:`on_cooldown` (the decision is
+        not this ring's to share again) and is not counted as a state transition (the
+        deciding replica counted it). The remaining time is capped like a local cooldown,
+        so a bogus shared value cannot park a key for longer than this ring would.
+        """
+        state = self._states[self._own(key).index]
+        remaining = until - self._clock.now().timestamp()
+        if not math.isfinite(remaining) or remaining <= 0:
+            return False
+        cap = max(self._max_cooldown, self._cooldown, self._auth_cooldown)
+        now = self._clock.monotonic()
+        deadline = now + min(remaining, cap)
+        if deadline <= state.until:
+            return False
+        if now >= state.until:
+            logger.info(
+                "key marked temporary by another replica",
+                extra={
+                    "provider": self.provider,
+                    "api_key_hint": key.hint,
+                    "cooldown": round(deadline - now, 3),
+                    "reason": reason,
+                },
+            )
+        state.until = deadline
+        state.reason = reason
         return True
 
     def mark_ok(self, key: PoolKey) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from aibridge.actor import Actor
@@ -281,7 +281,9 @@ def observation_records(
                 created_at=now,
             )
         )
-    for call in obs.tool_calls:
+    # Parallel calls of one response share a time; a microsecond apart keeps their order
+    # (the readers sort by created_at, and the ids are random).
+    for position, call in enumerate(obs.tool_calls):
         out.append(
             ToolUsageRecord(
                 id=new_uuid4(),
@@ -295,17 +297,17 @@ def observation_records(
                 injected=False,
                 invocation_error=None,
                 metadata={},
-                created_at=now,
+                created_at=now + timedelta(microseconds=position) if position else now,
             )
         )
-    for thought in obs.thoughts:
+    for position, thought in enumerate(obs.thoughts):
         out.append(
             ThoughtRecord(
                 id=new_uuid4(),
                 interception_id=interception_id,
                 content=thought.content,
                 metadata={"source": thought.source},
-                created_at=now,
+                created_at=now + timedelta(microseconds=position) if position else now,
             )
         )
     return out

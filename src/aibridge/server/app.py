@@ -1,10 +1,11 @@
-"""The gateway's aiohttp application: health and metrics, the admin API, the data plane."""
+"""The gateway's aiohttp application: health and metrics, the admin API, the dashboard,
+the data plane."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from aibridge.admin.context import AdminContext
+from aibridge.admin.context import AdminContext, LiveProviders
 from aibridge.admin.errors import error_middleware
 from aibridge.admin.routes import add_admin_routes
 from aibridge.governance.periods import time_zone
@@ -13,6 +14,24 @@ from aibridge.intercept.responses.websocket import ResponsesSockets
 from aibridge.server.dataplane import data_plane
 from aibridge.server.health import healthz, metrics_endpoint, readyz
 from aibridge.server.services import RESPONSES_SOCKETS, SERVICES, Services
+from aibridge.store.replicas import replica_id_for
+from aibridge.ui import add_ui_routes
+
+
+def live_providers(services: Services) -> LiveProviders:
+    """What ``/api/v1/providers/status`` shows of this replica (read at request time)."""
+    reloader = services.reloader
+    status = reloader.status
+    return LiveProviders(
+        replica=replica_id_for(services.recorder.replica),
+        snapshot=reloader.snapshot,
+        statuses=dict(status.provider_status),
+        config_version=status.config_version,
+        loaded=status.loaded,
+        last_success=status.last_success,
+        last_error=status.last_error,
+        reconcile_interval=reloader.reconcile_interval,
+    )
 
 
 def create_app(services: Services) -> web.Application:
@@ -45,8 +64,12 @@ def create_app(services: Services) -> web.Application:
             default_limits=settings.default_limits,
             budget_zone=time_zone(settings.budget_timezone),
             clock=services.clock,
+            budget_soft_fraction=settings.budget_soft_fraction,
+            live_providers=lambda: live_providers(services),
         ),
     )
+    # The dashboard (static files; it uses the admin API like any script would).
+    add_ui_routes(app)
     # Registered last: admin and health routes above take precedence.
     # ``[\s\S]``, not ``.``: a decoded "%0a" must reach the data plane (and its 400) too.
     app.router.add_route("*", r"/{name}/{tail:[\s\S]*}", data_plane)

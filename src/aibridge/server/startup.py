@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -25,6 +26,7 @@ from aibridge.mcp.proxy import MCPOptions
 from aibridge.pool import CachedBridgePool, request_bridge_builder
 from aibridge.providers.keyring import KeyRingStateCollector
 from aibridge.providers.seed import seed_providers_from_env
+from aibridge.providers.shared_cooldowns import build_shared_cooldowns
 from aibridge.providers.upstream import UpstreamClients
 from aibridge.recording import Recorder
 from aibridge.recording.addon import RecordingAddon
@@ -42,6 +44,7 @@ from aibridge.store.pubsub import (
     InProcessPubSub,
     PubSub,
 )
+from aibridge.store.replicas import ReplicaHeartbeat, replica_id_for
 from aibridge.store.seed import check_encryption
 from aibridge.telemetry import GatewayMetrics, MetricsAddon
 
@@ -95,7 +98,8 @@ async def running_services(
     start (first admin key, providers seeded from the environment); close on exit.
 
     Every component is started through :class:`~aibridge.server.components.Components`;
-    shutdown stops them in reverse order of their start: the provider reloader, the
+    shutdown stops them in reverse order of their start: the shared key cooldowns
+    (their Redis connections; only with ``redis_url``), the provider reloader, the
     bridge pool (draining requests in flight), the limiter (after the drained requests
     settled: its maintenance task, then its Redis connections), the authenticator
     (last-used times), the recorder (its queue goes to the database or the spill file),
@@ -236,20 +240,52 @@ async def running_services(
             Component("MCP credential subscription", stop=unsubscribe_credentials)
         )
 
+        # Made before the reloader, whose snapshots it hooks up (rings built by a reload
+        # get the live cooldowns before they serve); started after it. None without Redis.
+        shared_cooldowns = build_shared_cooldowns(
+            settings.redis_url,
+            settings.redis_prefix,
+            snapshot=lambda: pool.snapshot,
+            clock=clock or SYSTEM_CLOCK,
+            registry=metrics.registry,
+        )
+        # The replicas table row: written at start, after reloads, on reconcile ticks.
+        heartbeat = ReplicaHeartbeat(
+            sessions,
+            replica_id_for(recorder.replica),
+            pid=os.getpid(),
+            host=socket.gethostname(),
+            started_at=(clock or SYSTEM_CLOCK).now(),
+            clock=clock or SYSTEM_CLOCK,
+        )
         reloader = ProviderReloader(
             sessions,
             encryptor,
             pubsub,
-            pool.replace_providers,
+            (
+                shared_cooldowns.watch(pool.replace_providers)
+                if shared_cooldowns is not None
+                else pool.replace_providers
+            ),
             reconcile_interval=settings.reconcile_interval,
             clock=clock,
             metrics=ReloadMetrics(
                 metrics.registry, keypool=metrics.keypool, breakers=metrics.breakers
             ),
+            on_applied=heartbeat.beat,
         )
         await components.start(
             Component("provider reloader", start=reloader.start, stop=reloader.stop)
         )
+        if shared_cooldowns is not None:
+            # Its stop closes its Redis connections even when another stop failed.
+            await components.start(
+                Component(
+                    "shared key cooldowns",
+                    start=shared_cooldowns.start,
+                    stop=shared_cooldowns.aclose,
+                )
+            )
         yield Services(
             settings=settings,
             engine=engine,

@@ -10,13 +10,15 @@ import base64
 import binascii
 import uuid
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, and_, case, func, literal_column, or_, select
+from sqlalchemy import ColumnElement, Uuid, and_, bindparam, case, func, literal_column, or_, select
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aibridge.limits import usd_number
@@ -31,14 +33,17 @@ from aibridge.store.models import (
 )
 from aibridge.store.types import as_utc
 
-GROUP_BY = ("user", "key", "model", "provider", "day")
+GROUP_BY = ("user", "key", "model", "provider", "client", "day")
 """Accepted ``group_by`` values of :func:`usage`."""
 
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 50
 TOKEN_FIELDS = ("input", "output", "cache_read", "cache_write", "reasoning")
 NO_KEY = "-"
-"""The ``key`` of usage rows of interceptions made without a gateway key."""
+"""The ``key`` of usage rows of interceptions made without a gateway key (or, grouped by
+client, from no recognised client)."""
+INTERVALS = ("day",)
+"""Accepted ``interval`` values of :func:`usage` (a time series per group)."""
 
 
 def cost_usd(pusd: int) -> int | float:
@@ -49,7 +54,7 @@ def cost_usd(pusd: int) -> int | float:
 
 # Token rows of the joined interception that have no price. A usage row with no token
 # rows at all (the call failed before usage arrived) is not "unpriced": it cost nothing.
-_UNPRICED_ROWS = func.coalesce(
+UNPRICED_ROWS = func.coalesce(
     func.sum(
         case(
             (and_(TokenUsage.id.is_not(None), TokenUsage.cost_pusd.is_(None)), 1),
@@ -58,7 +63,7 @@ _UNPRICED_ROWS = func.coalesce(
     ),
     0,
 )
-_COST_SUM = func.coalesce(func.sum(TokenUsage.cost_pusd), 0)
+COST_SUM = func.coalesce(func.sum(TokenUsage.cost_pusd), 0)
 
 
 @dataclass(slots=True)
@@ -121,28 +126,30 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         raise ValueError("cursor is not one returned by this API") from exc
 
 
-def _conditions(f: InterceptionFilter) -> list[ColumnElement[bool]]:
+def conditions(f: InterceptionFilter, t: Any = Interception) -> list[ColumnElement[bool]]:
+    """The WHERE terms of ``f`` on ``t``: the interceptions table or an alias of it (the
+    sessions query applies the same filter to a correlated copy)."""
     conds: list[ColumnElement[bool]] = []
     if f.only_user_id is not None:
-        conds.append(Interception.initiator_id == f.only_user_id)
+        conds.append(t.initiator_id == f.only_user_id)
     if f.user:
         try:
-            conds.append(Interception.initiator_id == uuid.UUID(f.user))
+            conds.append(t.initiator_id == uuid.UUID(f.user))
         except ValueError:
             by_name = select(User.id).where(User.username == f.user).scalar_subquery()
-            conds.append(Interception.initiator_id == by_name)
+            conds.append(t.initiator_id == by_name)
     if f.provider:
-        conds.append(Interception.provider_name == f.provider)
+        conds.append(t.provider_name == f.provider)
     if f.model:
-        conds.append(Interception.model == f.model)
+        conds.append(t.model == f.model)
     if f.client:
-        conds.append(Interception.client == f.client)
+        conds.append(t.client == f.client)
     if f.session:
-        conds.append(Interception.client_session_id == f.session)
+        conds.append(t.client_session_id == f.session)
     if f.since is not None:
-        conds.append(Interception.started_at >= f.since)
+        conds.append(t.started_at >= f.since)
     if f.until is not None:
-        conds.append(Interception.started_at < f.until)
+        conds.append(t.started_at < f.until)
     return conds
 
 
@@ -165,7 +172,7 @@ async def list_interceptions(
     stmt = (
         select(Interception, User.username)
         .outerjoin(User, User.id == Interception.initiator_id)
-        .where(*_conditions(f))
+        .where(*conditions(f))
         .order_by(Interception.started_at.desc(), Interception.id.desc())
         .limit(limit + 1)
     )
@@ -180,42 +187,100 @@ async def list_interceptions(
     rows = (await session.execute(stmt)).all()
     more = len(rows) > limit
     rows = rows[:limit]
-    ids = [row[0].id for row in rows]
+    items = await describe(session, [(row[0], row[1]) for row in rows])
+    next_cursor = encode_cursor(rows[-1][0].started_at, rows[-1][0].id) if more else None
+    return InterceptionPage(items, next_cursor)
+
+
+async def get_interception(
+    session: AsyncSession, interception_id: uuid.UUID, *, only_user_id: uuid.UUID | None
+) -> dict[str, Any] | None:
+    """One interception in full (:func:`describe` with ``full``), or None when it does not
+    exist or, with ``only_user_id``, belongs to someone else."""
+    stmt = (
+        select(Interception, User.username)
+        .outerjoin(User, User.id == Interception.initiator_id)
+        .where(Interception.id == interception_id)
+    )
+    if only_user_id is not None:
+        stmt = stmt.where(Interception.initiator_id == only_user_id)
+    row = (await session.execute(stmt)).first()
+    if row is None:
+        return None
+    return (await describe(session, [(row[0], row[1])], full=True))[0]
+
+
+def duration_ms(i: Interception) -> int | None:
+    """Milliseconds from start to end; None while the interception is open."""
+    if i.ended_at is None:
+        return None
+    return int((i.ended_at - i.started_at).total_seconds() * 1000)
+
+
+def among(session: AsyncSession, stmt: Any, column: Any, ids: Sequence[uuid.UUID]) -> Any:
+    """``stmt`` restricted to ``column IN ids``. On PostgreSQL a join with
+    ``unnest($1)``: one array parameter (prepared once, not once per list length) and
+    an index probe per id — with ``= ANY`` or a long IN list the planner scans the whole
+    table and tests every row against the list."""
+    if session.get_bind().dialect.name == "postgresql":
+        array = bindparam("ids", list(ids), type_=postgresql.ARRAY(Uuid()))
+        wanted = func.unnest(array).table_valued("id").render_derived(name="wanted")
+        return stmt.join(wanted, column == wanted.c.id)
+    return stmt.where(column.in_(ids))
+
+
+async def describe(
+    session: AsyncSession,
+    rows: Sequence[tuple[Interception, str | None]],
+    *,
+    full: bool = False,
+) -> list[dict[str, Any]]:
+    """The API shape of each ``(interception, username)``, children loaded with one query
+    per table. ``full`` adds the thoughts' texts and ``duration_ms`` (one interception's
+    record, a session's turns) instead of only counting the thoughts."""
+    ids = [i.id for i, _ in rows]
     tokens: dict[uuid.UUID, dict[str, int]] = {}
     # Pico-USD of the priced calls, and whether any call had no price.
     costs: dict[uuid.UUID, tuple[int, bool]] = {}
     prompts: dict[uuid.UUID, str] = {}
     tools: dict[uuid.UUID, list[dict[str, Any]]] = defaultdict(list)
-    thoughts: dict[uuid.UUID, int] = {}
+    thoughts: dict[uuid.UUID, list[str]] = defaultdict(list)
+    thought_counts: dict[uuid.UUID, int] = {}
     if ids:
         token_rows = await session.execute(
-            select(
+            among(
+                session,
+                select(
+                    TokenUsage.interception_id,
+                    func.sum(TokenUsage.input_tokens),
+                    func.sum(TokenUsage.output_tokens),
+                    func.sum(TokenUsage.cache_read_input_tokens),
+                    func.sum(TokenUsage.cache_write_input_tokens),
+                    func.sum(TokenUsage.reasoning_tokens),
+                    COST_SUM,
+                    UNPRICED_ROWS,
+                ).select_from(TokenUsage),
                 TokenUsage.interception_id,
-                func.sum(TokenUsage.input_tokens),
-                func.sum(TokenUsage.output_tokens),
-                func.sum(TokenUsage.cache_read_input_tokens),
-                func.sum(TokenUsage.cache_write_input_tokens),
-                func.sum(TokenUsage.reasoning_tokens),
-                _COST_SUM,
-                _UNPRICED_ROWS,
-            )
-            .where(TokenUsage.interception_id.in_(ids))
-            .group_by(TokenUsage.interception_id)
+                ids,
+            ).group_by(TokenUsage.interception_id)
         )
         for iid, *sums, cost, unpriced_rows in token_rows:
             tokens[iid] = {k: int(v or 0) for k, v in zip(TOKEN_FIELDS, sums, strict=True)}
             costs[iid] = (int(cost or 0), int(unpriced_rows or 0) > 0)
         prompt_rows = await session.execute(
-            select(UserPrompt.interception_id, UserPrompt.prompt)
-            .where(UserPrompt.interception_id.in_(ids))
-            .order_by(UserPrompt.created_at, UserPrompt.id)
+            among(
+                session,
+                select(UserPrompt.interception_id, UserPrompt.prompt),
+                UserPrompt.interception_id,
+                ids,
+            ).order_by(UserPrompt.created_at, UserPrompt.id)
         )
         for iid, prompt in prompt_rows:
             prompts.setdefault(iid, prompt)
         tool_rows = await session.execute(
-            select(ToolUsage)
-            .where(ToolUsage.interception_id.in_(ids))
-            .order_by(ToolUsage.created_at, ToolUsage.id)
+            among(session, select(ToolUsage), ToolUsage.interception_id, ids).order_by(
+                ToolUsage.created_at, ToolUsage.id
+            )
         )
         for tool in tool_rows.scalars():
             tools[tool.interception_id].append(
@@ -228,15 +293,31 @@ async def list_interceptions(
                     "error": tool.invocation_error,
                 }
             )
-        thought_rows = await session.execute(
-            select(ModelThought.interception_id, func.count())
-            .where(ModelThought.interception_id.in_(ids))
-            .group_by(ModelThought.interception_id)
-        )
-        thoughts = {iid: int(n) for iid, n in thought_rows}
+        if full:
+            thought_rows = await session.execute(
+                among(
+                    session,
+                    select(ModelThought.interception_id, ModelThought.content),
+                    ModelThought.interception_id,
+                    ids,
+                ).order_by(ModelThought.created_at, ModelThought.id)
+            )
+            for iid, content in thought_rows:
+                thoughts[iid].append(content)
+        else:
+            counted = await session.execute(
+                among(
+                    session,
+                    select(ModelThought.interception_id, func.count()).select_from(ModelThought),
+                    ModelThought.interception_id,
+                    ids,
+                ).group_by(ModelThought.interception_id)
+            )
+            thought_counts = {iid: int(n) for iid, n in counted}
     zero = dict.fromkeys(TOKEN_FIELDS, 0)
-    items = [
-        {
+    items: list[dict[str, Any]] = []
+    for i, username in rows:
+        item: dict[str, Any] = {
             # str(): asyncpg hands back its own UUID subclass, which orjson rejects.
             "id": str(i.id),
             "user": {"id": str(i.initiator_id), "username": username},
@@ -261,24 +342,44 @@ async def list_interceptions(
             "unpriced": costs.get(i.id, (0, False))[1],
             "prompt": prompts.get(i.id),
             "tool_calls": tools.get(i.id, []),
-            "thought_count": thoughts.get(i.id, 0),
         }
-        for i, username in rows
-    ]
-    next_cursor = encode_cursor(rows[-1][0].started_at, rows[-1][0].id) if more else None
-    return InterceptionPage(items, next_cursor)
+        if full:
+            item["thought_count"] = len(thoughts.get(i.id, ()))
+            item["thoughts"] = thoughts.get(i.id, [])
+            item["duration_ms"] = duration_ms(i)
+        else:
+            item["thought_count"] = thought_counts.get(i.id, 0)
+        items.append(item)
+    return items
+
+
+def _day(session: AsyncSession) -> Any:
+    """``YYYY-MM-DD`` (UTC) of an interception's start, as SQL of the session's dialect."""
+    if session.get_bind().dialect.name == "postgresql":
+        # Literal constants, not bind parameters: PostgreSQL must see the SELECT and
+        # GROUP BY expressions as identical.
+        utc = func.timezone(literal_column("'UTC'"), Interception.started_at)
+        day = func.date_trunc(literal_column("'day'"), utc)
+        return func.to_char(day, literal_column("'YYYY-MM-DD'"))
+    # SQLite stores UTC as "YYYY-MM-DD HH:MM:SS.ffffff".
+    return func.strftime(literal_column("'%Y-%m-%d'"), Interception.started_at)
 
 
 async def usage(
-    session: AsyncSession, group_by: str, f: InterceptionFilter
+    session: AsyncSession, group_by: str, f: InterceptionFilter, interval: str | None = None
 ) -> list[dict[str, Any]]:
     """Interception counts, token sums and cost per ``group_by`` key (see
     :data:`GROUP_BY`), sorted by key. Keys: username (user id if the user is gone), gateway
     key id (:data:`NO_KEY` for none; the row also names the key and its user), model,
-    provider name, or ``YYYY-MM-DD`` (UTC) of the start time. ``cost_usd`` sums the priced
-    calls; ``unpriced`` is true when some call in the group had no price."""
+    provider name, client (:data:`NO_KEY` for none) or ``YYYY-MM-DD`` (UTC) of the start
+    time. ``cost_usd`` sums the priced calls; ``unpriced`` is true when some call in the
+    group had no price. ``interval="day"`` splits every group by UTC day: rows carry
+    ``day`` too and are sorted by day, then key (a time series per group whose rows add
+    up to the rows without it)."""
     if group_by not in GROUP_BY:
         raise ValueError(f"group_by must be one of {', '.join(GROUP_BY)}")
+    if interval is not None and (interval not in INTERVALS or group_by == "day"):
+        raise ValueError("interval must be day, with a group_by other than day")
     keys: list[Any]
     if group_by == "user":
         keys = [Interception.initiator_id, User.username]
@@ -288,15 +389,12 @@ async def usage(
         keys = [Interception.model]
     elif group_by == "provider":
         keys = [Interception.provider_name]
-    elif session.get_bind().dialect.name == "postgresql":
-        # Literal constants, not bind parameters: PostgreSQL must see the SELECT and
-        # GROUP BY expressions as identical.
-        utc = func.timezone(literal_column("'UTC'"), Interception.started_at)
-        day = func.date_trunc(literal_column("'day'"), utc)
-        keys = [func.to_char(day, literal_column("'YYYY-MM-DD'"))]
+    elif group_by == "client":
+        keys = [Interception.client]
     else:
-        # SQLite stores UTC as "YYYY-MM-DD HH:MM:SS.ffffff".
-        keys = [func.strftime(literal_column("'%Y-%m-%d'"), Interception.started_at)]
+        keys = [_day(session)]
+    if interval is not None:
+        keys = [_day(session), *keys]
     sums = [
         func.coalesce(func.sum(col), 0)
         for col in (
@@ -308,10 +406,10 @@ async def usage(
         )
     ]
     stmt = (
-        select(*keys, func.count(func.distinct(Interception.id)), *sums, _COST_SUM, _UNPRICED_ROWS)
+        select(*keys, func.count(func.distinct(Interception.id)), *sums, COST_SUM, UNPRICED_ROWS)
         .select_from(Interception)
         .outerjoin(TokenUsage, TokenUsage.interception_id == Interception.id)
-        .where(*_conditions(f))
+        .where(*conditions(f))
         .group_by(*keys)
     )
     if group_by in ("user", "key"):
@@ -322,6 +420,9 @@ async def usage(
     for row in await session.execute(stmt):
         values = list(row)
         named: dict[str, Any] = {}
+        if interval is not None:
+            named["day"] = values[0]
+            values = values[1:]
         if group_by == "user":
             user_id, username = values[0], values[1]
             key: str = username or str(user_id)
@@ -329,17 +430,23 @@ async def usage(
         elif group_by == "key":
             key_id, key_name, user_id, username = values[:4]
             key = key_id or NO_KEY
-            named = {"name": key_name, "user": username or str(user_id)}
+            named.update(name=key_name, user=username or str(user_id))
             values = values[4:]
+        elif group_by == "client":
+            key = values[0] or NO_KEY
+            values = values[1:]
         else:
             key = str(values[0])
             values = values[1:]
         count, *token_sums, cost, unpriced_rows = values
         entry: dict[str, Any] = {"key": key, **named, "interceptions": int(count)}
+        if interval is not None:
+            # "day" first, as the series is read by day.
+            entry = {"day": entry.pop("day"), **entry}
         entry.update({k: int(v) for k, v in zip(TOKEN_FIELDS, token_sums, strict=True)})
         entry["cost_usd"] = cost_usd(int(cost))
         entry["unpriced"] = int(unpriced_rows) > 0
         result.append(entry)
     # Sorted here, not in SQL: collation differs between the backends.
-    result.sort(key=lambda e: e["key"])
+    result.sort(key=lambda e: (e.get("day", ""), e["key"]))
     return result

@@ -218,8 +218,24 @@ class Interception(Base):
 
     __tablename__ = "interceptions"
     __table_args__ = (
-        Index("ix_interceptions_initiator_id", "initiator_id"),
-        Index("ix_interceptions_started_at", "started_at"),
+        # A session's turns, and the sessions listing's "later turn" probe.
+        Index(
+            "ix_interceptions_initiator_id_client_session_id_started_at",
+            "initiator_id",
+            "client_session_id",
+            "started_at",
+        ),
+        # The listings' keyset order (newest first, ties broken by id).
+        Index("ix_interceptions_started_at_id", "started_at", "id"),
+        Index("ix_interceptions_client_session_id", "client_session_id"),
+        # The sessions listing's has_errors probe.
+        Index(
+            "ix_interceptions_failed_sessions",
+            "initiator_id",
+            "client_session_id",
+            sqlite_where=text("error_type IS NOT NULL"),
+            postgresql_where=text("error_type IS NOT NULL"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid(), primary_key=True)
@@ -354,3 +370,21 @@ class AuditLog(Base):
     resource_name: Mapped[str] = mapped_column(Text, nullable=False, default="")
     diff: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False, default=dict)
     status_code: Mapped[int] = mapped_column(Integer, nullable=False, default=200)
+
+
+class Replica(Base):
+    """One gateway process (replica slot) and the provider configuration it has applied.
+
+    Each replica upserts its own row at start, after every reload and on every reconcile
+    tick (never per request); the providers status API lists the rows.
+    """
+
+    __tablename__ = "replicas"
+    __table_args__ = (Index("ix_replicas_last_seen", "last_seen"),)
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    pid: Mapped[int] = mapped_column(Integer, nullable=False)
+    host: Mapped[str] = mapped_column(Text, nullable=False)
+    config_version: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    last_seen: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)

@@ -1,0 +1,354 @@
+"""Agent sessions: interceptions grouped by their user and the client's session id.
+
+A session is ``(initiator_id, client_session_id)``: the same session id sent by two users
+is two sessions (a member never sees, nor merges into, someone else's work). An
+interception without a session id is a session of its own.
+
+Session ids in the API are opaque, URL-safe strings (:func:`encode_session_id`): the
+unpadded base64url of the JSON array ``[user id, client session id]``, or
+``["i", interception id]`` for a session of one interception without a session id.
+
+The listing pages newest first by last activity without aggregating the whole table:
+it walks the interceptions newest first (index on ``(started_at, id)``) and keeps the
+rows that are the latest matching one of their session (an anti-join probing
+``(initiator_id, client_session_id, started_at)``), so a page costs about as many index
+probes as the sessions it shows and their turns; the cursor is that latest row's
+``(started_at, id)``. Only the page's sessions are then summed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import ColumnElement, and_, exists, func, not_, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
+
+from aibridge.store.interceptions import (
+    COST_SUM,
+    TOKEN_FIELDS,
+    UNPRICED_ROWS,
+    InterceptionFilter,
+    among,
+    conditions,
+    cost_usd,
+    describe,
+    encode_cursor,
+)
+from aibridge.store.models import Interception, TokenUsage, User
+
+CACHE_BREAK_FROM = 0.5
+"""A turn breaks the cache when the previous turn served at least this share of its input
+from the prompt cache…"""
+CACHE_BREAK_TO = 0.2
+"""…and this turn less than this share;"""
+CACHE_BREAK_DROP = 0.5
+"""or when the share fell by at least this much (absolute) on a turn whose input is at
+least :data:`CACHE_BREAK_MIN_INPUT` tokens (small turns fluctuate harmlessly)."""
+CACHE_BREAK_MIN_INPUT = 1024
+_CHUNK = 5000
+"""Interception ids per token-sum query (bind parameters are limited)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionKey:
+    """Identity of a session: the user and the client's session id, or (no session id)
+    the one interception."""
+
+    user_id: uuid.UUID
+    client_session_id: str | None
+    interception_id: uuid.UUID | None = None
+
+
+@dataclass(slots=True)
+class SessionPage:
+    """One page of sessions; ``next_cursor`` is None on the last page."""
+
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+def encode_session_id(key: SessionKey) -> str:
+    """The opaque API id of ``key`` (see the module docstring)."""
+    if key.client_session_id is None:
+        payload: list[str] = ["i", str(key.interception_id)]
+    else:
+        payload = [str(key.user_id), key.client_session_id]
+    return base64.urlsafe_b64encode(orjson.dumps(payload)).decode().rstrip("=")
+
+
+def decode_session_id(value: str) -> tuple[uuid.UUID, str] | uuid.UUID:
+    """``(user id, client session id)``, or the interception id of a one-interception
+    session; ``ValueError`` for anything :func:`encode_session_id` did not produce."""
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        first, second = orjson.loads(raw)
+        if not isinstance(first, str) or not isinstance(second, str):
+            raise ValueError("not two strings")
+        if first == "i":
+            return uuid.UUID(second)
+        return uuid.UUID(first), second
+    except (binascii.Error, TypeError, ValueError) as exc:
+        raise ValueError("not a session id returned by this API") from exc
+
+
+def _later(t: Any, than: Any) -> ColumnElement[bool]:
+    """``t`` sorts after ``than`` in the listing order ``(started_at, id)``."""
+    return or_(
+        t.started_at > than.started_at,
+        and_(t.started_at == than.started_at, t.id > than.id),
+    )
+
+
+def _same_session(t: Any, i: Any) -> ColumnElement[bool]:
+    # Equality on a NULL session id is never true: such rows have no siblings.
+    return and_(t.initiator_id == i.initiator_id, t.client_session_id == i.client_session_id)
+
+
+def _errors_condition(f: InterceptionFilter, has_errors: bool) -> ColumnElement[bool]:
+    """Whether the session of the outer row has (or lacks) a failed matching interception."""
+    e = aliased(Interception)
+    own = and_(Interception.client_session_id.is_(None), Interception.error_type.is_not(None))
+    sibling = exists().where(
+        _same_session(e, Interception), e.error_type.is_not(None), *conditions(f, e)
+    )
+    return or_(own, sibling) if has_errors else and_(not_(own), not_(sibling))
+
+
+async def list_sessions(
+    session: AsyncSession,
+    f: InterceptionFilter,
+    *,
+    has_errors: bool | None = None,
+    limit: int = 50,
+    cursor: tuple[datetime, uuid.UUID] | None = None,
+) -> SessionPage:
+    """Sessions with at least one interception matching ``f``, newest activity first,
+    after ``cursor``; each summarises its matching interceptions."""
+    newer = aliased(Interception)
+    stmt = (
+        select(
+            Interception.id,
+            Interception.initiator_id,
+            Interception.client_session_id,
+            Interception.started_at,
+        )
+        .where(
+            *conditions(f),
+            ~exists().where(
+                _same_session(newer, Interception),
+                _later(newer, Interception),
+                *conditions(f, newer),
+            ),
+        )
+        .order_by(Interception.started_at.desc(), Interception.id.desc())
+        .limit(limit + 1)
+    )
+    if has_errors is not None:
+        stmt = stmt.where(_errors_condition(f, has_errors))
+    if cursor is not None:
+        at, ident = cursor
+        stmt = stmt.where(
+            or_(
+                Interception.started_at < at,
+                and_(Interception.started_at == at, Interception.id < ident),
+            )
+        )
+    rows = (await session.execute(stmt)).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    keys = [
+        SessionKey(row.initiator_id, row.client_session_id, None)
+        if row.client_session_id is not None
+        else SessionKey(row.initiator_id, None, row.id)
+        for row in rows
+    ]
+    summaries = await summarise(session, keys, f)
+    items = [summaries[k] for k in keys]
+    next_cursor = encode_cursor(rows[-1].started_at, rows[-1].id) if more else None
+    return SessionPage(items, next_cursor)
+
+
+async def summarise(
+    session: AsyncSession, keys: list[SessionKey], f: InterceptionFilter
+) -> dict[SessionKey, dict[str, Any]]:
+    """The list entry of each of ``keys`` over its interceptions matching ``f``; keys
+    without a matching interception are missing from the answer."""
+    if not keys:
+        return {}
+    grouped = [k for k in keys if k.client_session_id is not None]
+    singles = [k.interception_id for k in keys if k.interception_id is not None]
+    # A superset of the sessions (any of these users x any of these ids); the grouping
+    # separates them and only the asked keys are kept. Row-value IN would be exact but
+    # is not portable.
+    which: list[ColumnElement[bool]] = []
+    if grouped:
+        which.append(
+            and_(
+                Interception.initiator_id.in_({k.user_id for k in grouped}),
+                Interception.client_session_id.in_({k.client_session_id for k in grouped}),
+            )
+        )
+    if singles:
+        which.append(and_(Interception.id.in_(singles), Interception.client_session_id.is_(None)))
+    # One row per matching interception, summed here: the token sums are then looked up
+    # by interception id (an index probe each) — joining on the session sets instead
+    # makes PostgreSQL scan all of token_usages.
+    stmt = (
+        select(
+            Interception.id,
+            Interception.initiator_id,
+            Interception.client_session_id,
+            Interception.started_at,
+            Interception.error_type,
+            Interception.client,
+            User.username,
+        )
+        .outerjoin(User, User.id == Interception.initiator_id)
+        .where(or_(*which), *conditions(f))
+    )
+    wanted = set(keys)
+    out: dict[SessionKey, dict[str, Any]] = {}
+    owner: dict[uuid.UUID, SessionKey] = {}
+    for iid, user_id, csid, started, error, client, username in await session.execute(stmt):
+        iid = _uuid(iid)
+        key = SessionKey(_uuid(user_id), csid, None if csid is not None else iid)
+        if key not in wanted:
+            continue
+        owner[iid] = key
+        entry = out.get(key)
+        if entry is None:
+            out[key] = entry = {
+                "id": encode_session_id(key),
+                "client_session_id": csid,
+                "user": {"id": str(user_id), "username": username},
+                "client": client,
+                "first_at": started,
+                "last_at": started,
+                "interception_count": 0,
+                "tokens": dict.fromkeys(TOKEN_FIELDS, 0),
+                "cost_usd": 0,
+                "unpriced": False,
+                "error_count": 0,
+                "_pusd": 0,
+            }
+        entry["first_at"] = min(entry["first_at"], started)
+        entry["last_at"] = max(entry["last_at"], started)
+        entry["interception_count"] += 1
+        entry["error_count"] += error is not None
+        if client is not None and (entry["client"] is None or client > entry["client"]):
+            entry["client"] = client
+    ids = list(owner)
+    for chunk in range(0, len(ids), _CHUNK):
+        token_stmt = (
+            select(
+                TokenUsage.interception_id,
+                *(
+                    func.coalesce(func.sum(col), 0)
+                    for col in (
+                        TokenUsage.input_tokens,
+                        TokenUsage.output_tokens,
+                        TokenUsage.cache_read_input_tokens,
+                        TokenUsage.cache_write_input_tokens,
+                        TokenUsage.reasoning_tokens,
+                    )
+                ),
+                COST_SUM,
+                UNPRICED_ROWS,
+            )
+            .select_from(TokenUsage)
+            .group_by(TokenUsage.interception_id)
+        )
+        token_rows = await session.execute(
+            among(session, token_stmt, TokenUsage.interception_id, ids[chunk : chunk + _CHUNK])
+        )
+        for iid, *sums, cost, unpriced_rows in token_rows:
+            entry = out[owner[_uuid(iid)]]
+            for name, value in zip(TOKEN_FIELDS, sums, strict=True):
+                entry["tokens"][name] += int(value)
+            entry["_pusd"] += int(cost)
+            entry["unpriced"] = entry["unpriced"] or int(unpriced_rows) > 0
+    for entry in out.values():
+        entry["cost_usd"] = cost_usd(entry.pop("_pusd"))
+    return out
+
+
+def _uuid(value: Any) -> uuid.UUID:
+    # asyncpg returns its own UUID type, SQLite (through the CASE) sometimes a string:
+    # normalise so keys compare equal.
+    return value if type(value) is uuid.UUID else uuid.UUID(str(value))
+
+
+async def get_session(
+    session: AsyncSession, session_id: str, *, only_user_id: uuid.UUID | None
+) -> dict[str, Any] | None:
+    """The session's entry plus its interceptions oldest first (with the per-turn cache
+    share and break flag); None when it does not exist or, with ``only_user_id``, is
+    someone else's. ``ValueError`` when ``session_id`` is malformed."""
+    decoded = decode_session_id(session_id)
+    stmt = select(Interception, User.username).outerjoin(User, User.id == Interception.initiator_id)
+    if isinstance(decoded, uuid.UUID):
+        stmt = stmt.where(Interception.id == decoded, Interception.client_session_id.is_(None))
+    else:
+        user_id, csid = decoded
+        stmt = stmt.where(
+            Interception.initiator_id == user_id, Interception.client_session_id == csid
+        )
+    if only_user_id is not None:
+        stmt = stmt.where(Interception.initiator_id == only_user_id)
+    stmt = stmt.order_by(Interception.started_at, Interception.id)
+    rows = [(row[0], row[1]) for row in (await session.execute(stmt)).all()]
+    if not rows:
+        return None
+    first = rows[0][0]
+    key = (
+        SessionKey(_uuid(first.initiator_id), None, _uuid(first.id))
+        if first.client_session_id is None
+        else SessionKey(_uuid(first.initiator_id), first.client_session_id, None)
+    )
+    entry = (await summarise(session, [key], InterceptionFilter()))[key]
+    turns = await describe(session, rows, full=True)
+    mark_cache_breaks(turns)
+    entry["interceptions"] = turns
+    return entry
+
+
+def cache_read_share(tokens: dict[str, int]) -> float | None:
+    """The share of a turn's input served from the prompt cache; None without input.
+
+    ``input`` counts uncached input only (the recorders normalise every provider to
+    that), so the whole prompt is input + cache read + cache write.
+    """
+    whole = tokens["input"] + tokens["cache_read"] + tokens["cache_write"]
+    if whole == 0:
+        return None
+    return tokens["cache_read"] / whole
+
+
+def mark_cache_breaks(turns: list[dict[str, Any]]) -> None:
+    """Set ``cache_read_share`` and ``cache_break`` on each turn (oldest first).
+
+    A break is a collapse relative to the previous turn that had input: from at least
+    :data:`CACHE_BREAK_FROM` to below :data:`CACHE_BREAK_TO`, or a fall of at least
+    :data:`CACHE_BREAK_DROP` on a turn with :data:`CACHE_BREAK_MIN_INPUT`+ input tokens.
+    """
+    previous: float | None = None
+    for turn in turns:
+        tokens = turn["tokens"]
+        share = cache_read_share(tokens)
+        broke = False
+        if share is not None and previous is not None:
+            whole = tokens["input"] + tokens["cache_read"] + tokens["cache_write"]
+            broke = (previous >= CACHE_BREAK_FROM and share < CACHE_BREAK_TO) or (
+                previous - share >= CACHE_BREAK_DROP and whole >= CACHE_BREAK_MIN_INPUT
+            )
+        turn["cache_read_share"] = share
+        turn["cache_break"] = broke
+        if share is not None:
+            previous = share
