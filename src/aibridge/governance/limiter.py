@@ -23,8 +23,10 @@ and a warning, probes the store every few seconds and returns to it when it answ
 Budgets keep enforcing in the fallback from the last spend known here (the recorded
 spend, or what the shared store last reported, whichever is higher).
 
-A limiter with no limit configured anywhere costs one comparison per request: it hands
-out a shared ticket that does nothing.
+A limiter with no limit configured anywhere costs a plan look-up per request (about half
+a microsecond): it hands out a shared ticket that does nothing. Everything that depends
+only on an actor's limits is worked out once per actor (:class:`_Plan`); what the
+benchmark measures and why is in docs/benchmarks.md, "Limiter (issue 14)".
 """
 
 from __future__ import annotations
