@@ -12,30 +12,13 @@ from playwright.async_api import Page, expect
 
 from aibridge.fakellm import Scenario
 from aibridge.secrets_mask import mask_secret
-from aibridge.store.models import AIProvider, AIProviderKey
 from aibridge.store.replicas import ReplicaRow, upsert
 from aibridge.testing.stack import TIMEOUT, Stack
 from tests.ui.helpers import sign_in
-from tests.ui.pages_support import api
+from tests.ui.pages_support import BROKEN_KEY, add_broken_provider, api
 
 KEY_A = "sk-pool-primary-aaaa1111"
 KEY_B = "sk-pool-fallback-bbbb2222"
-BROKEN_KEY = "sk-broken-duplicate-cccc3333"
-
-
-async def add_broken_provider(st: Stack) -> None:
-    """A row written around the API's validation (the same key twice): the reload cannot
-    build it, so its live status is ``error`` with the build error as reason."""
-    async with asyncio.timeout(TIMEOUT), st.services.sessions() as s, s.begin():
-        row = AIProvider(name="broken", type="openai", enabled=True, base_url=st.fake.url + "/v1")
-        s.add(row)
-        await s.flush()
-        s.add(AIProviderKey(provider_id=row.id, api_key=BROKEN_KEY))
-        s.add(AIProviderKey(provider_id=row.id, api_key=BROKEN_KEY))
-    reloader = st.services.reloader
-    assert reloader is not None
-    async with asyncio.timeout(TIMEOUT):
-        assert await reloader.reload()
 
 
 async def test_live_status_keys_errors_disabled_and_replicas(page: Page, ui_stack: Stack) -> None:
