@@ -37,6 +37,8 @@ from aibridge.tokens import mint_token
 T = 20  # seconds: upper bound for any await that could hang
 TOKENS = ("input", "output", "cache_read", "cache_write", "reasoning")
 BASE = datetime(2025, 3, 1, 9, 30, tzinfo=UTC)
+ERRORS = {4: ("rate_limited", "429"), 9: ("upstream_error", "502")}
+"""The failed interceptions of :func:`seed` (by index): error type and message."""
 
 
 @dataclass
@@ -101,8 +103,8 @@ async def seed(sessions: async_sessionmaker[AsyncSession]) -> Seeded:
                 ended_at=started + timedelta(seconds=5) if n != 3 else None,
                 client=client,
                 client_session_id=session,
-                error_type="rate_limited" if n == 4 else None,
-                error_message="429" if n == 4 else None,
+                error_type=ERRORS.get(n, (None, None))[0],
+                error_message=ERRORS.get(n, (None, None))[1],
                 # bob brings his own key; alice's requests use the pool (one without a
                 # hint: it ended before a key was picked).
                 credential_kind="byok" if name == "bob" else "centralized",
@@ -366,6 +368,29 @@ async def check_filters(client: TestClient, data: Seeded) -> None:
     paged = await all_pages(client, root, limit="2", user="alice")
     assert [i["id"] for i in paged] == cases[0][1]
 
+    # Outcome filters, applied by the database (so paging sees only matching rows).
+    failed = ids(lambda i: i.error_type is not None)
+    succeeded = ids(lambda i: i.error_type is None)
+    assert len(failed) == 2 and len(succeeded) == len(data.interceptions) - 2
+    outcome: list[tuple[dict[str, str], list[str]]] = [
+        ({"status": "error"}, failed),
+        ({"status": "ok"}, succeeded),
+        ({"error_type": "rate_limited"}, ids(lambda i: i.error_type == "rate_limited")),
+        ({"status": "error", "error_type": "upstream_error"}, [str(data.interceptions[9].id)]),
+        ({"status": "error", "user": "bob"}, [str(data.interceptions[9].id)]),
+        ({"error_type": "rate_limited", "user": "bob"}, []),
+        ({"error_type": "no_such_type"}, []),
+    ]
+    for params, expected in outcome:
+        status, body = await get(client, "/api/v1/interceptions", root, **params)
+        assert status == 200, (params, body)
+        assert [i["id"] for i in body["interceptions"]] == expected, params
+    assert [i["id"] for i in await all_pages(client, root, limit="1", status="error")] == failed
+    assert [i["id"] for i in await all_pages(client, root, limit="3", status="ok")] == succeeded
+    # A member's outcome filter still sees only their own rows.
+    status, body = await get(client, "/api/v1/interceptions", data.tokens["alice"], status="error")
+    assert [i["id"] for i in body["interceptions"]] == [str(data.interceptions[4].id)]
+
 
 async def check_member_isolation(client: TestClient, data: Seeded) -> None:
     alice, bob = data.users["alice"], data.users["bob"]
@@ -435,6 +460,8 @@ async def check_validation(client: TestClient, data: Seeded) -> None:
         ("/api/v1/interceptions", {"limit": "ten"}, "limit"),
         ("/api/v1/interceptions", {"cursor": "garbage!"}, "cursor"),
         ("/api/v1/interceptions", {"since": "2025-03-05", "until": "2025-03-01"}, "until"),
+        ("/api/v1/interceptions", {"status": "failed"}, "status"),
+        ("/api/v1/interceptions", {"status": "ok", "error_type": "rate_limited"}, "error_type"),
         ("/api/v1/usage", {"group_by": "week"}, "group_by"),
         ("/api/v1/usage", {"group_by": "day", "since": "2025-13-01"}, "since"),
     ]

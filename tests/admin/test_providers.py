@@ -192,6 +192,8 @@ CREATE_CASES: list[tuple[dict[str, Any], set[tuple[str, str]]]] = [
     ),
     (openai_body(name="api"), {("name", 'name "api" is reserved by the gateway')}),
     (openai_body(name="metrics"), {("name", 'name "metrics" is reserved by the gateway')}),
+    # GET /api/v1/providers/status is the live status, never a provider named "status".
+    (openai_body(name="status"), {("name", 'name "status" is reserved by the gateway')}),
     (
         openai_body(base_url="api.example.com"),
         {("base_url", "base_url must be an absolute URL (e.g. https://api.example.com/)")},

@@ -14,6 +14,7 @@ from playwright.async_api import Page
 
 from aibridge.fakellm import Scenario
 from aibridge.fakellm.scenario import ToolCall, Usage
+from aibridge.store.models import AIProvider, AIProviderKey
 from aibridge.testing.stack import TIMEOUT, Stack
 
 SCREENSHOTS_ENV = "AIBRIDGE_SCREENSHOTS"
@@ -22,6 +23,8 @@ unset: a temporary folder, so a normal run never touches the checked-in images."
 CLAUDE_UA = "claude-cli/1.0.0 (external, cli)"
 ANTHROPIC_PROVIDER = "claude"
 ANTHROPIC_MODEL = "claude-sonnet-4-5"
+BROKEN_KEY = "sk-broken-duplicate-cccc3333"
+"""The key :func:`add_broken_provider` stores twice."""
 
 
 async def api(
@@ -136,3 +139,18 @@ async def record_claude_session(s: Stack, session_id: str, token: str) -> None:
 async def add_claude_provider(s: Stack) -> None:
     """An ``anthropic`` provider named ``claude`` on the fake upstream."""
     await s.add_provider(ANTHROPIC_PROVIDER, "anthropic")
+
+
+async def add_broken_provider(st: Stack) -> None:
+    """A row written around the API's validation (the same key twice): the reload cannot
+    build it, so its live status is ``error`` with the build error as reason."""
+    async with asyncio.timeout(TIMEOUT), st.services.sessions() as s, s.begin():
+        row = AIProvider(name="broken", type="openai", enabled=True, base_url=st.fake.url + "/v1")
+        s.add(row)
+        await s.flush()
+        s.add(AIProviderKey(provider_id=row.id, api_key=BROKEN_KEY))
+        s.add(AIProviderKey(provider_id=row.id, api_key=BROKEN_KEY))
+    reloader = st.services.reloader
+    assert reloader is not None
+    async with asyncio.timeout(TIMEOUT):
+        assert await reloader.reload()

@@ -4,20 +4,16 @@ in-page confirmation; upstream keys never shown unmasked."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from playwright.async_api import Page, expect
 
 from aibridge.testing.stack import Stack
 from tests.ui.helpers import sign_in
-from tests.ui.pages_support import api, save_screenshot
+from tests.ui.pages_support import api
 
 SECRET = "sk-team-b-secret-4242"
 
 
-async def test_admin_creates_disables_and_deletes_a_provider(
-    page: Page, ui_stack: Stack, tmp_path: Path
-) -> None:
+async def test_admin_creates_disables_and_deletes_a_provider(page: Page, ui_stack: Stack) -> None:
     await sign_in(page, ui_stack.admin_token, "/ui/providers")
     await expect(page.get_by_role("heading", level=1)).to_have_text("Providers")
     await expect(page.locator('tr[data-provider="openai"] td[data-col="status"]')).to_contain_text(
@@ -58,7 +54,6 @@ async def test_admin_creates_disables_and_deletes_a_provider(
     await expect(row.locator('td[data-col="keys"]')).to_contain_text(masked)
     assert SECRET not in await page.content()
     assert await page.get_by_label("API key").input_value() == ""
-    await save_screenshot(page, "providers", tmp_path)
 
     # Disable: the status changes, here and in the API.
     await row.get_by_role("button", name="Disable team-b").click()

@@ -5,7 +5,6 @@ order with its tokens, cost, cache share and the turn where the prompt cache bro
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from playwright.async_api import Page, expect
 
@@ -16,7 +15,6 @@ from tests.ui.pages_support import (
     add_claude_provider,
     api,
     record_claude_session,
-    save_screenshot,
 )
 
 
@@ -32,7 +30,7 @@ def _usd(n: float) -> str:
 
 
 async def test_a_claude_code_session_is_listed_and_replayed_turn_by_turn(
-    page: Page, ui_stack: Stack, tmp_path: Path
+    page: Page, ui_stack: Stack
 ) -> None:
     await add_claude_provider(ui_stack)
     await record_claude_session(ui_stack, "cc-session-0001", ui_stack.user_token)
@@ -57,7 +55,6 @@ async def test_a_claude_code_session_is_listed_and_replayed_turn_by_turn(
     await expect(row.locator('td[data-col="tokens"]')).to_contain_text(
         f"in {_int(entry['tokens']['input'])} · out {_int(entry['tokens']['output'])}"
     )
-    await save_screenshot(page, "sessions", tmp_path)
 
     await row.get_by_role("link").click()
     await expect(page).to_have_url(f"{ui_stack.base}/ui/sessions/{entry['id']}")
@@ -96,7 +93,6 @@ async def test_a_claude_code_session_is_listed_and_replayed_turn_by_turn(
     await expect(page.locator("main img")).to_have_count(0)
     await expect(page.locator("main script")).to_have_count(0)
     assert await page.evaluate("window.__pwned") is None
-    await save_screenshot(page, "session", tmp_path)
 
     # Thoughts are collapsed, the link leads to the full record.
     await rendered.nth(0).get_by_role("link", name="Full record of turn 1").click()

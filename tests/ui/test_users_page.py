@@ -5,17 +5,16 @@ working) and reactivate, revoke a key after an in-page confirmation."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 from playwright.async_api import BrowserContext, Page, expect
 
 from aibridge.testing.stack import Stack
 from tests.ui.helpers import sign_in
-from tests.ui.pages_support import api, save_screenshot
+from tests.ui.pages_support import api
 
 
 async def test_admin_manages_a_user_and_their_keys(
-    page: Page, context: BrowserContext, ui_stack: Stack, tmp_path: Path
+    page: Page, context: BrowserContext, ui_stack: Stack
 ) -> None:
     await sign_in(page, ui_stack.admin_token, "/ui/users")
     await expect(page.get_by_role("heading", level=1)).to_have_text("Users")
@@ -66,7 +65,6 @@ async def test_admin_manages_a_user_and_their_keys(
     # The token was shown once: the re-rendered page no longer has it.
     await expect(page.get_by_label("New gateway key")).to_have_count(0)
     assert token not in await page.content()
-    await save_screenshot(page, "user", tmp_path)
 
     # Suspend: the key stops working; reactivate: it works again.
     await page.get_by_role("button", name="Suspend").click()
@@ -91,4 +89,3 @@ async def test_admin_manages_a_user_and_their_keys(
     row = page.locator('tr[data-user="carol"]')
     await expect(row.locator('td[data-col="budget"]')).to_have_text("$25.00 per week")
     await expect(row.locator('td[data-col="status"]')).to_have_text("active")
-    await save_screenshot(page, "users", tmp_path)

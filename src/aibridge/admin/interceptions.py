@@ -52,6 +52,27 @@ def query_filter(
     return f
 
 
+STATUSES = ("ok", "error")
+"""Values of the listing's ``status`` filter: no error recorded, or some error."""
+
+
+def outcome_filter(
+    query: MultiMapping[str], f: InterceptionFilter, errors: list[Validation]
+) -> None:
+    """The listing's ``status`` and ``error_type`` filters into ``f``; problems appended to
+    ``errors``. Only the listing takes them: usage and sessions count every outcome."""
+    status = query.get("status") or None
+    if status is not None and status not in STATUSES:
+        errors.append(Validation("status", f"must be one of: {', '.join(STATUSES)}"))
+    error_type = query.get("error_type") or None
+    if status == "ok" and error_type is not None:
+        errors.append(
+            Validation("error_type", "status=ok rows have no error type; drop one of the two")
+        )
+    f.status = status
+    f.error_type = error_type
+
+
 def raise_if(errors: list[Validation]) -> None:
     """A 400 listing ``errors`` when there are any."""
     if errors:
@@ -82,11 +103,13 @@ def paging(
 
 
 async def list_interceptions(request: web.Request) -> web.Response:
-    """List interceptions, newest first, with cursor paging."""
+    """List interceptions, newest first, with cursor paging; filtered like usage plus
+    ``status`` (ok|error) and ``error_type``."""
     actor = await current_actor(request)
     query = request.query
     errors: list[Validation] = []
     f = query_filter(query, actor, errors)
+    outcome_filter(query, f, errors)
     limit, cursor = paging(query, errors)
     raise_if(errors)
     async with admin_context(request).sessions() as session:

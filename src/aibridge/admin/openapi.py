@@ -260,17 +260,25 @@ def build_document() -> dict[str, Any]:
             "get": _op(
                 "List interceptions (members see their own)",
                 {**_ok("InterceptionPage"), **_errors("400", "401")},
-                parameters=_query(
-                    "user",
-                    "provider",
-                    "model",
-                    "client",
-                    "session",
-                    "since",
-                    "until",
-                    "limit",
-                    "cursor",
-                ),
+                parameters=[
+                    *_query("user", "provider", "model", "client", "session", "since", "until"),
+                    {
+                        "name": "status",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"enum": ["ok", "error"]},
+                        "description": "ok: no error recorded; error: any error",
+                    },
+                    {
+                        "name": "error_type",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string"},
+                        "description": "Only interceptions with exactly this error type "
+                        "(e.g. upstream_error, client_disconnect)",
+                    },
+                    *_query("limit", "cursor"),
+                ],
             )
         },
         "/api/v1/interceptions/{interception_id}": {

@@ -72,7 +72,8 @@ class InterceptionFilter:
 
     ``user`` is a user id or a username. ``only_user_id`` is the caller's own id for
     non-admins and is ANDed with everything else (so a member asking for someone else
-    gets nothing, never someone else's data).
+    gets nothing, never someone else's data). ``status`` is ``ok`` (no error) or ``error``;
+    ``error_type`` matches one exact error type.
     """
 
     user: str | None = None
@@ -83,6 +84,8 @@ class InterceptionFilter:
     since: datetime | None = None
     until: datetime | None = None
     only_user_id: uuid.UUID | None = None
+    status: str | None = None
+    error_type: str | None = None
 
 
 @dataclass(slots=True)
@@ -150,6 +153,13 @@ def conditions(f: InterceptionFilter, t: Any = Interception) -> list[ColumnEleme
         conds.append(t.started_at >= f.since)
     if f.until is not None:
         conds.append(t.started_at < f.until)
+    # An interception failed exactly when it recorded an error type.
+    if f.status == "ok":
+        conds.append(t.error_type.is_(None))
+    elif f.status == "error":
+        conds.append(t.error_type.is_not(None))
+    if f.error_type:
+        conds.append(t.error_type == f.error_type)
     return conds
 
 

@@ -52,8 +52,10 @@ Messages; the others the OpenAI protocol."""
 
 PROVIDER_NAME_PATTERN = r"^[a-z0-9]+(-[a-z0-9]+)*$"
 # First path segments owned by the gateway itself; provider names may not use them.
+# "status": GET /api/v1/providers/status (live status) would shadow the GET of a provider
+# of that name.
 RESERVED_PROVIDER_NAMES = frozenset(
-    {"api", "metrics", "healthz", "readyz", "ui", "static", "admin", "docs", "openapi"}
+    {"api", "metrics", "healthz", "readyz", "ui", "static", "admin", "docs", "openapi", "status"}
 )
 USER_ROLES = ("admin", "member")
 USER_STATUSES = ("active", "suspended")

@@ -87,55 +87,69 @@ export async function render(root, ctx) {
 
 // --- the list -------------------------------------------------------------------------
 
+// The live entry of provider `name` in GET /api/v1/providers/status (null: status not
+// available, or this replica has not loaded that row yet).
 function liveOf(state, name) {
   const status = state.status;
-  if (!status || status.unavailable) return null;
-  const list = status.providers;
-  if (Array.isArray(list)) return list.find((p) => p.name === name) || null;
-  if (list && typeof list === 'object') return list[name] || null;
-  return null;
+  if (!status || status.unavailable || !Array.isArray(status.providers)) return null;
+  return status.providers.find((p) => p.name === name) || null;
 }
 
+const KEY_REASONS = {
+  rate_limited: 'rate limited (upstream 429)',
+  unauthorized: 'unauthorized (upstream 401/403)',
+};
+
 function statusCell(p, live) {
-  // The row's own flag decides enabled/disabled; the live view adds what this replica
-  // made of it (an error and its reason, or not applied yet).
+  // The row's own flag is what an admin set; the live view is what this replica made of it
+  // (built, disabled, or an error and why). When they disagree a reload is on its way.
+  if (live?.status === 'error') {
+    return h('span', null, badge('error', 'bad'), ' ',
+      h('span', {class: 'reason'}, live.reason || 'unknown error'));
+  }
   if (!p.enabled) {
-    if (live && live.status === 'enabled') return [badge('disabled', 'off'), ' ', badge('still serving: reload pending', 'warn')];
+    if (live?.status === 'ok') return [badge('disabled', 'off'), ' ', badge('still serving: reload pending', 'warn')];
     return badge('disabled', 'off');
   }
-  if (!live) return badge('enabled', 'ok');
-  if (live.status === 'error') {
-    return h('span', null, badge('error', 'bad'), ' ', h('span', {class: 'reason'}, live.error || live.reason || 'unknown error'));
-  }
-  if (live.status === 'disabled' || live.status === 'absent' || live.status === 'pending') {
+  if (live && live.status === 'disabled') {
     return [badge('enabled', 'ok'), ' ', badge('not applied yet', 'warn')];
   }
   return badge('enabled', 'ok');
 }
 
+function keyItem(k) {
+  const cooling = k.state === 'cooling';
+  return h('li', {'data-key': k.id},
+    h('code', null, k.hint),
+    k.primary ? h('span', {class: 'muted'}, ' primary') : null, ' ',
+    badge(cooling ? `cooling ${Math.ceil(k.cooldown_seconds)} s` : 'valid', cooling ? 'warn' : 'ok'),
+    cooling && k.reason ? h('span', {class: 'reason'}, ` ${KEY_REASONS[k.reason] || k.reason}`) : null);
+}
+
 function keysCell(p, live) {
-  const liveKeys = Array.isArray(live?.keys) ? live.keys : [];
-  if (!p.api_keys.length && !liveKeys.length) return h('span', {class: 'muted'}, 'none');
-  const items = (liveKeys.length ? liveKeys : p.api_keys).map((k) => {
-    const state = k.state || null;
-    const left = k.seconds_left ?? k.cooldown_seconds ?? null;
-    return h('li', null, h('code', null, k.masked || k.hint || '••••'),
-      state ? [' ', badge(state === 'cooling' && left !== null
-        ? `cooling ${Math.ceil(left)} s` : state, state === 'valid' || state === 'ok' ? 'ok' : 'warn')] : null,
-      k.reason ? h('span', {class: 'reason'}, ` ${k.reason}`) : null);
-  });
-  return h('ul', {class: 'plain keys'}, items);
+  // Live keys exist only for providers this replica built; otherwise the stored (masked)
+  // keys are listed without a state.
+  if (live?.keys?.length) return h('ul', {class: 'plain keys'}, live.keys.map(keyItem));
+  if (!p.api_keys.length) return h('span', {class: 'muted'}, 'none');
+  return h('ul', {class: 'plain keys'}, p.api_keys.map((k) => h('li', {'data-key': k.id},
+    h('code', null, k.masked))));
+}
+
+function breakerItem(b) {
+  const open = b.state === 'open';
+  return h('li', null,
+    h('code', null, b.endpoint), ' ', b.model || h('span', {class: 'muted'}, '(no model)'), ' ',
+    badge(b.state, b.state === 'closed' ? 'ok' : open ? 'bad' : 'warn'),
+    open && b.retry_after_seconds !== null
+      ? h('span', {class: 'muted'}, ` retry in ${b.retry_after_seconds} s`) : null);
 }
 
 function breakersCell(live) {
-  const breakers = live?.breakers || live?.circuit_breakers;
-  if (!breakers) return h('span', {class: 'muted'}, '—');
-  const list = Array.isArray(breakers) ? breakers
-    : Object.entries(breakers).map(([k, v]) => (typeof v === 'object' ? {key: k, ...v} : {key: k, state: v}));
-  if (!list.length) return h('span', {class: 'muted'}, 'all closed');
-  return h('ul', {class: 'plain breakers'}, list.map((b) => h('li', null,
-    `${b.key || b.route || b.model || b.endpoint || ''} `,
-    badge(b.state || 'unknown', b.state === 'closed' ? 'ok' : 'bad'))));
+  if (!live || live.status !== 'ok') return h('span', {class: 'muted'}, '—');
+  if (!live.breakers_enabled) return h('span', {class: 'muted'}, 'off');
+  // Only breakers that saw traffic on this replica are listed; none means none tripped.
+  if (!live.breakers.length) return h('span', {class: 'muted'}, 'no traffic yet');
+  return h('ul', {class: 'plain breakers'}, live.breakers.map(breakerItem));
 }
 
 function providerColumns(ctx, state, refresh, alert) {
@@ -171,32 +185,41 @@ function providerColumns(ctx, state, refresh, alert) {
 }
 
 function renderReplicas(box, status) {
-  const replicas = status && !status.unavailable ? status.replicas : null;
   const items = [h('h2', {id: 'replicas-title'}, 'Replicas')];
-  if (!Array.isArray(replicas)) {
+  if (!status || status.unavailable || !Array.isArray(status.replicas)) {
     items.push(h('p', {class: 'muted'}, 'No replica information available.'));
     replace(box, items);
     return;
   }
-  const current = status.config_version ?? status.current_config_version ?? null;
-  if (current !== null) items.push(h('p', null, `Current configuration version: ${current}`));
+  const current = status.current_config_version;
+  items.push(h('p', {class: 'config-version'},
+    `Current configuration version: ${current}. This replica (`, h('code', null, status.replica),
+    `) has applied ${status.config_version < 0 ? 'none yet' : `version ${status.config_version}`}` +
+    (status.last_reload_at ? `, last reload ${formatTime(status.last_reload_at)}.` : '.')));
+  if (status.last_reload_error) {
+    items.push(h('p', {class: 'reason', role: 'alert'}, `Last reload failed: ${status.last_reload_error}`));
+  }
   const {wrap} = dataTable({
     caption: 'Configuration version each replica has applied',
     columns: [
-      {label: 'Replica', key: 'replica', value: (r) => r.replica_id || r.id || '—'},
-      {label: 'Host', key: 'host', value: (r) => `${r.host || '—'}${r.pid ? ` (pid ${r.pid})` : ''}`},
-      {label: 'Applied version', key: 'version', numeric: true,
-        value: (r) => String(r.config_version ?? r.applied_config_version ?? '—')},
+      {label: 'Replica', key: 'replica', value: (r) => h('span', null, h('code', null, r.id),
+        r.current ? h('span', {class: 'muted'}, ' (this one)') : null)},
+      {label: 'Host', key: 'host', value: (r) => r.host},
+      {label: 'PID', key: 'pid', numeric: true, value: (r) => String(r.pid)},
+      {label: 'Applied version', key: 'version', numeric: true, value: (r) => String(r.config_version)},
       {label: 'Last seen', key: 'last_seen', value: (r) => timeElement(h, r.last_seen)},
       {label: 'State', key: 'state', value: (r) => {
-        if (r.stale) return badge('stale', 'bad');
-        const applied = r.config_version ?? r.applied_config_version;
-        if (current !== null && applied !== current) return badge('behind', 'warn');
+        if (r.stale) {
+          return badge(`stale: no heartbeat for over ${Math.round(status.stale_after_seconds)} s`, 'bad');
+        }
+        // Behind is normal for a few seconds after a change: the replica is catching up.
+        if (r.config_version < current) return badge('catching up', 'warn');
         return badge('up to date', 'ok');
       }},
     ],
-    rows: replicas,
+    rows: status.replicas,
     empty: 'No replica has reported yet.',
+    rowAttrs: (r) => ({'data-replica': r.id}),
   });
   items.push(wrap);
   replace(box, items);
