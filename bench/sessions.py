@@ -1,7 +1,7 @@
 """Sessions API on PostgreSQL with 100,000 interceptions, through the real HTTP API.
 
     AIBRIDGE_TEST_POSTGRES_URL=postgresql://postgres@127.0.0.1:5432/test \\
-        .venv/bin/python -m bench.sessions [--interceptions 100000] [--calls 40]
+        .venv/bin/python -m bench.sessions [--interceptions 100000] [--calls 40] [--database NAME]
 
 Creates a scratch database on that server (dropped afterwards), migrates it, bulk-loads
 interceptions with token usages, prompts and tool usages (COPY), runs ANALYZE, starts the
@@ -9,6 +9,10 @@ gateway on loopback and times, over ``--calls`` calls each, as an admin and as a
 the first page of ``GET /api/v1/sessions``, filtered pages, a page deep behind a cursor,
 and ``GET /api/v1/sessions/{id}`` of random sessions and of the longest one. Prints
 p50/p95/max milliseconds per case; the goal is p95 < 100 ms.
+
+``--database NAME`` keeps the database (created and loaded the first time, reused as it
+is afterwards with freshly minted keys) so its plans can be studied with
+``EXPLAIN (ANALYZE, BUFFERS)`` in psql and re-runs skip the load; drop it by hand.
 """
 
 from __future__ import annotations
@@ -21,16 +25,25 @@ import statistics
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 from aiohttp.test_utils import TestClient
+from sqlalchemy import select
 
 from aibridge.store.db import session_factory
 from aibridge.store.models import ApiKey, User
-from aibridge.testing.databases import PG_ENV, migrated_engine, pg_database
+from aibridge.testing.databases import (
+    PG_ENV,
+    migrated_engine,
+    pg_database,
+    plain_url,
+    postgres_admin_url,
+)
 from aibridge.testing.gateway import gateway
 from aibridge.tokens import mint_token
 
@@ -177,6 +190,38 @@ async def load(url: str, total: int) -> tuple[str, str]:
     return tokens[0], tokens[1]
 
 
+@asynccontextmanager
+async def kept_database(name: str) -> AsyncIterator[tuple[str, bool]]:
+    """``(url, created)`` of the database ``name`` on the server, created when missing and
+    never dropped (see ``--database``)."""
+    if not name.replace("_", "").isalnum():
+        raise SystemExit("--database takes letters, digits and underscores only")
+    admin = plain_url(postgres_admin_url())
+    conn = await asyncpg.connect(admin)
+    try:
+        found = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        if not found:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    yield f"{admin.rpartition('/')[0]}/{name}", not found
+
+
+async def new_keys(url: str) -> tuple[str, str]:
+    """Fresh keys of the admin (user0) and the member user1 of a loaded database: the
+    tokens minted at load time are not stored, only their hashes."""
+    async with migrated_engine(url) as engine:
+        sessions = session_factory(engine)
+        tokens: list[str] = []
+        async with sessions() as s, s.begin():
+            for username in ("user0", "user1"):
+                user = (await s.execute(select(User).where(User.username == username))).scalar_one()
+                minted = mint_token()
+                s.add(ApiKey(id=minted.key_id, user_id=user.id, secret_hash=minted.secret_hash))
+                tokens.append(minted.token)
+    return tokens[0], tokens[1]
+
+
 async def timed(client: TestClient, token: str, path: str, params: dict[str, str]) -> float:
     """Milliseconds of one GET (status must be 200)."""
     t0 = time.perf_counter()
@@ -204,11 +249,32 @@ def line(name: str, values: list[float]) -> str:
     return f"| {name} | {statistics.median(ordered):.1f} | {p95:.1f} | {ordered[-1]:.1f} | {ok} |"
 
 
-async def run(total: int, calls: int) -> int:
-    async with pg_database() as url:
-        t0 = time.perf_counter()
-        admin, member = await load(url, total)
-        print(f"loaded {total} interceptions in {time.perf_counter() - t0:.1f} s")
+@asynccontextmanager
+async def loaded(total: int, database: str | None) -> AsyncIterator[tuple[str, str, str]]:
+    """``(url, admin key, member key)`` of a loaded database: a scratch one, or the kept
+    ``database`` (loaded only when it was just created)."""
+    if database is None:
+        async with pg_database() as url:
+            t0 = time.perf_counter()
+            admin, member = await load(url, total)
+            print(f"loaded {total} interceptions in {time.perf_counter() - t0:.1f} s")
+            yield url, admin, member
+        return
+    async with kept_database(database) as (url, created):
+        if created:
+            t0 = time.perf_counter()
+            admin, member = await load(url, total)
+            print(
+                f"loaded {total} interceptions into {database} in {time.perf_counter() - t0:.1f} s"
+            )
+        else:
+            admin, member = await new_keys(url)
+            print(f"reusing database {database} as loaded (--interceptions ignored)")
+        yield url, admin, member
+
+
+async def run(total: int, calls: int, database: str | None) -> int:
+    async with loaded(total, database) as (url, admin, member):
         with tempfile.TemporaryDirectory() as tmp:
             async with gateway(url, Path(tmp)) as (client, _services):
                 first = await body(client, admin, "/api/v1/sessions", limit="50")
@@ -273,10 +339,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--interceptions", type=int, default=100_000)
     parser.add_argument("--calls", type=int, default=40)
+    parser.add_argument(
+        "--database",
+        help="keep (and reuse) this database on the server instead of a scratch one",
+    )
     args = parser.parse_args(argv)
     if not os.environ.get(PG_ENV):
         parser.error(f"set {PG_ENV}=postgresql://user@host:port/db")
-    return asyncio.run(run(args.interceptions, args.calls))
+    return asyncio.run(run(args.interceptions, args.calls, args.database))
 
 
 if __name__ == "__main__":
