@@ -32,13 +32,16 @@ from sqlalchemy.orm import aliased
 
 from aibridge.store.interceptions import (
     COST_SUM,
+    DESCRIBED_COLUMNS,
     TOKEN_FIELDS,
     UNPRICED_ROWS,
+    Children,
     InterceptionFilter,
     conditions,
     cost_usd,
-    describe,
     encode_cursor,
+    load_children,
+    shape,
 )
 from aibridge.store.models import Interception, TokenUsage, User
 
@@ -300,7 +303,9 @@ async def get_session(
     share and break flag); None when it does not exist or, with ``only_user_id``, is
     someone else's. ``ValueError`` when ``session_id`` is malformed."""
     decoded = decode_session_id(session_id)
-    stmt = select(Interception, User.username).outerjoin(User, User.id == Interception.initiator_id)
+    stmt = select(*DESCRIBED_COLUMNS, User.username).outerjoin(
+        User, User.id == Interception.initiator_id
+    )
     if isinstance(decoded, uuid.UUID):
         stmt = stmt.where(Interception.id == decoded, Interception.client_session_id.is_(None))
     else:
@@ -311,20 +316,54 @@ async def get_session(
     if only_user_id is not None:
         stmt = stmt.where(Interception.initiator_id == only_user_id)
     stmt = stmt.order_by(Interception.started_at, Interception.id)
-    rows = [(row[0], row[1]) for row in (await session.execute(stmt)).all()]
+    # Rows of DESCRIBED_COLUMNS stand in for the entities describe() reads.
+    rows: list[tuple[Any, str | None]] = [
+        (row, row.username) for row in await session.execute(stmt)
+    ]
     if not rows:
         return None
-    first = rows[0][0]
+    children = await load_children(session, [i.id for i, _ in rows], full=True)
+    turns = shape(rows, children, full=True)
+    entry = _entry_of_turns(rows, children)
+    mark_cache_breaks(turns)
+    entry["interceptions"] = turns
+    return entry
+
+
+def _entry_of_turns(rows: list[tuple[Any, str | None]], children: Children) -> dict[str, Any]:
+    """The list entry of a whole session (what :func:`summarise` answers without a
+    filter) from its turns, oldest first, and their children: reading the session a
+    second time to sum it costs as much as reading it."""
+    first, username = rows[0]
     key = (
         SessionKey(_uuid(first.initiator_id), None, _uuid(first.id))
         if first.client_session_id is None
         else SessionKey(_uuid(first.initiator_id), first.client_session_id, None)
     )
-    entry = (await summarise(session, [key], InterceptionFilter()))[key]
-    turns = await describe(session, rows, full=True)
-    mark_cache_breaks(turns)
-    entry["interceptions"] = turns
-    return entry
+    tokens = dict.fromkeys(TOKEN_FIELDS, 0)
+    pusd = 0
+    unpriced = False
+    for i, _ in rows:
+        for name, value in children.tokens.get(i.id, {}).items():
+            tokens[name] += value
+        cost, no_price = children.costs.get(i.id, (0, False))
+        pusd += cost
+        unpriced = unpriced or no_price
+    clients = [i.client for i, _ in rows if i.client is not None]
+    return {
+        "id": encode_session_id(key),
+        "client_session_id": first.client_session_id,
+        "user": {"id": str(first.initiator_id), "username": username},
+        # The greatest by code point, as summarise() compares them.
+        "client": max(clients) if clients else None,
+        "first_at": min(i.started_at for i, _ in rows),
+        "last_at": max(i.started_at for i, _ in rows),
+        "interception_count": len(rows),
+        "tokens": tokens,
+        "cost_usd": cost_usd(pusd),
+        "unpriced": unpriced,
+        "error_count": sum(i.error_type is not None for i, _ in rows),
+    }
 
 
 def cache_read_share(tokens: dict[str, int]) -> float | None:
