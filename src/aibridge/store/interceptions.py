@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from sqlalchemy import ColumnElement, Uuid, and_, bindparam, case, func, literal_column, or_, select
@@ -209,7 +209,7 @@ async def get_interception(
     return (await describe(session, [(row[0], row[1])], full=True))[0]
 
 
-def duration_ms(i: Interception) -> int | None:
+def duration_ms(i: Interception | InterceptionRow) -> int | None:
     """Milliseconds from start to end; None while the interception is open."""
     if i.ended_at is None:
         return None
@@ -228,23 +228,29 @@ def among(session: AsyncSession, stmt: Any, column: Any, ids: Sequence[uuid.UUID
     return stmt.where(column.in_(ids))
 
 
-DESCRIBED_COLUMNS = (
-    Interception.id,
-    Interception.initiator_id,
-    Interception.provider,
-    Interception.provider_name,
-    Interception.model,
-    Interception.client,
-    Interception.client_session_id,
-    Interception.started_at,
-    Interception.ended_at,
-    Interception.error_type,
-    Interception.error_message,
-    Interception.credential_kind,
-    Interception.credential_hint,
-)
-"""The interception columns :func:`describe` reads: selecting these instead of the
-entity spares loading (and JSON-decoding) the metadata of every row."""
+class InterceptionRow(NamedTuple):
+    """The interception columns :func:`describe` reads (:data:`DESCRIBED_COLUMNS`), for
+    queries that select these instead of the entity: that spares loading and
+    JSON-decoding every row's metadata, and a named tuple's fields read about ten times
+    faster than a SQLAlchemy ``Row``'s attributes (which add up over a long session)."""
+
+    id: uuid.UUID
+    initiator_id: uuid.UUID
+    provider: str
+    provider_name: str
+    model: str
+    client: str | None
+    client_session_id: str | None
+    started_at: datetime
+    ended_at: datetime | None
+    error_type: str | None
+    error_message: str | None
+    credential_kind: str
+    credential_hint: str | None
+
+
+DESCRIBED_COLUMNS = tuple(getattr(Interception, name) for name in InterceptionRow._fields)
+"""The columns of :class:`InterceptionRow`, in its order."""
 
 
 @dataclass(slots=True)
@@ -358,14 +364,16 @@ async def describe(
 ) -> list[dict[str, Any]]:
     """The API shape of each ``(interception, username)``, children loaded with one query
     per table. ``full`` adds the thoughts' texts and ``duration_ms`` (one interception's
-    record, a session's turns) instead of only counting the thoughts. An interception
-    may also be a row of :data:`DESCRIBED_COLUMNS`."""
+    record, a session's turns) instead of only counting the thoughts."""
     children = await load_children(session, [i.id for i, _ in rows], full=full)
     return shape(rows, children, full=full)
 
 
 def shape(
-    rows: Sequence[tuple[Interception, str | None]], children: Children, *, full: bool = False
+    rows: Sequence[tuple[Interception | InterceptionRow, str | None]],
+    children: Children,
+    *,
+    full: bool = False,
 ) -> list[dict[str, Any]]:
     """The API shape of each ``(interception, username)`` given its ``children`` (see
     :func:`describe`)."""

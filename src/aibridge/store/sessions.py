@@ -37,6 +37,7 @@ from aibridge.store.interceptions import (
     UNPRICED_ROWS,
     Children,
     InterceptionFilter,
+    InterceptionRow,
     conditions,
     cost_usd,
     encode_cursor,
@@ -316,9 +317,9 @@ async def get_session(
     if only_user_id is not None:
         stmt = stmt.where(Interception.initiator_id == only_user_id)
     stmt = stmt.order_by(Interception.started_at, Interception.id)
-    # Rows of DESCRIBED_COLUMNS stand in for the entities describe() reads.
-    rows: list[tuple[Any, str | None]] = [
-        (row, row.username) for row in await session.execute(stmt)
+    rows = [
+        (InterceptionRow._make(values[:-1]), values[-1])
+        for values in (await session.execute(stmt)).tuples()
     ]
     if not rows:
         return None
@@ -330,7 +331,9 @@ async def get_session(
     return entry
 
 
-def _entry_of_turns(rows: list[tuple[Any, str | None]], children: Children) -> dict[str, Any]:
+def _entry_of_turns(
+    rows: list[tuple[InterceptionRow, str | None]], children: Children
+) -> dict[str, Any]:
     """The list entry of a whole session (what :func:`summarise` answers without a
     filter) from its turns, oldest first, and their children: reading the session a
     second time to sum it costs as much as reading it."""
