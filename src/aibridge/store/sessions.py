@@ -101,9 +101,11 @@ def decode_session_id(value: str) -> tuple[uuid.UUID, str] | uuid.UUID:
 
 def _later(t: Any, than: Any) -> ColumnElement[bool]:
     """``t`` sorts after ``than`` in the listing order ``(started_at, id)``."""
-    return or_(
-        t.started_at > than.started_at,
-        and_(t.started_at == than.started_at, t.id > than.id),
+    # The redundant ``>=`` is what an index can range over (an OR it cannot): the
+    # probe then starts at ``than``'s own time instead of reading the whole session.
+    return and_(
+        t.started_at >= than.started_at,
+        or_(t.started_at > than.started_at, t.id > than.id),
     )
 
 
@@ -155,11 +157,10 @@ async def list_sessions(
         stmt = stmt.where(_errors_condition(f, has_errors))
     if cursor is not None:
         at, ident = cursor
+        # ``<=`` lets the index scan start at the cursor (see _later).
         stmt = stmt.where(
-            or_(
-                Interception.started_at < at,
-                and_(Interception.started_at == at, Interception.id < ident),
-            )
+            Interception.started_at <= at,
+            or_(Interception.started_at < at, Interception.id < ident),
         )
     rows = (await session.execute(stmt)).all()
     more = len(rows) > limit
