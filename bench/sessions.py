@@ -4,13 +4,14 @@
         .venv/bin/python -m bench.sessions [--interceptions 100000] [--calls 40] [--database NAME]
 
 Creates a scratch database on that server (dropped afterwards), migrates it, bulk-loads
-interceptions with token usages, prompts and tool usages (COPY), runs VACUUM ANALYZE, starts the
-gateway on loopback and times, over ``--calls`` calls each, as an admin and as a member:
-the first page of ``GET /api/v1/sessions``, filtered pages, a page deep behind a cursor,
-and ``GET /api/v1/sessions/{id}`` of random sessions and of the longest one. Prints
-p50/p95/max milliseconds per case, and the median time per call spent in database calls
-(statement sent to rows fetched, as seen by the gateway), with the load average before and
-after; the goal is p95 < 100 ms.
+interceptions with token usages, prompts and tool usages (COPY), runs VACUUM ANALYZE,
+starts the gateway on loopback (in this process, on uvloop, its garbage collector tuned as
+``aibridge serve`` tunes it) and times, over ``--calls`` calls each, as an admin and as a
+member: the first page of ``GET /api/v1/sessions``, filtered pages, a page deep behind a
+cursor, and ``GET /api/v1/sessions/{id}`` of random sessions and of the longest one.
+Prints p50/p95/max milliseconds per case and the median time per call spent in database
+calls (statement sent to rows fetched, as the gateway sees it), with the load average
+before and after; the goal is p95 < 100 ms.
 
 ``--database NAME`` keeps the database (created and loaded the first time, reused as it
 is afterwards, not migrated, with freshly minted keys) so its plans can be studied with
@@ -38,6 +39,8 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from aibridge.server.runner import run as run_loop
+from aibridge.server.runner import tune_gc
 from aibridge.store.db import create_engine, session_factory
 from aibridge.store.models import ApiKey, User
 from aibridge.store.urls import normalize_database_url
@@ -336,6 +339,8 @@ async def run(total: int, calls: int, database: str | None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             async with gateway(url, Path(tmp)) as (client, services):
                 clock = SqlClock(services.engine)
+                # As `aibridge serve` runs: start-up heap frozen, larger generation 0.
+                tune_gc()
                 first = await body(client, admin, "/api/v1/sessions", limit="50")
                 cursor: str | None = None
                 depth = 0
@@ -409,7 +414,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not os.environ.get(PG_ENV):
         parser.error(f"set {PG_ENV}=postgresql://user@host:port/db")
-    return asyncio.run(run(args.interceptions, args.calls, args.database))
+    # uvloop, as `aibridge serve` runs.
+    return run_loop(run(args.interceptions, args.calls, args.database))
 
 
 if __name__ == "__main__":
