@@ -229,6 +229,8 @@ class Interception(Base):
         ),
         # The listings' keyset order (newest first, ties broken by id).
         Index("ix_interceptions_started_at_id", "started_at", "id"),
+        # The same order for one user: a member's listings, the user filter.
+        Index("ix_interceptions_initiator_id_started_at_id", "initiator_id", "started_at", "id"),
         Index("ix_interceptions_client_session_id", "client_session_id"),
         # The sessions listing's has_errors probe.
         Index(

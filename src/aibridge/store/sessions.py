@@ -26,20 +26,23 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, and_, exists, func, not_, or_, select
+from sqlalchemy import ColumnElement, and_, case, exists, func, not_, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from aibridge.store.interceptions import (
     COST_SUM,
+    DESCRIBED_COLUMNS,
     TOKEN_FIELDS,
     UNPRICED_ROWS,
+    Children,
     InterceptionFilter,
-    among,
+    InterceptionRow,
     conditions,
     cost_usd,
-    describe,
     encode_cursor,
+    load_children,
+    shape,
 )
 from aibridge.store.models import Interception, TokenUsage, User
 
@@ -52,8 +55,6 @@ CACHE_BREAK_DROP = 0.5
 """or when the share fell by at least this much (absolute) on a turn whose input is at
 least :data:`CACHE_BREAK_MIN_INPUT` tokens (small turns fluctuate harmlessly)."""
 CACHE_BREAK_MIN_INPUT = 1024
-_CHUNK = 5000
-"""Interception ids per token-sum query (bind parameters are limited)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,9 +101,11 @@ def decode_session_id(value: str) -> tuple[uuid.UUID, str] | uuid.UUID:
 
 def _later(t: Any, than: Any) -> ColumnElement[bool]:
     """``t`` sorts after ``than`` in the listing order ``(started_at, id)``."""
-    return or_(
-        t.started_at > than.started_at,
-        and_(t.started_at == than.started_at, t.id > than.id),
+    # The redundant ``>=`` is what an index can range over (an OR it cannot): the
+    # probe then starts at ``than``'s own time instead of reading the whole session.
+    return and_(
+        t.started_at >= than.started_at,
+        or_(t.started_at > than.started_at, t.id > than.id),
     )
 
 
@@ -154,11 +157,10 @@ async def list_sessions(
         stmt = stmt.where(_errors_condition(f, has_errors))
     if cursor is not None:
         at, ident = cursor
+        # ``<=`` lets the index scan start at the cursor (see _later).
         stmt = stmt.where(
-            or_(
-                Interception.started_at < at,
-                and_(Interception.started_at == at, Interception.id < ident),
-            )
+            Interception.started_at <= at,
+            or_(Interception.started_at < at, Interception.id < ident),
         )
     rows = (await session.execute(stmt)).all()
     more = len(rows) > limit
@@ -197,86 +199,97 @@ async def summarise(
         )
     if singles:
         which.append(and_(Interception.id.in_(singles), Interception.client_session_id.is_(None)))
-    # One row per matching interception, summed here: the token sums are then looked up
-    # by interception id (an index probe each) — joining on the session sets instead
-    # makes PostgreSQL scan all of token_usages.
+    # Summed in SQL, one row per session: a page's sessions hold about a thousand
+    # interceptions, which cost tens of milliseconds to fetch and add up in Python.
+    single = case((Interception.client_session_id.is_(None), Interception.id))
+    joined, sums, cost, unpriced = _token_sums(session)
     stmt = (
         select(
-            Interception.id,
             Interception.initiator_id,
             Interception.client_session_id,
-            Interception.started_at,
-            Interception.error_type,
-            Interception.client,
+            single,
             User.username,
+            func.min(Interception.started_at),
+            func.max(Interception.started_at),
+            # DISTINCT: on SQLite each interception appears once per token row.
+            func.count(func.distinct(Interception.id)),
+            func.count(
+                func.distinct(case((Interception.error_type.is_not(None), Interception.id)))
+            ),
+            func.max(_bytewise(session, Interception.client)),
+            *sums,
+            cost,
+            unpriced,
         )
+        .select_from(joined)
         .outerjoin(User, User.id == Interception.initiator_id)
         .where(or_(*which), *conditions(f))
+        .group_by(Interception.initiator_id, Interception.client_session_id, single, User.username)
     )
     wanted = set(keys)
     out: dict[SessionKey, dict[str, Any]] = {}
-    owner: dict[uuid.UUID, SessionKey] = {}
-    for iid, user_id, csid, started, error, client, username in await session.execute(stmt):
-        iid = _uuid(iid)
-        key = SessionKey(_uuid(user_id), csid, None if csid is not None else iid)
+    for row in await session.execute(stmt):
+        user_id, csid, single_id, username, first, last, count, errors, client = row[:9]
+        *token_sums, pusd, unpriced_rows = row[9:]
+        key = SessionKey(_uuid(user_id), csid, None if csid is not None else _uuid(single_id))
         if key not in wanted:
             continue
-        owner[iid] = key
-        entry = out.get(key)
-        if entry is None:
-            out[key] = entry = {
-                "id": encode_session_id(key),
-                "client_session_id": csid,
-                "user": {"id": str(user_id), "username": username},
-                "client": client,
-                "first_at": started,
-                "last_at": started,
-                "interception_count": 0,
-                "tokens": dict.fromkeys(TOKEN_FIELDS, 0),
-                "cost_usd": 0,
-                "unpriced": False,
-                "error_count": 0,
-                "_pusd": 0,
-            }
-        entry["first_at"] = min(entry["first_at"], started)
-        entry["last_at"] = max(entry["last_at"], started)
-        entry["interception_count"] += 1
-        entry["error_count"] += error is not None
-        if client is not None and (entry["client"] is None or client > entry["client"]):
-            entry["client"] = client
-    ids = list(owner)
-    for chunk in range(0, len(ids), _CHUNK):
-        token_stmt = (
-            select(
-                TokenUsage.interception_id,
-                *(
-                    func.coalesce(func.sum(col), 0)
-                    for col in (
-                        TokenUsage.input_tokens,
-                        TokenUsage.output_tokens,
-                        TokenUsage.cache_read_input_tokens,
-                        TokenUsage.cache_write_input_tokens,
-                        TokenUsage.reasoning_tokens,
-                    )
-                ),
-                COST_SUM,
-                UNPRICED_ROWS,
-            )
-            .select_from(TokenUsage)
-            .group_by(TokenUsage.interception_id)
-        )
-        token_rows = await session.execute(
-            among(session, token_stmt, TokenUsage.interception_id, ids[chunk : chunk + _CHUNK])
-        )
-        for iid, *sums, cost, unpriced_rows in token_rows:
-            entry = out[owner[_uuid(iid)]]
-            for name, value in zip(TOKEN_FIELDS, sums, strict=True):
-                entry["tokens"][name] += int(value)
-            entry["_pusd"] += int(cost)
-            entry["unpriced"] = entry["unpriced"] or int(unpriced_rows) > 0
-    for entry in out.values():
-        entry["cost_usd"] = cost_usd(entry.pop("_pusd"))
+        out[key] = {
+            "id": encode_session_id(key),
+            "client_session_id": csid,
+            "user": {"id": str(user_id), "username": username},
+            "client": client,
+            "first_at": first,
+            "last_at": last,
+            "interception_count": int(count),
+            "tokens": {k: int(v or 0) for k, v in zip(TOKEN_FIELDS, token_sums, strict=True)},
+            "cost_usd": cost_usd(int(pusd or 0)),
+            "unpriced": int(unpriced_rows or 0) > 0,
+            "error_count": int(errors),
+        }
     return out
+
+
+def _token_sums(session: AsyncSession) -> tuple[Any, list[Any], Any, Any]:
+    """``(FROM clause, token sums, pico-USD sum, unpriced token rows)`` to aggregate over
+    the interceptions of a grouped query.
+
+    On PostgreSQL a ``LATERAL`` sum per interception: an index probe each, where a
+    plain join makes the planner hash all of token_usages. SQLite has no ``LATERAL``
+    (nor that planner): a plain outer join, one row per token row.
+    """
+    columns = (
+        TokenUsage.input_tokens,
+        TokenUsage.output_tokens,
+        TokenUsage.cache_read_input_tokens,
+        TokenUsage.cache_write_input_tokens,
+        TokenUsage.reasoning_tokens,
+    )
+    if session.get_bind().dialect.name != "postgresql":
+        joined = Interception.__table__.outerjoin(
+            TokenUsage, TokenUsage.interception_id == Interception.id
+        )
+        return joined, [func.sum(c) for c in columns], COST_SUM, UNPRICED_ROWS
+    per = (
+        select(
+            *(func.sum(c).label(c.key) for c in columns),
+            COST_SUM.label("pusd"),
+            UNPRICED_ROWS.label("unpriced"),
+        )
+        .where(TokenUsage.interception_id == Interception.id)
+        .lateral("per_interception")
+    )
+    joined = Interception.__table__.join(per, true())
+    sums = [func.sum(per.c[c.key]) for c in columns]
+    return joined, sums, func.sum(per.c.pusd), func.sum(per.c.unpriced)
+
+
+def _bytewise(session: AsyncSession, column: Any) -> Any:
+    """``column`` compared by code point, as Python compares strings (SQLite's default;
+    PostgreSQL's depends on the database's collation)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return column.collate("C")
+    return column
 
 
 def _uuid(value: Any) -> uuid.UUID:
@@ -292,7 +305,9 @@ async def get_session(
     share and break flag); None when it does not exist or, with ``only_user_id``, is
     someone else's. ``ValueError`` when ``session_id`` is malformed."""
     decoded = decode_session_id(session_id)
-    stmt = select(Interception, User.username).outerjoin(User, User.id == Interception.initiator_id)
+    stmt = select(*DESCRIBED_COLUMNS, User.username).outerjoin(
+        User, User.id == Interception.initiator_id
+    )
     if isinstance(decoded, uuid.UUID):
         stmt = stmt.where(Interception.id == decoded, Interception.client_session_id.is_(None))
     else:
@@ -303,20 +318,56 @@ async def get_session(
     if only_user_id is not None:
         stmt = stmt.where(Interception.initiator_id == only_user_id)
     stmt = stmt.order_by(Interception.started_at, Interception.id)
-    rows = [(row[0], row[1]) for row in (await session.execute(stmt)).all()]
+    rows = [
+        (InterceptionRow._make(values[:-1]), values[-1])
+        for values in (await session.execute(stmt)).tuples()
+    ]
     if not rows:
         return None
-    first = rows[0][0]
+    children = await load_children(session, [i.id for i, _ in rows], full=True)
+    turns = shape(rows, children, full=True)
+    entry = _entry_of_turns(rows, children)
+    mark_cache_breaks(turns)
+    entry["interceptions"] = turns
+    return entry
+
+
+def _entry_of_turns(
+    rows: list[tuple[InterceptionRow, str | None]], children: Children
+) -> dict[str, Any]:
+    """The list entry of a whole session (what :func:`summarise` answers without a
+    filter) from its turns, oldest first, and their children: reading the session a
+    second time to sum it costs as much as reading it."""
+    first, username = rows[0]
     key = (
         SessionKey(_uuid(first.initiator_id), None, _uuid(first.id))
         if first.client_session_id is None
         else SessionKey(_uuid(first.initiator_id), first.client_session_id, None)
     )
-    entry = (await summarise(session, [key], InterceptionFilter()))[key]
-    turns = await describe(session, rows, full=True)
-    mark_cache_breaks(turns)
-    entry["interceptions"] = turns
-    return entry
+    tokens = dict.fromkeys(TOKEN_FIELDS, 0)
+    pusd = 0
+    unpriced = False
+    for i, _ in rows:
+        for name, value in children.tokens.get(i.id, {}).items():
+            tokens[name] += value
+        cost, no_price = children.costs.get(i.id, (0, False))
+        pusd += cost
+        unpriced = unpriced or no_price
+    clients = [i.client for i, _ in rows if i.client is not None]
+    return {
+        "id": encode_session_id(key),
+        "client_session_id": first.client_session_id,
+        "user": {"id": str(first.initiator_id), "username": username},
+        # The greatest by code point, as summarise() compares them.
+        "client": max(clients) if clients else None,
+        "first_at": min(i.started_at for i, _ in rows),
+        "last_at": max(i.started_at for i, _ in rows),
+        "interception_count": len(rows),
+        "tokens": tokens,
+        "cost_usd": cost_usd(pusd),
+        "unpriced": unpriced,
+        "error_count": sum(i.error_type is not None for i, _ in rows),
+    }
 
 
 def cache_read_share(tokens: dict[str, int]) -> float | None:
