@@ -24,7 +24,10 @@ AIBRIDGE = Path(sys.executable).with_name("aibridge")
 _NOT_INHERITED = frozenset(
     ("AIBRIDGE_DATABASE_URL", "AIBRIDGE_LISTEN", "AIBRIDGE_ENCRYPTION_KEY", "AIBRIDGE_WORKERS")
 )
-START_TIMEOUT = 30.0
+# A deadline for a start that hangs, not a speed check: a start imports ~3 s of modules
+# (the MCP SDK most), and with --workers 2 on a loaded 2-core CI machine that was seen to
+# take over 30 s.
+START_TIMEOUT = 90.0
 STOP_TIMEOUT = 30.0
 
 
