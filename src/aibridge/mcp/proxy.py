@@ -20,12 +20,24 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx2
+import orjson
 from mcp.client.streamable_http import streamable_http_client
-from mcp.types import Implementation, ToolListChangedNotification
+from mcp.types import (
+    AudioContent,
+    BlobResourceContents,
+    CallToolResult,
+    EmbeddedResource,
+    ImageContent,
+    Implementation,
+    ResourceLink,
+    TextContent,
+    TextResourceContents,
+    ToolListChangedNotification,
+)
 
 from aibridge.mcp.naming import is_allowed
-from aibridge.mcp.settings import MCPServerSettings
-from aibridge.mcp.tools import ToolResult, result_text
+from aibridge.mcp.settings import MCPOptions, MCPServerSettings
+from aibridge.mcp.tools import ToolResult
 from mcp import Client
 
 log = logging.getLogger(__name__)
@@ -33,24 +45,6 @@ log = logging.getLogger(__name__)
 CLIENT_INFO = Implementation(name="aibridge", version="1")
 MAX_LIST_PAGES = 100
 """``tools/list`` pages followed at most (a server whose cursors never end is cut here)."""
-
-
-@dataclass(frozen=True, slots=True)
-class MCPOptions:
-    """Time limits of the MCP engine (seconds).
-
-    ``init_timeout`` bounds connecting and listing the tools at bridge build;
-    ``call_timeout`` one tool call; ``tools_ttl`` how long a tool list is used before it
-    is fetched again (a list-changed notification refreshes it at once);
-    ``close_timeout`` how long closing a session may take before its task is cancelled;
-    ``max_iterations`` the most upstream turns one request runs with injected tools.
-    """
-
-    max_iterations: int = 10
-    init_timeout: float = 10.0
-    call_timeout: float = 120.0
-    tools_ttl: float = 300.0
-    close_timeout: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,3 +290,34 @@ def _describe(exc: BaseException) -> str:
         exc = exc.exceptions[0]
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def result_text(result: CallToolResult) -> str:
+    """An MCP tool result as the text a model reads.
+
+    Text parts as they are; resources inline with their MIME type and URI; media the
+    gateway cannot pass on as a short note (so the model knows something was there); no
+    content but structured content: that content as JSON.
+    """
+    parts: list[str] = []
+    for block in result.content:
+        if isinstance(block, TextContent):
+            parts.append(block.text)
+        elif isinstance(block, EmbeddedResource):
+            res = block.resource
+            if isinstance(res, TextResourceContents):
+                body = res.text
+            elif isinstance(res, BlobResourceContents):
+                body = res.blob
+            else:  # pragma: no cover - the SDK knows only these two
+                body = ""
+            parts.append(f"Resource (MIME: {res.mime_type}, URI: {res.uri}): {body}")
+        elif isinstance(block, ResourceLink):
+            parts.append(f"Resource link: {block.uri} ({block.name})")
+        elif isinstance(block, ImageContent | AudioContent):
+            parts.append(f"[{block.type} content ({block.mime_type}) not shown]")
+        else:  # pragma: no cover - future content types
+            parts.append(f"[{getattr(block, 'type', 'unknown')} content not shown]")
+    if not parts and result.structured_content is not None:
+        parts.append(orjson.dumps(result.structured_content).decode())
+    return "\n".join(parts) if parts else "(the tool returned no content)"

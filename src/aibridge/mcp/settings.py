@@ -26,3 +26,21 @@ class MCPServerSettings:
 
 UserTokens = Callable[[uuid.UUID], Awaitable[Mapping[uuid.UUID, str]]]
 """user id -> {server id: that user's token} for the per_user servers (one DB query)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MCPOptions:
+    """Time limits of the MCP engine (seconds).
+
+    ``init_timeout`` bounds connecting and listing the tools at bridge build;
+    ``call_timeout`` one tool call; ``tools_ttl`` how long a tool list is used before it
+    is fetched again (a list-changed notification refreshes it at once);
+    ``close_timeout`` how long closing a session may take before its task is cancelled;
+    ``max_iterations`` the most upstream turns one request runs with injected tools.
+    """
+
+    max_iterations: int = 10
+    init_timeout: float = 10.0
+    call_timeout: float = 120.0
+    tools_ttl: float = 300.0
+    close_timeout: float = 5.0

@@ -6,18 +6,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-from mcp.types import (
-    AudioContent,
-    BlobResourceContents,
-    CallToolResult,
-    EmbeddedResource,
-    ImageContent,
-    ResourceLink,
-    TextContent,
-    TextResourceContents,
-)
-
 
 @dataclass(frozen=True, slots=True)
 class MCPTool:
@@ -49,34 +37,3 @@ class ToolResult:
     text: str
     is_error: bool = False
     error: str | None = None
-
-
-def result_text(result: CallToolResult) -> str:
-    """An MCP tool result as the text a model reads.
-
-    Text parts as they are; resources inline with their MIME type and URI; media the
-    gateway cannot pass on as a short note (so the model knows something was there); no
-    content but structured content: that content as JSON.
-    """
-    parts: list[str] = []
-    for block in result.content:
-        if isinstance(block, TextContent):
-            parts.append(block.text)
-        elif isinstance(block, EmbeddedResource):
-            res = block.resource
-            if isinstance(res, TextResourceContents):
-                body = res.text
-            elif isinstance(res, BlobResourceContents):
-                body = res.blob
-            else:  # pragma: no cover - the SDK knows only these two
-                body = ""
-            parts.append(f"Resource (MIME: {res.mime_type}, URI: {res.uri}): {body}")
-        elif isinstance(block, ResourceLink):
-            parts.append(f"Resource link: {block.uri} ({block.name})")
-        elif isinstance(block, ImageContent | AudioContent):
-            parts.append(f"[{block.type} content ({block.mime_type}) not shown]")
-        else:  # pragma: no cover - future content types
-            parts.append(f"[{getattr(block, 'type', 'unknown')} content not shown]")
-    if not parts and result.structured_content is not None:
-        parts.append(orjson.dumps(result.structured_content).decode())
-    return "\n".join(parts) if parts else "(the tool returned no content)"

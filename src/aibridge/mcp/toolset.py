@@ -4,15 +4,19 @@ the bridge's user may use, built concurrently, closed together."""
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
+import sys
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aibridge.mcp.naming import assign_ids
-from aibridge.mcp.proxy import MCPOptions, ServerProxy
-from aibridge.mcp.settings import MCPServerSettings, UserTokens
+from aibridge.mcp.settings import MCPOptions, MCPServerSettings, UserTokens
 from aibridge.mcp.tools import MCPTool, ToolResult
+
+if TYPE_CHECKING:
+    from aibridge.mcp.proxy import ServerProxy
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +100,17 @@ def _headers(server: MCPServerSettings, tokens: Mapping[uuid.UUID, str]) -> dict
     return {}
 
 
+async def _server_proxy_class() -> type[ServerProxy]:
+    """The engine's session class, imported on first use: the MCP SDK takes about a
+    second to import, so a gateway without MCP servers never loads it, and the first bridge
+    that needs it imports it in a thread rather than stalling the event loop."""
+    module = sys.modules.get("aibridge.mcp.proxy")
+    if module is None:
+        module = await asyncio.to_thread(importlib.import_module, "aibridge.mcp.proxy")
+    cls: type[ServerProxy] = module.ServerProxy
+    return cls
+
+
 async def build_toolset(
     servers: Sequence[MCPServerSettings],
     user_id: uuid.UUID,
@@ -116,6 +131,7 @@ async def build_toolset(
                 "could not load the user's MCP tokens; per-user MCP servers skipped",
                 extra={"user_id": str(user_id), "error": f"{type(exc).__name__}: {exc}"},
             )
+    server_proxy = await _server_proxy_class()
     proxies: list[ServerProxy] = []
     for server in servers:
         headers = _headers(server, tokens)
@@ -125,7 +141,7 @@ async def build_toolset(
                 extra={"mcp_server": server.name, "user_id": str(user_id)},
             )
             continue
-        proxies.append(ServerProxy(server, headers, options))
+        proxies.append(server_proxy(server, headers, options))
     if not proxies:
         return None
     try:

@@ -13,8 +13,7 @@ from aibridge.bridge import RequestBridge
 from aibridge.governance.limiter import Limiter
 from aibridge.intercept.agentic import DEFAULT_MAX_ITERATIONS
 from aibridge.intercept.hooks import NO_ADDONS, Addons
-from aibridge.mcp.proxy import MCPOptions
-from aibridge.mcp.settings import UserTokens
+from aibridge.mcp.settings import MCPOptions, UserTokens
 from aibridge.mcp.toolset import build_toolset
 from aibridge.providers.snapshot import ProviderSnapshot
 from aibridge.providers.upstream import UpstreamClients

@@ -22,7 +22,7 @@ from aibridge.governance.price_reload import PriceReloader
 from aibridge.governance.prices import PriceBook
 from aibridge.intercept.hooks import Addons
 from aibridge.mcp.credentials import user_tokens_loader
-from aibridge.mcp.proxy import MCPOptions
+from aibridge.mcp.settings import MCPOptions
 from aibridge.pool import CachedBridgePool, request_bridge_builder
 from aibridge.providers.keyring import KeyRingStateCollector
 from aibridge.providers.seed import seed_providers_from_env
