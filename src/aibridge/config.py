@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     # and error bodies, which are only relayed or summarised for the record.
     max_upstream_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     max_upstream_error_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # API dumps (debugging): the default directory for providers without
+    # settings.api_dump_dir (None: off), and the caps that keep a forgotten one small.
+    api_dump_dir: Path | None = None
+    api_dump_max_file_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    api_dump_max_dir_bytes: int = Field(default=512 * 1024 * 1024, ge=64 * 1024)
     # Distinct model names that get their own metric series; later ones count as "other".
     metrics_max_models: int = Field(default=DEFAULT_MAX_MODELS, ge=1)
     # Slow clients: seconds to send the request line and headers, seconds a request body

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
+from aibridge.providers.apidump import CallDump
 from aibridge.providers.base import Provider
 from aibridge.providers.keyring import KeyWalker, PoolKey
 from aibridge.providers.upstream import UpstreamBodyTooLarge, read_capped
@@ -50,6 +52,7 @@ async def send_with_failover(
     headers: CIMultiDict[str],
     client_timeout: aiohttp.ClientTimeout,
     auto_decompress: bool,
+    dump: Callable[[], CallDump] | None = None,
 ) -> tuple[aiohttp.ClientResponse, PoolKey | None]:
     """Send the request, trying the pool's keys in order until one is not refused.
 
@@ -58,6 +61,7 @@ async def send_with_failover(
     key used (None for bring-your-own-key, ``walker`` None). Raises
     :class:`~aibridge.providers.keyring.KeysExhausted` when no key is left, and
     transport errors (``aiohttp.ClientError``, ``TimeoutError``) as they come.
+    ``dump`` (API dumps on) names the files of each attempt: every one is an upstream call.
     """
     while True:
         key = None
@@ -68,15 +72,26 @@ async def send_with_failover(
                 walker.finish()
                 raise
             headers[provider.auth_header] = provider.auth_value(key.secret)
-        upstream = await session.request(
-            method,
-            url,
-            data=body,
-            headers=headers,
-            timeout=client_timeout,
-            allow_redirects=False,
-            auto_decompress=auto_decompress,
-        )
+        call = None
+        if dump is not None:
+            call = dump()
+            call.request(method, url, headers, body)
+        try:
+            upstream = await session.request(
+                method,
+                url,
+                data=body,
+                headers=headers,
+                timeout=client_timeout,
+                allow_redirects=False,
+                auto_decompress=auto_decompress,
+            )
+        except Exception as exc:
+            if call is not None:
+                call.request_error(exc)
+            raise
+        if call is not None:
+            call.response(upstream)
         if walker is None or key is None:
             return upstream, None
         if upstream.status in FAILOVER_STATUSES:

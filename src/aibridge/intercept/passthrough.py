@@ -9,6 +9,7 @@ Nothing is recorded.
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 import aiohttp
 from aiohttp import web
@@ -68,6 +69,7 @@ async def passthrough(
     headers.setdefault("User-Agent", "aibridge")
     session = clients.for_url(url)
     walker = None if byok else provider.keys.walker()
+    dumper = clients.dumps.for_dir(provider.options.api_dump_dir)
     try:
         upstream, _key = await send_with_failover(
             session,
@@ -80,6 +82,9 @@ async def passthrough(
             # A bound on silence between reads: the answer is streamed back.
             client_timeout=client_timeout(provider.options.upstream_timeout_seconds, True),
             auto_decompress=False,
+            dump=None
+            if dumper is None
+            else partial(dumper.passthrough, provider.name, request.path, provider.auth_header),
         )
     except KeysExhausted as exc:
         extra = {"Retry-After": str(exc.retry_after_seconds)} if exc.status == 429 else None

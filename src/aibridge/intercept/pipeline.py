@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from functools import partial
 
 import aiohttp
 from aiohttp import web
@@ -264,6 +265,14 @@ class Interceptor:
         headers = client_headers_for_upstream(request.headers, keep_credentials=byok)
         headers.update(provider.options.extra_headers)
         walker = None if byok else provider.keys.walker()
+        dumper = self.upstream.dumps.for_dir(provider.options.api_dump_dir)
+        dump = (
+            None
+            if dumper is None
+            else partial(
+                dumper.bridged, provider.name, ix.request.model, ix.id, provider.auth_header
+            )
+        )
         try:
             upstream, key = await send_with_failover(
                 self.upstream.for_url(url),
@@ -277,6 +286,7 @@ class Interceptor:
                     provider.options.upstream_timeout_seconds, ix.request.stream
                 ),
                 auto_decompress=True,
+                dump=dump,
             )
         except KeysExhausted as exc:
             if walker is not None and walker.current is not None:

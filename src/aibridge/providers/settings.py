@@ -49,6 +49,9 @@ class ProviderSettings:
     circuit_breaker: CircuitBreakerConfig | None = None
     # OpenAI Responses over WebSocket on ``/v1/responses`` (OpenAI-protocol types only).
     responses_websocket: bool = True
+    # API dumps (debugging): every upstream call written under this directory (None: the
+    # process default, AIBRIDGE_API_DUMP_DIR, usually off).
+    api_dump_dir: str | None = None
     # type=bedrock only (required there): region, credentials, protocol, model map.
     bedrock: BedrockSettings | None = None
 
@@ -149,6 +152,17 @@ def _check_breaker(errors: list[FieldError], value: object) -> None:
             errors.append(FieldError(where, "unknown setting"))
 
 
+def _check_dump_dir(errors: list[FieldError], path: str, value: object) -> None:
+    """An absolute directory path: a relative one would depend on where serve was
+    started, and each replica would dump somewhere else."""
+    if not isinstance(value, str) or not value.startswith("/"):
+        errors.append(
+            FieldError(path, "api_dump_dir must be an absolute directory path, e.g. /var/tmp/dumps")
+        )
+    elif CONTROL_CHARACTERS.search(value):
+        errors.append(FieldError(path, "api_dump_dir must not contain control characters"))
+
+
 def _breaker(value: Mapping[str, Any]) -> CircuitBreakerConfig | None:
     """The breaker config of a checked object; missing fields take the defaults."""
     if not value:
@@ -243,6 +257,8 @@ def parse_settings(value: object, provider_type: str | None) -> ProviderSettings
             _check_breaker(errors, item)
         elif key == "responses_websocket":
             _check_bool(errors, where, item)
+        elif key == "api_dump_dir":
+            _check_dump_dir(errors, where, item)
         elif key == "bedrock":
             parsed_bedrock = parse_bedrock(item)
             if isinstance(parsed_bedrock, list):
@@ -265,6 +281,7 @@ def parse_settings(value: object, provider_type: str | None) -> ProviderSettings
         extra_headers=dict(value.get("extra_headers") or {}),
         circuit_breaker=_breaker(value.get("circuit_breaker") or {}),
         responses_websocket=value.get("responses_websocket", True),
+        api_dump_dir=value.get("api_dump_dir"),
         bedrock=_bedrock_block(value.get("bedrock")),
     )
 

@@ -13,6 +13,8 @@ import aiohttp
 from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
+from aibridge.providers.apidump import ApiDumps
+
 # Generous per-host limit: every in-flight stream holds a connection for minutes.
 CONNECTIONS_PER_HOST = 1024
 # Default caps on what the gateway buffers of one upstream answer (see Settings).
@@ -57,8 +59,9 @@ async def read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
 class UpstreamClients:
     """Creates and caches one ``ClientSession`` per upstream origin.
 
-    Also carries the process's caps on buffered upstream answers: ``max_body_bytes`` for
-    a blocking response, ``max_error_bytes`` for an error body (use :func:`read_capped`).
+    Also carries the API dump directories (:attr:`dumps`) and the process's caps on
+    buffered upstream answers: ``max_body_bytes`` for a blocking response,
+    ``max_error_bytes`` for an error body (use :func:`read_capped`).
     """
 
     def __init__(
@@ -67,12 +70,15 @@ class UpstreamClients:
         connections_per_host: int = CONNECTIONS_PER_HOST,
         max_body_bytes: int = MAX_BODY_BYTES,
         max_error_bytes: int = MAX_ERROR_BYTES,
+        dumps: ApiDumps | None = None,
     ) -> None:
         self._sessions: dict[str, aiohttp.ClientSession] = {}
         self._limit = connections_per_host
         self._closed = False
         self.max_body_bytes = max_body_bytes
         self.max_error_bytes = max_error_bytes
+        self.dumps = dumps if dumps is not None else ApiDumps()
+        """Where upstream traffic is dumped for debugging (off unless configured)."""
 
     def for_url(self, url: URL) -> aiohttp.ClientSession:
         """The session for ``url``'s origin, created on first use."""
@@ -114,3 +120,5 @@ class UpstreamClients:
         self._closed = True
         sessions, self._sessions = list(self._sessions.values()), {}
         await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
+        # Joining the dump writers blocks: off the loop.
+        await asyncio.to_thread(self.dumps.close)

@@ -24,6 +24,7 @@ from aibridge.intercept.hooks import Addons
 from aibridge.mcp.credentials import user_tokens_loader
 from aibridge.mcp.settings import MCPOptions
 from aibridge.pool import CachedBridgePool, request_bridge_builder
+from aibridge.providers.apidump import ApiDumps
 from aibridge.providers.keyring import KeyRingStateCollector
 from aibridge.providers.seed import seed_providers_from_env
 from aibridge.providers.shared_cooldowns import build_shared_cooldowns
@@ -128,6 +129,11 @@ async def running_services(
         upstream = UpstreamClients(
             max_body_bytes=settings.max_upstream_body_bytes,
             max_error_bytes=settings.max_upstream_error_bytes,
+            dumps=ApiDumps(
+                settings.api_dump_dir,
+                max_file_bytes=settings.api_dump_max_file_bytes,
+                max_dir_bytes=settings.api_dump_max_dir_bytes,
+            ),
         )
         await components.start(Component("upstream clients", stop=upstream.close))
         encryptor = Encryptor(settings.encryption_key) if settings.encryption_key else None
