@@ -394,6 +394,7 @@ def build_document() -> dict[str, Any]:
                 "api_version": string,
                 "extra_headers": {"type": "object", "additionalProperties": string},
                 "responses_websocket": {"type": "boolean"},
+                "send_actor_headers": {"type": "boolean"},
                 "circuit_breaker": {
                     "type": "object",
                     "properties": {
