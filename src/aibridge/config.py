@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Literal
+from urllib.parse import unquote
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -14,6 +15,7 @@ from aibridge.governance.periods import time_zone
 from aibridge.limits import Budget, Limits, parse_budget_text, parse_limits
 from aibridge.metric_labels import DEFAULT_MAX_MODELS
 from aibridge.store.urls import normalize_database_url
+from aibridge.telemetry import parse_log_levels
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
 
@@ -34,6 +36,8 @@ class Settings(BaseSettings):
     encryption_key: str = ""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
+    # Per-logger levels over log_level: "aibridge.pool=debug,aiosqlite=info".
+    log_levels: str = ""
     # Seconds between cheap config-version checks that heal a lost notification.
     reconcile_interval: float = 30.0
     max_body_bytes: int = 32 * 1024 * 1024
@@ -177,6 +181,27 @@ class Settings(BaseSettings):
     def _check_ports(cls, value: str) -> str:
         parse_ports(value)
         return value
+
+    @field_validator("log_levels")
+    @classmethod
+    def _check_log_levels(cls, value: str) -> str:
+        parse_log_levels(value)
+        return value
+
+    def logger_levels(self) -> dict[str, str]:
+        """``log_levels`` as {logger name: level}."""
+        return parse_log_levels(self.log_levels)
+
+    def log_secrets(self) -> tuple[str, ...]:
+        """Secrets of the settings themselves that no log line may show: the encryption
+        key and the database password."""
+        found = [self.encryption_key] if self.encryption_key else []
+        _scheme, sep, rest = self.resolved_database_url().partition("://")
+        creds = rest.rpartition("@")[0] if sep else ""
+        password = unquote(creds.partition(":")[2])
+        if password:
+            found += [password, creds.partition(":")[2]]
+        return tuple(found)
 
     @field_validator("log_level", "metrics_auth", mode="before")
     @classmethod

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -14,6 +15,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from aibridge.intercept.injection import Invocation
 from aibridge.intercept.interception import Interception, Outcome
 from aibridge.intercept.observations import Observation
+from aibridge.logredact import redact, remember_secret
 from aibridge.logthrottle import throttle_bad_request_logs
 from aibridge.loop_metrics import LoopCounter, LoopGauge, LoopHistogram
 from aibridge.metric_labels import DEFAULT_MAX_MODELS, BoundedLabel, method_label
@@ -26,9 +28,51 @@ DEFAULT_MAX_TOOLS = 500
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
+QUIET_LOGGERS: Mapping[str, str] = {
+    # aiohttp's own access line: the gateway writes its own (aibridge.access), one per
+    # request; enabling both would log every request twice.
+    "aiohttp.access": "warning",
+    # At debug these print every statement with its parameters (stored secrets, prompts):
+    # noise on the hot path, and a leak if a secret were not masked. --log-levels can
+    # still turn them on (the lines are redacted like all others).
+    "aiosqlite": "warning",
+    "sqlalchemy": "warning",
+    "botocore": "warning",
+    "urllib3": "warning",
+    "httpcore": "warning",
+    "hpack": "warning",
+}
+"""Third-party loggers kept at ``warning`` unless ``--log-levels`` names them."""
+
+LEVELS = ("debug", "info", "warning", "error")
+
+
+class LogLevelsError(ValueError):
+    """A ``--log-levels`` value that does not parse; the message names the fix."""
+
+
+def parse_log_levels(text: str) -> dict[str, str]:
+    """``"aibridge.pool=debug,aiosqlite=info"`` as {logger: level}; :class:`LogLevelsError`
+    for anything else."""
+    levels: dict[str, str] = {}
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        name, sep, level = item.partition("=")
+        name, level = name.strip(), level.strip().lower()
+        if not sep or not name or level not in LEVELS:
+            raise LogLevelsError(
+                f"bad log level entry {item!r}: expected LOGGER=LEVEL with LEVEL one of "
+                f"{', '.join(LEVELS)} (e.g. aibridge.pool=debug,aiosqlite=info)"
+            )
+        levels[name] = level
+    return levels
+
 
 class JSONFormatter(logging.Formatter):
-    """One JSON object per line with the record's ``extra`` fields."""
+    """One JSON object per line with the record's ``extra`` fields, secrets masked
+    (:func:`aibridge.logredact.redact`)."""
 
     def format(self, record: logging.LogRecord) -> str:
         """One JSON line for ``record``."""
@@ -36,18 +80,21 @@ class JSONFormatter(logging.Formatter):
             "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            # Masked before encoding too: a secret with a quote or backslash in it would
+            # not match once JSON escaped it.
+            "msg": redact(record.getMessage()),
         }
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
-                data[key] = value
+                data[key] = redact(value) if isinstance(value, str) else value
         if record.exc_info:
-            data["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(data, default=str).decode()
+            data["exc"] = redact(self.formatException(record.exc_info))
+        # And the whole line: nested extras and anything converted by ``default``.
+        return redact(orjson.dumps(data, default=str).decode())
 
 
 class TextFormatter(logging.Formatter):
-    """Human-readable lines with ``key=value`` extras appended."""
+    """Human-readable lines with ``key=value`` extras appended, secrets masked."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
@@ -60,23 +107,34 @@ class TextFormatter(logging.Formatter):
             for k, v in record.__dict__.items()
             if k not in _STANDARD and not k.startswith("_")
         ]
-        return f"{line} {' '.join(extras)}" if extras else line
+        return redact(f"{line} {' '.join(extras)}" if extras else line)
 
 
 def setup_logging(
-    level: str = "info", fmt: str = "text", *, bad_request_log_interval: float = 60.0
+    level: str = "info",
+    fmt: str = "text",
+    *,
+    bad_request_log_interval: float = 60.0,
+    levels: Mapping[str, str] | None = None,
+    secrets: Iterable[str] = (),
 ) -> None:
     """Configure the root logger once for the process.
 
-    aiohttp's per-request errors for malformed requests are logged at most once per
-    ``bad_request_log_interval`` seconds, with a count (:mod:`aibridge.logthrottle`).
+    ``levels`` sets loggers' own levels (``--log-levels``), over :data:`QUIET_LOGGERS`.
+    ``secrets`` (the encryption key, the database password) are masked in every line, like
+    every secret the store seals. aiohttp's per-request errors for malformed requests are
+    logged at most once per ``bad_request_log_interval`` seconds, with a count
+    (:mod:`aibridge.logthrottle`).
     """
+    for secret in secrets:
+        remember_secret(secret)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JSONFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    for name, logger_level in {**QUIET_LOGGERS, **(levels or {})}.items():
+        logging.getLogger(name).setLevel(logger_level.upper())
     throttle_bad_request_logs(bad_request_log_interval)
 
 

@@ -395,6 +395,7 @@ def build_document() -> dict[str, Any]:
                 "extra_headers": {"type": "object", "additionalProperties": string},
                 "responses_websocket": {"type": "boolean"},
                 "api_dump_dir": string,
+                "send_actor_headers": {"type": "boolean"},
                 "circuit_breaker": {
                     "type": "object",
                     "properties": {

@@ -89,7 +89,12 @@ def proxy(
     settings = load_settings(**ctx.obj)
     if not settings.proxy_listen:
         fail("set --listen HOST:PORT (AIBRIDGE_PROXY_LISTEN)", 2)
-    setup_logging(settings.log_level, settings.log_format)
+    setup_logging(
+        settings.log_level,
+        settings.log_format,
+        levels=settings.logger_levels(),
+        secrets=settings.log_secrets(),
+    )
     try:
         run(_serve(settings))
     except ProxyConfigError as exc:

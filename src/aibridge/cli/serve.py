@@ -40,7 +40,13 @@ from aibridge.telemetry import setup_logging
     envvar="AIBRIDGE_LOG_FORMAT",
     default=None,
     type=click.Choice(["text", "json"]),
-    help="Log format (default text).",
+    help="Log format (default text; json: one JSON object per line).",
+)
+@click.option(
+    "--log-levels",
+    envvar="AIBRIDGE_LOG_LEVELS",
+    default="",
+    help="Per-logger levels over --log-level, e.g. aibridge.pool=debug,aiosqlite=info.",
 )
 @click.option(
     "--workers",
@@ -61,6 +67,7 @@ def serve(
     data_dir: str,
     log_level: str | None,
     log_format: str | None,
+    log_levels: str,
     workers: int | None,
     proxy_listen: str,
 ) -> None:
@@ -72,12 +79,15 @@ def serve(
         data_dir=data_dir,
         log_level=log_level,
         log_format=log_format,
+        log_levels=log_levels,
         workers=workers,
     )
     setup_logging(
         settings.log_level,
         settings.log_format,
         bad_request_log_interval=settings.bad_request_log_interval,
+        levels=settings.logger_levels(),
+        secrets=settings.log_secrets(),
     )
     try:
         if settings.workers > 1:

@@ -22,6 +22,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from aibridge.intercept.actor_headers import actor_metadata, add_actor_headers
 from aibridge.intercept.api import API
 from aibridge.intercept.errors import anthropic_error, error_response, error_type_for_status
 from aibridge.intercept.failover import client_timeout
@@ -145,6 +146,9 @@ async def send(
     if runtime.protocol == "mantle" and anthropic_version:
         headers["anthropic-version"] = anthropic_version
     headers.update(provider.options.extra_headers)
+    if provider.options.send_actor_headers:
+        # Before signing: the signature covers them like any other header.
+        add_actor_headers(headers, ix.actor, actor_metadata(ix.client, ix.session_id))
     session_for = clients.for_url
     try:
         creds = await runtime.credentials.get(session_for)

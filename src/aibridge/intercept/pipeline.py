@@ -43,6 +43,7 @@ from aibridge.actor import Actor
 from aibridge.governance.limiter import Demand, Limiter, Refusal
 from aibridge.ids import new_uuid4
 from aibridge.intercept import bedrock
+from aibridge.intercept.actor_headers import actor_metadata, add_actor_headers
 from aibridge.intercept.admission import RATELIMIT_HEADERS, refusal_outcome, refused
 from aibridge.intercept.agentic import DEFAULT_MAX_ITERATIONS, ToolLoop, start_conversation
 from aibridge.intercept.api import API, api_for
@@ -264,6 +265,8 @@ class Interceptor:
         url = provider.upstream_url(route.upstream_suffix, request.rel_url.raw_query_string)
         headers = client_headers_for_upstream(request.headers, keep_credentials=byok)
         headers.update(provider.options.extra_headers)
+        if provider.options.send_actor_headers:
+            add_actor_headers(headers, ix.actor, actor_metadata(ix.client, ix.session_id))
         walker = None if byok else provider.keys.walker()
         dumper = self.upstream.dumps.for_dir(provider.options.api_dump_dir)
         dump = (

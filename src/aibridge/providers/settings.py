@@ -29,6 +29,9 @@ CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "api-key", "proxy-
 MANAGED_HEADERS = frozenset(
     {"host", "content-length", "transfer-encoding", "connection", "upgrade", "te", "trailer"}
 )
+# The gateway's own headers (actor headers among them): clients' copies are dropped, and
+# settings may not set them either.
+GATEWAY_HEADER_PREFIX = "x-aibridge-"
 # Sanity caps of the circuit-breaker settings: the reference's counts are uint32, and an
 # interval or open timeout longer than a day is a typo.
 MAX_BREAKER_COUNT = 2**32 - 1
@@ -52,6 +55,9 @@ class ProviderSettings:
     # API dumps (debugging): every upstream call written under this directory (None: the
     # process default, AIBRIDGE_API_DUMP_DIR, usually off).
     api_dump_dir: str | None = None
+    # X-AIBridge-Actor-* headers (user id, username, client, session) on every upstream
+    # interception request (aibridge.intercept.actor_headers).
+    send_actor_headers: bool = False
     # type=bedrock only (required there): region, credentials, protocol, model map.
     bedrock: BedrockSettings | None = None
 
@@ -127,6 +133,14 @@ def _check_headers(errors: list[FieldError], value: object) -> None:
             )
         elif lowered in MANAGED_HEADERS:
             errors.append(FieldError(where, f'header "{name}" is managed by the gateway'))
+        elif lowered.startswith(GATEWAY_HEADER_PREFIX):
+            errors.append(
+                FieldError(
+                    where,
+                    f'header "{name}" is reserved for the gateway; use send_actor_headers '
+                    "to send the actor upstream",
+                )
+            )
         if not isinstance(header_value, str):
             errors.append(FieldError(where, "header values must be strings"))
         elif CONTROL_CHARACTERS.search(header_value.replace("\t", "")):
@@ -255,7 +269,7 @@ def parse_settings(value: object, provider_type: str | None) -> ProviderSettings
             _check_headers(errors, item)
         elif key == "circuit_breaker":
             _check_breaker(errors, item)
-        elif key == "responses_websocket":
+        elif key in ("responses_websocket", "send_actor_headers"):
             _check_bool(errors, where, item)
         elif key == "api_dump_dir":
             _check_dump_dir(errors, where, item)
@@ -282,6 +296,7 @@ def parse_settings(value: object, provider_type: str | None) -> ProviderSettings
         circuit_breaker=_breaker(value.get("circuit_breaker") or {}),
         responses_websocket=value.get("responses_websocket", True),
         api_dump_dir=value.get("api_dump_dir"),
+        send_actor_headers=value.get("send_actor_headers", False),
         bedrock=_bedrock_block(value.get("bedrock")),
     )
 

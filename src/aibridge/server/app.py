@@ -11,6 +11,7 @@ from aibridge.admin.routes import add_admin_routes
 from aibridge.governance.periods import time_zone
 from aibridge.intercept.admission import add_ratelimit_headers
 from aibridge.intercept.responses.websocket import ResponsesSockets
+from aibridge.server.accesslog import access_log_middleware, add_request_id
 from aibridge.server.dataplane import data_plane
 from aibridge.server.health import healthz, metrics_endpoint, readyz
 from aibridge.server.services import RESPONSES_SOCKETS, SERVICES, Services
@@ -37,7 +38,9 @@ def live_providers(services: Services) -> LiveProviders:
 def create_app(services: Services) -> web.Application:
     """The gateway's aiohttp application."""
     app = web.Application(
-        middlewares=[error_middleware], client_max_size=services.settings.max_body_bytes
+        # The access log outermost: it sees the status error_middleware settled on.
+        middlewares=[access_log_middleware, error_middleware],
+        client_max_size=services.settings.max_body_bytes,
     )
     app[SERVICES] = services
     settings = services.settings
@@ -51,6 +54,7 @@ def create_app(services: Services) -> web.Application:
     app.on_shutdown.append(lambda _app: sockets.shutdown())
     # The gateway's own x-ratelimit-* on admitted responses (the relays prepare them).
     app.on_response_prepare.append(add_ratelimit_headers)
+    app.on_response_prepare.append(add_request_id)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)

@@ -7,6 +7,7 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
+from aibridge.admin.deps import ACTOR_KEY
 from aibridge.auth import AuthError, AuthUnavailable, extract_token
 from aibridge.httputil import route_not_supported
 from aibridge.intercept.errors import error_response, family_for_request, routing_error_response
@@ -38,6 +39,8 @@ async def data_plane(request: web.Request) -> web.StreamResponse:
     token = byok_token or extract_token(request.headers)
     try:
         actor = await services.authenticator.authenticate(token)
+        # Who the access line names (the admin API stores its caller the same way).
+        request[ACTOR_KEY] = actor
     except AuthError as err:
         return error_response(family_for_request(tail, request.headers), 401, f"aibridge: {err}")
     except AuthUnavailable as err:

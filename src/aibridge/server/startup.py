@@ -33,6 +33,7 @@ from aibridge.recording import Recorder
 from aibridge.recording.addon import RecordingAddon
 from aibridge.reload import ProviderReloader, ReloadMetrics
 from aibridge.secrets_mask import mask_url
+from aibridge.server.accesslog import AccessLogAddon
 from aibridge.server.components import Component, Components
 from aibridge.server.services import Services
 from aibridge.store import users
@@ -209,7 +210,11 @@ async def running_services(
                 max_body_bytes=settings.max_body_bytes,
                 # Recording first: a start is queued before anything else can fail, so
                 # every end record has its start.
-                hooks=Addons(RecordingAddon(recorder, prices), MetricsAddon(metrics)),
+                hooks=Addons(
+                    RecordingAddon(recorder, prices),
+                    MetricsAddon(metrics),
+                    AccessLogAddon(prices),
+                ),
                 user_tokens=mcp_user_tokens,
                 mcp=MCPOptions(
                     max_iterations=settings.mcp_max_iterations,

@@ -40,6 +40,8 @@ def _worker_main(settings_json: str, index: int) -> None:
         settings.log_level,
         settings.log_format,
         bad_request_log_interval=settings.bad_request_log_interval,
+        levels=settings.logger_levels(),
+        secrets=settings.log_secrets(),
     )
     logging.getLogger(__name__).info("worker starting", extra={"worker": index})
     try:

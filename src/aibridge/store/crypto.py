@@ -14,6 +14,8 @@ from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from aibridge.logredact import remember_secret
+
 MIN_KEY_LENGTH = 32
 _HKDF_INFO = b"aibridge-secrets-v1"
 
@@ -57,6 +59,8 @@ class Encryptor:
 
 def seal(encryptor: Encryptor | None, plaintext: str) -> tuple[str, str | None]:
     """Encrypt when a key is configured: returns (stored value, key id or None)."""
+    # Every secret the store keeps passes here: from now on no log line shows it.
+    remember_secret(plaintext)
     if encryptor is None:
         return plaintext, None
     return encryptor.encrypt(plaintext), encryptor.key_id
@@ -65,10 +69,13 @@ def seal(encryptor: Encryptor | None, plaintext: str) -> tuple[str, str | None]:
 def unseal(encryptor: Encryptor | None, stored: str, key_id: str | None) -> str:
     """Inverse of :func:`seal`; plaintext rows (key id None) are returned as is."""
     if key_id is None:
+        remember_secret(stored)
         return stored
     if encryptor is None:
         raise EncryptionKeyError(
             "the database holds encrypted secrets but AIBRIDGE_ENCRYPTION_KEY is not set; "
             "set it to the key used when they were written"
         )
-    return encryptor.decrypt(stored, key_id)
+    plaintext = encryptor.decrypt(stored, key_id)
+    remember_secret(plaintext)
+    return plaintext

@@ -54,6 +54,7 @@ from yarl import URL
 from aibridge.actor import Actor
 from aibridge.governance.limiter import Demand, Limiter, Refusal, Ticket
 from aibridge.ids import new_uuid4
+from aibridge.intercept.actor_headers import actor_metadata, add_actor_headers
 from aibridge.intercept.admission import refusal_outcome, refused
 from aibridge.intercept.byok import credential_hint
 from aibridge.intercept.clientinfo import detect_client, session_id
@@ -329,7 +330,12 @@ async def open_socket(
         return refused(family, slot)
     try:
         dialled = await _dial(
-            request, route, upstream, byok=byok, max_message=sockets.max_upstream_message
+            request,
+            route,
+            upstream,
+            byok=byok,
+            max_message=sockets.max_upstream_message,
+            actor=actor,
         )
     except BaseException:
         sockets.release(actor.user_id)
@@ -377,6 +383,7 @@ async def _dial(
     *,
     byok: bool,
     max_message: int,
+    actor: Actor,
 ) -> tuple[_Upstream, PoolKey | None] | web.Response:
     """Open the upstream socket, failing over to the next pooled key on a refused (401/429)
     handshake; or the answer the client gets instead."""
@@ -384,6 +391,12 @@ async def _dial(
     family = provider.family
     url = provider.upstream_url(route.upstream_suffix, request.rel_url.raw_query_string)
     headers = _upstream_headers(request, provider, byok=byok)
+    if provider.options.send_actor_headers:
+        # The handshake is the one upstream request of the socket: its session id is the
+        # one the headers name (a body's user id arrives later, per response).
+        client_name = detect_client(request.headers)
+        metadata = actor_metadata(client_name, session_id(client_name, request.headers, None))
+        add_actor_headers(headers, actor, metadata)
     protocols = [
         p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()
     ]
