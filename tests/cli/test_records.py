@@ -24,6 +24,8 @@ from tests.cli.records_data import seed, snapshot
 ROUND_TRIP = 10_000
 BIG_EXPORT = 100_000
 RSS_LIMIT_KB = 150 * 1024
+EXPORT_GROWTH_LIMIT_KB = 40 * 1024
+"""What a streaming export may add to the CLI's own peak RSS (batch buffers, caches)."""
 
 
 def cli(url: str, *args: str) -> Result:
@@ -184,29 +186,47 @@ def test_import_stops_at_a_bad_line_naming_it(sqlite_url: str, tmp_path: Path) -
     assert result.exit_code == 2 and "record_version must be 1" in result.stderr
 
 
+# Runs the command from a small process and prints its peak RSS. Linux carries the
+# pre-exec peak into ru_maxrss, so a child forked straight from this (large) test process
+# would report the test's own memory.
+MEASURE = """
+import resource, subprocess, sys
+code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, code)
+"""
+
+
+def _peak_rss_kb(args: list[str], url: str) -> tuple[int, int]:
+    """Run ``aibridge ARGS`` on ``url``; (exit code, its own peak RSS in KB)."""
+    exe = Path(sys.executable).with_name("aibridge")
+    done = subprocess.run(
+        [sys.executable, "-c", MEASURE, str(exe), *args],
+        env={**os.environ, "AIBRIDGE_DATABASE_URL": url},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=500,
+    )
+    peak, code = done.stdout.split()
+    return int(code), int(peak)
+
+
 @pytest.mark.timeout(600)
-def test_exporting_100k_records_keeps_the_process_under_150mb(
-    sqlite_url: str, tmp_path: Path
-) -> None:
-    # ~1 KB of prompt per record: the export (~150 MB) could not be held in memory
-    # under the limit.
+def test_exporting_100k_records_stays_under_150mb_rss(sqlite_url: str, tmp_path: Path) -> None:
+    # ~1 KB of prompt per record: the export (~230 MB) could not be held in memory.
     asyncio.run(_seed(sqlite_url, BIG_EXPORT, step=timedelta(seconds=1), prompt_bytes=1000))
     out = tmp_path / "big.jsonl"
-    exe = Path(sys.executable).with_name("aibridge")
-    proc = subprocess.Popen(
-        [str(exe), "records", "export", "--output", str(out)],
-        env={**os.environ, "AIBRIDGE_DATABASE_URL": sqlite_url},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    # wait4 gives this one child's own peak RSS (not the maximum over every child).
-    _pid, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    assert proc.stderr is not None
-    err = proc.stderr.read().decode()
-    assert proc.returncode == 0, err
-    assert f"Exported {BIG_EXPORT} interceptions" in err
+    code, base = _peak_rss_kb(["records", "export", "--help"], sqlite_url)
+    assert code == 0
+    code, peak = _peak_rss_kb(["records", "export", "--output", str(out)], sqlite_url)
+    assert code == 0
+    assert len(out.read_bytes().splitlines()) == BIG_EXPORT
     size = out.stat().st_size
-    assert size > 100 * 1024 * 1024  # the data really is larger than the budget
-    print(f"peak RSS {usage.ru_maxrss / 1024:.1f} MB for a {size / 2**20:.0f} MB export")
-    assert usage.ru_maxrss < RSS_LIMIT_KB
+    assert size > 200 * 1024 * 1024  # the data really is larger than any budget here
+    print(
+        f"peak RSS {peak / 1024:.1f} MB (the CLI alone: {base / 1024:.1f} MB) "
+        f"for a {size / 2**20:.0f} MB export"
+    )
+    assert peak < RSS_LIMIT_KB
+    # Most of that is the CLI's imports: what the export itself adds stays small.
+    assert peak - base < EXPORT_GROWTH_LIMIT_KB
