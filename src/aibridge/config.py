@@ -87,6 +87,11 @@ class Settings(BaseSettings):
     # aiohttp's own 400s for malformed requests: at most one log line per this many seconds.
     bad_request_log_interval: float = Field(default=60.0, ge=0)
 
+    # Record retention: interceptions (with their prompts, tool calls and usage) older than
+    # this many days are deleted by a background job every interval; 0 keeps them forever.
+    retention_days: int = Field(default=60, ge=0)
+    retention_interval_seconds: float = Field(default=3600.0, gt=0)
+
     # Governance (limits, budgets; see the README's "Limits, cost and budgets").
     # Redis shared by every replica for counters, reservations and key cooldowns (empty:
     # an in-process store, right for one replica); every key lives under the prefix.

@@ -24,6 +24,7 @@ def _register() -> None:
         prices,
         providers,
         proxy,
+        records,
         serve,
         usage,
         user_limits,

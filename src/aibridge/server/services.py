@@ -19,6 +19,7 @@ from aibridge.mcp.settings import UserTokens
 from aibridge.pool import CachedBridgePool
 from aibridge.providers.upstream import UpstreamClients
 from aibridge.recording import Recorder
+from aibridge.recording.retention import RetentionJob
 from aibridge.reload import ProviderReloader
 from aibridge.store.crypto import Encryptor
 from aibridge.store.pubsub import PubSub
@@ -50,6 +51,8 @@ class Services:
     """Keeps ``prices`` in step with the database on every replica."""
     limiter: Limiter
     """Admits every bridged request and WebSocket (limits, budgets, max_concurrency)."""
+    retention: RetentionJob
+    """Deletes records older than ``retention_days`` (one replica at a time)."""
     clock: Clock = SYSTEM_CLOCK
     """The clock the gateway was started with (tests pass a ``FakeClock``)."""
 

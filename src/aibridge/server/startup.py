@@ -31,6 +31,7 @@ from aibridge.providers.shared_cooldowns import build_shared_cooldowns
 from aibridge.providers.upstream import UpstreamClients
 from aibridge.recording import Recorder
 from aibridge.recording.addon import RecordingAddon
+from aibridge.recording.retention import RetentionJob, RetentionMetrics
 from aibridge.reload import ProviderReloader, ReloadMetrics
 from aibridge.secrets_mask import mask_url
 from aibridge.server.accesslog import AccessLogAddon
@@ -297,6 +298,20 @@ async def running_services(
                     stop=shared_cooldowns.aclose,
                 )
             )
+        # Deletes records past retention_days. On SQLite only the first worker runs it
+        # (the workers share one file); on PostgreSQL every replica starts it and an
+        # advisory lock picks one per run.
+        retention = RetentionJob(
+            engine,
+            sessions,
+            days=settings.retention_days if worker == 0 or url.startswith("postgresql") else 0,
+            interval=settings.retention_interval_seconds,
+            metrics=RetentionMetrics(metrics.registry),
+            clock=clock or SYSTEM_CLOCK,
+        )
+        await components.start(
+            Component("retention job", start=retention.start, stop=retention.stop)
+        )
         yield Services(
             settings=settings,
             engine=engine,
@@ -313,5 +328,6 @@ async def running_services(
             prices=prices,
             price_reloader=price_reloader,
             limiter=limiter,
+            retention=retention,
             clock=clock or SYSTEM_CLOCK,
         )
