@@ -70,20 +70,96 @@ def parse_log_levels(text: str) -> dict[str, str]:
     return levels
 
 
+FLAT_FIELDS = "_aibridge_flat_fields"
+"""A log record attribute: ``(fields, produced)``, the dict of the record's extra fields and
+the names of those whose string values the gateway made itself (ids it generated, names
+from a fixed vocabulary; never text a client sent). Set by a caller whose field names are
+fixed in its code, none credential-named (no ``token``/``secret``/``password``/``api_key``/
+``authorization`` right before the separator), e.g. the access line
+(:mod:`aibridge.server.accesslog`). The formatters then mask every other string value on
+its own and skip the pass over the whole finished line (see :func:`_flat_values`)."""
+
+_SCALARS = (int, float, bool, type(None))
+
+
+def _flat_values(
+    fields: dict[str, Any], produced: frozenset[str] = frozenset()
+) -> dict[str, Any] | None:
+    """``fields`` with every string value not in ``produced`` redacted, or None when a
+    value is not a plain string, number, boolean or None (then the whole-line path runs).
+
+    Why no pass over the whole line is needed then: a secret inside one value is masked by
+    that value's own redaction (before JSON escaping, as the whole-line path also does);
+    numbers and None cannot hold one; and what the whole-line pass could add is only a
+    match *across* a field boundary, i.e. a value read as a credential because of the key
+    or value before it. The keys are the caller's fixed names, none credential-named
+    (:data:`FLAT_FIELDS`), and the separators (``","key":"`` in JSON, `` key=`` in text)
+    end in a fixed key, so no value's masking depends on what precedes it. That pass over a
+    ~500-character line cost ~150 µs of regex per request (docs/benchmarks.md, round 10)."""
+    out: dict[str, Any] = {}
+    for key, value in fields.items():
+        if value.__class__ is str:
+            out[key] = value if key in produced else redact(value)
+        elif isinstance(value, _SCALARS):
+            out[key] = value
+        else:
+            return None
+    return out
+
+
+class _SecondCache:
+    """The ``strftime`` text of the current second, made once per second (it costs a few
+    microseconds; log lines come many per second)."""
+
+    __slots__ = ("_fmt", "_last")
+
+    def __init__(self, fmt: str) -> None:
+        self._fmt = fmt
+        self._last: tuple[int, str] = (-1, "")
+
+    def text(self, created: float, converter: Any) -> str:
+        """``created`` (epoch seconds) as ``fmt``, to the second."""
+        second = int(created)
+        last = self._last
+        if last[0] == second:
+            return last[1]
+        text = time.strftime(self._fmt, converter(created))
+        self._last = (second, text)
+        return text
+
+
 class JSONFormatter(logging.Formatter):
     """One JSON object per line with the record's ``extra`` fields, secrets masked
     (:func:`aibridge.logredact.redact`)."""
 
+    TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seconds = _SecondCache(self.TIME_FORMAT)
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        """The record's time to the second (as before, but cached per second)."""
+        if datefmt is None or datefmt == self.TIME_FORMAT:
+            return self._seconds.text(record.created, self.converter)
+        return super().formatTime(record, datefmt)
+
     def format(self, record: logging.LogRecord) -> str:
         """One JSON line for ``record``."""
         data: dict[str, Any] = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "time": self.formatTime(record, self.TIME_FORMAT),
             "level": record.levelname.lower(),
             "logger": record.name,
             # Masked before encoding too: a secret with a quote or backslash in it would
             # not match once JSON escaped it.
             "msg": redact(record.getMessage()),
         }
+        flat_fields = record.__dict__.get(FLAT_FIELDS)
+        if flat_fields is not None and not record.exc_info:
+            flat = _flat_values(*flat_fields)
+            if flat is not None:
+                data.update(flat)
+                return orjson.dumps(data).decode()
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
                 data[key] = redact(value) if isinstance(value, str) else value
@@ -98,9 +174,28 @@ class TextFormatter(logging.Formatter):
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+        self._seconds = _SecondCache(self.default_time_format)
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        """``logging``'s default time text (``2026-01-02 03:04:05,678``), its seconds part
+        made once per second."""
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        seconds = self._seconds.text(record.created, self.converter)
+        # logging's default_msec_format, "%s,%03d"
+        return f"{seconds},{int(record.msecs):03d}"
 
     def format(self, record: logging.LogRecord) -> str:
         """The standard line plus ``key=value`` extras."""
+        flat_fields = record.__dict__.get(FLAT_FIELDS)
+        if flat_fields is not None and not record.exc_info and not record.stack_info:
+            flat = _flat_values(*flat_fields)
+            if flat is not None:
+                # logging.Formatter.format without its exception and stack parts (none).
+                record.message = redact(record.getMessage())
+                record.asctime = self.formatTime(record, self.datefmt)
+                line = self.formatMessage(record)
+                return f"{line} {' '.join([f'{k}={v}' for k, v in flat.items()])}"
         line = super().format(record)
         extras = [
             f"{k}={v}"

@@ -23,12 +23,14 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from aibridge.actor import Actor
 from aibridge.admin.deps import ACTOR_KEY
 from aibridge.governance.prices import PriceBook, usd_from_pico
 from aibridge.ids import new_uuid4
 from aibridge.intercept.interception import Interception, Outcome
 from aibridge.intercept.observations import Observation
 from aibridge.providers.routes import PassthroughRoute
+from aibridge.telemetry import FLAT_FIELDS
 
 ACCESS_LOGGER = "aibridge.access"
 REQUEST_ID_HEADER = "X-AIBridge-Request-Id"
@@ -36,6 +38,11 @@ CLIENT_CLOSED_STATUS = 499
 """The status logged when the client went away before the response ended (nginx's)."""
 
 log = logging.getLogger(ACCESS_LOGGER)
+
+GATEWAY_MADE = frozenset({"request_id", "user_id", "route", "error_type"})
+"""Access-line fields whose text the gateway made (a random id, a user's UUID, a route
+pattern or API name, an error type of a fixed list): not scanned for secrets. The others
+(path, method, model, user and provider names) may hold text a client or an admin typed."""
 
 
 @dataclass(slots=True)
@@ -52,8 +59,9 @@ class AccessEntry:
     cache_write_tokens: int = 0
     cost_pusd: int | None = None
     error_type: str | None = None
-    user: str | None = None
-    user_id: str | None = None
+    actor: Actor | None = None
+    """Who (the interception's actor, else the request's): named in the line only when it
+    is written, so a gateway with the access log off never formats a user id."""
 
 
 _CURRENT: ContextVar[AccessEntry | None] = ContextVar("aibridge_access_entry", default=None)
@@ -93,9 +101,10 @@ async def access_log_middleware(request: web.Request, handler: Handler) -> web.S
         _write(request, entry, status, time.perf_counter() - began)
 
 
-async def add_request_id(request: web.Request, response: web.StreamResponse) -> None:
-    """``on_response_prepare``: the request id on a response prepared inside the handler
-    (streams, WebSockets), so a client can quote it."""
+def add_request_id(response: web.StreamResponse) -> None:
+    """The request id on a response prepared inside the handler (streams, WebSockets), so
+    a client can quote it: called from the app's one ``on_response_prepare`` handler
+    (:func:`aibridge.server.app.prepare_headers`)."""
     entry = _CURRENT.get()
     if entry is not None:
         response.headers[REQUEST_ID_HEADER] = entry.request_id
@@ -103,41 +112,50 @@ async def add_request_id(request: web.Request, response: web.StreamResponse) -> 
 
 def _write(request: web.Request, entry: AccessEntry, status: int, seconds: float) -> None:
     if not log.isEnabledFor(logging.INFO):
+        # Off (e.g. --log-level warning): nothing is built.
         return
-    actor = request.get(ACTOR_KEY)
-    if actor is not None and entry.user is None:
-        entry.user, entry.user_id = actor.username, str(actor.user_id)
+    actor = entry.actor
+    if actor is None:
+        actor = request.get(ACTOR_KEY)
+    user, user_id = (None, None) if actor is None else (actor.username, str(actor.user_id))
     route = entry.route
     if route is None:
         info = request.match_info.route.resource
         route = info.canonical if info is not None else None
     cost = entry.cost_pusd
-    log.info(
-        "%s %s %s",
-        request.method,
-        request.path,
-        status,
-        extra={
-            "access": True,
-            "request_id": entry.request_id,
-            "user": entry.user,
-            "user_id": entry.user_id,
-            "provider": entry.provider,
-            "model": entry.model,
-            "route": route,
-            "method": request.method,
-            "path": request.path,
-            "status": status,
-            "duration_ms": round(seconds * 1000, 3),
-            "input_tokens": entry.input_tokens,
-            "output_tokens": entry.output_tokens,
-            "cache_read_tokens": entry.cache_read_tokens,
-            "cache_write_tokens": entry.cache_write_tokens,
-            "cost_usd": None if cost is None else float(usd_from_pico(cost)),
-            "error_type": entry.error_type,
-            "trace_id": None,
-        },
+    method, path = request.method, request.path
+    # The field names are fixed here and none is credential-named, so the formatters mask
+    # each string value on its own and skip the regex pass over the whole line
+    # (telemetry.FLAT_FIELDS says why that is safe). Client-sent text (path, method,
+    # model, user names) is still masked like every log line.
+    fields = {
+        "access": True,
+        "request_id": entry.request_id,
+        "user": user,
+        "user_id": user_id,
+        "provider": entry.provider,
+        "model": entry.model,
+        "route": route,
+        "method": method,
+        "path": path,
+        "status": status,
+        "duration_ms": round(seconds * 1000, 3),
+        "input_tokens": entry.input_tokens,
+        "output_tokens": entry.output_tokens,
+        "cache_read_tokens": entry.cache_read_tokens,
+        "cache_write_tokens": entry.cache_write_tokens,
+        "cost_usd": None if cost is None else float(usd_from_pico(cost)),
+        "error_type": entry.error_type,
+        "trace_id": None,
+    }
+    # Logger.info would also walk the stack for the caller's file and line (findCaller),
+    # which no format of ours prints: the record is made and handled directly.
+    record = log.makeRecord(
+        ACCESS_LOGGER, logging.INFO, __file__, 0, f"{method} {path} {status}", (), None
     )
+    record.__dict__.update(fields)
+    record.__dict__[FLAT_FIELDS] = (fields, GATEWAY_MADE)
+    log.handle(record)
 
 
 class AccessLogAddon:
@@ -155,14 +173,14 @@ class AccessLogAddon:
         entry = _CURRENT.get()
         if entry is None:
             return
-        actor = ix.actor
-        entry.user, entry.user_id = actor.username, str(actor.user_id)
+        entry.actor = ix.actor
         entry.provider, entry.model, entry.route = ix.provider.name, ix.model or None, ix.api
 
     def observed(self, ix: Interception, observation: Observation) -> None:
         """Add the usage (and its cost, when priced) of the calls observed."""
         entry = _CURRENT.get()
-        if entry is None or not observation.usages:
+        if entry is None or not observation.usages or not log.isEnabledFor(logging.INFO):
+            # No line will be written (the level is set at start-up): nothing to price.
             return
         table = self.prices.table
         for usage in observation.usages:
