@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from types import MappingProxyType
-from typing import Any, NamedTuple, Protocol
+from typing import Any, ClassVar, NamedTuple, Protocol
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -224,6 +224,9 @@ class Ticket:
     """
 
     __slots__ = ("headers",)
+
+    counts: ClassVar[bool] = False
+    """Whether :meth:`add_usage` does anything (False: the settlement addon skips it)."""
 
     def __init__(self, headers: Mapping[str, str] | None = None) -> None:
         self.headers: Mapping[str, str] = headers if headers is not None else {}
@@ -535,6 +538,8 @@ def _trio(
 
 class _Held(Ticket):
     """A ticket that holds slots or reservations (see :class:`Ticket`)."""
+
+    counts: ClassVar[bool] = True
 
     __slots__ = (
         "_checks",

@@ -55,9 +55,12 @@ def refused(family: Family, refusal: Refusal) -> web.Response:
     return refusal_response(family, refusal.status, refusal.error_type, refusal.message, headers)
 
 
-async def add_ratelimit_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """``on_response_prepare``: add an admitted request's ``x-ratelimit-*`` headers (none
-    for requests the limiter had nothing to say about, or for an upstream 429)."""
+def add_ratelimit_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Add an admitted request's ``x-ratelimit-*`` headers as its response is prepared
+    (none for requests the limiter had nothing to say about, or for an upstream 429):
+    called from the app's one ``on_response_prepare`` handler
+    (:func:`aibridge.server.app.prepare_headers`). The pipeline sets the request key only
+    for a ticket with headers, so with no limit anywhere this is one failed look-up."""
     headers = request.get(RATELIMIT_HEADERS)
     if headers and response.status != 429:
         response.headers.update(headers)
@@ -76,7 +79,9 @@ class SettlementAddon:
         """Each usage is one upstream call, priced by the model the response names, then
         the one the request named (as the recorder prices it)."""
         ticket = ix.ticket
-        if ticket is None:
+        if ticket is None or not ticket.counts:
+            # No limit applies to this request (decided by its admission, so limits
+            # added later by a reload apply from the next request on).
             return
         ptype = ix.provider.type
         requested = ix.request.model

@@ -35,6 +35,13 @@ def live_providers(services: Services) -> LiveProviders:
     )
 
 
+async def prepare_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: the request id, and an admitted request's ``x-ratelimit-*``.
+    One handler for both: aiohttp awaits one coroutine per handler per response."""
+    add_request_id(response)
+    add_ratelimit_headers(request, response)
+
+
 def create_app(services: Services) -> web.Application:
     """The gateway's aiohttp application."""
     app = web.Application(
@@ -52,9 +59,8 @@ def create_app(services: Services) -> web.Application:
     # aiohttp's shutdown signal runs after the listener stopped and before it waits for
     # (then cancels) the handlers still running: sockets close with 1001 there.
     app.on_shutdown.append(lambda _app: sockets.shutdown())
-    # The gateway's own x-ratelimit-* on admitted responses (the relays prepare them).
-    app.on_response_prepare.append(add_ratelimit_headers)
-    app.on_response_prepare.append(add_request_id)
+    # The request id and the gateway's own x-ratelimit-* (the relays prepare responses).
+    app.on_response_prepare.append(prepare_headers)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)
