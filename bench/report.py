@@ -316,6 +316,8 @@ def render_header(doc: dict[str, Any]) -> str:
             if p["db"] == "postgres"
             else "SQLite file in a temporary data dir per gateway"
         ),
+        f"gateway log level: {p.get('log_level', 'warning')}"
+        + (" (one access line per request)" if p.get("log_level") in ("debug", "info") else ""),
         "targets: " + "; ".join(f"{t['name']} ({t['describe']})" for t in doc["targets"]),
         f"cells: {p['duration']} s each after {p['warmup']} s warm-up, repeat {p['repeat']}"
         + (" interleaved" if p["interleave"] else "")

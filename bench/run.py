@@ -72,6 +72,7 @@ class Plan:
     max_requests: int
     limits: bool = False
     limits_redis: str | None = None
+    log_level: str = "warning"
     notes: list[str] = field(default_factory=list)
 
 
@@ -209,6 +210,7 @@ def started_stack(plan: Plan, tmp: Path) -> Iterator[tuple[Stack, list[Target]]]
                 upstream=up,
                 cpu=relay_cpu,
                 postgres_url=pg,
+                log_level=plan.log_level,
             )
         )
         if plan.limits:
@@ -221,6 +223,7 @@ def started_stack(plan: Plan, tmp: Path) -> Iterator[tuple[Stack, list[Target]]]
                     upstream=up,
                     cpu=relay_cpu,
                     postgres_url=pg,
+                    log_level=plan.log_level,
                     limits=True,
                 )
             )
@@ -233,6 +236,7 @@ def started_stack(plan: Plan, tmp: Path) -> Iterator[tuple[Stack, list[Target]]]
                     upstream=up,
                     cpu=relay_cpu,
                     postgres_url=pg,
+                    log_level=plan.log_level,
                     limits=True,
                     redis_url=plan.limits_redis,
                 )
@@ -247,6 +251,7 @@ def started_stack(plan: Plan, tmp: Path) -> Iterator[tuple[Stack, list[Target]]]
                     upstream=up,
                     cpu=relay_cpu,
                     postgres_url=pg,
+                    log_level=plan.log_level,
                 )
             )
         if plan.workers > 1:
@@ -259,6 +264,7 @@ def started_stack(plan: Plan, tmp: Path) -> Iterator[tuple[Stack, list[Target]]]
                     cpu=None,
                     workers=plan.workers,
                     postgres_url=pg,
+                    log_level=plan.log_level,
                 )
             )
         yield stack, targets
@@ -483,6 +489,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="also run aibridge with every limit set, shared in this Redis",
     )
+    p.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        default="warning",
+        help="every gateway's log level; info writes one access line per request (the "
+        "production default), to a log file (default: warning, no access line)",
+    )
     p.add_argument("--max-requests", type=int, default=500_000, help="Python client cap")
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     p.add_argument("--json", type=Path, help="write every number here")
@@ -523,6 +536,7 @@ def plan_from_args(ns: argparse.Namespace) -> Plan:
         max_requests=ns.max_requests,
         limits=ns.limits,
         limits_redis=ns.limits_redis,
+        log_level=ns.log_level,
     )
     add_notes(plan)
     return plan

@@ -143,13 +143,15 @@ class Stack:
         postgres_url: str | None = None,
         limits: bool = False,
         redis_url: str | None = None,
+        log_level: str = "warning",
     ) -> Target:
         """``aibridge serve`` (after creating both providers and a user with its CLI).
 
         ``limits``: every limit set, generously enough that nothing is refused (see
         :data:`GENEROUS_LIMITS`): on the user, on its key, a global budget and the
         replica's ``max_concurrency``; ``redis_url`` shares them in Redis (under a
-        prefix of this run)."""
+        prefix of this run). ``log_level``: the gateway's (``info`` writes the access
+        line of every request, the production default)."""
         data_dir = self.tmp / f"data-{name}"
         data_dir.mkdir()
         port = free_port()
@@ -157,7 +159,7 @@ class Stack:
             {
                 "AIBRIDGE_DATA_DIR": str(data_dir),
                 "AIBRIDGE_LISTEN": f"{HOST}:{port}",
-                "AIBRIDGE_LOG_LEVEL": "warning",
+                "AIBRIDGE_LOG_LEVEL": log_level,
             }
         )
         if postgres_url:
