@@ -171,6 +171,22 @@ def cpu_seconds(pids: list[int]) -> float | None:
     return total / ticks
 
 
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """utime + stime of each live thread of ``pid`` in seconds, by ``"<tid> <name>"`` (the
+    main thread's tid is ``pid``; Python threads are not named in /proc, others are)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError, IndexError):
+                with open(f"/proc/{pid}/task/{tid}/comm") as fh:
+                    name = fh.read().strip()
+                with open(f"/proc/{pid}/task/{tid}/stat") as fh:
+                    fields = fh.read().rpartition(")")[2].split()
+                out[f"{tid} {name}"] = (int(fields[11]) + int(fields[12])) / ticks
+    return out
+
+
 def rss_mib(pids: list[int]) -> float:
     """Summed resident set size of ``pids`` in MiB."""
     total_kib = 0

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from bench.common import APIS, CLIENT_CPU, RELAY_CPU
 from bench.load import LoadRunner, wrk_version
-from bench.procs import Processes, cpu_seconds
+from bench.procs import Processes, cpu_seconds, thread_cpu_seconds
 from bench.stack import Stack, check_target
 
 
@@ -123,8 +123,10 @@ def main(argv: list[str] | None = None) -> int:
         # py-spy attaches in well under a second; the load outlasts the recording.
         time.sleep(0.5)
         cpu_before = cpu_seconds(gateway.relay_pids())
+        threads_before = thread_cpu_seconds(gateway.pid)
         result = runner.run(url, headers, api, stream, ns.concurrency, ns.duration + 1)
         cpu_after = cpu_seconds(gateway.relay_pids())
+        threads_after = thread_cpu_seconds(gateway.pid)
         _, err = recorder.communicate(timeout=ns.duration + 60)
         if recorder.returncode != 0:
             print(err.decode(errors="replace"), file=sys.stderr)
@@ -138,6 +140,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{result['rps']} req/s, p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms, "
             f"{cpu} µs CPU/req (py-spy attached: slower than bench.run)"
         )
+        if result["requests"]:
+            for thread, after in sorted(threads_after.items()):
+                spent = (after - threads_before.get(thread, 0.0)) / result["requests"] * 1e6
+                if spent >= 1:
+                    print(f"  thread {thread}: {spent:.0f} µs CPU/req")
         print(f"collapsed stacks: {raw}\n")
         print(top_functions(raw, ns.top))
     finally:
