@@ -7,6 +7,9 @@ import re
 import uuid
 from decimal import Decimal
 
+import pytest
+
+from aibridge.governance import prices as prices_module
 from aibridge.governance.price_reload import price_table
 from aibridge.governance.prices import Price, PriceBook, PriceTable
 from aibridge.intercept.observations import Observation, TokenUsage
@@ -146,3 +149,26 @@ def test_the_recording_addon_prices_each_call_with_the_live_book_and_the_journal
     restored = record_from_json(old)
     assert isinstance(restored, TokenUsageRecord) and restored.cost_pusd is None
     assert restored.id == usages[0].id and isinstance(restored.id, uuid.UUID)
+
+
+def test_pattern_look_ups_are_remembered_answer_the_same_and_stay_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(prices_module, "MAX_FOUND", 3)
+    table = PriceTable(
+        [
+            Price("openai", "gpt-4.1*", 2, 8, 0, 0, "2025-01-01"),
+            Price("openai", "gpt-4.1-mini*", 1, 4, 0, 0, "2025-01-01"),
+        ]
+    )
+    for _ in range(2):  # the second round is answered from memory, identically
+        mini = table.lookup("openai", "gpt-4.1-mini-2025-04-14")
+        assert mini is not None and mini.input_micros == 1
+        big = table.lookup("openai", "gpt-4.1-2025-04-14")
+        assert big is not None and big.input_micros == 2
+        assert table.lookup("openai", "o3") is None
+        assert table.lookup("anthropic", "gpt-4.1-mini") is None
+    # Never more than MAX_FOUND remembered, whatever the names clients send.
+    for n in range(10):
+        assert table.lookup("openai", f"unknown-{n}") is None
+        assert len(table._found) <= 3

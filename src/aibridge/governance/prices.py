@@ -52,6 +52,11 @@ def micros_from_usd(usd: Decimal) -> int:
     return int(usd.scaleb(6).to_integral_value())
 
 
+MAX_FOUND = 4096
+"""Pattern look-ups a :class:`PriceTable` remembers (then it forgets them all and starts
+again: cheaper per call than an LRU's bookkeeping)."""
+
+
 class PriceTable:
     """An immutable lookup of prices by provider type and model.
 
@@ -59,10 +64,15 @@ class PriceTable:
     longest prefix wins), so one row can price a family of dated snapshots.
     """
 
-    __slots__ = ("_exact", "_prefixes")
+    __slots__ = ("_exact", "_found", "_prefixes")
 
     def __init__(self, prices: Iterable[Price] = ()) -> None:
         self._exact: dict[tuple[str, str], Price] = {}
+        # Pattern matches found so far (None: unpriced). Every call is priced up to three
+        # times (record, access line, limiter) and dated model names usually miss the
+        # exact table, which would walk every pattern each time. Bounded: model names
+        # come from clients and upstreams.
+        self._found: dict[tuple[str, str], Price | None] = {}
         prefixes: list[tuple[str, str, Price]] = []
         for price in prices:
             if price.model.endswith("*"):
@@ -74,13 +84,24 @@ class PriceTable:
 
     def lookup(self, provider_type: str, model: str) -> Price | None:
         """The price of ``model`` on providers of ``provider_type``, or None (unpriced)."""
-        price = self._exact.get((provider_type, model))
+        key = (provider_type, model)
+        price = self._exact.get(key)
         if price is not None:
             return price
+        found = self._found
+        try:
+            return found[key]
+        except KeyError:
+            pass
+        price = None
         for ptype, prefix, candidate in self._prefixes:
             if ptype == provider_type and model.startswith(prefix):
-                return candidate
-        return None
+                price = candidate
+                break
+        if len(found) >= MAX_FOUND:
+            found.clear()
+        found[key] = price
+        return price
 
     def __len__(self) -> int:
         return len(self._exact) + len(self._prefixes)
