@@ -187,9 +187,9 @@ class LimiterConfig:
 # --------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Demand:
-    """What a request asks for, as far as the limits care."""
+class Demand(NamedTuple):
+    """What a request asks for, as far as the limits care. (Made for every request, limits
+    or not: a named tuple is built in half the time of a frozen dataclass.)"""
 
     actor: Actor
     """The request's actor (its limits as of this request)."""
