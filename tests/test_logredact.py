@@ -19,6 +19,7 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
+from aibridge.governance.prices import PICO_PER_USD, usd_from_pico
 from aibridge.logredact import _SHAPES, _mask_shape, may_hold_shape, redact, remember_secret
 from aibridge.server import accesslog
 from aibridge.server.accesslog import AccessEntry
@@ -167,3 +168,10 @@ def test_a_flat_field_that_is_not_a_plain_value_takes_the_whole_line_path() -> N
     record.__dict__[FLAT_FIELDS] = (fields, frozenset())
     assert "abcdefgh12345678" not in JSONFormatter().format(record)
     assert "abcdefgh12345678" not in TextFormatter().format(record)
+
+
+def test_the_access_line_cost_is_the_float_of_the_exact_decimal() -> None:
+    rng = random.Random(3)
+    for _ in range(20_000):
+        pusd = rng.randrange(0, 10 ** rng.randrange(1, 20))
+        assert pusd / PICO_PER_USD == float(usd_from_pico(pusd))

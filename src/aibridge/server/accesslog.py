@@ -25,7 +25,7 @@ from aiohttp import web
 
 from aibridge.actor import Actor
 from aibridge.admin.deps import ACTOR_KEY
-from aibridge.governance.prices import PriceBook, usd_from_pico
+from aibridge.governance.prices import PICO_PER_USD, PriceBook
 from aibridge.ids import new_uuid4
 from aibridge.intercept.interception import Interception, Outcome
 from aibridge.intercept.observations import Observation
@@ -144,7 +144,9 @@ def _write(request: web.Request, entry: AccessEntry, status: int, seconds: float
         "output_tokens": entry.output_tokens,
         "cache_read_tokens": entry.cache_read_tokens,
         "cache_write_tokens": entry.cache_write_tokens,
-        "cost_usd": None if cost is None else float(usd_from_pico(cost)),
+        # Python's int / int is correctly rounded: the same float as
+        # float(usd_from_pico(cost)), without the Decimal.
+        "cost_usd": None if cost is None else cost / PICO_PER_USD,
         "error_type": entry.error_type,
         "trace_id": None,
     }
