@@ -12,7 +12,7 @@ import aiohttp
 
 from aibridge.testing.replicas import start_replica
 
-TIMEOUT = 30.0
+TIMEOUT = 60.0
 
 
 async def _readyz(url: str) -> dict[str, object]:

@@ -38,7 +38,7 @@ from aibridge.testing.replicas import Replica, poll, start_replica
 
 # Convergence must come from LISTEN/NOTIFY, not from the fallback poll.
 REPLICA_ENV = {"AIBRIDGE_RECONCILE_INTERVAL": "60"}
-REQUEST_TIMEOUT = 15.0
+REQUEST_TIMEOUT = 60.0
 CONVERGENCE_SAMPLES = 50
 STORM_CHANGES = 100
 STORM_STREAMS = 32
@@ -46,7 +46,7 @@ TEXT_A = "served by upstream A"
 TEXT_B = "served by upstream B"
 PROVIDER_KEY = "sk-replica-upstream-0001"
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(300)
 
 
 @dataclass

@@ -24,7 +24,7 @@ from aibridge.testing.recorded import Recorded, interceptions, only_interception
 
 PROVIDER_KEY = "sk-upstream-primary-0001"
 """The upstream key :meth:`Stack.add_provider` configures unless told otherwise."""
-TIMEOUT = 15.0
+TIMEOUT = 60.0
 """Seconds any single wait in a stack test may take before it counts as hung."""
 
 
