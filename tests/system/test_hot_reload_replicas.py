@@ -209,7 +209,7 @@ async def test_replica_b_converges_on_every_change_made_through_a(
         assert p99 < 1.0, sorted(samples)[-5:]
         # Convergence came from notifications: B reloaded once per change (give or take
         # coalescing), and never from the one-minute poll.
-        assert not c.b.logged("config version changed without a notification")
+        assert not c.b.logged("provider version changed without a notification")
 
 
 async def test_streams_in_flight_survive_a_storm_of_reloads_on_another_replica(
@@ -347,4 +347,4 @@ async def test_replica_b_recovers_from_losing_its_notification_connection(
             f"next change in {again * 1000:.0f} ms",
             file=sys.stderr,
         )
-        assert not c.b.logged("config version changed without a notification")
+        assert not c.b.logged("provider version changed without a notification")
