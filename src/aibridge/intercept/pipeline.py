@@ -302,7 +302,8 @@ class Interceptor:
                     response, outcome = await self._relay(ix, request, sent, api, hide_usage)
                 finally:
                     sent.release()
-                if span is not None:
+                if span is not None and sent.status < 400:
+                    # (An error status already marked it, with the status.)
                     trace.upstream_read(span, outcome)
             permit.record(response.status)
             return response, outcome
