@@ -139,9 +139,10 @@ async def test_span_trees_of_every_outcome(
         acquire = one(spans, "CachedBridgePool.Acquire")
         assert acquire.attributes["cache_hit"] is False and acquire.events == ("cache_miss",)
         assert acquire.attributes["user_id"] == str(await s.member_id())
-        assert one(spans, "Intercept.ProcessRequest.Upstream").attributes[
-            "http.response.status_code"
-        ] == 200
+        assert (
+            one(spans, "Intercept.ProcessRequest.Upstream").attributes["http.response.status_code"]
+            == 200
+        )
         # Each span lies within its parent.
         ids = {sp.span_id: sp for sp in spans}
         for sp in spans:
@@ -250,7 +251,9 @@ async def test_injected_tools_span_tree(
             "    Intercept.ProcessRequest.Upstream [UNSET]",
         ]
         check_attributes(spans, api, provider, stream)
-        calls = sorted(by_name(spans, "Intercept.ProcessRequest.ToolCall"), key=lambda x: x.start_ns)
+        calls = sorted(
+            by_name(spans, "Intercept.ProcessRequest.ToolCall"), key=lambda x: x.start_ns
+        )
         assert [
             (c.attributes["mcp_server_name"], c.attributes["mcp_tool_name"]) for c in calls
         ] == [("test", "add"), ("test", "lookup")]
@@ -269,5 +272,5 @@ async def test_injected_tools_span_tree(
             "mcp_server_url": mcp.url,
         }
         fetch = one(spans, "StreamableHTTPServerProxy.Init.fetchTools")
-        assert fetch.attributes["mcp_tool_count"] == len((await mcp.mcp.list_tools()))
+        assert fetch.attributes["mcp_tool_count"] == len(await mcp.mcp.list_tools())
         assert one(spans, "ServerProxyManager.Init").attributes == {"mcp_server_count": 1}

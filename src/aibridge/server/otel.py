@@ -183,13 +183,16 @@ class OTelTracing:
 
     # -- lifecycle ----------------------------------------------------------------------
 
-    async def shutdown(self, timeout: float = SHUTDOWN_TIMEOUT) -> None:  # noqa: ASYNC109
-        """Flush the last spans and stop the batch thread, within ``timeout`` seconds.
+    async def shutdown(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        """Flush the last spans and stop the batch thread, within ``timeout`` seconds
+        (default :data:`SHUTDOWN_TIMEOUT`).
 
         The SDK's shutdown blocks (an export to a collector that is down retries until
         its own timeout), so it runs in a daemon thread: past ``timeout`` the gateway
         goes on stopping and the thread can neither hold the loop nor the exit.
         """
+        if timeout is None:
+            timeout = SHUTDOWN_TIMEOUT
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
 

@@ -113,7 +113,9 @@ class OTLPReceiver:
         self._changed.set()
 
     async def wait_for(
-        self, check: Callable[[list[ReceivedSpan]], bool], timeout: float = 10.0
+        self,
+        check: Callable[[list[ReceivedSpan]], bool],
+        timeout: float = 10.0,  # noqa: ASYNC109 - bounds the wait, with a readable error
     ) -> list[ReceivedSpan]:
         """Wait until ``check(spans)`` holds; AssertionError with what arrived otherwise."""
         try:
@@ -129,7 +131,10 @@ class OTLPReceiver:
         return self.spans
 
     async def trace(
-        self, root: Callable[[ReceivedSpan], bool], count: int, timeout: float = 10.0
+        self,
+        root: Callable[[ReceivedSpan], bool],
+        count: int,
+        timeout: float = 10.0,  # noqa: ASYNC109 - passed to wait_for
     ) -> list[ReceivedSpan]:
         """The ``count`` spans of the trace whose root span ``root`` picks (waits for them;
         AssertionError when more arrive)."""
@@ -191,9 +196,7 @@ async def otlp_receiver() -> AsyncIterator[OTLPReceiver]:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    server = site._server
-    assert server is not None
-    port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = runner.addresses[0][1]
     rx.url = f"http://127.0.0.1:{port}"
     try:
         yield rx
