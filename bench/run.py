@@ -72,6 +72,7 @@ class Plan:
     max_requests: int
     limits: bool = False
     limits_redis: str | None = None
+    tracing: bool = False
     notes: list[str] = field(default_factory=list)
 
 
@@ -222,6 +223,20 @@ def started_stack(plan: Plan, tmp: Path) -> Iterator[tuple[Stack, list[Target]]]
                     cpu=relay_cpu,
                     postgres_url=pg,
                     limits=True,
+                )
+            )
+        if plan.tracing:
+            # The same tree with OpenTelemetry traces on (every request sampled), exported
+            # to a sink that answers at once: the cost of making and exporting spans.
+            targets.append(
+                stack.start_aibridge(
+                    "aibridge+tracing",
+                    python=sys.executable,
+                    source=f"this tree @ {_tree_revision()}, OTEL_TRACES_EXPORTER=otlp",
+                    upstream=up,
+                    cpu=relay_cpu,
+                    postgres_url=pg,
+                    trace_sink=stack.start_trace_sink(),
                 )
             )
         if plan.limits_redis:
@@ -483,6 +498,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="also run aibridge with every limit set, shared in this Redis",
     )
+    p.add_argument(
+        "--tracing",
+        action="store_true",
+        help="also run aibridge with OpenTelemetry traces on, exported to a local sink",
+    )
     p.add_argument("--max-requests", type=int, default=500_000, help="Python client cap")
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     p.add_argument("--json", type=Path, help="write every number here")
@@ -523,6 +543,7 @@ def plan_from_args(ns: argparse.Namespace) -> Plan:
         max_requests=ns.max_requests,
         limits=ns.limits,
         limits_redis=ns.limits_redis,
+        tracing=ns.tracing,
     )
     add_notes(plan)
     return plan

@@ -136,6 +136,7 @@ class ToolLoop:
             try:
                 response, outcome = await self._loop()
             except asyncio.CancelledError:
+                self._end_span()
                 self._observe()
                 if self.ix.interrupted is None:
                     self.ix.interrupted = CLIENT_GONE
