@@ -196,7 +196,5 @@ def test_propagate_trace_context_is_off_by_default_and_a_boolean(ptype: str) -> 
     assert isinstance(default, ProviderSettings) and default.propagate_trace_context is False
     assert isinstance(on, ProviderSettings) and on.propagate_trace_context is True
     assert parse_settings({"propagate_trace_context": "true"}, ptype) == [
-        FieldError(
-            "settings.propagate_trace_context", "propagate_trace_context must be a boolean"
-        )
+        FieldError("settings.propagate_trace_context", "propagate_trace_context must be a boolean")
     ]
