@@ -151,6 +151,7 @@ class Stack:
         limits: bool = False,
         redis_url: str | None = None,
         trace_sink: str | None = None,
+        trace_ratio: float = 1.0,
     ) -> Target:
         """``aibridge serve`` (after creating both providers and a user with its CLI).
 
@@ -158,7 +159,8 @@ class Stack:
         :data:`GENEROUS_LIMITS`): on the user, on its key, a global budget and the
         replica's ``max_concurrency``; ``redis_url`` shares them in Redis (under a
         prefix of this run); ``trace_sink``: OpenTelemetry traces on, exported there
-        (OTLP over HTTP/protobuf, the SDK's default batching)."""
+        (OTLP over HTTP/protobuf, the SDK's default batching), sampling ``trace_ratio``
+        of the traces."""
         data_dir = self.tmp / f"data-{name}"
         data_dir.mkdir()
         port = free_port()
@@ -178,6 +180,8 @@ class Stack:
             env["OTEL_TRACES_EXPORTER"] = "otlp"
             env["OTEL_EXPORTER_OTLP_ENDPOINT"] = trace_sink
             env["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http/protobuf"
+            env["OTEL_TRACES_SAMPLER"] = "parentbased_traceidratio"
+            env["OTEL_TRACES_SAMPLER_ARG"] = f"{trace_ratio:g}"
         if redis_url:
             env["AIBRIDGE_REDIS_URL"] = redis_url
             prefix = f"aibridge-bench:{secrets.token_hex(6)}:"
