@@ -274,3 +274,39 @@ async def test_injected_tools_span_tree(
         fetch = one(spans, "StreamableHTTPServerProxy.Init.fetchTools")
         assert fetch.attributes["mcp_tool_count"] == len(await mcp.mcp.list_tools())
         assert one(spans, "ServerProxyManager.Init").attributes == {"mcp_server_count": 1}
+
+
+async def test_bedrock_spans_say_so(sqlite_url: str, tmp_path: Path, rx: OTLPReceiver) -> None:
+    from aibridge.testing.fake_bedrock import ACCESS_KEY, SECRET_KEY, FakeBedrock
+
+    fake = FakeBedrock()
+    settings = {
+        "bedrock": {
+            "region": "us-east-1",
+            "access_key_id": ACCESS_KEY,
+            "secret_access_key": SECRET_KEY,
+            "model": "us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+        }
+    }
+    async with fake.serve(), stack(sqlite_url, tmp_path, environ=rx.environ()) as s:
+        await s.add_provider("bedrock", "bedrock", keys=(), base_url=fake.url, settings=settings)
+        for stream in (False, True):
+            async with asyncio.timeout(TIMEOUT):
+                resp = await s.client.post(
+                    "/bedrock/v1/messages",
+                    json={**body("messages", stream), "model": "claude-sonnet-4-5"},
+                    headers={"Authorization": f"Bearer {s.user_token}"},
+                )
+                assert resp.status == 200, await resp.text()
+                await resp.read()
+            spans = await rx.trace(root_for("/bedrock/v1/messages"), 5 if not stream else 4)
+            assert [sp.name for sp in spans if sp.name.startswith("Intercept")].count(
+                "Intercept.ProcessRequest.Upstream"
+            ) == 1
+            for sp in spans:
+                if sp.name.startswith("Intercept"):
+                    assert sp.attributes["aws_bedrock"] is True, sp
+                    assert sp.attributes["bedrock_protocol"] == "invoke", sp
+                    assert sp.attributes["streaming"] is stream
+                    assert sp.status == "UNSET", sp
+            rx.spans.clear()
