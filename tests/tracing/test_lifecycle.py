@@ -353,3 +353,21 @@ async def test_propagate_trace_context_must_be_a_boolean(
         assert resp.status == 201, await resp.text()
         got = await resp.json()
         assert got["settings"]["propagate_trace_context"] is True
+
+
+async def test_shutdown_flushes_the_last_spans(
+    db_url: str, tmp_path: Path, rx: OTLPReceiver
+) -> None:
+    # A minute between exports: only the shutdown's flush can deliver the spans.
+    async with stack(db_url, tmp_path, environ=rx.environ(OTEL_BSP_SCHEDULE_DELAY="60000")) as s:
+        await s.add_provider("oa", "openai")
+        await chat(s)
+        assert rx.exports == 0
+    names = sorted(sp.name for sp in rx.spans if sp.name != "Intercept.RecordBatch")
+    assert names == [
+        "CachedBridgePool.Acquire",
+        "CachedBridgePool.Build",
+        "Intercept",
+        "Intercept.ProcessRequest",
+        "Intercept.ProcessRequest.Upstream",
+    ]
