@@ -9,7 +9,7 @@ the request's own task, so the context variable is the request's entry. The line
 ``provider``, ``model``, ``route``, ``method``, ``path`` (no query: it may hold a key),
 ``status``, ``duration_ms``, ``input_tokens``/``output_tokens``/``cache_read_tokens``/
 ``cache_write_tokens``, ``cost_usd`` (None when unpriced), ``error_type`` and
-``trace_id`` (None until tracing exists).
+``trace_id`` (the data plane's root span, when tracing is on and the trace sampled).
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ class AccessEntry:
     error_type: str | None = None
     user: str | None = None
     user_id: str | None = None
+    trace_id: str | None = None
 
 
 _CURRENT: ContextVar[AccessEntry | None] = ContextVar("aibridge_access_entry", default=None)
@@ -135,7 +136,7 @@ def _write(request: web.Request, entry: AccessEntry, status: int, seconds: float
             "cache_write_tokens": entry.cache_write_tokens,
             "cost_usd": None if cost is None else float(usd_from_pico(cost)),
             "error_type": entry.error_type,
-            "trace_id": None,
+            "trace_id": entry.trace_id,
         },
     )
 
