@@ -128,6 +128,9 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
     for key in ("AIBRIDGE_DATABASE_URL", "AIBRIDGE_LISTEN", "AIBRIDGE_DATA_DIR"):
         env.pop(key, None)
+    # Tracing only where a target asks for it (--tracing), never from the shell's OTEL_*.
+    for key in [k for k in env if k.startswith("OTEL_")]:
+        del env[key]
     if extra:
         env.update(extra)
     return env

@@ -7,7 +7,9 @@
   ONE shared ``aiohttp.ClientSession`` (no connection limit, no total timeout) and returns
   the JSON, or relays the stream chunk by chunk with ``iter_any()``. No auth, no parsing,
   no recording: the floor any gateway on this stack pays;
-* **load**: the Python load generator (used when ``wrk`` is missing, and for TTFB).
+* **load**: the Python load generator (used when ``wrk`` is missing, and for TTFB);
+* **trace-sink**: an OTLP/HTTP trace collector that reads each export and answers 200
+  at once (``--tracing``: the gateway's exporter has somewhere cheap to send to).
 
 Servers print ``PORT <n>`` once listening and stop on SIGTERM/SIGINT. Loopback only.
 """
@@ -163,6 +165,18 @@ async def serve_bare(port: int, upstream: str) -> None:
     await _serve([("/{tail:.*}", relay)], port, close_session)
 
 
+async def serve_trace_sink(port: int) -> None:
+    """``POST /v1/traces``: read the export, answer an empty ``ExportTraceServiceResponse``
+    (zero bytes is its protobuf encoding)."""
+    from aiohttp import web
+
+    async def accept(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(body=b"", content_type="application/x-protobuf")
+
+    await _serve([("/v1/traces", accept)], port, None)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Dispatch to one role."""
     parser = argparse.ArgumentParser(prog="python -m bench.roles")
@@ -172,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     bare = sub.add_parser("bare", help="bare aiohttp relay")
     bare.add_argument("--port", type=int, default=0)
     bare.add_argument("--upstream", required=True, help="http://127.0.0.1:PORT")
+    sink = sub.add_parser("trace-sink", help="OTLP/HTTP trace sink (answers 200)")
+    sink.add_argument("--port", type=int, default=0)
     load = sub.add_parser("load", help="Python load generator (prints one JSON line)")
     load.add_argument("--url", required=True)
     load.add_argument("--headers", required=True, help="JSON object")
@@ -188,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         if not ns.upstream.startswith(f"http://{HOST}:"):
             raise SystemExit("the bare relay only talks to loopback")
         run_async(serve_bare(ns.port, ns.upstream))
+    elif ns.role == "trace-sink":
+        run_async(serve_trace_sink(ns.port))
     else:
         if not ns.url.startswith(f"http://{HOST}:"):
             raise SystemExit("the load generator only talks to loopback")

@@ -73,6 +73,8 @@ class Plan:
     limits: bool = False
     limits_redis: str | None = None
     log_level: str = "warning"
+    tracing: bool = False
+    tracing_ratios: list[float] = field(default_factory=lambda: [1.0])
     notes: list[str] = field(default_factory=list)
 
 
@@ -227,6 +229,28 @@ def started_stack(plan: Plan, tmp: Path) -> Iterator[tuple[Stack, list[Target]]]
                     limits=True,
                 )
             )
+        if plan.tracing:
+            # The same tree with OpenTelemetry traces on, exported to a sink that answers
+            # at once: the cost of making and exporting spans, per sampling ratio.
+            sink = stack.start_trace_sink()
+            for ratio in plan.tracing_ratios:
+                name = "aibridge+tracing" if ratio == 1 else f"aibridge+tracing@{ratio:g}"
+                targets.append(
+                    stack.start_aibridge(
+                        name,
+                        python=sys.executable,
+                        source=(
+                            f"this tree @ {_tree_revision()}, OTEL_TRACES_EXPORTER=otlp, "
+                            f"parentbased_traceidratio {ratio:g}"
+                        ),
+                        upstream=up,
+                        cpu=relay_cpu,
+                        postgres_url=pg,
+                        trace_sink=sink,
+                        trace_ratio=ratio,
+                        log_level=plan.log_level,
+                    )
+                )
         if plan.limits_redis:
             targets.append(
                 stack.start_aibridge(
@@ -431,6 +455,13 @@ def _csv_ints(value: str) -> list[int]:
     return [int(v) for v in value.split(",") if v.strip()]
 
 
+def _csv_floats(value: str) -> list[float]:
+    ratios = [float(v) for v in value.split(",") if v.strip()]
+    if not ratios or any(not 0 <= r <= 1 for r in ratios):
+        raise argparse.ArgumentTypeError("ratios from 0 to 1, comma-separated")
+    return ratios
+
+
 def _csv_choice(choices: tuple[str, ...]) -> Any:
     def parse(value: str) -> list[str]:
         items = [v.strip() for v in value.split(",") if v.strip()]
@@ -496,6 +527,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="every gateway's log level; info writes one access line per request (the "
         "production default), to a log file (default: warning, no access line)",
     )
+    p.add_argument(
+        "--tracing",
+        action="store_true",
+        help="also run aibridge with OpenTelemetry traces on, exported to a local sink",
+    )
+    p.add_argument(
+        "--tracing-ratios",
+        type=_csv_floats,
+        default=[1.0],
+        help="with --tracing: one gateway per sampling ratio, e.g. 1,0.1 (default 1)",
+    )
     p.add_argument("--max-requests", type=int, default=500_000, help="Python client cap")
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     p.add_argument("--json", type=Path, help="write every number here")
@@ -537,6 +579,8 @@ def plan_from_args(ns: argparse.Namespace) -> Plan:
         limits=ns.limits,
         limits_redis=ns.limits_redis,
         log_level=ns.log_level,
+        tracing=ns.tracing,
+        tracing_ratios=ns.tracing_ratios,
     )
     add_notes(plan)
     return plan

@@ -122,6 +122,13 @@ class Stack:
         port = int(read_line(self.procs, proc, PORT_LINE, START_TIMEOUT))
         return Target("direct", "direct", f"http://{HOST}:{port}")
 
+    def start_trace_sink(self) -> str:
+        """The OTLP trace sink on the client CPU (like the upstream); its base URL."""
+        argv = [sys.executable, "-m", "bench.roles", "trace-sink", "--port", "0"]
+        proc = self.procs.start(argv, cpu=self.client_cpu, env=child_env(), name="trace-sink")
+        port = int(read_line(self.procs, proc, PORT_LINE, START_TIMEOUT))
+        return f"http://{HOST}:{port}"
+
     def start_bare(self, upstream: str, cpu: int | None) -> Target:
         """The bare aiohttp relay, pinned like the gateway."""
         argv = [sys.executable, "-m", "bench.roles", "bare", "--upstream", upstream]
@@ -144,14 +151,18 @@ class Stack:
         limits: bool = False,
         redis_url: str | None = None,
         log_level: str = "warning",
+        trace_sink: str | None = None,
+        trace_ratio: float = 1.0,
     ) -> Target:
         """``aibridge serve`` (after creating both providers and a user with its CLI).
 
         ``limits``: every limit set, generously enough that nothing is refused (see
         :data:`GENEROUS_LIMITS`): on the user, on its key, a global budget and the
         replica's ``max_concurrency``; ``redis_url`` shares them in Redis (under a
-        prefix of this run). ``log_level``: the gateway's (``info`` writes the access
-        line of every request, the production default)."""
+        prefix of this run); ``trace_sink``: OpenTelemetry traces on, exported there
+        (OTLP over HTTP/protobuf, the SDK's default batching), sampling ``trace_ratio``
+        of the traces. ``log_level``: the gateway's (``info`` writes the access line of
+        every request, the production default)."""
         data_dir = self.tmp / f"data-{name}"
         data_dir.mkdir()
         port = free_port()
@@ -167,6 +178,12 @@ class Stack:
         if limits:
             env["AIBRIDGE_GLOBAL_BUDGET"] = "1000000000/month"
             env["AIBRIDGE_MAX_CONCURRENCY"] = "100000"
+        if trace_sink:
+            env["OTEL_TRACES_EXPORTER"] = "otlp"
+            env["OTEL_EXPORTER_OTLP_ENDPOINT"] = trace_sink
+            env["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http/protobuf"
+            env["OTEL_TRACES_SAMPLER"] = "parentbased_traceidratio"
+            env["OTEL_TRACES_SAMPLER_ARG"] = f"{trace_ratio:g}"
         if redis_url:
             env["AIBRIDGE_REDIS_URL"] = redis_url
             prefix = f"aibridge-bench:{secrets.token_hex(6)}:"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import os
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -91,3 +92,25 @@ async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
     """A migrated engine on each backend."""
     async with migrated_engine(db_url) as eng:
         yield eng
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say how busy the machine was: a slow or timed-out run on a loaded machine reads
+    differently from one on an idle machine (CI shares its cores with other services)."""
+    try:
+        load = os.getloadavg()
+    except OSError:
+        return
+    cores = os.cpu_count() or 1
+    terminalreporter.write_line(
+        f"machine load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on {cores} cores"
+    )
+    if load[1] > cores:
+        busiest = subprocess.run(
+            ["ps", "-eo", "pcpu,etime,comm", "--sort=-pcpu"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.splitlines()[:8]
+        for line in busiest:
+            terminalreporter.write_line(f"  {line}")

@@ -13,9 +13,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from aibridge.governance.periods import time_zone
 from aibridge.limits import Budget, Limits, parse_budget_text, parse_limits
+from aibridge.loglevels import parse_log_levels
 from aibridge.metric_labels import DEFAULT_MAX_MODELS
 from aibridge.store.urls import normalize_database_url
-from aibridge.telemetry import parse_log_levels
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
 

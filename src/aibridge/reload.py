@@ -13,7 +13,6 @@ previous snapshot; a bad row is skipped and reported without affecting the other
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -33,7 +32,8 @@ from aibridge.store import config_version
 from aibridge.store.crypto import Encryptor
 from aibridge.store.mcp_servers import MCPServerRecord, load_enabled_servers
 from aibridge.store.providers import ProviderRecord, load_live_providers
-from aibridge.store.pubsub import MCP_SERVERS_CHANGED, PROVIDERS_CHANGED, PubSub, Unsubscribe
+from aibridge.store.pubsub import MCP_SERVERS_CHANGED, PROVIDERS_CHANGED, PubSub
+from aibridge.store.watch import ConfigWatcher
 
 log = logging.getLogger(__name__)
 
@@ -169,52 +169,35 @@ class ProviderReloader:
         and on every reconcile tick (the replica heartbeat); it must not raise."""
         self._sessions = sessions
         self._encryptor = encryptor
-        self._pubsub = pubsub
         self._on_snapshot = on_snapshot
-        self._interval = reconcile_interval
         self._clock = clock or SystemClock()
         self._metrics = metrics
         self._on_applied = on_applied
         self._lock = asyncio.Lock()
-        self._pending = asyncio.Event()
         self._generation = 0
-        self._unsubscribe: list[Unsubscribe] = []
-        self._tasks: list[asyncio.Task[None]] = []
         self.status = ReloadStatus()
+        self._watch = ConfigWatcher(
+            sessions,
+            pubsub,
+            (PROVIDERS_CHANGED, MCP_SERVERS_CHANGED),
+            what="provider",
+            version_name=config_version.PROVIDERS,
+            reload=self.reload,
+            applied_version=lambda: self.status.config_version,
+            interval=reconcile_interval,
+            on_tick=self._report_applied,
+        )
         self._changed = asyncio.Condition()
         self._latest: ProviderSnapshot | None = None
 
     async def start(self) -> None:
         """Subscribe, then load once (raising if either fails), then watch."""
-        try:
-            for channel in (PROVIDERS_CHANGED, MCP_SERVERS_CHANGED):
-                self._unsubscribe.append(await self._pubsub.subscribe(channel, self._notified))
-        except BaseException:
-            await self._unsubscribe_all()
-            raise
-        if not await self.reload():
-            # Leave nothing behind: a failed start must not keep a live subscription.
-            await self._unsubscribe_all()
+        if not await self._watch.start():
             raise RuntimeError(f"initial provider load failed: {self.status.last_error}")
-        self._tasks = [
-            asyncio.create_task(self._reload_loop(), name="provider-reload"),
-            asyncio.create_task(self._reconcile_loop(), name="provider-reconcile"),
-        ]
 
     async def stop(self) -> None:
         """Unsubscribe and stop background work."""
-        await self._unsubscribe_all()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
-
-    async def _unsubscribe_all(self) -> None:
-        unsubscribes, self._unsubscribe = self._unsubscribe, []
-        for unsubscribe in unsubscribes:
-            await unsubscribe()
+        await self._watch.stop()
 
     async def wait_for(self, predicate: Callable[[ProviderSnapshot], bool]) -> ProviderSnapshot:
         """Wait until a snapshot satisfying ``predicate`` is installed (wrap in a timeout)."""
@@ -223,18 +206,10 @@ class ProviderReloader:
                 await self._changed.wait()
             return self._latest
 
-    def _notified(self, _payload: bytes, error: Exception | None) -> None:
-        if error is not None:
-            log.warning(
-                "provider notifications may have been lost; reloading", extra={"error": str(error)}
-            )
-        # Coalesce bursts: many notifications while a reload runs cause one more reload.
-        self._pending.set()
-
     @property
     def reconcile_interval(self) -> float:
         """Seconds between config-version checks (and replica heartbeats)."""
-        return self._interval
+        return self._watch.interval
 
     @property
     def snapshot(self) -> ProviderSnapshot | None:
@@ -249,26 +224,6 @@ class ProviderReloader:
         except Exception as exc:
             # Diagnostics only: a failing observer must not stop reloads.
             log.warning("applied-version hook failed", extra={"error": str(exc)})
-
-    async def _reload_loop(self) -> None:
-        while True:
-            await self._pending.wait()
-            self._pending.clear()
-            await self.reload()
-
-    async def _reconcile_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                async with self._sessions() as session:
-                    version = await config_version.read(session)
-            except Exception as exc:
-                log.warning("config version check failed", extra={"error": str(exc)})
-                continue
-            if version != self.status.config_version:
-                log.info("config version changed without a notification; reloading")
-                self._pending.set()
-            await self._report_applied()
 
     async def reload(self) -> bool:
         """Read all live providers and enabled MCP servers in one transaction and swap the

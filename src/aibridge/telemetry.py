@@ -44,31 +44,6 @@ QUIET_LOGGERS: Mapping[str, str] = {
 }
 """Third-party loggers kept at ``warning`` unless ``--log-levels`` names them."""
 
-LEVELS = ("debug", "info", "warning", "error")
-
-
-class LogLevelsError(ValueError):
-    """A ``--log-levels`` value that does not parse; the message names the fix."""
-
-
-def parse_log_levels(text: str) -> dict[str, str]:
-    """``"aibridge.pool=debug,aiosqlite=info"`` as {logger: level}; :class:`LogLevelsError`
-    for anything else."""
-    levels: dict[str, str] = {}
-    for item in text.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        name, sep, level = item.partition("=")
-        name, level = name.strip(), level.strip().lower()
-        if not sep or not name or level not in LEVELS:
-            raise LogLevelsError(
-                f"bad log level entry {item!r}: expected LOGGER=LEVEL with LEVEL one of "
-                f"{', '.join(LEVELS)} (e.g. aibridge.pool=debug,aiosqlite=info)"
-            )
-        levels[name] = level
-    return levels
-
 
 FLAT_FIELDS = "_aibridge_flat_fields"
 """A log record attribute: ``(fields, produced)``, the dict of the record's extra fields and

@@ -30,7 +30,7 @@ HEADER_SECRET_2 = "hdr-secret-bbbbbbbbbbbbbbbb2222"
 TOKEN_BOB = "tok-bob-cccccccccccccccccccc3333"
 TOKEN_BOB_2 = "tok-bob-dddddddddddddddddddd4444"
 ENC_KEY = "m" * 40
-TIMEOUT = 15
+TIMEOUT = 60.0
 
 Client = TestClient[web.Request, web.Application]
 

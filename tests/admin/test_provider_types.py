@@ -19,7 +19,7 @@ from aibridge.store.models import PROVIDER_TYPES
 from aibridge.testing.gateway import admin_gateway
 
 URL = "/api/v1/providers"
-TIMEOUT = 15
+TIMEOUT = 60.0
 KEY = "sk-test-aaaaaaaaaaaaaaaaaaaa1111"
 
 EXPECTED_DEFAULTS = {

@@ -29,7 +29,7 @@ SECRET_A = "sk-test-aaaaaaaaaaaaaaaaaaaa1111"
 SECRET_B = "sk-test-bbbbbbbbbbbbbbbbbbbb2222"
 SECRET_C = "sk-test-cccccccccccccccccccc3333"
 ENC_KEY = "k" * 40
-TIMEOUT = 15
+TIMEOUT = 60.0
 
 
 def auth(token: str) -> dict[str, str]:

@@ -24,7 +24,7 @@ async def test_role_credentials_are_cached_then_renewed_before_expiry() -> None:
     granted: dict[str, tuple[str, str | None]] = {}
     sts = FakeSTS(grant_to=granted, lifetime=REFRESH_MARGIN + 100)
     now = [1_000_000.0]
-    async with sts.serve(), aiohttp.ClientSession() as session, asyncio.timeout(15):
+    async with sts.serve(), aiohttp.ClientSession() as session, asyncio.timeout(60):
         import time
 
         now[0] = time.time()
@@ -53,7 +53,7 @@ async def test_role_credentials_are_cached_then_renewed_before_expiry() -> None:
 
 async def test_an_sts_refusal_is_a_credential_error_naming_the_role() -> None:
     sts = FakeSTS(grant_to={})
-    async with sts.serve(), aiohttp.ClientSession() as session, asyncio.timeout(15):
+    async with sts.serve(), aiohttp.ClientSession() as session, asyncio.timeout(60):
         creds = AssumedRoleCredentials(
             StaticCredentials(ACCESS_KEY, "wrong-secret", None),
             role_arn=ROLE,

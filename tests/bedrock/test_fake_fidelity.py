@@ -11,7 +11,7 @@ from anthropic import AsyncAnthropicBedrock
 
 from aibridge.testing.fake_bedrock import ACCESS_KEY, REGION, SECRET_KEY, FakeBedrock
 
-TIMEOUT = 15.0
+TIMEOUT = 60.0
 
 
 def _client(url: str, secret: str = SECRET_KEY) -> AsyncAnthropicBedrock:

@@ -19,9 +19,12 @@ EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
 USER = uuid.UUID("00000000-0000-4000-8000-00000000beef")
 
 
-def rows_for(i: int, started: datetime, prompt_bytes: int = 40) -> dict[str, list[dict[str, Any]]]:
+def rows_for(
+    i: int, started: datetime, prompt_bytes: int = 40, *, all_ended: bool = False
+) -> dict[str, list[dict[str, Any]]]:
     """One interception (number ``i``) with children that vary with ``i`` (some have no
-    prompt, no tool call, a failure, odd text), so the round trip sees every shape."""
+    prompt, no tool call, no end unless ``all_ended``, a failure, odd text), so the round
+    trip sees every shape."""
     iid = uuid.UUID(int=(1 << 64) + i)
     out: dict[str, list[dict[str, Any]]] = {t.name: [] for t in TABLES}
     out["interceptions"].append(
@@ -33,7 +36,9 @@ def rows_for(i: int, started: datetime, prompt_bytes: int = 40) -> dict[str, lis
             "provider_name": "p" if i % 2 else "a",
             "model": f"model-{i % 5}",
             "started_at": started,
-            "ended_at": None if i % 11 == 0 else started + timedelta(milliseconds=i % 997),
+            "ended_at": (
+                None if i % 11 == 0 and not all_ended else started + timedelta(milliseconds=i % 997)
+            ),
             "metadata": {"n": i, "nested": {"ü": ["✓", i % 4]}} if i % 3 else {},
             "client": "claude-code" if i % 4 else None,
             "user_agent": "agent/1.0",
@@ -113,12 +118,16 @@ async def seed(
     first: int = 0,
     prompt_bytes: int = 40,
     batch: int = 2000,
+    all_ended: bool = False,
 ) -> None:
-    """Insert ``count`` interceptions numbered from ``first``, ``step`` apart from ``start``."""
+    """Insert ``count`` interceptions numbered from ``first``, ``step`` apart from ``start``
+    (every 11th without an end unless ``all_ended``)."""
     for lo in range(first, first + count, batch):
         pending: dict[str, list[dict[str, Any]]] = {t.name: [] for t in TABLES}
         for i in range(lo, min(lo + batch, first + count)):
-            for name, rows in rows_for(i, start + step * (i - first), prompt_bytes).items():
+            for name, rows in rows_for(
+                i, start + step * (i - first), prompt_bytes, all_ended=all_ended
+            ).items():
                 pending[name].extend(rows)
         async with engine.begin() as conn:
             for table in TABLES:

@@ -18,7 +18,7 @@ from aibridge.store.urls import normalize_database_url
 SECRET = "hdr-cli-1111111111111111aaaa"
 SECRET_2 = "hdr-cli-2222222222222222bbbb"
 ENC_KEY = "c" * 40
-TIMEOUT = 30
+TIMEOUT = 60.0
 
 
 def cli(

@@ -13,7 +13,7 @@ from aibridge.cli import main
 from aibridge.testing.gateway import gateway
 from aibridge.testing.replicas import poll
 
-TIMEOUT = 30.0
+TIMEOUT = 60.0
 
 
 def cli(url: str, *args: str) -> Result:

@@ -17,7 +17,7 @@ from aibridge.store.pubsub import PROVIDERS_CHANGED
 KEY_1 = "sk-cli-1111111111111111111111aaaa"
 KEY_2 = "sk-cli-2222222222222222222222bbbb"
 KEY_3 = "sk-cli-3333333333333333333333cccc"
-TIMEOUT = 30
+TIMEOUT = 60.0
 
 
 def cli(

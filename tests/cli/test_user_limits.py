@@ -23,7 +23,7 @@ from aibridge.store.urls import normalize_database_url
 from aibridge.testing.gateway import gateway
 from aibridge.testing.replicas import poll
 
-TIMEOUT = 20
+TIMEOUT = 60.0
 NULLS = dict.fromkeys(
     ["requests_per_minute", "tokens_per_minute", "max_concurrent", "allowed_models", "budget"]
 )

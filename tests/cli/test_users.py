@@ -18,7 +18,7 @@ from aibridge.store.db import create_engine, session_factory
 from aibridge.store.models import ApiKey, AuditLog
 from aibridge.store.urls import normalize_database_url
 
-TIMEOUT = 20
+TIMEOUT = 60.0
 
 
 @pytest.fixture

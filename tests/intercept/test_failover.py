@@ -21,7 +21,7 @@ from aibridge.providers.base import Provider
 from aibridge.providers.keyring import KeyRingMetrics, KeysExhausted
 from aibridge.testing.providers import provider_record
 
-TIMEOUT = 10.0
+TIMEOUT = 60.0
 SECRETS = {
     "a": "sk-aaaaaaaaaaaaaaaaaaaa-key-A-0001",
     "b": "sk-bbbbbbbbbbbbbbbbbbbb-key-B-0002",

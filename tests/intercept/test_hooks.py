@@ -31,7 +31,7 @@ from aibridge.providers.snapshot import ProviderSnapshot
 from aibridge.providers.upstream import UpstreamClients
 from aibridge.testing.providers import provider_record
 
-TIMEOUT = 10.0
+TIMEOUT = 60.0
 ACTOR = Actor(uuid.uuid4(), "someone", "member", "key1")
 BODY = {"model": "claude-test", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
 

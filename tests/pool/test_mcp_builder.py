@@ -15,7 +15,7 @@ from aibridge.testing.mcp_server import mcp_server, server_settings
 
 
 async def test_each_user_gets_sessions_with_their_own_token_and_none_without_one() -> None:
-    async with mcp_server("personal") as srv, asyncio.timeout(30):
+    async with mcp_server("personal") as srv, asyncio.timeout(60):
         personal = server_settings(srv.url, name="personal", auth="per_user")
         shared = server_settings(srv.url, name="shared")
         alice, bob, carol = (
@@ -67,7 +67,7 @@ async def test_each_user_gets_sessions_with_their_own_token_and_none_without_one
 
 
 async def test_without_mcp_options_bridges_have_no_toolset() -> None:
-    async with mcp_server() as srv, asyncio.timeout(30):
+    async with mcp_server() as srv, asyncio.timeout(60):
         upstream = UpstreamClients()
         pool = CachedBridgePool(
             request_bridge_builder(

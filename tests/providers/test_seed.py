@@ -24,7 +24,7 @@ from aibridge.testing.gateway import admin_gateway, gateway
 ANTHROPIC_KEY = "sk-ant-seed-fake-aaaa"
 OPENAI_KEY = "sk-openai-seed-000000000000bbbb"
 ENV = {"ANTHROPIC_API_KEY": ANTHROPIC_KEY, "OPENAI_API_KEY": OPENAI_KEY}
-TIMEOUT = 15
+TIMEOUT = 60.0
 
 
 async def seed(services: Services, env: dict[str, str]) -> list[str]:

@@ -187,3 +187,14 @@ def test_responses_websocket_is_on_by_default_and_only_for_openai_protocol_types
             "responses_websocket is only valid for OpenAI-protocol types",
         )
     ]
+
+
+@pytest.mark.parametrize("ptype", ["openai", "anthropic", "azure", "openai-compat"])
+def test_propagate_trace_context_is_off_by_default_and_a_boolean(ptype: str) -> None:
+    default = parse_settings({}, ptype)
+    on = parse_settings({"propagate_trace_context": True}, ptype)
+    assert isinstance(default, ProviderSettings) and default.propagate_trace_context is False
+    assert isinstance(on, ProviderSettings) and on.propagate_trace_context is True
+    assert parse_settings({"propagate_trace_context": "true"}, ptype) == [
+        FieldError("settings.propagate_trace_context", "propagate_trace_context must be a boolean")
+    ]

@@ -38,12 +38,12 @@ from aibridge.testing.redis import (
 from aibridge.testing.replicas import poll
 from aibridge.testing.stack import Stack, stack
 
-TIMEOUT = 15.0
+TIMEOUT = 60.0
 KEY1 = "sk-shared-cooldown-key-one-0001"
 KEY2 = "sk-shared-cooldown-key-two-0002"
 RETRY_AFTER = 30
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = pytest.mark.timeout(300)
 
 Client = TestClient[web.Request, web.Application]
 

@@ -20,7 +20,7 @@ from aibridge.proxy.routing import (
 from aibridge.store.providers import ProviderRoute
 from aibridge.store.pubsub import PROVIDERS_CHANGED, InProcessPubSub
 
-TIMEOUT = 5.0
+TIMEOUT = 60.0
 
 
 def row(name: str, base_url: str, *, enabled: bool = True, ptype: str = "openai") -> ProviderRoute:

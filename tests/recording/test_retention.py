@@ -51,9 +51,10 @@ async def test_retention_deletes_exactly_the_old_rows_while_requests_keep_flowin
         assert (job.days, job.interval, job.enabled) == (30, 3600.0, True)
         await s.add_provider("openai", "openai")
         # 1,200 records 40 to 20 days old, 24 minutes apart; the first 600 are past 30
-        # days (offset half a step, so none sits on the cut-off).
+        # days (offset half a step, so none sits on the cut-off). All ended: an unended
+        # one has a day's grace (tests/store/test_retention_rules.py).
         start = clock.now() - timedelta(days=40) + STEP / 2
-        await seed(s.services.engine, OLD, start=start, step=STEP)
+        await seed(s.services.engine, OLD, start=start, step=STEP, all_ended=True)
         seeded = await snapshot(s.services.engine)
 
         sdk = gateway_sdk(s)

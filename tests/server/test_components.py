@@ -11,7 +11,7 @@ import pytest
 
 from aibridge.server.components import Component, Components
 
-TIMEOUT = 5.0
+TIMEOUT = 60.0
 
 
 class Part:

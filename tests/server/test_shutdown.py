@@ -26,7 +26,7 @@ from aibridge.testing.gateway import announced_admin_token
 from aibridge.testing.outage import pg_outage
 from aibridge.tokens import parse_token
 
-TIMEOUT = 15.0
+TIMEOUT = 60.0
 # Quick retries so that the outage is noticed at once; the close timeout stays the default.
 RECORDER = {"retry_initial": 0.02, "retry_max": 0.1, "ping_timeout": 1.0}
 

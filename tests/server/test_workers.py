@@ -12,7 +12,7 @@ import aiohttp
 
 from aibridge.testing.replicas import start_replica
 
-TIMEOUT = 30.0
+TIMEOUT = 60.0
 
 
 async def _readyz(url: str) -> dict[str, object]:
@@ -66,13 +66,18 @@ async def test_two_workers_share_the_port_and_converge(tmp_path: Path) -> None:
 
 
 # The supervisor with no grace at all: every worker exit looks like a crash after start-up,
-# as a slow start-up on a loaded machine did.
+# as a slow start-up on a loaded machine did. The database is prepared first, as
+# ``aibridge serve`` does: two workers bootstrapping one empty database race each other.
 _NO_GRACE_SUPERVISOR = """
 import sys
+from aibridge.cli.serve import prepare
 from aibridge.config import Settings
+from aibridge.eventloop import run
 from aibridge.server import workers
 workers.STARTUP_GRACE = 0.0
-sys.exit(workers.run_workers(Settings()))
+settings = Settings()
+run(prepare(settings))
+sys.exit(workers.run_workers(settings))
 """
 
 

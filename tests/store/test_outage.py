@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from aibridge.store.outage import is_database_unavailable
 
-TIMEOUT = 15.0
+TIMEOUT = 60.0
 
 
 async def failure(url: str, sql: str, **engine_args: object) -> BaseException:

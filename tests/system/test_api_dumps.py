@@ -13,17 +13,21 @@ import stat
 import uuid
 from pathlib import Path
 
+import anthropic
 import orjson
 import pytest
 
 from aibridge.fakellm import Scenario
 from aibridge.fakellm.tooluse import tool_caller
 from aibridge.providers.apidump import TRUNCATED, ApiDumps
+from aibridge.testing.fake_bedrock import SECRET_KEY, FakeBedrock
 from aibridge.testing.mcp_server import install_mcp_servers, mcp_server, server_settings
 from aibridge.testing.stack import PROVIDER_KEY, TIMEOUT, Stack, stack
+from tests.bedrock.test_gateway import HI, SONNET, bedrock_settings
 from tests.system.test_mcp_injection import ADD, LOOKUP
 
 BYOK_KEY = "sk-client-own-key-0123456789"
+SESSION_TOKEN = "FwoGZXIvYXdzEXAMPLEsessiontoken0123456789"
 
 
 async def flushed(s: Stack) -> None:
@@ -320,3 +324,48 @@ def test_client_chosen_names_stay_inside_the_directory(
         assert path.parent == tmp_path / "prov" / folder
     finally:
         dumps.close()
+
+
+async def test_bedrock_calls_are_dumped_signed_and_masked(sqlite_url: str, tmp_path: Path) -> None:
+    """A Bedrock blocking call and a stream each get their pair: the signed request as
+    Bedrock received it (the transformed body, the SigV4 signature and session token
+    masked) and the response, the binary event stream as it arrived."""
+    root = tmp_path / "dumps"
+    fake = FakeBedrock()
+    settings = bedrock_settings(session_token=SESSION_TOKEN) | {"api_dump_dir": str(root)}
+    async with fake.serve(), stack(sqlite_url, tmp_path) as s:
+        await s.add_provider("bedrock", "bedrock", keys=(), base_url=fake.url, settings=settings)
+        sdk = anthropic.AsyncAnthropic(
+            base_url=s.base + "/bedrock", api_key=s.user_token, max_retries=0
+        )
+        async with asyncio.timeout(TIMEOUT):
+            await sdk.messages.create(model="claude-sonnet-4-5", max_tokens=50, messages=HI)
+            async with sdk.messages.stream(
+                model="claude-sonnet-4-5", max_tokens=50, messages=HI
+            ) as stream:
+                streamed = "".join([t async for t in stream.text_stream])
+        await flushed(s)
+    found = files(root)
+    folder = root / "bedrock" / SONNET.replace(":", "_")
+    assert {p.parent for p in found} == {folder}, found
+    requests = [p for p in found if p.name.endswith(".req.txt")]
+    responses = [p for p in found if p.name.endswith(".resp.txt")]
+    assert len(requests) == len(responses) == 2
+    text = "".join(p.read_text(errors="replace") for p in requests)
+    assert SECRET_KEY not in text and SESSION_TOKEN not in text and s.user_token not in text
+    heads = [split(p)[0] for p in requests]
+    assert sorted(h[0].rsplit("/", 1)[1] for h in heads) == [
+        "invoke",
+        "invoke-with-response-stream",
+    ]
+    for head in heads:
+        auth = [h for h in head if h.lower().startswith("authorization:")]
+        assert auth and "Signature=" not in auth[0]
+        assert any(h.lower().startswith("x-amz-security-token:") for h in head)
+    bodies = [orjson.loads(split(p)[1]) for p in requests]
+    assert all(b["anthropic_version"] == "bedrock-2023-05-31" for b in bodies)
+    assert all("model" not in b for b in bodies)
+    stream_resp = next(p for p in responses if any("eventstream" in h for h in split(p)[0]))
+    # The raw event stream: binary frames, the streamed text inside them.
+    raw = split(stream_resp)[1]
+    assert raw and streamed and b"bytes" in raw

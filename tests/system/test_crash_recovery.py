@@ -27,10 +27,10 @@ from aibridge.fakellm import FakeLLM, Scenario
 from aibridge.testing.outage import pg_outage, sqlite_outage
 from aibridge.testing.replicas import Replica, poll, start_replica
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(300)
 
-REQUEST_TIMEOUT = 15.0
-REPLAY_TIMEOUT = 30.0
+REQUEST_TIMEOUT = 60.0
+REPLAY_TIMEOUT = 90.0
 OUTAGE_REQUESTS = 3000
 CONCURRENCY = 64
 CHAT = {"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]}

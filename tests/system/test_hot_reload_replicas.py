@@ -38,7 +38,7 @@ from aibridge.testing.replicas import Replica, poll, start_replica
 
 # Convergence must come from LISTEN/NOTIFY, not from the fallback poll.
 REPLICA_ENV = {"AIBRIDGE_RECONCILE_INTERVAL": "60"}
-REQUEST_TIMEOUT = 15.0
+REQUEST_TIMEOUT = 60.0
 CONVERGENCE_SAMPLES = 50
 STORM_CHANGES = 100
 STORM_STREAMS = 32
@@ -46,7 +46,7 @@ TEXT_A = "served by upstream A"
 TEXT_B = "served by upstream B"
 PROVIDER_KEY = "sk-replica-upstream-0001"
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(300)
 
 
 @dataclass
@@ -209,7 +209,7 @@ async def test_replica_b_converges_on_every_change_made_through_a(
         assert p99 < 1.0, sorted(samples)[-5:]
         # Convergence came from notifications: B reloaded once per change (give or take
         # coalescing), and never from the one-minute poll.
-        assert not c.b.logged("config version changed without a notification")
+        assert not c.b.logged("provider version changed without a notification")
 
 
 async def test_streams_in_flight_survive_a_storm_of_reloads_on_another_replica(
@@ -347,4 +347,4 @@ async def test_replica_b_recovers_from_losing_its_notification_connection(
             f"next change in {again * 1000:.0f} ms",
             file=sys.stderr,
         )
-        assert not c.b.logged("config version changed without a notification")
+        assert not c.b.logged("provider version changed without a notification")

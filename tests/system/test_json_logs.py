@@ -16,10 +16,11 @@ import orjson
 import pytest
 
 from aibridge.fakellm import Scenario, Usage
+from aibridge.loglevels import LogLevelsError, parse_log_levels
 from aibridge.logredact import redact
 from aibridge.secrets_mask import mask_secret
 from aibridge.server.accesslog import REQUEST_ID_HEADER
-from aibridge.telemetry import LogLevelsError, parse_log_levels, setup_logging
+from aibridge.telemetry import setup_logging
 from aibridge.testing.stack import PROVIDER_KEY, TIMEOUT, Stack, stack
 
 # No known key shape: only the registry of stored secrets can mask it.

@@ -41,7 +41,7 @@ from aibridge.testing.redis import REDIS_ENV, REQUIRE_REDIS_ENV, delete_prefix, 
 from aibridge.testing.replicas import poll
 from aibridge.testing.stack import TIMEOUT, Stack
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = pytest.mark.timeout(300)
 
 # The known prices (USD per million tokens) set through the admin API, and the usage the
 # fake upstream reports on every call: each call costs exactly 1000 x $10/M + 500 x $30/M

@@ -24,9 +24,9 @@ from aibridge.testing.replicas import Replica, free_port, poll, start_replica
 
 REDIS_ENV = "AIBRIDGE_TEST_REDIS_URL"
 REQUIRE_REDIS_ENV = "AIBRIDGE_TEST_REQUIRE_REDIS"
-TIMEOUT = 20.0
+TIMEOUT = 60.0
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = pytest.mark.timeout(300)
 
 
 def redis_url() -> str:

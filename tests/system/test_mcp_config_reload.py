@@ -32,7 +32,7 @@ from aibridge.store.pubsub import MCP_SERVERS_CHANGED
 from aibridge.testing.gateway import add_member, admin_gateway, gateway
 
 URL = "/api/v1/mcp-servers"
-TIMEOUT = 15.0
+TIMEOUT = 60.0
 ENC_KEY = "r" * 40
 
 Client = TestClient[web.Request, web.Application]

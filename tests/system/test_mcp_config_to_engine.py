@@ -24,7 +24,7 @@ from aibridge.testing.gateway import add_member, admin_gateway
 mcp_testing = pytest.importorskip("aibridge.testing.mcp_server")
 
 URL = "/api/v1/mcp-servers"
-TIMEOUT = 20.0
+TIMEOUT = 60.0
 STATIC = "static-header-value-0001"
 
 Client = TestClient[web.Request, web.Application]

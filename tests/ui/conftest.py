@@ -1,5 +1,9 @@
 """Fixtures of the dashboard browser tests: one headless Chromium per worker, a fresh
-browser context per test, a gateway stack with a fake upstream and an OpenAI provider."""
+browser context per test, a gateway stack with a fake upstream and an OpenAI provider.
+
+The browser is started once per worker (starting Chromium costs more than most tests), so
+it lives on the session's event loop; the tests that use it, and their other async
+fixtures, run on that loop too (:func:`pytest_collection_modifyitems`)."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 from playwright.async_api import Browser, BrowserContext, Page, expect
 
 from aibridge.testing.browser import (
@@ -34,7 +39,20 @@ def _executable() -> str:
     return path
 
 
-@pytest.fixture
+ON_SESSION_LOOP = frozenset({"browser", "context", "page", "ui_stack"})
+"""Fixtures on the session's event loop: a test using one runs there too."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the tests of this folder that use the shared browser on the session's loop."""
+    here = Path(__file__).resolve().parent
+    for item in items:
+        uses = set(getattr(item, "fixturenames", ()))
+        if item.path.parent == here and uses & ON_SESSION_LOOP:
+            item.add_marker(pytest.mark.asyncio(loop_scope="session"), append=False)
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def browser() -> AsyncIterator[Browser]:
     """Headless Debian Chromium (skips, or fails under AIBRIDGE_TEST_REQUIRE_BROWSER=1,
     when it is not installed)."""
@@ -42,7 +60,7 @@ async def browser() -> AsyncIterator[Browser]:
         yield b
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="session")
 async def ui_stack(sqlite_url: str, tmp_path: Path) -> AsyncIterator[Stack]:
     """Gateway + fake upstream, an ``openai`` provider, admin and member (``dev``) keys."""
     async with stack(sqlite_url, tmp_path) as s:
@@ -50,7 +68,7 @@ async def ui_stack(sqlite_url: str, tmp_path: Path) -> AsyncIterator[Stack]:
         yield s
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="session")
 async def context(browser: Browser, ui_stack: Stack) -> AsyncIterator[BrowserContext]:
     """A fresh browser context (no cookies) on the stack's gateway."""
     async with browser_context(browser, base_url=ui_stack.base) as ctx:
@@ -58,7 +76,7 @@ async def context(browser: Browser, ui_stack: Stack) -> AsyncIterator[BrowserCon
         yield ctx
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="session")
 async def page(context: BrowserContext) -> AsyncIterator[Page]:
     """A page that fails the test on any uncaught script error or CSP violation."""
     p = await context.new_page()

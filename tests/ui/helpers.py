@@ -9,7 +9,7 @@ from playwright.async_api import Page, expect
 
 from aibridge.testing.stack import Stack
 
-TIMEOUT = 15.0
+TIMEOUT = 60.0
 
 
 async def sign_in(page: Page, key: str, path: str = "/ui/") -> None:

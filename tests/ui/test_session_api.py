@@ -13,7 +13,7 @@ import pytest
 
 from aibridge.testing.stack import Stack, stack
 
-TIMEOUT = 15.0
+TIMEOUT = 60.0
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from pathlib import Path
 from aibridge.testing.gateway import gateway
 from aibridge.ui.routes import CONTENT_SECURITY_POLICY
 
-TIMEOUT = 15.0
+TIMEOUT = 60.0
 STATIC = Path(str(resources.files("aibridge.ui").joinpath("static")))
 
 

@@ -396,6 +396,7 @@ def build_document() -> dict[str, Any]:
                 "responses_websocket": {"type": "boolean"},
                 "api_dump_dir": string,
                 "send_actor_headers": {"type": "boolean"},
+                "propagate_trace_context": {"type": "boolean"},
                 "circuit_breaker": {
                     "type": "object",
                     "properties": {

@@ -17,8 +17,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aibridge.config import Settings
+from aibridge.eventloop import run
 from aibridge.inputcheck import EMPTY_PATCH, InputError
-from aibridge.server.runner import run
 from aibridge.store.crypto import EncryptionKeyError, Encryptor
 from aibridge.store.db import create_engine, migrate, session_factory
 

@@ -11,6 +11,7 @@ from aibridge.cli.common import async_command, database_option, fail, load_setti
 from aibridge.config import Settings
 from aibridge.secrets_mask import mask_url
 from aibridge.server import StartupError, running_services, serve_forever
+from aibridge.server.tracing import TracingConfigError
 from aibridge.server.workers import run_workers
 from aibridge.store.crypto import EncryptionKeyError
 from aibridge.store.db import create_engine, migrate, migration_status
@@ -100,7 +101,7 @@ def serve(
             run(prepare(settings))
             sys.exit(run_workers(settings))
         run(serve_forever(settings))
-    except (EncryptionKeyError, StartupError) as exc:
+    except (EncryptionKeyError, StartupError, TracingConfigError) as exc:
         fail(str(exc))
 
 

@@ -1,17 +1,15 @@
 """Keeps this process's :class:`~aibridge.governance.prices.PriceBook` in step with the
 ``model_prices`` table.
 
-The same contract as the provider reload (:mod:`aibridge.reload`): subscribe to
-``model_prices_changed`` first, then load once (start-up fails if that load fails, so a
-gateway never records costs from an empty table by accident), then reload on every hint
-(and on a "messages may be lost" signal) and whenever the cheap ``prices`` config-version
-poll sees a change no hint delivered. A failed read keeps the previous table.
+The same contract as the provider reload (:mod:`aibridge.reload`), through the same
+:class:`~aibridge.store.watch.ConfigWatcher` on ``model_prices_changed`` and the ``prices``
+config version: start-up fails if the first load fails, so a gateway never records costs
+from an empty table by accident. A failed read keeps the previous table.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Iterable
 
@@ -20,7 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from aibridge.governance.prices import Price, PriceBook, PriceTable
 from aibridge.store import config_version
 from aibridge.store.prices import StoredPrice, list_prices
-from aibridge.store.pubsub import PRICES_CHANGED, PubSub, Unsubscribe
+from aibridge.store.pubsub import PRICES_CHANGED, PubSub
+from aibridge.store.watch import ConfigWatcher
 
 log = logging.getLogger(__name__)
 
@@ -53,68 +52,31 @@ class PriceReloader:
         reconcile_interval: float = 30.0,
     ) -> None:
         self._sessions = sessions
-        self._pubsub = pubsub
         self.book = book
-        self._interval = reconcile_interval
         self._lock = asyncio.Lock()
-        self._pending = asyncio.Event()
-        self._unsubscribe: Unsubscribe | None = None
-        self._tasks: list[asyncio.Task[None]] = []
         self.config_version = -1
         """The ``prices`` config version of the installed table (-1 before the first load)."""
         self.reloads = 0
         """Successful loads so far."""
+        self._watch = ConfigWatcher(
+            sessions,
+            pubsub,
+            (PRICES_CHANGED,),
+            what="price",
+            version_name=config_version.PRICES,
+            reload=self.reload,
+            applied_version=lambda: self.config_version,
+            interval=reconcile_interval,
+        )
 
     async def start(self) -> None:
         """Subscribe, then load once (raising if that fails), then watch."""
-        self._unsubscribe = await self._pubsub.subscribe(PRICES_CHANGED, self._notified)
-        if not await self.reload():
-            await self._unsubscribe_now()
+        if not await self._watch.start():
             raise RuntimeError("initial price load failed; see the log")
-        self._tasks = [
-            asyncio.create_task(self._reload_loop(), name="price-reload"),
-            asyncio.create_task(self._reconcile_loop(), name="price-reconcile"),
-        ]
 
     async def stop(self) -> None:
         """Unsubscribe and stop background work."""
-        await self._unsubscribe_now()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
-
-    async def _unsubscribe_now(self) -> None:
-        unsubscribe, self._unsubscribe = self._unsubscribe, None
-        if unsubscribe is not None:
-            await unsubscribe()
-
-    def _notified(self, _payload: bytes, error: Exception | None) -> None:
-        if error is not None:
-            log.warning("price notifications may have been lost; reloading")
-        # Coalesced: a burst of writes while a reload runs causes one more reload.
-        self._pending.set()
-
-    async def _reload_loop(self) -> None:
-        while True:
-            await self._pending.wait()
-            self._pending.clear()
-            await self.reload()
-
-    async def _reconcile_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                async with self._sessions() as session:
-                    version = await config_version.read(session, config_version.PRICES)
-            except Exception as exc:
-                log.warning("price version check failed", extra={"error": str(exc)})
-                continue
-            if version != self.config_version:
-                log.info("price version changed without a notification; reloading")
-                self._pending.set()
+        await self._watch.stop()
 
     async def reload(self) -> bool:
         """Read every price in one transaction and install the table; False on failure

@@ -30,6 +30,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from aibridge import tracing
 from aibridge.intercept.api import API
 from aibridge.intercept.chat.tools import ChatConversation
 from aibridge.intercept.errors import circuit_open_response, error_type_for_status, event_kind
@@ -118,6 +119,8 @@ class ToolLoop:
         self.observation = Observation()
         self._current: Observation | None = None
         self.out: web.StreamResponse | None = None
+        self._span: tracing.Span | None = None
+        """The blocking turn's Upstream span until its body was read (tracing on)."""
 
     async def run(self) -> tuple[web.StreamResponse, Outcome]:
         """The loop, through the circuit breaker (judged on what the client gets)."""
@@ -133,6 +136,7 @@ class ToolLoop:
             try:
                 response, outcome = await self._loop()
             except asyncio.CancelledError:
+                self._end_span()
                 self._observe()
                 if self.ix.interrupted is None:
                     self.ix.interrupted = CLIENT_GONE
@@ -150,9 +154,20 @@ class ToolLoop:
     async def _loop(self) -> tuple[web.StreamResponse, Outcome]:
         ix = self.ix
         limits = self.itc.upstream
+        trace = ix.trace
         for iteration in range(1, self.max_iterations + 1):
             can_continue = iteration < self.max_iterations
-            sent = await self.itc._send(ix, self.request, self.route, self.conversation.body())
+            if trace is None:
+                sent = await self.itc._send(ix, self.request, self.route, self.conversation.body())
+            else:
+                self._span = trace.upstream()
+                sent = await self.itc._send(
+                    ix, self.request, self.route, self.conversation.body(), self._span
+                )
+                trace.upstream_answered(self._span, sent)
+                if ix.request.stream or not isinstance(sent, aiohttp.ClientResponse):
+                    # A stream's span covers opening it; a failed call's ends here.
+                    self._end_span()
             if not isinstance(sent, aiohttp.ClientResponse):
                 response, outcome = sent
                 if self.out is None:
@@ -193,6 +208,7 @@ class ToolLoop:
                         return self._failed_blocking(
                             f"upstream response broke: {type(exc).__name__}"
                         )
+                    self._end_span()
                     self._current = self.api.observe_body(data)
                     turn, final = self.conversation.blocking_turn(data, can_continue)
                     self._take_current()
@@ -208,8 +224,21 @@ class ToolLoop:
                         )
             finally:
                 sent.release()
+                self._end_span()
             await self._run_calls(turn)
         raise AssertionError("unreachable: the last iteration never continues")
+
+    def _end_span(self, failure: Outcome | None = None) -> None:
+        """End the blocking turn's ``Upstream`` span (after its body was read, or when
+        reading it failed: ``failure``)."""
+        span = self._span
+        if span is None:
+            return
+        self._span = None
+        trace = self.ix.trace
+        if failure is not None and trace is not None:
+            trace.upstream_read(span, failure)
+        span.end()
 
     def _take_current(self) -> Observation:
         current = self._current or Observation()
@@ -219,6 +248,7 @@ class ToolLoop:
 
     def _failed_blocking(self, message: str, status: int = 502) -> tuple[web.Response, Outcome]:
         kind: ErrorType = "timeout" if status == 504 else "server_error"
+        self._end_span(Outcome(kind, message))
         return upstream_failure(self.ix, status, kind, message)
 
     async def _prepare(self, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
@@ -357,12 +387,20 @@ class ToolLoop:
     async def _run_calls(self, turn: TurnEnd) -> None:
         """Call the turn's tools one after the other and extend the conversation."""
         results: list[tuple[PendingCall, ToolResult]] = []
+        trace = self.ix.trace
         for call in turn.calls:
-            arguments = _arguments(call.arguments_raw)
-            if isinstance(arguments, str):
-                result = ToolResult(f"Error: {arguments}", is_error=True, error=arguments)
-            else:
-                result = await self.toolset.call(call.tool, arguments)
+            span = None if trace is None else trace.tool_call(call.tool, call.arguments_raw)
+            try:
+                arguments = _arguments(call.arguments_raw)
+                if isinstance(arguments, str):
+                    result = ToolResult(f"Error: {arguments}", is_error=True, error=arguments)
+                else:
+                    result = await self.toolset.call(call.tool, arguments)
+                if span is not None and trace is not None and result.error is not None:
+                    trace.tracer.fail(span, result.error)
+            finally:
+                if span is not None:
+                    span.end()
             self._invoked(call, turn.response_id, result.error)
             results.append((call, result))
         self.conversation.extend(results)

@@ -40,7 +40,7 @@ from aibridge.providers.bedrock import BedrockRuntime
 from aibridge.providers.bedrock.credentials import CredentialError, sign_headers
 from aibridge.providers.bedrock.eventstream import EventStreamDecoder, EventStreamError, Frame
 from aibridge.providers.bedrock.transform import TransformError, invoke_body, invoke_path
-from aibridge.providers.keyring import KeysExhausted
+from aibridge.providers.keyring import KeysExhausted, KeyWalker
 from aibridge.providers.upstream import UpstreamBodyTooLarge, UpstreamClients, read_capped
 from aibridge.recording.records import ErrorType
 
@@ -171,6 +171,12 @@ async def send(
                 "model": model,
             },
         )
+    dumper = clients.dumps.for_dir(provider.options.api_dump_dir)
+    # What was sent, signed (the SigV4 Authorization and session token masked): the body
+    # is the transformed one Bedrock received, not the client's.
+    call = None if dumper is None else dumper.bridged(provider.name, model, ix.id, None)
+    if call is not None:
+        call.request("POST", url, headers, payload)
     try:
         upstream = await session_for(url).request(
             "POST",
@@ -181,20 +187,12 @@ async def send(
             allow_redirects=False,
             auto_decompress=True,
         )
-    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-        walker.finish()
-        return upstream_failure(
-            ix, 504, "timeout", "upstream timed out", f"Bedrock timed out: {exc or 'no response'}"
-        )
-    except aiohttp.ClientError as exc:
-        walker.finish()
-        return upstream_failure(
-            ix,
-            502,
-            "server_error",
-            "upstream unreachable",
-            f"Bedrock unreachable: {type(exc).__name__}: {exc}",
-        )
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        if call is not None:
+            call.request_error(exc)
+        return _transport_failure(ix, walker, exc)
+    if call is not None:
+        call.response(upstream)
     error_name = upstream.headers.get("x-amzn-ErrorType", "").split(":", 1)[0].lower()
     if upstream.status == 429 and error_name != "modelnotreadyexception":
         # Throttling is about these credentials; a model still loading is not.
@@ -203,6 +201,24 @@ async def send(
         walker.mark_ok(key)
     walker.finish()
     return upstream
+
+
+def _transport_failure(
+    ix: Interception, walker: KeyWalker, exc: BaseException
+) -> tuple[web.Response, Outcome]:
+    """The answer when Bedrock gave no response: a timeout (504) or unreachable (502)."""
+    walker.finish()
+    if isinstance(exc, (TimeoutError, aiohttp.ServerTimeoutError)):
+        return upstream_failure(
+            ix, 504, "timeout", "upstream timed out", f"Bedrock timed out: {exc or 'no response'}"
+        )
+    return upstream_failure(
+        ix,
+        502,
+        "server_error",
+        "upstream unreachable",
+        f"Bedrock unreachable: {type(exc).__name__}: {exc}",
+    )
 
 
 async def relay_error(

@@ -10,12 +10,16 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from aibridge.actor import Actor
 from aibridge.governance.limiter import Ticket
 from aibridge.intercept.request import RequestInfo
 from aibridge.providers.base import APIName, Provider
 from aibridge.recording.records import CLIENT_DISCONNECTED, ErrorType
+
+if TYPE_CHECKING:
+    from aibridge.intercept.spans import InterceptionTrace
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +66,8 @@ class Interception:
     credential_hint: str | None = None
     interrupted: Outcome | None = None
     ticket: Ticket | None = None
+    trace: InterceptionTrace | None = None
+    """Its spans, when tracing is on (None: off)."""
 
     @property
     def model(self) -> str:

@@ -14,6 +14,7 @@ from functools import partial
 import aiohttp
 from aiohttp import web
 
+from aibridge import tracing
 from aibridge.intercept.bedrock import models_response
 from aibridge.intercept.byok import byok_credential, uses_own_credential
 from aibridge.intercept.errors import UPSTREAM_UNREACHABLE, Rejection, error_response
@@ -67,6 +68,22 @@ async def passthrough(
     headers["X-Forwarded-Host"] = request.host
     headers["X-Forwarded-Proto"] = request.scheme
     headers.setdefault("User-Agent", "aibridge")
+    tracer = tracing.TRACER
+    span = None
+    if tracer is not None:
+        # The data plane's root span, renamed Passthrough once the route was known.
+        span = tracer.current()
+        if span is not None:
+            span.set_attributes(
+                {
+                    "provider": provider.name,
+                    "passthrough_url": request.path,
+                    "passthrough_method": request.method,
+                    "passthrough_upstream_url": str(url.with_query(None)),
+                }
+            )
+            if provider.options.propagate_trace_context:
+                tracer.inject(span, headers)
     session = clients.for_url(url)
     walker = None if byok else provider.keys.walker()
     dumper = clients.dumps.for_dir(provider.options.api_dump_dir)
@@ -87,14 +104,20 @@ async def passthrough(
             else partial(dumper.passthrough, provider.name, request.path, provider.auth_header),
         )
     except KeysExhausted as exc:
+        if tracer is not None and span is not None:
+            tracer.fail(span, str(exc))
         extra = {"Retry-After": str(exc.retry_after_seconds)} if exc.status == 429 else None
         return error_response(family, exc.status, str(exc), extra)
     except (TimeoutError, aiohttp.ClientError) as exc:
+        if tracer is not None and span is not None:
+            tracer.fail(span, f"upstream unreachable: {type(exc).__name__}")
         log.warning(
             "passthrough upstream error",
             extra={"provider": provider.name, "error": f"{type(exc).__name__}: {exc}"},
         )
         return error_response(family, 502, UPSTREAM_UNREACHABLE)
+    if span is not None:
+        span.set_attribute("http.response.status_code", upstream.status)
     try:
         out = web.StreamResponse(
             status=upstream.status, headers=response_headers_for_client(upstream.headers)

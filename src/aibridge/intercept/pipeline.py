@@ -39,6 +39,7 @@ from functools import partial
 import aiohttp
 from aiohttp import web
 
+from aibridge import tracing
 from aibridge.actor import Actor
 from aibridge.governance.limiter import Demand, Limiter, Refusal
 from aibridge.ids import new_uuid4
@@ -61,9 +62,10 @@ from aibridge.intercept.hooks import InterceptionHooks
 from aibridge.intercept.interception import CLIENT_GONE, Interception, Outcome
 from aibridge.intercept.relay import relay_blocking, relay_error, relay_stream, upstream_failure
 from aibridge.intercept.request import read_body
+from aibridge.intercept.spans import InterceptionTrace
 from aibridge.intercept.upstream_headers import client_headers_for_upstream
 from aibridge.mcp.toolset import Toolset
-from aibridge.providers.circuitbreaker import CIRCUIT_OPEN_MESSAGE, CircuitOpen
+from aibridge.providers.circuitbreaker import CIRCUIT_OPEN_MESSAGE, CircuitOpen, Permit
 from aibridge.providers.keyring import KeysExhausted
 from aibridge.providers.routes import BridgedRoute
 from aibridge.providers.upstream import UpstreamClients
@@ -144,6 +146,11 @@ class Interceptor:
                 else start_conversation(route.api, upstream_body, toolset, hide_usage=hide_usage)
             )
         except Rejection as exc:
+            tracer = tracing.TRACER
+            if tracer is not None:
+                root = tracer.current()
+                if root is not None:
+                    tracer.fail(root, exc.message)
             return exc.response(provider.family)
 
         headers = request.headers
@@ -161,6 +168,9 @@ class Interceptor:
             started_at=utcnow(),
             began=time.perf_counter(),
         )
+        tracer = tracing.TRACER
+        if tracer is not None:
+            ix.trace = InterceptionTrace(tracer, ix, request)
         hooks = self.hooks
         admitted = await self.limiter.admit(
             Demand(
@@ -175,7 +185,10 @@ class Interceptor:
         if isinstance(admitted, Refusal):
             # Recorded like any interception (who hit which limit), answered at once.
             hooks.started(ix)
-            hooks.ended(ix, refusal_outcome(admitted))
+            refusal = refusal_outcome(admitted)
+            hooks.ended(ix, refusal)
+            if ix.trace is not None:
+                ix.trace.fail_root(refusal.error_message or "refused")
             return refused(provider.family, admitted)
         ix.ticket = admitted
         if admitted.headers:
@@ -188,6 +201,8 @@ class Interceptor:
             # Inside the try: whatever happens after the start was recorded, the finally
             # below records its end (and settles the ticket), so no interception is left
             # open and no reservation or slot held forever.
+            if ix.trace is not None:
+                ix.trace.begin()
             hooks.started(ix)
             if conversation is None:
                 response, outcome = await self._exchange(
@@ -213,6 +228,8 @@ class Interceptor:
             raise
         finally:
             hooks.ended(ix, outcome)
+            if ix.trace is not None:
+                ix.trace.end(outcome)
             if cancelled:
                 # No await on a cancelled task's way out: the settlement runs in the
                 # background with the usage observed so far.
@@ -240,6 +257,11 @@ class Interceptor:
         # The breaker judges the status the client gets; leaving the block by an exception
         # (e.g. cancellation) frees a half-open probe slot.
         with permit:
+            trace = ix.trace
+            if trace is not None:
+                return await self._traced_exchange(
+                    trace, permit, ix, request, route, api, body, hide_usage
+                )
             sent = await self._send(ix, request, route, body)
             if isinstance(sent, aiohttp.ClientResponse):
                 try:
@@ -251,11 +273,56 @@ class Interceptor:
             permit.record(response.status)
         return response, outcome
 
+    async def _traced_exchange(
+        self,
+        trace: InterceptionTrace,
+        permit: Permit,
+        ix: Interception,
+        request: web.Request,
+        route: BridgedRoute,
+        api: API,
+        body: bytes,
+        hide_usage: bool,
+    ) -> tuple[web.StreamResponse, Outcome]:
+        """:meth:`_exchange`'s call and relay in an ``Upstream`` span: a stream's covers
+        opening it, a blocking call's also reading the body."""
+        upstream = trace.upstream()
+        span: tracing.Span | None = upstream
+        try:
+            sent = await self._send(ix, request, route, body, upstream)
+            trace.upstream_answered(upstream, sent)
+            response: web.StreamResponse
+            if not isinstance(sent, aiohttp.ClientResponse):
+                response, outcome = sent
+            else:
+                if ix.request.stream:
+                    upstream.end()
+                    span = None
+                try:
+                    response, outcome = await self._relay(ix, request, sent, api, hide_usage)
+                finally:
+                    sent.release()
+                if span is not None and sent.status < 400:
+                    # (An error status already marked it, with the status.)
+                    trace.upstream_read(span, outcome)
+            permit.record(response.status)
+            return response, outcome
+        finally:
+            if span is not None:
+                span.end()
+
     async def _send(
-        self, ix: Interception, request: web.Request, route: BridgedRoute, body: bytes
+        self,
+        ix: Interception,
+        request: web.Request,
+        route: BridgedRoute,
+        body: bytes,
+        span: tracing.Span | None = None,
     ) -> aiohttp.ClientResponse | tuple[web.Response, Outcome]:
         """Send the request upstream with failover across the key ring: the upstream
-        response, or the answer and outcome when no response came."""
+        response, or the answer and outcome when no response came. ``span`` (the call's
+        ``Upstream`` span, when traced) goes upstream as ``traceparent`` when the
+        provider's ``propagate_trace_context`` asks for it."""
         provider = ix.provider
         if provider.bedrock is not None:
             return await bedrock.send(
@@ -267,6 +334,8 @@ class Interceptor:
         headers.update(provider.options.extra_headers)
         if provider.options.send_actor_headers:
             add_actor_headers(headers, ix.actor, actor_metadata(ix.client, ix.session_id))
+        if span is not None and ix.trace is not None and provider.options.propagate_trace_context:
+            ix.trace.tracer.inject(span, headers)
         walker = None if byok else provider.keys.walker()
         dumper = self.upstream.dumps.for_dir(provider.options.api_dump_dir)
         dump = (

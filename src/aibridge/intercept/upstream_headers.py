@@ -24,6 +24,10 @@ _DROP = HOP_BY_HOP | frozenset(
         "Cookie",
         "Forwarded",
         "X-AIBridge-Token",
+        # A client's trace context is never forwarded as is: the gateway's own span
+        # replaces it when the provider's propagate_trace_context asks for it.
+        "traceparent",
+        "tracestate",
     )
 )
 _DROP_PREFIXES = ("x-forwarded-", "x-aibridge-")

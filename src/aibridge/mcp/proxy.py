@@ -35,6 +35,7 @@ from mcp.types import (
     ToolListChangedNotification,
 )
 
+from aibridge import tracing
 from aibridge.mcp.naming import is_allowed
 from aibridge.mcp.settings import MCPOptions, MCPServerSettings
 from aibridge.mcp.tools import ToolResult
@@ -213,6 +214,23 @@ class ServerProxy:
 
     async def _refresh(self, client: Client) -> None:
         """Fetch every page of ``tools/list`` and keep the tools the filters allow."""
+        tracer = tracing.TRACER
+        if tracer is None or self.refreshes:
+            await self._list(client)
+            return
+        # The first listing runs inside start()'s StreamableHTTPServerProxy.Init span
+        # (this session task copied its context); later refreshes are not traced.
+        span = tracer.start(tracing.MCP_FETCH_TOOLS, {"mcp_server_name": self.server.name})
+        try:
+            await self._list(client)
+            span.set_attribute("mcp_tool_count", len(self.tools))
+        except BaseException as exc:
+            tracer.fail(span, _describe(exc))
+            raise
+        finally:
+            span.end()
+
+    async def _list(self, client: Client) -> None:
         listed = []
         cursor: str | None = None
         for _ in range(MAX_LIST_PAGES):

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from aibridge import tracing
 from aibridge.mcp.naming import assign_ids
 from aibridge.mcp.settings import MCPOptions, MCPServerSettings, UserTokens
 from aibridge.mcp.tools import MCPTool, ToolResult
@@ -111,6 +112,28 @@ async def _server_proxy_class() -> type[ServerProxy]:
     return cls
 
 
+async def _traced_start(tracer: tracing.Tracer, proxy: ServerProxy) -> None:
+    """``proxy.start()`` in a ``StreamableHTTPServerProxy.Init`` span (current in this
+    gather task, so the session's first tool listing is its child)."""
+    span = tracer.start(
+        tracing.MCP_PROXY_INIT,
+        {
+            "mcp_proxy_name": "StreamableHTTPServerProxy",
+            "mcp_server_name": proxy.name,
+            "mcp_server_url": proxy.server.url,
+        },
+    )
+    token = tracer.activate(span)
+    try:
+        await proxy.start()
+    except BaseException as exc:
+        tracer.fail(span, str(exc))
+        raise
+    finally:
+        tracer.deactivate(token)
+        span.end()
+
+
 async def build_toolset(
     servers: Sequence[MCPServerSettings],
     user_id: uuid.UUID,
@@ -144,12 +167,28 @@ async def build_toolset(
         proxies.append(server_proxy(server, headers, options))
     if not proxies:
         return None
+    tracer = tracing.TRACER
+    if tracer is None:
+        starts = [p.start() for p in proxies]
+    else:
+        span = tracer.start(tracing.MCP_INIT, {"mcp_server_count": len(proxies)})
+        token = tracer.activate(span)
+        starts = [_traced_start(tracer, p) for p in proxies]
+    results: list[BaseException | None] = []
     try:
-        results = await asyncio.gather(*(p.start() for p in proxies), return_exceptions=True)
+        results = await asyncio.gather(*starts, return_exceptions=True)
     except asyncio.CancelledError:
         # The build was cancelled (shutdown): never leave a session task behind.
         await asyncio.shield(asyncio.gather(*(p.close() for p in proxies)))
         raise
+    finally:
+        if tracer is not None:
+            tracer.deactivate(token)
+            failed = sum(1 for r in results if isinstance(r, BaseException))
+            if failed:
+                # Like the reference: the tools of the others are still offered.
+                tracer.fail(span, f"{failed} of {len(proxies)} MCP servers unavailable")
+            span.end()
     started: list[ServerProxy] = []
     for proxy, result in zip(proxies, results, strict=True):
         if isinstance(result, BaseException):

@@ -25,6 +25,7 @@ from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry
 
+from aibridge import tracing
 from aibridge.actor import Actor
 from aibridge.clock import SYSTEM_CLOCK, Clock
 from aibridge.pool._admission import Admission
@@ -76,8 +77,31 @@ class _Acquired(Generic[B]):
         self._lease: Lease | None = None
 
     async def __aenter__(self) -> B:
+        tracer = tracing.TRACER
+        if tracer is not None:
+            return await self._traced(tracer)
         entry, self._admission, self._lease = await self._pool._admit(self._actor)
         return entry.bridge
+
+    async def _traced(self, tracer: tracing.Tracer) -> B:
+        """The admission inside a ``CachedBridgePool.Acquire`` span (current while it
+        runs, so a build it starts is its child); ``cache_hit`` says whether a cached
+        bridge served."""
+        actor = self._actor
+        span = tracer.start(
+            tracing.POOL_ACQUIRE,
+            {"user_id": str(actor.user_id), "api_key_id": actor.key_id, "cache_hit": False},
+        )
+        token = tracer.activate(span)
+        try:
+            entry, self._admission, self._lease = await self._pool._admit(actor)
+            return entry.bridge
+        except BaseException as exc:
+            tracer.fail(span, f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            tracer.deactivate(token)
+            span.end()
 
     async def __aexit__(self, *exc_info: object) -> None:
         admission, lease = self._admission, self._lease
@@ -247,9 +271,14 @@ class CachedBridgePool(Generic[B]):
     ) -> tuple[Entry[B], Lease]:
         ck: CacheKey = (generation.id, key)
         cached = self._cache.get(ck, self._clock.monotonic())
+        tracer = tracing.TRACER
         if cached is not None:
+            if tracer is not None:
+                _mark_acquire(tracer, "cache_hit")
             # Never a retired one: retiring an entry removes it from the cache at once.
             return cached, NO_LEASE
+        if tracer is not None:
+            _mark_acquire(tracer, "cache_miss")
         return await self._builds.join(
             ck,
             lambda build: self._run_build(build, generation, key, actor),
@@ -290,11 +319,26 @@ class CachedBridgePool(Generic[B]):
         self, ck: CacheKey, generation: Generation[B], key: BridgeKey, actor: Actor
     ) -> Entry[B]:
         self.metrics.builds.inc()
+        tracer = tracing.TRACER
+        # The build task copied the context of the request that started it: the span is
+        # a child of that request's Acquire span (joined requests only wait for it).
+        span = (
+            None
+            if tracer is None
+            else tracer.start(tracing.POOL_BUILD, {"provider_generation": generation.id})
+        )
+        token = None if tracer is None or span is None else tracer.activate(span)
         try:
             bridge = await self._builder(key, actor, generation.snapshot)
         except Exception as exc:
             self.metrics.build_failures.inc()
+            if tracer is not None and span is not None:
+                tracer.fail(span, f"{type(exc).__name__}: {exc}")
             raise BridgeBuildError(exc) from exc
+        finally:
+            if tracer is not None and span is not None:
+                tracer.deactivate(token)
+                span.end()
         return Entry(ck, key, generation, bridge)
 
     def _publish(self, entry: Entry[B], build: Build[Entry[B]], epoch: int) -> None:
@@ -436,3 +480,12 @@ class CachedBridgePool(Generic[B]):
 
     def _pending_tasks(self) -> set[asyncio.Task[None]]:
         return self._builds.tasks() | self._retirements.tasks
+
+
+def _mark_acquire(tracer: tracing.Tracer, event: str) -> None:
+    """Say on the current ``CachedBridgePool.Acquire`` span whether the cache served."""
+    span = tracer.current()
+    if span is not None:
+        span.add_event(event)
+        if event == "cache_hit":
+            span.set_attribute("cache_hit", True)

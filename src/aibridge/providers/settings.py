@@ -58,6 +58,10 @@ class ProviderSettings:
     # X-AIBridge-Actor-* headers (user id, username, client, session) on every upstream
     # interception request (aibridge.intercept.actor_headers).
     send_actor_headers: bool = False
+    # With tracing on, a W3C traceparent of the gateway's Upstream (or Passthrough) span
+    # on every upstream request, so the provider's spans join the trace (a client's own
+    # traceparent is never forwarded either way).
+    propagate_trace_context: bool = False
     # type=bedrock only (required there): region, credentials, protocol, model map.
     bedrock: BedrockSettings | None = None
 
@@ -269,7 +273,7 @@ def parse_settings(value: object, provider_type: str | None) -> ProviderSettings
             _check_headers(errors, item)
         elif key == "circuit_breaker":
             _check_breaker(errors, item)
-        elif key in ("responses_websocket", "send_actor_headers"):
+        elif key in ("responses_websocket", "send_actor_headers", "propagate_trace_context"):
             _check_bool(errors, where, item)
         elif key == "api_dump_dir":
             _check_dump_dir(errors, where, item)
@@ -297,6 +301,7 @@ def parse_settings(value: object, provider_type: str | None) -> ProviderSettings
         responses_websocket=value.get("responses_websocket", True),
         api_dump_dir=value.get("api_dump_dir"),
         send_actor_headers=value.get("send_actor_headers", False),
+        propagate_trace_context=value.get("propagate_trace_context", False),
         bedrock=_bedrock_block(value.get("bedrock")),
     )
 

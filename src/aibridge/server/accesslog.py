@@ -9,7 +9,7 @@ the request's own task, so the context variable is the request's entry. The line
 ``provider``, ``model``, ``route``, ``method``, ``path`` (no query: it may hold a key),
 ``status``, ``duration_ms``, ``input_tokens``/``output_tokens``/``cache_read_tokens``/
 ``cache_write_tokens``, ``cost_usd`` (None when unpriced), ``error_type`` and
-``trace_id`` (None until tracing exists).
+``trace_id`` (the data plane's root span, when tracing is on and the trace sampled).
 """
 
 from __future__ import annotations
@@ -39,10 +39,11 @@ CLIENT_CLOSED_STATUS = 499
 
 log = logging.getLogger(ACCESS_LOGGER)
 
-GATEWAY_MADE = frozenset({"request_id", "user_id", "route", "error_type"})
+GATEWAY_MADE = frozenset({"request_id", "user_id", "route", "error_type", "trace_id"})
 """Access-line fields whose text the gateway made (a random id, a user's UUID, a route
-pattern or API name, an error type of a fixed list): not scanned for secrets. The others
-(path, method, model, user and provider names) may hold text a client or an admin typed."""
+pattern or API name, an error type of a fixed list, the hex id of its own trace): not
+scanned for secrets. The others (path, method, model, user and provider names) may hold
+text a client or an admin typed."""
 
 
 @dataclass(slots=True)
@@ -62,6 +63,7 @@ class AccessEntry:
     actor: Actor | None = None
     """Who (the interception's actor, else the request's): named in the line only when it
     is written, so a gateway with the access log off never formats a user id."""
+    trace_id: str | None = None
 
 
 _CURRENT: ContextVar[AccessEntry | None] = ContextVar("aibridge_access_entry", default=None)
@@ -148,7 +150,7 @@ def _write(request: web.Request, entry: AccessEntry, status: int, seconds: float
         # float(usd_from_pico(cost)), without the Decimal.
         "cost_usd": None if cost is None else cost / PICO_PER_USD,
         "error_type": entry.error_type,
-        "trace_id": None,
+        "trace_id": entry.trace_id,
     }
     # Logger.info would also walk the stack for the caller's file and line (findCaller),
     # which no format of ours prints: the record is made and handled directly.

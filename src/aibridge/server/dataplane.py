@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from urllib.parse import unquote
 
 from aiohttp import web
 
+from aibridge import tracing
+from aibridge.actor import Actor
 from aibridge.admin.deps import ACTOR_KEY
 from aibridge.auth import AuthError, AuthUnavailable, extract_token
 from aibridge.httputil import route_not_supported
 from aibridge.intercept.errors import error_response, family_for_request, routing_error_response
 from aibridge.pool import BridgeBuildError, PoolShuttingDown, RetryLimitExceeded
-from aibridge.providers.routes import RoutingError, WebSocketRoute
-from aibridge.server.services import RESPONSES_SOCKETS, SERVICES
+from aibridge.providers.routes import PassthroughRoute, RoutingError, WebSocketRoute
+from aibridge.server.accesslog import current_entry
+from aibridge.server.services import RESPONSES_SOCKETS, SERVICES, Services
 from aibridge.store.models import RESERVED_PROVIDER_NAMES
 
 log = logging.getLogger(__name__)
@@ -45,6 +49,61 @@ async def data_plane(request: web.Request) -> web.StreamResponse:
         return error_response(family_for_request(tail, request.headers), 401, f"aibridge: {err}")
     except AuthUnavailable as err:
         return error_response(family_for_request(tail, request.headers), 503, f"aibridge: {err}")
+    tracer = tracing.TRACER
+    if tracer is None:
+        return await _serve(request, services, actor, name, tail, bool(byok_token), None)
+    return await _traced(request, services, actor, name, tail, bool(byok_token), tracer)
+
+
+async def _traced(
+    request: web.Request,
+    services: Services,
+    actor: Actor,
+    name: str,
+    tail: str,
+    byok: bool,
+    tracer: tracing.Tracer,
+) -> web.StreamResponse:
+    """:func:`_serve` inside the request's root span (``Intercept``, renamed
+    ``Passthrough`` for a passthrough route), a child of the client's span when it sent a
+    ``traceparent``; the span is current while the request runs, so the pool's and the
+    pipeline's spans nest under it. Its trace id goes to the access line."""
+    span = tracer.start_server(
+        tracing.INTERCEPT,
+        request.headers,
+        {"request_path": request.path, "user_id": str(actor.user_id)},
+    )
+    token = tracer.activate(span)
+    entry = current_entry()
+    if entry is not None:
+        entry.trace_id = tracer.trace_id(span)
+    try:
+        response = await _serve(request, services, actor, name, tail, byok, span)
+        if response.status >= 500:
+            # Answers the pipeline did not mark itself (pool errors, shutting down).
+            tracer.fail(span, f"HTTP {response.status}")
+        return response
+    except asyncio.CancelledError:
+        tracer.fail(span, "client disconnected")
+        raise
+    except Exception as exc:
+        tracer.fail(span, f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        tracer.deactivate(token)
+        span.end()
+
+
+async def _serve(
+    request: web.Request,
+    services: Services,
+    actor: Actor,
+    name: str,
+    tail: str,
+    byok: bool,
+    span: tracing.Span | None,
+) -> web.StreamResponse:
+    """Acquire the actor's bridge, route against its snapshot, serve."""
     try:
         async with services.pool.acquire(actor) as bridge:
             route = bridge.snapshot.resolve(
@@ -55,11 +114,13 @@ async def data_plane(request: web.Request) -> web.StreamResponse:
             )
             if isinstance(route, RoutingError):
                 return routing_error_response(request, route)
+            if span is not None and isinstance(route, PassthroughRoute):
+                span.update_name(tracing.PASSTHROUGH)
             if not isinstance(route, WebSocketRoute):
                 # The request's actor, not the bridge's: its limits are the current ones.
-                return await bridge.handle(request, route, byok=bool(byok_token), actor=actor)
+                return await bridge.handle(request, route, byok=byok, actor=actor)
             opened = await bridge.open_websocket(
-                request, route, request.app[RESPONSES_SOCKETS], byok=bool(byok_token), actor=actor
+                request, route, request.app[RESPONSES_SOCKETS], byok=byok, actor=actor
             )
     except PoolShuttingDown:
         # No bridge, so no snapshot: the error shape is judged from the request alone.

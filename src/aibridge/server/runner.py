@@ -6,7 +6,6 @@ import asyncio
 import gc
 import logging
 import signal
-from collections.abc import Coroutine
 from contextlib import AsyncExitStack
 from typing import Any, TypeVar
 
@@ -30,16 +29,6 @@ GC_GEN0_THRESHOLD = 10_000
 
 class StartupError(Exception):
     """The gateway cannot start; ``str(err)`` says what to fix."""
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine on a fresh event loop (uvloop when available)."""
-    try:
-        import uvloop
-
-        return uvloop.run(coro)
-    except ImportError:  # pragma: no cover - uvloop missing on this platform
-        return asyncio.run(coro)
 
 
 def tune_gc() -> None:

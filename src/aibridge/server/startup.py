@@ -9,8 +9,9 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from aibridge import tracing
 from aibridge.auth import Authenticator
 from aibridge.bridge import RequestBridge
 from aibridge.clock import SYSTEM_CLOCK, Clock
@@ -37,6 +38,7 @@ from aibridge.secrets_mask import mask_url
 from aibridge.server.accesslog import AccessLogAddon
 from aibridge.server.components import Component, Components
 from aibridge.server.services import Services
+from aibridge.server.tracing import start_tracing, tracing_config
 from aibridge.store import users
 from aibridge.store.crypto import Encryptor
 from aibridge.store.db import create_engine, migrate, session_factory
@@ -50,6 +52,9 @@ from aibridge.store.pubsub import (
 from aibridge.store.replicas import ReplicaHeartbeat, replica_id_for
 from aibridge.store.seed import check_encryption
 from aibridge.telemetry import GatewayMetrics, MetricsAddon
+
+if TYPE_CHECKING:
+    from aibridge.server.otel import OTelTracing
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +92,12 @@ def on_mcp_credentials_changed(pool: CachedBridgePool[Any]) -> Callback:
     return on_message
 
 
+async def _stop_tracing(tracer: OTelTracing) -> None:
+    """Stop tracing: no new spans from here on, then a bounded flush of the last ones."""
+    tracing.uninstall(tracer)
+    await tracer.shutdown()
+
+
 @asynccontextmanager
 async def running_services(
     settings: Settings,
@@ -106,9 +117,10 @@ async def running_services(
     bridge pool (draining requests in flight), the limiter (after the drained requests
     settled: its maintenance task, then its Redis connections), the authenticator
     (last-used times), the recorder (its queue goes to the database or the spill file),
-    pub/sub, upstream sessions, the engine. Each stop is its own guarded, time-bounded
-    step, so one that fails or hangs (the database is down) never keeps the others, the
-    recorder above all, from running.
+    pub/sub, upstream sessions, the engine, and last the trace exporter (when the
+    ``OTEL_*`` variables turn tracing on: see :mod:`aibridge.server.tracing`). Each stop
+    is its own guarded, time-bounded step, so one that fails or hangs (the database is
+    down) never keeps the others, the recorder above all, from running.
 
     ``clock`` drives provider key cooldowns, circuit breakers and the limiter's windows
     and budget periods (tests pass a ``FakeClock``); ``recorder_options`` are
@@ -116,12 +128,28 @@ async def running_services(
     ``worker`` is the worker index under ``serve --workers N``: the recorder's preferred
     journal slot, part of the replica identity stamped on interceptions.
     """
+    env = os.environ if environ is None else environ
+    # Checked first: a bad OTEL_* value stops the start before anything opened.
+    trace_config = tracing_config(env)
     url = settings.resolved_database_url()
     # Before the database: the default SQLite file lives in the data dir.
     private_dir(settings.data_dir)
     log.info("opening database", extra={"database": mask_url(url)})
     async with AsyncExitStack() as stack:
         components = Components(stack)
+        metrics = GatewayMetrics(max_models=settings.metrics_max_models)
+        if trace_config is not None:
+            # First started, last stopped: the spans of the last drained requests are
+            # flushed; bounded, so a collector that is down never hangs the shutdown.
+            tracer = start_tracing(trace_config, metrics.registry)
+            await components.start(
+                Component(
+                    "trace exporter",
+                    start=partial(tracing.install, tracer),
+                    stop=partial(_stop_tracing, tracer),
+                    stop_timeout=None,
+                )
+            )
 
         engine = create_engine(url)
         await components.start(
@@ -147,7 +175,6 @@ async def running_services(
         unsubscribe = await pubsub.subscribe(API_KEYS_CHANGED, authenticator.on_keys_changed)
         await components.start(Component("key-change subscription", stop=unsubscribe))
 
-        metrics = GatewayMetrics(max_models=settings.metrics_max_models)
         recorder = Recorder.for_database(
             sessions,
             settings.data_dir,
@@ -177,7 +204,6 @@ async def running_services(
                 "Create more users with `aibridge users create NAME [--admin]` and keys with "
                 "`aibridge keys create --user NAME`."
             )
-        env = os.environ if environ is None else environ
         await seed_providers_from_env(sessions, encryptor, pubsub, env)
 
         # Before the pool: the recording addon prices every upstream call from this book,

@@ -20,7 +20,8 @@ from multiprocessing.process import BaseProcess
 from types import FrameType
 
 from aibridge.config import Settings
-from aibridge.server.runner import StartupError, run, serve_forever
+from aibridge.eventloop import run
+from aibridge.server.runner import StartupError, serve_forever
 from aibridge.telemetry import setup_logging
 
 log = logging.getLogger(__name__)

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import ColumnElement, delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aibridge.store.models import Interception, ModelThought, TokenUsage, ToolUsage, UserPrompt
@@ -24,6 +24,10 @@ RECORD_TABLE_NAMES = ("interceptions", *(t.__tablename__ for t in CHILD_TABLES))
 DEFAULT_BATCH_SIZE = 500
 """Interceptions deleted per transaction: small enough to keep each write short."""
 RETENTION_LOCK_ID = 0x41_49_42_54  # "AIBT": one replica runs the retention job at a time.
+UNENDED_GRACE = timedelta(days=1)
+"""How much older than the cut-off an interception with no end must be to be deleted: one
+still in flight (a prune ``--older-than 0m``) keeps its row, so its end and usage records
+still find it; one whose replica died and never ended it goes a day later than the rest."""
 
 
 @dataclass(slots=True)
@@ -42,9 +46,16 @@ class PruneResult:
         self.deleted[table] += count
 
 
+def _prunable(before: datetime) -> ColumnElement[bool]:
+    """Started before ``before`` and ended, or started :data:`UNENDED_GRACE` earlier."""
+    return (Interception.started_at < before) & or_(
+        Interception.ended_at.is_not(None), Interception.started_at < before - UNENDED_GRACE
+    )
+
+
 async def count_older(session: AsyncSession, before: datetime) -> int:
-    """Interceptions started before ``before`` (what a prune would delete)."""
-    stmt = select(func.count()).select_from(Interception).where(Interception.started_at < before)
+    """Interceptions a prune with cut-off ``before`` would delete."""
+    stmt = select(func.count()).select_from(Interception).where(_prunable(before))
     return int(await session.scalar(stmt) or 0)
 
 
@@ -60,12 +71,13 @@ def _rowcount(result: Any) -> int:
 async def delete_batch(
     session: AsyncSession, before: datetime, batch_size: int = DEFAULT_BATCH_SIZE
 ) -> PruneResult:
-    """Delete up to ``batch_size`` of the oldest interceptions started before ``before``,
-    with their children, inside the caller's transaction."""
+    """Delete up to ``batch_size`` of the oldest interceptions started before ``before``
+    (an unended one only :data:`UNENDED_GRACE` before it), with their children, inside the
+    caller's transaction."""
     ids: Sequence[Any] = (
         await session.scalars(
             select(Interception.id)
-            .where(Interception.started_at < before)
+            .where(_prunable(before))
             .order_by(Interception.started_at, Interception.id)
             .limit(batch_size)
         )
@@ -89,8 +101,9 @@ async def prune_older(
     batch_size: int = DEFAULT_BATCH_SIZE,
     on_batch: Callable[[PruneResult], Awaitable[None] | None] | None = None,
 ) -> PruneResult:
-    """Delete every interception started before ``before`` (and its children), one batch
-    per transaction; ``on_batch`` sees each batch's counts (progress, metrics)."""
+    """Delete every interception started before ``before`` (an unended one only
+    :data:`UNENDED_GRACE` before it) and its children, one batch per transaction;
+    ``on_batch`` sees each batch's counts (progress, metrics)."""
     total = PruneResult()
     while True:
         async with sessions() as session, session.begin():
@@ -110,6 +123,7 @@ __all__ = [
     "DEFAULT_BATCH_SIZE",
     "RECORD_TABLE_NAMES",
     "RETENTION_LOCK_ID",
+    "UNENDED_GRACE",
     "PruneResult",
     "count_older",
     "delete_batch",

@@ -8,6 +8,8 @@ is ``1``, as in CI); that decision is the test suite's (see ``tests/conftest.py`
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -69,9 +71,49 @@ def sqlite_file_url(directory: Path) -> str:
     return f"sqlite:///{directory / 'aibridge.db'}"
 
 
+_sqlite_template: Path | None = None
+"""This process's migrated SQLite database, made on first use (see :func:`start_from_template`)."""
+
+
+async def start_from_template(url: str) -> None:
+    """When ``url`` names a SQLite file that does not exist yet, make it a copy of a
+    database migrated once per process, so that a test starts on the migrated schema
+    without running every migration again (the start-up's own migration step then finds
+    nothing to do). Any other URL is left alone; the migrations themselves are tested on
+    empty databases in tests/store."""
+    global _sqlite_template
+    normalized = normalize_database_url(url)
+    prefix = "sqlite+aiosqlite:///"
+    if not normalized.startswith(prefix):
+        return
+    target = Path(normalized.removeprefix(prefix))
+    if not _is_new_file(target):
+        return
+    if _sqlite_template is None:
+        template = Path(tempfile.mkdtemp(prefix="aibridge-template-")) / "aibridge.db"
+        eng = create_engine(prefix + str(template))
+        try:
+            await migrate(eng)
+        finally:
+            await eng.dispose()  # checkpoints the WAL: the one file is the whole database
+        _sqlite_template = template
+    _private_copy(_sqlite_template, target)
+
+
+def _is_new_file(target: Path) -> bool:
+    return "?" not in str(target) and not target.exists() and target.parent.is_dir()
+
+
+def _private_copy(source: Path, target: Path) -> None:
+    # A small local file: copied on the loop, as the engine would open it.
+    shutil.copyfile(source, target)
+    target.chmod(0o600)
+
+
 @asynccontextmanager
 async def migrated_engine(url: str) -> AsyncIterator[AsyncEngine]:
     """An engine on ``url`` with the schema migrated, disposed of afterwards."""
+    await start_from_template(url)
     eng = create_engine(normalize_database_url(url))
     await migrate(eng)
     try:

@@ -19,6 +19,7 @@ from aibridge.clock import Clock
 from aibridge.config import Settings
 from aibridge.server import Services, create_app, create_runner, running_services
 from aibridge.store.models import ApiKey, User
+from aibridge.testing.databases import start_from_template
 from aibridge.tokens import TOKEN_PREFIX, mint_token
 
 TOKEN_RE = re.compile(rf"{TOKEN_PREFIX}-[0-9a-f]+-\S+")
@@ -54,6 +55,7 @@ async def gateway(
     ``settings_overrides`` are extra :class:`Settings` fields (e.g. ``max_body_bytes``);
     ``clock`` and ``recorder_options`` are passed to :func:`running_services`.
     """
+    await start_from_template(db_url)
     settings = Settings(
         database_url=db_url,
         data_dir=tmp_path,

@@ -24,7 +24,7 @@ from aibridge.testing.recorded import Recorded, interceptions, only_interception
 
 PROVIDER_KEY = "sk-upstream-primary-0001"
 """The upstream key :meth:`Stack.add_provider` configures unless told otherwise."""
-TIMEOUT = 15.0
+TIMEOUT = 60.0
 """Seconds any single wait in a stack test may take before it counts as hung."""
 
 
@@ -117,12 +117,14 @@ async def stack(
     settings_overrides: Mapping[str, Any] | None = None,
     clock: Clock | None = None,
     recorder_options: Mapping[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
     **fake_kwargs: Any,
 ) -> AsyncIterator[Stack]:
     """Gateway + fake upstream + an admin token + a member's token.
 
-    ``settings_overrides``, ``clock`` and ``recorder_options`` go to :func:`gateway`; the
-    other keyword arguments to :class:`FakeLLM`.
+    ``settings_overrides``, ``clock``, ``recorder_options`` and ``environ`` (the process
+    environment start-up reads, e.g. ``OTEL_*``) go to :func:`gateway`; the other keyword
+    arguments to :class:`FakeLLM`.
     """
     announced: list[str] = []
     async with (
@@ -134,6 +136,7 @@ async def stack(
             settings_overrides=settings_overrides,
             clock=clock,
             recorder_options=recorder_options,
+            environ=environ,
         ) as (client, services),
     ):
         admin_token = announced_admin_token(announced)

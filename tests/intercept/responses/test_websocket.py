@@ -406,12 +406,18 @@ async def test_byok_socket_goes_upstream_with_the_clients_own_key(
 
 
 async def test_stopping_the_server_closes_open_sockets_with_1001(s: Stack) -> None:
+    sockets = s.client.app[RESPONSES_SOCKETS]
+    member = await s.member_id()
     async with connect(s) as ws:
         await turn(ws, create("hi"))
         # The production runner's cleanup: listener stopped, then aiohttp's shutdown
         # signal, then the handlers still running are awaited.
         (code, _), _ = await asyncio.gather(closed(ws), s.client.server.close())
     assert code == 1001
+    # The handler is cancelled while closing: its lease is given back all the same (it
+    # used to be kept, and the shutdown waited out its whole close deadline).
+    assert sockets.count(member) == 0
+    assert len(sockets) == 0
     await wait_closed_upstream(s)
     assert s.fake.websocket_close_codes == [1001]
 

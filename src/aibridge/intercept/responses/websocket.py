@@ -552,10 +552,15 @@ class ResponsesSocket:
             # Whichever side ended first (or aiohttp cancelled the handler because the
             # client's connection dropped), what is still in flight was never answered.
             self._end_turns(SHUT_DOWN if self._leave.is_set() else CLIENT_GONE)
-            await self._close_both(closing)
-            self.sockets._discard(self)
-            self._release()
-            self._done.set()
+            try:
+                await self._close_both(closing)
+            finally:
+                # Also when the close is cancelled (aiohttp cancels the handler of a
+                # connection that dropped, and at shutdown): the lease and the slot are
+                # given back and a shutdown waiting on this socket goes on at once.
+                self.sockets._discard(self)
+                self._release()
+                self._done.set()
         return client
 
     def _release(self) -> None:

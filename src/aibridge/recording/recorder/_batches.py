@@ -22,6 +22,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 
+from aibridge import tracing
 from aibridge.recording.journal import Journal
 from aibridge.recording.metrics import RecorderMetrics
 from aibridge.recording.recorder._failures import (
@@ -251,13 +252,20 @@ class BatchWriter:
         if not all_records:
             return
         started = time.perf_counter()
+        tracer = tracing.TRACER
+        span = None if tracer is None else _batch_span(tracer, all_records, replay)
         try:
             async with asyncio.timeout(self._write_timeout):
                 missing = await self._write(all_records)
-        except BaseException:
+        except BaseException as exc:
             self._pending_live[:0] = pend_live
             self._pending_replay[:0] = pend_replay
+            if tracer is not None and span is not None:
+                tracer.fail(span, f"{type(exc).__name__}: {exc}")
             raise
+        finally:
+            if span is not None:
+                span.end()
         self._metrics.batch_seconds.observe(time.perf_counter() - started)
         missing_ids = {id(e) for e in missing}
         if self._journal is not None:
@@ -319,3 +327,19 @@ class BatchWriter:
             extra={"kind": rec.kind, "record_id": str(rec.id), "error": repr(exc)},
         )
         await self._spill.reject(rec)
+
+
+def _batch_span(tracer: tracing.Tracer, records: Sequence[Record], replay: bool) -> tracing.Span:
+    """One ``Intercept.RecordBatch`` span per database write, with its record counts.
+
+    A span per batch, not per record: records are queued on the request path (a journal
+    append) and written here many interceptions at a time, so a span per record would
+    time only the in-memory queueing while multiplying the spans exported per request;
+    the batch is where the database time goes. It is a root span (the writer task serves
+    no single request).
+    """
+    attributes: dict[str, tracing.AttributeValue] = {"record_count": len(records), "replay": replay}
+    for rec in records:
+        key = f"records.{rec.kind}"
+        attributes[key] = int(attributes.get(key, 0)) + 1
+    return tracer.start(tracing.RECORD_BATCH, attributes)
