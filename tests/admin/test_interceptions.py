@@ -31,10 +31,9 @@ from aibridge.store.models import (
     UserPrompt,
 )
 from aibridge.store.urls import normalize_database_url
-from aibridge.testing.gateway import gateway
 from aibridge.tokens import mint_token
+from tests.admin.api_client import all_pages, bounded_gateway, get
 
-T = 20  # seconds: upper bound for any await that could hang
 TOKENS = ("input", "output", "cache_read", "cache_write", "reasoning")
 BASE = datetime(2025, 3, 1, 9, 30, tzinfo=UTC)
 ERRORS = {4: ("rate_limited", "429"), 9: ("upstream_error", "502")}
@@ -170,31 +169,6 @@ async def seed(sessions: async_sessionmaker[AsyncSession]) -> Seeded:
     return data
 
 
-async def get(
-    client: TestClient, path: str, token: str | None, /, **params: str
-) -> tuple[int, Any]:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with asyncio.timeout(T):
-        resp = await client.get(path, params=params, headers=headers)
-        return resp.status, await resp.json()
-
-
-async def all_pages(client: TestClient, token: str, **params: str) -> list[dict[str, Any]]:
-    """Follow next_cursor to the end; every page must be non-empty."""
-    items: list[dict[str, Any]] = []
-    cursor: str | None = None
-    for _ in range(100):
-        query = dict(params, **({"cursor": cursor} if cursor else {}))
-        status, body = await get(client, "/api/v1/interceptions", token, **query)
-        assert status == 200, body
-        assert body["interceptions"], "a page promised by next_cursor must not be empty"
-        items += body["interceptions"]
-        cursor = body["next_cursor"]
-        if cursor is None:
-            return items
-    raise AssertionError("paging did not end")
-
-
 def newest_first(interceptions: list[Interception]) -> list[str]:
     ordered = sorted(interceptions, key=lambda i: (i.started_at, str(i.id).replace("-", "")))
     return [str(i.id) for i in reversed(ordered)]
@@ -233,19 +207,13 @@ def expected_usage(
 async def test_interceptions_are_listed_filtered_paged_and_summed_for_the_caller_only(
     db_url: str, tmp_path: Path
 ) -> None:
-    async with asyncio.timeout(T):
-        cm = gateway(db_url, tmp_path)
-        client, services = await cm.__aenter__()
-    try:
+    async with bounded_gateway(db_url, tmp_path) as (client, services):
         data = await seed(services.sessions)
         await check_listing(client, data)
         await check_filters(client, data)
         await check_member_isolation(client, data)
         await check_usage(client, data)
         await check_validation(client, data)
-    finally:
-        async with asyncio.timeout(T):
-            await cm.__aexit__(None, None, None)
 
 
 async def check_listing(client: TestClient, data: Seeded) -> None:
@@ -260,7 +228,7 @@ async def check_listing(client: TestClient, data: Seeded) -> None:
     assert body["next_cursor"] is None
     assert [i["id"] for i in body["interceptions"]] == newest_first(data.interceptions)
     for limit in ("1", "2", "3", "5", "11", "500"):
-        paged = await all_pages(client, root, limit=limit)
+        paged = await all_pages(client, "/api/v1/interceptions", "interceptions", root, limit=limit)
         assert [i["id"] for i in paged] == newest_first(data.interceptions), limit
     status, body = await get(client, "/api/v1/interceptions", root, limit="11")
     assert body["next_cursor"] is None  # exactly at the end: no empty trailing page
@@ -365,7 +333,9 @@ async def check_filters(client: TestClient, data: Seeded) -> None:
         assert status == 200, (params, body)
         assert [i["id"] for i in body["interceptions"]] == expected, params
     assert cases[0][1] and cases[3][1] and cases[7][1] and cases[8][1]  # non-trivial cases
-    paged = await all_pages(client, root, limit="2", user="alice")
+    paged = await all_pages(
+        client, "/api/v1/interceptions", "interceptions", root, limit="2", user="alice"
+    )
     assert [i["id"] for i in paged] == cases[0][1]
 
     # Outcome filters, applied by the database (so paging sees only matching rows).
@@ -385,8 +355,18 @@ async def check_filters(client: TestClient, data: Seeded) -> None:
         status, body = await get(client, "/api/v1/interceptions", root, **params)
         assert status == 200, (params, body)
         assert [i["id"] for i in body["interceptions"]] == expected, params
-    assert [i["id"] for i in await all_pages(client, root, limit="1", status="error")] == failed
-    assert [i["id"] for i in await all_pages(client, root, limit="3", status="ok")] == succeeded
+    assert [
+        i["id"]
+        for i in await all_pages(
+            client, "/api/v1/interceptions", "interceptions", root, limit="1", status="error"
+        )
+    ] == failed
+    assert [
+        i["id"]
+        for i in await all_pages(
+            client, "/api/v1/interceptions", "interceptions", root, limit="3", status="ok"
+        )
+    ] == succeeded
     # A member's outcome filter still sees only their own rows.
     status, body = await get(client, "/api/v1/interceptions", data.tokens["alice"], status="error")
     assert [i["id"] for i in body["interceptions"]] == [str(data.interceptions[4].id)]
@@ -395,7 +375,9 @@ async def check_filters(client: TestClient, data: Seeded) -> None:
 async def check_member_isolation(client: TestClient, data: Seeded) -> None:
     alice, bob = data.users["alice"], data.users["bob"]
     own = newest_first([i for i in data.interceptions if i.initiator_id == alice.id])
-    paged = await all_pages(client, data.tokens["alice"], limit="3")
+    paged = await all_pages(
+        client, "/api/v1/interceptions", "interceptions", data.tokens["alice"], limit="3"
+    )
     assert [i["id"] for i in paged] == own
     for params in ({"user": "bob"}, {"user": str(bob.id)}, {"provider": "openai"}):
         status, body = await get(client, "/api/v1/interceptions", data.tokens["alice"], **params)

@@ -4,7 +4,6 @@ a SQLite file and PostgreSQL."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import uuid
 from dataclasses import dataclass, field
@@ -25,11 +24,10 @@ from aibridge.store.models import (
     UserPrompt,
 )
 from aibridge.store.sessions import SessionKey, encode_session_id
-from aibridge.testing.gateway import gateway
 from aibridge.tokens import mint_token
+from tests.admin.api_client import all_pages, bounded_gateway, get
 from tests.admin.test_interceptions import usd
 
-T = 20  # seconds: upper bound for any await that could hang
 T0 = datetime(2025, 3, 1, 9, 30, tzinfo=UTC)
 TOKENS = ("input", "output", "cache_read", "cache_write", "reasoning")
 
@@ -158,12 +156,6 @@ async def seed(sessions: async_sessionmaker[AsyncSession]) -> Seeded:
     return data
 
 
-async def get(client: TestClient, path: str, token: str, /, **params: str) -> tuple[int, Any]:
-    async with asyncio.timeout(T):
-        resp = await client.get(path, params=params, headers={"Authorization": f"Bearer {token}"})
-        return resp.status, await resp.json()
-
-
 def b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
@@ -196,36 +188,14 @@ def comparable(entry: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-async def all_pages(client: TestClient, token: str, **params: str) -> list[dict[str, Any]]:
-    """Every session, following next_cursor; every promised page must be non-empty."""
-    out: list[dict[str, Any]] = []
-    cursor: str | None = None
-    for _ in range(50):
-        query = dict(params, **({"cursor": cursor} if cursor else {}))
-        status, body = await get(client, "/api/v1/sessions", token, **query)
-        assert status == 200, body
-        assert body["sessions"], "a page promised by next_cursor must not be empty"
-        out += body["sessions"]
-        cursor = body["next_cursor"]
-        if cursor is None:
-            return out
-    raise AssertionError("paging did not end")
-
-
 async def test_sessions_are_grouped_paged_filtered_and_private(db_url: str, tmp_path: Path) -> None:
-    async with asyncio.timeout(T):
-        cm = gateway(db_url, tmp_path)
-        client, services = await cm.__aenter__()
-    try:
+    async with bounded_gateway(db_url, tmp_path) as (client, services):
         data = await seed(services.sessions)
         await check_listing(client, data)
         await check_filters(client, data)
         await check_detail(client, data)
         await check_interception_record(client, data)
         await check_usage_additions(client, data)
-    finally:
-        async with asyncio.timeout(T):
-            await cm.__aexit__(None, None, None)
 
 
 async def check_listing(client: TestClient, data: Seeded) -> None:
@@ -239,10 +209,13 @@ async def check_listing(client: TestClient, data: Seeded) -> None:
     ids = [e["id"] for e in body["sessions"]]
     assert len(set(ids)) == len(ids)
     for limit in ("1", "2", "4"):
-        assert [e["id"] for e in await all_pages(client, root, limit=limit)] == ids
+        assert [
+            e["id"]
+            for e in await all_pages(client, "/api/v1/sessions", "sessions", root, limit=limit)
+        ] == ids
     # Members see their own sessions only, paged the same way.
     alice = [e for e in body["sessions"] if e["user"]["username"] == "alice"]
-    got = await all_pages(client, data.tokens["alice"], limit="2")
+    got = await all_pages(client, "/api/v1/sessions", "sessions", data.tokens["alice"], limit="2")
     assert got == alice
     assert len(got) == 4
     status, body = await get(client, "/api/v1/sessions", data.tokens["bob"], user="alice")

@@ -21,6 +21,7 @@ from aibridge.store.pubsub import API_KEYS_CHANGED
 from aibridge.store.types import utcnow
 from aibridge.store.urls import normalize_database_url
 from aibridge.testing.gateway import TOKEN_RE, announced_admin_token, gateway
+from tests.admin.api_client import bounded_gateway
 
 T = 20  # seconds: upper bound for any single await that could hang
 
@@ -56,15 +57,9 @@ async def call(
 async def started(db_url: str, tmp_path: Path) -> AsyncIterator[tuple[TestClient, Services, str]]:
     """The gateway on a fresh database, plus the first admin's token it announced."""
     announced: list[str] = []
-    async with asyncio.timeout(T):
-        cm = gateway(db_url, tmp_path, announced=announced)
-        client, services = await cm.__aenter__()
-    try:
+    async with bounded_gateway(db_url, tmp_path, announced=announced) as (client, services):
         assert len(announced) == 1, announced
         yield client, services, announced_admin_token(announced)
-    finally:
-        async with asyncio.timeout(T):
-            await cm.__aexit__(None, None, None)
 
 
 async def new_user(
