@@ -1,19 +1,24 @@
 """What the admin API tests share: a gateway whose start and stop are bounded (the test
-body is not), one GET with a bearer token, and following ``next_cursor`` to the end."""
+body is not), one GET with a bearer token, following ``next_cursor`` to the end, and users
+with a key each seeded straight into the database."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from aibridge.server import Services
+from aibridge.store.models import ApiKey, User
 from aibridge.testing.gateway import gateway
+from aibridge.tokens import mint_token
 
 T = 20
 """Seconds: the upper bound of any single await that could hang."""
@@ -70,3 +75,26 @@ async def all_pages(
         if cursor is None:
             return items
     raise AssertionError("paging did not end")
+
+
+@dataclass(frozen=True)
+class SeededUser:
+    """A user added by :func:`add_users` with its one key."""
+
+    user: User
+    token: str
+    key_id: str
+
+
+async def add_users(session: AsyncSession, roles: Mapping[str, str]) -> dict[str, SeededUser]:
+    """Add a user per ``{username: role}`` with one API key each (in ``session``'s
+    transaction); by username."""
+    added: dict[str, SeededUser] = {}
+    for name, role in roles.items():
+        user = User(username=name, role=role)
+        session.add(user)
+        await session.flush()
+        minted = mint_token()
+        session.add(ApiKey(id=minted.key_id, user_id=user.id, secret_hash=minted.secret_hash))
+        added[name] = SeededUser(user, minted.token, minted.key_id)
+    return added

@@ -22,7 +22,6 @@ from aibridge.cli.usage import usage as usage_command
 from aibridge.limits import usd_number
 from aibridge.store.db import create_engine, migrate, session_factory
 from aibridge.store.models import (
-    ApiKey,
     Interception,
     ModelThought,
     TokenUsage,
@@ -31,8 +30,7 @@ from aibridge.store.models import (
     UserPrompt,
 )
 from aibridge.store.urls import normalize_database_url
-from aibridge.tokens import mint_token
-from tests.admin.api_client import all_pages, bounded_gateway, get
+from tests.admin.api_client import add_users, all_pages, bounded_gateway, get
 
 TOKENS = ("input", "output", "cache_read", "cache_write", "reasoning")
 BASE = datetime(2025, 3, 1, 9, 30, tzinfo=UTC)
@@ -71,15 +69,11 @@ async def seed(sessions: async_sessionmaker[AsyncSession]) -> Seeded:
     """Two members (alice: 7 interceptions, bob: 4), one extra admin, with children."""
     data = Seeded()
     async with sessions() as s, s.begin():
-        for name, role in (("alice", "member"), ("bob", "member"), ("root", "admin")):
-            user = User(username=name, role=role)
-            s.add(user)
-            await s.flush()
-            minted = mint_token()
-            s.add(ApiKey(id=minted.key_id, user_id=user.id, secret_hash=minted.secret_hash))
-            data.users[name] = user
-            data.tokens[name] = minted.token
-            data.key_ids[name] = minted.key_id
+        roles = {"alice": "member", "bob": "member", "root": "admin"}
+        for name, added in (await add_users(s, roles)).items():
+            data.users[name] = added.user
+            data.tokens[name] = added.token
+            data.key_ids[name] = added.key_id
         specs: list[tuple[str, str, str, str, str, datetime]] = []
         for n in range(7):
             # Two of alice's interceptions share a start time: paging must break the tie.

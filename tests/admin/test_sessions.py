@@ -15,7 +15,6 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aibridge.store.models import (
-    ApiKey,
     Interception,
     ModelThought,
     TokenUsage,
@@ -24,8 +23,7 @@ from aibridge.store.models import (
     UserPrompt,
 )
 from aibridge.store.sessions import SessionKey, encode_session_id
-from aibridge.tokens import mint_token
-from tests.admin.api_client import all_pages, bounded_gateway, get
+from tests.admin.api_client import add_users, all_pages, bounded_gateway, get
 from tests.admin.test_interceptions import usd
 
 T0 = datetime(2025, 3, 1, 9, 30, tzinfo=UTC)
@@ -80,14 +78,10 @@ async def seed(sessions: async_sessionmaker[AsyncSession]) -> Seeded:
     """Three users (alice and bob members, root admin) and :data:`TURNS`."""
     data = Seeded()
     async with sessions() as s, s.begin():
-        for name, role in (("alice", "member"), ("bob", "member"), ("root", "admin")):
-            user = User(username=name, role=role)
-            s.add(user)
-            await s.flush()
-            minted = mint_token()
-            s.add(ApiKey(id=minted.key_id, user_id=user.id, secret_hash=minted.secret_hash))
-            data.users[name] = user
-            data.tokens[name] = minted.token
+        roles = {"alice": "member", "bob": "member", "root": "admin"}
+        for name, added in (await add_users(s, roles)).items():
+            data.users[name] = added.user
+            data.tokens[name] = added.token
         for turn in TURNS:
             started = T0 + turn.at
             row = Interception(
