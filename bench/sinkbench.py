@@ -1,0 +1,116 @@
+"""The SQLite sink's writer thread on its own: CPU per request of a batch.
+
+    .venv/bin/python -m bench.sinkbench --requests 4000 --per-batch 8
+
+Writes ``--requests`` interceptions shaped like the bench's (a start, a token usage, a
+prompt and an end each) in batches of ``--per-batch`` requests' records, as the recorder
+hands them over under load, into a migrated SQLite file, and prints the writer thread's
+CPU per request (``time.thread_time`` around each batch, on the thread) and the wall time.
+``--split`` writes each request's end in the batch after its start (the usual case at
+c=16: the ends of the requests in flight arrive with the starts of the next ones).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from aibridge.recording.records import (
+    InterceptionEnded,
+    InterceptionStarted,
+    PromptRecord,
+    Record,
+    TokenUsageRecord,
+)
+from aibridge.recording.sqlite_sink import SqliteSink
+from aibridge.store.types import utcnow
+from aibridge.testing.databases import migrated_engine, sqlite_file_url
+
+
+def request_records(user: uuid.UUID) -> tuple[list[Record], InterceptionEnded]:
+    """One bench request's records before its end, and its end."""
+    start = InterceptionStarted(
+        initiator_id=user,
+        provider="openai",
+        provider_name="bench-openai",
+        model="gpt-5",
+        client="unknown",
+        user_agent="wrk",
+        credential_hint="sk-…abcd",
+        replica_id="0123456789abcdef:0",
+    )
+    usage = TokenUsageRecord(
+        interception_id=start.id,
+        provider_response_id="chatcmpl-123",
+        provider_model="gpt-5",
+        input=12,
+        output=34,
+        cost_pusd=1234,
+        created_at=utcnow(),
+    )
+    prompt = PromptRecord(interception_id=start.id, prompt="say hello", created_at=utcnow())
+    return [start, usage, prompt], InterceptionEnded(id=start.id)
+
+
+async def run(requests: int, per_batch: int, split: bool) -> None:
+    """Write the batches and print the writer thread's CPU per request."""
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        async with migrated_engine(sqlite_file_url(directory)) as engine:
+            sink = SqliteSink(directory / "aibridge.db", engine.dialect)
+            cpu = [0.0]
+            inner = sink._write_sync
+
+            def timed(records: list[Record]) -> Any:
+                began = time.thread_time()
+                try:
+                    return inner(records)
+                finally:
+                    cpu[0] += time.thread_time() - began
+
+            sink._write_sync = timed  # type: ignore[method-assign]
+            user = uuid.uuid4()
+            previous_ends: list[Record] = []
+            wall = time.perf_counter()
+            for _ in range(requests // per_batch):
+                batch: list[Record] = []
+                ends: list[Record] = []
+                for _ in range(per_batch):
+                    records, end = request_records(user)
+                    batch += records
+                    ends.append(end)
+                if split:
+                    batch += previous_ends
+                    previous_ends = ends
+                else:
+                    batch += ends
+                assert await sink.write(batch) == []
+            if previous_ends:
+                await sink.write(previous_ends)
+            wall = time.perf_counter() - wall
+            await sink.close()
+    done = requests // per_batch * per_batch
+    print(
+        f"{done} requests, {per_batch} per batch{' (ends split)' if split else ''}: "
+        f"writer thread {cpu[0] / done * 1e6:.1f} µs CPU/request, "
+        f"wall {wall / done * 1e6:.1f} µs/request"
+    )
+
+
+def main() -> None:
+    """Command line."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=4000)
+    parser.add_argument("--per-batch", type=int, default=8)
+    parser.add_argument("--split", action="store_true")
+    args = parser.parse_args()
+    asyncio.run(run(args.requests, args.per_batch, args.split))
+
+
+if __name__ == "__main__":
+    main()
