@@ -8,18 +8,29 @@ hands them over under load, into a migrated SQLite file, and prints the writer t
 CPU per request (``time.thread_time`` around each batch, on the thread) and the wall time.
 ``--split`` writes each request's end in the batch after its start (the usual case at
 c=16: the ends of the requests in flight arrive with the starts of the next ones).
+
+What-ifs, to size changes outside the sink:
+``--prefill N`` writes N requests first (a gateway's database grows: random-key index
+inserts touch more distinct pages as it does); ``--time-ordered-ids all`` gives every
+record a time-ordered id (``ids.new_uuid7``: milliseconds first) instead of a random
+UUID4, so the primary-key and ``interception_id`` indexes append instead of inserting at
+random places; ``children`` does it for all but the interception's own id (what the
+gateway does); ``--no-foreign-keys`` turns off SQLite's foreign-key checks on the
+writer's connection.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import sqlite3
 import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
+from aibridge.ids import new_uuid7
 from aibridge.recording.records import (
     InterceptionEnded,
     InterceptionStarted,
@@ -32,9 +43,13 @@ from aibridge.store.types import utcnow
 from aibridge.testing.databases import migrated_engine, sqlite_file_url
 
 
-def request_records(user: uuid.UUID) -> tuple[list[Record], InterceptionEnded]:
-    """One bench request's records before its end, and its end."""
+def request_records(
+    user: uuid.UUID, new_id: Any = uuid.uuid4, start_id: Any = None
+) -> tuple[list[Record], InterceptionEnded]:
+    """One bench request's records before its end, and its end (ids from ``new_id``, the
+    interception's from ``start_id``, default ``new_id``)."""
     start = InterceptionStarted(
+        id=(start_id or new_id)(),
         initiator_id=user,
         provider="openai",
         provider_name="bench-openai",
@@ -45,6 +60,7 @@ def request_records(user: uuid.UUID) -> tuple[list[Record], InterceptionEnded]:
         replica_id="0123456789abcdef:0",
     )
     usage = TokenUsageRecord(
+        id=new_id(),
         interception_id=start.id,
         provider_response_id="chatcmpl-123",
         provider_model="gpt-5",
@@ -53,16 +69,43 @@ def request_records(user: uuid.UUID) -> tuple[list[Record], InterceptionEnded]:
         cost_pusd=1234,
         created_at=utcnow(),
     )
-    prompt = PromptRecord(interception_id=start.id, prompt="say hello", created_at=utcnow())
+    prompt = PromptRecord(
+        id=new_id(), interception_id=start.id, prompt="say hello", created_at=utcnow()
+    )
     return [start, usage, prompt], InterceptionEnded(id=start.id)
 
 
-async def run(requests: int, per_batch: int, split: bool) -> None:
+def _no_foreign_keys(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA foreign_keys=OFF")
+
+
+async def run(
+    requests: int,
+    per_batch: int,
+    split: bool,
+    *,
+    prefill: int = 0,
+    time_ordered: str = "",
+    foreign_keys: bool = True,
+) -> None:
     """Write the batches and print the writer thread's CPU per request."""
+    new_id = new_uuid7 if time_ordered else uuid.uuid4
+    start_id = uuid.uuid4 if time_ordered == "children" else new_id
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         async with migrated_engine(sqlite_file_url(directory)) as engine:
-            sink = SqliteSink(directory / "aibridge.db", engine.dialect)
+            sink = SqliteSink(
+                directory / "aibridge.db",
+                engine.dialect,
+                on_connect=None if foreign_keys else _no_foreign_keys,
+            )
+            user = uuid.uuid4()
+            for _ in range(prefill // 250):
+                fill: list[Record] = []
+                for _ in range(250):
+                    records, end = request_records(user, new_id, start_id)
+                    fill += [*records, end]
+                await sink.write(fill)
             cpu = [0.0]
             inner = sink._write_sync
 
@@ -74,14 +117,13 @@ async def run(requests: int, per_batch: int, split: bool) -> None:
                     cpu[0] += time.thread_time() - began
 
             sink._write_sync = timed  # type: ignore[method-assign]
-            user = uuid.uuid4()
             previous_ends: list[Record] = []
             wall = time.perf_counter()
             for _ in range(requests // per_batch):
                 batch: list[Record] = []
                 ends: list[Record] = []
                 for _ in range(per_batch):
-                    records, end = request_records(user)
+                    records, end = request_records(user, new_id, start_id)
                     batch += records
                     ends.append(end)
                 if split:
@@ -95,8 +137,12 @@ async def run(requests: int, per_batch: int, split: bool) -> None:
             wall = time.perf_counter() - wall
             await sink.close()
     done = requests // per_batch * per_batch
+    what = [f"{per_batch} per batch"]
+    what += ["ends split"] * split + [f"after {prefill}"] * bool(prefill)
+    what += [f"time-ordered ids ({time_ordered})"] * bool(time_ordered)
+    what += ["no foreign keys"] * (not foreign_keys)
     print(
-        f"{done} requests, {per_batch} per batch{' (ends split)' if split else ''}: "
+        f"{done} requests, {', '.join(what)}: "
         f"writer thread {cpu[0] / done * 1e6:.1f} µs CPU/request, "
         f"wall {wall / done * 1e6:.1f} µs/request"
     )
@@ -108,8 +154,25 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--per-batch", type=int, default=8)
     parser.add_argument("--split", action="store_true")
+    parser.add_argument("--prefill", type=int, default=0)
+    parser.add_argument(
+        "--time-ordered-ids",
+        choices=["all", "children"],
+        help="children: every record's but the interception's own (a UUID4, as the "
+        "reference asks: it is also the response id clients see)",
+    )
+    parser.add_argument("--no-foreign-keys", action="store_true")
     args = parser.parse_args()
-    asyncio.run(run(args.requests, args.per_batch, args.split))
+    asyncio.run(
+        run(
+            args.requests,
+            args.per_batch,
+            args.split,
+            prefill=args.prefill,
+            time_ordered=args.time_ordered_ids or "",
+            foreign_keys=not args.no_foreign_keys,
+        )
+    )
 
 
 if __name__ == "__main__":

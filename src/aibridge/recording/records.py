@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Literal
 
 import orjson
 
-from aibridge.ids import new_uuid4
+from aibridge.ids import new_uuid4, new_uuid7
 from aibridge.store.types import utcnow
 
 CREDENTIAL_KINDS = ("centralized", "byok")
@@ -119,7 +119,7 @@ class TokenUsageRecord:
 
     kind: ClassVar[str] = "token_usage"
 
-    id: uuid.UUID = field(default_factory=new_uuid4)
+    id: uuid.UUID = field(default_factory=new_uuid7)
     interception_id: uuid.UUID
     provider_response_id: str = ""
     provider_model: str | None = None
@@ -143,7 +143,7 @@ class PromptRecord:
 
     kind: ClassVar[str] = "prompt_usage"
 
-    id: uuid.UUID = field(default_factory=new_uuid4)
+    id: uuid.UUID = field(default_factory=new_uuid7)
     interception_id: uuid.UUID
     provider_response_id: str = ""
     prompt: str
@@ -157,7 +157,7 @@ class ToolUsageRecord:
 
     kind: ClassVar[str] = "tool_usage"
 
-    id: uuid.UUID = field(default_factory=new_uuid4)
+    id: uuid.UUID = field(default_factory=new_uuid7)
     interception_id: uuid.UUID
     provider_response_id: str = ""
     tool: str
@@ -179,7 +179,7 @@ class ThoughtRecord:
 
     kind: ClassVar[str] = "model_thought"
 
-    id: uuid.UUID = field(default_factory=new_uuid4)
+    id: uuid.UUID = field(default_factory=new_uuid7)
     interception_id: uuid.UUID
     content: str
     metadata: dict[str, Any] = field(default_factory=dict)
