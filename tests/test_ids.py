@@ -1,8 +1,10 @@
-"""aibridge.ids.new_uuid4: real version-4 UUIDs, unique, never shared with a forked child."""
+"""aibridge.ids: real version-4 UUIDs (unique, never shared with a forked child) and
+time-ordered version-7 ones."""
 
 from __future__ import annotations
 
 import os
+import time
 import uuid
 
 import pytest
@@ -49,3 +51,27 @@ def test_forked_child_does_not_reuse_parent_ids() -> None:
         os.waitpid(pid, 0)
     assert len(data) == 16
     assert uuid.UUID(bytes=data).int not in pending
+
+
+def test_uuid7_is_a_version_7_uuid_that_sorts_by_millisecond() -> None:
+    from aibridge.ids import new_uuid7
+
+    before = time.time_ns() // 1_000_000
+    made = []
+    for _ in range(3 * ids._BATCH):  # across refills
+        made.append(new_uuid7())
+    after = time.time_ns() // 1_000_000
+    assert len(set(made)) == len(made)
+    for u in made:
+        assert u.version == 7
+        assert u.variant == uuid.RFC_4122
+        assert uuid.UUID(str(u)) == u
+        assert before <= u.int >> 80 <= after
+    # Ids of different milliseconds sort by time.
+    stamps = [u.int >> 80 for u in made]
+    assert stamps == sorted(stamps)
+    first = new_uuid7()
+    deadline = time.monotonic() + 5
+    while (later := new_uuid7()).int >> 80 == first.int >> 80:
+        assert time.monotonic() < deadline
+    assert later > first

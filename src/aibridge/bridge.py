@@ -54,6 +54,7 @@ class RequestBridge:
         self.upstream = upstream
         self.max_body_bytes = max_body_bytes
         # Last: the ticket gets the usage after the recorder and the metrics saw it.
+        # (Flattened: one tuple of addons, so each hook call is one loop, not two.)
         self.hooks = Addons(hooks, SETTLEMENT)
         self.limiter = limiter
         self.toolset = toolset

@@ -28,6 +28,22 @@ async def test_no_limits_is_a_shared_no_op_ticket() -> None:
     await result.settle()
 
 
+async def test_unlimited_says_what_admit_would_for_each_actor_object() -> None:
+    # The pipeline skips admit() and settle() when unlimited() says so: it must agree
+    # with admit, per actor object (a limits change comes with a new one).
+    limiter = make_limiter(clock())
+    free = make_actor()
+    assert limiter.unlimited(free)
+    assert await limiter.admit(demand(free)) is NO_LIMIT_TICKET
+    limited = make_actor(Limits(requests_per_minute=1))
+    assert not limiter.unlimited(limited)
+    assert await limiter.admit(demand(limited)) is not NO_LIMIT_TICKET
+    assert limiter.unlimited(free)  # the first actor's plan is unchanged
+    # Replica-wide settings count too: a concurrency cap applies to every request.
+    capped = make_limiter(clock(), max_concurrency=4)
+    assert not capped.unlimited(free)
+
+
 async def test_model_not_allowed_is_403_naming_model_and_patterns() -> None:
     limiter = make_limiter(clock())
     actor = make_actor(Limits(allowed_models=("claude-*",), requests_per_minute=1))

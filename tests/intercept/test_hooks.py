@@ -223,3 +223,35 @@ def test_passthrough_goes_only_to_addons_that_count_it() -> None:
     addons.passed_through(route, "GET")
     assert logging_addon.calls == [("passed_through", ("/v1/models", "GET"))]
     assert counting.events == []
+
+
+class Named:
+    """Records each hook call as (its name, the hook) into a shared list."""
+
+    def __init__(self, name: str, calls: list[tuple[str, str]]) -> None:
+        self.name, self.calls = name, calls
+
+    def started(self, ix: Interception) -> None:
+        self.calls.append((self.name, "started"))
+
+    def observed(self, ix: Interception, observation: Observation) -> None:
+        self.calls.append((self.name, "observed"))
+
+    def ended(self, ix: Interception, outcome: Outcome) -> None:
+        self.calls.append((self.name, "ended"))
+
+
+def test_nested_addons_are_flattened_in_order() -> None:
+    # The bridge wraps the server's addons with the settlement addon: one loop per hook
+    # call, the same order and the same isolation of a failing addon as when nested.
+    calls: list[tuple[str, str]] = []
+    inner = Addons(Named("a", calls), Broken(), Named("b", calls))
+    outer = Addons(Named("first", calls), inner, Named("last", calls))
+    assert not any(isinstance(a, Addons) for a in outer._interception)
+    assert len(outer._interception) == 5
+    ix: Any = object()
+    outer.started(ix)
+    outer.observed(ix, Observation())
+    outer.ended(ix, COMPLETED)
+    names = ["first", "a", "b", "last"]
+    assert calls == [(n, hook) for hook in ("started", "observed", "ended") for n in names]

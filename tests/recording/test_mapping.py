@@ -107,11 +107,16 @@ def test_an_observation_becomes_usage_prompt_tool_and_thought_records_in_order()
     assert (read.provider_response_id, write.provider_response_id) == ("resp_1", "resp_2")
     assert isinstance(thought, ThoughtRecord)
     assert (thought.content, thought.metadata) == ("hmm", {"source": "reasoning_summary"})
-    # Parallel tool calls keep their order for readers that sort by time (ids are random).
+    # Parallel tool calls keep their order for readers that sort by time (ids made in one
+    # millisecond are in random order).
     assert read.created_at < write.created_at
     for rec in records:
         assert isinstance(rec, TokenUsageRecord | PromptRecord | ToolUsageRecord | ThoughtRecord)
         assert rec.interception_id == ix.id
+        # Time-ordered ids (index appends); the interception's own id stays random.
+        assert rec.id.version == 7
+    assert len({rec.id for rec in records}) == len(records)
+    assert ix.id.version == 4
 
 
 def test_no_prompt_record_without_a_prompt() -> None:

@@ -715,6 +715,17 @@ class Limiter:
 
     # -- admission -------------------------------------------------------------------------
 
+    def unlimited(self, actor: Actor) -> bool:
+        """Whether no limit applies to ``actor``'s requests (holding a slot): then
+        :meth:`admit` would answer :data:`NO_LIMIT_TICKET` at once, so the caller may skip
+        it (and the ticket's settlement). Decided from the actor's cached plan, as
+        :meth:`admit` decides it: limits set by a reload or the admin come with a new
+        actor object, so they apply from the next request on."""
+        plan = self._plans.get((id(actor), 0))
+        if plan is None or plan.actor is not actor:
+            plan = self._plan(actor, 0)
+        return plan.nothing
+
     async def admit(self, demand: Demand) -> Ticket | Refusal:
         """A ticket for ``demand``, or why it is refused (never raises for store outages)."""
         actor = demand.actor

@@ -63,11 +63,23 @@ class Addons:
     An exception from ``observed`` or ``ended`` is logged and the next addon still runs:
     a metrics bug must not cost the end record. ``started`` lets exceptions through
     (they fail the request before anything was sent upstream).
+
+    An :class:`Addons` given as an addon is flattened into this one (its addons take its
+    place, in order): every hook call is then one loop, not one loop per level.
     """
 
-    __slots__ = ("_injection", "_interception", "_passthrough")
+    __slots__ = ("_all", "_injection", "_interception", "_passthrough")
+
+    _all: tuple[InterceptionHooks | PassthroughHooks | InjectionHooks, ...]
 
     def __init__(self, *addons: InterceptionHooks | PassthroughHooks | InjectionHooks) -> None:
+        flat: list[InterceptionHooks | PassthroughHooks | InjectionHooks] = []
+        for addon in addons:
+            if isinstance(addon, Addons):
+                flat += addon._all
+            else:
+                flat.append(addon)
+        self._all = addons = tuple(flat)
         self._interception = tuple(a for a in addons if isinstance(a, InterceptionHooks))
         self._passthrough = tuple(a for a in addons if isinstance(a, PassthroughHooks))
         self._injection = tuple(a for a in addons if isinstance(a, InjectionHooks))

@@ -41,7 +41,7 @@ from aiohttp import web
 
 from aibridge import tracing
 from aibridge.actor import Actor
-from aibridge.governance.limiter import Demand, Limiter, Refusal
+from aibridge.governance.limiter import NO_LIMIT_TICKET, Demand, Limiter, Refusal, Ticket
 from aibridge.ids import new_uuid4
 from aibridge.intercept import bedrock
 from aibridge.intercept.actor_headers import actor_metadata, add_actor_headers
@@ -172,16 +172,23 @@ class Interceptor:
         if tracer is not None:
             ix.trace = InterceptionTrace(tracer, ix, request)
         hooks = self.hooks
-        admitted = await self.limiter.admit(
-            Demand(
-                actor=actor,
-                provider_name=provider.name,
-                provider_type=provider.type,
-                model=info.model or "",
-                body_bytes=len(body),
-                max_output_tokens=info.max_output_tokens,
+        limiter = self.limiter
+        admitted: Ticket | Refusal
+        if limiter.unlimited(actor):
+            # The usual case: no Demand built, no coroutine awaited, nothing to settle
+            # (still decided per request: limits set meanwhile apply from the next one).
+            admitted = NO_LIMIT_TICKET
+        else:
+            admitted = await limiter.admit(
+                Demand(
+                    actor=actor,
+                    provider_name=provider.name,
+                    provider_type=provider.type,
+                    model=info.model or "",
+                    body_bytes=len(body),
+                    max_output_tokens=info.max_output_tokens,
+                )
             )
-        )
         if isinstance(admitted, Refusal):
             # Recorded like any interception (who hit which limit), answered at once.
             hooks.started(ix)
@@ -230,7 +237,9 @@ class Interceptor:
             hooks.ended(ix, outcome)
             if ix.trace is not None:
                 ix.trace.end(outcome)
-            if cancelled:
+            if admitted is NO_LIMIT_TICKET:
+                pass  # nothing held, nothing to count
+            elif cancelled:
                 # No await on a cancelled task's way out: the settlement runs in the
                 # background with the usage observed so far.
                 admitted.release_nowait()

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from aibridge.actor import Actor
 from aibridge.governance.prices import EMPTY_PRICES, PriceTable
-from aibridge.ids import new_uuid4
+from aibridge.ids import new_uuid7
 from aibridge.recording.records import (
     ErrorType,
     InterceptionEnded,
@@ -273,7 +273,7 @@ def observation_records(
     if prompt:
         out.append(
             PromptRecord(
-                id=new_uuid4(),
+                id=new_uuid7(),
                 interception_id=interception_id,
                 provider_response_id=obs.response_id or "",
                 prompt=prompt,
@@ -282,11 +282,11 @@ def observation_records(
             )
         )
     # Parallel calls of one response share a time; a microsecond apart keeps their order
-    # (the readers sort by created_at, and the ids are random).
+    # (the readers sort by created_at; ids made in one millisecond are in random order).
     for position, call in enumerate(obs.tool_calls):
         out.append(
             ToolUsageRecord(
-                id=new_uuid4(),
+                id=new_uuid7(),
                 interception_id=interception_id,
                 provider_response_id=call.response_id or obs.response_id or "",
                 tool=call.name,
@@ -303,7 +303,7 @@ def observation_records(
     for position, thought in enumerate(obs.thoughts):
         out.append(
             ThoughtRecord(
-                id=new_uuid4(),
+                id=new_uuid7(),
                 interception_id=interception_id,
                 content=thought.content,
                 metadata={"source": thought.source},
@@ -328,7 +328,7 @@ def usage_record(
         cache_write=usage.cache_write,
     )
     return TokenUsageRecord(
-        id=new_uuid4(),
+        id=new_uuid7(),
         interception_id=ix.id,
         provider_response_id=usage.response_id or "",
         provider_model=usage.model,
@@ -348,7 +348,7 @@ def injected_tool_record(ix: InterceptionView, call: InvocationView) -> ToolUsag
     """An injected tool call: its original MCP name, server URL, arguments and the
     invocation error if any."""
     return ToolUsageRecord(
-        id=new_uuid4(),
+        id=new_uuid7(),
         interception_id=ix.id,
         provider_response_id=call.response_id or "",
         tool=call.name,

@@ -14,13 +14,14 @@ from __future__ import annotations
 import dataclasses
 import typing
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Literal
 
 import orjson
 
-from aibridge.ids import new_uuid4
+from aibridge.ids import new_uuid4, new_uuid7
 from aibridge.store.types import utcnow
 
 CREDENTIAL_KINDS = ("centralized", "byok")
@@ -118,7 +119,7 @@ class TokenUsageRecord:
 
     kind: ClassVar[str] = "token_usage"
 
-    id: uuid.UUID = field(default_factory=new_uuid4)
+    id: uuid.UUID = field(default_factory=new_uuid7)
     interception_id: uuid.UUID
     provider_response_id: str = ""
     provider_model: str | None = None
@@ -142,7 +143,7 @@ class PromptRecord:
 
     kind: ClassVar[str] = "prompt_usage"
 
-    id: uuid.UUID = field(default_factory=new_uuid4)
+    id: uuid.UUID = field(default_factory=new_uuid7)
     interception_id: uuid.UUID
     provider_response_id: str = ""
     prompt: str
@@ -156,7 +157,7 @@ class ToolUsageRecord:
 
     kind: ClassVar[str] = "tool_usage"
 
-    id: uuid.UUID = field(default_factory=new_uuid4)
+    id: uuid.UUID = field(default_factory=new_uuid7)
     interception_id: uuid.UUID
     provider_response_id: str = ""
     tool: str
@@ -178,7 +179,7 @@ class ThoughtRecord:
 
     kind: ClassVar[str] = "model_thought"
 
-    id: uuid.UUID = field(default_factory=new_uuid4)
+    id: uuid.UUID = field(default_factory=new_uuid7)
     interception_id: uuid.UUID
     content: str
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -226,15 +227,36 @@ def _conversions(cls: type[Any]) -> tuple[frozenset[str], frozenset[str]]:
 _CONVERSIONS = {kind: _conversions(cls) for kind, cls in RECORD_TYPES.items()}
 
 
-# ``{"kind":"…",`` per kind: the rest of the object is orjson's own dataclass encoding
-# (fields in declaration order), about half the cost of building a dict first.
-_KIND_PREFIX = {kind: b'{"kind":' + orjson.dumps(kind) + b"," for kind in RECORD_TYPES}
+def _as_dict(cls: type[Any]) -> Callable[[Any], dict[str, Any]]:
+    """A function that returns a record of ``cls`` as a dict: ``kind`` first, then the
+    fields in declaration order (what :func:`record_to_json` encodes).
+
+    Generated once per class, like the methods :mod:`dataclasses` generates: a dict
+    display reading each attribute is about three times faster than both
+    ``dataclasses.asdict`` and orjson's own encoding of a slotted dataclass (which looks
+    every field up by name), and this runs on the event loop for every record (the crash
+    journal). Only field names (identifiers) and the class's constant ``kind`` go into the
+    source."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    if not all(name.isidentifier() for name in names):
+        raise TypeError(f"{cls.__name__}: field names must be identifiers")
+    items = ", ".join([f'"kind": {cls.kind!r}', *(f"{name!r}: r.{name}" for name in names)])
+    function: Callable[[Any], dict[str, Any]] = eval(f"lambda r: {{{items}}}")
+    return function
+
+
+_AS_DICT: dict[type[Any], Callable[[Any], dict[str, Any]]] = {
+    cls: _as_dict(cls) for cls in RECORD_TYPES.values()
+}
 
 
 def record_to_json(rec: Record) -> bytes:
     """One JSON object (no newline) with a ``kind`` key; unserialisable metadata values
     are stringified rather than failing the record."""
-    return _KIND_PREFIX[rec.kind] + orjson.dumps(rec, default=str)[1:]
+    as_dict = _AS_DICT.get(type(rec))
+    if as_dict is None:  # a subclass (tests): orjson's own dataclass encoding
+        return b'{"kind":' + orjson.dumps(rec.kind) + b"," + orjson.dumps(rec, default=str)[1:]
+    return orjson.dumps(as_dict(rec), default=str)
 
 
 def record_from_json(raw: bytes | str | dict[str, Any]) -> Record:
