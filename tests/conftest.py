@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aibridge.fakellm import Exchange, load_exchanges
+from aibridge.testing.clients import close_clients
 from aibridge.testing.databases import (
     PG_ENV,
     REQUIRE_PG_ENV,
@@ -40,6 +41,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if argument in metafunc.fixturenames:
             chosen = [e for e in captured_exchanges() if e.streaming or not streams_only]
             metafunc.parametrize(argument, chosen, ids=[e.name for e in chosen])
+
+
+@pytest.fixture(autouse=True)
+async def close_sdk_clients() -> AsyncIterator[None]:
+    """Close the SDK clients a test made (aibridge.testing.clients) on its own event loop:
+    one left open would be closed by the next test that closes clients, on another loop."""
+    yield
+    await close_clients()
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import pytest
 
 from aibridge.proxy.ca import CertificateAuthority
 from aibridge.proxy.daemon import ProxyOptions
-from aibridge.testing.clients import close_clients
 from aibridge.testing.proxy import (
     ProxyStack,
     TLSUpstream,
@@ -18,12 +17,6 @@ from aibridge.testing.proxy import (
     tls_upstream,
 )
 from aibridge.testing.stack import stack
-
-
-@pytest.fixture(autouse=True)
-async def _close_sdk_clients() -> AsyncIterator[None]:
-    yield
-    await close_clients()
 
 
 @pytest.fixture(scope="session")

@@ -52,6 +52,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.asyncio(loop_scope="session"), append=False)
 
 
+@pytest.fixture(autouse=True)
+def close_sdk_clients() -> None:
+    """The browser tests make no SDK clients; this replaces the suite's async fixture of
+    the same name, which would run on another loop than these tests."""
+
+
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def browser() -> AsyncIterator[Browser]:
     """Headless Debian Chromium (skips, or fails under AIBRIDGE_TEST_REQUIRE_BROWSER=1,
