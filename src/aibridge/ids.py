@@ -51,18 +51,26 @@ _setattr = object.__setattr__
 _UNKNOWN = uuid.SafeUUID.unknown
 
 
-def new_uuid4() -> uuid.UUID:
-    """A random UUID, equal in kind to ``uuid.uuid4()``."""
+def _random_bits() -> int:
+    """128 bits from the pool (refilled in bulk when empty), already a version-4 UUID's."""
     while True:
         try:
-            value = _pool.pop()
-            break
+            return _pool.pop()
         except IndexError:
             _refill()
+
+
+def _uuid(value: int) -> uuid.UUID:
+    # Built without ``UUID.__init__``'s argument checks: ``value`` is always 128 bits.
     u: uuid.UUID = _new(uuid.UUID)
     _setattr(u, "int", value)
     _setattr(u, "is_safe", _UNKNOWN)
     return u
+
+
+def new_uuid4() -> uuid.UUID:
+    """A random UUID, equal in kind to ``uuid.uuid4()``."""
+    return _uuid(_random_bits())
 
 
 def new_uuid7() -> uuid.UUID:
@@ -71,13 +79,5 @@ def new_uuid7() -> uuid.UUID:
     does not step back; they stay unique if it does); within one millisecond their order
     is random. The creation time can be read from the id: use it for rows whose ids no
     client sees (an interception's own id stays a :func:`new_uuid4`)."""
-    while True:
-        try:
-            value = _pool.pop()
-            break
-        except IndexError:
-            _refill()
-    u: uuid.UUID = _new(uuid.UUID)
-    _setattr(u, "int", (value & _CLEAR7) | _SET7 | (time.time_ns() // 1_000_000) << 80)
-    _setattr(u, "is_safe", _UNKNOWN)
-    return u
+    value = _random_bits()
+    return _uuid((value & _CLEAR7) | _SET7 | (time.time_ns() // 1_000_000) << 80)
