@@ -204,92 +204,55 @@ def started_stack(plan: Plan, tmp: Path) -> Iterator[tuple[Stack, list[Target]]]
         upstream = stack.start_upstream()
         up = upstream.base_url
         targets = [upstream, stack.start_bare(up, relay_cpu)]
-        targets.append(
-            stack.start_aibridge(
-                "aibridge",
-                python=sys.executable,
-                source=f"this tree @ {_tree_revision()}",
-                upstream=up,
-                cpu=relay_cpu,
-                postgres_url=pg,
-                log_level=plan.log_level,
-            )
-        )
-        if plan.limits:
-            # The same tree with every limit set (none reached): the limiter's cost.
+
+        def aibridge(name: str, source: str, **extra: Any) -> None:
+            # Every gateway target shares the upstream, core, database and log level.
+            options: dict[str, Any] = {"python": sys.executable, "cpu": relay_cpu} | extra
             targets.append(
                 stack.start_aibridge(
-                    "aibridge+limits",
-                    python=sys.executable,
-                    source=f"this tree @ {_tree_revision()}, every limit set, in-process",
+                    name,
+                    source=source,
                     upstream=up,
-                    cpu=relay_cpu,
                     postgres_url=pg,
                     log_level=plan.log_level,
-                    limits=True,
+                    **options,
                 )
             )
+
+        tree = f"this tree @ {_tree_revision()}"
+        aibridge("aibridge", tree)
+        if plan.limits:
+            # The same tree with every limit set (none reached): the limiter's cost.
+            aibridge("aibridge+limits", f"{tree}, every limit set, in-process", limits=True)
         if plan.tracing:
             # The same tree with OpenTelemetry traces on, exported to a sink that answers
             # at once: the cost of making and exporting spans, per sampling ratio.
             sink = stack.start_trace_sink()
             for ratio in plan.tracing_ratios:
-                name = "aibridge+tracing" if ratio == 1 else f"aibridge+tracing@{ratio:g}"
-                targets.append(
-                    stack.start_aibridge(
-                        name,
-                        python=sys.executable,
-                        source=(
-                            f"this tree @ {_tree_revision()}, OTEL_TRACES_EXPORTER=otlp, "
-                            f"parentbased_traceidratio {ratio:g}"
-                        ),
-                        upstream=up,
-                        cpu=relay_cpu,
-                        postgres_url=pg,
-                        trace_sink=sink,
-                        trace_ratio=ratio,
-                        log_level=plan.log_level,
-                    )
+                aibridge(
+                    "aibridge+tracing" if ratio == 1 else f"aibridge+tracing@{ratio:g}",
+                    f"{tree}, OTEL_TRACES_EXPORTER=otlp, parentbased_traceidratio {ratio:g}",
+                    trace_sink=sink,
+                    trace_ratio=ratio,
                 )
         if plan.limits_redis:
-            targets.append(
-                stack.start_aibridge(
-                    "aibridge+limits+redis",
-                    python=sys.executable,
-                    source=f"this tree @ {_tree_revision()}, every limit set, on Redis",
-                    upstream=up,
-                    cpu=relay_cpu,
-                    postgres_url=pg,
-                    log_level=plan.log_level,
-                    limits=True,
-                    redis_url=plan.limits_redis,
-                )
+            aibridge(
+                "aibridge+limits+redis",
+                f"{tree}, every limit set, on Redis",
+                limits=True,
+                redis_url=plan.limits_redis,
             )
         if plan.ref:
             python, sha = stack.prepare_ref(plan.ref)
-            targets.append(
-                stack.start_aibridge(
-                    f"aibridge@{plan.ref}",
-                    python=python,
-                    source=f"git worktree of {plan.ref} @ {sha[:10]}",
-                    upstream=up,
-                    cpu=relay_cpu,
-                    postgres_url=pg,
-                    log_level=plan.log_level,
-                )
+            aibridge(
+                f"aibridge@{plan.ref}", f"git worktree of {plan.ref} @ {sha[:10]}", python=python
             )
         if plan.workers > 1:
-            targets.append(
-                stack.start_aibridge(
-                    f"aibridge-w{plan.workers}",
-                    python=sys.executable,
-                    source=f"this tree, serve --workers {plan.workers}",
-                    upstream=up,
-                    cpu=None,
-                    workers=plan.workers,
-                    postgres_url=pg,
-                    log_level=plan.log_level,
-                )
+            aibridge(
+                f"aibridge-w{plan.workers}",
+                f"this tree, serve --workers {plan.workers}",
+                cpu=None,
+                workers=plan.workers,
             )
         yield stack, targets
     finally:

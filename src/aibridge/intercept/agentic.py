@@ -160,14 +160,10 @@ class ToolLoop:
             if trace is None:
                 sent = await self.itc._send(ix, self.request, self.route, self.conversation.body())
             else:
-                self._span = trace.upstream()
-                sent = await self.itc._send(
-                    ix, self.request, self.route, self.conversation.body(), self._span
+                # Open only for a blocking answer whose body is still to be read.
+                sent, self._span = await self.itc._send_traced(
+                    trace, ix, self.request, self.route, self.conversation.body()
                 )
-                trace.upstream_answered(self._span, sent)
-                if ix.request.stream or not isinstance(sent, aiohttp.ClientResponse):
-                    # A stream's span covers opening it; a failed call's ends here.
-                    self._end_span()
             if not isinstance(sent, aiohttp.ClientResponse):
                 response, outcome = sent
                 if self.out is None:

@@ -295,18 +295,12 @@ class Interceptor:
     ) -> tuple[web.StreamResponse, Outcome]:
         """:meth:`_exchange`'s call and relay in an ``Upstream`` span: a stream's covers
         opening it, a blocking call's also reading the body."""
-        upstream = trace.upstream()
-        span: tracing.Span | None = upstream
+        sent, span = await self._send_traced(trace, ix, request, route, body)
         try:
-            sent = await self._send(ix, request, route, body, upstream)
-            trace.upstream_answered(upstream, sent)
             response: web.StreamResponse
             if not isinstance(sent, aiohttp.ClientResponse):
                 response, outcome = sent
             else:
-                if ix.request.stream:
-                    upstream.end()
-                    span = None
                 try:
                     response, outcome = await self._relay(ix, request, sent, api, hide_usage)
                 finally:
@@ -319,6 +313,29 @@ class Interceptor:
         finally:
             if span is not None:
                 span.end()
+
+    async def _send_traced(
+        self,
+        trace: InterceptionTrace,
+        ix: Interception,
+        request: web.Request,
+        route: BridgedRoute,
+        body: bytes,
+    ) -> tuple[aiohttp.ClientResponse | tuple[web.Response, Outcome], tracing.Span | None]:
+        """:meth:`_send` in a new ``Upstream`` span (each call of the tool loop too). The
+        span comes back still open only for a blocking call that answered: it also covers
+        reading the body, and the caller ends it; a stream's covers only opening it."""
+        span = trace.upstream()
+        try:
+            sent = await self._send(ix, request, route, body, span)
+        except BaseException:
+            span.end()
+            raise
+        trace.upstream_answered(span, sent)
+        if ix.request.stream or not isinstance(sent, aiohttp.ClientResponse):
+            span.end()
+            return sent, None
+        return sent, span
 
     async def _send(
         self,
