@@ -1,4 +1,4 @@
-"""Random (version 4) UUIDs for record ids, cheaper than :func:`uuid.uuid4`.
+"""Random (version 4) and time-ordered (version 7) UUIDs, cheaper than :func:`uuid.uuid4`.
 
 ``uuid.uuid4()`` makes one ``getrandom`` system call and runs ``UUID.__init__`` (argument
 checks, bit twiddling in Python) for every id; a bridged request needs three or four ids.
@@ -7,10 +7,13 @@ CSPRNG, so the ids are exactly as unpredictable), and the UUID object is built d
 from the integer with the version and variant bits set as ``UUID(version=4)`` sets them.
 
 :func:`new_uuid7` makes time-ordered ids (RFC 9562 version 7: Unix milliseconds first,
-then 74 random bits from the same pool) for rows that only the database indexes: a
-random key lands on a random page of its index, so every insert into a big table dirties
-(and writes to the WAL at commit) a page of its own, while time-ordered keys append to
-the last pages (``bench/sinkbench.py``: the SQLite writer's CPU per request).
+then 74 random bits from the same pool) for every record, the interception's own id
+included: a random key lands on a random page of its index, so every insert into a big
+table dirties (and writes to the WAL at commit) a page of its own, while time-ordered
+keys append to the last pages (``bench/sinkbench.py``: the SQLite writer's CPU per
+request halves). Coder's gateway gives interceptions a version-4 id; nothing reads the
+version, the 74 random bits keep ids unguessable, and the millisecond the id shows is
+when the client itself sent the request (docs/benchmarks.md "Round 12").
 """
 
 from __future__ import annotations
@@ -77,7 +80,6 @@ def new_uuid7() -> uuid.UUID:
     """A time-ordered UUID (version 7): the wall clock's Unix milliseconds, then 74
     random bits. Ids made in different milliseconds sort by time (as long as the clock
     does not step back; they stay unique if it does); within one millisecond their order
-    is random. The creation time can be read from the id: use it for rows whose ids no
-    client sees (an interception's own id stays a :func:`new_uuid4`)."""
+    is random. The creation time can be read from the id."""
     value = _random_bits()
     return _uuid((value & _CLEAR7) | _SET7 | (time.time_ns() // 1_000_000) << 80)

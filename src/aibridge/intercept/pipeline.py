@@ -42,7 +42,7 @@ from aiohttp import web
 from aibridge import tracing
 from aibridge.actor import Actor
 from aibridge.governance.limiter import NO_LIMIT_TICKET, Demand, Limiter, Refusal, Ticket
-from aibridge.ids import new_uuid4
+from aibridge.ids import new_uuid7
 from aibridge.intercept import bedrock
 from aibridge.intercept.actor_headers import actor_metadata, add_actor_headers
 from aibridge.intercept.admission import RATELIMIT_HEADERS, refusal_outcome, refused
@@ -156,7 +156,7 @@ class Interceptor:
         headers = request.headers
         client = detect_client(headers)
         ix = Interception(
-            id=new_uuid4(),
+            id=new_uuid7(),
             provider=provider,
             api=route.api,
             actor=actor,

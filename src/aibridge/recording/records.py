@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Literal
 
 import orjson
 
-from aibridge.ids import new_uuid4, new_uuid7
+from aibridge.ids import new_uuid7
 from aibridge.store.types import utcnow
 
 CREDENTIAL_KINDS = ("centralized", "byok")
@@ -80,7 +80,7 @@ class InterceptionStarted:
 
     kind: ClassVar[str] = "interception_start"
 
-    id: uuid.UUID = field(default_factory=new_uuid4)
+    id: uuid.UUID = field(default_factory=new_uuid7)
     initiator_id: uuid.UUID
     provider: str
     provider_name: str

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -277,6 +278,8 @@ async def test_each_completion_records_one_interception_with_usage_prompt_and_to
             rec = await nth_recording(s, n, model)
             assert_codex_interception(rec, model, dev, session)
             i = rec.interception
+            # Time-ordered ids: the interceptions index appends (ids.py).
+            assert uuid.UUID(str(i.id)).version == 7
             assert i.credential_kind == "centralized"
             assert i.credential_hint is not None and PROVIDER_KEY not in i.credential_hint
             u = scenario.usage

@@ -10,6 +10,7 @@ socket with the pooled key, relays every frame unchanged and records one interce
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -144,6 +145,7 @@ async def test_two_turns_on_one_socket_are_two_interceptions_with_exact_usage(s:
     got = await rows(s)
     assert [r.interception.error_type for r in got] == [None, None]
     assert [r.interception.model for r in got] == ["gpt-4.1", "gpt-4.1"]
+    assert [uuid.UUID(str(r.interception.id)).version for r in got] == [7, 7]
     assert [r.interception.credential_hint for r in got] == [mask_secret(PROVIDER_KEY)] * 2
     assert [[p.prompt for p in r.prompts] for r in got] == [["hello one"], ["hello two"]]
     usages = [

@@ -53,7 +53,7 @@ from yarl import URL
 
 from aibridge.actor import Actor
 from aibridge.governance.limiter import Demand, Limiter, Refusal, Ticket
-from aibridge.ids import new_uuid4
+from aibridge.ids import new_uuid7
 from aibridge.intercept.actor_headers import actor_metadata, add_actor_headers
 from aibridge.intercept.admission import refusal_outcome, refused
 from aibridge.intercept.byok import credential_hint
@@ -680,7 +680,7 @@ class ResponsesSocket:
     def _interception(self, info: RequestInfo) -> Interception:
         headers = self.request.headers
         return Interception(
-            id=new_uuid4(),
+            id=new_uuid7(),
             provider=self.provider,
             api="responses",
             actor=self.actor,
