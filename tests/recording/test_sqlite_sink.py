@@ -145,3 +145,25 @@ async def test_an_end_that_changes_no_row_is_missing_only_without_its_start(
             await sink.close()
     ended = column(tmp_path / "aibridge.db", "ended_at")
     assert sum(1 for value in ended if value is not None) == len(ends)
+
+
+async def test_an_end_replayed_with_a_start_already_written_still_ends_its_row(
+    tmp_path: Path,
+) -> None:
+    """An end in its start's batch is written by the start's INSERT; when that start row
+    is already there (the start was written before a crash, the journal replays both),
+    the INSERT does nothing and the end must still land."""
+    async with migrated_engine(sqlite_file_url(tmp_path)) as engine:
+        sink = SqliteSink(tmp_path / "aibridge.db", engine.dialect)
+        records = batch(uuid.uuid4())
+        starts = [r for r in records if isinstance(r, InterceptionStarted)]
+        ends = [r for r in records if isinstance(r, InterceptionEnded)]
+        async with asyncio.timeout(T):
+            assert await sink.write(starts[:2]) == []
+            assert await sink.write(records) == []
+            await sink.close()
+    ended = column(tmp_path / "aibridge.db", "ended_at")
+    assert len(ended) == len(starts)
+    assert sum(1 for value in ended if value is not None) == len(ends)
+    hints = column(tmp_path / "aibridge.db", "credential_hint")
+    assert sorted(hints) == sorted(["sk-…wxyz", "sk-…abcd", "sk-…abcd", "sk-…abcd", "sk-…wxyz"])

@@ -5,7 +5,8 @@ Through SQLAlchemy and aiosqlite, one recorder transaction costs five thread han
 request pays for one (its start record). This sink owns a plain :mod:`sqlite3`
 connection on its own thread and runs a whole batch there in a single call:
 ``BEGIN IMMEDIATE``; one ``executemany`` per table (``ON CONFLICT (id) DO NOTHING``, so a
-replayed record lands once); the end records as UPDATEs; ``COMMIT``.
+replayed record lands once), an end whose start is in the same batch folded into the
+start's row; the other end records as UPDATEs; ``COMMIT``.
 
 Values are converted with the bind processors of the application's own SQLAlchemy
 dialect and the statements are compiled from the same table definitions, so the rows are
@@ -37,7 +38,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 
-from aibridge.recording.records import InterceptionEnded, Record
+from aibridge.recording.records import InterceptionEnded, InterceptionStarted, Record
 from aibridge.recording.sink import (
     _ABANDONED_UPDATE,
     _END_UPDATE,
@@ -90,6 +91,16 @@ def _processor(type_: Any, proc: _Processor) -> _Processor:
     if isinstance(type_, JSON):
         return _json_text(proc)
     return proc
+
+
+def _fold_end(row: dict[str, Any], end: InterceptionEnded) -> None:
+    """Write ``end`` into its interception's start row, as :data:`_END_UPDATE` would
+    update it (a missing hint keeps the start's)."""
+    row["ended_at"] = end.ended_at
+    row["error_type"] = end.error_type
+    row["error_message"] = end.error_message
+    if end.credential_hint is not None:
+        row["credential_hint"] = end.credential_hint
 
 
 def _compile_insert(table: Table, dialect: Dialect) -> tuple[str, list[tuple[str, _Processor]]]:
@@ -310,14 +321,34 @@ class SqliteSink:
                 ends.append(r)
             else:
                 by_type.setdefault(type(r), []).append(r)
+        # An end whose start is in this batch is written by the start's INSERT: one row
+        # written once instead of inserted then updated (most requests at low load).
+        folded: dict[Any, InterceptionEnded] = {}
+        starts = by_type.get(InterceptionStarted)
+        if ends and starts:
+            started = {r.id for r in starts}
+            rest: list[InterceptionEnded] = []
+            for e in ends:
+                if e.id in started and e.id not in folded:
+                    folded[e.id] = e
+                else:
+                    rest.append(e)  # no start here, or a second end (a no-op UPDATE)
+            ends = rest
         for cls, sql, params, to_row in self._inserts:
             batch = by_type.get(cls)
             if batch:
                 rows = []
                 for r in batch:
                     row = to_row(r)
+                    if folded and (end := folded.get(row["id"])) is not None:
+                        _fold_end(row, end)
                     rows.append([p(row[k]) if p else row[k] for k, p in params])
-                conn.executemany(sql, rows)
+                inserted = conn.executemany(sql, rows).rowcount
+                if cls is InterceptionStarted and folded and inserted != len(rows):
+                    # Some start row was already there (a replay), so its INSERT did
+                    # nothing and the end folded into it was not written: UPDATE them all
+                    # (a no-op where the insert did write it).
+                    ends = [*folded.values(), *ends]
         if not ends:
             return []
         rows = []
