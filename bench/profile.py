@@ -79,6 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="/tmp/aibridge-profile")
     parser.add_argument("--idle", action="store_true", help="also record idle frames")
     parser.add_argument(
+        "--perf",
+        action="store_true",
+        help="record with Linux perf instead of py-spy (kernel and native frames)",
+    )
+    parser.add_argument(
         "--gil",
         action="store_true",
         help="only samples of the thread holding the GIL (a thread waiting for it is "
@@ -110,16 +115,20 @@ def main(argv: list[str] | None = None) -> int:
         url, headers = gateway.url(api), gateway.headers(api)
         runner.run(url, headers, api, stream, ns.concurrency, ns.warmup)
         assert gateway.pid is not None
-        spy = [_py_spy(), "record", "--pid", str(gateway.pid), "--rate", str(ns.rate)]
-        spy += ["--duration", str(ns.duration), "--nonblocking"]
-        spy += ["--idle"] if ns.idle else []
-        spy += ["--gil"] if ns.gil else []
-        raw = out.with_suffix(".txt")
-        recorder = subprocess.Popen(
-            [*spy, "--format", "raw", "--output", str(raw)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        if ns.perf:
+            # Kernel and native frames too (py-spy sees only Python's): where a system
+            # call's time goes. No Python frames unless the interpreter has perf maps.
+            raw = out.with_suffix(".perf")
+            spy = ["perf", "record", "-F", str(ns.rate), "-g", "--pid", str(gateway.pid)]
+            spy += ["-o", str(raw), "--", "sleep", str(ns.duration)]
+        else:
+            raw = out.with_suffix(".txt")
+            spy = [_py_spy(), "record", "--pid", str(gateway.pid), "--rate", str(ns.rate)]
+            spy += ["--duration", str(ns.duration), "--nonblocking"]
+            spy += ["--idle"] if ns.idle else []
+            spy += ["--gil"] if ns.gil else []
+            spy += ["--format", "raw", "--output", str(raw)]
+        recorder = subprocess.Popen(spy, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         # py-spy attaches in well under a second; the load outlasts the recording.
         time.sleep(0.5)
         cpu_before = cpu_seconds(gateway.relay_pids())
@@ -145,8 +154,15 @@ def main(argv: list[str] | None = None) -> int:
                 spent = (after - threads_before.get(thread, 0.0)) / result["requests"] * 1e6
                 if spent >= 1:
                     print(f"  thread {thread}: {spent:.0f} µs CPU/req")
-        print(f"collapsed stacks: {raw}\n")
-        print(top_functions(raw, ns.top))
+        if ns.perf:
+            report = ["perf", "report", "-i", str(raw), "--no-children", "--stdio"]
+            report += ["--sort", "dso,sym", "-g", "none", "--percent-limit", "0.3"]
+            listing = subprocess.run(report, capture_output=True, text=True, check=False)
+            print(f"perf data: {raw}\n")
+            print("\n".join(listing.stdout.splitlines()[: ns.top + 12]))
+        else:
+            print(f"collapsed stacks: {raw}\n")
+            print(top_functions(raw, ns.top))
     finally:
         stack.close()
         shutil.rmtree(tmp, ignore_errors=True)
