@@ -39,7 +39,7 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from aibridge.server.runner import run as run_loop
+from aibridge.eventloop import run as run_loop
 from aibridge.server.runner import tune_gc
 from aibridge.store.db import create_engine, session_factory
 from aibridge.store.models import ApiKey, User
