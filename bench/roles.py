@@ -7,6 +7,9 @@
   ONE shared ``aiohttp.ClientSession`` (no connection limit, no total timeout) and returns
   the JSON, or relays the stream chunk by chunk with ``iter_any()``. No auth, no parsing,
   no recording: the floor any gateway on this stack pays;
+* **bare-recording**: the bare relay plus exact recording through the gateway's own
+  recorder (journal, batches, the SQLite writer thread), and nothing else: what the
+  issue-9 requirement "recording stays on" costs by itself;
 * **load**: the Python load generator (used when ``wrk`` is missing, and for TTFB);
 * **trace-sink**: an OTLP/HTTP trace collector that reads each export and answers 200
   at once (``--tracing``: the gateway's exporter has somewhere cheap to send to).
@@ -165,6 +168,114 @@ async def serve_bare(port: int, upstream: str) -> None:
     await _serve([("/{tail:.*}", relay)], port, close_session)
 
 
+def _usage_of(event: bytes) -> dict[str, Any] | None:
+    """The ``usage`` object of one SSE event or JSON body (None without one)."""
+    import orjson
+
+    start = event.find(b"{")
+    if start < 0:
+        return None
+    try:
+        data = orjson.loads(event[start:])
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    usage = data.get("usage") or (data.get("message") or {}).get("usage")
+    return usage if isinstance(usage, dict) else None
+
+
+async def serve_bare_recording(port: int, upstream: str, data_dir: str, user_id: str) -> None:
+    """The bare relay plus exact recording and nothing else: the floor of issue 9's
+    "recording stays on". Per request it decodes the body (model, last prompt), records
+    the interception's start before the upstream call, reads the usage from the reply
+    (every SSE event that carries one), and records the usage, the prompt and the end,
+    through the gateway's own recorder (journal, batches, the SQLite writer thread) into
+    the migrated database in ``data_dir``. No auth, routing, metrics, pool, limits or
+    access log."""
+    import uuid
+    from pathlib import Path
+
+    import aiohttp
+    import orjson
+    from aiohttp import web
+
+    from aibridge.recording.recorder import Recorder
+    from aibridge.recording.records import (
+        InterceptionEnded,
+        InterceptionStarted,
+        PromptRecord,
+        TokenUsageRecord,
+    )
+    from aibridge.store.db import create_engine, session_factory
+
+    directory = Path(data_dir)
+    engine = create_engine(f"sqlite+aiosqlite:///{directory / 'aibridge.db'}")
+    recorder = Recorder.for_database(session_factory(engine), directory)
+    await recorder.start()
+    user = uuid.UUID(user_id)
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0),
+        timeout=aiohttp.ClientTimeout(total=None),
+        auto_decompress=False,
+    )
+    forwarded = ("Content-Type", "Authorization", "x-api-key", "anthropic-version")
+
+    async def relay(request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        decoded = orjson.loads(body)
+        content = decoded["messages"][-1]["content"]
+        prompt = content if isinstance(content, str) else None
+        provider = "anthropic" if request.path.endswith("/messages") else "openai"
+        start = InterceptionStarted(
+            initiator_id=user, provider=provider, provider_name=provider, model=decoded["model"]
+        )
+        recorder.record(start)
+        headers = {k: v for k in forwarded if (v := request.headers.get(k)) is not None}
+        usages: list[dict[str, Any]] = []
+        async with session.post(upstream + request.path, data=body, headers=headers) as up:
+            ctype = up.headers.get("Content-Type", "application/json")
+            if not ctype.startswith("text/event-stream"):
+                data = await up.read()
+                usage = _usage_of(data)
+                usages += [usage] if usage else []
+                out: web.StreamResponse = web.Response(
+                    body=data, status=up.status, headers={"Content-Type": ctype}
+                )
+            else:
+                out = web.StreamResponse(status=up.status, headers={"Content-Type": ctype})
+                await out.prepare(request)
+                pending = b""
+                async for chunk in up.content.iter_any():
+                    await out.write(chunk)
+                    *events, pending = (pending + chunk).split(b"\n\n")
+                    for event in events:
+                        if b'"usage"' in event and (usage := _usage_of(event)) is not None:
+                            usages.append(usage)
+        for usage in usages:
+            recorder.record(
+                TokenUsageRecord(
+                    interception_id=start.id,
+                    input=usage.get("input_tokens") or usage.get("prompt_tokens") or 0,
+                    output=usage.get("output_tokens") or usage.get("completion_tokens") or 0,
+                )
+            )
+        if prompt is not None:
+            recorder.record(PromptRecord(interception_id=start.id, prompt=prompt))
+        recorder.record(InterceptionEnded(id=start.id))
+        if isinstance(out, web.Response):
+            return out
+        await out.write_eof()
+        return out
+
+    async def close(_app: web.Application) -> None:
+        await session.close()
+        await recorder.close()
+        await engine.dispose()
+
+    await _serve([("/{tail:.*}", relay)], port, close)
+
+
 async def serve_trace_sink(port: int) -> None:
     """``POST /v1/traces``: read the export, answer an empty ``ExportTraceServiceResponse``
     (zero bytes is its protobuf encoding)."""
@@ -186,6 +297,11 @@ def main(argv: list[str] | None = None) -> int:
     bare = sub.add_parser("bare", help="bare aiohttp relay")
     bare.add_argument("--port", type=int, default=0)
     bare.add_argument("--upstream", required=True, help="http://127.0.0.1:PORT")
+    rec = sub.add_parser("bare-recording", help="bare relay + exact recording (issue 9's floor)")
+    rec.add_argument("--port", type=int, default=0)
+    rec.add_argument("--upstream", required=True, help="http://127.0.0.1:PORT")
+    rec.add_argument("--data-dir", required=True, help="a data dir with a migrated database")
+    rec.add_argument("--user-id", required=True, help="the recorded interceptions' initiator")
     sink = sub.add_parser("trace-sink", help="OTLP/HTTP trace sink (answers 200)")
     sink.add_argument("--port", type=int, default=0)
     load = sub.add_parser("load", help="Python load generator (prints one JSON line)")
@@ -204,6 +320,10 @@ def main(argv: list[str] | None = None) -> int:
         if not ns.upstream.startswith(f"http://{HOST}:"):
             raise SystemExit("the bare relay only talks to loopback")
         run_async(serve_bare(ns.port, ns.upstream))
+    elif ns.role == "bare-recording":
+        if not ns.upstream.startswith(f"http://{HOST}:"):
+            raise SystemExit("the bare relay only talks to loopback")
+        run_async(serve_bare_recording(ns.port, ns.upstream, ns.data_dir, ns.user_id))
     elif ns.role == "trace-sink":
         run_async(serve_trace_sink(ns.port))
     else:

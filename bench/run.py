@@ -72,6 +72,7 @@ class Plan:
     max_requests: int
     limits: bool = False
     limits_redis: str | None = None
+    bare_recording: bool = False
     log_level: str = "warning"
     tracing: bool = False
     tracing_ratios: list[float] = field(default_factory=lambda: [1.0])
@@ -204,6 +205,8 @@ def started_stack(plan: Plan, tmp: Path) -> Iterator[tuple[Stack, list[Target]]]
         upstream = stack.start_upstream()
         up = upstream.base_url
         targets = [upstream, stack.start_bare(up, relay_cpu)]
+        if plan.bare_recording:
+            targets.append(stack.start_bare_recording(up, relay_cpu))
 
         def aibridge(name: str, source: str, **extra: Any) -> None:
             # Every gateway target shares the upstream, core, database and log level.
@@ -263,6 +266,8 @@ def describe(target: Target) -> str:
     """How a target was started (for the header)."""
     if target.kind == "direct":
         return "load generator -> fake upstream"
+    if target.name == "bare+recording":
+        return "the bare relay plus exact recording (journal, batches, SQLite writer thread)"
     if target.kind == "bare":
         return "aiohttp relay, one shared ClientSession"
     return target.source
@@ -306,7 +311,7 @@ def run_benchmark(plan: Plan) -> dict[str, Any]:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     summary = report.summarize(cells)
-    gateways = [t["name"] for t in described if t["name"].startswith("aibridge")]
+    gateways = [t["name"] for t in described if t["name"].startswith(("aibridge", "bare+"))]
     many = f"aibridge-w{plan.workers}"
     doc: dict[str, Any] = {
         "machine": machine_description(plan.pin, plan.workers),
@@ -484,6 +489,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="also run aibridge with every limit set, shared in this Redis",
     )
     p.add_argument(
+        "--bare-recording",
+        action="store_true",
+        help="also run the bare relay plus exact recording and nothing else (bench.roles "
+        "bare-recording): what recording alone costs over the bare relay",
+    )
+    p.add_argument(
         "--log-level",
         choices=("debug", "info", "warning", "error"),
         default="warning",
@@ -541,6 +552,7 @@ def plan_from_args(ns: argparse.Namespace) -> Plan:
         max_requests=ns.max_requests,
         limits=ns.limits,
         limits_redis=ns.limits_redis,
+        bare_recording=ns.bare_recording,
         log_level=ns.log_level,
         tracing=ns.tracing,
         tracing_ratios=ns.tracing_ratios,

@@ -8,15 +8,18 @@ another ref installed into its own venv.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import secrets
 import shutil
+import sqlite3
 import subprocess
 import sys
 import sysconfig
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,6 +138,22 @@ class Stack:
         proc = self.procs.start(argv, cpu=cpu, env=child_env(), name="bare")
         port = int(read_line(self.procs, proc, PORT_LINE, START_TIMEOUT))
         return Target("bare", "bare", f"http://{HOST}:{port}", pid=proc.pid, cpu=cpu)
+
+    def start_bare_recording(self, upstream: str, cpu: int | None) -> Target:
+        """The bare relay plus exact recording (:func:`bench.roles.serve_bare_recording`),
+        pinned like the gateway, recording into a database migrated by the CLI."""
+        data_dir = self.tmp / "data-bare-recording"
+        data_dir.mkdir()
+        env = child_env({"AIBRIDGE_DATA_DIR": str(data_dir)})
+        _cli(sys.executable, ["users", "create", "benchuser"], env)
+        with contextlib.closing(sqlite3.connect(data_dir / "aibridge.db")) as db:
+            (user_id,) = db.execute("SELECT id FROM users WHERE username = 'benchuser'").fetchone()
+        argv = [sys.executable, "-m", "bench.roles", "bare-recording", "--upstream", upstream]
+        argv += ["--data-dir", str(data_dir), "--user-id", str(uuid.UUID(str(user_id)))]
+        proc = self.procs.start(argv, cpu=cpu, env=env, name="bare-recording")
+        port = int(read_line(self.procs, proc, PORT_LINE, START_TIMEOUT))
+        url = f"http://{HOST}:{port}"
+        return Target("bare+recording", "bare", url, pid=proc.pid, cpu=cpu)
 
     # -------------------------------------------------------------- aibridge
 
