@@ -54,10 +54,11 @@ class Recorder:
         spill_path: Path,
         *,
         # Small on purpose: the writer thread shares the gateway's core, and a batch's
-        # SQLite work (~60 µs a request) delays whatever request is in flight; 32 records
-        # (~8 requests) keep that under a millisecond without costing throughput
-        # (docs/benchmarks.md "Round 9").
-        batch_size: int = 32,
+        # SQLite work delays whatever request is in flight. With time-ordered ids a
+        # request costs ~45 µs there, so 64 records (~16 requests) stay under a
+        # millisecond, and each commit (WAL frames for every page the batch touched)
+        # is shared by twice as many requests as with 32 (docs/benchmarks.md "Round 12").
+        batch_size: int = 64,
         flush_interval: float = 0.05,
         queue_size: int = 10_000,
         ping_timeout: float = 2.0,
