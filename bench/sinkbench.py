@@ -14,9 +14,9 @@ What-ifs, to size changes outside the sink:
 inserts touch more distinct pages as it does); ``--time-ordered-ids all`` gives every
 record a time-ordered id (``ids.new_uuid7``: milliseconds first) instead of a random
 UUID4, so the primary-key and ``interception_id`` indexes append instead of inserting at
-random places; ``children`` does it for all but the interception's own id (what the
-gateway does); ``--no-foreign-keys`` turns off SQLite's foreign-key checks on the
-writer's connection.
+random places (what the gateway does since round 12); ``children`` does it for all but
+the interception's own id (the gateway in round 11); ``--no-foreign-keys`` turns off
+SQLite's foreign-key checks on the writer's connection.
 """
 
 from __future__ import annotations
@@ -158,8 +158,8 @@ def main() -> None:
     parser.add_argument(
         "--time-ordered-ids",
         choices=["all", "children"],
-        help="children: every record's but the interception's own (a UUID4, as the "
-        "reference asks: it is also the response id clients see)",
+        help="all: every record's (the gateway since round 12); children: every record's "
+        "but the interception's own (round 11)",
     )
     parser.add_argument("--no-foreign-keys", action="store_true")
     args = parser.parse_args()
