@@ -167,3 +167,28 @@ async def test_an_end_replayed_with_a_start_already_written_still_ends_its_row(
     assert sum(1 for value in ended if value is not None) == len(ends)
     hints = column(tmp_path / "aibridge.db", "credential_hint")
     assert sorted(hints) == sorted(["sk-…wxyz", "sk-…abcd", "sk-…abcd", "sk-…abcd", "sk-…wxyz"])
+
+
+async def test_a_batch_larger_than_one_statement_writes_every_row(tmp_path: Path) -> None:
+    """Rows go in as multi-row INSERTs of at most 32 rows (32 + 16 + 4 + 1 for 53), each
+    table's chunks in order; every row lands once and a replay of the batch adds none."""
+    async with migrated_engine(sqlite_file_url(tmp_path)) as engine:
+        sink = SqliteSink(tmp_path / "aibridge.db", engine.dialect)
+        user = uuid.uuid4()
+        records: list[Record] = []
+        for _ in range(53):
+            start = InterceptionStarted(
+                initiator_id=user, provider="openai", provider_name="p", model="m"
+            )
+            records += [
+                start,
+                PromptRecord(interception_id=start.id, prompt="p"),
+                InterceptionEnded(id=start.id),
+            ]
+        async with asyncio.timeout(T):
+            assert await sink.write(records) == []
+            assert await sink.write(records) == []
+            await sink.close()
+    rows = dump(tmp_path / "aibridge.db")
+    assert (len(rows["interceptions"]), len(rows["user_prompts"])) == (53, 53)
+    assert all(value is not None for value in column(tmp_path / "aibridge.db", "ended_at"))

@@ -4,7 +4,7 @@ Through SQLAlchemy and aiosqlite, one recorder transaction costs five thread han
 (cursor, execute, close, commit, rollback-on-return), about 550 µs of CPU, and every
 request pays for one (its start record). This sink owns a plain :mod:`sqlite3`
 connection on its own thread and runs a whole batch there in a single call:
-``BEGIN IMMEDIATE``; one ``executemany`` per table (``ON CONFLICT (id) DO NOTHING``, so a
+``BEGIN IMMEDIATE``; multi-row INSERTs per table (``ON CONFLICT (id) DO NOTHING``, so a
 replayed record lands once), an end whose start is in the same batch folded into the
 start's row; the other end records as UPDATEs; ``COMMIT``.
 
@@ -103,17 +103,52 @@ def _fold_end(row: dict[str, Any], end: InterceptionEnded) -> None:
         row["credential_hint"] = end.credential_hint
 
 
-def _compile_insert(table: Table, dialect: Dialect) -> tuple[str, list[tuple[str, _Processor]]]:
-    """SQL text and (key, bind processor) per positional parameter of the idempotent insert."""
-    keys = [c.key for c in table.c]
-    stmt = sqlite_dialect.insert(table).on_conflict_do_nothing(index_elements=["id"])
-    compiled = stmt.compile(dialect=dialect, column_keys=keys)
-    order = list(compiled.positiontup or [])
-    params: list[tuple[str, _Processor]] = []
-    for k in order:
-        type_ = table.c[k].type
-        params.append((k, _processor(type_, type_._cached_bind_processor(dialect))))
-    return compiled.string, params
+# Rows per multi-row INSERT: a batch's rows of one table go in as few statements as
+# these sizes allow (45 rows: 32 + 8 + 4 + 1), so each table has at most this many
+# distinct statements for sqlite3's statement cache, and no statement nears SQLite's
+# bound-parameter limit (999 before 3.32).
+_CHUNKS = (32, 16, 8, 4, 2, 1)
+
+
+class _Insert:
+    """The idempotent multi-row INSERT of one table: ``sql(n)`` is the statement for ``n``
+    rows (one of :data:`_CHUNKS`), ``params`` the (key, bind processor) of each column
+    in a row's placeholder order."""
+
+    __slots__ = ("_head", "_row", "_sql", "params")
+
+    def __init__(self, table: Table, dialect: Dialect) -> None:
+        # Compiled once by SQLAlchemy for the column order and the bind processors.
+        keys = [c.key for c in table.c]
+        stmt = sqlite_dialect.insert(table).on_conflict_do_nothing(index_elements=["id"])
+        compiled = stmt.compile(dialect=dialect, column_keys=keys)
+        order = list(compiled.positiontup or [])
+        self.params: list[tuple[str, _Processor]] = []
+        for k in order:
+            type_ = table.c[k].type
+            self.params.append((k, _processor(type_, type_._cached_bind_processor(dialect))))
+        quote = dialect.identifier_preparer.quote
+        columns = ", ".join(quote(table.c[k].name) for k in order)
+        self._head = f"INSERT INTO {quote(table.name)} ({columns}) VALUES "
+        self._row = "(" + ", ".join("?" * len(order)) + ")"
+        self._sql = {n: self._statement(n) for n in _CHUNKS}
+
+    def _statement(self, rows: int) -> str:
+        return self._head + ", ".join([self._row] * rows) + " ON CONFLICT (id) DO NOTHING"
+
+    def execute(self, conn: sqlite3.Connection, rows: list[list[Any]]) -> int:
+        """Insert ``rows`` (parameter lists); return how many were new. One statement per
+        chunk: SQLite runs it as one step, where ``executemany`` steps (and the writer
+        thread gives up and takes back the GIL) once per row. Alone on a core that is the
+        same CPU; beside the event loop on the gateway's one core it is ~5 % less at c=16
+        (fewer hand-offs of the GIL and the core: docs/benchmarks.md "Round 12")."""
+        inserted, at, total = 0, 0, len(rows)
+        while at < total:
+            size = next(n for n in _CHUNKS if n <= total - at)
+            flat = [value for row in rows[at : at + size] for value in row]
+            inserted += conn.execute(self._sql[size], flat).rowcount
+            at += size
+        return inserted
 
 
 def _compile_update(stmt: Update, dialect: Dialect) -> tuple[str, list[tuple[str, _Processor]]]:
@@ -151,9 +186,7 @@ class SqliteSink:
         self._on_connect = on_connect
         self._conn: sqlite3.Connection | None = None
         self._identity: tuple[int, int] | None = None
-        self._inserts = [
-            (cls, *_compile_insert(table, dialect), to_row) for cls, table, to_row in _INSERTS
-        ]
+        self._inserts = [(cls, _Insert(table, dialect), to_row) for cls, table, to_row in _INSERTS]
         self._update_sql, self._update_params = _compile_update(_END_UPDATE, dialect)
         self._abandoned_sql, self._abandoned_params = _compile_update(_ABANDONED_UPDATE, dialect)
         id_proc = _ITABLE.c.id.type._cached_bind_processor(dialect)
@@ -263,7 +296,7 @@ class SqliteSink:
             timeout=self._busy_timeout,
             isolation_level=None,  # we issue BEGIN/COMMIT ourselves
             check_same_thread=False,
-            cached_statements=32,
+            cached_statements=64,  # the inserts' chunk sizes, the updates, the probes
         )
         try:
             conn.execute("PRAGMA journal_mode=WAL")
@@ -334,16 +367,17 @@ class SqliteSink:
                 else:
                     rest.append(e)  # no start here, or a second end (a no-op UPDATE)
             ends = rest
-        for cls, sql, params, to_row in self._inserts:
+        for cls, insert, to_row in self._inserts:
             batch = by_type.get(cls)
             if batch:
+                params = insert.params
                 rows = []
                 for r in batch:
                     row = to_row(r)
                     if folded and (end := folded.get(row["id"])) is not None:
                         _fold_end(row, end)
                     rows.append([p(row[k]) if p else row[k] for k, p in params])
-                inserted = conn.executemany(sql, rows).rowcount
+                inserted = insert.execute(conn, rows)
                 if cls is InterceptionStarted and folded and inserted != len(rows):
                     # Some start row was already there (a replay), so its INSERT did
                     # nothing and the end folded into it was not written: UPDATE them all
