@@ -134,22 +134,31 @@ async def serve_upstream(port: int) -> None:
     await _serve(routes, port, None)
 
 
-async def serve_bare(port: int, upstream: str) -> None:
-    """The bare relay: forward every POST to ``upstream`` + the same path."""
-    import aiohttp
-    from aiohttp import web
+# The request headers the bare relays pass on (the benchmark's clients send no others).
+FORWARDED = ("Content-Type", "Authorization", "x-api-key", "anthropic-version")
 
-    # One shared session, no connection limit, no total timeout (as a gateway would).
-    session = aiohttp.ClientSession(
+
+def _relay_session() -> Any:
+    """The bare relays' one shared client session: no connection limit, no total
+    timeout, bodies relayed as they come (as a gateway would)."""
+    import aiohttp
+
+    return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=0),
         timeout=aiohttp.ClientTimeout(total=None),
         auto_decompress=False,
     )
-    forwarded = ("Content-Type", "Authorization", "x-api-key", "anthropic-version")
+
+
+async def serve_bare(port: int, upstream: str) -> None:
+    """The bare relay: forward every POST to ``upstream`` + the same path."""
+    from aiohttp import web
+
+    session = _relay_session()
 
     async def relay(request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        headers = {k: v for k in forwarded if (v := request.headers.get(k)) is not None}
+        headers = {k: v for k in FORWARDED if (v := request.headers.get(k)) is not None}
         async with session.post(upstream + request.path, data=body, headers=headers) as up:
             ctype = up.headers.get("Content-Type", "application/json")
             if not ctype.startswith("text/event-stream"):
@@ -196,7 +205,6 @@ async def serve_bare_recording(port: int, upstream: str, data_dir: str, user_id:
     import uuid
     from pathlib import Path
 
-    import aiohttp
     import orjson
     from aiohttp import web
 
@@ -214,12 +222,7 @@ async def serve_bare_recording(port: int, upstream: str, data_dir: str, user_id:
     recorder = Recorder.for_database(session_factory(engine), directory)
     await recorder.start()
     user = uuid.UUID(user_id)
-    session = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=0),
-        timeout=aiohttp.ClientTimeout(total=None),
-        auto_decompress=False,
-    )
-    forwarded = ("Content-Type", "Authorization", "x-api-key", "anthropic-version")
+    session = _relay_session()
 
     async def relay(request: web.Request) -> web.StreamResponse:
         body = await request.read()
@@ -231,7 +234,7 @@ async def serve_bare_recording(port: int, upstream: str, data_dir: str, user_id:
             initiator_id=user, provider=provider, provider_name=provider, model=decoded["model"]
         )
         recorder.record(start)
-        headers = {k: v for k in forwarded if (v := request.headers.get(k)) is not None}
+        headers = {k: v for k in FORWARDED if (v := request.headers.get(k)) is not None}
         usages: list[dict[str, Any]] = []
         async with session.post(upstream + request.path, data=body, headers=headers) as up:
             ctype = up.headers.get("Content-Type", "application/json")
