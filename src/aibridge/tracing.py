@@ -16,7 +16,8 @@ context of the request that started them) has the right parent.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol
 
 AttributeValue = str | bool | int | float
@@ -91,6 +92,29 @@ class Tracer(Protocol):
 
     def trace_id(self, span: Span) -> str | None:
         """``span``'s trace id (32 hex digits) when it is sampled, else None."""
+
+
+def describe_error(exc: BaseException) -> str:
+    """A failed span's description: the exception's type and message."""
+    return f"{type(exc).__name__}: {exc}"
+
+
+@contextlib.contextmanager
+def current_span(
+    tracer: Tracer, span: Span, describe: Callable[[BaseException], str] = describe_error
+) -> Iterator[Span]:
+    """Run the block with ``span`` current (spans started in it, and in tasks it creates,
+    are its children), mark it failed with ``describe(exc)`` when the block raises, and
+    end it afterwards, however the block ended."""
+    token = tracer.activate(span)
+    try:
+        yield span
+    except BaseException as exc:
+        tracer.fail(span, describe(exc))
+        raise
+    finally:
+        tracer.deactivate(token)
+        span.end()
 
 
 TRACER: Tracer | None = None

@@ -123,15 +123,8 @@ async def _traced_start(tracer: tracing.Tracer, proxy: ServerProxy) -> None:
             "mcp_server_url": proxy.server.url,
         },
     )
-    token = tracer.activate(span)
-    try:
+    with tracing.current_span(tracer, span, str):
         await proxy.start()
-    except BaseException as exc:
-        tracer.fail(span, str(exc))
-        raise
-    finally:
-        tracer.deactivate(token)
-        span.end()
 
 
 async def build_toolset(

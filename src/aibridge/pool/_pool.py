@@ -92,16 +92,9 @@ class _Acquired(Generic[B]):
             tracing.POOL_ACQUIRE,
             {"user_id": str(actor.user_id), "api_key_id": actor.key_id, "cache_hit": False},
         )
-        token = tracer.activate(span)
-        try:
+        with tracing.current_span(tracer, span):
             entry, self._admission, self._lease = await self._pool._admit(actor)
             return entry.bridge
-        except BaseException as exc:
-            tracer.fail(span, f"{type(exc).__name__}: {exc}")
-            raise
-        finally:
-            tracer.deactivate(token)
-            span.end()
 
     async def __aexit__(self, *exc_info: object) -> None:
         admission, lease = self._admission, self._lease
@@ -320,25 +313,18 @@ class CachedBridgePool(Generic[B]):
     ) -> Entry[B]:
         self.metrics.builds.inc()
         tracer = tracing.TRACER
-        # The build task copied the context of the request that started it: the span is
-        # a child of that request's Acquire span (joined requests only wait for it).
-        span = (
-            None
-            if tracer is None
-            else tracer.start(tracing.POOL_BUILD, {"provider_generation": generation.id})
-        )
-        token = None if tracer is None or span is None else tracer.activate(span)
         try:
-            bridge = await self._builder(key, actor, generation.snapshot)
+            if tracer is None:
+                bridge = await self._builder(key, actor, generation.snapshot)
+            else:
+                # The build task copied the context of the request that started it: the
+                # span is a child of that request's Acquire span (joined requests wait).
+                span = tracer.start(tracing.POOL_BUILD, {"provider_generation": generation.id})
+                with tracing.current_span(tracer, span):
+                    bridge = await self._builder(key, actor, generation.snapshot)
         except Exception as exc:
             self.metrics.build_failures.inc()
-            if tracer is not None and span is not None:
-                tracer.fail(span, f"{type(exc).__name__}: {exc}")
             raise BridgeBuildError(exc) from exc
-        finally:
-            if tracer is not None and span is not None:
-                tracer.deactivate(token)
-                span.end()
         return Entry(ck, key, generation, bridge)
 
     def _publish(self, entry: Entry[B], build: Build[Entry[B]], epoch: int) -> None:

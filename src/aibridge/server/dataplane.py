@@ -73,25 +73,22 @@ async def _traced(
         request.headers,
         {"request_path": request.path, "user_id": str(actor.user_id)},
     )
-    token = tracer.activate(span)
     entry = current_entry()
     if entry is not None:
         entry.trace_id = tracer.trace_id(span)
-    try:
+    with tracing.current_span(tracer, span, _describe):
         response = await _serve(request, services, actor, name, tail, byok, span)
         if response.status >= 500:
             # Answers the pipeline did not mark itself (pool errors, shutting down).
             tracer.fail(span, f"HTTP {response.status}")
         return response
-    except asyncio.CancelledError:
-        tracer.fail(span, "client disconnected")
-        raise
-    except Exception as exc:
-        tracer.fail(span, f"{type(exc).__name__}: {exc}")
-        raise
-    finally:
-        tracer.deactivate(token)
-        span.end()
+
+
+def _describe(exc: BaseException) -> str:
+    # A cancelled request task is a client that went away.
+    if isinstance(exc, asyncio.CancelledError):
+        return "client disconnected"
+    return tracing.describe_error(exc)
 
 
 async def _serve(
