@@ -65,7 +65,7 @@ from aibridge.intercept.request import read_body
 from aibridge.intercept.spans import InterceptionTrace
 from aibridge.intercept.upstream_headers import client_headers_for_upstream
 from aibridge.mcp.toolset import Toolset
-from aibridge.providers.circuitbreaker import CIRCUIT_OPEN_MESSAGE, CircuitOpen, Permit
+from aibridge.providers.circuitbreaker import CIRCUIT_OPEN_MESSAGE, CircuitOpen
 from aibridge.providers.keyring import KeysExhausted
 from aibridge.providers.routes import BridgedRoute
 from aibridge.providers.upstream import UpstreamClients
@@ -267,52 +267,29 @@ class Interceptor:
         # (e.g. cancellation) frees a half-open probe slot.
         with permit:
             trace = ix.trace
-            if trace is not None:
-                return await self._traced_exchange(
-                    trace, permit, ix, request, route, api, body, hide_usage
-                )
-            sent = await self._send(ix, request, route, body)
-            if isinstance(sent, aiohttp.ClientResponse):
-                try:
-                    response, outcome = await self._relay(ix, request, sent, api, hide_usage)
-                finally:
-                    sent.release()
+            span: tracing.Span | None = None
+            if trace is None:
+                sent = await self._send(ix, request, route, body)
             else:
-                response, outcome = sent
-            permit.record(response.status)
+                # In an Upstream span: a stream's covers opening it, a blocking call's
+                # also reading the body (then it comes back open, and ends below).
+                sent, span = await self._send_traced(trace, ix, request, route, body)
+            try:
+                if isinstance(sent, aiohttp.ClientResponse):
+                    try:
+                        response, outcome = await self._relay(ix, request, sent, api, hide_usage)
+                    finally:
+                        sent.release()
+                    if trace is not None and span is not None and sent.status < 400:
+                        # (An error status already marked it, with the status.)
+                        trace.upstream_read(span, outcome)
+                else:
+                    response, outcome = sent
+                permit.record(response.status)
+            finally:
+                if span is not None:
+                    span.end()
         return response, outcome
-
-    async def _traced_exchange(
-        self,
-        trace: InterceptionTrace,
-        permit: Permit,
-        ix: Interception,
-        request: web.Request,
-        route: BridgedRoute,
-        api: API,
-        body: bytes,
-        hide_usage: bool,
-    ) -> tuple[web.StreamResponse, Outcome]:
-        """:meth:`_exchange`'s call and relay in an ``Upstream`` span: a stream's covers
-        opening it, a blocking call's also reading the body."""
-        sent, span = await self._send_traced(trace, ix, request, route, body)
-        try:
-            response: web.StreamResponse
-            if not isinstance(sent, aiohttp.ClientResponse):
-                response, outcome = sent
-            else:
-                try:
-                    response, outcome = await self._relay(ix, request, sent, api, hide_usage)
-                finally:
-                    sent.release()
-                if span is not None and sent.status < 400:
-                    # (An error status already marked it, with the status.)
-                    trace.upstream_read(span, outcome)
-            permit.record(response.status)
-            return response, outcome
-        finally:
-            if span is not None:
-                span.end()
 
     async def _send_traced(
         self,
