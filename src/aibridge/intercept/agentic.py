@@ -154,16 +154,12 @@ class ToolLoop:
     async def _loop(self) -> tuple[web.StreamResponse, Outcome]:
         ix = self.ix
         limits = self.itc.upstream
-        trace = ix.trace
         for iteration in range(1, self.max_iterations + 1):
             can_continue = iteration < self.max_iterations
-            if trace is None:
-                sent = await self.itc._send(ix, self.request, self.route, self.conversation.body())
-            else:
-                # Open only for a blocking answer whose body is still to be read.
-                sent, self._span = await self.itc._send_traced(
-                    trace, ix, self.request, self.route, self.conversation.body()
-                )
+            # The span is open only for a blocking answer whose body is still to be read.
+            sent, self._span = await self.itc._send_traced(
+                ix, self.request, self.route, self.conversation.body()
+            )
             if not isinstance(sent, aiohttp.ClientResponse):
                 response, outcome = sent
                 if self.out is None:

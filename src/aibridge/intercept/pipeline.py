@@ -267,13 +267,7 @@ class Interceptor:
         # (e.g. cancellation) frees a half-open probe slot.
         with permit:
             trace = ix.trace
-            span: tracing.Span | None = None
-            if trace is None:
-                sent = await self._send(ix, request, route, body)
-            else:
-                # In an Upstream span: a stream's covers opening it, a blocking call's
-                # also reading the body (then it comes back open, and ends below).
-                sent, span = await self._send_traced(trace, ix, request, route, body)
+            sent, span = await self._send_traced(ix, request, route, body)
             try:
                 if isinstance(sent, aiohttp.ClientResponse):
                     try:
@@ -292,16 +286,15 @@ class Interceptor:
         return response, outcome
 
     async def _send_traced(
-        self,
-        trace: InterceptionTrace,
-        ix: Interception,
-        request: web.Request,
-        route: BridgedRoute,
-        body: bytes,
+        self, ix: Interception, request: web.Request, route: BridgedRoute, body: bytes
     ) -> tuple[aiohttp.ClientResponse | tuple[web.Response, Outcome], tracing.Span | None]:
-        """:meth:`_send` in a new ``Upstream`` span (each call of the tool loop too). The
-        span comes back still open only for a blocking call that answered: it also covers
-        reading the body, and the caller ends it; a stream's covers only opening it."""
+        """:meth:`_send`, in a new ``Upstream`` span when the interception is traced (each
+        call of the tool loop too). The span comes back still open only for a blocking
+        call that answered: it also covers reading the body, and the caller ends it; a
+        stream's covers only opening it. Untraced: no span, nothing else done."""
+        trace = ix.trace
+        if trace is None:
+            return await self._send(ix, request, route, body), None
         span = trace.upstream()
         try:
             sent = await self._send(ix, request, route, body, span)
