@@ -253,10 +253,7 @@ _AS_DICT: dict[type[Any], Callable[[Any], dict[str, Any]]] = {
 def record_to_json(rec: Record) -> bytes:
     """One JSON object (no newline) with a ``kind`` key; unserialisable metadata values
     are stringified rather than failing the record."""
-    as_dict = _AS_DICT.get(type(rec))
-    if as_dict is None:  # a subclass (tests): orjson's own dataclass encoding
-        return b'{"kind":' + orjson.dumps(rec.kind) + b"," + orjson.dumps(rec, default=str)[1:]
-    return orjson.dumps(as_dict(rec), default=str)
+    return orjson.dumps(_AS_DICT[type(rec)](rec), default=str)
 
 
 def record_from_json(raw: bytes | str | dict[str, Any]) -> Record:
