@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from aibridge import tracing
@@ -324,32 +325,26 @@ async def test_propagate_trace_context_must_be_a_boolean(
     db_url: str, tmp_path: Path, value: object
 ) -> None:
     async with stack(db_url, tmp_path) as s, asyncio.timeout(TIMEOUT):
-        resp = await s.client.post(
-            "/api/v1/providers",
-            json={
-                "type": "openai",
-                "name": "bad",
-                "base_url": s.fake.url + "/v1",
-                "api_keys": ["sk-x-0001"],
-                "settings": {"propagate_trace_context": value},
-            },
-            headers=s.admin_headers(),
-        )
+
+        async def create(name: str, setting: object) -> aiohttp.ClientResponse:
+            return await s.client.post(
+                "/api/v1/providers",
+                json={
+                    "type": "openai",
+                    "name": name,
+                    "base_url": s.fake.url + "/v1",
+                    "api_keys": ["sk-x-0001"],
+                    "settings": {"propagate_trace_context": setting},
+                },
+                headers=s.admin_headers(),
+            )
+
+        resp = await create("bad", value)
         assert resp.status == 400, await resp.text()
         text = await resp.text()
         assert "settings.propagate_trace_context" in text
         assert "propagate_trace_context must be a boolean" in text
-        resp = await s.client.post(
-            "/api/v1/providers",
-            json={
-                "type": "openai",
-                "name": "good",
-                "base_url": s.fake.url + "/v1",
-                "api_keys": ["sk-x-0001"],
-                "settings": {"propagate_trace_context": True},
-            },
-            headers=s.admin_headers(),
-        )
+        resp = await create("good", True)
         assert resp.status == 201, await resp.text()
         got = await resp.json()
         assert got["settings"]["propagate_trace_context"] is True

@@ -261,7 +261,7 @@ class BatchWriter:
             self._pending_live[:0] = pend_live
             self._pending_replay[:0] = pend_replay
             if tracer is not None and span is not None:
-                tracer.fail(span, f"{type(exc).__name__}: {exc}")
+                tracer.fail(span, tracing.describe_error(exc))
             raise
         finally:
             if span is not None:
