@@ -33,6 +33,8 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from aibridge.testing.loopback import serve_on_loopback
+
 __all__ = [
     "ACCESS_KEY",
     "REGION",
@@ -314,16 +316,9 @@ class FakeBedrock:
     @asynccontextmanager
     async def serve(self) -> AsyncIterator[FakeBedrock]:
         """Run on a loopback port (``url`` set) for the duration of the block."""
-        runner = web.AppRunner(self.app(), handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
-        try:
+        async with serve_on_loopback(self.app()) as url:
+            self.url = url
             yield self
-        finally:
-            await runner.cleanup()
 
     def _next(self) -> str:
         return self.behaviours.pop(0) if self.behaviours else "text"
@@ -535,13 +530,6 @@ class FakeSTS:
         """Run on a loopback port (``url`` set) for the duration of the block."""
         app = web.Application()
         app.router.add_post("/", self._handle)
-        runner = web.AppRunner(app, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}/"
-        try:
+        async with serve_on_loopback(app) as url:
+            self.url = url + "/"
             yield self
-        finally:
-            await runner.cleanup()

@@ -20,6 +20,8 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
+from aibridge.testing.loopback import serve_on_loopback
+
 STATUS_NAMES = {0: "UNSET", 1: "OK", 2: "ERROR"}
 
 
@@ -192,14 +194,9 @@ async def otlp_receiver() -> AsyncIterator[OTLPReceiver]:
     rx = OTLPReceiver()
     app = web.Application()
     app.router.add_post("/v1/traces", rx._handle)
-    runner = web.AppRunner(app, handler_cancellation=True)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    rx.url = f"http://127.0.0.1:{port}"
-    try:
-        yield rx
-    finally:
-        rx._release.set()
-        await runner.cleanup()
+    async with serve_on_loopback(app, handler_cancellation=True) as url:
+        rx.url = url
+        try:
+            yield rx
+        finally:
+            rx._release.set()
