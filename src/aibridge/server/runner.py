@@ -7,7 +7,7 @@ import gc
 import logging
 import signal
 from contextlib import AsyncExitStack
-from typing import Any, TypeVar
+from typing import Any
 
 from aiohttp import web
 
@@ -17,8 +17,6 @@ from aibridge.server.app import create_app
 from aibridge.server.connection_guard import ConnectionLimits, GatewayRunner
 from aibridge.server.services import Services
 from aibridge.server.startup import running_services
-
-T = TypeVar("T")
 
 # The name the CLI always logged "listening" and "shutting down" under.
 log = logging.getLogger("aibridge")
