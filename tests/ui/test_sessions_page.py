@@ -126,3 +126,21 @@ async def test_filters_narrow_the_list_and_another_members_session_stays_hidden(
     await page.get_by_label("Errors").select_option("")
     await page.get_by_role("button", name="Apply filters").click()
     await expect(page.locator(f'tr[data-session="{entry["id"]}"]')).to_have_count(1)
+
+
+async def test_on_a_phone_a_sessions_token_counts_take_two_lines_and_never_break_inside(
+    page: Page, ui_stack: Stack
+) -> None:
+    await add_claude_provider(ui_stack)
+    await record_claude_session(ui_stack, "cc-session-0002", ui_stack.user_token)
+    await page.set_viewport_size({"width": 390, "height": 844})
+    await sign_in(page, ui_stack.user_token, "/ui/sessions")
+    counts = page.locator('td[data-col="tokens"] .tokens > span')
+    await expect(counts.first).to_be_visible()
+    heights = await counts.evaluate_all("spans => spans.map(s => s.getClientRects().length)")
+    # One box per count: "cache write 1,234" is never split over two lines.
+    assert heights and all(n == 1 for n in heights), heights
+    tops = await counts.evaluate_all(
+        "spans => [...new Set(spans.map(s => Math.round(s.getBoundingClientRect().top)))]"
+    )
+    assert len(tops) <= 2, tops
